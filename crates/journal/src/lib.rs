@@ -1,0 +1,775 @@
+//! The write-ahead journal every record enters first.
+//!
+//! # Design constraints
+//! * A call's response is released only after its record is durable (strict mode): the
+//!   append future resolves after `fdatasync` of the segment holding it.
+//! * Many concurrent calls share one `fdatasync` (group commit): one writer thread takes
+//!   everything queued, writes it with one `write`, syncs once, then wakes every waiter.
+//! * A crash at any byte leaves a journal that opens: the tail of the last segment is
+//!   scanned and cut at the last valid entry.
+//! * Destinations read the journal independently and keep a durable cursor each; a segment
+//!   is deleted only when every cursor has passed it.
+//!
+//! # On-disk format
+//! `DIR/segments/<first sequence, 20 digits>.seg`, each a run of entries:
+//!
+//! ```text
+//! len: u32 LE | crc: u32 LE | seq: u64 LE | time_ms: u64 LE | payload (len bytes)
+//! ```
+//! `crc` is CRC-32C over `seq | time_ms | payload`. Sequence numbers start at 1 and
+//! increase by one across segments with no gaps. `time_ms` is the Unix time of the append.
+//!
+//! Cursors: `DIR/cursors/<name>`: the next sequence number the destination needs, as
+//! decimal text, replaced atomically (write temp, fsync, rename, fsync folder).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{oneshot, watch};
+
+const HEADER: usize = 24;
+/// Largest payload accepted (a 25 MB Bedrock body, JSON-escaped, fits well inside).
+pub const MAX_PAYLOAD: usize = 256 * 1024 * 1024;
+
+/// Journal errors.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// An I/O operation failed.
+    #[error("journal i/o error during {op}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The journal can no longer guarantee durability (a failed fsync, or it was closed).
+    #[error("journal unavailable: {0}")]
+    Unavailable(String),
+    /// A payload larger than [`MAX_PAYLOAD`].
+    #[error("record of {0} bytes exceeds the journal's limit")]
+    TooLarge(usize),
+    /// A committed entry failed its checksum or sequence check.
+    #[error("journal corrupt in {file} at offset {offset}: {reason}")]
+    Corrupt {
+        /// Segment file.
+        file: String,
+        /// Byte offset of the bad entry.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> JournalError {
+    move |source| JournalError::Io { op, source }
+}
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// After `fdatasync` (the default: no acknowledged record is ever lost).
+    Strict,
+    /// After `write`; an `fdatasync` follows within `async_sync_interval`.
+    Async,
+}
+
+/// Journal settings.
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    /// Folder of the journal.
+    pub dir: PathBuf,
+    /// A segment is sealed once it reaches this size.
+    pub segment_bytes: u64,
+    /// Acknowledgement mode.
+    pub mode: SyncMode,
+    /// Most entries written per group commit.
+    pub max_batch: usize,
+    /// In async mode, the longest time between write and fsync.
+    pub async_sync_interval: Duration,
+}
+
+impl JournalConfig {
+    /// Defaults for a folder: 64 MiB segments, strict mode.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        JournalConfig {
+            dir: dir.into(),
+            segment_bytes: 64 * 1024 * 1024,
+            mode: SyncMode::Strict,
+            max_batch: 4096,
+            async_sync_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// One entry read back from the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Sequence number.
+    pub seq: u64,
+    /// Append time, Unix milliseconds.
+    pub time_ms: u64,
+    /// The payload as appended.
+    pub payload: Vec<u8>,
+}
+
+/// Builds an entry's payload once its sequence number is known.
+pub type Encoder = Box<dyn FnOnce(u64) -> Vec<u8> + Send>;
+
+struct Append {
+    encode: Encoder,
+    done: oneshot::Sender<Result<u64, JournalError>>,
+}
+
+/// Counters for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct JournalStats {
+    /// Entries appended.
+    pub entries: AtomicU64,
+    /// Group commits (one write + at most one fsync each).
+    pub batches: AtomicU64,
+    /// `fdatasync` calls.
+    pub syncs: AtomicU64,
+    /// Total nanoseconds spent in `fdatasync`.
+    pub sync_nanos: AtomicU64,
+}
+
+struct Shared {
+    dir: PathBuf,
+    healthy: AtomicBool,
+    stats: JournalStats,
+    /// Serialises garbage collection with segment rolling.
+    segments_lock: Mutex<()>,
+}
+
+/// Handle to an open journal. Cheap to clone; the writer stops when every handle is gone.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Append>,
+    committed: watch::Receiver<u64>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("dir", &self.shared.dir)
+            .finish()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn segments_dir(dir: &Path) -> PathBuf {
+    dir.join("segments")
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    segments_dir(dir).join(format!("{first_seq:020}.seg"))
+}
+
+/// Sorted list of `(first_seq, path)` of the segments in a journal folder.
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(segments_dir(dir)) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err("list segments")(e)),
+    };
+    for ent in rd {
+        let ent = ent.map_err(io_err("list segments"))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(".seg") else {
+            continue;
+        };
+        if let Ok(first) = stem.parse::<u64>() {
+            out.push((first, ent.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync folder"))
+}
+
+fn crc(seq: u64, time_ms: u64, payload: &[u8]) -> u32 {
+    let c = crc32c::crc32c(&seq.to_le_bytes());
+    let c = crc32c::crc32c_append(c, &time_ms.to_le_bytes());
+    crc32c::crc32c_append(c, payload)
+}
+
+fn encode_frame(buf: &mut Vec<u8>, seq: u64, time_ms: u64, payload: &[u8]) {
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&crc(seq, time_ms, payload).to_le_bytes());
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(&time_ms.to_le_bytes());
+    buf.extend_from_slice(payload);
+}
+
+/// Outcome of reading one frame.
+enum Frame {
+    Entry(Entry, u64),
+    /// Clean end of file.
+    End,
+    /// A torn or corrupt frame starting at this offset.
+    Bad(String),
+}
+
+fn read_frame<R: Read>(r: &mut R, expect_seq: Option<u64>) -> io::Result<Frame> {
+    let mut h = [0u8; HEADER];
+    let mut got = 0;
+    while got < HEADER {
+        let n = r.read(&mut h[got..])?;
+        if n == 0 {
+            return Ok(if got == 0 {
+                Frame::End
+            } else {
+                Frame::Bad("truncated header".into())
+            });
+        }
+        got += n;
+    }
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    let want_crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    let mut s = [0u8; 8];
+    s.copy_from_slice(&h[8..16]);
+    let seq = u64::from_le_bytes(s);
+    s.copy_from_slice(&h[16..24]);
+    let time_ms = u64::from_le_bytes(s);
+    if len > MAX_PAYLOAD {
+        return Ok(Frame::Bad(format!("length {len} over limit")));
+    }
+    if let Some(e) = expect_seq {
+        if seq != e {
+            return Ok(Frame::Bad(format!("sequence {seq}, expected {e}")));
+        }
+    }
+    let mut payload = vec![0u8; len];
+    if let Err(e) = r.read_exact(&mut payload) {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            return Ok(Frame::Bad("truncated payload".into()));
+        }
+        return Err(e);
+    }
+    if crc(seq, time_ms, &payload) != want_crc {
+        return Ok(Frame::Bad("checksum mismatch".into()));
+    }
+    Ok(Frame::Entry(
+        Entry {
+            seq,
+            time_ms,
+            payload,
+        },
+        (HEADER + len) as u64,
+    ))
+}
+
+/// Scan a segment; return (valid length, last seq) and whether a bad tail was found.
+fn scan_segment(path: &Path, first_seq: u64) -> Result<(u64, Option<u64>, bool), JournalError> {
+    let f = File::open(path).map_err(io_err("open segment"))?;
+    let mut r = io::BufReader::with_capacity(1 << 20, f);
+    let mut off = 0u64;
+    let mut last = None;
+    let mut expect = first_seq;
+    loop {
+        match read_frame(&mut r, Some(expect)).map_err(io_err("scan segment"))? {
+            Frame::Entry(e, n) => {
+                off += n;
+                last = Some(e.seq);
+                expect = e.seq + 1;
+            }
+            Frame::End => return Ok((off, last, false)),
+            Frame::Bad(_) => return Ok((off, last, true)),
+        }
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    file: File,
+    seg_len: u64,
+    next_seq: u64,
+    config: JournalConfig,
+    shared: Arc<Shared>,
+    committed: watch::Sender<u64>,
+    dirty_since: Option<Instant>,
+}
+
+impl Writer {
+    fn roll(&mut self) -> Result<(), JournalError> {
+        self.sync()?;
+        let _g = self.shared.segments_lock.lock();
+        let path = segment_path(&self.dir, self.next_seq);
+        self.file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("create segment"))?;
+        sync_dir(&segments_dir(&self.dir))?;
+        self.seg_len = 0;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), JournalError> {
+        if self.dirty_since.is_none() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        self.file.sync_data().map_err(io_err("fdatasync"))?;
+        let s = &self.shared.stats;
+        s.syncs.fetch_add(1, Ordering::Relaxed);
+        s.sync_nanos
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.dirty_since = None;
+        Ok(())
+    }
+
+    fn poison(&self, why: &str) {
+        self.shared.healthy.store(false, Ordering::SeqCst);
+        tracing::error!(error = why, "journal poisoned; appends will fail");
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Append>) {
+        let mut buf = Vec::with_capacity(1 << 20);
+        let mut batch: Vec<(u64, oneshot::Sender<Result<u64, JournalError>>)> = Vec::new();
+        loop {
+            let first = if self.dirty_since.is_some() {
+                // Async mode with unsynced data: wait at most until the sync deadline.
+                let wait = self
+                    .dirty_since
+                    .map(|t| self.config.async_sync_interval.saturating_sub(t.elapsed()))
+                    .unwrap_or_default();
+                match rx.recv_timeout(wait) {
+                    Ok(a) => a,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if let Err(e) = self.sync() {
+                            self.poison(&e.to_string());
+                        }
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(a) => a,
+                    Err(_) => break,
+                }
+            };
+            let mut pending = vec![first];
+            while pending.len() < self.config.max_batch {
+                match rx.try_recv() {
+                    Ok(a) => pending.push(a),
+                    Err(_) => break,
+                }
+            }
+            if !self.shared.healthy.load(Ordering::SeqCst) {
+                for a in pending {
+                    let _ = a.done.send(Err(JournalError::Unavailable(
+                        "an earlier fsync failed; restart required".into(),
+                    )));
+                }
+                continue;
+            }
+            self.write_batch(pending, &mut buf, &mut batch);
+        }
+        if let Err(e) = self.sync() {
+            tracing::error!(error = %e, "final journal sync failed");
+        }
+    }
+
+    fn write_batch(
+        &mut self,
+        pending: Vec<Append>,
+        buf: &mut Vec<u8>,
+        batch: &mut Vec<(u64, oneshot::Sender<Result<u64, JournalError>>)>,
+    ) {
+        buf.clear();
+        batch.clear();
+        let t = now_ms();
+        for a in pending {
+            if !self.shared.healthy.load(Ordering::SeqCst) {
+                let _ = a.done.send(Err(JournalError::Unavailable(
+                    "journal poisoned during this batch".into(),
+                )));
+                continue;
+            }
+            let seq = self.next_seq;
+            let payload = (a.encode)(seq);
+            if payload.len() > MAX_PAYLOAD {
+                let _ = a.done.send(Err(JournalError::TooLarge(payload.len())));
+                continue;
+            }
+            let len = (buf.len() + HEADER + payload.len()) as u64;
+            if self.seg_len > 0 && self.seg_len + len > self.config.segment_bytes {
+                // Commit what this batch has so far into the current segment, then seal it.
+                self.commit(buf, batch);
+                if let Err(e) = self.roll() {
+                    self.poison(&e.to_string());
+                    let _ = a.done.send(Err(JournalError::Unavailable(e.to_string())));
+                    continue;
+                }
+                if !self.shared.healthy.load(Ordering::SeqCst) {
+                    let _ = a.done.send(Err(JournalError::Unavailable(
+                        "journal poisoned during this batch".into(),
+                    )));
+                    continue;
+                }
+            }
+            encode_frame(buf, seq, t, &payload);
+            self.next_seq += 1;
+            batch.push((seq, a.done));
+        }
+        self.commit(buf, batch);
+    }
+
+    /// Make `buf` durable (strict) or written (async), then acknowledge `batch`. On error
+    /// nothing of `buf` survives, the sequence counter is rewound and every waiter fails.
+    fn commit(
+        &mut self,
+        buf: &mut Vec<u8>,
+        batch: &mut Vec<(u64, oneshot::Sender<Result<u64, JournalError>>)>,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let result = self.flush(buf).and_then(|()| {
+            if self.config.mode == SyncMode::Strict {
+                self.sync().inspect_err(|e| self.poison(&e.to_string()))
+            } else {
+                Ok(())
+            }
+        });
+        match result {
+            Ok(()) => {
+                let stats = &self.shared.stats;
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .entries
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.committed.send_replace(self.next_seq);
+                for (seq, done) in batch.drain(..) {
+                    let _ = done.send(Ok(seq));
+                }
+            }
+            Err(e) => {
+                buf.clear();
+                self.fail(batch, &e);
+            }
+        }
+    }
+
+    /// Write `buf` to the active segment. On failure, cut the file back to its last good
+    /// length and rewind the sequence counter so no partial entry survives.
+    fn flush(&mut self, buf: &mut Vec<u8>) -> Result<(), JournalError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.file.write_all(buf) {
+            let _ = self.file.set_len(self.seg_len);
+            let _ = self.file.seek(SeekFrom::Start(self.seg_len));
+            return Err(io_err("append")(e));
+        }
+        self.seg_len += buf.len() as u64;
+        if self.dirty_since.is_none() {
+            self.dirty_since = Some(Instant::now());
+        }
+        buf.clear();
+        Ok(())
+    }
+
+    fn fail(
+        &mut self,
+        batch: &mut Vec<(u64, oneshot::Sender<Result<u64, JournalError>>)>,
+        e: &JournalError,
+    ) {
+        if let Some((first, _)) = batch.first() {
+            self.next_seq = *first;
+        }
+        for (_, done) in batch.drain(..) {
+            let _ = done.send(Err(JournalError::Unavailable(e.to_string())));
+        }
+    }
+}
+
+impl Journal {
+    /// Open (creating if needed) the journal in `config.dir`, recover the tail, and start
+    /// the writer thread.
+    pub fn open(config: JournalConfig) -> Result<Journal, JournalError> {
+        let dir = config.dir.clone();
+        fs::create_dir_all(segments_dir(&dir)).map_err(io_err("create journal folder"))?;
+        fs::create_dir_all(dir.join("cursors")).map_err(io_err("create cursor folder"))?;
+        let segs = list_segments(&dir)?;
+        let (file, seg_len, next_seq) = match segs.last() {
+            None => {
+                let path = segment_path(&dir, 1);
+                let f = OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err("create segment"))?;
+                sync_dir(&segments_dir(&dir))?;
+                (f, 0, 1)
+            }
+            Some((first, path)) => {
+                let (valid, last, torn) = scan_segment(path, *first)?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_err("open segment"))?;
+                if torn {
+                    tracing::warn!(segment = %path.display(), valid_bytes = valid, "cutting torn journal tail");
+                    f.set_len(valid).map_err(io_err("truncate torn tail"))?;
+                    f.sync_all().map_err(io_err("fsync after truncate"))?;
+                }
+                let mut f = f;
+                f.seek(SeekFrom::Start(valid))
+                    .map_err(io_err("seek segment end"))?;
+                (f, valid, last.map(|s| s + 1).unwrap_or(*first))
+            }
+        };
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            healthy: AtomicBool::new(true),
+            stats: JournalStats::default(),
+            segments_lock: Mutex::new(()),
+        });
+        let (ctx, crx) = watch::channel(next_seq);
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            dir,
+            file,
+            seg_len,
+            next_seq,
+            config,
+            shared: shared.clone(),
+            committed: ctx,
+            dirty_since: None,
+        };
+        std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_err("spawn journal writer"))?;
+        Ok(Journal {
+            tx,
+            committed: crx,
+            shared,
+        })
+    }
+
+    /// Append one entry whose payload is built from its sequence number. Resolves with the
+    /// sequence number once the entry is durable (strict) or written (async).
+    pub async fn append(&self, encode: Encoder) -> Result<u64, JournalError> {
+        if !self.is_healthy() {
+            return Err(JournalError::Unavailable(
+                "an earlier fsync failed; restart required".into(),
+            ));
+        }
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Append { encode, done })
+            .map_err(|_| JournalError::Unavailable("journal writer stopped".into()))?;
+        wait.await
+            .map_err(|_| JournalError::Unavailable("journal writer stopped".into()))?
+    }
+
+    /// False once durability can no longer be guaranteed.
+    pub fn is_healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::SeqCst)
+    }
+
+    /// The next sequence number that will be assigned; every entry below it is readable.
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+
+    /// The journal folder.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &JournalStats {
+        &self.shared.stats
+    }
+
+    /// A reader positioned at `seq`.
+    pub fn reader(&self, seq: u64) -> Reader {
+        Reader::new(self.shared.dir.clone(), seq)
+    }
+
+    /// Delete sealed segments all of whose entries are below `min_cursor`.
+    /// Returns how many were deleted.
+    pub fn collect_garbage(&self, min_cursor: u64) -> Result<usize, JournalError> {
+        let _g = self.shared.segments_lock.lock();
+        let segs = list_segments(&self.shared.dir)?;
+        let mut deleted = 0;
+        for w in segs.windows(2) {
+            let (_, path) = &w[0];
+            let (next_first, _) = w[1];
+            if next_first <= min_cursor {
+                fs::remove_file(path).map_err(io_err("delete segment"))?;
+                deleted += 1;
+            } else {
+                break;
+            }
+        }
+        if deleted > 0 {
+            sync_dir(&segments_dir(&self.shared.dir))?;
+        }
+        Ok(deleted)
+    }
+}
+
+/// Sequential reader over committed entries.
+pub struct Reader {
+    dir: PathBuf,
+    next: u64,
+    open: Option<(io::BufReader<File>, u64)>,
+}
+
+impl Reader {
+    fn new(dir: PathBuf, next: u64) -> Self {
+        Reader {
+            dir,
+            next,
+            open: None,
+        }
+    }
+
+    /// The sequence number the next call to [`Reader::next_entry`] returns.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    fn position_at(&mut self, seq: u64) -> Result<(), JournalError> {
+        let segs = list_segments(&self.dir)?;
+        let Some((first, path)) = segs.iter().rev().find(|(f, _)| *f <= seq).cloned() else {
+            return Err(JournalError::Corrupt {
+                file: self.dir.display().to_string(),
+                offset: 0,
+                reason: format!("no segment holds sequence {seq} (already collected?)"),
+            });
+        };
+        let f = File::open(&path).map_err(io_err("open segment"))?;
+        let mut r = io::BufReader::with_capacity(1 << 20, f);
+        let mut cur = first;
+        let mut off = 0u64;
+        while cur < seq {
+            // Skip entries before `seq` by their headers.
+            let mut h = [0u8; HEADER];
+            r.read_exact(&mut h).map_err(|e| JournalError::Corrupt {
+                file: path.display().to_string(),
+                offset: off,
+                reason: format!("cannot skip to sequence {seq}: {e}"),
+            })?;
+            let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as i64;
+            r.seek_relative(len).map_err(io_err("skip entry"))?;
+            off += HEADER as u64 + len as u64;
+            cur += 1;
+        }
+        self.open = Some((r, first));
+        Ok(())
+    }
+
+    /// Read the entry at the current position if its sequence is below `upto`
+    /// (the committed bound from [`Journal::committed`]).
+    pub fn next_entry(&mut self, upto: u64) -> Result<Option<Entry>, JournalError> {
+        if self.next >= upto {
+            return Ok(None);
+        }
+        if self.open.is_none() {
+            self.position_at(self.next)?;
+        }
+        for _attempt in 0..2 {
+            let Some((r, _)) = self.open.as_mut() else {
+                break;
+            };
+            match read_frame(r, Some(self.next)).map_err(io_err("read entry"))? {
+                Frame::Entry(e, _) => {
+                    self.next += 1;
+                    return Ok(Some(e));
+                }
+                Frame::End => {
+                    // The entry is committed, so it lives in the next segment.
+                    let path = segment_path(&self.dir, self.next);
+                    let f = File::open(&path).map_err(io_err("open next segment"))?;
+                    self.open = Some((io::BufReader::with_capacity(1 << 20, f), self.next));
+                }
+                Frame::Bad(reason) => {
+                    return Err(JournalError::Corrupt {
+                        file: self.dir.display().to_string(),
+                        offset: 0,
+                        reason: format!("at sequence {}: {reason}", self.next),
+                    })
+                }
+            }
+        }
+        Err(JournalError::Corrupt {
+            file: self.dir.display().to_string(),
+            offset: 0,
+            reason: format!("committed sequence {} not found", self.next),
+        })
+    }
+}
+
+/// A destination's durable position in the journal.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    dir: PathBuf,
+    name: String,
+}
+
+impl Cursor {
+    /// The cursor `name` of the journal in `journal_dir`.
+    pub fn new(journal_dir: &Path, name: &str) -> Self {
+        Cursor {
+            dir: journal_dir.join("cursors"),
+            name: name.to_string(),
+        }
+    }
+
+    /// The next sequence the destination needs (1 when never stored).
+    pub fn load(&self) -> Result<u64, JournalError> {
+        match fs::read_to_string(self.dir.join(&self.name)) {
+            Ok(s) => s.trim().parse::<u64>().map_err(|e| JournalError::Corrupt {
+                file: self.dir.join(&self.name).display().to_string(),
+                offset: 0,
+                reason: format!("bad cursor: {e}"),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(1),
+            Err(e) => Err(io_err("read cursor")(e)),
+        }
+    }
+
+    /// Durably replace the cursor.
+    pub fn store(&self, next: u64) -> Result<(), JournalError> {
+        fs::create_dir_all(&self.dir).map_err(io_err("create cursor folder"))?;
+        let tmp = self.dir.join(format!(".{}.tmp", self.name));
+        {
+            let mut f = File::create(&tmp).map_err(io_err("write cursor"))?;
+            f.write_all(next.to_string().as_bytes())
+                .map_err(io_err("write cursor"))?;
+            f.sync_all().map_err(io_err("fsync cursor"))?;
+        }
+        fs::rename(&tmp, self.dir.join(&self.name)).map_err(io_err("rename cursor"))?;
+        sync_dir(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests;

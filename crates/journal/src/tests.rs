@@ -1,0 +1,264 @@
+use super::*;
+use proptest::prelude::*;
+
+fn payload(i: u64) -> Vec<u8> {
+    format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat((i % 50) as usize)).into_bytes()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn append_n(j: &Journal, rt: &tokio::runtime::Runtime, from: u64, n: u64) -> Vec<u64> {
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for i in from..from + n {
+            out.push(j.append(Box::new(move |_| payload(i))).await.unwrap());
+        }
+        out
+    })
+}
+
+fn read_all(j: &Journal, from: u64) -> Vec<Entry> {
+    let upto = *j.committed().borrow();
+    let mut r = j.reader(from);
+    let mut out = Vec::new();
+    while let Some(e) = r.next_entry(upto).unwrap() {
+        out.push(e);
+    }
+    out
+}
+
+/// Wait until the writer thread of a dropped journal has released its files.
+fn reopen(cfg: &JournalConfig) -> Journal {
+    Journal::open(cfg.clone()).unwrap()
+}
+
+#[test]
+fn appends_get_consecutive_sequences_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let j = Journal::open(JournalConfig::new(dir.path())).unwrap();
+    let seqs = append_n(&j, &rt, 0, 100);
+    assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
+    let all = read_all(&j, 1);
+    assert_eq!(all.len(), 100);
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1);
+        assert_eq!(e.payload, payload(i as u64));
+    }
+    // Reading from the middle.
+    assert_eq!(read_all(&j, 51)[0].payload, payload(50));
+}
+
+#[test]
+fn payload_sees_its_own_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let j = Journal::open(JournalConfig::new(dir.path())).unwrap();
+    rt.block_on(async {
+        for _ in 0..5 {
+            j.append(Box::new(|seq| seq.to_string().into_bytes()))
+                .await
+                .unwrap();
+        }
+    });
+    for e in read_all(&j, 1) {
+        assert_eq!(e.payload, e.seq.to_string().into_bytes());
+    }
+}
+
+#[test]
+fn concurrent_appends_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let j = Journal::open(JournalConfig::new(dir.path())).unwrap();
+    let n = 2000u64;
+    let mut seqs = rt.block_on(async {
+        let mut hs = Vec::new();
+        for i in 0..n {
+            let j = j.clone();
+            hs.push(tokio::spawn(async move {
+                j.append(Box::new(move |_| payload(i))).await.unwrap()
+            }));
+        }
+        let mut out = Vec::new();
+        for h in hs {
+            out.push(h.await.unwrap());
+        }
+        out
+    });
+    seqs.sort();
+    assert_eq!(seqs, (1..=n).collect::<Vec<_>>());
+    let syncs = j.stats().syncs.load(Ordering::Relaxed);
+    assert!(syncs >= 1 && syncs < n, "group commit: {syncs} syncs for {n}");
+    assert_eq!(read_all(&j, 1).len() as u64, n);
+}
+
+#[test]
+fn survives_reopen_and_continues_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let cfg = JournalConfig::new(dir.path());
+    {
+        let j = Journal::open(cfg.clone()).unwrap();
+        append_n(&j, &rt, 0, 10);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let j = reopen(&cfg);
+    assert_eq!(*j.committed().borrow(), 11);
+    assert_eq!(append_n(&j, &rt, 10, 1), vec![11]);
+    assert_eq!(read_all(&j, 1).len(), 11);
+}
+
+#[test]
+fn torn_tail_is_cut_at_every_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let cfg = JournalConfig::new(dir.path());
+    {
+        let j = Journal::open(cfg.clone()).unwrap();
+        append_n(&j, &rt, 0, 3);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let seg = segment_path(dir.path(), 1);
+    let full = fs::read(&seg).unwrap();
+    let ends: Vec<usize> = {
+        // Byte offsets where each entry ends.
+        let mut v = Vec::new();
+        let mut off = 0;
+        for i in 0..3 {
+            off += HEADER + payload(i).len();
+            v.push(off);
+        }
+        v
+    };
+    for cut in 0..full.len() {
+        let d2 = tempfile::tempdir().unwrap();
+        fs::create_dir_all(segments_dir(d2.path())).unwrap();
+        fs::write(segment_path(d2.path(), 1), &full[..cut]).unwrap();
+        let j = Journal::open(JournalConfig::new(d2.path())).unwrap();
+        let complete = ends.iter().filter(|&&e| e <= cut).count() as u64;
+        assert_eq!(*j.committed().borrow(), complete + 1, "cut at {cut}");
+        // The file was cut back to the last whole entry and appends continue after it.
+        let s = append_n(&j, &rt, 100, 1);
+        assert_eq!(s, vec![complete + 1]);
+        let all = read_all(&j, 1);
+        assert_eq!(all.len() as u64, complete + 1);
+    }
+}
+
+#[test]
+fn corrupt_byte_in_tail_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let cfg = JournalConfig::new(dir.path());
+    {
+        let j = Journal::open(cfg.clone()).unwrap();
+        append_n(&j, &rt, 0, 3);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let seg = segment_path(dir.path(), 1);
+    let mut bytes = fs::read(&seg).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0xff; // inside the third entry's payload
+    fs::write(&seg, &bytes).unwrap();
+    let j = reopen(&cfg);
+    assert_eq!(*j.committed().borrow(), 3);
+}
+
+#[test]
+fn rolls_segments_and_reads_across_them_and_collects_garbage() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let mut cfg = JournalConfig::new(dir.path());
+    cfg.segment_bytes = 500;
+    let j = Journal::open(cfg.clone()).unwrap();
+    append_n(&j, &rt, 0, 60);
+    let segs = list_segments(dir.path()).unwrap();
+    assert!(segs.len() > 3, "{} segments", segs.len());
+    let all = read_all(&j, 1);
+    assert_eq!(all.len(), 60);
+    assert_eq!(read_all(&j, 33)[0].seq, 33);
+    // Nothing is collected below the first segment boundary.
+    assert_eq!(j.collect_garbage(1).unwrap(), 0);
+    let deleted = j.collect_garbage(40).unwrap();
+    assert!(deleted > 0);
+    let left = list_segments(dir.path()).unwrap();
+    assert!(left[0].0 <= 40);
+    assert_eq!(read_all(&j, 40).len(), 21);
+    // Reopen after GC keeps the sequence.
+    drop(j);
+    std::thread::sleep(Duration::from_millis(50));
+    let j = reopen(&cfg);
+    assert_eq!(*j.committed().borrow(), 61);
+}
+
+#[test]
+fn cursor_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cursor::new(dir.path(), "archive");
+    assert_eq!(c.load().unwrap(), 1);
+    c.store(42).unwrap();
+    assert_eq!(c.load().unwrap(), 42);
+    c.store(43).unwrap();
+    assert_eq!(Cursor::new(dir.path(), "archive").load().unwrap(), 43);
+}
+
+#[test]
+fn async_mode_acknowledges_and_syncs_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let mut cfg = JournalConfig::new(dir.path());
+    cfg.mode = SyncMode::Async;
+    cfg.async_sync_interval = Duration::from_millis(20);
+    let j = Journal::open(cfg).unwrap();
+    append_n(&j, &rt, 0, 50);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(j.stats().syncs.load(Ordering::Relaxed) >= 1);
+    assert_eq!(read_all(&j, 1).len(), 50);
+}
+
+#[test]
+fn oversized_payload_is_refused_without_consuming_a_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let j = Journal::open(JournalConfig::new(dir.path())).unwrap();
+    let r = rt.block_on(j.append(Box::new(|_| vec![0u8; MAX_PAYLOAD + 1])));
+    assert!(matches!(r, Err(JournalError::TooLarge(_))));
+    assert_eq!(append_n(&j, &rt, 0, 1), vec![1]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Model check: any run of appends, reopenings and segment sizes reads back exactly
+    /// the appended payloads in order.
+    #[test]
+    fn model(ops in proptest::collection::vec((0u8..4, proptest::collection::vec(any::<u8>(), 0..300)), 1..60),
+             seg in 64u64..4096) {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = rt();
+        let mut cfg = JournalConfig::new(dir.path());
+        cfg.segment_bytes = seg;
+        let mut j = Journal::open(cfg.clone()).unwrap();
+        let mut model: Vec<Vec<u8>> = Vec::new();
+        for (op, data) in ops {
+            if op == 0 {
+                drop(j);
+                std::thread::sleep(Duration::from_millis(5));
+                j = Journal::open(cfg.clone()).unwrap();
+            } else {
+                let d = data.clone();
+                let s = rt.block_on(j.append(Box::new(move |_| d))).unwrap();
+                model.push(data);
+                prop_assert_eq!(s, model.len() as u64);
+            }
+        }
+        let got: Vec<Vec<u8>> = read_all(&j, 1).into_iter().map(|e| e.payload).collect();
+        prop_assert_eq!(got, model);
+    }
+}

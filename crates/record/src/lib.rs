@@ -1,0 +1,320 @@
+//! The Bedrock `ModelInvocationLog` record (schema 1.0) and the archive key layout.
+//!
+//! Pure types and functions: no I/O, no async. Every later stage (journal, delivery,
+//! query) depends on this crate and on nothing else of ours.
+//!
+//! Field names, order and presence follow `shared/reference/bedrock-invocation-logging.md`
+//! §1. Everything Bedrock does not define lives under the single top-level key `logbook`
+//! ([`LogbookExt`]) so that existing Bedrock parsers keep working.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+pub mod layout;
+
+/// `schemaType` of every record.
+pub const SCHEMA_TYPE: &str = "ModelInvocationLog";
+/// `schemaVersion` of every record.
+pub const SCHEMA_VERSION: &str = "1.0";
+/// Bodies whose serialized JSON is larger than this are offloaded to `data/` objects.
+pub const LARGE_BODY_BYTES: usize = 100 * 1024;
+
+/// The operation names written to `operation`.
+///
+/// The four Bedrock runtime operations use Bedrock's own names. Calls that arrive on the
+/// OpenAI-compatible API get `ChatCompletions` and `Embeddings` (Bedrock's own string for
+/// these is undocumented, reference §10 gap 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    /// `POST /model/{id}/invoke`
+    InvokeModel,
+    /// `POST /model/{id}/invoke-with-response-stream`
+    InvokeModelWithResponseStream,
+    /// `POST /model/{id}/converse`
+    Converse,
+    /// `POST /model/{id}/converse-stream`
+    ConverseStream,
+    /// `POST /v1/chat/completions` (with or without `stream`)
+    ChatCompletions,
+    /// `POST /v1/embeddings`
+    Embeddings,
+}
+
+impl Operation {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::InvokeModel => "InvokeModel",
+            Operation::InvokeModelWithResponseStream => "InvokeModelWithResponseStream",
+            Operation::Converse => "Converse",
+            Operation::ConverseStream => "ConverseStream",
+            Operation::ChatCompletions => "ChatCompletions",
+            Operation::Embeddings => "Embeddings",
+        }
+    }
+}
+
+/// `identity` of the caller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Principal ARN (IAM user, assumed role, or `.../user/anonymous`).
+    pub arn: String,
+}
+
+/// `input` section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Input {
+    /// MIME type of the request body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_content_type: Option<String>,
+    /// The request body as JSON (absent when offloaded or not delivered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_body_json: Option<Value>,
+    /// `s3://bucket/key` of the offloaded body.
+    #[serde(rename = "inputBodyS3Path", skip_serializing_if = "Option::is_none")]
+    pub input_body_s3_path: Option<String>,
+    /// Billed input tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_token_count: Option<u64>,
+    /// Prompt-cache reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_token_count: Option<u64>,
+    /// Prompt-cache writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write_input_token_count: Option<u64>,
+}
+
+/// `output` section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Output {
+    /// MIME type of the response body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_content_type: Option<String>,
+    /// The response body as JSON: an object, or for `InvokeModelWithResponseStream` the
+    /// array of decoded chunks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_body_json: Option<Value>,
+    /// `s3://bucket/key` of the offloaded body.
+    #[serde(rename = "outputBodyS3Path", skip_serializing_if = "Option::is_none")]
+    pub output_body_s3_path: Option<String>,
+    /// Billed output tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_token_count: Option<u64>,
+}
+
+/// Everything Logbook records that Bedrock's schema does not define.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogbookExt {
+    /// Journal sequence number: strictly increasing per node, assigned at append.
+    pub sequence: u64,
+    /// Id of the gateway node that served the call.
+    pub node_id: String,
+    /// Name of the configured provider that served the call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Provider type (`mock`, `openai`, `anthropic`, `bedrock`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_type: Option<String>,
+    /// Model id sent upstream after routing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_model: Option<String>,
+    /// True when the answer came from the built-in mock provider, not a real model.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub mock: bool,
+    /// Whether the response was streamed.
+    pub stream: bool,
+    /// Time from request received to response complete, milliseconds.
+    pub latency_ms: u64,
+    /// Time from request received to first streamed byte of model output, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_first_token_ms: Option<u64>,
+    /// Request start, RFC 3339 with milliseconds (Bedrock's `timestamp` has seconds only).
+    pub start_time: String,
+    /// HTTP status the client was answered with.
+    pub http_status: u16,
+    /// Human-readable error detail for failed calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// Client address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    /// Client `User-Agent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// How the caller authenticated: `sigv4`, `bearer` or `none`.
+    pub auth: String,
+    /// The SigV4 access key id (never the secret); absent for bearer callers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// Non-secret id of the bearer key (first 12 hex of its SHA-256); never the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<String>,
+    /// The API the call arrived on: `bedrock-runtime` or `openai`.
+    pub api: String,
+}
+
+/// One `ModelInvocationLog` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvocationRecord {
+    /// Always `ModelInvocationLog`.
+    pub schema_type: String,
+    /// Always `1.0`.
+    pub schema_version: String,
+    /// Request time, RFC 3339 UTC with second precision.
+    pub timestamp: String,
+    /// 12-digit account id.
+    pub account_id: String,
+    /// Caller identity.
+    pub identity: Identity,
+    /// Region of the endpoint called.
+    pub region: String,
+    /// Request id; equals the `x-amzn-RequestId` response header.
+    pub request_id: String,
+    /// Operation name.
+    pub operation: String,
+    /// Model id exactly as the caller sent it.
+    pub model_id: String,
+    /// Request side.
+    pub input: Input,
+    /// Response side (absent when nothing came back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Output>,
+    /// Caller-supplied key/value pairs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_metadata: Option<BTreeMap<String, String>>,
+    /// Region that actually served the call (cross-region inference).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inference_region: Option<String>,
+    /// Exception name for failed invocations, e.g. `ThrottlingException`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// `{"latency": "optimized"}` when latency-optimized inference was requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub performance_config: Option<Value>,
+    /// Logbook's own fields.
+    pub logbook: LogbookExt,
+}
+
+impl InvocationRecord {
+    /// Serialize as one JSON line (no trailing newline).
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        // Serializing a struct of strings, numbers and `Value`s cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Format a time as Bedrock's record `timestamp`: `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn record_timestamp(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// RFC 3339 UTC with milliseconds: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn millis_timestamp(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// Parse a record `timestamp` (`...Z`, seconds or fractional) to a time.
+pub fn parse_timestamp(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn sample() -> InvocationRecord {
+        InvocationRecord {
+            schema_type: SCHEMA_TYPE.into(),
+            schema_version: SCHEMA_VERSION.into(),
+            timestamp: record_timestamp(datetime!(2025-03-11 00:38:02.123 UTC)),
+            account_id: "123456789012".into(),
+            identity: Identity {
+                arn: "arn:aws:iam::123456789012:user/alice".into(),
+            },
+            region: "us-east-1".into(),
+            request_id: "ff4b6c63-5561-4431-93b8-06a817275900".into(),
+            operation: Operation::Converse.as_str().into(),
+            model_id: "amazon.nova-lite-v1:0".into(),
+            input: Input {
+                input_content_type: Some("application/json".into()),
+                input_body_json: Some(serde_json::json!({"messages": []})),
+                input_token_count: Some(4),
+                ..Default::default()
+            },
+            output: Some(Output {
+                output_content_type: Some("application/json".into()),
+                output_body_json: Some(serde_json::json!({"stopReason": "end_turn"})),
+                output_token_count: Some(38),
+                ..Default::default()
+            }),
+            request_metadata: Some(BTreeMap::from([("team".into(), "search".into())])),
+            inference_region: None,
+            error_code: None,
+            performance_config: None,
+            logbook: LogbookExt::default(),
+        }
+    }
+
+    #[test]
+    fn serializes_bedrock_field_names_in_order() {
+        let json = String::from_utf8(sample().to_json_bytes()).unwrap();
+        assert!(json.starts_with(r#"{"schemaType":"ModelInvocationLog","schemaVersion":"1.0","timestamp":"2025-03-11T00:38:02Z","accountId":"123456789012","identity":{"arn":"#));
+        assert!(json.contains(r#""input":{"inputContentType":"application/json","inputBodyJson":{"messages":[]},"inputTokenCount":4}"#));
+        assert!(json.contains(r#""requestMetadata":{"team":"search"}"#));
+        assert!(!json.contains("errorCode"));
+        assert!(!json.contains("inputBodyS3Path"));
+    }
+
+    #[test]
+    fn round_trips() {
+        let r = sample();
+        let back: InvocationRecord = serde_json::from_slice(&r.to_json_bytes()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn offload_field_names_are_s3path_cased() {
+        let mut r = sample();
+        r.input.input_body_json = None;
+        r.input.input_body_s3_path = Some("s3://b/k".into());
+        let json = String::from_utf8(r.to_json_bytes()).unwrap();
+        assert!(json.contains(r#""inputBodyS3Path":"s3://b/k""#));
+    }
+
+    #[test]
+    fn timestamps() {
+        let t = datetime!(2024-11-20 16:47:52.056 UTC);
+        assert_eq!(record_timestamp(t), "2024-11-20T16:47:52Z");
+        assert_eq!(millis_timestamp(t), "2024-11-20T16:47:52.056Z");
+        assert_eq!(
+            parse_timestamp("2024-11-20T16:47:52Z").unwrap().unix_timestamp(),
+            t.unix_timestamp()
+        );
+    }
+}
