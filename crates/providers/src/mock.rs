@@ -1,0 +1,498 @@
+//! The built-in mock provider: answers any model id deterministically, with no network.
+//!
+//! Every answer says it is a mock (`[mock]` at the start of generated text, `mock:` in
+//! native `model` fields) and records carry `logbook.mock = true`.
+//!
+//! Directives in the prompt text steer it, for tests and benchmarks:
+//!
+//! | directive | effect |
+//! |---|---|
+//! | `[mock:error=ThrottlingException]` | fail with that Bedrock exception |
+//! | `[mock:delay_ms=N]` | wait N ms before answering |
+//! | `[mock:output_chars=N]` | answer with about N characters |
+//! | `[mock:chunks=N]` | stream the answer in N pieces |
+//! | `[mock:chunk_delay_ms=N]` | wait N ms between streamed pieces |
+//! | `[mock:fail_after_chunks=N]` | streams: fail with `ModelStreamErrorException` after N pieces |
+//! | `[mock:tool=NAME]` | answer with a tool call to NAME (when tools are offered) |
+
+use crate::converse::{
+    response_to_events, ConverseRequest, ConverseResponse, Message, StreamEvent, TokenUsage,
+};
+use crate::native::{self, estimate_tokens, Family};
+use crate::{
+    ChunkStream, ConverseEventStream, EmbedResponse, InvokeResponse, Provider, ProviderError,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use logbook_wire::aws::AwsErrorCode;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// The mock provider.
+#[derive(Debug, Clone, Default)]
+pub struct MockProvider {
+    /// Delay added to every call (simulated model latency).
+    pub base_delay: Duration,
+}
+
+/// Parsed directives.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Directives {
+    /// Error to fail with.
+    pub error: Option<AwsErrorCode>,
+    /// Delay before answering.
+    pub delay_ms: u64,
+    /// Answer length.
+    pub output_chars: Option<usize>,
+    /// Number of stream pieces.
+    pub chunks: Option<usize>,
+    /// Delay between pieces.
+    pub chunk_delay_ms: u64,
+    /// Fail mid-stream after this many pieces.
+    pub fail_after_chunks: Option<usize>,
+    /// Tool to call.
+    pub tool: Option<String>,
+}
+
+/// Read `[mock:key=value]` directives from text.
+pub fn directives(text: &str) -> Directives {
+    let mut d = Directives::default();
+    let mut rest = text;
+    while let Some(i) = rest.find("[mock:") {
+        rest = &rest[i + 6..];
+        let Some(end) = rest.find(']') else { break };
+        let body = &rest[..end];
+        rest = &rest[end..];
+        let Some((k, v)) = body.split_once('=') else {
+            continue;
+        };
+        let n = v.trim().parse::<u64>().ok();
+        match k.trim() {
+            "error" => d.error = AwsErrorCode::parse(v.trim()),
+            "delay_ms" => d.delay_ms = n.unwrap_or(0).min(600_000),
+            "output_chars" => d.output_chars = n.map(|n| n.min(50_000_000) as usize),
+            "chunks" => d.chunks = n.map(|n| n.clamp(1, 100_000) as usize),
+            "chunk_delay_ms" => d.chunk_delay_ms = n.unwrap_or(0).min(60_000),
+            "fail_after_chunks" => d.fail_after_chunks = n.map(|n| n as usize),
+            "tool" => d.tool = Some(v.trim().to_string()),
+            _ => {}
+        }
+    }
+    d
+}
+
+fn seed(s: &str) -> u64 {
+    let h = Sha256::digest(s.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// The mock's answer text for a model and prompt.
+pub fn answer_text(model: &str, prompt: &str, d: &Directives) -> String {
+    let echo: String = prompt
+        .split_whitespace()
+        .filter(|w| !w.starts_with("[mock:"))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(120)
+        .collect();
+    let base = format!(
+        "[mock] Logbook mock answer from {model} (not a real model; ref {:08x}). You said: {echo}",
+        seed(prompt) as u32
+    );
+    match d.output_chars {
+        Some(n) if n > base.len() => {
+            let mut s = base;
+            s.push(' ');
+            let filler = "lorem ipsum dolor sit amet ";
+            while s.len() < n {
+                s.push_str(filler);
+            }
+            s.truncate(n);
+            s
+        }
+        Some(n) => base.chars().take(n.max(1)).collect(),
+        None => base,
+    }
+}
+
+/// A deterministic unit vector for a text.
+pub fn embedding(text: &str, dims: usize) -> Vec<f32> {
+    let mut x = seed(text) | 1;
+    let mut v: Vec<f32> = (0..dims)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+        })
+        .collect();
+    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        for a in &mut v {
+            *a /= norm;
+        }
+    }
+    v
+}
+
+impl MockProvider {
+    async fn pause(&self, d: &Directives) -> Result<(), ProviderError> {
+        let total = self.base_delay + Duration::from_millis(d.delay_ms);
+        if !total.is_zero() {
+            tokio::time::sleep(total).await;
+        }
+        match d.error {
+            Some(code) => Err(ProviderError::new(
+                code,
+                format!("mock provider: simulated {}", code.as_str()),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn converse_answer(&self, model: &str, req: &ConverseRequest, d: &Directives) -> ConverseResponse {
+        let prompt = req.last_user_text();
+        let input_tokens = estimate_tokens(&req.all_text());
+        let offered_tool = req
+            .tool_config
+            .as_ref()
+            .and_then(|t| t.get("tools"))
+            .and_then(Value::as_array)
+            .and_then(|tools| {
+                tools.iter().find_map(|t| {
+                    let name = t.get("toolSpec")?.get("name")?.as_str()?;
+                    (Some(name) == d.tool.as_deref()).then(|| name.to_string())
+                })
+            });
+        // After a tool result the mock answers in text.
+        let had_result = req.messages.last().is_some_and(|m| {
+            m.content.iter().any(|b| b.contains_key("toolResult"))
+        });
+        let (content, stop) = match offered_tool {
+            Some(name) if !had_result => {
+                let mut m = Map::new();
+                m.insert(
+                    "toolUse".into(),
+                    json!({"toolUseId": format!("tooluse_mock{:08x}", seed(&prompt) as u32), "name": name, "input": {"query": prompt.chars().take(40).collect::<String>()}}),
+                );
+                (vec![m], "tool_use")
+            }
+            _ => {
+                let text = answer_text(model, &prompt, d);
+                let mut m = Map::new();
+                m.insert("text".into(), Value::String(text));
+                (vec![m], "end_turn")
+            }
+        };
+        let mut max = req
+            .inference_config
+            .as_ref()
+            .and_then(|c| c.max_tokens)
+            .map(u64::from);
+        if d.output_chars.is_some() {
+            max = None;
+        }
+        let mut content = content;
+        let mut stop = stop.to_string();
+        let mut output_tokens = estimate_tokens(
+            content
+                .iter()
+                .filter_map(|b| b.get("text").and_then(Value::as_str))
+                .collect::<String>()
+                .as_str(),
+        );
+        if let (Some(max), Some(t)) = (max, content.first_mut()) {
+            if output_tokens > max {
+                if let Some(Value::String(s)) = t.get_mut("text") {
+                    let keep = (max as usize) * 4;
+                    *s = s.chars().take(keep).collect();
+                    output_tokens = max;
+                    stop = "max_tokens".into();
+                }
+            }
+        }
+        ConverseResponse {
+            message: Message {
+                role: "assistant".into(),
+                content,
+            },
+            stop_reason: stop,
+            usage: TokenUsage::new(input_tokens, output_tokens),
+            latency_ms: self.base_delay.as_millis() as u64 + d.delay_ms,
+            additional_model_response_fields: None,
+        }
+    }
+}
+
+fn pieces(text: &str, d: &Directives) -> Vec<String> {
+    let n = d.chunks.unwrap_or(4).max(1);
+    let per = text.chars().count().div_ceil(n).max(1);
+    crate::converse::split_chars(text, per)
+}
+
+fn paced<T: Send + 'static>(
+    items: Vec<Result<T, ProviderError>>,
+    delay_ms: u64,
+) -> futures::stream::BoxStream<'static, Result<T, ProviderError>> {
+    let s = futures::stream::iter(items);
+    if delay_ms == 0 {
+        s.boxed()
+    } else {
+        s.then(move |x| async move {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            x
+        })
+        .boxed()
+    }
+}
+
+fn stream_error(after: usize) -> ProviderError {
+    ProviderError::new(
+        AwsErrorCode::ModelStreamErrorException,
+        format!("mock provider: simulated stream failure after {after} chunks"),
+    )
+}
+
+#[async_trait]
+impl Provider for MockProvider {
+    fn kind(&self) -> &'static str {
+        "mock"
+    }
+
+    fn is_mock(&self) -> bool {
+        true
+    }
+
+    async fn converse(
+        &self,
+        model: &str,
+        req: &ConverseRequest,
+    ) -> Result<ConverseResponse, ProviderError> {
+        let d = directives(&req.last_user_text());
+        self.pause(&d).await?;
+        Ok(self.converse_answer(model, req, &d))
+    }
+
+    async fn converse_stream(
+        &self,
+        model: &str,
+        req: &ConverseRequest,
+    ) -> Result<ConverseEventStream, ProviderError> {
+        let d = directives(&req.last_user_text());
+        self.pause(&d).await?;
+        let resp = self.converse_answer(model, req, &d);
+        let per = resp.text().chars().count().div_ceil(d.chunks.unwrap_or(4).max(1));
+        let mut events: Vec<Result<StreamEvent, ProviderError>> =
+            response_to_events(&resp, per.max(1)).into_iter().map(Ok).collect();
+        if let Some(n) = d.fail_after_chunks {
+            events.truncate(n.min(events.len()));
+            events.push(Err(stream_error(n)));
+        }
+        Ok(paced(events, d.chunk_delay_ms))
+    }
+
+    async fn invoke(&self, model: &str, body: &Value) -> Result<InvokeResponse, ProviderError> {
+        let prompt = native::prompt_text(body);
+        let d = directives(&prompt);
+        self.pause(&d).await?;
+        let fam = native::family(model, body).ok_or_else(|| {
+            ProviderError::validation(format!(
+                "Malformed input request: the mock provider does not recognise this body for model {model}; supported: Anthropic Messages, Titan text, Titan/Cohere embeddings, Llama-style prompt, Nova messages"
+            ))
+        })?;
+        let input_tokens = estimate_tokens(&prompt);
+        let text = answer_text(model, &prompt, &d);
+        let output_tokens = estimate_tokens(&text);
+        let resp = match fam {
+            Family::AnthropicMessages => json!({
+                "id": format!("msg_mock{:016x}", seed(&prompt)),
+                "type": "message",
+                "role": "assistant",
+                "model": format!("mock:{model}"),
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "stop_sequence": null,
+                "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}
+            }),
+            Family::TitanText => json!({
+                "inputTextTokenCount": input_tokens,
+                "results": [{"tokenCount": output_tokens, "outputText": text, "completionReason": "FINISH"}]
+            }),
+            Family::Prompt => json!({
+                "generation": text,
+                "prompt_token_count": input_tokens,
+                "generation_token_count": output_tokens,
+                "stop_reason": "stop"
+            }),
+            Family::Nova => json!({
+                "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+                "stopReason": "end_turn",
+                "usage": {"inputTokens": input_tokens, "outputTokens": output_tokens, "totalTokens": input_tokens + output_tokens}
+            }),
+            Family::TitanEmbed => {
+                let dims = body
+                    .get("dimensions")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(256)
+                    .clamp(1, 8192) as usize;
+                json!({
+                    "embedding": embedding(&prompt, dims),
+                    "inputTextTokenCount": input_tokens
+                })
+            }
+            Family::CohereEmbed => {
+                let texts: Vec<String> = body
+                    .get("texts")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .unwrap_or_default();
+                json!({
+                    "id": format!("mock-{:016x}", seed(&prompt)),
+                    "response_type": "embeddings_floats",
+                    "texts": texts,
+                    "embeddings": texts.iter().map(|t| embedding(t, 256)).collect::<Vec<_>>()
+                })
+            }
+        };
+        let usage = match fam {
+            Family::TitanEmbed | Family::CohereEmbed => Some(TokenUsage::new(input_tokens, 0)),
+            _ => native::usage_from_response(&resp),
+        };
+        Ok(InvokeResponse {
+            body: Bytes::from(serde_json::to_vec(&resp).unwrap_or_default()),
+            content_type: "application/json".into(),
+            usage,
+        })
+    }
+
+    async fn invoke_stream(&self, model: &str, body: &Value) -> Result<ChunkStream, ProviderError> {
+        let prompt = native::prompt_text(body);
+        let d = directives(&prompt);
+        self.pause(&d).await?;
+        let fam = native::family(model, body).ok_or_else(|| {
+            ProviderError::validation(format!(
+                "Malformed input request: the mock provider does not recognise this body for model {model}"
+            ))
+        })?;
+        let input_tokens = estimate_tokens(&prompt);
+        let text = answer_text(model, &prompt, &d);
+        let output_tokens = estimate_tokens(&text);
+        let metrics = json!({
+            "inputTokenCount": input_tokens,
+            "outputTokenCount": output_tokens,
+            "invocationLatency": d.delay_ms + self.base_delay.as_millis() as u64,
+            "firstByteLatency": d.delay_ms + self.base_delay.as_millis() as u64
+        });
+        let parts = pieces(&text, &d);
+        let mut chunks: Vec<Value> = Vec::new();
+        match fam {
+            Family::AnthropicMessages => {
+                chunks.push(json!({"type":"message_start","message":{"id": format!("msg_mock{:016x}", seed(&prompt)),"type":"message","role":"assistant","content":[],"model": format!("mock:{model}"),"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":input_tokens,"output_tokens":1}}}));
+                chunks.push(json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}));
+                for p in &parts {
+                    chunks.push(json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":p}}));
+                }
+                chunks.push(json!({"type":"content_block_stop","index":0}));
+                chunks.push(json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":output_tokens}}));
+                chunks.push(json!({"type":"message_stop","amazon-bedrock-invocationMetrics": metrics}));
+            }
+            Family::TitanText => {
+                let n = parts.len();
+                for (i, p) in parts.iter().enumerate() {
+                    let last = i + 1 == n;
+                    let mut c = json!({"outputText": p, "index": 0, "totalOutputTextTokenCount": if last { Value::from(output_tokens) } else { Value::Null }, "completionReason": if last { Value::from("FINISH") } else { Value::Null }, "inputTextTokenCount": if i == 0 { Value::from(input_tokens) } else { Value::Null }});
+                    if last {
+                        if let Some(o) = c.as_object_mut() {
+                            o.insert("amazon-bedrock-invocationMetrics".into(), metrics.clone());
+                        }
+                    }
+                    chunks.push(c);
+                }
+            }
+            Family::Prompt => {
+                let n = parts.len();
+                for (i, p) in parts.iter().enumerate() {
+                    let last = i + 1 == n;
+                    let mut c = json!({"generation": p, "prompt_token_count": if i == 0 { Value::from(input_tokens) } else { Value::Null }, "generation_token_count": i + 1, "stop_reason": if last { Value::from("stop") } else { Value::Null }});
+                    if last {
+                        if let Some(o) = c.as_object_mut() {
+                            o.insert("amazon-bedrock-invocationMetrics".into(), metrics.clone());
+                        }
+                    }
+                    chunks.push(c);
+                }
+            }
+            Family::Nova => {
+                chunks.push(json!({"messageStart":{"role":"assistant"}}));
+                for p in &parts {
+                    chunks.push(json!({"contentBlockDelta":{"delta":{"text":p},"contentBlockIndex":0}}));
+                }
+                chunks.push(json!({"contentBlockStop":{"contentBlockIndex":0}}));
+                chunks.push(json!({"messageStop":{"stopReason":"end_turn"}}));
+                chunks.push(json!({"metadata":{"usage":{"inputTokens":input_tokens,"outputTokens":output_tokens}},"amazon-bedrock-invocationMetrics": metrics}));
+            }
+            Family::TitanEmbed | Family::CohereEmbed => {
+                return Err(ProviderError::validation(
+                    "The model does not support streaming: embeddings models answer InvokeModel only",
+                ))
+            }
+        }
+        let mut items: Vec<Result<Bytes, ProviderError>> = chunks
+            .into_iter()
+            .map(|c| Ok(Bytes::from(serde_json::to_vec(&c).unwrap_or_default())))
+            .collect();
+        if let Some(n) = d.fail_after_chunks {
+            items.truncate(n.min(items.len()));
+            items.push(Err(stream_error(n)));
+        }
+        Ok(paced(items, d.chunk_delay_ms))
+    }
+
+    async fn embed(
+        &self,
+        _model: &str,
+        inputs: &[String],
+        dimensions: Option<u32>,
+    ) -> Result<EmbedResponse, ProviderError> {
+        let all = inputs.join("\n");
+        let d = directives(&all);
+        self.pause(&d).await?;
+        let dims = dimensions.unwrap_or(256).clamp(1, 8192) as usize;
+        Ok(EmbedResponse {
+            vectors: inputs.iter().map(|t| embedding(t, dims)).collect(),
+            input_tokens: inputs.iter().map(|t| estimate_tokens(t)).sum(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directives_parse() {
+        let d = directives("hi [mock:error=ThrottlingException] [mock:delay_ms=5] [mock:chunks=3] [mock:bogus] [mock:output_chars=x");
+        assert_eq!(d.error, Some(AwsErrorCode::ThrottlingException));
+        assert_eq!(d.delay_ms, 5);
+        assert_eq!(d.chunks, Some(3));
+    }
+
+    #[test]
+    fn answers_are_deterministic_and_labelled() {
+        let d = Directives::default();
+        let a = answer_text("m", "hello", &d);
+        assert_eq!(a, answer_text("m", "hello", &d));
+        assert!(a.starts_with("[mock]"));
+        let long = answer_text("m", "x", &Directives { output_chars: Some(5000), ..Default::default() });
+        assert_eq!(long.len(), 5000);
+        let v = embedding("x", 8);
+        assert_eq!(v, embedding("x", 8));
+        let n: f32 = v.iter().map(|a| a * a).sum();
+        assert!((n - 1.0).abs() < 1e-4);
+    }
+}
