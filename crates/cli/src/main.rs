@@ -1,1 +1,108 @@
-fn main() {}
+//! `logbook`: the flight recorder for AI model calls.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "logbook",
+    version,
+    about = "Records every AI model call as a Bedrock invocation log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: Bedrock runtime + OpenAI APIs, journal, archive delivery.
+    Serve(ServeArgs),
+    /// Check a configuration file without starting anything.
+    Validate {
+        /// The TOML file.
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "LOGBOOK_LISTEN")]
+    listen: Option<String>,
+    /// Data folder: journal, archive bucket, node id.
+    #[arg(long, env = "LOGBOOK_DATA_DIR", default_value = "./logbook-data")]
+    data_dir: PathBuf,
+    /// Configuration file (TOML). Without it: mock provider, strict logging, local archive.
+    #[arg(long, env = "LOGBOOK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override logging.mode: strict (respond after fsync) or async.
+    #[arg(long, value_parser = ["strict", "async"])]
+    mode: Option<String>,
+    /// Override archive.max_object_age_ms (how long records wait before an archive object is written).
+    #[arg(long)]
+    archive_max_age_ms: Option<u64>,
+}
+
+fn load(args: &ServeArgs) -> anyhow::Result<logbook_server::Config> {
+    let mut config = match &args.config {
+        Some(p) => logbook_server::Config::load(p, &args.data_dir)?,
+        None => logbook_server::Config::defaults(&args.data_dir)?,
+    };
+    if let Some(l) = &args.listen {
+        config.listen = l.clone();
+    }
+    match args.mode.as_deref() {
+        Some("async") => config.mode = logbook_server::config::LoggingMode::Async,
+        Some("strict") => config.mode = logbook_server::config::LoggingMode::Strict,
+        _ => {}
+    }
+    if let Some(ms) = args.archive_max_age_ms {
+        config.max_object_age = std::time::Duration::from_millis(ms);
+    }
+    Ok(config)
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOGBOOK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Validate { config } => {
+            logbook_server::Config::load(&config, std::path::Path::new("."))?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let config = load(&args)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("start runtime")?;
+            rt.block_on(logbook_server::serve(config, |addr| {
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "listening on http://{addr}");
+                let _ = out.flush();
+            }))?;
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("logbook: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -176,7 +176,12 @@ impl Batch {
             .unwrap_or_else(OffsetDateTime::now_utc);
         for (section, body_key, path_key, side) in [
             ("input", "inputBodyJson", "inputBodyS3Path", BodySide::Input),
-            ("output", "outputBodyJson", "outputBodyS3Path", BodySide::Output),
+            (
+                "output",
+                "outputBodyJson",
+                "outputBodyS3Path",
+                BodySide::Output,
+            ),
         ] {
             let Some(sec) = v.get_mut(section).and_then(Value::as_object_mut) else {
                 continue;
@@ -188,14 +193,8 @@ impl Batch {
             if bytes.len() <= LARGE_BODY_BYTES {
                 continue;
             }
-            let key = layout::data_object_key(
-                &cfg.key_prefix,
-                account,
-                region,
-                t,
-                &request_id,
-                side,
-            );
+            let key =
+                layout::data_object_key(&cfg.key_prefix, account, region, t, &request_id, side);
             let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
             gz.write_all(&bytes)?;
             self.data_objects.push((key.clone(), gz.finish()?));
@@ -264,8 +263,9 @@ impl Archive {
             self.put(&key, data).await?;
         }
         for ((account, region), g) in std::mem::take(&mut batch.groups) {
-            let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(g.first_time_ms) * 1_000_000)
-                .unwrap_or_else(|_| OffsetDateTime::now_utc());
+            let t =
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(g.first_time_ms) * 1_000_000)
+                    .unwrap_or_else(|_| OffsetDateTime::now_utc());
             let key = layout::log_object_key(
                 &self.config.key_prefix,
                 &account,
@@ -308,7 +308,9 @@ impl Archive {
             let stopping = stop_requested || *shutdown.borrow();
             let upto = *committed.borrow_and_update();
             let cfg = self.config.clone();
-            let mut b = batch.take().ok_or_else(|| DeliveryError::Task("batch lost".into()))?;
+            let mut b = batch
+                .take()
+                .ok_or_else(|| DeliveryError::Task("batch lost".into()))?;
             let (b2, res) = tokio::task::spawn_blocking(move || {
                 let r = b.fill(upto, &cfg);
                 (b, r)

@@ -2,7 +2,11 @@ use super::*;
 use proptest::prelude::*;
 
 fn payload(i: u64) -> Vec<u8> {
-    format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat((i % 50) as usize)).into_bytes()
+    format!(
+        "{{\"n\":{i},\"pad\":\"{}\"}}",
+        "x".repeat((i % 50) as usize)
+    )
+    .into_bytes()
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -95,7 +99,10 @@ fn concurrent_appends_share_fsyncs() {
     seqs.sort();
     assert_eq!(seqs, (1..=n).collect::<Vec<_>>());
     let syncs = j.stats().syncs.load(Ordering::Relaxed);
-    assert!(syncs >= 1 && syncs < n, "group commit: {syncs} syncs for {n}");
+    assert!(
+        syncs >= 1 && syncs < n,
+        "group commit: {syncs} syncs for {n}"
+    );
     assert_eq!(read_all(&j, 1).len() as u64, n);
 }
 

@@ -172,9 +172,8 @@ pub fn valid_metadata(s: &str, min: usize) -> bool {
     let n = s.chars().count();
     n >= min
         && n <= 256
-        && s.chars().all(|c| {
-            c.is_ascii_alphanumeric() || c.is_whitespace() || ":_@$#=/+,-.".contains(c)
-        })
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c.is_whitespace() || ":_@$#=/+,-.".contains(c))
 }
 
 /// Converse token usage.
@@ -232,7 +231,8 @@ impl ConverseResponse {
             "usage": self.usage,
             "metrics": { "latencyMs": self.latency_ms },
         });
-        if let (Some(extra), Some(obj)) = (&self.additional_model_response_fields, v.as_object_mut())
+        if let (Some(extra), Some(obj)) =
+            (&self.additional_model_response_fields, v.as_object_mut())
         {
             obj.insert("additionalModelResponseFields".into(), extra.clone());
         }
@@ -321,7 +321,8 @@ impl StreamEvent {
                 additional_model_response_fields,
             } => {
                 let mut v = json!({ "stopReason": stop_reason });
-                if let (Some(extra), Some(o)) = (additional_model_response_fields, v.as_object_mut())
+                if let (Some(extra), Some(o)) =
+                    (additional_model_response_fields, v.as_object_mut())
                 {
                     o.insert("additionalModelResponseFields".into(), extra.clone());
                 }
@@ -407,13 +408,12 @@ impl Assembler {
                     .and_then(|r| r.get("text"))
                     .and_then(Value::as_str)
                 {
-                    match self
+                    if let Block::Reasoning(s) = self
                         .blocks
                         .entry(*index)
                         .or_insert_with(|| Block::Reasoning(String::new()))
                     {
-                        Block::Reasoning(s) => s.push_str(t),
-                        _ => {}
+                        s.push_str(t);
                     }
                 }
             }
@@ -445,7 +445,9 @@ impl Assembler {
             .map(|b| {
                 let v = match b {
                     Block::Text(t) => json!({ "text": t }),
-                    Block::Reasoning(t) => json!({ "reasoningContent": { "reasoningText": { "text": t } } }),
+                    Block::Reasoning(t) => {
+                        json!({ "reasoningContent": { "reasoningText": { "text": t } } })
+                    }
                     Block::Tool { id, name, input } => {
                         let parsed = if input.trim().is_empty() {
                             json!({})
@@ -475,7 +477,10 @@ impl Assembler {
 }
 
 fn str_of(v: &Value, k: &str) -> String {
-    v.get(k).and_then(Value::as_str).unwrap_or_default().to_string()
+    v.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Split a Converse response into the stream events that would have produced it.
@@ -539,7 +544,10 @@ mod tests {
         assert!(r.validate().is_ok());
         assert!(req(json!({"messages":[], "bogus": 1})).is_err());
         let r = req(json!({"messages":[{"role":"assistant","content":[{"text":"hi"}]}]})).unwrap();
-        assert!(r.validate().unwrap_err().contains("start with a user message"));
+        assert!(r
+            .validate()
+            .unwrap_err()
+            .contains("start with a user message"));
         let r = req(json!({"messages":[{"role":"user","content":[{"text":"hi"}]}],"requestMetadata":{"bad\u{0}":"x"}})).unwrap();
         assert!(r.validate().is_err());
     }

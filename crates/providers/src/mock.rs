@@ -155,7 +155,12 @@ impl MockProvider {
         }
     }
 
-    fn converse_answer(&self, model: &str, req: &ConverseRequest, d: &Directives) -> ConverseResponse {
+    fn converse_answer(
+        &self,
+        model: &str,
+        req: &ConverseRequest,
+        d: &Directives,
+    ) -> ConverseResponse {
         let prompt = req.last_user_text();
         let input_tokens = estimate_tokens(&req.all_text());
         let offered_tool = req
@@ -170,9 +175,10 @@ impl MockProvider {
                 })
             });
         // After a tool result the mock answers in text.
-        let had_result = req.messages.last().is_some_and(|m| {
-            m.content.iter().any(|b| b.contains_key("toolResult"))
-        });
+        let had_result = req
+            .messages
+            .last()
+            .is_some_and(|m| m.content.iter().any(|b| b.contains_key("toolResult")));
         let (content, stop) = match offered_tool {
             Some(name) if !had_result => {
                 let mut m = Map::new();
@@ -286,9 +292,16 @@ impl Provider for MockProvider {
         let d = directives(&req.last_user_text());
         self.pause(&d).await?;
         let resp = self.converse_answer(model, req, &d);
-        let per = resp.text().chars().count().div_ceil(d.chunks.unwrap_or(4).max(1));
+        let per = resp
+            .text()
+            .chars()
+            .count()
+            .div_ceil(d.chunks.unwrap_or(4).max(1));
         let mut events: Vec<Result<StreamEvent, ProviderError>> =
-            response_to_events(&resp, per.max(1)).into_iter().map(Ok).collect();
+            response_to_events(&resp, per.max(1))
+                .into_iter()
+                .map(Ok)
+                .collect();
         if let Some(n) = d.fail_after_chunks {
             events.truncate(n.min(events.len()));
             events.push(Err(stream_error(n)));
@@ -349,7 +362,12 @@ impl Provider for MockProvider {
                 let texts: Vec<String> = body
                     .get("texts")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 json!({
                     "id": format!("mock-{:016x}", seed(&prompt)),
@@ -399,7 +417,9 @@ impl Provider for MockProvider {
                 }
                 chunks.push(json!({"type":"content_block_stop","index":0}));
                 chunks.push(json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":output_tokens}}));
-                chunks.push(json!({"type":"message_stop","amazon-bedrock-invocationMetrics": metrics}));
+                chunks.push(
+                    json!({"type":"message_stop","amazon-bedrock-invocationMetrics": metrics}),
+                );
             }
             Family::TitanText => {
                 let n = parts.len();
@@ -430,17 +450,17 @@ impl Provider for MockProvider {
             Family::Nova => {
                 chunks.push(json!({"messageStart":{"role":"assistant"}}));
                 for p in &parts {
-                    chunks.push(json!({"contentBlockDelta":{"delta":{"text":p},"contentBlockIndex":0}}));
+                    chunks.push(
+                        json!({"contentBlockDelta":{"delta":{"text":p},"contentBlockIndex":0}}),
+                    );
                 }
                 chunks.push(json!({"contentBlockStop":{"contentBlockIndex":0}}));
                 chunks.push(json!({"messageStop":{"stopReason":"end_turn"}}));
                 chunks.push(json!({"metadata":{"usage":{"inputTokens":input_tokens,"outputTokens":output_tokens}},"amazon-bedrock-invocationMetrics": metrics}));
             }
-            Family::TitanEmbed | Family::CohereEmbed => {
-                return Err(ProviderError::validation(
-                    "The model does not support streaming: embeddings models answer InvokeModel only",
-                ))
-            }
+            Family::TitanEmbed | Family::CohereEmbed => return Err(ProviderError::validation(
+                "The model does not support streaming: embeddings models answer InvokeModel only",
+            )),
         }
         let mut items: Vec<Result<Bytes, ProviderError>> = chunks
             .into_iter()
@@ -488,7 +508,14 @@ mod tests {
         let a = answer_text("m", "hello", &d);
         assert_eq!(a, answer_text("m", "hello", &d));
         assert!(a.starts_with("[mock]"));
-        let long = answer_text("m", "x", &Directives { output_chars: Some(5000), ..Default::default() });
+        let long = answer_text(
+            "m",
+            "x",
+            &Directives {
+                output_chars: Some(5000),
+                ..Default::default()
+            },
+        );
         assert_eq!(long.len(), 5000);
         let v = embedding("x", 8);
         assert_eq!(v, embedding("x", 8));

@@ -176,13 +176,28 @@ mod tests {
     #[test]
     fn families() {
         assert_eq!(
-            family("anthropic.claude-3-haiku-20240307-v1:0", &json!({"anthropic_version":"bedrock-2023-05-31","messages":[]})),
+            family(
+                "anthropic.claude-3-haiku-20240307-v1:0",
+                &json!({"anthropic_version":"bedrock-2023-05-31","messages":[]})
+            ),
             Some(Family::AnthropicMessages)
         );
-        assert_eq!(family("amazon.titan-text-express-v1", &json!({"inputText":"x"})), Some(Family::TitanText));
-        assert_eq!(family("amazon.titan-embed-text-v2:0", &json!({"inputText":"x"})), Some(Family::TitanEmbed));
-        assert_eq!(family("cohere.embed-english-v3", &json!({"texts":["x"]})), Some(Family::CohereEmbed));
-        assert_eq!(family("meta.llama3-8b-instruct-v1:0", &json!({"prompt":"x"})), Some(Family::Prompt));
+        assert_eq!(
+            family("amazon.titan-text-express-v1", &json!({"inputText":"x"})),
+            Some(Family::TitanText)
+        );
+        assert_eq!(
+            family("amazon.titan-embed-text-v2:0", &json!({"inputText":"x"})),
+            Some(Family::TitanEmbed)
+        );
+        assert_eq!(
+            family("cohere.embed-english-v3", &json!({"texts":["x"]})),
+            Some(Family::CohereEmbed)
+        );
+        assert_eq!(
+            family("meta.llama3-8b-instruct-v1:0", &json!({"prompt":"x"})),
+            Some(Family::Prompt)
+        );
         assert_eq!(family("x", &json!({"foo":1})), None);
     }
 
@@ -197,7 +212,9 @@ mod tests {
             Some(TokenUsage::new(3, 7))
         );
         assert_eq!(
-            usage_from_chunks(&[json!({"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":571,"outputTokenCount":281}})]),
+            usage_from_chunks(&[
+                json!({"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":571,"outputTokenCount":281}})
+            ]),
             Some(TokenUsage::new(571, 281))
         );
     }

@@ -3,7 +3,9 @@
 
 use crate::converse::{ConverseRequest, ConverseResponse, StreamEvent};
 use crate::translate::{chat_response_to_converse, converse_to_chat, ChunkReader};
-use crate::{ChunkStream, ConverseEventStream, EmbedResponse, InvokeResponse, Provider, ProviderError};
+use crate::{
+    ChunkStream, ConverseEventStream, EmbedResponse, InvokeResponse, Provider, ProviderError,
+};
 use async_trait::async_trait;
 use futures::StreamExt;
 use logbook_wire::aws::AwsErrorCode;
@@ -23,17 +25,28 @@ pub struct OpenAiProvider {
 impl std::fmt::Debug for OpenAiProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the key.
-        f.debug_struct("OpenAiProvider").field("base_url", &self.base_url).finish()
+        f.debug_struct("OpenAiProvider")
+            .field("base_url", &self.base_url)
+            .finish()
     }
 }
 
 fn transport_error(e: reqwest::Error) -> ProviderError {
     if e.is_timeout() {
-        ProviderError::new(AwsErrorCode::ModelTimeoutException, "Model has timed out in processing the request (upstream timeout)")
+        ProviderError::new(
+            AwsErrorCode::ModelTimeoutException,
+            "Model has timed out in processing the request (upstream timeout)",
+        )
     } else if e.is_connect() {
-        ProviderError::new(AwsErrorCode::ServiceUnavailableException, "upstream provider unreachable")
+        ProviderError::new(
+            AwsErrorCode::ServiceUnavailableException,
+            "upstream provider unreachable",
+        )
     } else {
-        ProviderError::new(AwsErrorCode::ModelErrorException, format!("upstream provider error: {}", without_url(&e)))
+        ProviderError::new(
+            AwsErrorCode::ModelErrorException,
+            format!("upstream provider error: {}", without_url(&e)),
+        )
     }
 }
 
@@ -51,20 +64,37 @@ async fn upstream_failure(resp: reqwest::Response) -> ProviderError {
     let body = resp.bytes().await.unwrap_or_default();
     let msg = serde_json::from_slice::<Value>(&body)
         .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.get("message").or(Some(e))).map(|m| m.as_str().map(str::to_string).unwrap_or_else(|| m.to_string())))
+        .and_then(|v| {
+            v.get("error")
+                .and_then(|e| e.get("message").or(Some(e)))
+                .map(|m| {
+                    m.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| m.to_string())
+                })
+        })
         .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(500).collect());
     ProviderError::from_upstream_status(status, format!("upstream answered {status}: {msg}"))
 }
 
 impl OpenAiProvider {
     /// A provider for `base_url` (e.g. `https://api.openai.com/v1`).
-    pub fn new(base_url: &str, api_key: Option<String>, timeout: Duration) -> Result<Self, ProviderError> {
+    pub fn new(
+        base_url: &str,
+        api_key: Option<String>,
+        timeout: Duration,
+    ) -> Result<Self, ProviderError> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(timeout)
             .build()
             .map_err(|e| ProviderError::validation(format!("cannot build HTTP client: {e}")))?;
-        Ok(OpenAiProvider { client, base_url: base_url.trim_end_matches('/').to_string(), api_key, timeout })
+        Ok(OpenAiProvider {
+            client,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_key,
+            timeout,
+        })
     }
 
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
@@ -102,13 +132,25 @@ impl StreamState {
         }
         match serde_json::from_str::<Value>(data) {
             Ok(v) if v.get("error").is_some() => {
-                let m = v["error"].get("message").and_then(Value::as_str).unwrap_or("upstream stream error").to_string();
-                self.queue.push_back(Err(ProviderError::new(AwsErrorCode::ModelStreamErrorException, m)));
+                let m = v["error"]
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("upstream stream error")
+                    .to_string();
+                self.queue.push_back(Err(ProviderError::new(
+                    AwsErrorCode::ModelStreamErrorException,
+                    m,
+                )));
                 self.done = true;
             }
-            Ok(v) => self.queue.extend(self.reader.on_chunk(&v).into_iter().map(Ok)),
+            Ok(v) => self
+                .queue
+                .extend(self.reader.on_chunk(&v).into_iter().map(Ok)),
             Err(_) => {
-                self.queue.push_back(Err(ProviderError::new(AwsErrorCode::ModelStreamErrorException, "upstream sent a malformed stream chunk")));
+                self.queue.push_back(Err(ProviderError::new(
+                    AwsErrorCode::ModelStreamErrorException,
+                    "upstream sent a malformed stream chunk",
+                )));
                 self.done = true;
             }
         }
@@ -117,7 +159,8 @@ impl StreamState {
     fn close(&mut self) {
         if !self.done {
             let ms = self.start.elapsed().as_millis() as u64;
-            self.queue.extend(self.reader.finish(ms).into_iter().map(Ok));
+            self.queue
+                .extend(self.reader.finish(ms).into_iter().map(Ok));
             self.done = true;
         }
     }
@@ -129,21 +172,46 @@ impl Provider for OpenAiProvider {
         "openai"
     }
 
-    async fn converse(&self, model: &str, req: &ConverseRequest) -> Result<ConverseResponse, ProviderError> {
-        let body = converse_to_chat(model, req, false).map_err(|e| ProviderError::validation(e.message))?;
+    async fn converse(
+        &self,
+        model: &str,
+        req: &ConverseRequest,
+    ) -> Result<ConverseResponse, ProviderError> {
+        let body = converse_to_chat(model, req, false)
+            .map_err(|e| ProviderError::validation(e.message))?;
         let start = Instant::now();
-        let resp = self.post("/chat/completions").timeout(self.timeout).json(&body).send().await.map_err(transport_error)?;
+        let resp = self
+            .post("/chat/completions")
+            .timeout(self.timeout)
+            .json(&body)
+            .send()
+            .await
+            .map_err(transport_error)?;
         if !resp.status().is_success() {
             return Err(upstream_failure(resp).await);
         }
         let v: Value = resp.json().await.map_err(transport_error)?;
-        chat_response_to_converse(&v, start.elapsed().as_millis() as u64)
-            .map_err(|e| ProviderError::new(AwsErrorCode::ModelErrorException, format!("upstream answer not understood: {}", e.message)))
+        chat_response_to_converse(&v, start.elapsed().as_millis() as u64).map_err(|e| {
+            ProviderError::new(
+                AwsErrorCode::ModelErrorException,
+                format!("upstream answer not understood: {}", e.message),
+            )
+        })
     }
 
-    async fn converse_stream(&self, model: &str, req: &ConverseRequest) -> Result<ConverseEventStream, ProviderError> {
-        let body = converse_to_chat(model, req, true).map_err(|e| ProviderError::validation(e.message))?;
-        let resp = self.post("/chat/completions").json(&body).send().await.map_err(transport_error)?;
+    async fn converse_stream(
+        &self,
+        model: &str,
+        req: &ConverseRequest,
+    ) -> Result<ConverseEventStream, ProviderError> {
+        let body =
+            converse_to_chat(model, req, true).map_err(|e| ProviderError::validation(e.message))?;
+        let resp = self
+            .post("/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .map_err(transport_error)?;
         if !resp.status().is_success() {
             return Err(upstream_failure(resp).await);
         }
@@ -192,18 +260,33 @@ impl Provider for OpenAiProvider {
         )))
     }
 
-    async fn invoke_stream(&self, model: &str, _body: &Value) -> Result<ChunkStream, ProviderError> {
+    async fn invoke_stream(
+        &self,
+        model: &str,
+        _body: &Value,
+    ) -> Result<ChunkStream, ProviderError> {
         Err(ProviderError::validation(format!(
             "InvokeModelWithResponseStream needs a provider that speaks the model's native body; {model} is routed to an OpenAI-compatible provider. Use ConverseStream instead."
         )))
     }
 
-    async fn embed(&self, model: &str, inputs: &[String], dimensions: Option<u32>) -> Result<EmbedResponse, ProviderError> {
+    async fn embed(
+        &self,
+        model: &str,
+        inputs: &[String],
+        dimensions: Option<u32>,
+    ) -> Result<EmbedResponse, ProviderError> {
         let mut body = json!({"model": model, "input": inputs, "encoding_format": "float"});
         if let (Some(d), Some(o)) = (dimensions, body.as_object_mut()) {
             o.insert("dimensions".into(), json!(d));
         }
-        let resp = self.post("/embeddings").timeout(self.timeout).json(&body).send().await.map_err(transport_error)?;
+        let resp = self
+            .post("/embeddings")
+            .timeout(self.timeout)
+            .json(&body)
+            .send()
+            .await
+            .map_err(transport_error)?;
         if !resp.status().is_success() {
             return Err(upstream_failure(resp).await);
         }
@@ -215,7 +298,16 @@ impl Provider for OpenAiProvider {
                 a.iter()
                     .map(|d| {
                         let idx = d.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        let vec = d.get("embedding").and_then(Value::as_array).map(|e| e.iter().filter_map(Value::as_f64).map(|x| x as f32).collect()).unwrap_or_default();
+                        let vec = d
+                            .get("embedding")
+                            .and_then(Value::as_array)
+                            .map(|e| {
+                                e.iter()
+                                    .filter_map(Value::as_f64)
+                                    .map(|x| x as f32)
+                                    .collect()
+                            })
+                            .unwrap_or_default();
                         (idx, vec)
                     })
                     .collect()
@@ -224,20 +316,36 @@ impl Provider for OpenAiProvider {
         data.sort_by_key(|(i, _)| *i);
         Ok(EmbedResponse {
             vectors: data.into_iter().map(|(_, v)| v).collect(),
-            input_tokens: v.get("usage").and_then(|u| u.get("prompt_tokens")).and_then(Value::as_u64).unwrap_or(0),
+            input_tokens: v
+                .get("usage")
+                .and_then(|u| u.get("prompt_tokens"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
         })
     }
 
     async fn list_models(&self) -> Vec<String> {
-        let mut rb = self.client.get(format!("{}/models", self.base_url)).timeout(Duration::from_secs(5));
+        let mut rb = self
+            .client
+            .get(format!("{}/models", self.base_url))
+            .timeout(Duration::from_secs(5));
         if let Some(k) = &self.api_key {
             rb = rb.bearer_auth(k);
         }
-        let Ok(resp) = rb.send().await else { return Vec::new() };
-        let Ok(v) = resp.json::<Value>().await else { return Vec::new() };
+        let Ok(resp) = rb.send().await else {
+            return Vec::new();
+        };
+        let Ok(v) = resp.json::<Value>().await else {
+            return Vec::new();
+        };
         v.get("data")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|m| m.get("id").and_then(Value::as_str)).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m.get("id").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

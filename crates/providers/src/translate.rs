@@ -84,13 +84,18 @@ fn text_of(content: &Value, param: &str) -> Result<String, TranslateError> {
 }
 
 fn image_block(url: &str, param: &str) -> Result<Map<String, Value>, TranslateError> {
-    let rest = url
-        .strip_prefix("data:")
-        .ok_or_else(|| bad(param, "only data: URLs are supported for images (no fetching of remote URLs)"))?;
+    let rest = url.strip_prefix("data:").ok_or_else(|| {
+        bad(
+            param,
+            "only data: URLs are supported for images (no fetching of remote URLs)",
+        )
+    })?;
     let (meta, data) = rest
         .split_once(',')
         .ok_or_else(|| bad(param, "malformed data URL"))?;
-    let mime = meta.strip_suffix(";base64").ok_or_else(|| bad(param, "data URL must be base64"))?;
+    let mime = meta
+        .strip_suffix(";base64")
+        .ok_or_else(|| bad(param, "data URL must be base64"))?;
     let format = match mime {
         "image/png" => "png",
         "image/jpeg" | "image/jpg" => "jpeg",
@@ -101,7 +106,9 @@ fn image_block(url: &str, param: &str) -> Result<Map<String, Value>, TranslateEr
     base64::engine::general_purpose::STANDARD
         .decode(data)
         .map_err(|_| bad(param, "image data is not valid base64"))?;
-    Ok(obj(json!({"image": {"format": format, "source": {"bytes": data}}})))
+    Ok(obj(
+        json!({"image": {"format": format, "source": {"bytes": data}}}),
+    ))
 }
 
 fn user_blocks(content: &Value, param: &str) -> Result<Vec<Map<String, Value>>, TranslateError> {
@@ -112,7 +119,9 @@ fn user_blocks(content: &Value, param: &str) -> Result<Vec<Map<String, Value>>, 
             for (i, p) in parts.iter().enumerate() {
                 let pp = format!("{param}[{i}]");
                 match p.get("type").and_then(Value::as_str) {
-                    Some("text") => out.push(obj(json!({"text": p.get("text").and_then(Value::as_str).unwrap_or("")}))),
+                    Some("text") => out.push(obj(
+                        json!({"text": p.get("text").and_then(Value::as_str).unwrap_or("")}),
+                    )),
                     Some("image_url") => {
                         let url = p
                             .get("image_url")
@@ -134,9 +143,10 @@ fn user_blocks(content: &Value, param: &str) -> Result<Vec<Map<String, Value>>, 
 
 /// Translate an OpenAI chat-completions request into a Converse request.
 pub fn chat_to_converse(body: &Value) -> Result<(ConverseRequest, ChatOptions), TranslateError> {
-    let b = body
-        .as_object()
-        .ok_or_else(|| TranslateError { param: None, message: "request body must be a JSON object".into() })?;
+    let b = body.as_object().ok_or_else(|| TranslateError {
+        param: None,
+        message: "request body must be a JSON object".into(),
+    })?;
     let model = b
         .get("model")
         .and_then(Value::as_str)
@@ -147,7 +157,10 @@ pub fn chat_to_converse(body: &Value) -> Result<(ConverseRequest, ChatOptions), 
         .and_then(Value::as_array)
         .ok_or_else(|| bad("messages", "messages is required and must be an array"))?;
     if messages.is_empty() {
-        return Err(bad("messages", "messages must contain at least one message"));
+        return Err(bad(
+            "messages",
+            "messages must contain at least one message",
+        ));
     }
     let mut system: Vec<Map<String, Value>> = Vec::new();
     let mut out: Vec<Message> = Vec::new();
@@ -157,7 +170,10 @@ pub fn chat_to_converse(body: &Value) -> Result<(ConverseRequest, ChatOptions), 
         }
         match out.last_mut() {
             Some(last) if last.role == role => last.content.extend(blocks),
-            _ => out.push(Message { role: role.to_string(), content: blocks }),
+            _ => out.push(Message {
+                role: role.to_string(),
+                content: blocks,
+            }),
         }
     };
     for (i, m) in messages.iter().enumerate() {
@@ -185,13 +201,27 @@ pub fn chat_to_converse(body: &Value) -> Result<(ConverseRequest, ChatOptions), 
                 if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
                     for (j, c) in calls.iter().enumerate() {
                         let cp = format!("{param}.tool_calls[{j}]");
-                        let id = c.get("id").and_then(Value::as_str).ok_or_else(|| bad(&cp, "id is required"))?;
-                        let f = c.get("function").ok_or_else(|| bad(&cp, "function is required"))?;
-                        let name = f.get("name").and_then(Value::as_str).ok_or_else(|| bad(&cp, "function.name is required"))?;
+                        let id = c
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| bad(&cp, "id is required"))?;
+                        let f = c
+                            .get("function")
+                            .ok_or_else(|| bad(&cp, "function is required"))?;
+                        let name = f
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| bad(&cp, "function.name is required"))?;
                         let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-                        let input: Value = serde_json::from_str(args)
-                            .map_err(|_| bad(&format!("{cp}.function.arguments"), "arguments must be a JSON string"))?;
-                        blocks.push(obj(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}})));
+                        let input: Value = serde_json::from_str(args).map_err(|_| {
+                            bad(
+                                &format!("{cp}.function.arguments"),
+                                "arguments must be a JSON string",
+                            )
+                        })?;
+                        blocks.push(obj(
+                            json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}),
+                        ));
                     }
                 }
                 push(&mut out, "assistant", blocks);
@@ -200,15 +230,24 @@ pub fn chat_to_converse(body: &Value) -> Result<(ConverseRequest, ChatOptions), 
                 let id = m
                     .get("tool_call_id")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| bad(&format!("{param}.tool_call_id"), "tool_call_id is required"))?;
+                    .ok_or_else(|| {
+                        bad(&format!("{param}.tool_call_id"), "tool_call_id is required")
+                    })?;
                 let t = text_of(content, &format!("{param}.content"))?;
                 push(
                     &mut out,
                     "user",
-                    vec![obj(json!({"toolResult": {"toolUseId": id, "content": [{"text": t}]}}))],
+                    vec![obj(
+                        json!({"toolResult": {"toolUseId": id, "content": [{"text": t}]}}),
+                    )],
                 );
             }
-            other => return Err(bad(&format!("{param}.role"), format!("unsupported role {other:?}"))),
+            other => {
+                return Err(bad(
+                    &format!("{param}.role"),
+                    format!("unsupported role {other:?}"),
+                ))
+            }
         }
     }
     let num = |k: &str| b.get(k).and_then(Value::as_f64);
@@ -219,7 +258,12 @@ pub fn chat_to_converse(body: &Value) -> Result<(ConverseRequest, ChatOptions), 
         .map(|n| n.min(u64::from(u32::MAX)) as u32);
     let stop = match b.get("stop") {
         Some(Value::String(s)) => Some(vec![s.clone()]),
-        Some(Value::Array(a)) => Some(a.iter().filter_map(Value::as_str).map(str::to_string).collect()),
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+        ),
         Some(Value::Null) | None => None,
         Some(_) => return Err(bad("stop", "stop must be a string or an array of strings")),
     };
@@ -233,8 +277,13 @@ pub fn chat_to_converse(body: &Value) -> Result<(ConverseRequest, ChatOptions), 
         Some(tools) if !tools.is_empty() => {
             let mut specs = Vec::new();
             for (i, t) in tools.iter().enumerate() {
-                let f = t.get("function").ok_or_else(|| bad(&format!("tools[{i}].function"), "function is required"))?;
-                let name = f.get("name").and_then(Value::as_str).ok_or_else(|| bad(&format!("tools[{i}].function.name"), "name is required"))?;
+                let f = t
+                    .get("function")
+                    .ok_or_else(|| bad(&format!("tools[{i}].function"), "function is required"))?;
+                let name = f
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad(&format!("tools[{i}].function.name"), "name is required"))?;
                 let mut spec = json!({"name": name, "inputSchema": {"json": f.get("parameters").cloned().unwrap_or(json!({"type":"object","properties":{}}))}});
                 if let (Some(d), Some(o)) = (f.get("description"), spec.as_object_mut()) {
                     o.insert("description".into(), d.clone());
@@ -296,7 +345,12 @@ fn openai_usage(u: &TokenUsage) -> Value {
 }
 
 /// A Converse response as an OpenAI `chat.completion` object.
-pub fn converse_to_chat_response(r: &ConverseResponse, model: &str, id: &str, created: i64) -> Value {
+pub fn converse_to_chat_response(
+    r: &ConverseResponse,
+    model: &str,
+    id: &str,
+    created: i64,
+) -> Value {
     let text: String = r.text();
     let calls: Vec<Value> = r
         .message
@@ -341,7 +395,13 @@ pub struct ChunkWriter {
 impl ChunkWriter {
     /// A writer for one response.
     pub fn new(id: &str, model: &str, created: i64, include_usage: bool) -> Self {
-        ChunkWriter { id: id.into(), model: model.into(), created, include_usage, tools: BTreeMap::new() }
+        ChunkWriter {
+            id: id.into(),
+            model: model.into(),
+            created,
+            include_usage,
+            tools: BTreeMap::new(),
+        }
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
@@ -354,7 +414,9 @@ impl ChunkWriter {
     /// Chunks for one event (possibly none).
     pub fn on_event(&mut self, ev: &StreamEvent) -> Vec<Value> {
         match ev {
-            StreamEvent::MessageStart { .. } => vec![self.chunk(json!({"role": "assistant", "content": ""}), None)],
+            StreamEvent::MessageStart { .. } => {
+                vec![self.chunk(json!({"role": "assistant", "content": ""}), None)]
+            }
             StreamEvent::ContentBlockStart { index, start } => match start.get("toolUse") {
                 Some(t) => {
                     let n = self.tools.len();
@@ -366,18 +428,29 @@ impl ChunkWriter {
             StreamEvent::ContentBlockDelta { index, delta } => {
                 if let Some(t) = delta.get("text").and_then(Value::as_str) {
                     vec![self.chunk(json!({"content": t}), None)]
-                } else if let Some(input) = delta.get("toolUse").and_then(|t| t.get("input")).and_then(Value::as_str) {
+                } else if let Some(input) = delta
+                    .get("toolUse")
+                    .and_then(|t| t.get("input"))
+                    .and_then(Value::as_str)
+                {
                     let n = self.tools.get(index).copied().unwrap_or(0);
-                    vec![self.chunk(json!({"tool_calls": [{"index": n, "function": {"arguments": input}}]}), None)]
+                    vec![self.chunk(
+                        json!({"tool_calls": [{"index": n, "function": {"arguments": input}}]}),
+                        None,
+                    )]
                 } else {
                     vec![]
                 }
             }
             StreamEvent::ContentBlockStop { .. } => vec![],
-            StreamEvent::MessageStop { stop_reason, .. } => vec![self.chunk(json!({}), Some(finish_reason(stop_reason)))],
+            StreamEvent::MessageStop { stop_reason, .. } => {
+                vec![self.chunk(json!({}), Some(finish_reason(stop_reason)))]
+            }
             StreamEvent::Metadata { usage, .. } => {
                 if self.include_usage {
-                    vec![json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": openai_usage(usage)})]
+                    vec![
+                        json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": openai_usage(usage)}),
+                    ]
                 } else {
                     vec![]
                 }
@@ -393,7 +466,11 @@ fn block_text(b: &Map<String, Value>) -> Option<&str> {
 }
 
 /// Translate a Converse request into an OpenAI chat-completions body for `model`.
-pub fn converse_to_chat(model: &str, req: &ConverseRequest, stream: bool) -> Result<Value, TranslateError> {
+pub fn converse_to_chat(
+    model: &str,
+    req: &ConverseRequest,
+    stream: bool,
+) -> Result<Value, TranslateError> {
     let mut messages = Vec::new();
     let sys: Vec<&str> = req.system.iter().flatten().filter_map(block_text).collect();
     if !sys.is_empty() {
@@ -427,7 +504,12 @@ pub fn converse_to_chat(model: &str, req: &ConverseRequest, stream: bool) -> Res
                     .get("source")
                     .and_then(|s| s.get("bytes"))
                     .and_then(Value::as_str)
-                    .ok_or_else(|| bad(&format!("messages.{i}.content.{j}.image.source"), "only inline image bytes can be sent to this provider"))?;
+                    .ok_or_else(|| {
+                        bad(
+                            &format!("messages.{i}.content.{j}.image.source"),
+                            "only inline image bytes can be sent to this provider",
+                        )
+                    })?;
                 parts.push(json!({"type": "image_url", "image_url": {"url": format!("data:image/{format};base64,{data}")}}));
             } else if let Some(tr) = b.get("toolResult") {
                 let text: String = tr
@@ -443,12 +525,19 @@ pub fn converse_to_chat(model: &str, req: &ConverseRequest, stream: bool) -> Res
                             .collect()
                     })
                     .unwrap_or_default();
-                messages.push(json!({"role": "tool", "tool_call_id": tr.get("toolUseId"), "content": text}));
+                messages.push(
+                    json!({"role": "tool", "tool_call_id": tr.get("toolUseId"), "content": text}),
+                );
             } else if b.contains_key("cachePoint") {
                 // No OpenAI equivalent; prompt caching is automatic there.
             } else {
                 let kind = b.keys().next().cloned().unwrap_or_default();
-                return Err(bad(&format!("messages.{i}.content.{j}"), format!("content block {kind:?} cannot be sent to an OpenAI-compatible provider")));
+                return Err(bad(
+                    &format!("messages.{i}.content.{j}"),
+                    format!(
+                        "content block {kind:?} cannot be sent to an OpenAI-compatible provider"
+                    ),
+                ));
             }
         }
         if !parts.is_empty() {
@@ -461,7 +550,9 @@ pub fn converse_to_chat(model: &str, req: &ConverseRequest, stream: bool) -> Res
         }
     }
     let mut body = json!({"model": model, "messages": messages});
-    let o = body.as_object_mut().ok_or_else(|| bad("body", "internal"))?;
+    let o = body
+        .as_object_mut()
+        .ok_or_else(|| bad("body", "internal"))?;
     if let Some(ic) = &req.inference_config {
         if let Some(n) = ic.max_tokens {
             o.insert("max_tokens".into(), json!(n));
@@ -511,7 +602,11 @@ pub fn converse_to_chat(model: &str, req: &ConverseRequest, stream: bool) -> Res
 }
 
 fn usage_from_openai(u: Option<&Value>) -> TokenUsage {
-    let g = |k: &str| u.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    let g = |k: &str| {
+        u.and_then(|u| u.get(k))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
     let mut t = TokenUsage::new(g("prompt_tokens"), g("completion_tokens"));
     t.cache_read_input_tokens = u
         .and_then(|u| u.get("prompt_tokens_details"))
@@ -522,13 +617,18 @@ fn usage_from_openai(u: Option<&Value>) -> TokenUsage {
 }
 
 /// Translate an OpenAI `chat.completion` body into a Converse response.
-pub fn chat_response_to_converse(body: &Value, latency_ms: u64) -> Result<ConverseResponse, TranslateError> {
+pub fn chat_response_to_converse(
+    body: &Value,
+    latency_ms: u64,
+) -> Result<ConverseResponse, TranslateError> {
     let choice = body
         .get("choices")
         .and_then(Value::as_array)
         .and_then(|c| c.first())
         .ok_or_else(|| bad("choices", "upstream answer has no choices"))?;
-    let msg = choice.get("message").ok_or_else(|| bad("choices[0].message", "missing"))?;
+    let msg = choice
+        .get("message")
+        .ok_or_else(|| bad("choices[0].message", "missing"))?;
     let mut content = Vec::new();
     if let Some(t) = msg.get("content").and_then(Value::as_str) {
         if !t.is_empty() {
@@ -538,7 +638,10 @@ pub fn chat_response_to_converse(body: &Value, latency_ms: u64) -> Result<Conver
     if let Some(calls) = msg.get("tool_calls").and_then(Value::as_array) {
         for c in calls {
             let f = c.get("function");
-            let args = f.and_then(|f| f.get("arguments")).and_then(Value::as_str).unwrap_or("{}");
+            let args = f
+                .and_then(|f| f.get("arguments"))
+                .and_then(Value::as_str)
+                .unwrap_or("{}");
             let input: Value = serde_json::from_str(args).unwrap_or_else(|_| json!({"_raw": args}));
             content.push(obj(json!({"toolUse": {"toolUseId": c.get("id"), "name": f.and_then(|f| f.get("name")), "input": input}})));
         }
@@ -547,8 +650,17 @@ pub fn chat_response_to_converse(body: &Value, latency_ms: u64) -> Result<Conver
         content.push(obj(json!({"text": ""})));
     }
     Ok(ConverseResponse {
-        message: Message { role: "assistant".into(), content },
-        stop_reason: stop_reason(choice.get("finish_reason").and_then(Value::as_str).unwrap_or("stop")).into(),
+        message: Message {
+            role: "assistant".into(),
+            content,
+        },
+        stop_reason: stop_reason(
+            choice
+                .get("finish_reason")
+                .and_then(Value::as_str)
+                .unwrap_or("stop"),
+        )
+        .into(),
         usage: usage_from_openai(body.get("usage")),
         latency_ms,
         additional_model_response_fields: None,
@@ -578,12 +690,18 @@ impl ChunkReader {
         let mut out = Vec::new();
         if !self.started {
             self.started = true;
-            out.push(StreamEvent::MessageStart { role: "assistant".into() });
+            out.push(StreamEvent::MessageStart {
+                role: "assistant".into(),
+            });
         }
         if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
             self.usage = Some(usage_from_openai(Some(u)));
         }
-        let Some(choice) = chunk.get("choices").and_then(Value::as_array).and_then(|c| c.first()) else {
+        let Some(choice) = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+        else {
             return out;
         };
         if let Some(delta) = choice.get("delta") {
@@ -593,7 +711,10 @@ impl ChunkReader {
                         self.text_open = true;
                         self.next_block = self.next_block.max(1);
                     }
-                    out.push(StreamEvent::ContentBlockDelta { index: 0, delta: json!({"text": t}) });
+                    out.push(StreamEvent::ContentBlockDelta {
+                        index: 0,
+                        delta: json!({"text": t}),
+                    });
                 }
             }
             if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
@@ -613,9 +734,16 @@ impl ChunkReader {
                             b
                         }
                     };
-                    if let Some(a) = c.get("function").and_then(|f| f.get("arguments")).and_then(Value::as_str) {
+                    if let Some(a) = c
+                        .get("function")
+                        .and_then(|f| f.get("arguments"))
+                        .and_then(Value::as_str)
+                    {
                         if !a.is_empty() {
-                            out.push(StreamEvent::ContentBlockDelta { index: block, delta: json!({"toolUse": {"input": a}}) });
+                            out.push(StreamEvent::ContentBlockDelta {
+                                index: block,
+                                delta: json!({"toolUse": {"input": a}}),
+                            });
                         }
                     }
                 }
@@ -631,7 +759,9 @@ impl ChunkReader {
     pub fn finish(&mut self, latency_ms: u64) -> Vec<StreamEvent> {
         let mut out = Vec::new();
         if !self.started {
-            out.push(StreamEvent::MessageStart { role: "assistant".into() });
+            out.push(StreamEvent::MessageStart {
+                role: "assistant".into(),
+            });
         }
         if self.text_open {
             out.push(StreamEvent::ContentBlockStop { index: 0 });
@@ -643,7 +773,10 @@ impl ChunkReader {
             stop_reason: stop_reason(self.finish.as_deref().unwrap_or("stop")).into(),
             additional_model_response_fields: None,
         });
-        out.push(StreamEvent::Metadata { usage: self.usage.unwrap_or_default(), latency_ms });
+        out.push(StreamEvent::Metadata {
+            usage: self.usage.unwrap_or_default(),
+            latency_ms,
+        });
         out
     }
 }
@@ -673,24 +806,45 @@ mod tests {
         assert_eq!(req.system.as_ref().unwrap()[0]["text"], "be brief");
         assert_eq!(req.messages.len(), 3);
         assert_eq!(req.messages[0].content[1]["image"]["format"], "png");
-        assert_eq!(req.messages[1].content[0]["toolUse"]["input"]["city"], "Oslo");
+        assert_eq!(
+            req.messages[1].content[0]["toolUse"]["input"]["city"],
+            "Oslo"
+        );
         assert_eq!(req.messages[2].content[0]["toolResult"]["toolUseId"], "c1");
         let ic = req.inference_config.as_ref().unwrap();
         assert_eq!(ic.max_tokens, Some(50));
         assert_eq!(ic.stop_sequences.as_deref(), Some(&["END".to_string()][..]));
-        assert_eq!(req.tool_config.as_ref().unwrap()["toolChoice"], json!({"any": {}}));
+        assert_eq!(
+            req.tool_config.as_ref().unwrap()["toolChoice"],
+            json!({"any": {}})
+        );
         // And back to OpenAI for an upstream.
         let back = converse_to_chat("up", &req, false).unwrap();
         assert_eq!(back["messages"][0]["role"], "system");
-        assert_eq!(back["messages"][2]["tool_calls"][0]["function"]["name"], "wx");
+        assert_eq!(
+            back["messages"][2]["tool_calls"][0]["function"]["name"],
+            "wx"
+        );
         assert_eq!(back["messages"][3]["role"], "tool");
         assert_eq!(back["tool_choice"], "required");
     }
 
     #[test]
     fn rejects_bad_requests_with_param() {
-        assert_eq!(chat_to_converse(&json!({"messages": []})).unwrap_err().param.as_deref(), Some("model"));
-        assert_eq!(chat_to_converse(&json!({"model": "m", "messages": "x"})).unwrap_err().param.as_deref(), Some("messages"));
+        assert_eq!(
+            chat_to_converse(&json!({"messages": []}))
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("model")
+        );
+        assert_eq!(
+            chat_to_converse(&json!({"model": "m", "messages": "x"}))
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("messages")
+        );
         let e = chat_to_converse(&json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]})).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("messages[0].content[0]"));
     }

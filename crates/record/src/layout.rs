@@ -134,7 +134,9 @@ mod tests {
         assert!(k.ends_with(".json.gz"));
         let hex = &k[k.len() - 24..k.len() - 8];
         assert_eq!(hex.len(), 16);
-        assert!(hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(hex
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     }
 
     #[test]

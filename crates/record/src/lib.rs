@@ -313,7 +313,9 @@ mod tests {
         assert_eq!(record_timestamp(t), "2024-11-20T16:47:52Z");
         assert_eq!(millis_timestamp(t), "2024-11-20T16:47:52.056Z");
         assert_eq!(
-            parse_timestamp("2024-11-20T16:47:52Z").unwrap().unix_timestamp(),
+            parse_timestamp("2024-11-20T16:47:52Z")
+                .unwrap()
+                .unix_timestamp(),
             t.unix_timestamp()
         );
     }

@@ -1,1 +1,14 @@
-//! placeholder
+//! The HTTP front door: Bedrock runtime and OpenAI-compatible APIs, capture of every call
+//! into a Bedrock `ModelInvocationLog` record, and the wiring of journal and delivery.
+
+pub mod app;
+pub mod bedrock;
+pub mod capture;
+pub mod config;
+pub mod http_util;
+pub mod identity;
+pub mod openai;
+pub mod routing;
+
+pub use app::serve;
+pub use config::Config;

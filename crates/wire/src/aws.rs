@@ -104,7 +104,9 @@ impl AwsErrorCode {
             }
             ModelTimeoutException => "modelTimeoutException",
             ServiceUnavailableException => "serviceUnavailableException",
-            ModelStreamErrorException | ModelErrorException | ResourceNotFoundException
+            ModelStreamErrorException
+            | ModelErrorException
+            | ResourceNotFoundException
             | AccessDeniedException => "modelStreamErrorException",
             InternalServerException => "internalServerException",
         }

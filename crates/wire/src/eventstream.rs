@@ -131,15 +131,12 @@ impl Decoder {
     pub fn push(&mut self, data: &[u8]) -> Result<Vec<DecodedMessage>, EventStreamError> {
         self.buf.extend_from_slice(data);
         let mut out = Vec::new();
-        loop {
-            match self
-                .inner
-                .decode_frame(&mut self.buf)
-                .map_err(|e| EventStreamError(e.to_string()))?
-            {
-                DecodedFrame::Complete(msg) => out.push(to_decoded(&msg)),
-                DecodedFrame::Incomplete => break,
-            }
+        while let DecodedFrame::Complete(msg) = self
+            .inner
+            .decode_frame(&mut self.buf)
+            .map_err(|e| EventStreamError(e.to_string()))?
+        {
+            out.push(to_decoded(&msg));
         }
         Ok(out)
     }
@@ -191,7 +188,10 @@ mod tests {
         }
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].kind, "chunk");
-        assert_eq!(got[0].chunk_bytes().unwrap(), br#"{"type":"message_start"}"#);
+        assert_eq!(
+            got[0].chunk_bytes().unwrap(),
+            br#"{"type":"message_start"}"#
+        );
         assert_eq!(got[1].json().unwrap()["role"], "assistant");
         assert!(got[1].json().unwrap().get("p").is_none());
         assert_eq!(got[2].message_type, "exception");

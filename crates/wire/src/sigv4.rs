@@ -98,7 +98,10 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        assert_eq!(parse_authorization("Bearer x"), Err(SigV4ParseError::NotSigV4));
+        assert_eq!(
+            parse_authorization("Bearer x"),
+            Err(SigV4ParseError::NotSigV4)
+        );
         assert!(matches!(
             parse_authorization("AWS4-HMAC-SHA256 Credential=A/2024/r/s/aws4_request, SignedHeaders=host, Signature=00"),
             Err(SigV4ParseError::BadCredential(_))

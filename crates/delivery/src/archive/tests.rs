@@ -36,8 +36,12 @@ fn files(root: &std::path::Path) -> Vec<PathBuf> {
 
 fn lines(p: &std::path::Path) -> Vec<serde_json::Value> {
     let mut s = String::new();
-    GzDecoder::new(std::fs::File::open(p).unwrap()).read_to_string(&mut s).unwrap();
-    s.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    GzDecoder::new(std::fs::File::open(p).unwrap())
+        .read_to_string(&mut s)
+        .unwrap();
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 async fn deliver(journal: &Journal, root: &std::path::Path) -> Arc<ArchiveStats> {
@@ -70,7 +74,11 @@ async fn delivers_in_bedrock_layout_and_offloads_large_bodies() {
     let root = tempfile::tempdir().unwrap();
     let j = Journal::open(JournalConfig::new(jdir.path())).unwrap();
     for i in 0..10 {
-        let acct = if i % 2 == 0 { "111111111111" } else { "222222222222" };
+        let acct = if i % 2 == 0 {
+            "111111111111"
+        } else {
+            "222222222222"
+        };
         let len = if i == 3 { 200_000 } else { 10 };
         let p = record(i, acct, len);
         j.append(Box::new(move |_| p)).await.unwrap();
@@ -78,13 +86,26 @@ async fn delivers_in_bedrock_layout_and_offloads_large_bodies() {
     let stats = deliver(&j, root.path()).await;
     assert_eq!(stats.records.load(Ordering::Relaxed), 10);
     let fs = files(root.path());
-    let logs: Vec<_> = fs.iter().filter(|p| !p.to_string_lossy().contains("/data/")).collect();
-    let data: Vec<_> = fs.iter().filter(|p| p.to_string_lossy().contains("/data/")).collect();
+    let logs: Vec<_> = fs
+        .iter()
+        .filter(|p| !p.to_string_lossy().contains("/data/"))
+        .collect();
+    let data: Vec<_> = fs
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("/data/"))
+        .collect();
     assert_eq!(logs.len(), 2, "{fs:?}");
     for p in &logs {
-        let rel = p.strip_prefix(root.path()).unwrap().to_string_lossy().to_string();
+        let rel = p
+            .strip_prefix(root.path())
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         assert!(rel.starts_with("pfx/AWSLogs/"), "{rel}");
-        assert!(rel.contains("/BedrockModelInvocationLogs/us-east-1/"), "{rel}");
+        assert!(
+            rel.contains("/BedrockModelInvocationLogs/us-east-1/"),
+            "{rel}"
+        );
         assert!(rel.ends_with(".json.gz"));
     }
     let all: Vec<serde_json::Value> = logs.iter().flat_map(|p| lines(p)).collect();
@@ -96,7 +117,9 @@ async fn delivers_in_bedrock_layout_and_offloads_large_bodies() {
     assert!(big["input"].get("inputBodyJson").is_none());
     // The data object holds the body.
     let mut s = String::new();
-    GzDecoder::new(std::fs::File::open(data[0]).unwrap()).read_to_string(&mut s).unwrap();
+    GzDecoder::new(std::fs::File::open(data[0]).unwrap())
+        .read_to_string(&mut s)
+        .unwrap();
     let body: serde_json::Value = serde_json::from_str(&s).unwrap();
     assert_eq!(body["t"].as_str().unwrap().len(), 200_000);
     // The cursor is past everything.
@@ -128,8 +151,12 @@ async fn skips_entries_that_are_not_invocation_records() {
     let jdir = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
     let j = Journal::open(JournalConfig::new(jdir.path())).unwrap();
-    j.append(Box::new(|_| br#"{"eventVersion":"1.08"}"#.to_vec())).await.unwrap();
-    j.append(Box::new(|_| record(1, "111111111111", 1))).await.unwrap();
+    j.append(Box::new(|_| br#"{"eventVersion":"1.08"}"#.to_vec()))
+        .await
+        .unwrap();
+    j.append(Box::new(|_| record(1, "111111111111", 1)))
+        .await
+        .unwrap();
     deliver(&j, root.path()).await;
     let n: usize = files(root.path()).iter().map(|p| lines(p).len()).sum();
     assert_eq!(n, 1);

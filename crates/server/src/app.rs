@@ -1,0 +1,286 @@
+//! Wiring: state, the router, and the serve loop (journal -> archive delivery alongside).
+
+use crate::capture::{Call, Recorder};
+use crate::config::{Config, LoggingMode};
+use crate::identity::Principals;
+use crate::routing::Routes;
+use crate::{bedrock, openai};
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http::HeaderMap;
+use logbook_delivery::archive::{Archive, ArchiveConfig, ArchiveStats};
+use logbook_journal::{Journal, JournalConfig, SyncMode};
+use logbook_record::Operation;
+use object_store::local::LocalFileSystem;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Shared state of the handlers.
+pub struct AppState {
+    /// Configuration.
+    pub config: Config,
+    /// Journal committer.
+    pub recorder: Recorder,
+    /// Caller resolution.
+    pub principals: Principals,
+    /// Model routing.
+    pub routes: Routes,
+    /// Journal (for status).
+    pub journal: Journal,
+    /// Archive delivery counters.
+    pub archive: Arc<ArchiveStats>,
+}
+
+/// Shared state handle.
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    /// Start a call: resolve the caller and note client details.
+    pub fn begin(
+        &self,
+        operation: Operation,
+        api: &'static str,
+        model_id: String,
+        headers: &HeaderMap,
+        addr: SocketAddr,
+    ) -> Call {
+        let caller = self.principals.resolve(headers);
+        let mut call = Call::new(operation, api, model_id, caller);
+        call.client_ip = Some(addr.ip().to_string());
+        call.user_agent = headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect());
+        call
+    }
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// I/O.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Journal.
+    #[error(transparent)]
+    Journal(#[from] logbook_journal::JournalError),
+    /// Routing.
+    #[error(transparent)]
+    Routing(#[from] crate::routing::RoutingError),
+    /// Object store.
+    #[error("archive store: {0}")]
+    Store(#[from] object_store::Error),
+    /// Delivery.
+    #[error(transparent)]
+    Delivery(#[from] logbook_delivery::DeliveryError),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let context = context.into();
+    move |source| ServeError::Io { context, source }
+}
+
+/// The node id: configured, or generated once and kept in the data folder.
+fn node_id(config: &Config) -> Result<String, ServeError> {
+    if let Some(n) = &config.node_id {
+        return Ok(n.clone());
+    }
+    let path = config.data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        _ => {
+            let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            let tmp = config.data_dir.join(".node-id.tmp");
+            std::fs::write(&tmp, &id).map_err(io("write node id"))?;
+            std::fs::rename(&tmp, &path).map_err(io("write node id"))?;
+            Ok(id)
+        }
+    }
+}
+
+async fn healthz(State(s): State<Shared>) -> Response {
+    let healthy = s.journal.is_healthy();
+    let st = s.journal.stats();
+    let body = serde_json::json!({
+        "status": if healthy { "ok" } else { "journal-unavailable" },
+        "journal": {
+            "committed": *s.journal.committed().borrow() - 1,
+            "entries": st.entries.load(Ordering::Relaxed),
+            "batches": st.batches.load(Ordering::Relaxed),
+            "fsyncs": st.syncs.load(Ordering::Relaxed),
+            "fsyncMicros": st.sync_nanos.load(Ordering::Relaxed) / 1000,
+        },
+        "archive": {
+            "deliveredRecords": s.archive.records.load(Ordering::Relaxed),
+            "objects": s.archive.objects.load(Ordering::Relaxed),
+            "failures": s.archive.failures.load(Ordering::Relaxed),
+            "cursor": s.archive.cursor.load(Ordering::Relaxed),
+        },
+        "mode": match s.recorder.mode() { LoggingMode::Strict => "strict", LoggingMode::Async => "async" },
+    });
+    let status = if healthy {
+        http::StatusCode::OK
+    } else {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn not_found(ConnectInfo(_addr): ConnectInfo<SocketAddr>, uri: http::Uri) -> Response {
+    let path = uri.path();
+    let id = uuid::Uuid::new_v4().to_string();
+    if path.starts_with("/v1/") || path.starts_with("/openai/") {
+        crate::http_util::openai_error(
+            &logbook_wire::openai::OpenAiError {
+                status: 404,
+                message: format!("Unknown request URL: {path}"),
+                kind: "invalid_request_error",
+                code: Some("unknown_url"),
+                param: None,
+            },
+            &id,
+        )
+    } else {
+        let mut r = crate::http_util::aws_error(
+            logbook_wire::aws::AwsErrorCode::ResourceNotFoundException,
+            &format!("Unknown operation for path {path}"),
+            &id,
+        );
+        crate::http_util::set_header(
+            &mut r,
+            "x-amzn-errortype",
+            "UnknownOperationException:http://internal.amazon.com/coral/com.amazon.bedrock/",
+        );
+        r
+    }
+}
+
+/// The application router.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/model/{model_id}/converse", post(bedrock::converse))
+        .route(
+            "/model/{model_id}/converse-stream",
+            post(bedrock::converse_stream),
+        )
+        .route("/model/{model_id}/invoke", post(bedrock::invoke))
+        .route(
+            "/model/{model_id}/invoke-with-response-stream",
+            post(bedrock::invoke_stream),
+        )
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/models", get(openai::models))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Open the data folder, start delivery, bind, call `on_listen`, and serve until SIGINT or
+/// SIGTERM; then stop accepting, finish in-flight calls and flush delivery.
+pub async fn serve(config: Config, on_listen: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
+        "create data folder {}",
+        config.data_dir.display()
+    )))?;
+    let node = node_id(&config)?;
+    let mut jcfg = JournalConfig::new(config.data_dir.join("journal"));
+    jcfg.segment_bytes = config.segment_bytes;
+    jcfg.mode = match config.mode {
+        LoggingMode::Strict => SyncMode::Strict,
+        LoggingMode::Async => SyncMode::Async,
+    };
+    let journal = Journal::open(jcfg)?;
+    let bucket_dir = config
+        .buckets
+        .get(&config.archive_bucket)
+        .cloned()
+        .unwrap_or_else(|| config.data_dir.join("archive"));
+    std::fs::create_dir_all(&bucket_dir)
+        .map_err(io(format!("create bucket folder {}", bucket_dir.display())))?;
+    let store = Arc::new(LocalFileSystem::new_with_prefix(&bucket_dir)?);
+    let archive = Archive::new(
+        store,
+        journal.clone(),
+        ArchiveConfig {
+            bucket: config.archive_bucket.clone(),
+            key_prefix: config.archive_prefix.clone(),
+            max_object_bytes: config.max_object_bytes,
+            max_object_age: config.max_object_age,
+            node_id: node.clone(),
+            cursor_name: format!("archive-{}", config.archive_bucket),
+            local_root: Some(bucket_dir.clone()),
+        },
+    );
+    let archive_stats = archive.stats();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let delivery = tokio::spawn(archive.run(stop_rx));
+
+    let routes = Routes::new(&config)?;
+    let recorder = Recorder::new(
+        journal.clone(),
+        node.clone(),
+        config.on_failure,
+        config.mode,
+    );
+    let listen = config.listen.clone();
+    let state = Arc::new(AppState {
+        principals: Principals::new(&config),
+        config,
+        recorder,
+        routes,
+        journal,
+        archive: archive_stats,
+    });
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(io(format!("bind {listen}")))?;
+    let addr = listener.local_addr().map_err(io("local address"))?;
+    tracing::info!(%addr, node_id = %node, "logbook serving");
+    on_listen(addr);
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(io("serve"))?;
+    tracing::info!("draining delivery");
+    let _ = stop_tx.send(true);
+    match delivery.await {
+        Ok(r) => r?,
+        Err(e) => tracing::error!(error = %e, "delivery task failed"),
+    }
+    Ok(())
+}

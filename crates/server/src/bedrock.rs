@@ -1,0 +1,764 @@
+//! The Bedrock runtime API: Converse, ConverseStream, InvokeModel,
+//! InvokeModelWithResponseStream (botocore `bedrock-runtime/2023-09-30`).
+//!
+//! Handlers are thin: each spawns the call so that it runs to completion (and is
+//! recorded) even if the client goes away, and answers only after the record is durable.
+
+use crate::app::Shared;
+use crate::capture::{Call, Outcome};
+use crate::http_util::{aws_error, json_response, read_body, set_header, BodyError, REQUEST_ID};
+use crate::routing::Resolved;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::StreamExt;
+use http::HeaderMap;
+use logbook_providers::converse::{valid_metadata, Assembler, ConverseRequest, StreamEvent};
+use logbook_providers::{native, ProviderError, TokenUsage};
+use logbook_record::{Operation, Output};
+use logbook_wire::aws::AwsErrorCode;
+use logbook_wire::eventstream;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use tokio::sync::mpsc;
+
+/// `errorCode` recorded when the client disconnects before the response completes.
+pub const CLIENT_DISCONNECTED: &str = "ClientDisconnected";
+
+struct Fail {
+    code: AwsErrorCode,
+    message: String,
+}
+
+impl Fail {
+    fn new(code: AwsErrorCode, message: impl Into<String>) -> Self {
+        Fail {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ProviderError> for Fail {
+    fn from(e: ProviderError) -> Self {
+        Fail {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+fn declared_len(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Record a failed call and answer with the AWS error.
+async fn fail(s: &Shared, call: &Call, f: Fail, output: Option<Output>) -> Response {
+    let status = if f.code.as_str() == CLIENT_DISCONNECTED {
+        499
+    } else {
+        f.code.status()
+    };
+    let outcome = Outcome {
+        output,
+        error: Some((f.code.as_str().to_string(), f.message.clone())),
+        http_status: status,
+    };
+    let _ = s.recorder.commit(call.record(outcome)).await;
+    aws_error(f.code, &f.message, &call.request_id)
+}
+
+async fn disconnected(s: &Shared, call: &Call, why: String) -> Response {
+    let outcome = Outcome {
+        output: None,
+        error: Some((
+            CLIENT_DISCONNECTED.into(),
+            format!("client disconnected while sending the request: {why}"),
+        )),
+        http_status: 499,
+    };
+    let _ = s.recorder.commit(call.record(outcome)).await;
+    aws_error(
+        AwsErrorCode::ValidationException,
+        "request body incomplete",
+        &call.request_id,
+    )
+}
+
+/// Read and size-check the body; `Err` is the finished error response.
+async fn body_bytes(
+    s: &Shared,
+    call: &Call,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Response> {
+    match read_body(body, s.config.max_body_bytes, declared_len(headers)).await {
+        Ok(b) => Ok(b),
+        Err(BodyError::TooLarge(n)) => Err(fail(
+            s,
+            call,
+            Fail::new(
+                AwsErrorCode::ValidationException,
+                format!(
+                    "1 validation error detected: Value at 'body' failed to satisfy constraint: Member must have length less than or equal to {} (got at least {n} bytes)",
+                    s.config.max_body_bytes
+                ),
+            ),
+            None,
+        )
+        .await),
+        Err(BodyError::Broken(why)) => Err(disconnected(s, call, why).await),
+    }
+}
+
+fn route(s: &Shared, call: &mut Call) -> Result<Resolved, Fail> {
+    let r = s.routes.resolve(&call.model_id).ok_or_else(|| {
+        Fail::new(
+            AwsErrorCode::ResourceNotFoundException,
+            format!("Could not resolve the foundation model from the provided model identifier {}: no route matches it.", call.model_id),
+        )
+    })?;
+    call.route = Some(r.info.clone());
+    Ok(r)
+}
+
+fn json_content_type_ok(headers: &HeaderMap, name: &str) -> Result<(), Fail> {
+    match headers.get(name).and_then(|v| v.to_str().ok()) {
+        None => Ok(()),
+        Some(ct) => {
+            let base = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if base == "application/json" || base == "*/*" || base.is_empty() {
+                Ok(())
+            } else {
+                Err(Fail::new(
+                    AwsErrorCode::ValidationException,
+                    format!("The provided {name} {ct:?} is not supported; use application/json"),
+                ))
+            }
+        }
+    }
+}
+
+async fn spawn_call<F>(fut: F) -> Response
+where
+    F: std::future::Future<Output = Response> + Send + 'static,
+{
+    match tokio::spawn(fut).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "call task failed");
+            aws_error(
+                AwsErrorCode::InternalServerException,
+                "internal error",
+                "unknown",
+            )
+        }
+    }
+}
+
+fn converse_token_fields(call: &mut Call, usage: &TokenUsage) {
+    call.input.input_token_count = Some(usage.input_tokens);
+    call.input.cache_read_input_token_count = Some(usage.cache_read_input_tokens.unwrap_or(0));
+    call.input.cache_write_input_token_count = Some(usage.cache_write_input_tokens.unwrap_or(0));
+}
+
+/// Parse a Converse body; on failure, the error response (recorded).
+async fn parse_converse(
+    s: &Shared,
+    call: &mut Call,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<ConverseRequest, Response> {
+    if let Err(f) = json_content_type_ok(headers, "Content-Type") {
+        return Err(fail(s, call, f, None).await);
+    }
+    let bytes = body_bytes(s, call, headers, body).await?;
+    call.input.input_content_type = Some("application/json".into());
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(fail(
+                s,
+                call,
+                Fail::new(
+                    AwsErrorCode::ValidationException,
+                    format!(
+                        "Malformed input request: {e}, please reformat your input and try again."
+                    ),
+                ),
+                None,
+            )
+            .await)
+        }
+    };
+    call.input.input_body_json = Some(value.clone());
+    let req: ConverseRequest = match serde_json::from_value(value) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(fail(
+                s,
+                call,
+                Fail::new(
+                    AwsErrorCode::ValidationException,
+                    format!(
+                        "Malformed input request: {e}, please reformat your input and try again."
+                    ),
+                ),
+                None,
+            )
+            .await)
+        }
+    };
+    call.request_metadata = req.request_metadata.clone();
+    call.performance_config = req.performance_config.clone();
+    if let Err(m) = req.validate() {
+        return Err(fail(
+            s,
+            call,
+            Fail::new(AwsErrorCode::ValidationException, m),
+            None,
+        )
+        .await);
+    }
+    Ok(req)
+}
+
+/// `POST /model/{modelId}/converse`
+pub async fn converse(
+    State(s): State<Shared>,
+    Path(model_id): Path<String>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let call = s.begin(
+        Operation::Converse,
+        "bedrock-runtime",
+        model_id,
+        &headers,
+        addr,
+    );
+    spawn_call(converse_call(s, call, headers, body)).await
+}
+
+async fn converse_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) -> Response {
+    let req = match parse_converse(&s, &mut call, &headers, body).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let r = match route(&s, &mut call) {
+        Ok(r) => r,
+        Err(f) => return fail(&s, &call, f, None).await,
+    };
+    if let Err(e) = s.recorder.ready() {
+        return aws_error(
+            AwsErrorCode::ServiceUnavailableException,
+            &e.to_string(),
+            &call.request_id,
+        );
+    }
+    let result =
+        match tokio::time::timeout(r.timeout, r.provider.converse(&r.info.upstream_model, &req))
+            .await
+        {
+            Ok(res) => res.map_err(Fail::from),
+            Err(_) => Err(Fail::new(
+                AwsErrorCode::ModelTimeoutException,
+                "Model has timed out in processing the request.",
+            )),
+        };
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(f) => return fail(&s, &call, f, None).await,
+    };
+    converse_token_fields(&mut call, &resp.usage);
+    let body = resp.to_json();
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let outcome = Outcome {
+        output: Some(Output {
+            output_content_type: Some("application/json".into()),
+            output_body_json: Some(body),
+            output_body_s3_path: None,
+            output_token_count: Some(resp.usage.output_tokens),
+        }),
+        error: None,
+        http_status: 200,
+    };
+    if let Err(e) = s.recorder.commit(call.record(outcome)).await {
+        return aws_error(
+            AwsErrorCode::InternalServerException,
+            &e.to_string(),
+            &call.request_id,
+        );
+    }
+    json_response(bytes, "application/json", &call.request_id, REQUEST_ID)
+}
+
+fn stream_response(
+    rx: mpsc::Receiver<Result<Bytes, Infallible>>,
+    call: &Call,
+    content_type: Option<&str>,
+) -> Response {
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut r = Response::new(body);
+    set_header(&mut r, "content-type", "application/vnd.amazon.eventstream");
+    set_header(&mut r, REQUEST_ID, &call.request_id);
+    if let Some(ct) = content_type {
+        set_header(&mut r, "x-amzn-bedrock-content-type", ct);
+    }
+    r
+}
+
+/// How a streamed call ended, before the record is written.
+struct StreamEnd {
+    error: Option<Fail>,
+    disconnected: bool,
+}
+
+/// Send the held final frames after the record is durable, or the error frame.
+async fn finish_stream(
+    s: &Shared,
+    call: &Call,
+    output: Output,
+    end: StreamEnd,
+    held: Vec<Bytes>,
+    tx: &mpsc::Sender<Result<Bytes, Infallible>>,
+) {
+    let error = match (&end.error, end.disconnected) {
+        (Some(f), _) => Some((f.code.as_str().to_string(), f.message.clone())),
+        (None, true) => Some((
+            CLIENT_DISCONNECTED.to_string(),
+            "client disconnected before the stream completed".to_string(),
+        )),
+        (None, false) => None,
+    };
+    let outcome = Outcome {
+        output: Some(output),
+        error,
+        http_status: if end.disconnected { 499 } else { 200 },
+    };
+    let committed = s.recorder.commit(call.record(outcome)).await;
+    if end.disconnected {
+        return;
+    }
+    let frames: Vec<Bytes> = match (end.error, committed) {
+        (Some(f), _) => eventstream::exception(f.code.stream_member(), &f.message)
+            .into_iter()
+            .collect(),
+        (None, Err(e)) => eventstream::exception("internalServerException", &e.to_string())
+            .into_iter()
+            .collect(),
+        (None, Ok(_)) => held,
+    };
+    for f in frames {
+        if tx.send(Ok(f)).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// `POST /model/{modelId}/converse-stream`
+pub async fn converse_stream(
+    State(s): State<Shared>,
+    Path(model_id): Path<String>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut call = s.begin(
+        Operation::ConverseStream,
+        "bedrock-runtime",
+        model_id,
+        &headers,
+        addr,
+    );
+    call.stream = true;
+    spawn_call(converse_stream_call(s, call, headers, body)).await
+}
+
+async fn converse_stream_call(
+    s: Shared,
+    mut call: Call,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let req = match parse_converse(&s, &mut call, &headers, body).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let r = match route(&s, &mut call) {
+        Ok(r) => r,
+        Err(f) => return fail(&s, &call, f, None).await,
+    };
+    if let Err(e) = s.recorder.ready() {
+        return aws_error(
+            AwsErrorCode::ServiceUnavailableException,
+            &e.to_string(),
+            &call.request_id,
+        );
+    }
+    let stream = match tokio::time::timeout(
+        r.timeout,
+        r.provider.converse_stream(&r.info.upstream_model, &req),
+    )
+    .await
+    {
+        Ok(Ok(st)) => st,
+        Ok(Err(e)) => return fail(&s, &call, e.into(), None).await,
+        Err(_) => {
+            return fail(
+                &s,
+                &call,
+                Fail::new(
+                    AwsErrorCode::ModelTimeoutException,
+                    "Model has timed out in processing the request.",
+                ),
+                None,
+            )
+            .await
+        }
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let resp = stream_response(rx, &call, None);
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let mut asm = Assembler::new();
+        let mut held = Vec::new();
+        let mut end = StreamEnd {
+            error: None,
+            disconnected: false,
+        };
+        loop {
+            let next = match tokio::time::timeout(r.timeout, stream.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    end.error = Some(Fail::new(
+                        AwsErrorCode::ModelTimeoutException,
+                        "Model has timed out in processing the request.",
+                    ));
+                    break;
+                }
+            };
+            let ev = match next {
+                None => break,
+                Some(Err(e)) => {
+                    end.error = Some(e.into());
+                    break;
+                }
+                Some(Ok(ev)) => ev,
+            };
+            asm.push(&ev);
+            if matches!(ev, StreamEvent::ContentBlockDelta { .. }) {
+                call.mark_first_token();
+            }
+            let frame = match eventstream::event(ev.member(), ev.payload()) {
+                Ok(f) => f,
+                Err(e) => {
+                    end.error = Some(Fail::new(
+                        AwsErrorCode::InternalServerException,
+                        e.to_string(),
+                    ));
+                    break;
+                }
+            };
+            // The final frames wait for the record (strict mode).
+            if matches!(
+                ev,
+                StreamEvent::MessageStop { .. } | StreamEvent::Metadata { .. }
+            ) {
+                held.push(frame);
+                continue;
+            }
+            if tx.send(Ok(frame)).await.is_err() {
+                end.disconnected = true;
+                break;
+            }
+        }
+        drop(stream);
+        let assembled = asm.finish();
+        if let Some(u) = asm.usage() {
+            converse_token_fields(&mut call, &u);
+        }
+        let output = Output {
+            output_content_type: Some("application/json".into()),
+            output_body_json: Some(assembled.to_json()),
+            output_body_s3_path: None,
+            output_token_count: asm.usage().map(|u| u.output_tokens),
+        };
+        finish_stream(&s, &call, output, end, held, &tx).await;
+    });
+    resp
+}
+
+/// Native-body preamble: content type, body, metadata header, routing.
+async fn parse_invoke(
+    s: &Shared,
+    call: &mut Call,
+    headers: &HeaderMap,
+    body: Body,
+    accept_header: &str,
+) -> Result<(Value, Resolved), Response> {
+    for h in ["Content-Type", accept_header] {
+        if let Err(f) = json_content_type_ok(headers, h) {
+            return Err(fail(s, call, f, None).await);
+        }
+    }
+    let bytes = body_bytes(s, call, headers, body).await?;
+    call.input.input_content_type = Some("application/json".into());
+    if let Some(md) = headers.get("x-amzn-bedrock-request-metadata") {
+        match md.to_str().ok().and_then(|t| serde_json::from_str::<BTreeMap<String, String>>(t).ok()) {
+            Some(m) if !m.is_empty() && m.len() <= 16 && m.iter().all(|(k, v)| valid_metadata(k, 1) && valid_metadata(v, 0)) => call.request_metadata = Some(m),
+            _ => {
+                return Err(fail(s, call, Fail::new(AwsErrorCode::ValidationException, "X-Amzn-Bedrock-Request-Metadata must be a JSON object of 1 to 16 string pairs matching [a-zA-Z0-9\\s:_@$#=/+,-.]{0,256}"), None).await)
+            }
+        }
+    }
+    if let Some(l) = headers
+        .get("x-amzn-bedrock-performanceconfig-latency")
+        .and_then(|v| v.to_str().ok())
+    {
+        call.performance_config = Some(serde_json::json!({ "latency": l }));
+    }
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return Err(fail(s, call, Fail::new(AwsErrorCode::ValidationException, "Malformed input request: the body must be a JSON object, please reformat your input and try again."), None).await),
+        Err(e) => return Err(fail(s, call, Fail::new(AwsErrorCode::ValidationException, format!("Malformed input request: {e}, please reformat your input and try again.")), None).await),
+    };
+    call.input.input_body_json = Some(value.clone());
+    let r = match route(s, call) {
+        Ok(r) => r,
+        Err(f) => return Err(fail(s, call, f, None).await),
+    };
+    if let Err(e) = s.recorder.ready() {
+        return Err(aws_error(
+            AwsErrorCode::ServiceUnavailableException,
+            &e.to_string(),
+            &call.request_id,
+        ));
+    }
+    Ok((value, r))
+}
+
+/// `POST /model/{modelId}/invoke`
+pub async fn invoke(
+    State(s): State<Shared>,
+    Path(model_id): Path<String>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let call = s.begin(
+        Operation::InvokeModel,
+        "bedrock-runtime",
+        model_id,
+        &headers,
+        addr,
+    );
+    spawn_call(invoke_call(s, call, headers, body)).await
+}
+
+async fn invoke_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) -> Response {
+    let (value, r) = match parse_invoke(&s, &mut call, &headers, body, "Accept").await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let result =
+        match tokio::time::timeout(r.timeout, r.provider.invoke(&r.info.upstream_model, &value))
+            .await
+        {
+            Ok(res) => res.map_err(Fail::from),
+            Err(_) => Err(Fail::new(
+                AwsErrorCode::ModelTimeoutException,
+                "Model has timed out in processing the request.",
+            )),
+        };
+    let resp = match result {
+        Ok(x) => x,
+        Err(f) => return fail(&s, &call, f, None).await,
+    };
+    let out_json: Option<Value> = serde_json::from_slice(&resp.body).ok();
+    if let Some(u) = &resp.usage {
+        call.input.input_token_count = Some(u.input_tokens);
+        call.input.cache_read_input_token_count = u.cache_read_input_tokens;
+        call.input.cache_write_input_token_count = u.cache_write_input_tokens;
+    }
+    let outcome = Outcome {
+        output: Some(Output {
+            output_content_type: Some(resp.content_type.clone()),
+            output_body_json: out_json,
+            output_body_s3_path: None,
+            output_token_count: resp.usage.map(|u| u.output_tokens),
+        }),
+        error: None,
+        http_status: 200,
+    };
+    if let Err(e) = s.recorder.commit(call.record(outcome)).await {
+        return aws_error(
+            AwsErrorCode::InternalServerException,
+            &e.to_string(),
+            &call.request_id,
+        );
+    }
+    let mut out = json_response(
+        resp.body.to_vec(),
+        &resp.content_type,
+        &call.request_id,
+        REQUEST_ID,
+    );
+    if let Some(u) = resp.usage {
+        set_header(
+            &mut out,
+            "x-amzn-bedrock-input-token-count",
+            &u.input_tokens.to_string(),
+        );
+        set_header(
+            &mut out,
+            "x-amzn-bedrock-output-token-count",
+            &u.output_tokens.to_string(),
+        );
+    }
+    set_header(
+        &mut out,
+        "x-amzn-bedrock-invocation-latency",
+        &call.started.elapsed().as_millis().to_string(),
+    );
+    out
+}
+
+/// `POST /model/{modelId}/invoke-with-response-stream`
+pub async fn invoke_stream(
+    State(s): State<Shared>,
+    Path(model_id): Path<String>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut call = s.begin(
+        Operation::InvokeModelWithResponseStream,
+        "bedrock-runtime",
+        model_id,
+        &headers,
+        addr,
+    );
+    call.stream = true;
+    spawn_call(invoke_stream_call(s, call, headers, body)).await
+}
+
+async fn invoke_stream_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) -> Response {
+    let (value, r) =
+        match parse_invoke(&s, &mut call, &headers, body, "X-Amzn-Bedrock-Accept").await {
+            Ok(x) => x,
+            Err(resp) => return resp,
+        };
+    let stream = match tokio::time::timeout(
+        r.timeout,
+        r.provider.invoke_stream(&r.info.upstream_model, &value),
+    )
+    .await
+    {
+        Ok(Ok(st)) => st,
+        Ok(Err(e)) => return fail(&s, &call, e.into(), None).await,
+        Err(_) => {
+            return fail(
+                &s,
+                &call,
+                Fail::new(
+                    AwsErrorCode::ModelTimeoutException,
+                    "Model has timed out in processing the request.",
+                ),
+                None,
+            )
+            .await
+        }
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let resp = stream_response(rx, &call, Some("application/json"));
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let mut chunks: Vec<Value> = Vec::new();
+        let mut held: Vec<Bytes> = Vec::new();
+        let mut end = StreamEnd {
+            error: None,
+            disconnected: false,
+        };
+        loop {
+            let next = match tokio::time::timeout(r.timeout, stream.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    end.error = Some(Fail::new(
+                        AwsErrorCode::ModelTimeoutException,
+                        "Model has timed out in processing the request.",
+                    ));
+                    break;
+                }
+            };
+            let bytes = match next {
+                None => break,
+                Some(Err(e)) => {
+                    end.error = Some(e.into());
+                    break;
+                }
+                Some(Ok(b)) => b,
+            };
+            call.mark_first_token();
+            let parsed: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+            let is_final = parsed.get("amazon-bedrock-invocationMetrics").is_some();
+            chunks.push(parsed);
+            let frame = match eventstream::chunk(&bytes) {
+                Ok(f) => f,
+                Err(e) => {
+                    end.error = Some(Fail::new(
+                        AwsErrorCode::InternalServerException,
+                        e.to_string(),
+                    ));
+                    break;
+                }
+            };
+            // A chunk held earlier turned out not to be the last: release it now.
+            let mut release = std::mem::take(&mut held);
+            if is_final {
+                held.push(frame);
+            } else {
+                release.push(frame);
+            }
+            let mut gone = false;
+            for f in release {
+                if tx.send(Ok(f)).await.is_err() {
+                    gone = true;
+                    break;
+                }
+            }
+            if gone {
+                end.disconnected = true;
+                break;
+            }
+        }
+        drop(stream);
+        let usage = native::usage_from_chunks(&chunks);
+        if let Some(u) = &usage {
+            call.input.input_token_count = Some(u.input_tokens);
+            call.input.cache_read_input_token_count = u.cache_read_input_tokens;
+            call.input.cache_write_input_token_count = u.cache_write_input_tokens;
+        }
+        let output = Output {
+            output_content_type: Some("application/json".into()),
+            output_body_json: Some(Value::Array(chunks)),
+            output_body_s3_path: None,
+            output_token_count: usage.map(|u| u.output_tokens),
+        };
+        finish_stream(&s, &call, output, end, held, &tx).await;
+    });
+    resp
+}

@@ -1,0 +1,224 @@
+//! Where a record is born: one [`Call`] per request collects what the record needs while
+//! the request is served, and the [`Recorder`] makes the finished record durable in the
+//! journal before the response (or a stream's final frame) is released.
+
+use crate::config::{LoggingMode, OnFailure};
+use crate::identity::Caller;
+use logbook_journal::{Journal, JournalError};
+use logbook_record::{
+    millis_timestamp, record_timestamp, Identity, Input, InvocationRecord, LogbookExt, Operation,
+    Output, SCHEMA_TYPE, SCHEMA_VERSION,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// The provider a call was routed to.
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    /// Provider name.
+    pub provider: String,
+    /// Provider type.
+    pub kind: &'static str,
+    /// Upstream model id.
+    pub upstream_model: String,
+    /// Built-in mock?
+    pub mock: bool,
+}
+
+/// Everything known about one call while it is served.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Request id (also `x-amzn-RequestId`).
+    pub request_id: String,
+    /// Monotonic start.
+    pub started: Instant,
+    /// Wall-clock start.
+    pub start_time: OffsetDateTime,
+    /// Operation.
+    pub operation: Operation,
+    /// `bedrock-runtime` or `openai`.
+    pub api: &'static str,
+    /// Model id as the caller sent it.
+    pub model_id: String,
+    /// Caller.
+    pub caller: Caller,
+    /// Client address.
+    pub client_ip: Option<String>,
+    /// Client user agent.
+    pub user_agent: Option<String>,
+    /// Routing decision, once made.
+    pub route: Option<RouteInfo>,
+    /// Request side of the record.
+    pub input: Input,
+    /// Caller key/value pairs.
+    pub request_metadata: Option<BTreeMap<String, String>>,
+    /// Performance configuration.
+    pub performance_config: Option<Value>,
+    /// Streamed response?
+    pub stream: bool,
+    /// Time to the first streamed model output.
+    pub first_token: Option<Duration>,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Response side.
+    pub output: Option<Output>,
+    /// `(errorCode, message)` for failed calls.
+    pub error: Option<(String, String)>,
+    /// Status the client got.
+    pub http_status: u16,
+}
+
+impl Call {
+    /// Start a call.
+    pub fn new(operation: Operation, api: &'static str, model_id: String, caller: Caller) -> Self {
+        Call {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            started: Instant::now(),
+            start_time: OffsetDateTime::now_utc(),
+            operation,
+            api,
+            model_id,
+            caller,
+            client_ip: None,
+            user_agent: None,
+            route: None,
+            input: Input::default(),
+            request_metadata: None,
+            performance_config: None,
+            stream: false,
+            first_token: None,
+        }
+    }
+
+    /// Note the first streamed output, once.
+    pub fn mark_first_token(&mut self) {
+        if self.first_token.is_none() {
+            self.first_token = Some(self.started.elapsed());
+        }
+    }
+
+    /// The record for this call. `logbook.sequence` is filled in by the journal.
+    pub fn record(&self, outcome: Outcome) -> InvocationRecord {
+        let (error_code, error_message) = match outcome.error {
+            Some((c, m)) => (Some(c), Some(m)),
+            None => (None, None),
+        };
+        InvocationRecord {
+            schema_type: SCHEMA_TYPE.into(),
+            schema_version: SCHEMA_VERSION.into(),
+            timestamp: record_timestamp(self.start_time),
+            account_id: self.caller.account_id.clone(),
+            identity: Identity {
+                arn: self.caller.arn.clone(),
+            },
+            region: self.caller.region.clone(),
+            request_id: self.request_id.clone(),
+            operation: self.operation.as_str().into(),
+            model_id: self.model_id.clone(),
+            input: self.input.clone(),
+            output: outcome.output,
+            request_metadata: self.request_metadata.clone(),
+            inference_region: None,
+            error_code,
+            performance_config: self.performance_config.clone(),
+            logbook: LogbookExt {
+                sequence: 0,
+                node_id: String::new(),
+                provider: self.route.as_ref().map(|r| r.provider.clone()),
+                provider_type: self.route.as_ref().map(|r| r.kind.to_string()),
+                upstream_model: self.route.as_ref().map(|r| r.upstream_model.clone()),
+                mock: self.route.as_ref().is_some_and(|r| r.mock),
+                stream: self.stream,
+                latency_ms: self.started.elapsed().as_millis() as u64,
+                time_to_first_token_ms: self.first_token.map(|d| d.as_millis() as u64),
+                start_time: millis_timestamp(self.start_time),
+                http_status: outcome.http_status,
+                error_message,
+                client_ip: self.client_ip.clone(),
+                user_agent: self.user_agent.clone(),
+                auth: self.caller.auth.into(),
+                access_key_id: self.caller.access_key_id.clone(),
+                api_key_id: self.caller.api_key_id.clone(),
+                api: self.api.into(),
+            },
+        }
+    }
+}
+
+/// A record could not be made durable and the configuration says fail closed.
+#[derive(Debug, thiserror::Error)]
+#[error("the invocation could not be logged durably: {0}")]
+pub struct RecordError(pub String);
+
+/// Commits records to the journal.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    journal: Journal,
+    node_id: String,
+    on_failure: OnFailure,
+    mode: LoggingMode,
+}
+
+impl Recorder {
+    /// A recorder over an open journal.
+    pub fn new(
+        journal: Journal,
+        node_id: String,
+        on_failure: OnFailure,
+        mode: LoggingMode,
+    ) -> Self {
+        Recorder {
+            journal,
+            node_id,
+            on_failure,
+            mode,
+        }
+    }
+
+    /// Fail fast, before calling a provider, when the journal can no longer take records.
+    pub fn ready(&self) -> Result<(), RecordError> {
+        if self.journal.is_healthy() || self.on_failure == OnFailure::FailOpen {
+            Ok(())
+        } else {
+            Err(RecordError(
+                "the journal is unavailable; calls are refused until logging works again".into(),
+            ))
+        }
+    }
+
+    /// The logging mode.
+    pub fn mode(&self) -> LoggingMode {
+        self.mode
+    }
+
+    /// Append the record; resolves once it is durable (strict) or written (async).
+    pub async fn commit(&self, mut record: InvocationRecord) -> Result<u64, RecordError> {
+        record.logbook.node_id = self.node_id.clone();
+        let request_id = record.request_id.clone();
+        let result = self
+            .journal
+            .append(Box::new(move |seq| {
+                record.logbook.sequence = seq;
+                record.to_json_bytes()
+            }))
+            .await;
+        match result {
+            Ok(seq) => Ok(seq),
+            Err(e) => {
+                tracing::error!(request_id = %request_id, error = %e, "record not durable");
+                match (self.on_failure, &e) {
+                    (OnFailure::FailOpen, _) => Ok(0),
+                    (_, JournalError::TooLarge(n)) => Err(RecordError(format!(
+                        "record of {n} bytes is larger than the journal accepts"
+                    ))),
+                    _ => Err(RecordError(e.to_string())),
+                }
+            }
+        }
+    }
+}

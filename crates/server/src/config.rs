@@ -1,0 +1,526 @@
+//! The configuration file (TOML) and its validation.
+//!
+//! Two phases: [`RawConfig`] is what serde reads (unknown keys refused), [`Config`] is what
+//! the server runs with, after defaults, `${VAR}` interpolation and cross-checks. All
+//! problems are reported together.
+
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4700";
+/// Bedrock's InvokeModel body limit.
+pub const BEDROCK_MAX_BODY: usize = 25_000_000;
+
+/// Configuration problems, all of them.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    node_id: Option<String>,
+    account_id: Option<String>,
+    region: Option<String>,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    mode: Option<String>,
+    on_failure: Option<String>,
+    segment_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArchive {
+    bucket: Option<String>,
+    key_prefix: Option<String>,
+    max_object_bytes: Option<usize>,
+    max_object_age_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBucket {
+    name: String,
+    path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    base_url: Option<String>,
+    api_key: Option<String>,
+    timeout_ms: Option<u64>,
+    delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    model: String,
+    provider: String,
+    upstream_model: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrincipal {
+    arn: String,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    api_key: Option<String>,
+    account_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    version: Option<String>,
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    logging: RawLogging,
+    #[serde(default)]
+    archive: RawArchive,
+    #[serde(default)]
+    buckets: Vec<RawBucket>,
+    #[serde(default)]
+    providers: Vec<RawProvider>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    principals: Vec<RawPrincipal>,
+}
+
+/// When a response is released relative to its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoggingMode {
+    /// After the record is fsync'd (default).
+    Strict,
+    /// After the record is written; fsync follows within 100 ms.
+    Async,
+}
+
+/// What to do when a record cannot be made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Refuse the call (default): no unlogged call.
+    FailClosed,
+    /// Serve the call anyway and report the loss in the server log.
+    FailOpen,
+}
+
+/// A provider's settings.
+#[derive(Clone)]
+pub struct ProviderConfig {
+    /// Name routes refer to.
+    pub name: String,
+    /// `mock`, `openai`.
+    pub kind: String,
+    /// Base URL for HTTP providers.
+    pub base_url: Option<String>,
+    /// Secret key (never logged, never recorded).
+    pub api_key: Option<String>,
+    /// Upstream timeout.
+    pub timeout: Duration,
+    /// Mock: added latency.
+    pub delay: Duration,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A route from model id (exact or glob) to provider.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Model id or glob.
+    pub model: String,
+    /// Provider name.
+    pub provider: String,
+    /// Model id sent upstream (default: the caller's).
+    pub upstream_model: Option<String>,
+}
+
+/// A known caller.
+#[derive(Clone)]
+pub struct PrincipalConfig {
+    /// Principal ARN.
+    pub arn: String,
+    /// Account of the principal.
+    pub account_id: String,
+    /// SigV4 access key id.
+    pub access_key_id: Option<String>,
+    /// SigV4 secret (used by authentication, never recorded).
+    pub secret_access_key: Option<String>,
+    /// Bearer API key (never recorded).
+    pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for PrincipalConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrincipalConfig")
+            .field("arn", &self.arn)
+            .field("access_key_id", &self.access_key_id)
+            .finish()
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data folder.
+    pub data_dir: PathBuf,
+    /// Listen address.
+    pub listen: String,
+    /// Node id (default: generated once and kept in the data folder).
+    pub node_id: Option<String>,
+    /// Default account id.
+    pub account_id: String,
+    /// Default region.
+    pub region: String,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Strict or async.
+    pub mode: LoggingMode,
+    /// Fail closed or open.
+    pub on_failure: OnFailure,
+    /// Journal segment size.
+    pub segment_bytes: u64,
+    /// Archive bucket name.
+    pub archive_bucket: String,
+    /// Archive key prefix.
+    pub archive_prefix: String,
+    /// Roll objects at this size.
+    pub max_object_bytes: usize,
+    /// Roll objects at this age.
+    pub max_object_age: Duration,
+    /// Buckets: name -> local folder.
+    pub buckets: HashMap<String, PathBuf>,
+    /// Providers.
+    pub providers: Vec<ProviderConfig>,
+    /// Routes, first match wins.
+    pub routes: Vec<RouteConfig>,
+    /// Principals.
+    pub principals: Vec<PrincipalConfig>,
+}
+
+/// Replace `${VAR}` and `${VAR:-default}` from `vars`, skipping comment lines.
+pub fn interpolate(text: &str, vars: &HashMap<String, String>) -> Result<String, Vec<String>> {
+    let mut out = String::with_capacity(text.len());
+    let mut errors = Vec::new();
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(i) = rest.find("${") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            let Some(end) = after.find('}') else {
+                errors.push(format!("line {}: unterminated ${{", n + 1));
+                out.push_str(&rest[i..]);
+                rest = "";
+                break;
+            };
+            let expr = &after[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((a, b)) => (a, Some(b)),
+                None => (expr, None),
+            };
+            match (vars.get(name), default) {
+                (Some(v), _) => out.push_str(v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => errors.push(format!(
+                    "line {}: environment variable {name} is not set",
+                    n + 1
+                )),
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn account_of_arn(arn: &str) -> Option<String> {
+    let parts: Vec<&str> = arn.split(':').collect();
+    (parts.len() >= 6 && parts[4].len() == 12 && parts[4].bytes().all(|b| b.is_ascii_digit()))
+        .then(|| parts[4].to_string())
+}
+
+impl Config {
+    /// Defaults with no file.
+    pub fn defaults(data_dir: &Path) -> Result<Config, ConfigError> {
+        Self::from_raw(RawConfig::default(), data_dir)
+    }
+
+    /// Read and validate a TOML file, interpolating `${VAR}` from the environment.
+    pub fn load(path: &Path, data_dir: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(vec![format!("cannot read {}: {e}", path.display())]))?;
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Self::parse(&text, &vars, data_dir)
+    }
+
+    /// Parse and validate TOML text.
+    pub fn parse(
+        text: &str,
+        vars: &HashMap<String, String>,
+        data_dir: &Path,
+    ) -> Result<Config, ConfigError> {
+        let text = interpolate(text, vars).map_err(ConfigError)?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError(vec![e.to_string()]))?;
+        Self::from_raw(raw, data_dir)
+    }
+
+    fn from_raw(raw: RawConfig, data_dir: &Path) -> Result<Config, ConfigError> {
+        let mut errors = Vec::new();
+        if let Some(v) = &raw.version {
+            if v != "1" {
+                errors.push(format!("version = {v:?}: only \"1\" is known"));
+            }
+        }
+        let account_id = raw
+            .server
+            .account_id
+            .unwrap_or_else(|| "000000000000".into());
+        if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+            errors.push(format!(
+                "server.account_id {account_id:?} must be 12 digits"
+            ));
+        }
+        let region = raw.server.region.unwrap_or_else(|| "us-east-1".into());
+        let mode = match raw.logging.mode.as_deref() {
+            None | Some("strict") => LoggingMode::Strict,
+            Some("async") => LoggingMode::Async,
+            Some(o) => {
+                errors.push(format!(
+                    "logging.mode {o:?}: expected \"strict\" or \"async\""
+                ));
+                LoggingMode::Strict
+            }
+        };
+        let on_failure = match raw.logging.on_failure.as_deref() {
+            None | Some("fail-closed") => OnFailure::FailClosed,
+            Some("fail-open") => OnFailure::FailOpen,
+            Some(o) => {
+                errors.push(format!(
+                    "logging.on_failure {o:?}: expected \"fail-closed\" or \"fail-open\""
+                ));
+                OnFailure::FailClosed
+            }
+        };
+        let mut buckets = HashMap::new();
+        for b in raw.buckets {
+            let p = PathBuf::from(&b.path);
+            let p = if p.is_absolute() { p } else { data_dir.join(p) };
+            if buckets.insert(b.name.clone(), p).is_some() {
+                errors.push(format!("bucket {:?} declared twice", b.name));
+            }
+        }
+        let archive_bucket = raw
+            .archive
+            .bucket
+            .unwrap_or_else(|| "logbook-archive".into());
+        if !buckets.contains_key(&archive_bucket) {
+            if archive_bucket == "logbook-archive" {
+                buckets.insert(archive_bucket.clone(), data_dir.join("archive"));
+            } else {
+                errors.push(format!(
+                    "archive.bucket {archive_bucket:?} is not declared in [[buckets]]"
+                ));
+            }
+        }
+        let mut providers = Vec::new();
+        for p in raw.providers {
+            match p.kind.as_str() {
+                "mock" => {}
+                "openai" => {
+                    if p.base_url.is_none() {
+                        errors.push(format!(
+                            "provider {:?}: type \"openai\" needs base_url",
+                            p.name
+                        ));
+                    }
+                }
+                other => errors.push(format!(
+                    "provider {:?}: unknown type {other:?} (known: mock, openai)",
+                    p.name
+                )),
+            }
+            if providers.iter().any(|q: &ProviderConfig| q.name == p.name) {
+                errors.push(format!("provider {:?} declared twice", p.name));
+            }
+            providers.push(ProviderConfig {
+                name: p.name,
+                kind: p.kind,
+                base_url: p.base_url,
+                api_key: p.api_key.filter(|k| !k.is_empty()),
+                timeout: Duration::from_millis(p.timeout_ms.unwrap_or(600_000)),
+                delay: Duration::from_millis(p.delay_ms.unwrap_or(0)),
+            });
+        }
+        if providers.is_empty() {
+            providers.push(ProviderConfig {
+                name: "mock".into(),
+                kind: "mock".into(),
+                base_url: None,
+                api_key: None,
+                timeout: Duration::from_secs(600),
+                delay: Duration::ZERO,
+            });
+        }
+        let mut routes: Vec<RouteConfig> = raw
+            .routes
+            .into_iter()
+            .map(|r| RouteConfig {
+                model: r.model,
+                provider: r.provider,
+                upstream_model: r.upstream_model,
+            })
+            .collect();
+        for r in &routes {
+            if !providers.iter().any(|p| p.name == r.provider) {
+                errors.push(format!(
+                    "route {:?} names unknown provider {:?}",
+                    r.model, r.provider
+                ));
+            }
+            if globset::Glob::new(&r.model).is_err() {
+                errors.push(format!("route model {:?} is not a valid glob", r.model));
+            }
+        }
+        if routes.is_empty() {
+            if let Some(p) = providers.first() {
+                routes.push(RouteConfig {
+                    model: "*".into(),
+                    provider: p.name.clone(),
+                    upstream_model: None,
+                });
+            }
+        }
+        let mut principals = Vec::new();
+        for p in raw.principals {
+            let account = p
+                .account_id
+                .clone()
+                .or_else(|| account_of_arn(&p.arn))
+                .unwrap_or_else(|| account_id.clone());
+            if p.access_key_id.is_none() && p.api_key.is_none() {
+                errors.push(format!(
+                    "principal {:?} needs access_key_id or api_key",
+                    p.arn
+                ));
+            }
+            if p.access_key_id.is_some() != p.secret_access_key.is_some() {
+                errors.push(format!(
+                    "principal {:?}: access_key_id and secret_access_key go together",
+                    p.arn
+                ));
+            }
+            principals.push(PrincipalConfig {
+                arn: p.arn,
+                account_id: account,
+                access_key_id: p.access_key_id,
+                secret_access_key: p.secret_access_key,
+                api_key: p.api_key,
+            });
+        }
+        let listen = raw.server.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+        if !errors.is_empty() {
+            return Err(ConfigError(errors));
+        }
+        Ok(Config {
+            data_dir: data_dir.to_path_buf(),
+            listen,
+            node_id: raw.server.node_id,
+            account_id,
+            region,
+            max_body_bytes: raw.server.max_body_bytes.unwrap_or(BEDROCK_MAX_BODY),
+            mode,
+            on_failure,
+            segment_bytes: raw.logging.segment_bytes.unwrap_or(64 * 1024 * 1024),
+            archive_bucket,
+            archive_prefix: raw.archive.key_prefix.unwrap_or_default(),
+            max_object_bytes: raw.archive.max_object_bytes.unwrap_or(5 * 1024 * 1024),
+            max_object_age: Duration::from_millis(raw.archive.max_object_age_ms.unwrap_or(60_000)),
+            buckets,
+            providers,
+            routes,
+            principals,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_route_everything_to_the_mock() {
+        let c = Config::defaults(Path::new("/d")).unwrap();
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.providers[0].kind, "mock");
+        assert_eq!(c.routes[0].model, "*");
+        assert_eq!(c.buckets["logbook-archive"], PathBuf::from("/d/archive"));
+        assert_eq!(c.mode, LoggingMode::Strict);
+    }
+
+    #[test]
+    fn reports_all_errors_together() {
+        let e = Config::parse(
+            "[logging]\nmode = \"sometimes\"\n[[routes]]\nmodel = \"x\"\nprovider = \"nope\"\n[[providers]]\nname = \"o\"\ntype = \"openai\"\n",
+            &HashMap::new(),
+            Path::new("/d"),
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 3, "{e}");
+        assert!(Config::parse("[server]\nbogus = 1\n", &HashMap::new(), Path::new("/d")).is_err());
+    }
+
+    #[test]
+    fn interpolates_env_and_skips_comments() {
+        let vars = HashMap::from([("K".to_string(), "v".to_string())]);
+        assert_eq!(
+            interpolate("a = \"${K}\"\n# ${MISSING}\nb = \"${X:-d}\"", &vars).unwrap(),
+            "a = \"v\"\n# ${MISSING}\nb = \"d\""
+        );
+        assert!(interpolate("a = \"${MISSING}\"", &vars).is_err());
+    }
+
+    #[test]
+    fn principals_take_account_from_arn() {
+        let c = Config::parse(
+            "[[principals]]\narn = \"arn:aws:iam::123456789012:user/alice\"\naccess_key_id = \"AKIAALICE\"\nsecret_access_key = \"s\"\n",
+            &HashMap::new(),
+            Path::new("/d"),
+        )
+        .unwrap();
+        assert_eq!(c.principals[0].account_id, "123456789012");
+        assert!(!format!("{:?}", c.principals[0]).contains("\"s\""));
+    }
+}

@@ -1,0 +1,571 @@
+//! The OpenAI-compatible API: `POST /v1/chat/completions` (with and without `stream`),
+//! `POST /v1/embeddings`, `GET /v1/models`. Requests are translated to Converse, served by
+//! the routed provider, and recorded with operation `ChatCompletions` / `Embeddings`; the
+//! record holds the OpenAI request and the (assembled) OpenAI response.
+
+use crate::app::Shared;
+use crate::capture::{Call, Outcome};
+use crate::http_util::{
+    json_response, openai_error, openai_from_aws, read_body, set_header, BodyError,
+};
+use crate::routing::Resolved;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::response::Response;
+use base64::Engine;
+use bytes::Bytes;
+use futures::StreamExt;
+use http::HeaderMap;
+use logbook_providers::converse::{Assembler, StreamEvent};
+use logbook_providers::translate::{chat_to_converse, converse_to_chat_response, ChunkWriter};
+use logbook_providers::ProviderError;
+use logbook_record::{Operation, Output};
+use logbook_wire::aws::AwsErrorCode;
+use logbook_wire::openai::OpenAiError;
+use logbook_wire::sse;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use tokio::sync::mpsc;
+
+const REQUEST_ID: &str = "x-request-id";
+
+async fn fail(
+    s: &Shared,
+    call: &Call,
+    e: OpenAiError,
+    code: &str,
+    output: Option<Output>,
+) -> Response {
+    let outcome = Outcome {
+        output,
+        error: Some((code.to_string(), e.message.clone())),
+        http_status: e.status,
+    };
+    let _ = s.recorder.commit(call.record(outcome)).await;
+    openai_error(&e, &call.request_id)
+}
+
+async fn fail_provider(s: &Shared, call: &Call, e: ProviderError) -> Response {
+    let oe = openai_from_aws(e.code, &e.message);
+    fail(s, call, oe, e.code.as_str(), None).await
+}
+
+fn timeout_error() -> ProviderError {
+    ProviderError::new(
+        AwsErrorCode::ModelTimeoutException,
+        "the model did not answer in time",
+    )
+}
+
+async fn read_json(
+    s: &Shared,
+    call: &mut Call,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Value, Response> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let bytes = match read_body(body, s.config.max_body_bytes, declared).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(n)) => {
+            let e = OpenAiError {
+                status: 413,
+                message: format!(
+                    "request body of {n} bytes exceeds the {} byte limit",
+                    s.config.max_body_bytes
+                ),
+                kind: "invalid_request_error",
+                code: Some("request_too_large"),
+                param: None,
+            };
+            return Err(fail(s, call, e, "ValidationException", None).await);
+        }
+        Err(BodyError::Broken(why)) => {
+            let e = OpenAiError::invalid(format!("request body incomplete: {why}"), None);
+            return Err(fail(s, call, e, crate::bedrock::CLIENT_DISCONNECTED, None).await);
+        }
+    };
+    call.input.input_content_type = Some("application/json".into());
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v @ Value::Object(_)) => {
+            call.input.input_body_json = Some(v.clone());
+            if let Some(m) = v.get("model").and_then(Value::as_str) {
+                call.model_id = m.to_string();
+            }
+            Ok(v)
+        }
+        Ok(_) => Err(fail(
+            s,
+            call,
+            OpenAiError::invalid("the request body must be a JSON object", None),
+            "ValidationException",
+            None,
+        )
+        .await),
+        Err(e) => Err(fail(
+            s,
+            call,
+            OpenAiError::invalid(
+                format!("We could not parse the JSON body of your request. ({e})"),
+                None,
+            ),
+            "ValidationException",
+            None,
+        )
+        .await),
+    }
+}
+
+async fn route(s: &Shared, call: &mut Call) -> Result<Resolved, Response> {
+    match s.routes.resolve(&call.model_id) {
+        Some(r) => {
+            call.route = Some(r.info.clone());
+            if let Err(e) = s.recorder.ready() {
+                let oe = OpenAiError {
+                    status: 503,
+                    message: e.to_string(),
+                    kind: "api_error",
+                    code: Some("logging_unavailable"),
+                    param: None,
+                };
+                return Err(openai_error(&oe, &call.request_id));
+            }
+            Ok(r)
+        }
+        None => {
+            let e = OpenAiError {
+                status: 404,
+                message: format!(
+                    "The model `{}` does not exist or you do not have access to it.",
+                    call.model_id
+                ),
+                kind: "invalid_request_error",
+                code: Some("model_not_found"),
+                param: Some("model".into()),
+            };
+            Err(fail(s, call, e, "ResourceNotFoundException", None).await)
+        }
+    }
+}
+
+fn created(call: &Call) -> i64 {
+    call.start_time.unix_timestamp()
+}
+
+fn chat_id(call: &Call) -> String {
+    format!("chatcmpl-{}", call.request_id.replace('-', ""))
+}
+
+/// `POST /v1/chat/completions`
+pub async fn chat_completions(
+    State(s): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let call = s.begin(
+        Operation::ChatCompletions,
+        "openai",
+        String::new(),
+        &headers,
+        addr,
+    );
+    match tokio::spawn(chat_call(s, call, headers, body)).await {
+        Ok(r) => r,
+        Err(_) => openai_error(
+            &OpenAiError {
+                status: 500,
+                message: "internal error".into(),
+                kind: "api_error",
+                code: None,
+                param: None,
+            },
+            "unknown",
+        ),
+    }
+}
+
+async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) -> Response {
+    let v = match read_json(&s, &mut call, &headers, body).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let (req, opts) = match chat_to_converse(&v) {
+        Ok(x) => x,
+        Err(e) => {
+            let oe = OpenAiError::invalid(e.message, e.param.as_deref());
+            return fail(&s, &call, oe, "ValidationException", None).await;
+        }
+    };
+    if let Err(m) = req.validate() {
+        return fail(
+            &s,
+            &call,
+            OpenAiError::invalid(m, Some("messages")),
+            "ValidationException",
+            None,
+        )
+        .await;
+    }
+    call.request_metadata = req.request_metadata.clone();
+    let r = match route(&s, &mut call).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let id = chat_id(&call);
+    if !opts.stream {
+        let res = match tokio::time::timeout(
+            r.timeout,
+            r.provider.converse(&r.info.upstream_model, &req),
+        )
+        .await
+        {
+            Ok(x) => x,
+            Err(_) => Err(timeout_error()),
+        };
+        let resp = match res {
+            Ok(x) => x,
+            Err(e) => return fail_provider(&s, &call, e).await,
+        };
+        call.input.input_token_count = Some(resp.usage.input_tokens);
+        call.input.cache_read_input_token_count = resp.usage.cache_read_input_tokens;
+        let mut out = converse_to_chat_response(&resp, &opts.model, &id, created(&call));
+        if call.route.as_ref().is_some_and(|r| r.mock) {
+            if let Some(o) = out.as_object_mut() {
+                o.insert("system_fingerprint".into(), json!("logbook-mock"));
+            }
+        }
+        let bytes = serde_json::to_vec(&out).unwrap_or_default();
+        let outcome = Outcome {
+            output: Some(Output {
+                output_content_type: Some("application/json".into()),
+                output_body_json: Some(out),
+                output_body_s3_path: None,
+                output_token_count: Some(resp.usage.output_tokens),
+            }),
+            error: None,
+            http_status: 200,
+        };
+        if let Err(e) = s.recorder.commit(call.record(outcome)).await {
+            return openai_error(
+                &OpenAiError {
+                    status: 500,
+                    message: e.to_string(),
+                    kind: "api_error",
+                    code: Some("logging_failed"),
+                    param: None,
+                },
+                &call.request_id,
+            );
+        }
+        return json_response(bytes, "application/json", &call.request_id, REQUEST_ID);
+    }
+    call.stream = true;
+    let stream = match tokio::time::timeout(
+        r.timeout,
+        r.provider.converse_stream(&r.info.upstream_model, &req),
+    )
+    .await
+    {
+        Ok(Ok(st)) => st,
+        Ok(Err(e)) => return fail_provider(&s, &call, e).await,
+        Err(_) => return fail_provider(&s, &call, timeout_error()).await,
+    };
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let mut resp = Response::new(Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ));
+    set_header(
+        &mut resp,
+        "content-type",
+        "text/event-stream; charset=utf-8",
+    );
+    set_header(&mut resp, "cache-control", "no-cache");
+    set_header(&mut resp, REQUEST_ID, &call.request_id);
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let mut writer = ChunkWriter::new(&id, &opts.model, created(&call), opts.include_usage);
+        let mut asm = Assembler::new();
+        let mut held: Vec<Bytes> = Vec::new();
+        let mut error: Option<ProviderError> = None;
+        let mut gone = false;
+        loop {
+            let ev = match tokio::time::timeout(r.timeout, stream.next()).await {
+                Err(_) => {
+                    error = Some(timeout_error());
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    error = Some(e);
+                    break;
+                }
+                Ok(Some(Ok(ev))) => ev,
+            };
+            asm.push(&ev);
+            if matches!(ev, StreamEvent::ContentBlockDelta { .. }) {
+                call.mark_first_token();
+            }
+            let final_part = matches!(
+                ev,
+                StreamEvent::MessageStop { .. } | StreamEvent::Metadata { .. }
+            );
+            for c in writer.on_event(&ev) {
+                let frame =
+                    Bytes::from(sse::data_event(&serde_json::to_vec(&c).unwrap_or_default()));
+                if final_part {
+                    held.push(frame);
+                } else if tx.send(Ok(frame)).await.is_err() {
+                    gone = true;
+                    break;
+                }
+            }
+            if gone {
+                break;
+            }
+        }
+        drop(stream);
+        let assembled = asm.finish();
+        let usage = asm.usage();
+        if let Some(u) = usage {
+            call.input.input_token_count = Some(u.input_tokens);
+            call.input.cache_read_input_token_count = u.cache_read_input_tokens;
+        }
+        let out = converse_to_chat_response(&assembled, &opts.model, &id, created(&call));
+        let output = Output {
+            output_content_type: Some("application/json".into()),
+            output_body_json: Some(out),
+            output_body_s3_path: None,
+            output_token_count: usage.map(|u| u.output_tokens),
+        };
+        let err = match (&error, gone) {
+            (Some(e), _) => Some((e.code.as_str().to_string(), e.message.clone())),
+            (None, true) => Some((
+                crate::bedrock::CLIENT_DISCONNECTED.to_string(),
+                "client disconnected before the stream completed".to_string(),
+            )),
+            _ => None,
+        };
+        let committed = s
+            .recorder
+            .commit(call.record(Outcome {
+                output: Some(output),
+                error: err,
+                http_status: if gone { 499 } else { 200 },
+            }))
+            .await;
+        if gone {
+            return;
+        }
+        let frames: Vec<Bytes> = match (error, committed) {
+            (Some(e), _) => {
+                let oe = openai_from_aws(e.code, &e.message);
+                let body = json!({"error": {"message": oe.message, "type": oe.kind, "param": null, "code": oe.code}});
+                vec![Bytes::from(sse::data_event(
+                    &serde_json::to_vec(&body).unwrap_or_default(),
+                ))]
+            }
+            (None, Err(e)) => {
+                let body = json!({"error": {"message": e.to_string(), "type": "api_error", "param": null, "code": "logging_failed"}});
+                vec![Bytes::from(sse::data_event(
+                    &serde_json::to_vec(&body).unwrap_or_default(),
+                ))]
+            }
+            (None, Ok(_)) => {
+                let mut h = held;
+                h.push(Bytes::from_static(b"data: [DONE]\n\n"));
+                h
+            }
+        };
+        for f in frames {
+            if tx.send(Ok(f)).await.is_err() {
+                break;
+            }
+        }
+    });
+    resp
+}
+
+/// `POST /v1/embeddings`
+pub async fn embeddings(
+    State(s): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let call = s.begin(
+        Operation::Embeddings,
+        "openai",
+        String::new(),
+        &headers,
+        addr,
+    );
+    match tokio::spawn(embeddings_call(s, call, headers, body)).await {
+        Ok(r) => r,
+        Err(_) => openai_error(
+            &OpenAiError {
+                status: 500,
+                message: "internal error".into(),
+                kind: "api_error",
+                code: None,
+                param: None,
+            },
+            "unknown",
+        ),
+    }
+}
+
+async fn embeddings_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) -> Response {
+    let v = match read_json(&s, &mut call, &headers, body).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if v.get("model").and_then(Value::as_str).is_none() {
+        return fail(
+            &s,
+            &call,
+            OpenAiError::invalid("you must provide a model parameter", Some("model")),
+            "ValidationException",
+            None,
+        )
+        .await;
+    }
+    let inputs: Vec<String> = match v.get("input") {
+        Some(Value::String(t)) => vec![t.clone()],
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(Value::Array(a)) if !a.is_empty() => {
+            return fail(
+                &s,
+                &call,
+                OpenAiError::invalid(
+                    "token-array input is not supported; send strings",
+                    Some("input"),
+                ),
+                "ValidationException",
+                None,
+            )
+            .await
+        }
+        _ => {
+            return fail(
+                &s,
+                &call,
+                OpenAiError::invalid(
+                    "input must be a non-empty string or array of strings",
+                    Some("input"),
+                ),
+                "ValidationException",
+                None,
+            )
+            .await
+        }
+    };
+    let dims = v
+        .get("dimensions")
+        .and_then(Value::as_u64)
+        .map(|d| d.min(u64::from(u32::MAX)) as u32);
+    let base64_out = match v.get("encoding_format").and_then(Value::as_str) {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return fail(
+                &s,
+                &call,
+                OpenAiError::invalid(
+                    format!("encoding_format {other:?} is not one of float, base64"),
+                    Some("encoding_format"),
+                ),
+                "ValidationException",
+                None,
+            )
+            .await
+        }
+    };
+    let r = match route(&s, &mut call).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let res = match tokio::time::timeout(
+        r.timeout,
+        r.provider.embed(&r.info.upstream_model, &inputs, dims),
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(_) => Err(timeout_error()),
+    };
+    let emb = match res {
+        Ok(x) => x,
+        Err(e) => return fail_provider(&s, &call, e).await,
+    };
+    let data: Vec<Value> = emb
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(i, vec)| {
+            let e = if base64_out {
+                let bytes: Vec<u8> = vec.iter().flat_map(|f| f.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vec)
+            };
+            json!({"object": "embedding", "index": i, "embedding": e})
+        })
+        .collect();
+    let out = json!({
+        "object": "list",
+        "data": data,
+        "model": call.model_id,
+        "usage": {"prompt_tokens": emb.input_tokens, "total_tokens": emb.input_tokens}
+    });
+    let bytes = serde_json::to_vec(&out).unwrap_or_default();
+    call.input.input_token_count = Some(emb.input_tokens);
+    let outcome = Outcome {
+        output: Some(Output {
+            output_content_type: Some("application/json".into()),
+            output_body_json: Some(out),
+            output_body_s3_path: None,
+            output_token_count: Some(0),
+        }),
+        error: None,
+        http_status: 200,
+    };
+    if let Err(e) = s.recorder.commit(call.record(outcome)).await {
+        return openai_error(
+            &OpenAiError {
+                status: 500,
+                message: e.to_string(),
+                kind: "api_error",
+                code: Some("logging_failed"),
+                param: None,
+            },
+            &call.request_id,
+        );
+    }
+    json_response(bytes, "application/json", &call.request_id, REQUEST_ID)
+}
+
+/// `GET /v1/models`
+pub async fn models(State(s): State<Shared>) -> Response {
+    let data: Vec<Value> = s
+        .routes
+        .models()
+        .await
+        .into_iter()
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
+    let body = serde_json::to_vec(&json!({"object": "list", "data": data})).unwrap_or_default();
+    json_response(
+        body,
+        "application/json",
+        &uuid::Uuid::new_v4().to_string(),
+        REQUEST_ID,
+    )
+}
