@@ -1,0 +1,155 @@
+"""Shared fixtures: start the real `logbook` binary on a free loopback port and stop it."""
+
+import glob
+import gzip
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import boto3
+import pytest
+import requests
+from botocore.config import Config as BotoConfig
+
+BIN = os.environ.get("LOGBOOK_BIN", "target/debug/logbook")
+
+
+class Server:
+    def __init__(self, data_dir, config_text=None, extra_args=(), env=None):
+        self.data_dir = str(data_dir)
+        self.config_path = None
+        if config_text is not None:
+            self.config_path = os.path.join(self.data_dir, "logbook.toml")
+            os.makedirs(self.data_dir, exist_ok=True)
+            with open(self.config_path, "w") as f:
+                f.write(config_text)
+        self.extra_args = list(extra_args)
+        self.env = env
+        self.proc = None
+        self.url = None
+        self.stderr_path = os.path.join(self.data_dir, "server.stderr")
+
+    def start(self):
+        args = [BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
+                "--archive-max-age-ms", "200"] + self.extra_args
+        if self.config_path:
+            args += ["--config", self.config_path]
+        env = dict(os.environ)
+        env.update(self.env or {})
+        os.makedirs(self.data_dir, exist_ok=True)
+        self._err = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._err, env=env)
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("listening on "):
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {line!r}; stderr: {open(self.stderr_path).read()}")
+        self.url = line.split("listening on ", 1)[1].strip()
+        # Keep draining stdout so the server never blocks on a full pipe.
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_err", None):
+            self._err.close()
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self._err.close()
+
+    def health(self):
+        return requests.get(self.url + "/healthz", timeout=5).json()
+
+    def stderr(self):
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def bedrock(self, region="us-east-1", key="AKIDTESTCALLER", secret="test-secret", retries=0):
+        return boto3.client(
+            "bedrock-runtime", endpoint_url=self.url, region_name=region,
+            aws_access_key_id=key, aws_secret_access_key=secret,
+            config=BotoConfig(retries={"total_max_attempts": retries + 1, "mode": "standard"}, read_timeout=60),
+        )
+
+    def openai(self, key="sk-test-key"):
+        import openai
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0)
+
+
+def archive_files(data_dir, bucket_dir="archive"):
+    root = os.path.join(data_dir, bucket_dir)
+    return sorted(glob.glob(os.path.join(root, "**", "*.json.gz"), recursive=True))
+
+
+def read_records(data_dir, bucket_dir="archive"):
+    out = []
+    root = os.path.join(data_dir, bucket_dir)
+    for p in archive_files(data_dir, bucket_dir):
+        if "/data/" in "/" + os.path.relpath(p, root):
+            continue  # an offloaded body, not a batch of records
+        with gzip.open(p, "rt") as f:
+            for line in f:
+                if line.strip():
+                    out.append(json.loads(line))
+    return out
+
+
+def wait_records(server, n, timeout=20, bucket_dir="archive"):
+    """Wait until the archive holds at least n records; return them."""
+    deadline = time.time() + timeout
+    recs = []
+    while time.time() < deadline:
+        recs = read_records(server.data_dir, bucket_dir)
+        if len(recs) >= n:
+            return recs
+        time.sleep(0.1)
+    raise AssertionError(f"archive has {len(recs)} records, expected {n}")
+
+
+def wait_record(server, request_id, timeout=20, bucket_dir="archive"):
+    """Wait until the record of `request_id` is in the archive; return it (exactly one)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = [r for r in read_records(server.data_dir, bucket_dir) if r["requestId"] == request_id]
+        if found:
+            assert len(found) == 1, f"{len(found)} records for {request_id}"
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no record for {request_id}")
+
+
+def record_for(records, request_id):
+    found = [r for r in records if r["requestId"] == request_id]
+    assert len(found) == 1, f"{len(found)} records for {request_id}"
+    return found[0]
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = Server(tmp_path / "data").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    started = []
+
+    def make(config_text=None, extra_args=(), name="data", env=None):
+        s = Server(tmp_path / name, config_text, extra_args, env).start()
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        s.stop()
