@@ -124,7 +124,7 @@ pub struct LogbookExt {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_model: Option<String>,
     /// True when the answer came from the built-in mock provider, not a real model.
-    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    #[serde(default)]
     pub mock: bool,
     /// Whether the response was streamed.
     pub stream: bool,
