@@ -33,8 +33,9 @@ class Server:
         self.stderr_path = os.path.join(self.data_dir, "server.stderr")
 
     def start(self):
-        args = [BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
-                "--archive-max-age-ms", "200"] + self.extra_args
+        args = [BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir] + self.extra_args
+        if "--archive-max-age-ms" not in self.extra_args:
+            args += ["--archive-max-age-ms", "200"]
         if self.config_path:
             args += ["--config", self.config_path]
         env = dict(os.environ)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Run every test: format and lint gates, Rust unit/property tests, then the end-to-end
+# suite that drives real clients (boto3, AWS CLI, openai, DuckDB) against the real binary.
+# Installs what the tests need into a virtualenv outside the clone (reused when present).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Reuse a target dir outside the clone (CI and newcomers share build artifacts).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logbook/target}"
+VENV="${LOGBOOK_TEST_VENV:-$HOME/.cache/logbook/venv}"
+mkdir -p "$CARGO_TARGET_DIR" "$(dirname "$VENV")"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "python test dependencies ($VENV)"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked
+fi
+
+step "build the logbook binary"
+cargo build --locked --bin logbook
+export LOGBOOK_BIN="$CARGO_TARGET_DIR/debug/logbook"
+
+step "end-to-end tests with real clients"
+cd tests/e2e
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
