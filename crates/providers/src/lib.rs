@@ -9,6 +9,9 @@
 //! * [`mock::MockProvider`]: built in, deterministic, labelled as a mock everywhere.
 //! * [`openai::OpenAiProvider`]: any OpenAI-compatible server (OpenAI, vLLM, Ollama,
 //!   llama.cpp), Converse translated to chat completions and back.
+//! * [`anthropic::AnthropicProvider`]: the Anthropic Messages API; Converse translated,
+//!   Anthropic-body InvokeModel passed through.
+//! * [`bedrock::BedrockProvider`]: Amazon Bedrock itself, SigV4-signed.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,6 +19,8 @@ use futures::stream::BoxStream;
 use logbook_wire::aws::AwsErrorCode;
 use serde_json::Value;
 
+pub mod anthropic;
+pub mod bedrock;
 pub mod converse;
 pub mod mock;
 pub mod native;

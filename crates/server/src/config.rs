@@ -63,6 +63,10 @@ struct RawProvider {
     api_key: Option<String>,
     timeout_ms: Option<u64>,
     delay_ms: Option<u64>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    session_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +140,14 @@ pub struct ProviderConfig {
     pub timeout: Duration,
     /// Mock: added latency.
     pub delay: Duration,
+    /// Bedrock: region (default: the server's).
+    pub region: Option<String>,
+    /// Bedrock: explicit access key id (else environment / shared credentials file).
+    pub access_key_id: Option<String>,
+    /// Bedrock: explicit secret.
+    pub secret_access_key: Option<String>,
+    /// Bedrock: explicit session token.
+    pub session_token: Option<String>,
 }
 
 impl std::fmt::Debug for ProviderConfig {
@@ -145,6 +157,8 @@ impl std::fmt::Debug for ProviderConfig {
             .field("kind", &self.kind)
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
             .finish()
     }
 }
@@ -358,7 +372,8 @@ impl Config {
         let mut providers = Vec::new();
         for p in raw.providers {
             match p.kind.as_str() {
-                "mock" => {}
+                "mock" | "bedrock" => {}
+                "anthropic" => {}
                 "openai" => {
                     if p.base_url.is_none() {
                         errors.push(format!(
@@ -368,9 +383,15 @@ impl Config {
                     }
                 }
                 other => errors.push(format!(
-                    "provider {:?}: unknown type {other:?} (known: mock, openai)",
+                    "provider {:?}: unknown type {other:?} (known: mock, openai, anthropic, bedrock)",
                     p.name
                 )),
+            }
+            if p.access_key_id.is_some() != p.secret_access_key.is_some() {
+                errors.push(format!(
+                    "provider {:?}: access_key_id and secret_access_key go together",
+                    p.name
+                ));
             }
             if providers.iter().any(|q: &ProviderConfig| q.name == p.name) {
                 errors.push(format!("provider {:?} declared twice", p.name));
@@ -382,6 +403,10 @@ impl Config {
                 api_key: p.api_key.filter(|k| !k.is_empty()),
                 timeout: Duration::from_millis(p.timeout_ms.unwrap_or(600_000)),
                 delay: Duration::from_millis(p.delay_ms.unwrap_or(0)),
+                region: p.region,
+                access_key_id: p.access_key_id,
+                secret_access_key: p.secret_access_key,
+                session_token: p.session_token,
             });
         }
         if providers.is_empty() {
@@ -392,6 +417,10 @@ impl Config {
                 api_key: None,
                 timeout: Duration::from_secs(600),
                 delay: Duration::ZERO,
+                region: None,
+                access_key_id: None,
+                secret_access_key: None,
+                session_token: None,
             });
         }
         let mut routes: Vec<RouteConfig> = raw

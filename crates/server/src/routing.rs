@@ -3,6 +3,8 @@
 use crate::capture::RouteInfo;
 use crate::config::Config;
 use globset::{Glob, GlobMatcher};
+use logbook_providers::anthropic::AnthropicProvider;
+use logbook_providers::bedrock::{credentials_from_environment, AwsCredentials, BedrockProvider};
 use logbook_providers::mock::MockProvider;
 use logbook_providers::openai::OpenAiProvider;
 use logbook_providers::Provider;
@@ -54,6 +56,36 @@ impl Routes {
                     })?;
                     Arc::new(
                         OpenAiProvider::new(&url, p.api_key.clone(), p.timeout)
+                            .map_err(|e| RoutingError(e.message))?,
+                    )
+                }
+                "anthropic" => {
+                    let url = p
+                        .base_url
+                        .clone()
+                        .unwrap_or_else(|| "https://api.anthropic.com".into());
+                    Arc::new(
+                        AnthropicProvider::new(&url, p.api_key.clone(), p.timeout)
+                            .map_err(|e| RoutingError(e.message))?,
+                    )
+                }
+                "bedrock" => {
+                    let creds = match (&p.access_key_id, &p.secret_access_key) {
+                        (Some(a), Some(s)) => AwsCredentials {
+                            access_key_id: a.clone(),
+                            secret_access_key: s.clone(),
+                            session_token: p.session_token.clone(),
+                        },
+                        _ => {
+                            let env: HashMap<String, String> = std::env::vars().collect();
+                            credentials_from_environment(&env).ok_or_else(|| {
+                                RoutingError(format!("provider {}: no AWS credentials (set access_key_id/secret_access_key, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or a shared credentials profile)", p.name))
+                            })?
+                        }
+                    };
+                    let region = p.region.clone().unwrap_or_else(|| config.region.clone());
+                    Arc::new(
+                        BedrockProvider::new(p.base_url.as_deref(), &region, creds, p.timeout)
                             .map_err(|e| RoutingError(e.message))?,
                     )
                 }

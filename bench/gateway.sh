@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Gateway overhead benchmark (issue #2): Logbook (strict and async) and LiteLLM's proxy
+# in front of the same mock OpenAI-compatible upstream, all on loopback, measured with
+# the same open-loop load generator in one run. Prints JSON lines and keeps them in
+# bench/out/.
+#
+#   RATE=1000 DUR=10 RAMP="1000 2000 3000 4000 5000 6000" bench/gateway.sh
+#
+# LiteLLM comes from PyPI (litellm[proxy]) in ~/.cache/logbook/bench-venv. Its logging is
+# on through a custom callback that appends every StandardLoggingPayload to a JSONL file
+# (LiteLLM without a database has no spend log of its own).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logbook/target}"
+RATE="${RATE:-1000}"
+DUR="${DUR:-10}"
+RAMP="${RAMP:-1000 2000 3000 4000 5000 6000 7000}"
+ONLY="${ONLY:-direct logbook litellm}"   # which targets to run
+LITELLM_RAMP="${LITELLM_RAMP:-100 200 400 600 800 1000}"
+BENCH_VENV="${BENCH_VENV:-$HOME/.cache/logbook/bench-venv}"
+OUT="bench/out"
+WORK="$(mktemp -d /tmp/logbook-bench.XXXXXX)"
+mkdir -p "$OUT"
+RESULTS="$OUT/gateway-$(date -u +%Y%m%dT%H%M%SZ).jsonl"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+cargo build --release --locked --bin logbook -p logbook -p logbook-bench >&2
+BIN="$CARGO_TARGET_DIR/release"
+
+start() { # name, command...: start a server that prints "listening on http://ADDR"
+  local name="$1"; shift
+  "$@" > "$WORK/$name.out" 2> "$WORK/$name.err" &
+  PIDS+=("$!")
+  LAST_PID="$!"
+}
+
+url_of() { # name: wait for its "listening on" line and echo the URL
+  for _ in $(seq 1 300); do
+    if grep -q "listening on" "$WORK/$1.out" 2>/dev/null; then
+      grep -o 'http://[0-9.:]*' "$WORK/$1.out" | head -1; return 0
+    fi
+    sleep 0.1
+  done
+  echo "$1 did not start:" >&2; cat "$WORK/$1.err" >&2; return 1
+}
+
+load() { # label url rate secs [kind]
+  "$BIN/loadgen" --label "$1" --url "$2" --rate "$3" --duration "$4" --kind "${5:-openai-chat}" | tee -a "$RESULTS"
+}
+
+echo "# machine: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB, $(uname -r), $(date -u +%FT%TZ)" | tee -a "$RESULTS"
+
+start upstream "$BIN/mock-upstream"
+UP=$(url_of upstream)
+for mode in strict async; do
+  cat > "$WORK/logbook-$mode.toml" <<EOF
+[logging]
+mode = "$mode"
+[[providers]]
+name = "up"
+type = "openai"
+base_url = "$UP/v1"
+[[providers]]
+name = "mock"
+type = "mock"
+[[routes]]
+model = "bench-mock"
+provider = "mock"
+[[routes]]
+model = "*"
+provider = "up"
+EOF
+done
+
+"$BIN/fsync-probe" --dir "$WORK/strict-data" | tee -a "$RESULTS"
+case " $ONLY " in *" direct "*) load direct "$UP/v1/chat/completions" "$RATE" "$DUR" ;; esac
+
+for mode in strict async; do
+  case " $ONLY " in *" logbook "*) ;; *) continue ;; esac
+  start "logbook-$mode" "$BIN/logbook" serve --listen 127.0.0.1:0 --data-dir "$WORK/$mode-data" --config "$WORK/logbook-$mode.toml"
+  LB_PID="$LAST_PID"
+  LB=$(url_of "logbook-$mode")
+  load "logbook-$mode" "$LB/v1/chat/completions" "$RATE" "$DUR"
+  echo "{\"label\":\"logbook-$mode-health\",\"health\":$(curl -s "$LB/healthz")}" | tee -a "$RESULTS"
+  if [ "$mode" = strict ]; then
+    for r in $RAMP; do load "logbook-strict-ramp" "$LB/v1/chat/completions" "$r" 5; done
+    load "logbook-strict-converse-builtin-mock" "$LB/model/bench-mock/converse" "$RATE" "$DUR" bedrock-converse
+  fi
+  kill "$LB_PID"; wait "$LB_PID" 2>/dev/null || true
+done
+
+if [[ " $ONLY " != *" litellm "* ]]; then
+  :
+elif [ -x "$BENCH_VENV/bin/litellm" ]; then
+  cat > "$WORK/litellm_logger.py" <<'EOF'
+import json, os
+from litellm.integrations.custom_logger import CustomLogger
+
+class FileLogger(CustomLogger):
+    def __init__(self):
+        self.f = open(os.environ["LITELLM_BENCH_LOG"], "a")
+    async def async_log_success_event(self, kwargs, response_obj, start_time, end_time):
+        self.f.write(json.dumps(kwargs.get("standard_logging_object"), default=str) + "\n")
+    async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):
+        self.f.write(json.dumps(kwargs.get("standard_logging_object"), default=str) + "\n")
+
+handler = FileLogger()
+EOF
+  cat > "$WORK/litellm.yaml" <<EOF
+model_list:
+  - model_name: bench-model
+    litellm_params:
+      model: openai/bench-model
+      api_base: $UP/v1
+      api_key: sk-none
+litellm_settings:
+  callbacks: litellm_logger.handler
+general_settings:
+  master_key: sk-bench
+EOF
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  ( cd "$WORK" && LITELLM_BENCH_LOG="$WORK/litellm.jsonl" LITELLM_LOG=ERROR exec "$BENCH_VENV/bin/litellm" --config litellm.yaml \
+      --host 127.0.0.1 --port "$PORT" --num_workers 2 > "$WORK/litellm.out" 2> "$WORK/litellm.err" ) &
+  PIDS+=("$!")
+  for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$PORT/health/liveliness" >/dev/null 2>&1 && break; sleep 0.2; done
+  LL="http://127.0.0.1:$PORT"
+  load "litellm" "$LL/v1/chat/completions" "$RATE" "$DUR" || true
+  for r in $LITELLM_RAMP; do load "litellm-ramp" "$LL/v1/chat/completions" "$r" 5 || true; done
+  echo "{\"label\":\"litellm-logged-lines\",\"n\":$(wc -l < "$WORK/litellm.jsonl" 2>/dev/null || echo 0)}" | tee -a "$RESULTS"
+else
+  echo "LiteLLM not installed in $BENCH_VENV: pip install 'litellm[proxy]' there to include the peer" >&2
+fi
+echo "results: $RESULTS" >&2

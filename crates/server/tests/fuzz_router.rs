@@ -1,0 +1,226 @@
+//! Property tests over arbitrary input at the front door: any bytes, any JSON, any model
+//! id, on every endpoint. The server must not panic, must answer with the client's own
+//! error shape, and every call must produce exactly one journal record.
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use http::Request;
+use logbook_journal::{Journal, JournalConfig};
+use logbook_server::app::{router, AppState};
+use logbook_server::capture::Recorder;
+use logbook_server::config::{Config, LoggingMode, OnFailure};
+use logbook_server::identity::Principals;
+use logbook_server::routing::Routes;
+use proptest::prelude::*;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    app: axum::Router,
+    journal: Journal,
+}
+
+fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = Config::defaults(dir.path()).unwrap();
+    config.max_body_bytes = 64 * 1024;
+    let journal = Journal::open(JournalConfig::new(dir.path().join("journal"))).unwrap();
+    let state = Arc::new(AppState {
+        recorder: Recorder::new(
+            journal.clone(),
+            "fuzz".into(),
+            OnFailure::FailClosed,
+            LoggingMode::Strict,
+        ),
+        principals: Principals::new(&config),
+        routes: Routes::new(&config).unwrap(),
+        journal: journal.clone(),
+        archive: Default::default(),
+        config,
+    });
+    Harness {
+        _dir: dir,
+        rt,
+        app: router(state),
+        journal,
+    }
+}
+
+const PATHS: &[&str] = &[
+    "/model/{}/converse",
+    "/model/{}/converse-stream",
+    "/model/{}/invoke",
+    "/model/{}/invoke-with-response-stream",
+    "/v1/chat/completions",
+    "/v1/embeddings",
+];
+
+fn call(h: &Harness, path: &str, content_type: Option<&str>, body: Vec<u8>) -> http::StatusCode {
+    let before = *h.journal.committed().borrow();
+    let mut req = Request::post(path);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let mut req = req.body(Body::from(body)).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
+    let (status, headers, bytes) = h.rt.block_on(async {
+        let resp = h.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, headers, bytes)
+    });
+    let after = *h.journal.committed().borrow();
+    assert_eq!(
+        after - before,
+        1,
+        "{path}: every call yields exactly one record (status {status})"
+    );
+    if status.is_success() {
+        return status;
+    }
+    if path.starts_with("/v1/") {
+        let v: Value = serde_json::from_slice(&bytes).expect("OpenAI error body is JSON");
+        assert!(v["error"]["message"].is_string(), "{path}: {v}");
+    } else {
+        assert!(
+            headers.contains_key("x-amzn-errortype"),
+            "{path}: missing x-amzn-ErrorType"
+        );
+        let v: Value = serde_json::from_slice(&bytes).expect("AWS error body is JSON");
+        assert!(v["message"].is_string(), "{path}: {v}");
+    }
+    status
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        ".{0,20}".prop_map(Value::String),
+        prop_oneof![
+            Just("user"),
+            Just("assistant"),
+            Just("text"),
+            Just("messages"),
+            Just("[mock:error=ThrottlingException]")
+        ]
+        .prop_map(|s| Value::String(s.into())),
+    ];
+    leaf.prop_recursive(4, 40, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            proptest::collection::btree_map(
+                prop_oneof![
+                    Just("messages".to_string()),
+                    Just("role".to_string()),
+                    Just("content".to_string()),
+                    Just("text".to_string()),
+                    Just("model".to_string()),
+                    Just("input".to_string()),
+                    Just("inferenceConfig".to_string()),
+                    Just("maxTokens".to_string()),
+                    Just("system".to_string()),
+                    Just("toolConfig".to_string()),
+                    Just("requestMetadata".to_string()),
+                    Just("stream".to_string()),
+                    Just("anthropic_version".to_string()),
+                    Just("inputText".to_string()),
+                    Just("prompt".to_string()),
+                    Just("tools".to_string()),
+                    Just("tool_calls".to_string()),
+                    Just("image_url".to_string()),
+                    "[a-zA-Z_]{1,8}",
+                ],
+                inner,
+                0..6,
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_on_every_endpoint(body in proptest::collection::vec(any::<u8>(), 0..600), which in 0..PATHS.len(), ct in prop_oneof![Just(None), Just(Some("application/json")), Just(Some("text/plain"))]) {
+        let h = harness();
+        let path = PATHS[which].replace("{}", "m");
+        let _ = call(&h, &path, ct, body);
+    }
+
+    #[test]
+    fn arbitrary_json_on_every_endpoint(v in json_value(), which in 0..PATHS.len(), model in "[a-zA-Z0-9.:_-]{1,30}") {
+        let h = harness();
+        let path = PATHS[which].replace("{}", &model);
+        let _ = call(&h, &path, Some("application/json"), serde_json::to_vec(&v).unwrap());
+    }
+}
+
+#[test]
+fn oversized_body_is_one_record_and_an_aws_error() {
+    let h = harness();
+    assert_eq!(
+        call(
+            &h,
+            "/model/m/converse",
+            Some("application/json"),
+            vec![b'{'; 70 * 1024]
+        ),
+        400
+    );
+    assert_eq!(
+        call(
+            &h,
+            "/v1/chat/completions",
+            Some("application/json"),
+            vec![b'{'; 70 * 1024]
+        ),
+        413
+    );
+}
+
+#[test]
+fn valid_calls_still_work_under_the_harness() {
+    let h = harness();
+    let body = br#"{"messages":[{"role":"user","content":[{"text":"hi"}]}]}"#.to_vec();
+    assert!(call(
+        &h,
+        "/model/m/converse",
+        Some("application/json"),
+        body.clone()
+    )
+    .is_success());
+    assert!(call(
+        &h,
+        "/model/m/converse-stream",
+        Some("application/json"),
+        body
+    )
+    .is_success());
+    assert!(call(
+        &h,
+        "/v1/chat/completions",
+        None,
+        br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#.to_vec()
+    )
+    .is_success());
+}
