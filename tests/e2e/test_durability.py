@@ -77,7 +77,7 @@ def test_kill9_under_load_loses_and_duplicates_nothing(tmp_path):
         # every acknowledged call is there.
         assert acked_all <= set(counts)
         health = s.health()
-        assert health["archive"]["cursor"] == len(seqs) + 1
+        assert health["destinations"]["archive-logbook-archive"]["cursor"] == len(seqs) + 1
     finally:
         s.stop()
 

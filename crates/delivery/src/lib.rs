@@ -1,12 +1,27 @@
 //! Delivery from the journal to destinations.
 //!
-//! [`archive::Archive`] delivers invocation records to an object store in Bedrock's S3 key
-//! layout as gzipped JSON Lines. Each destination keeps its own durable cursor in the
-//! journal and only advances it after the objects holding the records are stored, so a
-//! crash re-delivers; object keys are derived from the journal range they hold, so
-//! re-delivery overwrites rather than duplicates.
+//! A [`Destination`] reads the journal from its own durable cursor, feeds entries to a
+//! [`Format`] that turns them into objects, writes the objects when the batch is big or
+//! old enough, fsyncs them, and only then advances its cursor. Object keys are derived
+//! from the journal range they hold, so a crash re-delivers and overwrites rather than
+//! duplicates (see ARCHITECTURE.md).
+//!
+//! Formats: [`archive::ArchiveFormat`] (Bedrock invocation logs, S3 layout),
+//! [`trail::TrailFormat`] (CloudTrail events for control-plane calls).
+
+use bytes::Bytes;
+use logbook_journal::{Cursor, Entry, Journal, Reader};
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 pub mod archive;
+pub mod trail;
 
 /// Delivery errors.
 #[derive(Debug, thiserror::Error)]
@@ -23,4 +38,260 @@ pub enum DeliveryError {
     /// A background task failed.
     #[error("task: {0}")]
     Task(String),
+}
+
+/// Turns journal entries into objects.
+pub trait Format: Send + Sync + 'static {
+    /// Take one entry; return the uncompressed bytes it added (0 when it is not for this
+    /// destination).
+    fn add(&mut self, e: Entry) -> Result<usize, DeliveryError>;
+    /// The objects for everything added since the last call, in write order.
+    fn take(&mut self) -> Result<Vec<(String, Vec<u8>)>, DeliveryError>;
+    /// Forget everything added since the last `take` (after a failed write).
+    fn reset(&mut self);
+}
+
+/// Counters of one destination (Bedrock's `ModelInvocationLogs*Delivery{Success,Failure}`).
+#[derive(Debug, Default)]
+pub struct DestinationStats {
+    /// Entries delivered (or passed over as not for this destination).
+    pub entries: AtomicU64,
+    /// Objects written.
+    pub objects: AtomicU64,
+    /// Failed write attempts.
+    pub failures: AtomicU64,
+    /// Next sequence not yet delivered.
+    pub cursor: AtomicU64,
+}
+
+/// Coordinates journal garbage collection: a segment goes only when every destination's
+/// cursor has passed it.
+#[derive(Debug, Default)]
+pub struct GcCoordinator {
+    cursors: Mutex<HashMap<String, u64>>,
+}
+
+impl GcCoordinator {
+    fn set(&self, name: &str, cursor: u64) -> u64 {
+        let mut m = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(name.to_string(), cursor);
+        m.values().copied().min().unwrap_or(cursor)
+    }
+}
+
+/// Settings of a destination.
+#[derive(Debug, Clone)]
+pub struct DestinationConfig {
+    /// Cursor name (unique per destination).
+    pub name: String,
+    /// Roll at this many uncompressed bytes.
+    pub max_object_bytes: usize,
+    /// Roll when the first entry of a batch is this old.
+    pub max_object_age: Duration,
+    /// Local folder of the store, so written files can be fsync'd.
+    pub local_root: Option<PathBuf>,
+}
+
+struct Batch<F> {
+    reader: Reader,
+    format: F,
+    raw_bytes: usize,
+    entries: u64,
+    started: Option<Instant>,
+}
+
+impl<F: Format> Batch<F> {
+    fn fill(&mut self, upto: u64, max: usize) -> Result<(), DeliveryError> {
+        while self.raw_bytes < max {
+            let Some(e) = self.reader.next_entry(upto)? else {
+                break;
+            };
+            if self.started.is_none() {
+                self.started = Some(Instant::now());
+            }
+            self.raw_bytes += self.format.add(e)?;
+            self.entries += 1;
+        }
+        Ok(())
+    }
+}
+
+/// A destination task.
+pub struct Destination<F> {
+    store: Arc<dyn ObjectStore>,
+    journal: Journal,
+    cursor: Cursor,
+    config: DestinationConfig,
+    stats: Arc<DestinationStats>,
+    gc: Arc<GcCoordinator>,
+    format: Option<F>,
+}
+
+impl<F: Format> Destination<F> {
+    /// A destination writing `format`'s objects to `store`. Registers its cursor with `gc`.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        journal: Journal,
+        config: DestinationConfig,
+        format: F,
+        gc: Arc<GcCoordinator>,
+    ) -> Result<Self, DeliveryError> {
+        let cursor = Cursor::new(journal.dir(), &config.name);
+        let start = cursor.load()?;
+        gc.set(&config.name, start);
+        let stats = Arc::new(DestinationStats::default());
+        stats.cursor.store(start, Ordering::Relaxed);
+        Ok(Destination {
+            store,
+            journal,
+            cursor,
+            config,
+            stats,
+            gc,
+            format: Some(format),
+        })
+    }
+
+    /// Shared counters.
+    pub fn stats(&self) -> Arc<DestinationStats> {
+        self.stats.clone()
+    }
+
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), DeliveryError> {
+        self.store
+            .put(&StorePath::from(key), PutPayload::from(Bytes::from(data)))
+            .await?;
+        if let Some(root) = &self.config.local_root {
+            // LocalFileSystem renames a temp file into place but does not fsync; do it so
+            // the cursor never runs ahead of what survives a power loss.
+            let file = root.join(key);
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                std::fs::File::open(&file)?.sync_all()?;
+                if let Some(dir) = file.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| DeliveryError::Task(e.to_string()))??;
+        }
+        self.stats.objects.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn flush(&self, batch: &mut Batch<F>) -> Result<(), DeliveryError> {
+        for (key, data) in batch.format.take()? {
+            self.put(&key, data).await?;
+        }
+        let next = batch.reader.position();
+        let cursor = self.cursor.clone();
+        tokio::task::spawn_blocking(move || cursor.store(next))
+            .await
+            .map_err(|e| DeliveryError::Task(e.to_string()))??;
+        self.stats.cursor.store(next, Ordering::Relaxed);
+        self.stats
+            .entries
+            .fetch_add(batch.entries, Ordering::Relaxed);
+        batch.raw_bytes = 0;
+        batch.entries = 0;
+        batch.started = None;
+        let min = self.gc.set(&self.config.name, next);
+        if let Err(e) = self.journal.collect_garbage(min) {
+            tracing::warn!(error = %e, "journal garbage collection failed");
+        }
+        Ok(())
+    }
+
+    /// Deliver until `shutdown` turns true, then flush what is pending and return.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), DeliveryError> {
+        let start = self.cursor.load()?;
+        let mut committed = self.journal.committed();
+        let format = self
+            .format
+            .take()
+            .ok_or_else(|| DeliveryError::Task("destination already ran".into()))?;
+        let mut batch = Some(Batch {
+            reader: self.journal.reader(start),
+            format,
+            raw_bytes: 0,
+            entries: 0,
+            started: None,
+        });
+        let mut backoff = Duration::from_millis(100);
+        let mut journal_open = true;
+        let mut stop_requested = false;
+        let max = self.config.max_object_bytes;
+        loop {
+            let stopping = stop_requested || *shutdown.borrow();
+            let upto = *committed.borrow_and_update();
+            let mut b = batch
+                .take()
+                .ok_or_else(|| DeliveryError::Task("batch lost".into()))?;
+            let (b2, res) = tokio::task::spawn_blocking(move || {
+                let r = b.fill(upto, max);
+                (b, r)
+            })
+            .await
+            .map_err(|e| DeliveryError::Task(e.to_string()))?;
+            let mut b = b2;
+            res?;
+            let full = b.raw_bytes >= max;
+            let old = b
+                .started
+                .is_some_and(|s| s.elapsed() >= self.config.max_object_age);
+            let drained = b.reader.position() >= upto;
+            if b.started.is_some() && (full || old || (stopping && drained)) {
+                match self.flush(&mut b).await {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(e) => {
+                        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(destination = %self.config.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "delivery failed; will retry");
+                        // Rebuild the batch from the cursor: nothing past it is acknowledged.
+                        let from = self.cursor.load()?;
+                        b.format.reset();
+                        batch = Some(Batch {
+                            reader: self.journal.reader(from),
+                            format: b.format,
+                            raw_bytes: 0,
+                            entries: 0,
+                            started: None,
+                        });
+                        if stopping {
+                            return Err(e);
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                }
+            }
+            if stopping && b.reader.position() >= *committed.borrow() && b.started.is_none() {
+                return Ok(());
+            }
+            if full || (!drained && !stopping) {
+                batch = Some(b);
+                continue;
+            }
+            let deadline = b
+                .started
+                .map(|s| self.config.max_object_age.saturating_sub(s.elapsed()));
+            batch = Some(b);
+            if stopping {
+                continue;
+            }
+            tokio::select! {
+                r = committed.changed(), if journal_open => {
+                    if r.is_err() {
+                        journal_open = false;
+                    }
+                }
+                _ = tokio::time::sleep(deadline.unwrap_or(Duration::from_secs(3600))) => {}
+                r = shutdown.changed() => {
+                    if r.is_err() {
+                        stop_requested = true;
+                    }
+                }
+            }
+        }
+    }
 }

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 pub mod layout;
+pub mod logging;
+pub mod trail;
 
 /// `schemaType` of every record.
 pub const SCHEMA_TYPE: &str = "ModelInvocationLog";
@@ -156,6 +158,23 @@ pub struct LogbookExt {
     pub api_key_id: Option<String>,
     /// The API the call arrived on: `bedrock-runtime` or `openai`.
     pub api: String,
+    /// Where the logging configuration in force sent this record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Destination>,
+    /// Why bodies were left out, e.g. `textDataDeliveryEnabled=false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bodies_omitted: Option<String>,
+}
+
+/// The S3 destination a record is delivered to (from the logging configuration in force
+/// when the call was made).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Destination {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix.
+    pub key_prefix: String,
 }
 
 /// One `ModelInvocationLog` record.

@@ -2,6 +2,7 @@
 
 use crate::capture::{Call, Recorder};
 use crate::config::{Config, LoggingMode};
+use crate::control::LoggingConfigs;
 use crate::identity::Principals;
 use crate::routing::Routes;
 use crate::{bedrock, openai};
@@ -10,10 +11,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use http::HeaderMap;
-use logbook_delivery::archive::{Archive, ArchiveConfig, ArchiveStats};
+use logbook_delivery::archive::ArchiveFormat;
+use logbook_delivery::trail::TrailFormat;
+use logbook_delivery::{Destination, DestinationConfig, DestinationStats, GcCoordinator};
 use logbook_journal::{Journal, JournalConfig, SyncMode};
 use logbook_record::Operation;
 use object_store::local::LocalFileSystem;
+use object_store::ObjectStore;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,8 +36,12 @@ pub struct AppState {
     pub routes: Routes,
     /// Journal (for status).
     pub journal: Journal,
-    /// Archive delivery counters.
-    pub archive: Arc<ArchiveStats>,
+    /// Delivery counters, by destination name.
+    pub destinations: Vec<(String, Arc<DestinationStats>)>,
+    /// Logging configurations per (account, region).
+    pub logging: Arc<LoggingConfigs>,
+    /// Declared buckets.
+    pub buckets: HashMap<String, Arc<dyn ObjectStore>>,
 }
 
 /// Shared state handle.
@@ -120,12 +129,13 @@ async fn healthz(State(s): State<Shared>) -> Response {
             "fsyncs": st.syncs.load(Ordering::Relaxed),
             "fsyncMicros": st.sync_nanos.load(Ordering::Relaxed) / 1000,
         },
-        "archive": {
-            "deliveredRecords": s.archive.records.load(Ordering::Relaxed),
-            "objects": s.archive.objects.load(Ordering::Relaxed),
-            "failures": s.archive.failures.load(Ordering::Relaxed),
-            "cursor": s.archive.cursor.load(Ordering::Relaxed),
-        },
+        "destinations": s.destinations.iter().map(|(name, d)| (name.clone(), serde_json::json!({
+            "entries": d.entries.load(Ordering::Relaxed),
+            "objects": d.objects.load(Ordering::Relaxed),
+            "failures": d.failures.load(Ordering::Relaxed),
+            "cursor": d.cursor.load(Ordering::Relaxed),
+        }))).collect::<serde_json::Map<_, _>>(),
+        "drift": s.logging.drift(),
         "mode": match s.recorder.mode() { LoggingMode::Strict => "strict", LoggingMode::Async => "async" },
     });
     let status = if healthy {
@@ -181,6 +191,12 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
+        .route(
+            "/logging/modelinvocations",
+            get(crate::control_api::get)
+                .put(crate::control_api::put)
+                .delete(crate::control_api::delete),
+        )
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .with_state(state)
@@ -222,30 +238,58 @@ pub async fn serve(config: Config, on_listen: impl FnOnce(SocketAddr)) -> Result
         LoggingMode::Async => SyncMode::Async,
     };
     let journal = Journal::open(jcfg)?;
-    let bucket_dir = config
-        .buckets
-        .get(&config.archive_bucket)
-        .cloned()
-        .unwrap_or_else(|| config.data_dir.join("archive"));
-    std::fs::create_dir_all(&bucket_dir)
-        .map_err(io(format!("create bucket folder {}", bucket_dir.display())))?;
-    let store = Arc::new(LocalFileSystem::new_with_prefix(&bucket_dir)?);
-    let archive = Archive::new(
-        store,
-        journal.clone(),
-        ArchiveConfig {
-            bucket: config.archive_bucket.clone(),
-            key_prefix: config.archive_prefix.clone(),
+    let logging = Arc::new(
+        LoggingConfigs::open(
+            &config.data_dir.join("control"),
+            config.logging_default.clone(),
+            config.logging_declared.clone(),
+        )
+        .map_err(|e| ServeError::Io {
+            context: "logging configuration".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?,
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let gc = Arc::new(GcCoordinator::default());
+    let mut buckets: HashMap<String, Arc<dyn ObjectStore>> = HashMap::new();
+    let mut destinations = Vec::new();
+    let mut tasks = Vec::new();
+    let mut names: Vec<&String> = config.buckets.keys().collect();
+    names.sort();
+    for name in names {
+        let dir = &config.buckets[name];
+        std::fs::create_dir_all(dir)
+            .map_err(io(format!("create bucket folder {}", dir.display())))?;
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir)?);
+        buckets.insert(name.clone(), store.clone());
+        let dcfg = |n: String| DestinationConfig {
+            name: n,
             max_object_bytes: config.max_object_bytes,
             max_object_age: config.max_object_age,
-            node_id: node.clone(),
-            cursor_name: format!("archive-{}", config.archive_bucket),
-            local_root: Some(bucket_dir.clone()),
-        },
-    );
-    let archive_stats = archive.stats();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let delivery = tokio::spawn(archive.run(stop_rx));
+            local_root: Some(dir.clone()),
+        };
+        let is_default = *name == config.archive_bucket;
+        let archive = Destination::new(
+            store.clone(),
+            journal.clone(),
+            dcfg(format!("archive-{name}")),
+            ArchiveFormat::new(name, is_default, &config.archive_prefix, &node),
+            gc.clone(),
+        )?;
+        destinations.push((format!("archive-{name}"), archive.stats()));
+        tasks.push(tokio::spawn(archive.run(stop_rx.clone())));
+        if is_default {
+            let trail = Destination::new(
+                store,
+                journal.clone(),
+                dcfg("trail".into()),
+                TrailFormat::new(&node),
+                gc.clone(),
+            )?;
+            destinations.push(("trail".into(), trail.stats()));
+            tasks.push(tokio::spawn(trail.run(stop_rx.clone())));
+        }
+    }
 
     let routes = Routes::new(&config)?;
     let recorder = Recorder::new(
@@ -253,6 +297,8 @@ pub async fn serve(config: Config, on_listen: impl FnOnce(SocketAddr)) -> Result
         node.clone(),
         config.on_failure,
         config.mode,
+        logging.clone(),
+        config.require_logging,
     );
     let listen = config.listen.clone();
     let state = Arc::new(AppState {
@@ -261,7 +307,9 @@ pub async fn serve(config: Config, on_listen: impl FnOnce(SocketAddr)) -> Result
         recorder,
         routes,
         journal,
-        archive: archive_stats,
+        destinations,
+        logging,
+        buckets,
     });
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -278,9 +326,11 @@ pub async fn serve(config: Config, on_listen: impl FnOnce(SocketAddr)) -> Result
     .map_err(io("serve"))?;
     tracing::info!("draining delivery");
     let _ = stop_tx.send(true);
-    match delivery.await {
-        Ok(r) => r?,
-        Err(e) => tracing::error!(error = %e, "delivery task failed"),
+    for t in tasks {
+        match t.await {
+            Ok(r) => r?,
+            Err(e) => tracing::error!(error = %e, "delivery task failed"),
+        }
     }
     Ok(())
 }

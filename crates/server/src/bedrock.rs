@@ -5,7 +5,7 @@
 //! recorded) even if the client goes away, and answers only after the record is durable.
 
 use crate::app::Shared;
-use crate::capture::{Call, Outcome};
+use crate::capture::{Call, Outcome, Refusal};
 use crate::http_util::{aws_error, json_response, read_body, set_header, BodyError, REQUEST_ID};
 use crate::routing::Resolved;
 use axum::body::Body;
@@ -24,6 +24,16 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use tokio::sync::mpsc;
+
+/// The AWS error for a call refused before the provider is called.
+fn refused(e: &Refusal, request_id: &str) -> Response {
+    match e {
+        Refusal::Unavailable(m) => {
+            aws_error(AwsErrorCode::ServiceUnavailableException, m, request_id)
+        }
+        Refusal::LoggingOff(m) => aws_error(AwsErrorCode::AccessDeniedException, m, request_id),
+    }
+}
 
 /// `errorCode` recorded when the client disconnects before the response completes.
 pub const CLIENT_DISCONNECTED: &str = "ClientDisconnected";
@@ -261,12 +271,8 @@ async fn converse_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body
         Ok(r) => r,
         Err(f) => return fail(&s, &call, f, None).await,
     };
-    if let Err(e) = s.recorder.ready() {
-        return aws_error(
-            AwsErrorCode::ServiceUnavailableException,
-            &e.to_string(),
-            &call.request_id,
-        );
+    if let Err(e) = s.recorder.ready(&call) {
+        return refused(&e, &call.request_id);
     }
     let result =
         match tokio::time::timeout(r.timeout, r.provider.converse(&r.info.upstream_model, &req))
@@ -401,12 +407,8 @@ async fn converse_stream_call(
         Ok(r) => r,
         Err(f) => return fail(&s, &call, f, None).await,
     };
-    if let Err(e) = s.recorder.ready() {
-        return aws_error(
-            AwsErrorCode::ServiceUnavailableException,
-            &e.to_string(),
-            &call.request_id,
-        );
+    if let Err(e) = s.recorder.ready(&call) {
+        return refused(&e, &call.request_id);
     }
     let stream = match tokio::time::timeout(
         r.timeout,
@@ -540,12 +542,8 @@ async fn parse_invoke(
         Ok(r) => r,
         Err(f) => return Err(fail(s, call, f, None).await),
     };
-    if let Err(e) = s.recorder.ready() {
-        return Err(aws_error(
-            AwsErrorCode::ServiceUnavailableException,
-            &e.to_string(),
-            &call.request_id,
-        ));
+    if let Err(e) = s.recorder.ready(call) {
+        return Err(refused(&e, &call.request_id));
     }
     Ok((value, r))
 }

@@ -3,14 +3,18 @@
 //! journal before the response (or a stream's final frame) is released.
 
 use crate::config::{LoggingMode, OnFailure};
+use crate::control::LoggingConfigs;
 use crate::identity::Caller;
 use logbook_journal::{Journal, JournalError};
+use logbook_record::logging::data_type;
+use logbook_record::trail::TrailEvent;
 use logbook_record::{
-    millis_timestamp, record_timestamp, Identity, Input, InvocationRecord, LogbookExt, Operation,
-    Output, SCHEMA_TYPE, SCHEMA_VERSION,
+    millis_timestamp, record_timestamp, Destination, Identity, Input, InvocationRecord, LogbookExt,
+    Operation, Output, SCHEMA_TYPE, SCHEMA_VERSION,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
@@ -145,6 +149,8 @@ impl Call {
                 access_key_id: self.caller.access_key_id.clone(),
                 api_key_id: self.caller.api_key_id.clone(),
                 api: self.api.into(),
+                destination: None,
+                bodies_omitted: None,
             },
         }
     }
@@ -155,13 +161,15 @@ impl Call {
 #[error("the invocation could not be logged durably: {0}")]
 pub struct RecordError(pub String);
 
-/// Commits records to the journal.
+/// Commits records to the journal, under the logging configuration in force.
 #[derive(Debug, Clone)]
 pub struct Recorder {
     journal: Journal,
     node_id: String,
     on_failure: OnFailure,
     mode: LoggingMode,
+    logging: Arc<LoggingConfigs>,
+    require_logging: bool,
 }
 
 impl Recorder {
@@ -171,21 +179,37 @@ impl Recorder {
         node_id: String,
         on_failure: OnFailure,
         mode: LoggingMode,
+        logging: Arc<LoggingConfigs>,
+        require_logging: bool,
     ) -> Self {
         Recorder {
             journal,
             node_id,
             on_failure,
             mode,
+            logging,
+            require_logging,
         }
     }
 
-    /// Fail fast, before calling a provider, when the journal can no longer take records.
-    pub fn ready(&self) -> Result<(), RecordError> {
+    /// Fail fast, before calling a provider: the journal must take records, and when the
+    /// configuration requires logging, logging must be on for the caller's region.
+    pub fn ready(&self, call: &Call) -> Result<(), Refusal> {
+        if self.require_logging
+            && self
+                .logging
+                .effective(&call.caller.account_id, &call.caller.region)
+                .is_none()
+        {
+            return Err(Refusal::LoggingOff(format!(
+                "Model invocation logging is off for account {} in {} and this gateway requires it; the call was not made.",
+                call.caller.account_id, call.caller.region
+            )));
+        }
         if self.journal.is_healthy() || self.on_failure == OnFailure::FailOpen {
             Ok(())
         } else {
-            Err(RecordError(
+            Err(Refusal::Unavailable(
                 "the journal is unavailable; calls are refused until logging works again".into(),
             ))
         }
@@ -196,8 +220,27 @@ impl Recorder {
         self.mode
     }
 
-    /// Append the record; resolves once it is durable (strict) or written (async).
-    pub async fn commit(&self, mut record: InvocationRecord) -> Result<u64, RecordError> {
+    /// Apply the logging configuration in force to the record and append it; resolves once
+    /// it is durable (strict) or written (async). Returns `Ok(None)` when logging is off
+    /// for the record's (account, region): Bedrock then writes no record either.
+    pub async fn commit(&self, mut record: InvocationRecord) -> Result<Option<u64>, RecordError> {
+        let Some(cfg) = self.logging.effective(&record.account_id, &record.region) else {
+            return Ok(None);
+        };
+        if let Some(s3) = &cfg.s3_config {
+            record.logbook.destination = Some(Destination {
+                bucket: s3.bucket_name.clone(),
+                key_prefix: s3.key_prefix.clone().unwrap_or_default(),
+            });
+        }
+        let t = data_type(&record.operation, &record.model_id);
+        if !cfg.delivers(t) {
+            record.input.input_body_json = None;
+            if let Some(o) = record.output.as_mut() {
+                o.output_body_json = None;
+            }
+            record.logbook.bodies_omitted = Some(format!("{}=false", t.flag()));
+        }
         record.logbook.node_id = self.node_id.clone();
         let request_id = record.request_id.clone();
         let result = self
@@ -207,6 +250,29 @@ impl Recorder {
                 record.to_json_bytes()
             }))
             .await;
+        self.settle(result, &request_id).map(Some)
+    }
+
+    /// Append a control-plane audit event (same durability as records).
+    pub async fn commit_event(&self, event: TrailEvent) -> Result<u64, RecordError> {
+        let id = event.request_id.clone();
+        let bytes = serde_json::to_vec(&event).unwrap_or_default();
+        let result = self.journal.append(Box::new(move |_| bytes)).await;
+        match result {
+            Ok(seq) => Ok(seq),
+            // An audit event is never dropped silently, whatever the invocation policy.
+            Err(e) => {
+                tracing::error!(request_id = %id, error = %e, "audit event not durable");
+                Err(RecordError(e.to_string()))
+            }
+        }
+    }
+
+    fn settle(
+        &self,
+        result: Result<u64, JournalError>,
+        request_id: &str,
+    ) -> Result<u64, RecordError> {
         match result {
             Ok(seq) => Ok(seq),
             Err(e) => {
@@ -221,4 +287,15 @@ impl Recorder {
             }
         }
     }
+}
+
+/// Why a call is refused before the provider is called.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The journal cannot take records.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Logging is off and the gateway requires it.
+    #[error("{0}")]
+    LoggingOff(String),
 }

@@ -4,8 +4,9 @@
 //! the server runs with, after defaults, `${VAR}` interpolation and cross-checks. All
 //! problems are reported together.
 
+use logbook_record::logging::{validate_logging_config, LoggingConfig};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ struct RawLogging {
     mode: Option<String>,
     on_failure: Option<String>,
     segment_bytes: Option<u64>,
+    require_logging: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +107,9 @@ struct RawConfig {
     routes: Vec<RawRoute>,
     #[serde(default)]
     principals: Vec<RawPrincipal>,
+    /// `[logging_config.default]` and `[logging_config."<region>"]`, in the API's shape.
+    #[serde(default)]
+    logging_config: BTreeMap<String, toml::Value>,
 }
 
 /// When a response is released relative to its record.
@@ -235,6 +240,12 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Principals.
     pub principals: Vec<PrincipalConfig>,
+    /// Logging configuration where none is stored for an (account, region).
+    pub logging_default: LoggingConfig,
+    /// Declared logging configurations, keyed `account/region`.
+    pub logging_declared: BTreeMap<String, LoggingConfig>,
+    /// Refuse invocations while logging is off for the caller's (account, region).
+    pub require_logging: bool,
 }
 
 /// Replace `${VAR}` and `${VAR:-default}` from `vars`, skipping comment lines.
@@ -479,6 +490,49 @@ impl Config {
                 api_key: p.api_key,
             });
         }
+        let mut logging_default = LoggingConfig::to_bucket(
+            &archive_bucket,
+            raw.archive.key_prefix.as_deref().unwrap_or(""),
+        );
+        let mut logging_declared = BTreeMap::new();
+        for (name, v) in raw.logging_config {
+            let json = match serde_json::to_value(&v) {
+                Ok(j) => j,
+                Err(e) => {
+                    errors.push(format!("logging_config.{name}: {e}"));
+                    continue;
+                }
+            };
+            match validate_logging_config(&json) {
+                Ok(c) => {
+                    for b in [
+                        c.s3_config.as_ref().map(|s| s.bucket_name.clone()),
+                        c.cloud_watch_config
+                            .as_ref()
+                            .and_then(|w| w.large_data_delivery_s3_config.as_ref())
+                            .map(|s| s.bucket_name.clone()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        if !buckets.contains_key(&b) {
+                            errors.push(format!(
+                                "logging_config.{name}: bucket {b:?} is not declared in [[buckets]]"
+                            ));
+                        }
+                    }
+                    if c.cloud_watch_config.is_some() {
+                        errors.push(format!("logging_config.{name}: cloudWatchConfig is not supported yet (log groups arrive with the query release)"));
+                    }
+                    if name == "default" {
+                        logging_default = c;
+                    } else {
+                        logging_declared.insert(format!("{account_id}/{name}"), c);
+                    }
+                }
+                Err(e) => errors.push(format!("logging_config.{name}: {e}")),
+            }
+        }
         let listen = raw.server.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
         if !errors.is_empty() {
             return Err(ConfigError(errors));
@@ -501,6 +555,9 @@ impl Config {
             providers,
             routes,
             principals,
+            logging_default,
+            logging_declared,
+            require_logging: raw.logging.require_logging.unwrap_or(false),
         })
     }
 }
@@ -539,6 +596,29 @@ mod tests {
             "a = \"v\"\n# ${MISSING}\nb = \"d\""
         );
         assert!(interpolate("a = \"${MISSING}\"", &vars).is_err());
+    }
+
+    #[test]
+    fn declarative_logging_config() {
+        let c = Config::parse(
+            "[[buckets]]\nname = \"team-logs\"\npath = \"team\"\n[logging_config.default]\ns3Config = { bucketName = \"team-logs\", keyPrefix = \"all/\" }\n[logging_config.us-west-2]\ns3Config = { bucketName = \"logbook-archive\" }\ntextDataDeliveryEnabled = false\n",
+            &HashMap::new(),
+            Path::new("/d"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.logging_default.s3_config.as_ref().unwrap().bucket_name,
+            "team-logs"
+        );
+        let w = &c.logging_declared["000000000000/us-west-2"];
+        assert!(!w.text_data_delivery_enabled && w.image_data_delivery_enabled);
+        let e = Config::parse(
+            "[logging_config.default]\ns3Config = { bucketName = \"nope\" }\n",
+            &HashMap::new(),
+            Path::new("/d"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not declared"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,8 @@ pub mod app;
 pub mod bedrock;
 pub mod capture;
 pub mod config;
+pub mod control;
+pub mod control_api;
 pub mod http_util;
 pub mod identity;
 pub mod openai;

@@ -123,12 +123,20 @@ async fn route(s: &Shared, call: &mut Call) -> Result<Resolved, Response> {
     match s.routes.resolve(&call.model_id) {
         Some(r) => {
             call.route = Some(r.info.clone());
-            if let Err(e) = s.recorder.ready() {
+            if let Err(e) = s.recorder.ready(call) {
+                let (status, kind, code) = match e {
+                    crate::capture::Refusal::Unavailable(_) => {
+                        (503, "api_error", "logging_unavailable")
+                    }
+                    crate::capture::Refusal::LoggingOff(_) => {
+                        (403, "permission_error", "logging_required")
+                    }
+                };
                 let oe = OpenAiError {
-                    status: 503,
+                    status,
                     message: e.to_string(),
-                    kind: "api_error",
-                    code: Some("logging_unavailable"),
+                    kind,
+                    code: Some(code),
                     param: None,
                 };
                 return Err(openai_error(&oe, &call.request_id));

@@ -10,6 +10,7 @@ use logbook_journal::{Journal, JournalConfig};
 use logbook_server::app::{router, AppState};
 use logbook_server::capture::Recorder;
 use logbook_server::config::{Config, LoggingMode, OnFailure};
+use logbook_server::control::LoggingConfigs;
 use logbook_server::identity::Principals;
 use logbook_server::routing::Routes;
 use proptest::prelude::*;
@@ -35,17 +36,29 @@ fn harness() -> Harness {
     let mut config = Config::defaults(dir.path()).unwrap();
     config.max_body_bytes = 64 * 1024;
     let journal = Journal::open(JournalConfig::new(dir.path().join("journal"))).unwrap();
+    let logging = Arc::new(
+        LoggingConfigs::open(
+            &dir.path().join("control"),
+            config.logging_default.clone(),
+            Default::default(),
+        )
+        .unwrap(),
+    );
     let state = Arc::new(AppState {
         recorder: Recorder::new(
             journal.clone(),
             "fuzz".into(),
             OnFailure::FailClosed,
             LoggingMode::Strict,
+            logging.clone(),
+            false,
         ),
         principals: Principals::new(&config),
         routes: Routes::new(&config).unwrap(),
         journal: journal.clone(),
-        archive: Default::default(),
+        destinations: Vec::new(),
+        logging,
+        buckets: Default::default(),
         config,
     });
     Harness {
@@ -63,11 +76,17 @@ const PATHS: &[&str] = &[
     "/model/{}/invoke-with-response-stream",
     "/v1/chat/completions",
     "/v1/embeddings",
+    "/logging/modelinvocations",
 ];
 
 fn call(h: &Harness, path: &str, content_type: Option<&str>, body: Vec<u8>) -> http::StatusCode {
     let before = *h.journal.committed().borrow();
-    let mut req = Request::post(path);
+    let method = if path.starts_with("/logging/") {
+        "PUT"
+    } else {
+        "POST"
+    };
+    let mut req = Request::builder().method(method).uri(path);
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
     }

@@ -1,8 +1,14 @@
 use super::*;
+use crate::{Destination, DestinationConfig, DestinationStats, GcCoordinator};
 use flate2::read::GzDecoder;
-use logbook_journal::JournalConfig;
+use logbook_journal::{Cursor, Journal, JournalConfig};
 use object_store::local::LocalFileSystem;
 use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 
 fn record(i: u64, account: &str, body_len: usize) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
@@ -44,24 +50,40 @@ fn lines(p: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-async fn deliver(journal: &Journal, root: &std::path::Path) -> Arc<ArchiveStats> {
+async fn deliver(journal: &Journal, root: &std::path::Path) -> Arc<DestinationStats> {
+    run_format(
+        journal,
+        root,
+        "archive",
+        ArchiveFormat::new("bkt", true, "pfx/", "node-1"),
+    )
+    .await
+}
+
+async fn run_format<F: crate::Format>(
+    journal: &Journal,
+    root: &std::path::Path,
+    name: &str,
+    format: F,
+) -> Arc<DestinationStats> {
     let store = Arc::new(LocalFileSystem::new_with_prefix(root).unwrap());
-    let archive = Archive::new(
+    let config = DestinationConfig {
+        name: name.into(),
+        max_object_bytes: 5 * 1024 * 1024,
+        max_object_age: Duration::from_millis(50),
+        local_root: Some(root.to_path_buf()),
+    };
+    let d = Destination::new(
         store,
         journal.clone(),
-        ArchiveConfig {
-            bucket: "bkt".into(),
-            key_prefix: "pfx/".into(),
-            max_object_bytes: 5 * 1024 * 1024,
-            max_object_age: Duration::from_millis(50),
-            node_id: "node-1".into(),
-            cursor_name: "archive".into(),
-            local_root: Some(root.to_path_buf()),
-        },
-    );
-    let stats = archive.stats();
+        config,
+        format,
+        Arc::new(GcCoordinator::default()),
+    )
+    .unwrap();
+    let stats = d.stats();
     let (tx, rx) = watch::channel(false);
-    let h = tokio::spawn(archive.run(rx));
+    let h = tokio::spawn(d.run(rx));
     tokio::time::sleep(Duration::from_millis(200)).await;
     tx.send(true).unwrap();
     h.await.unwrap().unwrap();
@@ -84,7 +106,7 @@ async fn delivers_in_bedrock_layout_and_offloads_large_bodies() {
         j.append(Box::new(move |_| p)).await.unwrap();
     }
     let stats = deliver(&j, root.path()).await;
-    assert_eq!(stats.records.load(Ordering::Relaxed), 10);
+    assert_eq!(stats.entries.load(Ordering::Relaxed), 10);
     let fs = files(root.path());
     let logs: Vec<_> = fs
         .iter()
@@ -161,4 +183,85 @@ async fn skips_entries_that_are_not_invocation_records() {
     let n: usize = files(root.path()).iter().map(|p| lines(p).len()).sum();
     assert_eq!(n, 1);
     assert_eq!(Cursor::new(jdir.path(), "archive").load().unwrap(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_go_to_the_bucket_and_prefix_they_name() {
+    let jdir = tempfile::tempdir().unwrap();
+    let j = Journal::open(JournalConfig::new(jdir.path())).unwrap();
+    let mut stamped: serde_json::Value =
+        serde_json::from_slice(&record(1, "111111111111", 1)).unwrap();
+    stamped["logbook"]["destination"] =
+        serde_json::json!({"bucket": "other", "keyPrefix": "team-a/"});
+    let stamped = serde_json::to_vec(&stamped).unwrap();
+    j.append(Box::new(move |_| stamped)).await.unwrap();
+    j.append(Box::new(|_| record(2, "111111111111", 1)))
+        .await
+        .unwrap();
+    let default_root = tempfile::tempdir().unwrap();
+    let other_root = tempfile::tempdir().unwrap();
+    run_format(
+        &j,
+        default_root.path(),
+        "archive-bkt",
+        ArchiveFormat::new("bkt", true, "", "n"),
+    )
+    .await;
+    run_format(
+        &j,
+        other_root.path(),
+        "archive-other",
+        ArchiveFormat::new("other", false, "", "n"),
+    )
+    .await;
+    let d: Vec<_> = files(default_root.path());
+    let o: Vec<_> = files(other_root.path());
+    assert_eq!(d.len(), 1);
+    assert_eq!(lines(&d[0])[0]["requestId"], "req-2");
+    assert_eq!(o.len(), 1);
+    assert!(o[0]
+        .strip_prefix(other_root.path())
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("team-a/AWSLogs/111111111111/"));
+    assert_eq!(lines(&o[0])[0]["requestId"], "req-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trail_objects_hold_cloudtrail_records() {
+    let jdir = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let j = Journal::open(JournalConfig::new(jdir.path())).unwrap();
+    for i in 0..3 {
+        let ev = serde_json::to_vec(&serde_json::json!({"eventVersion": "1.09", "eventName": format!("E{i}"), "recipientAccountId": "123456789012", "awsRegion": "us-east-1"})).unwrap();
+        j.append(Box::new(move |_| ev)).await.unwrap();
+    }
+    j.append(Box::new(|_| record(9, "123456789012", 1)))
+        .await
+        .unwrap();
+    run_format(
+        &j,
+        root.path(),
+        "trail",
+        crate::trail::TrailFormat::new("n"),
+    )
+    .await;
+    let fs = files(root.path());
+    assert_eq!(fs.len(), 1);
+    let rel = fs[0]
+        .strip_prefix(root.path())
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    assert!(
+        rel.starts_with("AWSLogs/123456789012/CloudTrail/us-east-1/"),
+        "{rel}"
+    );
+    let mut s = String::new();
+    GzDecoder::new(std::fs::File::open(&fs[0]).unwrap())
+        .read_to_string(&mut s)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+    assert_eq!(v["Records"].as_array().unwrap().len(), 3);
+    assert_eq!(v["Records"][2]["eventName"], "E2");
 }

@@ -1,0 +1,328 @@
+//! Bedrock's logging-configuration API (`bedrock` 2023-04-20): `PUT`, `GET`, `DELETE
+//! /logging/modelinvocations`. Every call, valid or not, produces one CloudTrail-format
+//! audit event, made durable through the journal before the answer leaves.
+
+use crate::app::Shared;
+use crate::http_util::{aws_error, json_response, read_body, BodyError, REQUEST_ID};
+use crate::identity::Caller;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::HeaderMap;
+use logbook_record::layout::normalize_prefix;
+use logbook_record::logging::{parse_put_request, LoggingConfig, S3Config};
+use logbook_record::record_timestamp;
+use logbook_record::trail::{TrailEvent, UserIdentity, EVENT_VERSION};
+use logbook_wire::aws::AwsErrorCode;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use time::OffsetDateTime;
+
+/// Largest control-plane request body.
+const MAX_CONTROL_BODY: usize = 64 * 1024;
+/// Name of the zero-byte object Put writes to prove the bucket is writable.
+pub const PERMISSION_CHECK: &str = "amazon-bedrock-logs-permission-check";
+
+struct Ctx {
+    caller: Caller,
+    request_id: String,
+    ip: String,
+    user_agent: String,
+    time: OffsetDateTime,
+}
+
+fn ctx(s: &Shared, headers: &HeaderMap, addr: SocketAddr) -> Ctx {
+    Ctx {
+        caller: s.principals.resolve(headers),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        ip: addr.ip().to_string(),
+        user_agent: headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|u| u.chars().take(512).collect())
+            .unwrap_or_default(),
+        time: OffsetDateTime::now_utc(),
+    }
+}
+
+fn event(
+    c: &Ctx,
+    name: &str,
+    read_only: bool,
+    params: Value,
+    response: Value,
+    error: Option<(AwsErrorCode, &str)>,
+) -> TrailEvent {
+    TrailEvent {
+        event_version: EVENT_VERSION.into(),
+        user_identity: UserIdentity {
+            kind: UserIdentity::kind_of(&c.caller.arn).into(),
+            arn: c.caller.arn.clone(),
+            account_id: c.caller.account_id.clone(),
+            access_key_id: c.caller.access_key_id.clone(),
+        },
+        event_time: record_timestamp(c.time),
+        event_source: "bedrock.amazonaws.com".into(),
+        event_name: name.into(),
+        aws_region: c.caller.region.clone(),
+        source_ip_address: c.ip.clone(),
+        user_agent: c.user_agent.clone(),
+        request_parameters: params,
+        response_elements: response,
+        error_code: error.map(|(code, _)| code.as_str().to_string()),
+        error_message: error.map(|(_, m)| m.to_string()),
+        request_id: c.request_id.clone(),
+        event_id: uuid::Uuid::new_v4().to_string(),
+        read_only,
+        event_type: "AwsApiCall".into(),
+        management_event: true,
+        recipient_account_id: c.caller.account_id.clone(),
+        event_category: "Management".into(),
+    }
+}
+
+/// Record the audit event, then answer. If the event cannot be made durable, the answer is
+/// an `InternalServerException`: no unaudited control-plane call.
+async fn finish(
+    s: &Shared,
+    c: &Ctx,
+    ev: TrailEvent,
+    ok: Result<Vec<u8>, (AwsErrorCode, String)>,
+) -> Response {
+    if let Err(e) = s.recorder.commit_event(ev).await {
+        return aws_error(
+            AwsErrorCode::InternalServerException,
+            &format!("the call could not be audited: {e}"),
+            &c.request_id,
+        );
+    }
+    match ok {
+        Ok(body) => json_response(body, "application/json", &c.request_id, REQUEST_ID),
+        Err((code, msg)) => aws_error(code, &msg, &c.request_id),
+    }
+}
+
+fn marker_key(s3: &S3Config, account: &str) -> String {
+    let p = normalize_prefix(s3.key_prefix.as_deref().unwrap_or(""));
+    let rest = format!("AWSLogs/{account}/BedrockModelInvocationLogs/{PERMISSION_CHECK}");
+    if p.is_empty() {
+        rest
+    } else {
+        format!("{p}/{rest}")
+    }
+}
+
+/// Check a destination bucket the way Bedrock does: it must exist and take a write.
+async fn check_bucket(s: &Shared, s3: &S3Config, account: &str) -> Result<(), String> {
+    let Some(store) = s.buckets.get(&s3.bucket_name) else {
+        return Err(format!(
+            "Failed to validate permissions for S3 bucket: {}. Verify the bucket exists and that Logbook can write to it (declare it under [[buckets]] in the configuration file).",
+            s3.bucket_name
+        ));
+    };
+    store
+        .put(&StorePath::from(marker_key(s3, account)), PutPayload::from(Bytes::new()))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("Failed to validate permissions for S3 bucket: {}. The permission-check write failed: {e}", s3.bucket_name))
+}
+
+async fn validate(s: &Shared, cfg: &LoggingConfig, account: &str) -> Result<(), String> {
+    if let Some(cw) = &cfg.cloud_watch_config {
+        return Err(format!(
+            "Failed to validate permissions for log group: {}, with role: {}\nVerify the IAM role permissions are correct. (Logbook has no log group of that name: log groups arrive with the query release.)",
+            cw.log_group_name, cw.role_arn
+        ));
+    }
+    if let Some(s3) = &cfg.s3_config {
+        check_bucket(s, s3, account).await?;
+    }
+    Ok(())
+}
+
+/// `PUT /logging/modelinvocations`
+pub async fn put(
+    State(s): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let c = ctx(&s, &headers, addr);
+    let name = "PutModelInvocationLoggingConfiguration";
+    let bytes = match read_body(body, MAX_CONTROL_BODY, None).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(n)) => {
+            let msg =
+                format!("Request body of {n} bytes exceeds the {MAX_CONTROL_BODY} byte limit");
+            let ev = event(
+                &c,
+                name,
+                false,
+                Value::Null,
+                Value::Null,
+                Some((AwsErrorCode::ValidationException, &msg)),
+            );
+            return finish(&s, &c, ev, Err((AwsErrorCode::ValidationException, msg))).await;
+        }
+        Err(BodyError::Broken(why)) => {
+            let msg = format!("request body incomplete: {why}");
+            let ev = event(
+                &c,
+                name,
+                false,
+                Value::Null,
+                Value::Null,
+                Some((AwsErrorCode::ValidationException, &msg)),
+            );
+            return finish(&s, &c, ev, Err((AwsErrorCode::ValidationException, msg))).await;
+        }
+    };
+    let params = serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null);
+    let cfg = match parse_put_request(&bytes) {
+        Ok(c) => c,
+        Err(msg) => {
+            let ev = event(
+                &c,
+                name,
+                false,
+                params,
+                Value::Null,
+                Some((AwsErrorCode::ValidationException, &msg)),
+            );
+            return finish(&s, &c, ev, Err((AwsErrorCode::ValidationException, msg))).await;
+        }
+    };
+    let params = json!({ "loggingConfig": cfg });
+    if let Err(msg) = validate(&s, &cfg, &c.caller.account_id).await {
+        let ev = event(
+            &c,
+            name,
+            false,
+            params,
+            Value::Null,
+            Some((AwsErrorCode::ValidationException, &msg)),
+        );
+        return finish(&s, &c, ev, Err((AwsErrorCode::ValidationException, msg))).await;
+    }
+    let prev = match s
+        .logging
+        .set(&c.caller.account_id, &c.caller.region, Some(cfg))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = e.to_string();
+            let ev = event(
+                &c,
+                name,
+                false,
+                params,
+                Value::Null,
+                Some((AwsErrorCode::InternalServerException, &msg)),
+            );
+            return finish(
+                &s,
+                &c,
+                ev,
+                Err((AwsErrorCode::InternalServerException, msg)),
+            )
+            .await;
+        }
+    };
+    let ev = event(&c, name, false, params, Value::Null, None);
+    if let Err(e) = s.recorder.commit_event(ev).await {
+        // Undo: a change that cannot be audited does not happen.
+        let _ = s
+            .logging
+            .restore(&c.caller.account_id, &c.caller.region, prev);
+        return aws_error(
+            AwsErrorCode::InternalServerException,
+            &format!("the call could not be audited: {e}"),
+            &c.request_id,
+        );
+    }
+    json_response(
+        b"{}".to_vec(),
+        "application/json",
+        &c.request_id,
+        REQUEST_ID,
+    )
+}
+
+/// `GET /logging/modelinvocations`
+pub async fn get(
+    State(s): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let c = ctx(&s, &headers, addr);
+    let body = match s.logging.effective(&c.caller.account_id, &c.caller.region) {
+        Some(cfg) => json!({ "loggingConfig": cfg }),
+        None => json!({}),
+    };
+    let ev = event(
+        &c,
+        "GetModelInvocationLoggingConfiguration",
+        true,
+        Value::Null,
+        Value::Null,
+        None,
+    );
+    finish(
+        &s,
+        &c,
+        ev,
+        Ok(serde_json::to_vec(&body).unwrap_or_default()),
+    )
+    .await
+}
+
+/// `DELETE /logging/modelinvocations`
+pub async fn delete(
+    State(s): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let c = ctx(&s, &headers, addr);
+    let name = "DeleteModelInvocationLoggingConfiguration";
+    let prev = match s.logging.set(&c.caller.account_id, &c.caller.region, None) {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = e.to_string();
+            let ev = event(
+                &c,
+                name,
+                false,
+                Value::Null,
+                Value::Null,
+                Some((AwsErrorCode::InternalServerException, &msg)),
+            );
+            return finish(
+                &s,
+                &c,
+                ev,
+                Err((AwsErrorCode::InternalServerException, msg)),
+            )
+            .await;
+        }
+    };
+    let ev = event(&c, name, false, Value::Null, Value::Null, None);
+    if let Err(e) = s.recorder.commit_event(ev).await {
+        let _ = s
+            .logging
+            .restore(&c.caller.account_id, &c.caller.region, prev);
+        return aws_error(
+            AwsErrorCode::InternalServerException,
+            &format!("the call could not be audited: {e}"),
+            &c.request_id,
+        );
+    }
+    json_response(
+        b"{}".to_vec(),
+        "application/json",
+        &c.request_id,
+        REQUEST_ID,
+    )
+}
