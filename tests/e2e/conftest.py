@@ -96,8 +96,9 @@ def read_records(data_dir, bucket_dir="archive"):
     out = []
     root = os.path.join(data_dir, bucket_dir)
     for p in archive_files(data_dir, bucket_dir):
-        if "/data/" in "/" + os.path.relpath(p, root):
-            continue  # an offloaded body, not a batch of records
+        rel = "/" + os.path.relpath(p, root)
+        if "/data/" in rel or "/BedrockModelInvocationLogs/" not in rel:
+            continue  # an offloaded body or another log (CloudTrail), not a batch of records
         with gzip.open(p, "rt") as f:
             for line in f:
                 if line.strip():

@@ -26,6 +26,54 @@ enum Command {
         /// The TOML file.
         config: PathBuf,
     },
+    /// List control-plane audit events (CloudTrail format), newest last.
+    Trail(TrailArgs),
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Report where the logging configuration in force differs from the file (exit 1 on drift).
+    Diff(DataArgs),
+}
+
+#[derive(clap::Args)]
+struct DataArgs {
+    /// Data folder.
+    #[arg(long, env = "LOGBOOK_DATA_DIR", default_value = "./logbook-data")]
+    data_dir: PathBuf,
+    /// Configuration file.
+    #[arg(long, env = "LOGBOOK_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct TrailArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Only events newer than this (90s, 30m, 24h, 7d, 2w).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only this eventName, e.g. PutModelInvocationLoggingConfiguration.
+    #[arg(long)]
+    event_name: Option<String>,
+    /// Only this principal ARN (a trailing * matches a prefix).
+    #[arg(long)]
+    principal: Option<String>,
+    /// Output format.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+}
+
+fn load_data(args: &DataArgs) -> anyhow::Result<logbook_server::Config> {
+    Ok(match &args.config {
+        Some(p) => logbook_server::Config::load(p, &args.data_dir)?,
+        None => logbook_server::Config::defaults(&args.data_dir)?,
+    })
 }
 
 #[derive(clap::Args)]
@@ -80,6 +128,62 @@ fn run() -> anyhow::Result<()> {
             logbook_server::Config::load(&config, std::path::Path::new("."))?;
             println!("{}: ok", config.display());
             Ok(())
+        }
+        Command::Trail(args) => {
+            let config = load_data(&args.data)?;
+            let since = match &args.since {
+                Some(s) => {
+                    Some(time::OffsetDateTime::now_utc() - logbook_server::tools::parse_since(s)?)
+                }
+                None => None,
+            };
+            let filter = logbook_server::tools::TrailFilter {
+                since,
+                event_name: args.event_name.clone(),
+                principal: args.principal.clone(),
+            };
+            let events = logbook_server::tools::trail_events(&config, &filter)?;
+            let mut out = std::io::stdout();
+            if args.format == "json" {
+                for e in &events {
+                    writeln!(out, "{e}")?;
+                }
+            } else {
+                write!(out, "{}", logbook_server::tools::trail_table(&events))?;
+            }
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Diff(args),
+        } => {
+            let config = load_data(&args)?;
+            let drift = logbook_server::control::LoggingConfigs::diff_stored(
+                &config.data_dir.join("control"),
+                &config.logging_default,
+                &config.logging_declared,
+            )?;
+            let mut out = std::io::stdout();
+            if drift.is_empty() {
+                writeln!(
+                    out,
+                    "no drift: the logging configuration in force matches the file"
+                )?;
+                return Ok(());
+            }
+            for d in &drift {
+                writeln!(out, "drift in {}/{}:", d.account_id, d.region)?;
+                writeln!(
+                    out,
+                    "  file declares: {}",
+                    serde_json::to_string(&d.declared)?
+                )?;
+                match &d.live {
+                    Some(l) => writeln!(out, "  in force:      {}", serde_json::to_string(l)?)?,
+                    None => writeln!(out, "  in force:      (deleted: logging is off)")?,
+                }
+            }
+            out.flush()?;
+            std::process::exit(1);
         }
         Command::Serve(args) => {
             let config = load(&args)?;

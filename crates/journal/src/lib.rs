@@ -727,6 +727,29 @@ impl Reader {
     }
 }
 
+/// Read every entry from `from` on, without opening the journal for writing (safe while a
+/// server has it open). Stops quietly at the end or at a torn tail.
+pub fn scan(dir: &Path, from: u64, mut f: impl FnMut(Entry)) -> Result<(), JournalError> {
+    for (first, path) in list_segments(dir)? {
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // collected meanwhile
+            Err(e) => return Err(io_err("open segment")(e)),
+        };
+        let mut r = io::BufReader::with_capacity(1 << 20, file);
+        let mut expect = first;
+        while let Frame::Entry(e, _) =
+            read_frame(&mut r, Some(expect)).map_err(io_err("scan segment"))?
+        {
+            expect = e.seq + 1;
+            if e.seq >= from {
+                f(e);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A destination's durable position in the journal.
 #[derive(Debug, Clone)]
 pub struct Cursor {

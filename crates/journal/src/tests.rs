@@ -269,3 +269,16 @@ proptest! {
         prop_assert_eq!(got, model);
     }
 }
+
+#[test]
+fn read_only_scan_sees_committed_entries_while_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let mut cfg = JournalConfig::new(dir.path());
+    cfg.segment_bytes = 300;
+    let j = Journal::open(cfg).unwrap();
+    append_n(&j, &rt, 0, 20);
+    let mut seen = Vec::new();
+    scan(dir.path(), 5, |e| seen.push(e.seq)).unwrap();
+    assert_eq!(seen, (5..=20).collect::<Vec<_>>());
+}

@@ -148,6 +148,39 @@ impl LoggingConfigs {
         res.map_err(|e| StoreError(format!("write {}: {e}", self.path.display())))
     }
 
+    /// Compare file declarations with what a data folder has stored, without changing
+    /// anything (for `logbook config diff` while a server runs).
+    pub fn diff_stored(
+        control_dir: &Path,
+        default: &LoggingConfig,
+        declared: &BTreeMap<String, LoggingConfig>,
+    ) -> Result<Vec<Drift>, StoreError> {
+        let path = control_dir.join("logging-configs.json");
+        let stored: Stored = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| StoreError(format!("{} is corrupt: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
+            Err(e) => return Err(StoreError(format!("read {}: {e}", path.display()))),
+        };
+        let mut out = Vec::new();
+        for (k, decl) in declared {
+            let live = match stored.entries.get(k) {
+                Some(e) => e.config.clone(),
+                None => Some(default.clone()),
+            };
+            if live.as_ref() != Some(decl) {
+                let (account, region) = k.split_once('/').unwrap_or((k.as_str(), ""));
+                out.push(Drift {
+                    account_id: account.into(),
+                    region: region.into(),
+                    declared: decl.clone(),
+                    live,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// The configuration in force for (account, region); `None` means logging is off.
     pub fn effective(&self, account: &str, region: &str) -> Option<LoggingConfig> {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());

@@ -11,6 +11,7 @@ pub mod http_util;
 pub mod identity;
 pub mod openai;
 pub mod routing;
+pub mod tools;
 
 pub use app::serve;
 pub use config::Config;

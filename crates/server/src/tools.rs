@@ -1,0 +1,192 @@
+//! Offline tools over a data folder, safe to run while a server is using it.
+
+use crate::config::Config;
+use flate2::read::GzDecoder;
+use logbook_journal::Cursor;
+use logbook_record::parse_timestamp;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::Path;
+use time::OffsetDateTime;
+
+/// Tool errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ToolError(pub String);
+
+/// Parse `90s`, `30m`, `24h`, `7d`, `2w` into a duration.
+pub fn parse_since(s: &str) -> Result<time::Duration, ToolError> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| ToolError(format!("bad duration {s:?}: use e.g. 90s, 30m, 24h, 7d")))?;
+    Ok(match unit {
+        "s" => time::Duration::seconds(n),
+        "m" => time::Duration::minutes(n),
+        "h" | "" => time::Duration::hours(n),
+        "d" => time::Duration::days(n),
+        "w" => time::Duration::weeks(n),
+        _ => {
+            return Err(ToolError(format!(
+                "bad duration unit in {s:?}: use s, m, h, d or w"
+            )))
+        }
+    })
+}
+
+fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else if p.to_string_lossy().ends_with(".json.gz") {
+            out.push(p);
+        }
+    }
+}
+
+/// Filters for [`trail_events`].
+#[derive(Debug, Clone, Default)]
+pub struct TrailFilter {
+    /// Only events at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only this `eventName`.
+    pub event_name: Option<String>,
+    /// Only this principal: an exact ARN, or a prefix ending in `*`.
+    pub principal: Option<String>,
+}
+
+/// Every audit event of the data folder: delivered CloudTrail objects in the archive
+/// bucket, plus events still in the journal. Sorted by time.
+pub fn trail_events(config: &Config, filter: &TrailFilter) -> Result<Vec<Value>, ToolError> {
+    let mut events: Vec<Value> = Vec::new();
+    if let Some(bucket) = config.buckets.get(&config.archive_bucket) {
+        let mut files = Vec::new();
+        walk(&bucket.join("AWSLogs"), &mut files);
+        for f in files
+            .into_iter()
+            .filter(|f| f.to_string_lossy().contains("/CloudTrail/"))
+        {
+            let mut s = String::new();
+            let file =
+                std::fs::File::open(&f).map_err(|e| ToolError(format!("{}: {e}", f.display())))?;
+            if GzDecoder::new(file).read_to_string(&mut s).is_err() {
+                continue; // being written
+            }
+            if let Ok(v) = serde_json::from_str::<Value>(&s) {
+                if let Some(Value::Array(rs)) = v.get("Records") {
+                    events.extend(rs.iter().cloned());
+                }
+            }
+        }
+    }
+    let journal = config.data_dir.join("journal");
+    if journal.exists() {
+        let from = Cursor::new(&journal, "trail")
+            .load()
+            .map_err(|e| ToolError(e.to_string()))?;
+        logbook_journal::scan(&journal, from, |e| {
+            if let Ok(v) = serde_json::from_slice::<Value>(&e.payload) {
+                if v.get("eventVersion").is_some() {
+                    events.push(v);
+                }
+            }
+        })
+        .map_err(|e| ToolError(e.to_string()))?;
+    }
+    let mut seen = HashSet::new();
+    events.retain(|e| {
+        seen.insert(
+            e.get("eventID")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        )
+    });
+    events.retain(|e| {
+        let t = e
+            .get("eventTime")
+            .and_then(Value::as_str)
+            .and_then(parse_timestamp);
+        let name = e.get("eventName").and_then(Value::as_str).unwrap_or("");
+        let arn = e
+            .get("userIdentity")
+            .and_then(|u| u.get("arn"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        filter.since.is_none_or(|s| t.is_some_and(|t| t >= s))
+            && filter.event_name.as_deref().is_none_or(|n| n == name)
+            && filter
+                .principal
+                .as_deref()
+                .is_none_or(|p| match p.strip_suffix('*') {
+                    Some(prefix) => arn.starts_with(prefix),
+                    None => arn == p,
+                })
+    });
+    events.sort_by(|a, b| {
+        let k = |v: &Value| {
+            (
+                v.get("eventTime")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                v.get("eventID")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        };
+        k(a).cmp(&k(b))
+    });
+    Ok(events)
+}
+
+/// One line per event for a terminal.
+pub fn trail_table(events: &[Value]) -> String {
+    let g = |v: &Value, p: &[&str]| {
+        let mut cur = v;
+        for k in p {
+            match cur.get(k) {
+                Some(x) => cur = x,
+                None => return "-".to_string(),
+            }
+        }
+        cur.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| cur.to_string())
+    };
+    let mut out = format!(
+        "{:<20}  {:<42}  {:<12}  {:<15}  {:<24}  {}\n",
+        "eventTime", "eventName", "region", "sourceIP", "error", "principal"
+    );
+    for e in events {
+        out.push_str(&format!(
+            "{:<20}  {:<42}  {:<12}  {:<15}  {:<24}  {}\n",
+            g(e, &["eventTime"]),
+            g(e, &["eventName"]),
+            g(e, &["awsRegion"]),
+            g(e, &["sourceIPAddress"]),
+            g(e, &["errorCode"]),
+            g(e, &["userIdentity", "arn"])
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_since("24h").unwrap(), time::Duration::hours(24));
+        assert_eq!(parse_since("7d").unwrap(), time::Duration::days(7));
+        assert!(parse_since("x").is_err() && parse_since("5y").is_err());
+    }
+}
