@@ -58,6 +58,9 @@ for mode in strict async; do
   cat > "$WORK/logbook-$mode.toml" <<EOF
 [logging]
 mode = "$mode"
+[[principals]]
+arn = "arn:aws:iam::000000000000:user/bench"
+api_key = "sk-bench"
 [[providers]]
 name = "up"
 type = "openai"

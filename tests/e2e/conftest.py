@@ -50,6 +50,11 @@ class Server:
         self.url = line.split("listening on ", 1)[1].strip()
         # Keep draining stdout so the server never blocks on a full pipe.
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        self.admin = None
+        path = os.path.join(self.data_dir, "admin-credentials.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                self.admin = json.load(f)
         return self
 
     def stop(self, sig=signal.SIGTERM):
@@ -75,15 +80,25 @@ class Server:
         with open(self.stderr_path, "rb") as f:
             return f.read().decode(errors="replace")
 
-    def bedrock(self, region="us-east-1", key="AKIDTESTCALLER", secret="test-secret", retries=0):
+    def auth_headers(self, extra=None):
+        """Bearer auth with the generated admin API key, for raw HTTP calls."""
+        h = {"Authorization": f"Bearer {self.admin['apiKey']}"} if self.admin else {}
+        h.update(extra or {})
+        return h
+
+    def bedrock(self, region="us-east-1", key=None, secret=None, retries=0):
+        if key is None and self.admin:
+            key, secret = self.admin["accessKeyId"], self.admin["secretAccessKey"]
         return boto3.client(
             "bedrock-runtime", endpoint_url=self.url, region_name=region,
-            aws_access_key_id=key, aws_secret_access_key=secret,
+            aws_access_key_id=key or "AKIDTESTCALLER", aws_secret_access_key=secret or "test-secret",
             config=BotoConfig(retries={"total_max_attempts": retries + 1, "mode": "standard"}, read_timeout=60),
         )
 
-    def openai(self, key="sk-test-key"):
+    def openai(self, key=None):
         import openai
+        if key is None:
+            key = self.admin["apiKey"] if self.admin else "sk-test-key"
         return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0)
 
 

@@ -5,6 +5,9 @@ import json
 import socket
 import time
 
+import botocore.auth
+import botocore.awsrequest
+import botocore.credentials
 import botocore.exceptions
 import pytest
 import requests
@@ -86,10 +89,42 @@ def test_bearer_api_key_identity_never_recorded(make_server):
     assert "bedrock-api-key-do-not-log" not in s.stderr()
 
 
-def test_unknown_caller_is_anonymous(server):
-    r = server.bedrock(key="AKIANOBODY").converse(modelId="m", messages=[{"role": "user", "content": [{"text": "x"}]}])
-    rec = wait_record(server, rid(r))
-    assert rec["identity"]["arn"] == "arn:aws:iam::000000000000:user/anonymous"
+def test_authentication_is_enforced_with_aws_error_codes(make_server):
+    s = make_server(PRINCIPALS)
+    msgs = [{"role": "user", "content": [{"text": "x"}]}]
+    for key, secret, code, status in [("AKIANOBODY", "x", "UnrecognizedClientException", 403),
+                                      ("AKIAALICE0000000000", "wrong-secret", "InvalidSignatureException", 403)]:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s.bedrock(key=key, secret=secret).converse(modelId="m", messages=msgs)
+        assert e.value.response["Error"]["Code"] == code
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+    r = requests.post(f"{s.url}/model/m/converse", json={"messages": msgs})
+    assert r.status_code == 403 and r.headers["x-amzn-errortype"].startswith("MissingAuthenticationTokenException")
+    r = requests.post(f"{s.url}/model/m/converse", json={"messages": msgs}, headers={"Authorization": "AWS4-HMAC-SHA256 Credential=AKIAALICE0000000000/20240101/us-east-1/bedrock/aws4_request"})
+    assert r.status_code == 400 and r.headers["x-amzn-errortype"].startswith("IncompleteSignatureException")
+    r = requests.post(f"{s.url}/model/m/converse", json={"messages": msgs}, headers={"Authorization": "Bearer not-a-key"})
+    assert r.status_code == 403 and r.headers["x-amzn-errortype"].startswith("UnrecognizedClientException")
+    # A body changed after signing fails verification.
+    req = botocore.awsrequest.AWSRequest(method="POST", url=f"{s.url}/model/m/converse", data=json.dumps({"messages": msgs}), headers={"Content-Type": "application/json"})
+    botocore.auth.SigV4Auth(botocore.credentials.Credentials("AKIAALICE0000000000", "alice-secret-do-not-log"), "bedrock", "us-east-1").add_auth(req)
+    r = requests.post(f"{s.url}/model/m/converse", data=json.dumps({"messages": msgs + msgs}), headers=dict(req.headers))
+    assert r.status_code == 403 and r.headers["x-amzn-errortype"].startswith("InvalidSignatureException")
+    # Unauthenticated calls are not attributed to anyone, so they leave no invocation record.
+    time.sleep(0.5)
+    assert read_records(s.data_dir) == []
+    assert "alice-secret-do-not-log" not in s.stderr()
+
+
+def test_model_permissions_deny_and_record(make_server):
+    s = make_server(PRINCIPALS.replace('secret_access_key = "alice-secret-do-not-log"', 'secret_access_key = "alice-secret-do-not-log"\npermissions = ["invoke:anthropic.*"]'))
+    c = s.bedrock(key="AKIAALICE0000000000", secret="alice-secret-do-not-log")
+    c.converse(modelId=CLAUDE, messages=[{"role": "user", "content": [{"text": "allowed"}]}])
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        c.converse(modelId="meta.llama3-8b-instruct-v1:0", messages=[{"role": "user", "content": [{"text": "denied"}]}])
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "is not authorized to perform: bedrock:InvokeModel" in e.value.response["Error"]["Message"]
+    rec = wait_record(s, e.value.response["ResponseMetadata"]["RequestId"])
+    assert rec["errorCode"] == "AccessDeniedException" and rec["identity"]["arn"].endswith(":user/alice")
 
 
 def test_converse_stream_records_assembled_response(server):
@@ -219,7 +254,7 @@ def aws_error(resp):
     (b'{"messages": [{"role": "user", "content": [{"text": "x"}]}]}', "text/plain", "not supported"),
 ])
 def test_bad_converse_input_gets_validation_exception(server, body, ctype, expect):
-    r = requests.post(f"{server.url}/model/{CLAUDE}/converse", data=body, headers={"Content-Type": ctype})
+    r = requests.post(f"{server.url}/model/{CLAUDE}/converse", data=body, headers=server.auth_headers({"Content-Type": ctype}))
     assert r.status_code == 400
     code, msg = aws_error(r)
     assert code == "ValidationException" and expect in msg
@@ -228,18 +263,18 @@ def test_bad_converse_input_gets_validation_exception(server, body, ctype, expec
 
 
 def test_bad_invoke_input(server):
-    r = requests.post(f"{server.url}/model/{CLAUDE}/invoke", data=b"[1,2]", headers={"Content-Type": "application/json"})
+    r = requests.post(f"{server.url}/model/{CLAUDE}/invoke", data=b"[1,2]", headers=server.auth_headers({"Content-Type": "application/json"}))
     assert r.status_code == 400 and aws_error(r)[0] == "ValidationException"
-    r = requests.post(f"{server.url}/model/{CLAUDE}/invoke", data=b"{}", headers={"X-Amzn-Bedrock-Request-Metadata": "not json"})
+    r = requests.post(f"{server.url}/model/{CLAUDE}/invoke", data=b"{}", headers=server.auth_headers({"X-Amzn-Bedrock-Request-Metadata": "not json"}))
     assert r.status_code == 400 and "Request-Metadata" in aws_error(r)[1]
-    r = requests.post(f"{server.url}/model/x.unknown/invoke", data=b'{"foo": 1}')
+    r = requests.post(f"{server.url}/model/x.unknown/invoke", data=b'{"foo": 1}', headers=server.auth_headers())
     assert r.status_code == 400 and "does not recognise" in aws_error(r)[1]
     assert len(wait_records(server, 3)) == 3
 
 
 def test_oversized_body_is_refused_before_the_model(server):
     big = b'{"inputText": "' + b"a" * 25_000_001 + b'"}'
-    r = requests.post(f"{server.url}/model/amazon.titan-text-express-v1/invoke", data=big)
+    r = requests.post(f"{server.url}/model/amazon.titan-text-express-v1/invoke", data=big, headers=server.auth_headers())
     assert r.status_code == 400
     code, msg = aws_error(r)
     assert code == "ValidationException" and "25000000" in msg
@@ -248,7 +283,7 @@ def test_oversized_body_is_refused_before_the_model(server):
 
 
 def test_unknown_path_is_aws_shaped(server):
-    r = requests.post(f"{server.url}/model/x/frobnicate", data=b"{}")
+    r = requests.post(f"{server.url}/model/x/frobnicate", data=b"{}", headers=server.auth_headers())
     assert r.status_code == 404 and r.headers["x-amzn-errortype"].startswith("UnknownOperationException")
 
 
@@ -256,7 +291,8 @@ def test_client_disconnect_mid_stream_is_recorded(server):
     body = json.dumps({"messages": [{"role": "user", "content": [{"text": "x [mock:chunks=50] [mock:chunk_delay_ms=50]"}]}]}).encode()
     host, port = server.url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
-    sock.sendall(b"POST /model/m/converse-stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+    auth = f"Authorization: Bearer {server.admin['apiKey']}\r\n".encode()
+    sock.sendall(b"POST /model/m/converse-stream HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Type: application/json\r\nContent-Length: "
                  + str(len(body)).encode() + b"\r\n\r\n" + body)
     head = sock.recv(4096)
     assert b"200 OK" in head

@@ -9,7 +9,7 @@ from conftest import wait_record
 
 
 def aws(server, *args, tmp=None):
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIACLITEST", AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-west-2",
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=server.admin["accessKeyId"], AWS_SECRET_ACCESS_KEY=server.admin["secretAccessKey"], AWS_DEFAULT_REGION="us-west-2",
                AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_MAX_ATTEMPTS="1")
     cli = os.path.join(os.path.dirname(sys.executable), "aws")
     p = subprocess.run([cli, "--endpoint-url", server.url, "--output", "json", *args], capture_output=True, text=True, env=env, cwd=tmp)
@@ -42,4 +42,5 @@ def test_aws_cli_region_lands_in_record(server):
     import re
     m = re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", rid[0])
     rec = wait_record(server, m.group(0))
-    assert rec["region"] == "us-west-2" and rec["logbook"]["accessKeyId"] == "AKIACLITEST"
+    assert rec["region"] == "us-west-2" and rec["logbook"]["accessKeyId"] == server.admin["accessKeyId"]
+    assert rec["identity"]["arn"] == "arn:aws:iam::000000000000:user/logbook-admin"

@@ -32,6 +32,8 @@ path = "team-bucket"
 arn = "arn:aws:iam::123456789012:user/ops-admin"
 access_key_id = "AKIAOPSADMIN"
 secret_access_key = "ops-secret"
+api_key = "ops-api-key"
+permissions = ["logging:manage", "invoke:*"]
 
 [[principals]]
 arn = "arn:aws:iam::123456789012:user/app"
@@ -40,13 +42,13 @@ secret_access_key = "app-secret"
 """
 
 
-def control(server, region="us-east-1", key="AKIAOPSADMIN", validate=True):
+def control(server, region="us-east-1", key="AKIAOPSADMIN", validate=True, secret="ops-secret"):
     return boto3.client("bedrock", endpoint_url=server.url, region_name=region, aws_access_key_id=key,
-                        aws_secret_access_key="x", config=BotoConfig(parameter_validation=validate, retries={"total_max_attempts": 1}))
+                        aws_secret_access_key=secret, config=BotoConfig(parameter_validation=validate, retries={"total_max_attempts": 1}))
 
 
 def converse(server, text="hi", region="us-east-1"):
-    return server.bedrock(region=region, key="AKIAAPP").converse(
+    return server.bedrock(region=region, key="AKIAAPP", secret="app-secret").converse(
         modelId="m", messages=[{"role": "user", "content": [{"text": text}]}])["ResponseMetadata"]["RequestId"]
 
 
@@ -118,7 +120,7 @@ def test_put_get_delete_drive_capture(make_server):
     assert rec["input"]["inputTokenCount"] >= 1 and rec["output"]["outputTokenCount"] >= 1
     assert rec["logbook"]["bodiesOmitted"] == "textDataDeliveryEnabled=false"
     # ...but embeddings still carry theirs (embedding flag on).
-    r = s.openai().embeddings.create(model="text-embedding-3-small", input="e", dimensions=4, encoding_format="float")
+    r = s.openai(key="ops-api-key").embeddings.create(model="text-embedding-3-small", input="e", dimensions=4, encoding_format="float")
     emb = [x for x in read_records(s.data_dir) if x["operation"] == "Embeddings"] or [None]
     deadline = time.time() + 10
     while emb == [None] and time.time() < deadline:
@@ -152,7 +154,7 @@ def test_validation_errors_change_nothing(make_server):
     for raw, expect in [(b"{oops", "Malformed input request"), (b'{"loggingConfig": {"s3Config": {"bucketName": 5}}}', "must be a string"),
                         (b'{"loggingConfig": {}, "extra": 1}', "not a known field"), (b"{}", "'loggingConfig' failed to satisfy constraint: Member must not be null"),
                         (b'{"loggingConfig": {"textDataDeliveryEnabled": "yes"}}', "must be a boolean")]:
-        r = requests.put(f"{s.url}/logging/modelinvocations", data=raw, headers={"Content-Type": "application/json"})
+        r = requests.put(f"{s.url}/logging/modelinvocations", data=raw, headers={"Content-Type": "application/json", "Authorization": "Bearer ops-api-key"})
         assert r.status_code == 400 and r.headers["x-amzn-errortype"].startswith("ValidationException:")
         assert expect in r.json()["message"], (raw, r.json())
     assert control(s).get_model_invocation_logging_configuration()["loggingConfig"] == before["loggingConfig"]
@@ -165,7 +167,7 @@ def test_validation_errors_change_nothing(make_server):
 
 def test_aws_cli_and_the_trail(make_server):
     s = make_server(CONFIG)
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIAOPSADMIN", AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1",
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIAOPSADMIN", AWS_SECRET_ACCESS_KEY="ops-secret", AWS_DEFAULT_REGION="us-east-1",
                AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_MAX_ATTEMPTS="1")
     aws = [os.path.join(os.path.dirname(sys.executable), "aws"), "--endpoint-url", s.url, "--output", "json", "bedrock"]
     p = subprocess.run(aws + ["put-model-invocation-logging-configuration", "--logging-config",
@@ -244,3 +246,29 @@ def test_declarative_config_drift_and_require_logging(make_server, tmp_path):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         converse(strict)
     assert e.value.response["Error"]["Code"] == "AccessDeniedException" and "logging is off" in e.value.response["Error"]["Message"]
+
+
+def test_control_plane_authorization_and_auth_failures_are_audited(make_server):
+    s = make_server(CONFIG)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        control(s, key="AKIAAPP", secret="app-secret").put_model_invocation_logging_configuration(loggingConfig={"s3Config": {"bucketName": "team-logs"}})
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "user/app is not authorized to perform: bedrock:PutModelInvocationLoggingConfiguration" in e.value.response["Error"]["Message"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        control(s, key="AKIAAPP", secret="app-secret").get_model_invocation_logging_configuration()
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        control(s, key="AKIAOPSADMIN", secret="wrong").delete_model_invocation_logging_configuration()
+    assert e.value.response["Error"]["Code"] == "InvalidSignatureException"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        control(s, key="AKIAUNKNOWN", secret="x").get_model_invocation_logging_configuration()
+    assert e.value.response["Error"]["Code"] == "UnrecognizedClientException"
+    # Nothing changed, and all four attempts are in the trail.
+    assert control(s).get_model_invocation_logging_configuration()["loggingConfig"]["s3Config"]["bucketName"] == "logbook-archive"
+    events = wait_trail(s, 5)
+    codes = sorted(x.get("errorCode", "") for x in events)
+    assert codes == ["", "AccessDeniedException", "AccessDeniedException", "InvalidSignatureException", "UnrecognizedClientException"]
+    unknown = [x for x in events if x.get("errorCode") == "UnrecognizedClientException"][0]
+    assert unknown["userIdentity"]["type"] == "Unknown" and unknown["userIdentity"]["accessKeyId"] == "AKIAUNKNOWN"
+    denied = [x for x in events if x.get("errorCode") == "AccessDeniedException"]
+    assert all(x["userIdentity"]["arn"] == "arn:aws:iam::123456789012:user/app" for x in denied)

@@ -31,7 +31,10 @@ def test_chat_completion_and_record(server):
     assert rec["output"]["outputTokenCount"] == resp.usage.completion_tokens
     assert rec["requestMetadata"] == {"team": "search"}
     assert rec["logbook"]["api"] == "openai" and rec["logbook"]["auth"] == "bearer"
-    assert "sk-test-key" not in json.dumps(rec)
+    assert server.admin["apiKey"] not in json.dumps(rec) and server.admin["apiKey"] not in server.stderr()
+    with pytest.raises(openai.AuthenticationError) as e:
+        server.openai(key="sk-wrong").chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert e.value.status_code == 401 and e.value.code == "invalid_api_key"
 
 
 def test_chat_stream_with_usage(server):
@@ -99,9 +102,9 @@ def test_openai_errors(make_server):
     assert e.value.param == "messages"
     with pytest.raises(openai.RateLimitError):
         c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x [mock:error=ThrottlingException]"}])
-    r = requests.post(f"{s.url}/v1/chat/completions", data=b"{oops", headers={"Content-Type": "application/json"})
+    r = requests.post(f"{s.url}/v1/chat/completions", data=b"{oops", headers=s.auth_headers({"Content-Type": "application/json"}))
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
-    r = requests.post(f"{s.url}/v1/nothing", json={})
+    r = requests.post(f"{s.url}/v1/nothing", json={}, headers=s.auth_headers())
     assert r.status_code == 404 and "error" in r.json()
     recs = wait_records(s, 4)
     assert sorted(x.get("errorCode") for x in recs) == ["ResourceNotFoundException", "ThrottlingException", "ValidationException", "ValidationException"]

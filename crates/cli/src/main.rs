@@ -191,9 +191,22 @@ fn run() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("start runtime")?;
-            rt.block_on(logbook_server::serve(config, |addr| {
+            let data_dir = config.data_dir.clone();
+            rt.block_on(logbook_server::serve(config, |addr, admin| {
                 let mut out = std::io::stdout();
                 let _ = writeln!(out, "listening on http://{addr}");
+                if let Some(a) = admin {
+                    // Printed once, on the run that created it; kept in the data folder.
+                    let _ = writeln!(
+                        out,
+                        "\nGenerated admin credentials (saved in {}):",
+                        data_dir.join("admin-credentials.json").display()
+                    );
+                    let _ = writeln!(out, "  AWS_ACCESS_KEY_ID={}", a.access_key_id);
+                    let _ = writeln!(out, "  AWS_SECRET_ACCESS_KEY={}", a.secret_access_key);
+                    let _ = writeln!(out, "  OPENAI_API_KEY={}", a.api_key);
+                    let _ = writeln!(out, "  principal: {}\n", a.arn);
+                }
                 let _ = out.flush();
             }))?;
             Ok(())

@@ -3,7 +3,7 @@
 use crate::capture::{Call, Recorder};
 use crate::config::{Config, LoggingMode};
 use crate::control::LoggingConfigs;
-use crate::identity::Principals;
+use crate::identity::{Caller, Principals};
 use crate::routing::Routes;
 use crate::{bedrock, openai};
 use axum::extract::{ConnectInfo, State};
@@ -48,16 +48,16 @@ pub struct AppState {
 pub type Shared = Arc<AppState>;
 
 impl AppState {
-    /// Start a call: resolve the caller and note client details.
+    /// Start a call for an authenticated caller and note client details.
     pub fn begin(
         &self,
         operation: Operation,
         api: &'static str,
         model_id: String,
+        caller: Caller,
         headers: &HeaderMap,
         addr: SocketAddr,
     ) -> Call {
-        let caller = self.principals.resolve(headers);
         let mut call = Call::new(operation, api, model_id, caller);
         call.client_ip = Some(addr.ip().to_string());
         call.user_agent = headers
@@ -199,6 +199,10 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/healthz", get(healthz))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ))
         .with_state(state)
 }
 
@@ -225,7 +229,10 @@ async fn shutdown_signal() {
 
 /// Open the data folder, start delivery, bind, call `on_listen`, and serve until SIGINT or
 /// SIGTERM; then stop accepting, finish in-flight calls and flush delivery.
-pub async fn serve(config: Config, on_listen: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+pub async fn serve(
+    config: Config,
+    on_listen: impl FnOnce(SocketAddr, Option<&crate::auth::AdminCredentials>),
+) -> Result<(), ServeError> {
     std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
         "create data folder {}",
         config.data_dir.display()
@@ -291,6 +298,19 @@ pub async fn serve(config: Config, on_listen: impl FnOnce(SocketAddr)) -> Result
         }
     }
 
+    // Authentication is on by default; with no principal configured, a generated admin
+    // credential (kept in the data folder) is the way in.
+    let mut admin = None;
+    let mut extra = Vec::new();
+    if config.auth_enforced && config.principals.is_empty() {
+        let (creds, created) =
+            crate::auth::load_or_create_admin(&config.data_dir, &config.account_id)
+                .map_err(io("admin credentials"))?;
+        extra.push(creds.principal(&config.account_id));
+        if created {
+            admin = Some(creds);
+        }
+    }
     let routes = Routes::new(&config)?;
     let recorder = Recorder::new(
         journal.clone(),
@@ -302,7 +322,7 @@ pub async fn serve(config: Config, on_listen: impl FnOnce(SocketAddr)) -> Result
     );
     let listen = config.listen.clone();
     let state = Arc::new(AppState {
-        principals: Principals::new(&config),
+        principals: Principals::new(&config, &extra),
         config,
         recorder,
         routes,
@@ -316,7 +336,7 @@ pub async fn serve(config: Config, on_listen: impl FnOnce(SocketAddr)) -> Result
         .map_err(io(format!("bind {listen}")))?;
     let addr = listener.local_addr().map_err(io("local address"))?;
     tracing::info!(%addr, node_id = %node, "logbook serving");
-    on_listen(addr);
+    on_listen(addr, admin.as_ref());
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),

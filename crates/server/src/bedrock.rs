@@ -7,10 +7,12 @@
 use crate::app::Shared;
 use crate::capture::{Call, Outcome, Refusal};
 use crate::http_util::{aws_error, json_response, read_body, set_header, BodyError, REQUEST_ID};
+use crate::identity::Caller;
 use crate::routing::Resolved;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::response::Response;
+use axum::Extension;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::HeaderMap;
@@ -127,7 +129,32 @@ async fn body_bytes(
     }
 }
 
+/// The IAM action name an operation is authorized as.
+pub fn iam_action(op: Operation) -> &'static str {
+    match op {
+        Operation::InvokeModelWithResponseStream | Operation::ConverseStream => {
+            "InvokeModelWithResponseStream"
+        }
+        _ => "InvokeModel",
+    }
+}
+
+/// AWS's message for an action the caller is not allowed.
+pub fn denied_message(call: &Call) -> String {
+    let action = iam_action(call.operation);
+    format!(
+        "User: {} is not authorized to perform: bedrock:{action} on resource: arn:aws:bedrock:{}::foundation-model/{} because no identity-based policy allows the bedrock:{action} action",
+        call.caller.arn, call.caller.region, call.model_id
+    )
+}
+
 fn route(s: &Shared, call: &mut Call) -> Result<Resolved, Fail> {
+    if !call.caller.permissions.may_invoke(&call.model_id) {
+        return Err(Fail::new(
+            AwsErrorCode::AccessDeniedException,
+            denied_message(call),
+        ));
+    }
     let r = s.routes.resolve(&call.model_id).ok_or_else(|| {
         Fail::new(
             AwsErrorCode::ResourceNotFoundException,
@@ -249,6 +276,7 @@ pub async fn converse(
     State(s): State<Shared>,
     Path(model_id): Path<String>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -256,6 +284,7 @@ pub async fn converse(
         Operation::Converse,
         "bedrock-runtime",
         model_id,
+        caller,
         &headers,
         addr,
     );
@@ -379,6 +408,7 @@ pub async fn converse_stream(
     State(s): State<Shared>,
     Path(model_id): Path<String>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -386,6 +416,7 @@ pub async fn converse_stream(
         Operation::ConverseStream,
         "bedrock-runtime",
         model_id,
+        caller,
         &headers,
         addr,
     );
@@ -553,6 +584,7 @@ pub async fn invoke(
     State(s): State<Shared>,
     Path(model_id): Path<String>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -560,6 +592,7 @@ pub async fn invoke(
         Operation::InvokeModel,
         "bedrock-runtime",
         model_id,
+        caller,
         &headers,
         addr,
     );
@@ -639,6 +672,7 @@ pub async fn invoke_stream(
     State(s): State<Shared>,
     Path(model_id): Path<String>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -646,6 +680,7 @@ pub async fn invoke_stream(
         Operation::InvokeModelWithResponseStream,
         "bedrock-runtime",
         model_id,
+        caller,
         &headers,
         addr,
     );

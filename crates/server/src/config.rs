@@ -87,6 +87,15 @@ struct RawPrincipal {
     secret_access_key: Option<String>,
     api_key: Option<String>,
     account_id: Option<String>,
+    permissions: Option<Vec<String>>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +116,8 @@ struct RawConfig {
     routes: Vec<RawRoute>,
     #[serde(default)]
     principals: Vec<RawPrincipal>,
+    #[serde(default)]
+    auth: RawAuth,
     /// `[logging_config.default]` and `[logging_config."<region>"]`, in the API's shape.
     #[serde(default)]
     logging_config: BTreeMap<String, toml::Value>,
@@ -192,6 +203,26 @@ pub struct PrincipalConfig {
     pub secret_access_key: Option<String>,
     /// Bearer API key (never recorded).
     pub api_key: Option<String>,
+    /// Granted permissions: `invoke:<model glob>`, `logging:read`, `logging:manage`, `logs:read`.
+    pub permissions: Vec<String>,
+    /// Free-form tags (e.g. `team = "search"`).
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The permissions a principal can be granted.
+pub fn valid_permission(p: &str) -> bool {
+    match p.strip_prefix("invoke:") {
+        Some(glob) => !glob.is_empty() && globset::Glob::new(glob).is_ok(),
+        None => matches!(p, "logging:read" | "logging:manage" | "logs:read"),
+    }
+}
+
+/// Every permission (the generated admin has these).
+pub fn all_permissions() -> Vec<String> {
+    ["invoke:*", "logging:manage", "logs:read"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 impl std::fmt::Debug for PrincipalConfig {
@@ -246,6 +277,8 @@ pub struct Config {
     pub logging_declared: BTreeMap<String, LoggingConfig>,
     /// Refuse invocations while logging is off for the caller's (account, region).
     pub require_logging: bool,
+    /// Verify every caller (default). `false` only when the file says `[auth] mode = "off"`.
+    pub auth_enforced: bool,
 }
 
 /// Replace `${VAR}` and `${VAR:-default}` from `vars`, skipping comment lines.
@@ -482,12 +515,22 @@ impl Config {
                     p.arn
                 ));
             }
+            let permissions = p
+                .permissions
+                .unwrap_or_else(|| vec!["invoke:*".to_string()]);
+            for perm in &permissions {
+                if !valid_permission(perm) {
+                    errors.push(format!("principal {:?}: unknown permission {perm:?} (known: invoke:<model glob>, logging:read, logging:manage, logs:read)", p.arn));
+                }
+            }
             principals.push(PrincipalConfig {
                 arn: p.arn,
                 account_id: account,
                 access_key_id: p.access_key_id,
                 secret_access_key: p.secret_access_key,
                 api_key: p.api_key,
+                permissions,
+                tags: p.tags,
             });
         }
         let mut logging_default = LoggingConfig::to_bucket(
@@ -533,6 +576,14 @@ impl Config {
                 Err(e) => errors.push(format!("logging_config.{name}: {e}")),
             }
         }
+        let auth_enforced = match raw.auth.mode.as_deref() {
+            None | Some("enforce") => true,
+            Some("off") => false,
+            Some(o) => {
+                errors.push(format!("auth.mode {o:?}: expected \"enforce\" or \"off\""));
+                true
+            }
+        };
         let listen = raw.server.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
         if !errors.is_empty() {
             return Err(ConfigError(errors));
@@ -558,6 +609,7 @@ impl Config {
             logging_default,
             logging_declared,
             require_logging: raw.logging.require_logging.unwrap_or(false),
+            auth_enforced,
         })
     }
 }

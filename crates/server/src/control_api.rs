@@ -8,6 +8,7 @@ use crate::identity::Caller;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
+use axum::Extension;
 use bytes::Bytes;
 use http::HeaderMap;
 use logbook_record::layout::normalize_prefix;
@@ -34,9 +35,9 @@ struct Ctx {
     time: OffsetDateTime,
 }
 
-fn ctx(s: &Shared, headers: &HeaderMap, addr: SocketAddr) -> Ctx {
+fn ctx(caller: Caller, headers: &HeaderMap, addr: SocketAddr) -> Ctx {
     Ctx {
-        caller: s.principals.resolve(headers),
+        caller,
         request_id: uuid::Uuid::new_v4().to_string(),
         ip: addr.ip().to_string(),
         user_agent: headers
@@ -143,14 +144,65 @@ async fn validate(s: &Shared, cfg: &LoggingConfig, account: &str) -> Result<(), 
     Ok(())
 }
 
+fn denied(c: &Ctx, name: &str) -> String {
+    format!(
+        "User: {} is not authorized to perform: bedrock:{name} on resource: * because no identity-based policy allows the bedrock:{name} action",
+        c.caller.arn
+    )
+}
+
+/// Answer (and audit) a call the caller may not make.
+async fn deny(s: &Shared, c: &Ctx, name: &str, read_only: bool) -> Response {
+    let msg = denied(c, name);
+    let ev = event(
+        c,
+        name,
+        read_only,
+        Value::Null,
+        Value::Null,
+        Some((AwsErrorCode::AccessDeniedException, &msg)),
+    );
+    finish(s, c, ev, Err((AwsErrorCode::AccessDeniedException, msg))).await
+}
+
+/// Audit a control-plane call that failed authentication (identity type `Unknown`).
+pub async fn audit_auth_failure(
+    s: &Shared,
+    headers: &HeaderMap,
+    addr: SocketAddr,
+    method: &str,
+    f: &crate::identity::AuthFailure,
+) {
+    let name = match method {
+        "PUT" => "PutModelInvocationLoggingConfiguration",
+        "DELETE" => "DeleteModelInvocationLoggingConfiguration",
+        _ => "GetModelInvocationLoggingConfiguration",
+    };
+    let mut claimed = s.principals.resolve(headers);
+    claimed.arn = String::new();
+    let c = ctx(claimed, headers, addr);
+    let mut ev = event(&c, name, method == "GET", Value::Null, Value::Null, None);
+    ev.user_identity.kind = "Unknown".into();
+    ev.user_identity.access_key_id = crate::identity::AuthFailure::claimed_key(headers);
+    ev.error_code = Some(f.code().into());
+    ev.error_message = Some(f.message());
+    if let Err(e) = s.recorder.commit_event(ev).await {
+        tracing::error!(error = %e, "could not audit an authentication failure");
+    }
+}
+
 /// `PUT /logging/modelinvocations`
 pub async fn put(
     State(s): State<Shared>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let c = ctx(&s, &headers, addr);
+    let c = ctx(caller, &headers, addr);
+    if !c.caller.permissions.logging_manage {
+        return deny(&s, &c, "PutModelInvocationLoggingConfiguration", false).await;
+    }
     let name = "PutModelInvocationLoggingConfiguration";
     let bytes = match read_body(body, MAX_CONTROL_BODY, None).await {
         Ok(b) => b,
@@ -255,9 +307,13 @@ pub async fn put(
 pub async fn get(
     State(s): State<Shared>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Response {
-    let c = ctx(&s, &headers, addr);
+    let c = ctx(caller, &headers, addr);
+    if !c.caller.permissions.logging_read {
+        return deny(&s, &c, "GetModelInvocationLoggingConfiguration", true).await;
+    }
     let body = match s.logging.effective(&c.caller.account_id, &c.caller.region) {
         Some(cfg) => json!({ "loggingConfig": cfg }),
         None => json!({}),
@@ -283,9 +339,13 @@ pub async fn get(
 pub async fn delete(
     State(s): State<Shared>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Response {
-    let c = ctx(&s, &headers, addr);
+    let c = ctx(caller, &headers, addr);
+    if !c.caller.permissions.logging_manage {
+        return deny(&s, &c, "DeleteModelInvocationLoggingConfiguration", false).await;
+    }
     let name = "DeleteModelInvocationLoggingConfiguration";
     let prev = match s.logging.set(&c.caller.account_id, &c.caller.region, None) {
         Ok(p) => p,

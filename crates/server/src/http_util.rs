@@ -62,6 +62,25 @@ pub fn aws_error(code: AwsErrorCode, message: &str, request_id: &str) -> Respons
     r
 }
 
+/// An AWS error response for a code outside the Bedrock model (authentication errors).
+pub fn aws_error_code(status: u16, code: &str, message: &str, request_id: &str) -> Response {
+    let mut r = Response::new(Body::from(error_body(message)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        "x-amzn-errortype",
+        header(&format!(
+            "{code}:http://internal.amazon.com/coral/com.amazon.coral.service/"
+        )),
+    );
+    h.insert(REQUEST_ID, header(request_id));
+    r
+}
+
 /// An OpenAI error response.
 pub fn openai_error(e: &OpenAiError, request_id: &str) -> Response {
     let mut r = Response::new(Body::from(e.body()));

@@ -1,16 +1,73 @@
-//! Who is calling: the principal behind a SigV4 access key id or a bearer API key.
+//! Who is calling, and what they may do.
 //!
-//! Authentication (verifying the signature) is not enforced yet; this resolves the
-//! claimed identity for the record. Unknown callers are `arn:aws:iam::<account>:user/anonymous`.
+//! With authentication enforced (the default), a caller is either:
+//! * a SigV4 signer, verified by recomputing the signature with `aws-sigv4` over the
+//!   signed headers and the body (15-minute clock skew, credential scope checked);
+//! * or a bearer API key, compared by SHA-256 digest.
+//!
+//! Anything else is refused with AWS's own error (or OpenAI's 401 on `/v1`). With
+//! `[auth] mode = "off"` the claimed identity is taken as is (unknown callers become
+//! `arn:aws:iam::<account>:user/anonymous`) and has every permission.
 
-use crate::config::{Config, PrincipalConfig};
+use crate::config::{all_permissions, Config, PrincipalConfig};
+use globset::{Glob, GlobMatcher};
 use http::HeaderMap;
-use logbook_wire::sigv4;
+use logbook_wire::sigv4::{self, AuthError, SignedRequest};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// What a principal may do.
+#[derive(Debug, Clone, Default)]
+pub struct Permissions {
+    invoke: Vec<GlobMatcher>,
+    /// May read the logging configuration.
+    pub logging_read: bool,
+    /// May change the logging configuration.
+    pub logging_manage: bool,
+    /// May read logs (query APIs).
+    pub logs_read: bool,
+}
+
+impl Permissions {
+    /// From permission strings (already validated).
+    pub fn from_strings(list: &[String]) -> Self {
+        let mut p = Permissions::default();
+        for s in list {
+            match s.as_str() {
+                "logging:manage" => {
+                    p.logging_manage = true;
+                    p.logging_read = true;
+                }
+                "logging:read" => p.logging_read = true,
+                "logs:read" => p.logs_read = true,
+                other => {
+                    if let Some(g) = other
+                        .strip_prefix("invoke:")
+                        .and_then(|g| Glob::new(g).ok())
+                    {
+                        p.invoke.push(g.compile_matcher());
+                    }
+                }
+            }
+        }
+        p
+    }
+
+    /// Every permission.
+    pub fn all() -> Self {
+        Self::from_strings(&all_permissions())
+    }
+
+    /// May invoke this model id?
+    pub fn may_invoke(&self, model_id: &str) -> bool {
+        self.invoke.iter().any(|g| g.is_match(model_id))
+    }
+}
 
 /// The resolved caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// Principal ARN.
     pub arn: String,
@@ -24,16 +81,78 @@ pub struct Caller {
     pub access_key_id: Option<String>,
     /// Non-secret id of a bearer key.
     pub api_key_id: Option<String>,
+    /// What the caller may do.
+    pub permissions: Arc<Permissions>,
+    /// Principal tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// An authentication failure, with the API it happened on deciding its shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No credentials at all.
+    Missing,
+    /// SigV4 problem.
+    SigV4(AuthError),
+    /// Unknown bearer key.
+    BadApiKey,
+}
+
+impl AuthFailure {
+    /// AWS error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "MissingAuthenticationTokenException",
+            AuthFailure::SigV4(e) => e.code(),
+            AuthFailure::BadApiKey => "UnrecognizedClientException",
+        }
+    }
+
+    /// HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            AuthFailure::SigV4(e) => e.status(),
+            _ => 403,
+        }
+    }
+
+    /// Message.
+    pub fn message(&self) -> String {
+        match self {
+            AuthFailure::Missing => "Missing Authentication Token".into(),
+            AuthFailure::SigV4(e) => e.to_string(),
+            AuthFailure::BadApiKey => "The API key included in the request is invalid.".into(),
+        }
+    }
+
+    /// The access key id the caller claimed, if any (for the audit trail).
+    pub fn claimed_key(headers: &HeaderMap) -> Option<String> {
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| sigv4::parse_authorization(a).ok())
+            .map(|h| h.access_key_id)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Known {
+    arn: String,
+    account_id: String,
+    secret: Option<String>,
+    permissions: Arc<Permissions>,
+    tags: BTreeMap<String, String>,
 }
 
 /// Lookup tables built from the configured principals.
 #[derive(Debug, Default)]
 pub struct Principals {
-    by_access_key: HashMap<String, PrincipalConfig>,
+    by_access_key: HashMap<String, Known>,
     /// Keyed by SHA-256 of the API key, so the key itself is not kept in a map key.
-    by_api_key_hash: HashMap<[u8; 32], PrincipalConfig>,
+    by_api_key_hash: HashMap<[u8; 32], Known>,
     default_account: String,
     default_region: String,
+    enforced: bool,
 }
 
 /// Non-secret identifier of an API key: the first 12 hex characters of its SHA-256.
@@ -42,42 +161,139 @@ pub fn api_key_id(key: &str) -> String {
     hex::encode(&h[..6])
 }
 
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    auth.strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
 impl Principals {
-    /// Build from configuration.
-    pub fn new(config: &Config) -> Self {
+    /// Build from configuration plus any extra principals (the generated admin).
+    pub fn new(config: &Config, extra: &[PrincipalConfig]) -> Self {
         let mut p = Principals {
             default_account: config.account_id.clone(),
             default_region: config.region.clone(),
+            enforced: config.auth_enforced,
             ..Default::default()
         };
-        for pr in &config.principals {
+        for pr in config.principals.iter().chain(extra) {
+            let known = Known {
+                arn: pr.arn.clone(),
+                account_id: pr.account_id.clone(),
+                secret: pr.secret_access_key.clone(),
+                permissions: Arc::new(Permissions::from_strings(&pr.permissions)),
+                tags: pr.tags.clone(),
+            };
             if let Some(k) = &pr.access_key_id {
-                p.by_access_key.insert(k.clone(), pr.clone());
+                p.by_access_key.insert(k.clone(), known.clone());
             }
             if let Some(k) = &pr.api_key {
                 p.by_api_key_hash
-                    .insert(Sha256::digest(k.as_bytes()).into(), pr.clone());
+                    .insert(Sha256::digest(k.as_bytes()).into(), known);
             }
         }
         p
+    }
+
+    /// Is authentication enforced?
+    pub fn enforced(&self) -> bool {
+        self.enforced
+    }
+
+    /// Does this request carry a SigV4 signature (and so need its body for verification)?
+    pub fn is_sigv4(headers: &HeaderMap) -> bool {
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.trim_start().starts_with("AWS4-"))
     }
 
     fn anonymous(&self, account: &str) -> String {
         format!("arn:aws:iam::{account}:user/anonymous")
     }
 
-    /// Resolve the caller from request headers.
+    /// Authenticate a request (enforced mode). `body` is needed for SigV4 only.
+    pub fn authenticate(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Caller, AuthFailure> {
+        if Self::is_sigv4(headers) {
+            let pairs: Vec<(String, String)> = headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    v.to_str()
+                        .ok()
+                        .map(|v| (k.as_str().to_string(), v.to_string()))
+                })
+                .collect();
+            let req = SignedRequest {
+                method,
+                uri,
+                headers: &pairs,
+                body,
+            };
+            let h = sigv4::verify(
+                &req,
+                SystemTime::now(),
+                Duration::from_secs(15 * 60),
+                "bedrock",
+                |k| self.by_access_key.get(k).and_then(|p| p.secret.clone()),
+            )
+            .map_err(AuthFailure::SigV4)?;
+            let p = self
+                .by_access_key
+                .get(&h.access_key_id)
+                .ok_or(AuthFailure::SigV4(AuthError::Unrecognized))?;
+            return Ok(Caller {
+                arn: p.arn.clone(),
+                account_id: p.account_id.clone(),
+                region: h.region,
+                auth: "sigv4",
+                access_key_id: Some(h.access_key_id),
+                api_key_id: None,
+                permissions: p.permissions.clone(),
+                tags: p.tags.clone(),
+            });
+        }
+        if let Some(key) = bearer(headers) {
+            let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+            let p = self
+                .by_api_key_hash
+                .get(&hash)
+                .ok_or(AuthFailure::BadApiKey)?;
+            return Ok(Caller {
+                arn: p.arn.clone(),
+                account_id: p.account_id.clone(),
+                region: self.default_region.clone(),
+                auth: "bearer",
+                access_key_id: None,
+                api_key_id: Some(api_key_id(key)),
+                permissions: p.permissions.clone(),
+                tags: p.tags.clone(),
+            });
+        }
+        Err(AuthFailure::Missing)
+    }
+
+    /// The claimed identity, unverified (authentication off). Every permission.
     pub fn resolve(&self, headers: &HeaderMap) -> Caller {
+        let all = Arc::new(Permissions::all());
         let auth = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if let Ok(h) = sigv4::parse_authorization(auth) {
-            let (arn, account) = match self.by_access_key.get(&h.access_key_id) {
-                Some(p) => (p.arn.clone(), p.account_id.clone()),
+            let (arn, account, tags) = match self.by_access_key.get(&h.access_key_id) {
+                Some(p) => (p.arn.clone(), p.account_id.clone(), p.tags.clone()),
                 None => (
                     self.anonymous(&self.default_account),
                     self.default_account.clone(),
+                    BTreeMap::new(),
                 ),
             };
             return Caller {
@@ -87,20 +303,18 @@ impl Principals {
                 auth: "sigv4",
                 access_key_id: Some(h.access_key_id),
                 api_key_id: None,
+                permissions: all,
+                tags,
             };
         }
-        let bearer = auth
-            .strip_prefix("Bearer ")
-            .or_else(|| auth.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty());
-        if let Some(key) = bearer {
+        if let Some(key) = bearer(headers) {
             let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-            let (arn, account) = match self.by_api_key_hash.get(&hash) {
-                Some(p) => (p.arn.clone(), p.account_id.clone()),
+            let (arn, account, tags) = match self.by_api_key_hash.get(&hash) {
+                Some(p) => (p.arn.clone(), p.account_id.clone(), p.tags.clone()),
                 None => (
                     self.anonymous(&self.default_account),
                     self.default_account.clone(),
+                    BTreeMap::new(),
                 ),
             };
             return Caller {
@@ -110,6 +324,8 @@ impl Principals {
                 auth: "bearer",
                 access_key_id: None,
                 api_key_id: Some(api_key_id(key)),
+                permissions: all,
+                tags,
             };
         }
         Caller {
@@ -119,6 +335,8 @@ impl Principals {
             auth: "none",
             access_key_id: None,
             api_key_id: None,
+            permissions: all,
+            tags: BTreeMap::new(),
         }
     }
 }
@@ -128,14 +346,14 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn principals() -> Principals {
+    fn principals(auth: &str) -> Principals {
         let c = Config::parse(
-            "[[principals]]\narn = \"arn:aws:iam::123456789012:user/alice\"\naccess_key_id = \"AKIAALICE\"\nsecret_access_key = \"s\"\n[[principals]]\narn = \"arn:aws:iam::123456789012:user/bot\"\napi_key = \"sk-secret\"\n",
+            &format!("[auth]\nmode = \"{auth}\"\n[[principals]]\narn = \"arn:aws:iam::123456789012:user/alice\"\naccess_key_id = \"AKIAALICE\"\nsecret_access_key = \"s\"\npermissions = [\"invoke:anthropic.*\", \"logging:read\"]\n[[principals]]\narn = \"arn:aws:iam::123456789012:user/bot\"\napi_key = \"sk-secret\"\n"),
             &HashMap::new(),
             Path::new("/d"),
         )
         .unwrap();
-        Principals::new(&c)
+        Principals::new(&c, &[])
     }
 
     fn headers(auth: &str) -> HeaderMap {
@@ -145,22 +363,48 @@ mod tests {
     }
 
     #[test]
-    fn resolves_sigv4_bearer_and_anonymous() {
-        let p = principals();
+    fn resolves_claimed_identity_when_auth_is_off() {
+        let p = principals("off");
         let c = p.resolve(&headers("AWS4-HMAC-SHA256 Credential=AKIAALICE/20240101/eu-west-1/bedrock/aws4_request, SignedHeaders=host, Signature=00ff"));
-        assert_eq!(c.arn, "arn:aws:iam::123456789012:user/alice");
-        assert_eq!(c.region, "eu-west-1");
-        assert_eq!(c.account_id, "123456789012");
+        assert_eq!(
+            (c.arn.as_str(), c.region.as_str()),
+            ("arn:aws:iam::123456789012:user/alice", "eu-west-1")
+        );
         let c = p.resolve(&headers("Bearer sk-secret"));
         assert_eq!(c.arn, "arn:aws:iam::123456789012:user/bot");
-        assert_eq!(
-            c.api_key_id.as_deref(),
-            Some(api_key_id("sk-secret").as_str())
-        );
         assert!(!format!("{c:?}").contains("sk-secret"));
-        let c = p.resolve(&HeaderMap::new());
-        assert_eq!(c.arn, "arn:aws:iam::000000000000:user/anonymous");
-        let c = p.resolve(&headers("Bearer other"));
-        assert_eq!(c.arn, "arn:aws:iam::000000000000:user/anonymous");
+        assert_eq!(
+            p.resolve(&HeaderMap::new()).arn,
+            "arn:aws:iam::000000000000:user/anonymous"
+        );
+    }
+
+    #[test]
+    fn enforced_authentication_and_permissions() {
+        let p = principals("enforce");
+        assert_eq!(
+            p.authenticate("POST", "/x", &HeaderMap::new(), b"")
+                .unwrap_err(),
+            AuthFailure::Missing
+        );
+        assert_eq!(
+            p.authenticate("POST", "/x", &headers("Bearer nope"), b"")
+                .unwrap_err(),
+            AuthFailure::BadApiKey
+        );
+        let bot = p
+            .authenticate("POST", "/x", &headers("Bearer sk-secret"), b"")
+            .unwrap();
+        assert!(bot.permissions.may_invoke("anything") && !bot.permissions.logging_read);
+        let e = p.authenticate("POST", "/x", &headers("AWS4-HMAC-SHA256 Credential=AKIAALICE/20240101/eu-west-1/bedrock/aws4_request, SignedHeaders=host, Signature=00ff"), b"").unwrap_err();
+        assert_eq!(e.code(), "IncompleteSignatureException"); // no X-Amz-Date
+        let alice =
+            Permissions::from_strings(&["invoke:anthropic.*".into(), "logging:read".into()]);
+        assert!(
+            alice.may_invoke("anthropic.claude-3")
+                && !alice.may_invoke("meta.llama3")
+                && alice.logging_read
+                && !alice.logging_manage
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! into a Bedrock `ModelInvocationLog` record, and the wiring of journal and delivery.
 
 pub mod app;
+pub mod auth;
 pub mod bedrock;
 pub mod capture;
 pub mod config;

@@ -8,10 +8,12 @@ use crate::capture::{Call, Outcome};
 use crate::http_util::{
     json_response, openai_error, openai_from_aws, read_body, set_header, BodyError,
 };
+use crate::identity::Caller;
 use crate::routing::Resolved;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
+use axum::Extension;
 use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -120,6 +122,16 @@ async fn read_json(
 }
 
 async fn route(s: &Shared, call: &mut Call) -> Result<Resolved, Response> {
+    if !call.caller.permissions.may_invoke(&call.model_id) {
+        let e = OpenAiError {
+            status: 403,
+            message: crate::bedrock::denied_message(call),
+            kind: "permission_error",
+            code: Some("model_not_allowed"),
+            param: Some("model".into()),
+        };
+        return Err(fail(s, call, e, "AccessDeniedException", None).await);
+    }
     match s.routes.resolve(&call.model_id) {
         Some(r) => {
             call.route = Some(r.info.clone());
@@ -171,6 +183,7 @@ fn chat_id(call: &Call) -> String {
 pub async fn chat_completions(
     State(s): State<Shared>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -178,6 +191,7 @@ pub async fn chat_completions(
         Operation::ChatCompletions,
         "openai",
         String::new(),
+        caller,
         &headers,
         addr,
     );
@@ -401,6 +415,7 @@ async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) ->
 pub async fn embeddings(
     State(s): State<Shared>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -408,6 +423,7 @@ pub async fn embeddings(
         Operation::Embeddings,
         "openai",
         String::new(),
+        caller,
         &headers,
         addr,
     );

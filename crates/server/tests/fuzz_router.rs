@@ -27,6 +27,10 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with(false)
+}
+
+fn harness_with(auth: bool) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -34,6 +38,7 @@ fn harness() -> Harness {
         .build()
         .unwrap();
     let mut config = Config::defaults(dir.path()).unwrap();
+    config.auth_enforced = auth;
     config.max_body_bytes = 64 * 1024;
     let journal = Journal::open(JournalConfig::new(dir.path().join("journal"))).unwrap();
     let logging = Arc::new(
@@ -53,7 +58,7 @@ fn harness() -> Harness {
             logging.clone(),
             false,
         ),
-        principals: Principals::new(&config),
+        principals: Principals::new(&config, &[]),
         routes: Routes::new(&config).unwrap(),
         journal: journal.clone(),
         destinations: Vec::new(),
@@ -242,4 +247,43 @@ fn valid_calls_still_work_under_the_harness() {
         br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#.to_vec()
     )
     .is_success());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// With authentication enforced, arbitrary Authorization headers never panic, never
+    /// get through, and are answered in the API's own error shape.
+    #[test]
+    fn arbitrary_credentials_are_refused_in_shape(auth in prop_oneof![
+        ".{0,80}".prop_map(|s| s),
+        "[A-Z0-9]{0,20}".prop_map(|k| format!("AWS4-HMAC-SHA256 Credential={k}/20240101/us-east-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date, Signature=00")),
+        "[a-z0-9-]{0,30}".prop_map(|k| format!("Bearer {k}")),
+    ], which in 0..PATHS.len(), date in prop_oneof![Just(None), "[0-9]{8}T[0-9]{6}Z".prop_map(Some)]) {
+        let h = harness_with(true);
+        let path = PATHS[which].replace("{}", "m");
+        let method = if path.starts_with("/logging/") { "PUT" } else { "POST" };
+        let mut req = Request::builder().method(method).uri(path.as_str()).header("host", "h");
+        if let Ok(v) = http::HeaderValue::from_str(&auth) {
+            req = req.header("authorization", v);
+        }
+        if let Some(d) = date {
+            req = req.header("x-amz-date", d);
+        }
+        let mut req = req.body(Body::from(b"{}".to_vec())).unwrap();
+        req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
+        let (status, headers, bytes) = h.rt.block_on(async {
+            let resp = h.app.clone().oneshot(req).await.unwrap();
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            (status, headers, axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap())
+        });
+        prop_assert!(status == 400 || status == 401 || status == 403, "{path}: {status}");
+        if path.starts_with("/v1/") {
+            let v: Value = serde_json::from_slice(&bytes).unwrap();
+            prop_assert_eq!(v["error"]["code"].as_str(), Some("invalid_api_key"));
+        } else {
+            prop_assert!(headers.contains_key("x-amzn-errortype"));
+        }
+    }
 }

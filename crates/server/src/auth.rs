@@ -1,0 +1,191 @@
+//! Authentication at the front door: a middleware that verifies every caller (except
+//! `/healthz`) and hands the [`Caller`] to the handlers as a request extension. SigV4
+//! requests are buffered first, because the signature covers the body.
+
+use crate::app::Shared;
+use crate::config::PrincipalConfig;
+use crate::http_util::{aws_error_code, openai_error, read_body, BodyError};
+use crate::identity::{AuthFailure, Principals};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use logbook_wire::openai::OpenAiError;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The credential generated on first run when no principal is configured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminCredentials {
+    /// Principal ARN.
+    pub arn: String,
+    /// SigV4 access key id.
+    pub access_key_id: String,
+    /// SigV4 secret.
+    pub secret_access_key: String,
+    /// Bearer API key for OpenAI clients.
+    pub api_key: String,
+}
+
+impl AdminCredentials {
+    /// As a principal with every permission.
+    pub fn principal(&self, account: &str) -> PrincipalConfig {
+        PrincipalConfig {
+            arn: self.arn.clone(),
+            account_id: account.to_string(),
+            access_key_id: Some(self.access_key_id.clone()),
+            secret_access_key: Some(self.secret_access_key.clone()),
+            api_key: Some(self.api_key.clone()),
+            permissions: crate::config::all_permissions(),
+            tags: Default::default(),
+        }
+    }
+}
+
+fn random(alphabet: &[u8], n: usize) -> String {
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+/// Load `<data>/admin-credentials.json`, or create it (mode 0600). Returns the credentials
+/// and whether they were created just now.
+pub fn load_or_create_admin(
+    data_dir: &Path,
+    account: &str,
+) -> std::io::Result<(AdminCredentials, bool)> {
+    let path = data_dir.join("admin-credentials.json");
+    if let Ok(b) = std::fs::read(&path) {
+        if let Ok(c) = serde_json::from_slice::<AdminCredentials>(&b) {
+            return Ok((c, false));
+        }
+    }
+    const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const ANY: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let c = AdminCredentials {
+        arn: format!("arn:aws:iam::{account}:user/logbook-admin"),
+        access_key_id: format!("LBAK{}", random(UPPER, 16)),
+        secret_access_key: random(ANY, 40),
+        api_key: format!("lb-{}", random(ANY, 48)),
+    };
+    let tmp = data_dir.join(".admin-credentials.tmp");
+    {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(&c).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok((c, true))
+}
+
+fn failure_response(path: &str, f: &AuthFailure) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    if path.starts_with("/v1/") {
+        openai_error(
+            &OpenAiError {
+                status: 401,
+                message: match f {
+                    AuthFailure::Missing => "You didn't provide an API key. Provide it in the Authorization header (Bearer auth).".into(),
+                    other => format!("Incorrect API key provided. ({})", other.message()),
+                },
+                kind: "invalid_request_error",
+                code: Some("invalid_api_key"),
+                param: None,
+            },
+            &id,
+        )
+    } else {
+        aws_error_code(f.status(), f.code(), &f.message(), &id)
+    }
+}
+
+/// The middleware.
+pub async fn authenticate(
+    State(s): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path().to_string();
+    if path == "/healthz" {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    if !s.principals.enforced() {
+        let caller = s.principals.resolve(&parts.headers);
+        let mut req = Request::from_parts(parts, body);
+        req.extensions_mut().insert(caller);
+        return next.run(req).await;
+    }
+    let uri = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let (result, body) = if Principals::is_sigv4(&parts.headers) {
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        match read_body(body, s.config.max_body_bytes, declared).await {
+            Ok(bytes) => (
+                s.principals
+                    .authenticate(parts.method.as_str(), &uri, &parts.headers, &bytes),
+                Body::from(bytes),
+            ),
+            Err(BodyError::TooLarge(n)) => {
+                let id = uuid::Uuid::new_v4().to_string();
+                return aws_error_code(400, "ValidationException", &format!("1 validation error detected: Value at 'body' failed to satisfy constraint: Member must have length less than or equal to {} (got at least {n} bytes)", s.config.max_body_bytes), &id);
+            }
+            Err(BodyError::Broken(why)) => {
+                let id = uuid::Uuid::new_v4().to_string();
+                return aws_error_code(
+                    400,
+                    "ValidationException",
+                    &format!("request body incomplete: {why}"),
+                    &id,
+                );
+            }
+        }
+    } else {
+        (
+            s.principals
+                .authenticate(parts.method.as_str(), &uri, &parts.headers, b""),
+            body,
+        )
+    };
+    match result {
+        Ok(caller) => {
+            let mut req = Request::from_parts(parts, body);
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(f) => {
+            tracing::warn!(path = %path, code = f.code(), client = %addr.ip(), "authentication failed");
+            if path.starts_with("/logging/") {
+                crate::control_api::audit_auth_failure(
+                    &s,
+                    &parts.headers,
+                    addr,
+                    parts.method.as_str(),
+                    &f,
+                )
+                .await;
+            }
+            failure_response(&path, &f)
+        }
+    }
+}
