@@ -272,3 +272,29 @@ def test_control_plane_authorization_and_auth_failures_are_audited(make_server):
     assert unknown["userIdentity"]["type"] == "Unknown" and unknown["userIdentity"]["accessKeyId"] == "AKIAUNKNOWN"
     denied = [x for x in events if x.get("errorCode") == "AccessDeniedException"]
     assert all(x["userIdentity"]["arn"] == "arn:aws:iam::123456789012:user/app" for x in denied)
+
+
+def test_converse_images_go_to_data_objects_or_are_dropped_by_the_flag(make_server):
+    s = make_server(CONFIG)
+    png = b"\x89PNG\r\n\x1a\n" + b"fake-image-bytes" * 10
+    pdf = b"%PDF-1.4 fake document"
+    c = s.bedrock(key="AKIAAPP", secret="app-secret")
+    msgs = [{"role": "user", "content": [{"text": "what is this?"}, {"image": {"format": "png", "source": {"bytes": png}}},
+                                         {"document": {"format": "pdf", "name": "spec", "source": {"bytes": pdf}}}]}]
+    r = c.converse(modelId="m", messages=msgs)
+    rec = wait_record(s, r["ResponseMetadata"]["RequestId"])
+    rid = rec["requestId"]
+    blocks = rec["input"]["inputBodyJson"]["messages"][0]["content"]
+    uri = blocks[1]["image"]["source"]["s3Uri"]
+    assert uri.startswith("s3://logbook-archive/AWSLogs/123456789012/BedrockModelInvocationLogs/us-east-1/") and uri.endswith(f"/data/{rid}_input_media_00.png")
+    assert blocks[2]["document"]["source"]["s3Uri"].endswith(f"/data/{rid}_input_media_01.pdf")
+    with open(os.path.join(s.data_dir, "archive", uri.split("/", 3)[3]), "rb") as f:
+        assert f.read() == png
+    # Image delivery off: the media bytes are not delivered anywhere.
+    control(s).put_model_invocation_logging_configuration(loggingConfig={"s3Config": {"bucketName": "logbook-archive"}, "imageDataDeliveryEnabled": False})
+    r = c.converse(modelId="m", messages=msgs)
+    rec = wait_record(s, r["ResponseMetadata"]["RequestId"])
+    blocks = rec["input"]["inputBodyJson"]["messages"][0]["content"]
+    assert blocks[0] == {"text": "what is this?"} and blocks[1] == {"image": {"format": "png"}}
+    assert rec["logbook"]["bodiesOmitted"] == "imageDataDeliveryEnabled=false"
+    assert not any(rec["requestId"] in f for f in files_under(os.path.join(s.data_dir, "archive")))

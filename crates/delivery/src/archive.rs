@@ -10,6 +10,7 @@
 //! time, so re-delivery after a crash overwrites the same objects.
 
 use crate::{DeliveryError, Format};
+use base64::Engine;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use logbook_journal::Entry;
@@ -73,6 +74,69 @@ impl ArchiveFormat {
         }
     }
 
+    /// Write the images, documents and videos of a Converse request to
+    /// `.../HH/data/<requestId>_input_media_NN.<format>` and replace each block's `source`
+    /// with `{"s3Uri": ...}`, as Bedrock does with S3 delivery.
+    fn offload_media(
+        &mut self,
+        v: &mut Value,
+        prefix: &str,
+        account: &str,
+        region: &str,
+        t: OffsetDateTime,
+        request_id: &str,
+    ) {
+        let Some(messages) = v
+            .get_mut("input")
+            .and_then(|i| i.get_mut("inputBodyJson"))
+            .and_then(|b| b.get_mut("messages"))
+            .and_then(Value::as_array_mut)
+        else {
+            return;
+        };
+        let mut n = 0usize;
+        for m in messages {
+            let Some(blocks) = m.get_mut("content").and_then(Value::as_array_mut) else {
+                continue;
+            };
+            for b in blocks {
+                for kind in ["image", "document", "video"] {
+                    let Some(media) = b.get_mut(kind).and_then(Value::as_object_mut) else {
+                        continue;
+                    };
+                    let format = media
+                        .get("format")
+                        .and_then(Value::as_str)
+                        .unwrap_or("bin")
+                        .to_string();
+                    let Some(data) = media
+                        .get("source")
+                        .and_then(|s| s.get("bytes"))
+                        .and_then(Value::as_str)
+                        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+                    else {
+                        continue;
+                    };
+                    let ext: String = format
+                        .chars()
+                        .filter(|c| c.is_ascii_alphanumeric())
+                        .take(8)
+                        .collect();
+                    let key = format!(
+                        "{}/data/{request_id}_input_media_{n:02}.{ext}",
+                        layout::hour_folder(prefix, account, region, t)
+                    );
+                    n += 1;
+                    media.insert(
+                        "source".into(),
+                        serde_json::json!({ "s3Uri": layout::s3_uri(&self.bucket, &key) }),
+                    );
+                    self.data_objects.push((key, data));
+                }
+            }
+        }
+    }
+
     /// Move bodies over the limit into `data/` objects and point the record at them.
     fn offload(
         &mut self,
@@ -94,6 +158,12 @@ impl ArchiveFormat {
             .and_then(Value::as_str)
             .and_then(parse_timestamp)
             .unwrap_or_else(OffsetDateTime::now_utc);
+        if matches!(
+            v.get("operation").and_then(Value::as_str),
+            Some("Converse" | "ConverseStream")
+        ) {
+            self.offload_media(&mut v, prefix, account, region, t, &request_id);
+        }
         for (section, body_key, path_key, side) in [
             ("input", "inputBodyJson", "inputBodyS3Path", BodySide::Input),
             (
@@ -146,7 +216,8 @@ impl Format for ArchiveFormat {
         }
         let account = head.account_id.unwrap_or_else(|| "000000000000".into());
         let region = head.region.unwrap_or_else(|| "us-east-1".into());
-        let line = if e.payload.len() > LARGE_BODY_BYTES {
+        let has_media = e.payload.windows(8).any(|w| w == b"\"bytes\":");
+        let line = if e.payload.len() > LARGE_BODY_BYTES || has_media {
             self.offload(&e.payload, &prefix, &account, &region)?
         } else {
             e.payload

@@ -241,6 +241,18 @@ impl Recorder {
             }
             record.logbook.bodies_omitted = Some(format!("{}=false", t.flag()));
         }
+        if !cfg.image_data_delivery_enabled {
+            if let Some(body) = record.input.input_body_json.as_mut() {
+                if strip_media(body) {
+                    let note = "imageDataDeliveryEnabled=false".to_string();
+                    record.logbook.bodies_omitted =
+                        Some(match record.logbook.bodies_omitted.take() {
+                            Some(prev) => format!("{prev},{note}"),
+                            None => note,
+                        });
+                }
+            }
+        }
         record.logbook.node_id = self.node_id.clone();
         let request_id = record.request_id.clone();
         let result = self
@@ -287,6 +299,30 @@ impl Recorder {
             }
         }
     }
+}
+
+/// Remove the bytes of images, documents and videos from a Converse body (the block stays,
+/// with its format, so the record still says media was sent). Returns whether any were removed.
+pub fn strip_media(body: &mut Value) -> bool {
+    let mut stripped = false;
+    let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) else {
+        return false;
+    };
+    for m in messages {
+        let Some(blocks) = m.get_mut("content").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for b in blocks {
+            for kind in ["image", "document", "video"] {
+                if let Some(media) = b.get_mut(kind).and_then(Value::as_object_mut) {
+                    if media.remove("source").is_some() {
+                        stripped = true;
+                    }
+                }
+            }
+        }
+    }
+    stripped
 }
 
 /// Why a call is refused before the provider is called.

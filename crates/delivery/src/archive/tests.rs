@@ -265,3 +265,46 @@ async fn trail_objects_hold_cloudtrail_records() {
     assert_eq!(v["Records"].as_array().unwrap().len(), 3);
     assert_eq!(v["Records"][2]["eventName"], "E2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converse_media_goes_to_data_objects_with_s3_uris() {
+    let jdir = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let j = Journal::open(JournalConfig::new(jdir.path())).unwrap();
+    let png = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        b"\x89PNG fake image",
+    );
+    let rec = serde_json::to_vec(&serde_json::json!({
+        "schemaType": "ModelInvocationLog", "schemaVersion": "1.0", "timestamp": "2025-01-09T18:00:00Z",
+        "accountId": "111111111111", "identity": {"arn": "a"}, "region": "us-east-1", "requestId": "rq",
+        "operation": "Converse", "modelId": "m",
+        "input": {"inputBodyJson": {"messages": [{"role": "user", "content": [
+            {"text": "look"}, {"image": {"format": "png", "source": {"bytes": png}}},
+            {"document": {"format": "pdf", "name": "d", "source": {"bytes": png}}}]}]}},
+        "logbook": {}
+    })).unwrap();
+    j.append(Box::new(move |_| rec)).await.unwrap();
+    deliver(&j, root.path()).await;
+    let fs = files(root.path());
+    let media: Vec<_> = fs
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("_input_media_"))
+        .collect();
+    assert_eq!(media.len(), 2, "{fs:?}");
+    assert_eq!(std::fs::read(media[0]).unwrap(), b"\x89PNG fake image");
+    let log = fs
+        .iter()
+        .find(|p| {
+            p.to_string_lossy().ends_with(".json.gz") && !p.to_string_lossy().contains("/data/")
+        })
+        .unwrap();
+    let r = &lines(log)[0];
+    let blocks = &r["input"]["inputBodyJson"]["messages"][0]["content"];
+    assert_eq!(blocks[1]["image"]["source"]["s3Uri"], "s3://bkt/pfx/AWSLogs/111111111111/BedrockModelInvocationLogs/us-east-1/2025/01/09/18/data/rq_input_media_00.png");
+    assert!(blocks[2]["document"]["source"]["s3Uri"]
+        .as_str()
+        .unwrap()
+        .ends_with("/data/rq_input_media_01.pdf"));
+    assert!(blocks[1]["image"]["source"].get("bytes").is_none());
+}
