@@ -62,7 +62,8 @@ def files_under(root):
 def trail_records(server):
     out = []
     for f in files_under(os.path.join(server.data_dir, "archive", "AWSLogs")):
-        if "/CloudTrail/" in f:
+        # object_store stages writes as "<key>#<n>" and renames them into place.
+        if "/CloudTrail/" in f and f.endswith(".json.gz"):
             with gzip.open(f, "rt") as g:
                 out += json.load(g)["Records"]
     return out
@@ -196,7 +197,7 @@ def test_aws_cli_and_the_trail(make_server):
     assert put["readOnly"] is False and get["readOnly"] is True and put["awsRegion"] == "us-east-1"
     assert bad["errorCode"] == "ValidationException" and "nope-bucket" in bad["errorMessage"]
     assert "aws-cli" in put["userAgent"] and put["sourceIPAddress"] == "127.0.0.1"
-    key = [f for f in files_under(os.path.join(s.data_dir, "archive")) if "/CloudTrail/" in f][0]
+    key = [f for f in files_under(os.path.join(s.data_dir, "archive")) if "/CloudTrail/" in f and f.endswith(".json.gz")][0]
     rel = key.split("/archive/", 1)[1]
     assert rel.startswith("AWSLogs/123456789012/CloudTrail/us-east-1/") and "/123456789012_CloudTrail_us-east-1_" in rel
     # The seed question: who changed the logging configuration?
@@ -207,6 +208,12 @@ def test_aws_cli_and_the_trail(make_server):
     assert len(js.strip().splitlines()) == 4
     none = subprocess.run(cli + ["--principal", "arn:aws:iam::123456789012:user/app"], capture_output=True, text=True, check=True).stdout
     assert len(none.strip().splitlines()) == 1  # header only
+    import datetime
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    day = subprocess.run(cli + ["--format", "json", "--start", str(today), "--end", str(today + datetime.timedelta(days=1))], capture_output=True, text=True, check=True).stdout
+    assert len(day.strip().splitlines()) == 4
+    past = subprocess.run(cli + ["--format", "json", "--start", "2020-01-01", "--end", "2020-01-02"], capture_output=True, text=True, check=True).stdout
+    assert past.strip() == ""
 
 
 def test_trail_lists_events_not_yet_delivered(make_server):
@@ -298,3 +305,24 @@ def test_converse_images_go_to_data_objects_or_are_dropped_by_the_flag(make_serv
     assert blocks[0] == {"text": "what is this?"} and blocks[1] == {"image": {"format": "png"}}
     assert rec["logbook"]["bodiesOmitted"] == "imageDataDeliveryEnabled=false"
     assert not any(rec["requestId"] in f for f in files_under(os.path.join(s.data_dir, "archive")))
+
+
+def test_audit_events_survive_kill9_exactly_once(make_server, tmp_path):
+    from conftest import Server
+    data = tmp_path / "crash"
+    s = Server(data, CONFIG, extra_args=["--archive-max-age-ms", "600000"]).start()
+    c = control(s)
+    acked = set()
+    for i in range(10):
+        r = c.put_model_invocation_logging_configuration(loggingConfig={"s3Config": {"bucketName": "team-logs", "keyPrefix": f"p{i}"}})
+        acked.add(r["ResponseMetadata"]["RequestId"])
+    s.kill9()  # nothing was delivered yet: every event is only in the journal
+    s = Server(data, CONFIG).start()
+    try:
+        events = wait_trail(s, 10)
+        ids = [e["requestID"] for e in events]
+        assert len(ids) == len(set(ids)) == 10 and set(ids) == acked
+        # The configuration survived too: the last Put is in force.
+        assert control(s).get_model_invocation_logging_configuration()["loggingConfig"]["s3Config"]["keyPrefix"] == "p9"
+    finally:
+        s.stop()

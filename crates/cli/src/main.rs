@@ -56,8 +56,14 @@ struct TrailArgs {
     #[command(flatten)]
     data: DataArgs,
     /// Only events newer than this (90s, 30m, 24h, 7d, 2w).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "start")]
     since: Option<String>,
+    /// Only events at or after this time (RFC 3339, or a date: 2026-11-19).
+    #[arg(long)]
+    start: Option<String>,
+    /// Only events before this time (RFC 3339, or a date: 2026-11-20).
+    #[arg(long)]
+    end: Option<String>,
     /// Only this eventName, e.g. PutModelInvocationLoggingConfiguration.
     #[arg(long)]
     event_name: Option<String>,
@@ -137,8 +143,17 @@ fn run() -> anyhow::Result<()> {
                 }
                 None => None,
             };
+            let since = match &args.start {
+                Some(t) => Some(logbook_server::tools::parse_instant(t)?),
+                None => since,
+            };
+            let until = match &args.end {
+                Some(t) => Some(logbook_server::tools::parse_instant(t)?),
+                None => None,
+            };
             let filter = logbook_server::tools::TrailFilter {
                 since,
+                until,
                 event_name: args.event_name.clone(),
                 principal: args.principal.clone(),
             };

@@ -50,11 +50,23 @@ fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// Parse an instant: RFC 3339 (`2026-11-19T14:00:00Z`) or a UTC date (`2026-11-19`).
+pub fn parse_instant(s: &str) -> Result<OffsetDateTime, ToolError> {
+    if let Some(t) = parse_timestamp(s) {
+        return Ok(t);
+    }
+    let d = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+        .map_err(|_| ToolError(format!("bad time {s:?}: use RFC 3339 or YYYY-MM-DD")))?;
+    Ok(d.midnight().assume_utc())
+}
+
 /// Filters for [`trail_events`].
 #[derive(Debug, Clone, Default)]
 pub struct TrailFilter {
     /// Only events at or after this time.
     pub since: Option<OffsetDateTime>,
+    /// Only events before this time.
+    pub until: Option<OffsetDateTime>,
     /// Only this `eventName`.
     pub event_name: Option<String>,
     /// Only this principal: an exact ARN, or a prefix ending in `*`.
@@ -120,6 +132,7 @@ pub fn trail_events(config: &Config, filter: &TrailFilter) -> Result<Vec<Value>,
             .and_then(Value::as_str)
             .unwrap_or("");
         filter.since.is_none_or(|s| t.is_some_and(|t| t >= s))
+            && filter.until.is_none_or(|u| t.is_some_and(|t| t < u))
             && filter.event_name.as_deref().is_none_or(|n| n == name)
             && filter
                 .principal
@@ -188,5 +201,12 @@ mod tests {
         assert_eq!(parse_since("24h").unwrap(), time::Duration::hours(24));
         assert_eq!(parse_since("7d").unwrap(), time::Duration::days(7));
         assert!(parse_since("x").is_err() && parse_since("5y").is_err());
+        assert_eq!(
+            parse_instant("2026-11-19").unwrap().unix_timestamp(),
+            parse_timestamp("2026-11-19T00:00:00Z")
+                .unwrap()
+                .unix_timestamp()
+        );
+        assert!(parse_instant("19/11/2026").is_err());
     }
 }
