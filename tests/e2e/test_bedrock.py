@@ -23,6 +23,7 @@ account_id = "123456789012"
 arn = "arn:aws:iam::123456789012:user/alice"
 access_key_id = "AKIAALICE0000000000"
 secret_access_key = "alice-secret-do-not-log"
+tags = { team = "search", costCenter = "cc-42" }
 
 [[principals]]
 arn = "arn:aws:iam::123456789012:role/bot"
@@ -69,6 +70,7 @@ def test_converse_record_matches_bedrock_schema(make_server):
     lb = rec["logbook"]
     assert lb["mock"] is True and lb["provider"] == "mock" and lb["httpStatus"] == 200
     assert lb["auth"] == "sigv4" and lb["accessKeyId"] == "AKIAALICE0000000000"
+    assert lb["principalTags"] == {"team": "search", "costCenter": "cc-42"}
     assert lb["sequence"] >= 1 and lb["nodeId"]
     assert "Boto3" in lb["userAgent"]
     raw = json.dumps(rec)

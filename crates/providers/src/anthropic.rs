@@ -333,26 +333,7 @@ impl MessagesStreamReader {
 }
 
 fn transport_error(e: reqwest::Error) -> ProviderError {
-    if e.is_timeout() {
-        ProviderError::new(
-            AwsErrorCode::ModelTimeoutException,
-            "Model has timed out in processing the request (upstream timeout)",
-        )
-    } else if e.is_connect() {
-        ProviderError::new(
-            AwsErrorCode::ServiceUnavailableException,
-            "upstream provider unreachable",
-        )
-    } else {
-        let mut s = e.to_string();
-        if let Some(u) = e.url() {
-            s = s.replace(u.as_str(), "<upstream>");
-        }
-        ProviderError::new(
-            AwsErrorCode::ModelErrorException,
-            format!("upstream provider error: {s}"),
-        )
-    }
+    crate::http::transport_error(e, AwsErrorCode::ModelErrorException)
 }
 
 async fn upstream_failure(resp: reqwest::Response) -> ProviderError {
@@ -441,11 +422,7 @@ impl AnthropicProvider {
         api_key: Option<String>,
         timeout: Duration,
     ) -> Result<Self, ProviderError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(timeout)
-            .build()
-            .map_err(|e| ProviderError::validation(format!("cannot build HTTP client: {e}")))?;
+        let client = crate::http::client(timeout)?;
         Ok(AnthropicProvider {
             client,
             base_url: base_url.trim_end_matches('/').to_string(),

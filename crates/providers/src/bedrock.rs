@@ -131,26 +131,7 @@ impl std::fmt::Debug for BedrockProvider {
 }
 
 fn transport_error(e: reqwest::Error) -> ProviderError {
-    if e.is_timeout() {
-        ProviderError::new(
-            AwsErrorCode::ModelTimeoutException,
-            "Model has timed out in processing the request (upstream timeout)",
-        )
-    } else if e.is_connect() {
-        ProviderError::new(
-            AwsErrorCode::ServiceUnavailableException,
-            "upstream Bedrock endpoint unreachable",
-        )
-    } else {
-        let mut s = e.to_string();
-        if let Some(u) = e.url() {
-            s = s.replace(u.as_str(), "<upstream>");
-        }
-        ProviderError::new(
-            AwsErrorCode::InternalServerException,
-            format!("upstream error: {s}"),
-        )
-    }
+    crate::http::transport_error(e, AwsErrorCode::InternalServerException)
 }
 
 /// Bedrock's own error: code from `x-amzn-ErrorType` (or `__type`), message from the body.
@@ -361,11 +342,7 @@ impl BedrockProvider {
         credentials: AwsCredentials,
         timeout: Duration,
     ) -> Result<Self, ProviderError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(timeout)
-            .build()
-            .map_err(|e| ProviderError::validation(format!("cannot build HTTP client: {e}")))?;
+        let client = crate::http::client(timeout)?;
         let endpoint = endpoint
             .map(|e| e.trim_end_matches('/').to_string())
             .unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));

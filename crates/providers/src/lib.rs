@@ -22,6 +22,7 @@ use serde_json::Value;
 pub mod anthropic;
 pub mod bedrock;
 pub mod converse;
+mod http;
 pub mod mock;
 pub mod native;
 pub mod openai;

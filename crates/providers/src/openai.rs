@@ -32,31 +32,7 @@ impl std::fmt::Debug for OpenAiProvider {
 }
 
 fn transport_error(e: reqwest::Error) -> ProviderError {
-    if e.is_timeout() {
-        ProviderError::new(
-            AwsErrorCode::ModelTimeoutException,
-            "Model has timed out in processing the request (upstream timeout)",
-        )
-    } else if e.is_connect() {
-        ProviderError::new(
-            AwsErrorCode::ServiceUnavailableException,
-            "upstream provider unreachable",
-        )
-    } else {
-        ProviderError::new(
-            AwsErrorCode::ModelErrorException,
-            format!("upstream provider error: {}", without_url(&e)),
-        )
-    }
-}
-
-/// reqwest errors print the URL; keep only the kind (URLs may carry credentials).
-fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(u) = e.url() {
-        s = s.replace(u.as_str(), "<upstream>");
-    }
-    s
+    crate::http::transport_error(e, AwsErrorCode::ModelErrorException)
 }
 
 async fn upstream_failure(resp: reqwest::Response) -> ProviderError {
@@ -84,11 +60,7 @@ impl OpenAiProvider {
         api_key: Option<String>,
         timeout: Duration,
     ) -> Result<Self, ProviderError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(timeout)
-            .build()
-            .map_err(|e| ProviderError::validation(format!("cannot build HTTP client: {e}")))?;
+        let client = crate::http::client(timeout)?;
         Ok(OpenAiProvider {
             client,
             base_url: base_url.trim_end_matches('/').to_string(),

@@ -158,6 +158,9 @@ pub struct LogbookExt {
     pub api_key_id: Option<String>,
     /// The API the call arrived on: `bedrock-runtime` or `openai`.
     pub api: String,
+    /// Tags of the authenticated principal (e.g. `team`), for attribution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal_tags: Option<BTreeMap<String, String>>,
     /// Where the logging configuration in force sent this record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<Destination>,

@@ -204,6 +204,24 @@ where
     }
 }
 
+/// Await a provider call under the route's timeout; a timeout is `ModelTimeoutException`.
+async fn timed<T>(
+    limit: std::time::Duration,
+    fut: impl std::future::Future<Output = Result<T, ProviderError>>,
+) -> Result<T, Fail> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r.map_err(Fail::from),
+        Err(_) => Err(model_timeout()),
+    }
+}
+
+fn model_timeout() -> Fail {
+    Fail::new(
+        AwsErrorCode::ModelTimeoutException,
+        "Model has timed out in processing the request.",
+    )
+}
+
 fn converse_token_fields(call: &mut Call, usage: &TokenUsage) {
     call.input.input_token_count = Some(usage.input_tokens);
     call.input.cache_read_input_token_count = Some(usage.cache_read_input_tokens.unwrap_or(0));
@@ -303,16 +321,7 @@ async fn converse_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body
     if let Err(e) = s.recorder.ready(&call) {
         return refused(&e, &call.request_id);
     }
-    let result =
-        match tokio::time::timeout(r.timeout, r.provider.converse(&r.info.upstream_model, &req))
-            .await
-        {
-            Ok(res) => res.map_err(Fail::from),
-            Err(_) => Err(Fail::new(
-                AwsErrorCode::ModelTimeoutException,
-                "Model has timed out in processing the request.",
-            )),
-        };
+    let result = timed(r.timeout, r.provider.converse(&r.info.upstream_model, &req)).await;
     let resp = match result {
         Ok(resp) => resp,
         Err(f) => return fail(&s, &call, f, None).await,
@@ -441,26 +450,14 @@ async fn converse_stream_call(
     if let Err(e) = s.recorder.ready(&call) {
         return refused(&e, &call.request_id);
     }
-    let stream = match tokio::time::timeout(
+    let stream = match timed(
         r.timeout,
         r.provider.converse_stream(&r.info.upstream_model, &req),
     )
     .await
     {
-        Ok(Ok(st)) => st,
-        Ok(Err(e)) => return fail(&s, &call, e.into(), None).await,
-        Err(_) => {
-            return fail(
-                &s,
-                &call,
-                Fail::new(
-                    AwsErrorCode::ModelTimeoutException,
-                    "Model has timed out in processing the request.",
-                ),
-                None,
-            )
-            .await
-        }
+        Ok(st) => st,
+        Err(f) => return fail(&s, &call, f, None).await,
     };
     let (tx, rx) = mpsc::channel(64);
     let resp = stream_response(rx, &call, None);
@@ -476,10 +473,7 @@ async fn converse_stream_call(
             let next = match tokio::time::timeout(r.timeout, stream.next()).await {
                 Ok(n) => n,
                 Err(_) => {
-                    end.error = Some(Fail::new(
-                        AwsErrorCode::ModelTimeoutException,
-                        "Model has timed out in processing the request.",
-                    ));
+                    end.error = Some(model_timeout());
                     break;
                 }
             };
@@ -604,16 +598,7 @@ async fn invoke_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) 
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let result =
-        match tokio::time::timeout(r.timeout, r.provider.invoke(&r.info.upstream_model, &value))
-            .await
-        {
-            Ok(res) => res.map_err(Fail::from),
-            Err(_) => Err(Fail::new(
-                AwsErrorCode::ModelTimeoutException,
-                "Model has timed out in processing the request.",
-            )),
-        };
+    let result = timed(r.timeout, r.provider.invoke(&r.info.upstream_model, &value)).await;
     let resp = match result {
         Ok(x) => x,
         Err(f) => return fail(&s, &call, f, None).await,
@@ -694,26 +679,14 @@ async fn invoke_stream_call(s: Shared, mut call: Call, headers: HeaderMap, body:
             Ok(x) => x,
             Err(resp) => return resp,
         };
-    let stream = match tokio::time::timeout(
+    let stream = match timed(
         r.timeout,
         r.provider.invoke_stream(&r.info.upstream_model, &value),
     )
     .await
     {
-        Ok(Ok(st)) => st,
-        Ok(Err(e)) => return fail(&s, &call, e.into(), None).await,
-        Err(_) => {
-            return fail(
-                &s,
-                &call,
-                Fail::new(
-                    AwsErrorCode::ModelTimeoutException,
-                    "Model has timed out in processing the request.",
-                ),
-                None,
-            )
-            .await
-        }
+        Ok(st) => st,
+        Err(f) => return fail(&s, &call, f, None).await,
     };
     let (tx, rx) = mpsc::channel(64);
     let resp = stream_response(rx, &call, Some("application/json"));
@@ -729,10 +702,7 @@ async fn invoke_stream_call(s: Shared, mut call: Call, headers: HeaderMap, body:
             let next = match tokio::time::timeout(r.timeout, stream.next()).await {
                 Ok(n) => n,
                 Err(_) => {
-                    end.error = Some(Fail::new(
-                        AwsErrorCode::ModelTimeoutException,
-                        "Model has timed out in processing the request.",
-                    ));
+                    end.error = Some(model_timeout());
                     break;
                 }
             };

@@ -149,6 +149,7 @@ impl Call {
                 access_key_id: self.caller.access_key_id.clone(),
                 api_key_id: self.caller.api_key_id.clone(),
                 api: self.api.into(),
+                principal_tags: (!self.caller.tags.is_empty()).then(|| self.caller.tags.clone()),
                 destination: None,
                 bodies_omitted: None,
             },

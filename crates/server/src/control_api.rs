@@ -191,6 +191,46 @@ pub async fn audit_auth_failure(
     }
 }
 
+/// Store the change, audit it, answer. If the audit event cannot be made durable, the
+/// change is rolled back: no unaudited change to the logging configuration.
+async fn apply(
+    s: &Shared,
+    c: &Ctx,
+    name: &str,
+    params: Value,
+    config: Option<LoggingConfig>,
+) -> Response {
+    let prev = match s
+        .logging
+        .set(&c.caller.account_id, &c.caller.region, config)
+    {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = e.to_string();
+            let code = AwsErrorCode::InternalServerException;
+            let ev = event(c, name, false, params, Value::Null, Some((code, &msg)));
+            return finish(s, c, ev, Err((code, msg))).await;
+        }
+    };
+    let ev = event(c, name, false, params, Value::Null, None);
+    if let Err(e) = s.recorder.commit_event(ev).await {
+        let _ = s
+            .logging
+            .restore(&c.caller.account_id, &c.caller.region, prev);
+        return aws_error(
+            AwsErrorCode::InternalServerException,
+            &format!("the call could not be audited: {e}"),
+            &c.request_id,
+        );
+    }
+    json_response(
+        b"{}".to_vec(),
+        "application/json",
+        &c.request_id,
+        REQUEST_ID,
+    )
+}
+
 /// `PUT /logging/modelinvocations`
 pub async fn put(
     State(s): State<Shared>,
@@ -259,48 +299,7 @@ pub async fn put(
         );
         return finish(&s, &c, ev, Err((AwsErrorCode::ValidationException, msg))).await;
     }
-    let prev = match s
-        .logging
-        .set(&c.caller.account_id, &c.caller.region, Some(cfg))
-    {
-        Ok(p) => p,
-        Err(e) => {
-            let msg = e.to_string();
-            let ev = event(
-                &c,
-                name,
-                false,
-                params,
-                Value::Null,
-                Some((AwsErrorCode::InternalServerException, &msg)),
-            );
-            return finish(
-                &s,
-                &c,
-                ev,
-                Err((AwsErrorCode::InternalServerException, msg)),
-            )
-            .await;
-        }
-    };
-    let ev = event(&c, name, false, params, Value::Null, None);
-    if let Err(e) = s.recorder.commit_event(ev).await {
-        // Undo: a change that cannot be audited does not happen.
-        let _ = s
-            .logging
-            .restore(&c.caller.account_id, &c.caller.region, prev);
-        return aws_error(
-            AwsErrorCode::InternalServerException,
-            &format!("the call could not be audited: {e}"),
-            &c.request_id,
-        );
-    }
-    json_response(
-        b"{}".to_vec(),
-        "application/json",
-        &c.request_id,
-        REQUEST_ID,
-    )
+    apply(&s, &c, name, params, Some(cfg)).await
 }
 
 /// `GET /logging/modelinvocations`
@@ -347,42 +346,5 @@ pub async fn delete(
         return deny(&s, &c, "DeleteModelInvocationLoggingConfiguration", false).await;
     }
     let name = "DeleteModelInvocationLoggingConfiguration";
-    let prev = match s.logging.set(&c.caller.account_id, &c.caller.region, None) {
-        Ok(p) => p,
-        Err(e) => {
-            let msg = e.to_string();
-            let ev = event(
-                &c,
-                name,
-                false,
-                Value::Null,
-                Value::Null,
-                Some((AwsErrorCode::InternalServerException, &msg)),
-            );
-            return finish(
-                &s,
-                &c,
-                ev,
-                Err((AwsErrorCode::InternalServerException, msg)),
-            )
-            .await;
-        }
-    };
-    let ev = event(&c, name, false, Value::Null, Value::Null, None);
-    if let Err(e) = s.recorder.commit_event(ev).await {
-        let _ = s
-            .logging
-            .restore(&c.caller.account_id, &c.caller.region, prev);
-        return aws_error(
-            AwsErrorCode::InternalServerException,
-            &format!("the call could not be audited: {e}"),
-            &c.request_id,
-        );
-    }
-    json_response(
-        b"{}".to_vec(),
-        "application/json",
-        &c.request_id,
-        REQUEST_ID,
-    )
+    apply(&s, &c, name, Value::Null, None).await
 }
