@@ -326,3 +326,25 @@ def test_audit_events_survive_kill9_exactly_once(make_server, tmp_path):
         assert control(s).get_model_invocation_logging_configuration()["loggingConfig"]["s3Config"]["keyPrefix"] == "p9"
     finally:
         s.stop()
+
+
+def test_aws_cli_gets_each_auth_error_code(make_server):
+    s = make_server(CONFIG)
+    cli = os.path.join(os.path.dirname(sys.executable), "aws")
+
+    def run(key, secret, *args):
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, AWS_DEFAULT_REGION="us-east-1",
+                   AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null", AWS_MAX_ATTEMPTS="1")
+        return subprocess.run([cli, "--endpoint-url", s.url, "bedrock", *args], capture_output=True, text=True, env=env)
+
+    get = ["get-model-invocation-logging-configuration"]
+    put = ["put-model-invocation-logging-configuration", "--logging-config", json.dumps({"s3Config": {"bucketName": "team-logs"}})]
+    for (key, secret, args), code in [
+        (("AKIANOBODY", "x", get), "UnrecognizedClientException"),
+        (("AKIAOPSADMIN", "wrong", get), "InvalidSignatureException"),
+        (("AKIAAPP", "app-secret", put), "AccessDeniedException"),
+        (("AKIAOPSADMIN", "ops-secret", ["put-model-invocation-logging-configuration", "--logging-config", json.dumps({"s3Config": {"bucketName": "team-logs", "keyPrefix": "a/../b"}})]), "ValidationException"),
+    ]:
+        p = run(key, secret, *args)
+        assert p.returncode != 0 and f"({code})" in p.stderr, (code, p.stderr)
+    assert run("AKIAOPSADMIN", "ops-secret", *get).returncode == 0

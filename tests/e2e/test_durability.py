@@ -102,3 +102,40 @@ def test_async_mode_records_everything(tmp_path):
         assert s.health()["mode"] == "async"
     finally:
         s.stop()
+
+
+def test_full_disk_fails_closed(tmp_path):
+    """On a real 1 MiB tmpfs, calls are answered only while their records fit: once the
+    journal cannot append, the client gets InternalServerException, never the answer."""
+    import subprocess
+
+    import botocore.exceptions
+    import pytest
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    s = None
+    try:
+        s = Server(mnt / "data", extra_args=["--archive-max-age-ms", "600000"]).start()
+        c = s.bedrock()
+        answered, refused = [], 0
+        for i in range(12):
+            try:
+                r = c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"{i} " + "x" * 150_000}]}])
+                answered.append(r["ResponseMetadata"]["RequestId"])
+            except botocore.exceptions.ClientError as e:
+                assert e.response["Error"]["Code"] == "InternalServerException"
+                assert "could not be logged durably" in e.response["Error"]["Message"]
+                assert "No space left" in e.response["Error"]["Message"]
+                refused += 1
+        assert answered and refused, (len(answered), refused)
+        # Every answered call is in the journal; no refused one is.
+        h = s.health()
+        assert h["journal"]["committed"] == len(answered)
+        assert h["status"] == "ok"  # a failed write is rolled back; only a failed fsync poisons
+    finally:
+        if s:
+            s.kill9()
+        subprocess.run(["umount", str(mnt)], capture_output=True)
