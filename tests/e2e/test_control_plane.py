@@ -242,7 +242,7 @@ def test_declarative_config_drift_and_require_logging(make_server, tmp_path):
     west.put_model_invocation_logging_configuration(loggingConfig={"s3Config": {"bucketName": "logbook-archive"}})
     p = subprocess.run(diff, capture_output=True, text=True)
     assert p.returncode == 1 and "123456789012/us-west-2" in p.stdout
-    assert s.health()["drift"][0]["region"] == "us-west-2"
+    assert s.health()["drift"] == [{"accountId": "123456789012", "region": "us-west-2"}]  # no configuration details on the open endpoint
     # A restart with the same file does not silently revert the API change.
     s.stop()
     s.start()
@@ -348,3 +348,20 @@ def test_aws_cli_gets_each_auth_error_code(make_server):
         p = run(key, secret, *args)
         assert p.returncode != 0 and f"({code})" in p.stderr, (code, p.stderr)
     assert run("AKIAOPSADMIN", "ops-secret", *get).returncode == 0
+
+
+def test_unwritable_bucket_is_a_validation_error(make_server, tmp_path):
+    ro = tmp_path / "ro-bucket"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    try:
+        s = make_server(CONFIG + f'\n[[buckets]]\nname = "ro-bucket"\npath = "{ro}"\n')
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            control(s).put_model_invocation_logging_configuration(loggingConfig={"s3Config": {"bucketName": "ro-bucket"}})
+        assert e.value.response["Error"]["Code"] == "ValidationException"
+        assert "Failed to validate permissions for S3 bucket: ro-bucket" in e.value.response["Error"]["Message"]
+        assert control(s).get_model_invocation_logging_configuration()["loggingConfig"]["s3Config"]["bucketName"] == "logbook-archive"
+        s.stop()
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True)

@@ -135,7 +135,9 @@ async fn healthz(State(s): State<Shared>) -> Response {
             "failures": d.failures.load(Ordering::Relaxed),
             "cursor": d.cursor.load(Ordering::Relaxed),
         }))).collect::<serde_json::Map<_, _>>(),
-        "drift": s.logging.drift(),
+        // Unauthenticated endpoint: name the drifted regions, not their configurations
+        // (`logbook config diff` shows those).
+        "drift": s.logging.drift().iter().map(|d| serde_json::json!({"accountId": d.account_id, "region": d.region})).collect::<Vec<_>>(),
         "mode": match s.recorder.mode() { LoggingMode::Strict => "strict", LoggingMode::Async => "async" },
     });
     let status = if healthy {
