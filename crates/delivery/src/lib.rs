@@ -137,7 +137,11 @@ impl<F: Format> Destination<F> {
         gc: Arc<GcCoordinator>,
     ) -> Result<Self, DeliveryError> {
         let cursor = Cursor::new(journal.dir(), &config.name);
-        let start = cursor.load()?;
+        // A destination added (or re-added) after segments were collected cannot owe
+        // anything older than what is still on disk: GC waited for every destination
+        // that existed at the time.
+        let start = cursor.load()?.max(journal.first_available()?);
+        cursor.store(start)?;
         gc.set(&config.name, start);
         let stats = Arc::new(DestinationStats::default());
         stats.cursor.store(start, Ordering::Relaxed);

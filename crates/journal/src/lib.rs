@@ -607,6 +607,14 @@ impl Journal {
         &self.shared.stats
     }
 
+    /// The oldest sequence number still on disk (segments below it were collected).
+    pub fn first_available(&self) -> Result<u64, JournalError> {
+        Ok(list_segments(&self.shared.dir)?
+            .first()
+            .map(|(f, _)| *f)
+            .unwrap_or(1))
+    }
+
     /// A reader positioned at `seq`.
     pub fn reader(&self, seq: u64) -> Reader {
         Reader::new(self.shared.dir.clone(), seq)

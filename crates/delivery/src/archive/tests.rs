@@ -308,3 +308,35 @@ async fn converse_media_goes_to_data_objects_with_s3_uris() {
         .ends_with("/data/rq_input_media_01.pdf"));
     assert!(blocks[1]["image"]["source"].get("bytes").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_added_after_gc_starts_at_the_oldest_segment() {
+    let jdir = tempfile::tempdir().unwrap();
+    let mut cfg = JournalConfig::new(jdir.path());
+    cfg.segment_bytes = 600;
+    let j = Journal::open(cfg).unwrap();
+    for i in 0..30 {
+        let p = record(i, "111111111111", 10);
+        j.append(Box::new(move |_| p)).await.unwrap();
+    }
+    // The first destination delivers everything; GC removes the old segments.
+    let a = tempfile::tempdir().unwrap();
+    deliver(&j, a.path()).await;
+    assert!(j.first_available().unwrap() > 1);
+    for i in 30..35 {
+        let p = record(i, "111111111111", 10);
+        j.append(Box::new(move |_| p)).await.unwrap();
+    }
+    // A new bucket's destination (no cursor yet) must not fail on collected segments.
+    let b = tempfile::tempdir().unwrap();
+    let stats = run_format(
+        &j,
+        b.path(),
+        "archive-new",
+        ArchiveFormat::new("bkt", true, "", "n"),
+    )
+    .await;
+    assert_eq!(stats.cursor.load(Ordering::Relaxed), 36);
+    let n: usize = files(b.path()).iter().map(|p| lines(p).len()).sum();
+    assert!(n >= 5, "{n}");
+}
