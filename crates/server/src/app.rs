@@ -109,9 +109,17 @@ fn node_id(config: &Config) -> Result<String, ServeError> {
         Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
         _ => {
             let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            // Object keys depend on the node id: make it durable before anything uses it.
             let tmp = config.data_dir.join(".node-id.tmp");
-            std::fs::write(&tmp, &id).map_err(io("write node id"))?;
-            std::fs::rename(&tmp, &path).map_err(io("write node id"))?;
+            let write = || -> std::io::Result<()> {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(id.as_bytes())?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(&config.data_dir)?.sync_all()
+            };
+            write().map_err(io("write node id"))?;
             Ok(id)
         }
     }
