@@ -9,12 +9,12 @@ use crate::capture::{Call, Outcome, Refusal};
 use crate::http_util::{aws_error, json_response, read_body, set_header, BodyError, REQUEST_ID};
 use crate::identity::Caller;
 use crate::routing::Resolved;
+use crate::stream::StreamFormat;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::response::Response;
 use axum::Extension;
 use bytes::Bytes;
-use futures::StreamExt;
 use http::HeaderMap;
 use logbook_providers::converse::{valid_metadata, Assembler, ConverseRequest, StreamEvent};
 use logbook_providers::{native, ProviderError, TokenUsage};
@@ -364,51 +364,99 @@ fn stream_response(
     r
 }
 
-/// How a streamed call ended, before the record is written.
-struct StreamEnd {
-    error: Option<Fail>,
-    disconnected: bool,
+/// ConverseStream: each event is an event-stream message; `messageStop` and `metadata`
+/// are final. The record holds the assembled Converse response.
+#[derive(Default)]
+struct ConverseFormat {
+    asm: Assembler,
 }
 
-/// Send the held final frames after the record is durable, or the error frame.
-async fn finish_stream(
-    s: &Shared,
-    call: &Call,
-    output: Output,
-    end: StreamEnd,
-    held: Vec<Bytes>,
-    tx: &mpsc::Sender<Result<Bytes, Infallible>>,
-) {
-    let error = match (&end.error, end.disconnected) {
-        (Some(f), _) => Some((f.code.as_str().to_string(), f.message.clone())),
-        (None, true) => Some((
-            CLIENT_DISCONNECTED.to_string(),
-            "client disconnected before the stream completed".to_string(),
-        )),
-        (None, false) => None,
-    };
-    let outcome = Outcome {
-        output: Some(output),
-        error,
-        http_status: if end.disconnected { 499 } else { 200 },
-    };
-    let committed = s.recorder.commit(call.record(outcome)).await;
-    if end.disconnected {
-        return;
-    }
-    let frames: Vec<Bytes> = match (end.error, committed) {
-        (Some(f), _) => eventstream::exception(f.code.stream_member(), &f.message)
-            .into_iter()
-            .collect(),
-        (None, Err(e)) => eventstream::exception("internalServerException", &e.to_string())
-            .into_iter()
-            .collect(),
-        (None, Ok(_)) => held,
-    };
-    for f in frames {
-        if tx.send(Ok(f)).await.is_err() {
-            break;
+fn frame_error(e: impl std::fmt::Display) -> ProviderError {
+    ProviderError::new(AwsErrorCode::InternalServerException, e.to_string())
+}
+
+impl StreamFormat for ConverseFormat {
+    type Item = StreamEvent;
+
+    fn frames(
+        &mut self,
+        ev: StreamEvent,
+        call: &mut Call,
+    ) -> Result<Vec<(Bytes, bool)>, ProviderError> {
+        self.asm.push(&ev);
+        if matches!(ev, StreamEvent::ContentBlockDelta { .. }) {
+            call.mark_first_token();
         }
+        let frame = eventstream::event(ev.member(), ev.payload()).map_err(frame_error)?;
+        let is_final = matches!(
+            ev,
+            StreamEvent::MessageStop { .. } | StreamEvent::Metadata { .. }
+        );
+        Ok(vec![(frame, is_final)])
+    }
+
+    fn output(&mut self, call: &mut Call) -> Output {
+        let usage = self.asm.usage();
+        if let Some(u) = &usage {
+            converse_token_fields(call, u);
+        }
+        Output {
+            output_content_type: Some("application/json".into()),
+            output_body_json: Some(self.asm.finish().to_json()),
+            output_body_s3_path: None,
+            output_token_count: usage.map(|u| u.output_tokens),
+        }
+    }
+
+    fn error_frame(&self, code: AwsErrorCode, message: &str) -> Option<Bytes> {
+        eventstream::exception(code.stream_member(), message).ok()
+    }
+}
+
+/// InvokeModelWithResponseStream: each model chunk is a `chunk` message; the chunk that
+/// carries `amazon-bedrock-invocationMetrics` is final. The record holds the array of
+/// decoded chunks.
+#[derive(Default)]
+struct ChunkFormat {
+    chunks: Vec<Value>,
+}
+
+impl StreamFormat for ChunkFormat {
+    type Item = Bytes;
+
+    fn frames(
+        &mut self,
+        bytes: Bytes,
+        call: &mut Call,
+    ) -> Result<Vec<(Bytes, bool)>, ProviderError> {
+        call.mark_first_token();
+        let parsed: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let is_final = parsed.get("amazon-bedrock-invocationMetrics").is_some();
+        self.chunks.push(parsed);
+        Ok(vec![(
+            eventstream::chunk(&bytes).map_err(frame_error)?,
+            is_final,
+        )])
+    }
+
+    fn output(&mut self, call: &mut Call) -> Output {
+        let usage = native::usage_from_chunks(&self.chunks);
+        if let Some(u) = &usage {
+            call.input.input_token_count = Some(u.input_tokens);
+            call.input.cache_read_input_token_count = u.cache_read_input_tokens;
+            call.input.cache_write_input_token_count = u.cache_write_input_tokens;
+        }
+        Output {
+            output_content_type: Some("application/json".into()),
+            output_body_json: Some(Value::Array(std::mem::take(&mut self.chunks))),
+            output_body_s3_path: None,
+            output_token_count: usage.map(|u| u.output_tokens),
+        }
+    }
+
+    fn error_frame(&self, code: AwsErrorCode, message: &str) -> Option<Bytes> {
+        eventstream::exception(code.stream_member(), message).ok()
     }
 }
 
@@ -461,70 +509,14 @@ async fn converse_stream_call(
     };
     let (tx, rx) = mpsc::channel(64);
     let resp = stream_response(rx, &call, None);
-    tokio::spawn(async move {
-        let mut stream = stream;
-        let mut asm = Assembler::new();
-        let mut held = Vec::new();
-        let mut end = StreamEnd {
-            error: None,
-            disconnected: false,
-        };
-        loop {
-            let next = match tokio::time::timeout(r.timeout, stream.next()).await {
-                Ok(n) => n,
-                Err(_) => {
-                    end.error = Some(model_timeout());
-                    break;
-                }
-            };
-            let ev = match next {
-                None => break,
-                Some(Err(e)) => {
-                    end.error = Some(e.into());
-                    break;
-                }
-                Some(Ok(ev)) => ev,
-            };
-            asm.push(&ev);
-            if matches!(ev, StreamEvent::ContentBlockDelta { .. }) {
-                call.mark_first_token();
-            }
-            let frame = match eventstream::event(ev.member(), ev.payload()) {
-                Ok(f) => f,
-                Err(e) => {
-                    end.error = Some(Fail::new(
-                        AwsErrorCode::InternalServerException,
-                        e.to_string(),
-                    ));
-                    break;
-                }
-            };
-            // The final frames wait for the record (strict mode).
-            if matches!(
-                ev,
-                StreamEvent::MessageStop { .. } | StreamEvent::Metadata { .. }
-            ) {
-                held.push(frame);
-                continue;
-            }
-            if tx.send(Ok(frame)).await.is_err() {
-                end.disconnected = true;
-                break;
-            }
-        }
-        drop(stream);
-        let assembled = asm.finish();
-        if let Some(u) = asm.usage() {
-            converse_token_fields(&mut call, &u);
-        }
-        let output = Output {
-            output_content_type: Some("application/json".into()),
-            output_body_json: Some(assembled.to_json()),
-            output_body_s3_path: None,
-            output_token_count: asm.usage().map(|u| u.output_tokens),
-        };
-        finish_stream(&s, &call, output, end, held, &tx).await;
-    });
+    tokio::spawn(crate::stream::pump(
+        s,
+        call,
+        stream,
+        r.timeout,
+        ConverseFormat::default(),
+        tx,
+    ));
     resp
 }
 
@@ -690,78 +682,13 @@ async fn invoke_stream_call(s: Shared, mut call: Call, headers: HeaderMap, body:
     };
     let (tx, rx) = mpsc::channel(64);
     let resp = stream_response(rx, &call, Some("application/json"));
-    tokio::spawn(async move {
-        let mut stream = stream;
-        let mut chunks: Vec<Value> = Vec::new();
-        let mut held: Vec<Bytes> = Vec::new();
-        let mut end = StreamEnd {
-            error: None,
-            disconnected: false,
-        };
-        loop {
-            let next = match tokio::time::timeout(r.timeout, stream.next()).await {
-                Ok(n) => n,
-                Err(_) => {
-                    end.error = Some(model_timeout());
-                    break;
-                }
-            };
-            let bytes = match next {
-                None => break,
-                Some(Err(e)) => {
-                    end.error = Some(e.into());
-                    break;
-                }
-                Some(Ok(b)) => b,
-            };
-            call.mark_first_token();
-            let parsed: Value = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-            let is_final = parsed.get("amazon-bedrock-invocationMetrics").is_some();
-            chunks.push(parsed);
-            let frame = match eventstream::chunk(&bytes) {
-                Ok(f) => f,
-                Err(e) => {
-                    end.error = Some(Fail::new(
-                        AwsErrorCode::InternalServerException,
-                        e.to_string(),
-                    ));
-                    break;
-                }
-            };
-            // A chunk held earlier turned out not to be the last: release it now.
-            let mut release = std::mem::take(&mut held);
-            if is_final {
-                held.push(frame);
-            } else {
-                release.push(frame);
-            }
-            let mut gone = false;
-            for f in release {
-                if tx.send(Ok(f)).await.is_err() {
-                    gone = true;
-                    break;
-                }
-            }
-            if gone {
-                end.disconnected = true;
-                break;
-            }
-        }
-        drop(stream);
-        let usage = native::usage_from_chunks(&chunks);
-        if let Some(u) = &usage {
-            call.input.input_token_count = Some(u.input_tokens);
-            call.input.cache_read_input_token_count = u.cache_read_input_tokens;
-            call.input.cache_write_input_token_count = u.cache_write_input_tokens;
-        }
-        let output = Output {
-            output_content_type: Some("application/json".into()),
-            output_body_json: Some(Value::Array(chunks)),
-            output_body_s3_path: None,
-            output_token_count: usage.map(|u| u.output_tokens),
-        };
-        finish_stream(&s, &call, output, end, held, &tx).await;
-    });
+    tokio::spawn(crate::stream::pump(
+        s,
+        call,
+        stream,
+        r.timeout,
+        ChunkFormat::default(),
+        tx,
+    ));
     resp
 }

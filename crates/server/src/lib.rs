@@ -12,6 +12,7 @@ pub mod http_util;
 pub mod identity;
 pub mod openai;
 pub mod routing;
+pub mod stream;
 pub mod tools;
 
 pub use app::serve;

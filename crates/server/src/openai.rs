@@ -10,13 +10,13 @@ use crate::http_util::{
 };
 use crate::identity::Caller;
 use crate::routing::Resolved;
+use crate::stream::StreamFormat;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use axum::Extension;
 use base64::Engine;
 use bytes::Bytes;
-use futures::StreamExt;
 use http::HeaderMap;
 use logbook_providers::converse::{Assembler, StreamEvent};
 use logbook_providers::translate::{chat_to_converse, converse_to_chat_response, ChunkWriter};
@@ -307,108 +307,82 @@ async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) ->
     );
     set_header(&mut resp, "cache-control", "no-cache");
     set_header(&mut resp, REQUEST_ID, &call.request_id);
-    tokio::spawn(async move {
-        let mut stream = stream;
-        let mut writer = ChunkWriter::new(&id, &opts.model, created(&call), opts.include_usage);
-        let mut asm = Assembler::new();
-        let mut held: Vec<Bytes> = Vec::new();
-        let mut error: Option<ProviderError> = None;
-        let mut gone = false;
-        loop {
-            let ev = match tokio::time::timeout(r.timeout, stream.next()).await {
-                Err(_) => {
-                    error = Some(timeout_error());
-                    break;
-                }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    error = Some(e);
-                    break;
-                }
-                Ok(Some(Ok(ev))) => ev,
-            };
-            asm.push(&ev);
-            if matches!(ev, StreamEvent::ContentBlockDelta { .. }) {
-                call.mark_first_token();
-            }
-            let final_part = matches!(
-                ev,
-                StreamEvent::MessageStop { .. } | StreamEvent::Metadata { .. }
-            );
-            for c in writer.on_event(&ev) {
-                let frame =
-                    Bytes::from(sse::data_event(&serde_json::to_vec(&c).unwrap_or_default()));
-                if final_part {
-                    held.push(frame);
-                } else if tx.send(Ok(frame)).await.is_err() {
-                    gone = true;
-                    break;
-                }
-            }
-            if gone {
-                break;
-            }
+    let format = ChatFormat {
+        writer: ChunkWriter::new(&id, &opts.model, created(&call), opts.include_usage),
+        asm: Assembler::new(),
+        model: opts.model.clone(),
+        id: id.clone(),
+        created: created(&call),
+    };
+    tokio::spawn(crate::stream::pump(s, call, stream, r.timeout, format, tx));
+    resp
+}
+
+/// Chat completion chunks as server-sent events; the `finish_reason` and usage chunks
+/// are final, and `[DONE]` follows them once the record is durable. The record holds the
+/// assembled `chat.completion`.
+struct ChatFormat {
+    writer: ChunkWriter,
+    asm: Assembler,
+    model: String,
+    id: String,
+    created: i64,
+}
+
+fn sse(v: &Value) -> Bytes {
+    Bytes::from(sse::data_event(&serde_json::to_vec(v).unwrap_or_default()))
+}
+
+impl StreamFormat for ChatFormat {
+    type Item = StreamEvent;
+
+    fn frames(
+        &mut self,
+        ev: StreamEvent,
+        call: &mut Call,
+    ) -> Result<Vec<(Bytes, bool)>, ProviderError> {
+        self.asm.push(&ev);
+        if matches!(ev, StreamEvent::ContentBlockDelta { .. }) {
+            call.mark_first_token();
         }
-        drop(stream);
-        let assembled = asm.finish();
-        let usage = asm.usage();
-        if let Some(u) = usage {
+        let is_final = matches!(
+            ev,
+            StreamEvent::MessageStop { .. } | StreamEvent::Metadata { .. }
+        );
+        Ok(self
+            .writer
+            .on_event(&ev)
+            .iter()
+            .map(|c| (sse(c), is_final))
+            .collect())
+    }
+
+    fn output(&mut self, call: &mut Call) -> Output {
+        let usage = self.asm.usage();
+        if let Some(u) = &usage {
             call.input.input_token_count = Some(u.input_tokens);
             call.input.cache_read_input_token_count = u.cache_read_input_tokens;
         }
-        let out = converse_to_chat_response(&assembled, &opts.model, &id, created(&call));
-        let output = Output {
+        let out =
+            converse_to_chat_response(&self.asm.finish(), &self.model, &self.id, self.created);
+        Output {
             output_content_type: Some("application/json".into()),
             output_body_json: Some(out),
             output_body_s3_path: None,
             output_token_count: usage.map(|u| u.output_tokens),
-        };
-        let err = match (&error, gone) {
-            (Some(e), _) => Some((e.code.as_str().to_string(), e.message.clone())),
-            (None, true) => Some((
-                crate::bedrock::CLIENT_DISCONNECTED.to_string(),
-                "client disconnected before the stream completed".to_string(),
-            )),
-            _ => None,
-        };
-        let committed = s
-            .recorder
-            .commit(call.record(Outcome {
-                output: Some(output),
-                error: err,
-                http_status: if gone { 499 } else { 200 },
-            }))
-            .await;
-        if gone {
-            return;
         }
-        let frames: Vec<Bytes> = match (error, committed) {
-            (Some(e), _) => {
-                let oe = openai_from_aws(e.code, &e.message);
-                let body = json!({"error": {"message": oe.message, "type": oe.kind, "param": null, "code": oe.code}});
-                vec![Bytes::from(sse::data_event(
-                    &serde_json::to_vec(&body).unwrap_or_default(),
-                ))]
-            }
-            (None, Err(e)) => {
-                let body = json!({"error": {"message": e.to_string(), "type": "api_error", "param": null, "code": "logging_failed"}});
-                vec![Bytes::from(sse::data_event(
-                    &serde_json::to_vec(&body).unwrap_or_default(),
-                ))]
-            }
-            (None, Ok(_)) => {
-                let mut h = held;
-                h.push(Bytes::from_static(b"data: [DONE]\n\n"));
-                h
-            }
-        };
-        for f in frames {
-            if tx.send(Ok(f)).await.is_err() {
-                break;
-            }
-        }
-    });
-    resp
+    }
+
+    fn error_frame(&self, code: AwsErrorCode, message: &str) -> Option<Bytes> {
+        let oe = openai_from_aws(code, message);
+        Some(sse(
+            &json!({"error": {"message": oe.message, "type": oe.kind, "param": null, "code": oe.code}}),
+        ))
+    }
+
+    fn trailer(&self) -> Vec<Bytes> {
+        vec![Bytes::from_static(b"data: [DONE]\n\n")]
+    }
 }
 
 /// `POST /v1/embeddings`
