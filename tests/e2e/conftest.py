@@ -46,6 +46,8 @@ class Server:
         line = self.proc.stdout.readline().decode()
         if not line.startswith("listening on "):
             self.proc.kill()
+            self.proc.wait()  # release its files (and any mount they live on)
+            self._err.close()
             raise RuntimeError(f"server did not start: {line!r}; stderr: {open(self.stderr_path).read()}")
         self.url = line.split("listening on ", 1)[1].strip()
         # Keep draining stdout so the server never blocks on a full pipe.

@@ -233,7 +233,8 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("logbook: {e:#}");
+            // Not eprintln!: it panics when stderr cannot be written (e.g. a full disk).
+            let _ = writeln!(std::io::stderr(), "logbook: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -9,6 +9,13 @@ fn payload(i: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Small pre-filled segments keep tests fast.
+fn small(dir: &std::path::Path) -> JournalConfig {
+    let mut c = JournalConfig::new(dir);
+    c.segment_bytes = 64 * 1024;
+    c
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -46,7 +53,7 @@ fn reopen(cfg: &JournalConfig) -> Journal {
 fn appends_get_consecutive_sequences_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
-    let j = Journal::open(JournalConfig::new(dir.path())).unwrap();
+    let j = Journal::open(small(dir.path())).unwrap();
     let seqs = append_n(&j, &rt, 0, 100);
     assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
     let all = read_all(&j, 1);
@@ -63,7 +70,7 @@ fn appends_get_consecutive_sequences_and_read_back() {
 fn payload_sees_its_own_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
-    let j = Journal::open(JournalConfig::new(dir.path())).unwrap();
+    let j = Journal::open(small(dir.path())).unwrap();
     rt.block_on(async {
         for _ in 0..5 {
             j.append(Box::new(|seq| seq.to_string().into_bytes()))
@@ -80,7 +87,7 @@ fn payload_sees_its_own_sequence() {
 fn concurrent_appends_share_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
-    let j = Journal::open(JournalConfig::new(dir.path())).unwrap();
+    let j = Journal::open(small(dir.path())).unwrap();
     let n = 2000u64;
     let mut seqs = rt.block_on(async {
         let mut hs = Vec::new();
@@ -110,7 +117,7 @@ fn concurrent_appends_share_fsyncs() {
 fn survives_reopen_and_continues_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
-    let cfg = JournalConfig::new(dir.path());
+    let cfg = small(dir.path());
     {
         let j = Journal::open(cfg.clone()).unwrap();
         append_n(&j, &rt, 0, 10);
@@ -126,7 +133,7 @@ fn survives_reopen_and_continues_sequence() {
 fn torn_tail_is_cut_at_every_byte() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
-    let cfg = JournalConfig::new(dir.path());
+    let cfg = small(dir.path());
     {
         let j = Journal::open(cfg.clone()).unwrap();
         append_n(&j, &rt, 0, 3);
@@ -144,11 +151,16 @@ fn torn_tail_is_cut_at_every_byte() {
         }
         v
     };
-    for cut in 0..full.len() {
+    let data_end = *ends.last().unwrap();
+    assert!(
+        full[data_end..].iter().all(|&b| b == 0),
+        "segment is pre-filled with zeros"
+    );
+    for cut in 0..=data_end {
         let d2 = tempfile::tempdir().unwrap();
         fs::create_dir_all(segments_dir(d2.path())).unwrap();
         fs::write(segment_path(d2.path(), 1), &full[..cut]).unwrap();
-        let j = Journal::open(JournalConfig::new(d2.path())).unwrap();
+        let j = Journal::open(small(d2.path())).unwrap();
         let complete = ends.iter().filter(|&&e| e <= cut).count() as u64;
         assert_eq!(*j.committed().borrow(), complete + 1, "cut at {cut}");
         // The file was cut back to the last whole entry and appends continue after it.
@@ -163,7 +175,7 @@ fn torn_tail_is_cut_at_every_byte() {
 fn corrupt_byte_in_tail_is_cut() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
-    let cfg = JournalConfig::new(dir.path());
+    let cfg = small(dir.path());
     {
         let j = Journal::open(cfg.clone()).unwrap();
         append_n(&j, &rt, 0, 3);
@@ -171,8 +183,8 @@ fn corrupt_byte_in_tail_is_cut() {
     std::thread::sleep(Duration::from_millis(50));
     let seg = segment_path(dir.path(), 1);
     let mut bytes = fs::read(&seg).unwrap();
-    let last = bytes.len() - 2;
-    bytes[last] ^= 0xff; // inside the third entry's payload
+    let end_of_third: usize = (0..3).map(|i| HEADER + payload(i).len()).sum();
+    bytes[end_of_third - 2] ^= 0xff; // inside the third entry's payload
     fs::write(&seg, &bytes).unwrap();
     let j = reopen(&cfg);
     assert_eq!(*j.committed().borrow(), 3);
@@ -182,7 +194,7 @@ fn corrupt_byte_in_tail_is_cut() {
 fn rolls_segments_and_reads_across_them_and_collects_garbage() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
-    let mut cfg = JournalConfig::new(dir.path());
+    let mut cfg = small(dir.path());
     cfg.segment_bytes = 500;
     let j = Journal::open(cfg.clone()).unwrap();
     append_n(&j, &rt, 0, 60);
@@ -220,7 +232,7 @@ fn cursor_round_trip() {
 fn async_mode_acknowledges_and_syncs_later() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
-    let mut cfg = JournalConfig::new(dir.path());
+    let mut cfg = small(dir.path());
     cfg.mode = SyncMode::Async;
     cfg.async_sync_interval = Duration::from_millis(20);
     let j = Journal::open(cfg).unwrap();
@@ -234,7 +246,7 @@ fn async_mode_acknowledges_and_syncs_later() {
 fn oversized_payload_is_refused_without_consuming_a_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
-    let j = Journal::open(JournalConfig::new(dir.path())).unwrap();
+    let j = Journal::open(small(dir.path())).unwrap();
     let r = rt.block_on(j.append(Box::new(|_| vec![0u8; MAX_PAYLOAD + 1])));
     assert!(matches!(r, Err(JournalError::TooLarge(_))));
     assert_eq!(append_n(&j, &rt, 0, 1), vec![1]);
@@ -249,7 +261,7 @@ proptest! {
              seg in 64u64..4096) {
         let dir = tempfile::tempdir().unwrap();
         let rt = rt();
-        let mut cfg = JournalConfig::new(dir.path());
+        let mut cfg = small(dir.path());
         cfg.segment_bytes = seg;
         let mut j = Journal::open(cfg.clone()).unwrap();
         let mut model: Vec<Vec<u8>> = Vec::new();
@@ -274,11 +286,85 @@ proptest! {
 fn read_only_scan_sees_committed_entries_while_open() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
-    let mut cfg = JournalConfig::new(dir.path());
+    let mut cfg = small(dir.path());
     cfg.segment_bytes = 300;
     let j = Journal::open(cfg).unwrap();
     append_n(&j, &rt, 0, 20);
     let mut seen = Vec::new();
     scan(dir.path(), 5, |e| seen.push(e.seq)).unwrap();
     assert_eq!(seen, (5..=20).collect::<Vec<_>>());
+}
+
+#[test]
+fn segments_are_prefilled_and_keep_their_size_across_reopen_and_torn_tails() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let cfg = small(dir.path());
+    {
+        let j = Journal::open(cfg.clone()).unwrap();
+        append_n(&j, &rt, 0, 10);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let seg = segment_path(dir.path(), 1);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), 64 * 1024);
+    // Garbage where the next entry would go (a torn write) is zeroed, not truncated.
+    let valid: usize = (0..10).map(|i| HEADER + payload(i).len()).sum();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(&[7u8; 40], valid as u64).unwrap();
+    }
+    let j = reopen(&cfg);
+    assert_eq!(*j.committed().borrow(), 11);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), 64 * 1024);
+    append_n(&j, &rt, 10, 5);
+    assert_eq!(read_all(&j, 1).len(), 15);
+    let mut seen = Vec::new();
+    scan(dir.path(), 1, |e| seen.push(e.seq)).unwrap();
+    assert_eq!(seen, (1..=15).collect::<Vec<_>>());
+}
+
+#[test]
+fn rolls_into_prepared_spares_and_reads_across_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let mut cfg = small(dir.path());
+    cfg.segment_bytes = 1024;
+    let j = Journal::open(cfg.clone()).unwrap();
+    for chunk in 0..20 {
+        append_n(&j, &rt, chunk * 10, 10);
+        std::thread::sleep(Duration::from_millis(5)); // let spares get ready
+    }
+    let segs = list_segments(dir.path()).unwrap();
+    assert!(segs.len() > 5);
+    let full = segs
+        .iter()
+        .filter(|(_, p)| fs::metadata(p).unwrap().len() == 1024)
+        .count();
+    assert!(
+        full >= segs.len() - 2,
+        "most segments come pre-filled: {full}/{}",
+        segs.len()
+    );
+    assert_eq!(read_all(&j, 1).len(), 200);
+    drop(j);
+    std::thread::sleep(Duration::from_millis(50));
+    let j = reopen(&cfg);
+    assert_eq!(*j.committed().borrow(), 201);
+    assert_eq!(read_all(&j, 150)[0].seq, 150);
+}
+
+#[test]
+fn a_reader_following_the_writer_never_sees_stale_padding() {
+    // The reader reads ahead into the zero padding, then the writer fills it.
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let j = Journal::open(small(dir.path())).unwrap();
+    let mut r = j.reader(1);
+    for round in 0..50u64 {
+        append_n(&j, &rt, round, 1);
+        let upto = *j.committed().borrow();
+        let e = r.next_entry(upto).unwrap().unwrap();
+        assert_eq!(e.seq, round + 1);
+    }
 }

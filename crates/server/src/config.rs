@@ -597,7 +597,7 @@ impl Config {
             max_body_bytes: raw.server.max_body_bytes.unwrap_or(BEDROCK_MAX_BODY),
             mode,
             on_failure,
-            segment_bytes: raw.logging.segment_bytes.unwrap_or(64 * 1024 * 1024),
+            segment_bytes: raw.logging.segment_bytes.unwrap_or(16 * 1024 * 1024),
             archive_bucket,
             archive_prefix: raw.archive.key_prefix.unwrap_or_default(),
             max_object_bytes: raw.archive.max_object_bytes.unwrap_or(5 * 1024 * 1024),

@@ -40,7 +40,9 @@ fn harness_with(auth: bool) -> Harness {
     let mut config = Config::defaults(dir.path()).unwrap();
     config.auth_enforced = auth;
     config.max_body_bytes = 64 * 1024;
-    let journal = Journal::open(JournalConfig::new(dir.path().join("journal"))).unwrap();
+    let mut jcfg = JournalConfig::new(dir.path().join("journal"));
+    jcfg.segment_bytes = 256 * 1024;
+    let journal = Journal::open(jcfg).unwrap();
     let logging = Arc::new(
         LoggingConfigs::open(
             &dir.path().join("control"),

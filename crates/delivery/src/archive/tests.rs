@@ -10,6 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+fn small(dir: &std::path::Path) -> JournalConfig {
+    let mut c = JournalConfig::new(dir);
+    c.segment_bytes = 1024 * 1024;
+    c
+}
+
 fn record(i: u64, account: &str, body_len: usize) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "schemaType": "ModelInvocationLog", "schemaVersion": "1.0",
@@ -94,7 +100,7 @@ async fn run_format<F: crate::Format>(
 async fn delivers_in_bedrock_layout_and_offloads_large_bodies() {
     let jdir = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
-    let j = Journal::open(JournalConfig::new(jdir.path())).unwrap();
+    let j = Journal::open(small(jdir.path())).unwrap();
     for i in 0..10 {
         let acct = if i % 2 == 0 {
             "111111111111"
@@ -152,7 +158,7 @@ async fn delivers_in_bedrock_layout_and_offloads_large_bodies() {
 async fn redelivery_after_lost_cursor_overwrites_instead_of_duplicating() {
     let jdir = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
-    let j = Journal::open(JournalConfig::new(jdir.path())).unwrap();
+    let j = Journal::open(small(jdir.path())).unwrap();
     for i in 0..20 {
         let p = record(i, "111111111111", 10);
         j.append(Box::new(move |_| p)).await.unwrap();
@@ -172,7 +178,7 @@ async fn redelivery_after_lost_cursor_overwrites_instead_of_duplicating() {
 async fn skips_entries_that_are_not_invocation_records() {
     let jdir = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
-    let j = Journal::open(JournalConfig::new(jdir.path())).unwrap();
+    let j = Journal::open(small(jdir.path())).unwrap();
     j.append(Box::new(|_| br#"{"eventVersion":"1.08"}"#.to_vec()))
         .await
         .unwrap();
@@ -188,7 +194,7 @@ async fn skips_entries_that_are_not_invocation_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_go_to_the_bucket_and_prefix_they_name() {
     let jdir = tempfile::tempdir().unwrap();
-    let j = Journal::open(JournalConfig::new(jdir.path())).unwrap();
+    let j = Journal::open(small(jdir.path())).unwrap();
     let mut stamped: serde_json::Value =
         serde_json::from_slice(&record(1, "111111111111", 1)).unwrap();
     stamped["logbook"]["destination"] =
@@ -231,7 +237,7 @@ async fn records_go_to_the_bucket_and_prefix_they_name() {
 async fn trail_objects_hold_cloudtrail_records() {
     let jdir = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
-    let j = Journal::open(JournalConfig::new(jdir.path())).unwrap();
+    let j = Journal::open(small(jdir.path())).unwrap();
     for i in 0..3 {
         let ev = serde_json::to_vec(&serde_json::json!({"eventVersion": "1.09", "eventName": format!("E{i}"), "recipientAccountId": "123456789012", "awsRegion": "us-east-1"})).unwrap();
         j.append(Box::new(move |_| ev)).await.unwrap();
@@ -270,7 +276,7 @@ async fn trail_objects_hold_cloudtrail_records() {
 async fn converse_media_goes_to_data_objects_with_s3_uris() {
     let jdir = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
-    let j = Journal::open(JournalConfig::new(jdir.path())).unwrap();
+    let j = Journal::open(small(jdir.path())).unwrap();
     let png = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
         b"\x89PNG fake image",
