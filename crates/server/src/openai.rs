@@ -179,6 +179,27 @@ fn chat_id(call: &Call) -> String {
     format!("chatcmpl-{}", call.request_id.replace('-', ""))
 }
 
+/// Run the call on its own task, so it is recorded even if the client goes away.
+async fn spawn_call<F>(fut: F) -> Response
+where
+    F: std::future::Future<Output = Response> + Send + 'static,
+{
+    match tokio::spawn(fut).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "call task failed");
+            let e = OpenAiError {
+                status: 500,
+                message: "internal error".into(),
+                kind: "api_error",
+                code: None,
+                param: None,
+            };
+            openai_error(&e, "unknown")
+        }
+    }
+}
+
 /// `POST /v1/chat/completions`
 pub async fn chat_completions(
     State(s): State<Shared>,
@@ -195,19 +216,7 @@ pub async fn chat_completions(
         &headers,
         addr,
     );
-    match tokio::spawn(chat_call(s, call, headers, body)).await {
-        Ok(r) => r,
-        Err(_) => openai_error(
-            &OpenAiError {
-                status: 500,
-                message: "internal error".into(),
-                kind: "api_error",
-                code: None,
-                param: None,
-            },
-            "unknown",
-        ),
-    }
+    spawn_call(chat_call(s, call, headers, body)).await
 }
 
 async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) -> Response {
@@ -401,19 +410,7 @@ pub async fn embeddings(
         &headers,
         addr,
     );
-    match tokio::spawn(embeddings_call(s, call, headers, body)).await {
-        Ok(r) => r,
-        Err(_) => openai_error(
-            &OpenAiError {
-                status: 500,
-                message: "internal error".into(),
-                kind: "api_error",
-                code: None,
-                param: None,
-            },
-            "unknown",
-        ),
-    }
+    spawn_call(embeddings_call(s, call, headers, body)).await
 }
 
 async fn embeddings_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) -> Response {
