@@ -238,7 +238,26 @@ impl<F: Format> Destination<F> {
             .await
             .map_err(|e| DeliveryError::Task(e.to_string()))?;
             let mut b = b2;
-            res?;
+            if let Err(e) = res {
+                // Never stop delivering: count it, say it, and start again from the cursor.
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(destination = %self.config.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "reading the journal failed; will retry");
+                if stopping {
+                    return Err(e);
+                }
+                let from = self.cursor.load()?;
+                b.format.reset();
+                batch = Some(Batch {
+                    reader: self.journal.reader(from),
+                    format: b.format,
+                    raw_bytes: 0,
+                    entries: 0,
+                    started: None,
+                });
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
             let full = b.raw_bytes >= max;
             let old = b
                 .started

@@ -346,3 +346,47 @@ async fn a_destination_added_after_gc_starts_at_the_oldest_segment() {
     let n: usize = files(b.path()).iter().map(|p| lines(p).len()).sum();
     assert!(n >= 5, "{n}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_error_is_counted_and_retried_not_fatal() {
+    let jdir = tempfile::tempdir().unwrap();
+    let mut cfg = JournalConfig::new(jdir.path());
+    cfg.segment_bytes = 4096;
+    let j = Journal::open(cfg).unwrap();
+    for i in 0..40 {
+        let p = record(i, "111111111111", 10);
+        j.append(Box::new(move |_| p)).await.unwrap();
+    }
+    // Corrupt a committed entry in the first (sealed) segment.
+    let first = jdir.path().join("segments").join(format!("{:020}.seg", 1));
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[40] ^= 0xff;
+    std::fs::write(&first, &bytes).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalFileSystem::new_with_prefix(root.path()).unwrap());
+    let config = DestinationConfig {
+        name: "archive".into(),
+        max_object_bytes: 1 << 20,
+        max_object_age: Duration::from_millis(50),
+        local_root: None,
+    };
+    let d = Destination::new(
+        store,
+        j.clone(),
+        config,
+        ArchiveFormat::new("bkt", true, "", "n"),
+        Arc::new(GcCoordinator::default()),
+    )
+    .unwrap();
+    let stats = d.stats();
+    let (tx, rx) = watch::channel(false);
+    let h = tokio::spawn(d.run(rx));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(stats.failures.load(Ordering::Relaxed) >= 1);
+    assert!(
+        !h.is_finished(),
+        "the destination keeps trying instead of stopping"
+    );
+    tx.send(true).unwrap();
+    assert!(h.await.unwrap().is_err());
+}
