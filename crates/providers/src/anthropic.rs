@@ -337,17 +337,7 @@ fn transport_error(e: reqwest::Error) -> ProviderError {
 }
 
 async fn upstream_failure(resp: reqwest::Response) -> ProviderError {
-    let status = resp.status().as_u16();
-    let body = resp.bytes().await.unwrap_or_default();
-    let msg = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| {
-            v.get("error")
-                .and_then(|e| e.get("message"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(500).collect());
+    let (status, msg) = crate::http::error_answer(resp).await;
     // Anthropic's 529 "overloaded" is a throttle in Bedrock terms.
     let status_for_map = if status == 529 { 429 } else { status };
     let mut e = ProviderError::from_upstream_status(

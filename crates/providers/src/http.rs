@@ -35,3 +35,21 @@ pub(crate) fn transport_error(e: reqwest::Error, other: AwsErrorCode) -> Provide
         ProviderError::new(other, format!("upstream provider error: {s}"))
     }
 }
+
+/// Read an upstream error answer: its status and the best message in it (`error.message`,
+/// a string `error`, or the start of the body).
+pub(crate) async fn error_answer(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.unwrap_or_default();
+    let msg = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            let e = v.get("error")?;
+            e.get("message")
+                .and_then(serde_json::Value::as_str)
+                .or_else(|| e.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(500).collect());
+    (status, msg)
+}

@@ -36,20 +36,7 @@ fn transport_error(e: reqwest::Error) -> ProviderError {
 }
 
 async fn upstream_failure(resp: reqwest::Response) -> ProviderError {
-    let status = resp.status().as_u16();
-    let body = resp.bytes().await.unwrap_or_default();
-    let msg = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| {
-            v.get("error")
-                .and_then(|e| e.get("message").or(Some(e)))
-                .map(|m| {
-                    m.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| m.to_string())
-                })
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(500).collect());
+    let (status, msg) = crate::http::error_answer(resp).await;
     ProviderError::from_upstream_status(status, format!("upstream answered {status}: {msg}"))
 }
 
@@ -67,6 +54,25 @@ impl OpenAiProvider {
             api_key,
             timeout,
         })
+    }
+
+    /// POST JSON with the call timeout; a non-2xx answer becomes the matching error.
+    async fn send_json(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let resp = self
+            .post(path)
+            .timeout(self.timeout)
+            .json(body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        if !resp.status().is_success() {
+            return Err(upstream_failure(resp).await);
+        }
+        Ok(resp)
     }
 
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
@@ -152,16 +158,7 @@ impl Provider for OpenAiProvider {
         let body = converse_to_chat(model, req, false)
             .map_err(|e| ProviderError::validation(e.message))?;
         let start = Instant::now();
-        let resp = self
-            .post("/chat/completions")
-            .timeout(self.timeout)
-            .json(&body)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        if !resp.status().is_success() {
-            return Err(upstream_failure(resp).await);
-        }
+        let resp = self.send_json("/chat/completions", &body).await?;
         let v: Value = resp.json().await.map_err(transport_error)?;
         chat_response_to_converse(&v, start.elapsed().as_millis() as u64).map_err(|e| {
             ProviderError::new(
@@ -252,16 +249,7 @@ impl Provider for OpenAiProvider {
         if let (Some(d), Some(o)) = (dimensions, body.as_object_mut()) {
             o.insert("dimensions".into(), json!(d));
         }
-        let resp = self
-            .post("/embeddings")
-            .timeout(self.timeout)
-            .json(&body)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        if !resp.status().is_success() {
-            return Err(upstream_failure(resp).await);
-        }
+        let resp = self.send_json("/embeddings", &body).await?;
         let v: Value = resp.json().await.map_err(transport_error)?;
         let mut data: Vec<(u64, Vec<f32>)> = v
             .get("data")
