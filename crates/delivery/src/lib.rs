@@ -72,7 +72,8 @@ pub struct GcCoordinator {
 }
 
 impl GcCoordinator {
-    fn set(&self, name: &str, cursor: u64) -> u64 {
+    /// Record `name`'s cursor; returns the smallest cursor of all (what GC may free).
+    pub fn set(&self, name: &str, cursor: u64) -> u64 {
         let mut m = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
         m.insert(name.to_string(), cursor);
         m.values().copied().min().unwrap_or(cursor)

@@ -1,0 +1,108 @@
+//! Field discovery: the dotted paths (`input.inputBodyJson.messages.0.role`) found in a
+//! group's records, as Logs Insights discovers JSON fields, kept per group so queries can
+//! resolve unqualified names.
+
+use arrow_array::{Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// At most this many paths per group.
+pub const MAX_FIELDS: usize = 1000;
+/// Rows sampled per batch.
+const SAMPLE_ROWS: usize = 16;
+/// Array elements looked at per array.
+const MAX_INDEX: usize = 4;
+
+/// Add the dotted paths of one JSON value.
+pub fn flatten(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+    if out.len() >= MAX_FIELDS {
+        return;
+    }
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                flatten(v, &join(k), out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter().take(MAX_INDEX).enumerate() {
+                flatten(v, &join(&i.to_string()), out);
+            }
+        }
+        _ => {
+            if !prefix.is_empty() && out.len() < MAX_FIELDS {
+                out.insert(prefix.to_string());
+            }
+        }
+    }
+}
+
+/// Add the paths found in a sample of a batch's records.
+pub fn discover_batch(b: &RecordBatch, out: &mut BTreeSet<String>) {
+    let Some(msgs) = b
+        .column(crate::schema::MESSAGE)
+        .as_any()
+        .downcast_ref::<StringArray>()
+    else {
+        return;
+    };
+    let n = msgs.len();
+    let step = (n / SAMPLE_ROWS).max(1);
+    for i in (0..n).step_by(step).take(SAMPLE_ROWS) {
+        if msgs.is_valid(i) {
+            if let Ok(v) = serde_json::from_str::<Value>(msgs.value(i)) {
+                flatten(&v, "", out);
+            }
+        }
+    }
+}
+
+/// Merge discovered paths, keeping the cap.
+pub fn merge(into: &mut BTreeSet<String>, from: &BTreeSet<String>) {
+    for f in from {
+        if into.len() >= MAX_FIELDS {
+            break;
+        }
+        into.insert(f.clone());
+    }
+}
+
+/// Earliest and latest timestamp of a batch.
+pub fn time_range(b: &RecordBatch) -> Option<(i64, i64)> {
+    let ts = b
+        .column(crate::schema::TIMESTAMP)
+        .as_any()
+        .downcast_ref::<TimestampMillisecondArray>()?;
+    let lo = ts.iter().flatten().min()?;
+    let hi = ts.iter().flatten().max()?;
+    Some((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flattens_objects_and_arrays() {
+        let v: Value = serde_json::json!({"identity": {"arn": "x"}, "input": {"inputBodyJson": {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}}, "n": 1});
+        let mut out = BTreeSet::new();
+        flatten(&v, "", &mut out);
+        let got: Vec<&str> = out.iter().map(String::as_str).collect();
+        assert_eq!(
+            got,
+            [
+                "identity.arn",
+                "input.inputBodyJson.messages.0.content.0.text",
+                "input.inputBodyJson.messages.0.role",
+                "n"
+            ]
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! Feeding the store from the journal: every committed record goes to the tail of its log
+//! group within a poll interval; the tail is flushed to Parquet when it is big or old, and
+//! on shutdown. Retention runs periodically.
+
+use crate::{now_ms, Store, StoreError};
+use logbook_journal::Journal;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// When to flush and expire.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Flush when the tail holds this many records.
+    pub flush_rows: u64,
+    /// Flush when the tail holds this many bytes (Arrow memory).
+    pub flush_bytes: usize,
+    /// Flush when the oldest record in the tail is this old.
+    pub flush_age: Duration,
+    /// Run retention this often.
+    pub retention_every: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            flush_rows: 100_000,
+            flush_bytes: 128 << 20,
+            flush_age: Duration::from_secs(60),
+            retention_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Called with the store's durable cursor after each flush (for journal GC).
+pub type OnDurable = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Follow the journal into the store until `shutdown` turns true; then flush and return.
+pub async fn run(
+    store: Arc<Store>,
+    journal: Journal,
+    config: IngestConfig,
+    on_durable: OnDurable,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    let start = store.next_seq().max(journal.first_available()?);
+    let mut reader = journal.reader(start);
+    let mut committed = journal.committed();
+    let mut last_retention = std::time::Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    on_durable(store.durable_seq().max(start));
+    loop {
+        let stopping = *shutdown.borrow();
+        let upto = *committed.borrow_and_update();
+        // Read what is committed, in chunks, off the async threads.
+        let st = store.clone();
+        let (r, res) = tokio::task::spawn_blocking(move || {
+            let res = (|| -> Result<(), StoreError> {
+                loop {
+                    let mut chunk = Vec::new();
+                    while chunk.len() < 4096 {
+                        match reader.next_entry(upto)? {
+                            Some(e) => chunk.push(e),
+                            None => break,
+                        }
+                    }
+                    if chunk.is_empty() {
+                        return Ok(());
+                    }
+                    st.add_entries(&chunk);
+                }
+            })();
+            (reader, res)
+        })
+        .await
+        .map_err(|e| StoreError::Invalid(format!("ingest task: {e}")))?;
+        reader = r;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "store: reading the journal failed; will retry");
+            reader = journal.reader(store.next_seq());
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+            continue;
+        }
+        let (rows, bytes, age) = store.tail_size();
+        let due = rows >= config.flush_rows
+            || bytes >= config.flush_bytes
+            || (rows > 0 && age >= config.flush_age.as_millis() as i64)
+            || stopping;
+        if due && (rows > 0 || store.next_seq() > store.durable_seq()) {
+            let st = store.clone();
+            match tokio::task::spawn_blocking(move || st.flush()).await {
+                Ok(Ok(_)) => {
+                    backoff = Duration::from_millis(100);
+                    on_durable(store.durable_seq());
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "store: flush failed; will retry");
+                    if stopping {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+                Err(e) => return Err(StoreError::Invalid(format!("flush task: {e}"))),
+            }
+        }
+        if last_retention.elapsed() >= config.retention_every {
+            last_retention = std::time::Instant::now();
+            let st = store.clone();
+            if let Ok(Err(e)) =
+                tokio::task::spawn_blocking(move || st.apply_retention(now_ms())).await
+            {
+                tracing::error!(error = %e, "store: retention failed");
+            }
+        }
+        if stopping {
+            return Ok(());
+        }
+        let wait = config.flush_age.min(config.retention_every);
+        tokio::select! {
+            r = committed.changed() => {
+                if r.is_err() {
+                    // The journal closed: flush what we have and stop.
+                    let st = store.clone();
+                    let _ = tokio::task::spawn_blocking(move || st.flush()).await;
+                    return Ok(());
+                }
+            }
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,894 @@
+//! Log groups: the live, queryable store of invocation records (CloudWatch Logs' role).
+//!
+//! Each log group holds hour-partitioned Parquet files listed in one manifest
+//! (`<dir>/manifest.json`) with their time range, so a query opens only the files its time
+//! range touches. The newest records live in an in-memory tail of Arrow batches until a
+//! flush writes them out. The manifest also holds the journal position the files cover
+//! (`nextSeq`): a flush writes and fsyncs its files, then replaces the manifest atomically,
+//! so after a crash the files that no manifest names are removed and the records are read
+//! again from the journal — nothing lost, nothing twice.
+//!
+//! Retention is per group in CloudWatch's allowed day counts; expired files are dropped
+//! and queries cut the remaining rows at the same boundary.
+
+use arrow_array::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+pub mod fields;
+pub mod groups;
+pub mod ingest;
+pub mod schema;
+
+pub use groups::{validate_group_name, validate_retention, RETENTION_DAYS};
+pub use schema::{parse_row, Row};
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Local I/O failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Parquet encoding or decoding failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Arrow failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// The manifest is unreadable.
+    #[error("manifest {0}: {1}")]
+    Manifest(PathBuf, serde_json::Error),
+    /// The log group does not exist.
+    #[error("The specified log group does not exist.")]
+    NoSuchGroup(String),
+    /// The log group exists already.
+    #[error("The specified log group already exists")]
+    GroupExists(String),
+    /// A parameter is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// Another process writes this store.
+    #[error("the store at {0} is in use by another process (a running `logbook serve`?)")]
+    Locked(PathBuf),
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] logbook_journal::JournalError),
+}
+
+/// One Parquet file of a group.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FileMeta {
+    /// Path relative to the store folder.
+    pub path: String,
+    /// Earliest record timestamp, epoch ms.
+    pub min_ts: i64,
+    /// Latest record timestamp, epoch ms.
+    pub max_ts: i64,
+    /// Records.
+    pub rows: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+}
+
+/// A log group's metadata and files.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupMeta {
+    /// Creation time, epoch ms.
+    pub creation_time: i64,
+    /// Retention in days; none keeps records forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_in_days: Option<u32>,
+    /// Data files, oldest first.
+    #[serde(default)]
+    pub files: Vec<FileMeta>,
+    /// Dotted field paths discovered in the group's records.
+    #[serde(default)]
+    pub fields: BTreeSet<String>,
+}
+
+impl GroupMeta {
+    /// Bytes on disk.
+    pub fn stored_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    /// The next journal sequence not yet in a file.
+    next_seq: u64,
+    /// The next file number.
+    next_file: u64,
+    groups: BTreeMap<String, GroupMeta>,
+}
+
+/// A group as listed (DescribeLogGroups).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupInfo {
+    /// Name.
+    pub name: String,
+    /// Creation time, epoch ms.
+    pub creation_time: i64,
+    /// Retention in days.
+    pub retention_in_days: Option<u32>,
+    /// Bytes in files.
+    pub stored_bytes: u64,
+    /// Records in files and tail.
+    pub records: u64,
+}
+
+/// What a query of one group reads: files (already pruned by time) and the tail.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Absolute paths of the Parquet files that may hold rows in the range.
+    pub files: Vec<(PathBuf, FileMeta)>,
+    /// In-memory batches not yet in a file.
+    pub tail: Vec<RecordBatch>,
+    /// Rows older than this (epoch ms) are past retention and must not be returned.
+    pub retention_cutoff: Option<i64>,
+    /// Discovered dotted field paths.
+    pub fields: BTreeSet<String>,
+}
+
+#[derive(Default)]
+struct Tail {
+    /// Batches by hour (epoch ms of the hour's start).
+    hours: BTreeMap<i64, Vec<RecordBatch>>,
+    rows: u64,
+    bytes: usize,
+}
+
+struct State {
+    manifest: Manifest,
+    tails: HashMap<String, Tail>,
+    /// Journal position the tail covers (entries below it are in files or the tail).
+    tail_next_seq: u64,
+    /// Oldest unflushed add, epoch ms.
+    tail_since: Option<i64>,
+}
+
+/// Hour of an epoch-ms timestamp.
+pub fn hour_of(ms: i64) -> i64 {
+    ms.div_euclid(3_600_000).saturating_mul(3_600_000)
+}
+
+/// Current time, epoch ms.
+pub fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
+/// Counters.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Records added to a group.
+    pub records: std::sync::atomic::AtomicU64,
+    /// Records whose log group does not exist (dropped, as CloudWatch delivery would fail).
+    pub dropped: std::sync::atomic::AtomicU64,
+    /// Flushes written.
+    pub flushes: std::sync::atomic::AtomicU64,
+}
+
+/// The store of all log groups.
+pub struct Store {
+    dir: PathBuf,
+    state: RwLock<State>,
+    flush_lock: Mutex<()>,
+    writable: Option<File>,
+    /// Counters.
+    pub stats: StoreStats,
+}
+
+fn read_manifest(dir: &Path) -> Result<Manifest, StoreError> {
+    let p = dir.join("manifest.json");
+    match fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Manifest(p, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+fn writer_props() -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(32 * 1024));
+    for c in schema::COLUMNS {
+        if matches!(c.kind, schema::Kind::Json) || c.name == "message" || c.name == "request_id" {
+            b = b.set_column_dictionary_enabled(c.name.into(), false);
+        }
+    }
+    b.build()
+}
+
+impl Store {
+    /// Open the store for writing: takes the folder's lock (one writer per folder), removes
+    /// files no manifest names (left by a crash mid-flush).
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let dir = dir.into();
+        fs::create_dir_all(dir.join("groups"))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))?;
+        if lock.try_lock().is_err() {
+            return Err(StoreError::Locked(dir));
+        }
+        let manifest = read_manifest(&dir)?;
+        let known: HashSet<&str> = manifest
+            .groups
+            .values()
+            .flat_map(|g| g.files.iter().map(|f| f.path.as_str()))
+            .collect();
+        remove_orphans(&dir, &dir.join("groups"), &known)?;
+        let s = Store::with(dir, manifest, Some(lock));
+        Ok(s)
+    }
+
+    /// Open the store read-only (safe while a server writes it).
+    pub fn open_read_only(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let dir = dir.into();
+        let manifest = read_manifest(&dir)?;
+        Ok(Store::with(dir, manifest, None))
+    }
+
+    fn with(dir: PathBuf, manifest: Manifest, writable: Option<File>) -> Store {
+        let next = manifest.next_seq;
+        Store {
+            dir,
+            state: RwLock::new(State {
+                manifest,
+                tails: HashMap::new(),
+                tail_next_seq: next,
+                tail_since: None,
+            }),
+            flush_lock: Mutex::new(()),
+            writable,
+            stats: StoreStats::default(),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.writable.is_none() {
+            return Err(StoreError::Invalid("the store is open read-only".into()));
+        }
+        Ok(())
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The next journal sequence the store has not seen (files and tail).
+    pub fn next_seq(&self) -> u64 {
+        self.read().tail_next_seq
+    }
+
+    /// The next journal sequence not yet in a file (the durable cursor).
+    pub fn durable_seq(&self) -> u64 {
+        self.read().manifest.next_seq
+    }
+
+    fn persist(&self, m: &Manifest) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(m)
+            .map_err(|e| StoreError::Manifest(self.dir.join("manifest.json"), e))?;
+        write_atomic(&self.dir.join("manifest.json"), &bytes)
+    }
+
+    /// Create a log group.
+    pub fn create_group(&self, name: &str) -> Result<(), StoreError> {
+        self.check_writable()?;
+        validate_group_name(name).map_err(StoreError::Invalid)?;
+        let mut st = self.write();
+        if st.manifest.groups.contains_key(name) {
+            return Err(StoreError::GroupExists(name.into()));
+        }
+        let mut m = st.manifest.clone();
+        m.groups.insert(
+            name.into(),
+            GroupMeta {
+                creation_time: now_ms(),
+                ..Default::default()
+            },
+        );
+        self.persist(&m)?;
+        st.manifest = m;
+        Ok(())
+    }
+
+    /// Create a log group unless it exists.
+    pub fn ensure_group(&self, name: &str) -> Result<(), StoreError> {
+        match self.create_group(name) {
+            Err(StoreError::GroupExists(_)) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Delete a log group and its data.
+    pub fn delete_group(&self, name: &str) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.write();
+        let mut m = st.manifest.clone();
+        let g = m
+            .groups
+            .remove(name)
+            .ok_or_else(|| StoreError::NoSuchGroup(name.into()))?;
+        self.persist(&m)?;
+        st.manifest = m;
+        st.tails.remove(name);
+        drop(st);
+        for f in g.files {
+            let _ = fs::remove_file(self.dir.join(&f.path));
+        }
+        let _ = fs::remove_dir_all(self.group_dir(name));
+        Ok(())
+    }
+
+    /// Set (or with `None`, remove) a group's retention.
+    pub fn set_retention(&self, name: &str, days: Option<u32>) -> Result<(), StoreError> {
+        self.check_writable()?;
+        if let Some(d) = days {
+            validate_retention(d).map_err(StoreError::Invalid)?;
+        }
+        let mut st = self.write();
+        let mut m = st.manifest.clone();
+        let g = m
+            .groups
+            .get_mut(name)
+            .ok_or_else(|| StoreError::NoSuchGroup(name.into()))?;
+        g.retention_in_days = days;
+        self.persist(&m)?;
+        st.manifest = m;
+        Ok(())
+    }
+
+    /// Whether a group exists.
+    pub fn has_group(&self, name: &str) -> bool {
+        self.read().manifest.groups.contains_key(name)
+    }
+
+    /// Every group, by name.
+    pub fn groups(&self) -> Vec<GroupInfo> {
+        let st = self.read();
+        st.manifest
+            .groups
+            .iter()
+            .map(|(name, g)| GroupInfo {
+                name: name.clone(),
+                creation_time: g.creation_time,
+                retention_in_days: g.retention_in_days,
+                stored_bytes: g.stored_bytes(),
+                records: g.files.iter().map(|f| f.rows).sum::<u64>()
+                    + st.tails.get(name).map_or(0, |t| t.rows),
+            })
+            .collect()
+    }
+
+    /// What a query over `[start, end]` (epoch ms, inclusive) of a group reads.
+    pub fn snapshot(&self, name: &str, start: i64, end: i64) -> Result<Snapshot, StoreError> {
+        let st = self.read();
+        let g = st
+            .manifest
+            .groups
+            .get(name)
+            .ok_or_else(|| StoreError::NoSuchGroup(name.into()))?;
+        let cutoff = g
+            .retention_in_days
+            .map(|d| now_ms() - i64::from(d) * 86_400_000);
+        let lo = start.max(cutoff.unwrap_or(i64::MIN));
+        let files = g
+            .files
+            .iter()
+            .filter(|f| f.max_ts >= lo && f.min_ts <= end)
+            .map(|f| (self.dir.join(&f.path), f.clone()))
+            .collect();
+        let mut fields = g.fields.clone();
+        let tail = match st.tails.get(name) {
+            Some(t) => {
+                let first_hour = hour_of(lo);
+                t.hours
+                    .range(first_hour..=end.max(first_hour))
+                    .flat_map(|(_, b)| b.iter().cloned())
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        if let Some(t) = st.tails.get(name) {
+            for b in t.hours.values().flatten().take(8) {
+                fields::discover_batch(b, &mut fields);
+            }
+        }
+        Ok(Snapshot {
+            files,
+            tail,
+            retention_cutoff: cutoff,
+            fields,
+        })
+    }
+
+    /// Add journal entries (records, in sequence order) to the tail. Entries that are not
+    /// records are skipped; records for a group that does not exist are counted as dropped.
+    pub fn add_entries(&self, entries: &[logbook_journal::Entry]) {
+        let Some(last) = entries.last() else {
+            return;
+        };
+        let mut rows = Vec::with_capacity(entries.len());
+        for e in entries {
+            let Ok(line) = std::str::from_utf8(&e.payload) else {
+                continue;
+            };
+            if let Ok(r) = parse_row(line) {
+                rows.push(r);
+            }
+        }
+        let mut st = self.write();
+        if last.seq < st.tail_next_seq {
+            return;
+        }
+        st.tail_next_seq = last.seq + 1;
+        self.add_rows_locked(&mut st, rows);
+    }
+
+    fn add_rows_locked(&self, st: &mut State, rows: Vec<Row>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut by_key: BTreeMap<(String, i64), Vec<Row>> = BTreeMap::new();
+        for r in rows {
+            let Some(g) = r.log_group.clone() else {
+                continue;
+            };
+            if !st.manifest.groups.contains_key(&g) {
+                self.stats.dropped.fetch_add(1, Relaxed);
+                continue;
+            }
+            by_key.entry((g, hour_of(r.timestamp))).or_default().push(r);
+        }
+        for ((g, hour), rows) in by_key {
+            let Ok(batch) = schema::to_batch(&rows) else {
+                continue;
+            };
+            self.stats.records.fetch_add(rows.len() as u64, Relaxed);
+            let t = st.tails.entry(g).or_default();
+            t.rows += rows.len() as u64;
+            t.bytes += batch.get_array_memory_size();
+            t.hours.entry(hour).or_default().push(batch);
+            if st.tail_since.is_none() {
+                st.tail_since = Some(now_ms());
+            }
+        }
+    }
+
+    /// Rows and bytes in the tail, and the age of its oldest add (ms).
+    pub fn tail_size(&self) -> (u64, usize, i64) {
+        let st = self.read();
+        let rows = st.tails.values().map(|t| t.rows).sum();
+        let bytes = st.tails.values().map(|t| t.bytes).sum();
+        let age = st.tail_since.map_or(0, |s| now_ms() - s);
+        (rows, bytes, age)
+    }
+
+    fn group_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("groups").join(groups::dir_name(name))
+    }
+
+    /// Write one group-hour's batches as a Parquet file (fsync'd); returns its metadata.
+    fn write_file(
+        &self,
+        group: &str,
+        hour: i64,
+        file_no: u64,
+        batches: &[RecordBatch],
+    ) -> Result<FileMeta, StoreError> {
+        let gdir = self.group_dir(group);
+        fs::create_dir_all(&gdir)?;
+        let name = format!("{}-{file_no:012}.parquet", groups::hour_name(hour));
+        let path = gdir.join(&name);
+        let file = File::create(&path)?;
+        let mut w = ArrowWriter::try_new(file, schema::schema(), Some(writer_props()))?;
+        let (mut min, mut max, mut rows) = (i64::MAX, i64::MIN, 0u64);
+        for b in batches {
+            if let Some((lo, hi)) = fields::time_range(b) {
+                min = min.min(lo);
+                max = max.max(hi);
+            }
+            rows += b.num_rows() as u64;
+            w.write(b)?;
+        }
+        let file = w.into_inner()?;
+        file.sync_all()?;
+        let bytes = file.metadata()?.len();
+        Ok(FileMeta {
+            path: format!("groups/{}/{name}", groups::dir_name(group)),
+            min_ts: min,
+            max_ts: max,
+            rows,
+            bytes,
+        })
+    }
+
+    /// Write the tail to Parquet files and advance the durable cursor. Returns the records
+    /// written.
+    pub fn flush(&self) -> Result<u64, StoreError> {
+        self.check_writable()?;
+        let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // What to write: the tail as it is now (adds may continue meanwhile).
+        let (work, upto, mut file_no) = {
+            let st = self.read();
+            let work: Vec<(String, i64, Vec<RecordBatch>)> = st
+                .tails
+                .iter()
+                .flat_map(|(g, t)| t.hours.iter().map(move |(h, b)| (g.clone(), *h, b.clone())))
+                .collect();
+            (work, st.tail_next_seq, st.manifest.next_file)
+        };
+        if work.is_empty() && upto == self.durable_seq() {
+            return Ok(0);
+        }
+        let mut written: Vec<(String, i64, usize, FileMeta, BTreeSet<String>)> = Vec::new();
+        let mut total = 0;
+        for (g, hour, batches) in &work {
+            let meta = self.write_file(g, *hour, file_no, batches)?;
+            file_no += 1;
+            total += meta.rows;
+            let mut f = BTreeSet::new();
+            for b in batches.iter().take(4) {
+                fields::discover_batch(b, &mut f);
+            }
+            written.push((g.clone(), *hour, batches.len(), meta, f));
+        }
+        for g in written.iter().map(|w| &w.0).collect::<BTreeSet<_>>() {
+            sync_dir(&self.group_dir(g))?;
+        }
+        let mut st = self.write();
+        let mut m = st.manifest.clone();
+        m.next_seq = upto;
+        m.next_file = file_no;
+        for (g, _, _, meta, f) in &written {
+            if let Some(gm) = m.groups.get_mut(g) {
+                gm.files.push(meta.clone());
+                fields::merge(&mut gm.fields, f);
+            }
+        }
+        if let Err(e) = self.persist(&m) {
+            for (_, _, _, meta, _) in &written {
+                let _ = fs::remove_file(self.dir.join(&meta.path));
+            }
+            return Err(e);
+        }
+        st.manifest = m;
+        // Drop what was written from the tail; later adds stay.
+        for (g, hour, n, meta, _) in &written {
+            if let Some(t) = st.tails.get_mut(g) {
+                if let Some(v) = t.hours.get_mut(hour) {
+                    let gone: Vec<RecordBatch> = v.drain(..(*n).min(v.len())).collect();
+                    t.bytes = t
+                        .bytes
+                        .saturating_sub(gone.iter().map(|b| b.get_array_memory_size()).sum());
+                    if v.is_empty() {
+                        t.hours.remove(hour);
+                    }
+                }
+                t.rows = t.rows.saturating_sub(meta.rows);
+            }
+        }
+        st.tails.retain(|_, t| !t.hours.is_empty());
+        st.tail_since = if st.tails.is_empty() {
+            None
+        } else {
+            Some(now_ms())
+        };
+        self.stats
+            .flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(total)
+    }
+
+    /// Drop files past their group's retention; returns the files removed.
+    pub fn apply_retention(&self, now: i64) -> Result<usize, StoreError> {
+        self.check_writable()?;
+        let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.write();
+        let mut m = st.manifest.clone();
+        let mut gone = Vec::new();
+        for g in m.groups.values_mut() {
+            let Some(days) = g.retention_in_days else {
+                continue;
+            };
+            let cutoff = now - i64::from(days) * 86_400_000;
+            g.files.retain(|f| {
+                let keep = f.max_ts >= cutoff;
+                if !keep {
+                    gone.push(f.path.clone());
+                }
+                keep
+            });
+        }
+        for (name, t) in st.tails.iter_mut() {
+            let Some(days) = m.groups.get(name).and_then(|g| g.retention_in_days) else {
+                continue;
+            };
+            let cutoff_hour = hour_of(now - i64::from(days) * 86_400_000);
+            let old: Vec<i64> = t.hours.range(..cutoff_hour).map(|(h, _)| *h).collect();
+            for h in old {
+                if let Some(b) = t.hours.remove(&h) {
+                    t.rows = t
+                        .rows
+                        .saturating_sub(b.iter().map(|b| b.num_rows() as u64).sum());
+                }
+            }
+        }
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        self.persist(&m)?;
+        st.manifest = m;
+        drop(st);
+        for p in &gone {
+            let _ = fs::remove_file(self.dir.join(p));
+        }
+        Ok(gone.len())
+    }
+
+    /// Every request id in a group (files and tail), for import's de-duplication.
+    pub fn request_ids(&self, name: &str) -> Result<HashSet<String>, StoreError> {
+        let snap = self.snapshot(name, i64::MIN, i64::MAX)?;
+        let mut out = HashSet::new();
+        fn collect(a: &dyn arrow_array::Array, out: &mut HashSet<String>) {
+            if let Some(a) = a.as_any().downcast_ref::<arrow_array::StringArray>() {
+                for v in a.iter().flatten() {
+                    out.insert(v.to_string());
+                }
+            }
+        }
+        for b in &snap.tail {
+            collect(b.column(schema::REQUEST_ID).as_ref(), &mut out);
+        }
+        for (path, _) in &snap.files {
+            let f = File::open(path)?;
+            let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)?;
+            let mask =
+                parquet::arrow::ProjectionMask::roots(b.parquet_schema(), [schema::REQUEST_ID]);
+            for batch in b.with_projection(mask).build()? {
+                let batch = batch?;
+                // The projected batch has the one column at index 0.
+                collect(batch.column(0).as_ref(), &mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Write imported rows straight to files of a group (they do not come from the
+    /// journal, so the cursor does not move). Returns the records written.
+    pub fn import_rows(&self, name: &str, rows: Vec<Row>) -> Result<u64, StoreError> {
+        self.check_writable()?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.has_group(name) {
+            return Err(StoreError::NoSuchGroup(name.into()));
+        }
+        let mut by_hour: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
+        for r in rows {
+            by_hour.entry(hour_of(r.timestamp)).or_default().push(r);
+        }
+        let mut file_no = self.read().manifest.next_file;
+        let mut metas = Vec::new();
+        let mut found = BTreeSet::new();
+        for (hour, mut rows) in by_hour {
+            rows.sort_by_key(|r| r.timestamp);
+            let batches = rows
+                .chunks(8192)
+                .map(schema::to_batch)
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(b) = batches.first() {
+                fields::discover_batch(b, &mut found);
+            }
+            metas.push(self.write_file(name, hour, file_no, &batches)?);
+            file_no += 1;
+        }
+        sync_dir(&self.group_dir(name))?;
+        let mut st = self.write();
+        let mut m = st.manifest.clone();
+        m.next_file = file_no;
+        let total = metas.iter().map(|f| f.rows).sum();
+        match m.groups.get_mut(name) {
+            Some(g) => {
+                g.files.extend(metas.iter().cloned());
+                fields::merge(&mut g.fields, &found);
+            }
+            None => return Err(StoreError::NoSuchGroup(name.into())),
+        }
+        self.persist(&m)?;
+        st.manifest = m;
+        Ok(total)
+    }
+}
+
+fn remove_orphans(root: &Path, dir: &Path, known: &HashSet<&str>) -> Result<(), StoreError> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            remove_orphans(root, &p, known)?;
+        } else if let Ok(rel) = p.strip_prefix(root) {
+            let rel = rel.to_string_lossy();
+            if !known.contains(rel.as_ref()) {
+                tracing::info!(file = %rel, "removing a store file no manifest names (interrupted flush)");
+                fs::remove_file(&p)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Shared handle.
+pub type SharedStore = Arc<Store>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logbook_journal::Entry;
+
+    fn line(rid: &str, ts: &str, group: Option<&str>, model: &str, tokens: u64) -> String {
+        let dest = group
+            .map(|g| format!(r#","logbook":{{"destination":{{"bucket":"b","keyPrefix":"","logGroup":"{g}"}}}}"#))
+            .unwrap_or_default();
+        format!(
+            r#"{{"schemaType":"ModelInvocationLog","schemaVersion":"1.0","timestamp":"{ts}","accountId":"123456789012","identity":{{"arn":"arn:aws:iam::123456789012:user/a"}},"region":"us-east-1","requestId":"{rid}","operation":"Converse","modelId":"{model}","input":{{"inputContentType":"application/json","inputBodyJson":{{"messages":[]}},"inputTokenCount":{tokens}}}{dest}}}"#
+        )
+    }
+
+    fn entry(seq: u64, l: String) -> Entry {
+        Entry {
+            seq,
+            time_ms: 0,
+            payload: l.into_bytes(),
+        }
+    }
+
+    #[test]
+    fn tail_flush_reopen_and_snapshot() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.create_group("g1").unwrap();
+        assert!(matches!(
+            s.create_group("g1"),
+            Err(StoreError::GroupExists(_))
+        ));
+        assert!(matches!(
+            s.create_group("bad name"),
+            Err(StoreError::Invalid(_))
+        ));
+        s.add_entries(&[
+            entry(0, line("a", "2025-03-11T00:38:02Z", Some("g1"), "m1", 3)),
+            entry(1, line("b", "2025-03-11T01:38:02Z", Some("g1"), "m2", 4)),
+            entry(2, line("c", "2025-03-11T01:39:02Z", Some("nope"), "m2", 4)),
+            entry(3, line("d", "2025-03-11T01:39:02Z", None, "m2", 4)),
+            entry(4, "{\"eventVersion\":\"1.08\"}".into()),
+        ]);
+        assert_eq!(s.next_seq(), 5);
+        assert_eq!(s.durable_seq(), 0);
+        assert_eq!(
+            s.stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        let snap = s.snapshot("g1", i64::MIN, i64::MAX).unwrap();
+        assert!(snap.files.is_empty());
+        assert_eq!(snap.tail.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+        assert!(snap.fields.contains("identity.arn"));
+        assert_eq!(s.flush().unwrap(), 2);
+        assert_eq!(s.durable_seq(), 5);
+        let snap = s.snapshot("g1", i64::MIN, i64::MAX).unwrap();
+        assert_eq!(snap.files.len(), 2, "one file per hour");
+        assert!(snap.tail.is_empty());
+        // A time range prunes files.
+        let h1 = parse_millis("2025-03-11T01:00:00Z");
+        let snap = s.snapshot("g1", h1, i64::MAX).unwrap();
+        assert_eq!(snap.files.len(), 1);
+        assert_eq!(s.request_ids("g1").unwrap().len(), 2);
+        drop(s);
+        // Reopen: files and cursor survive; an orphan (crash mid-flush) is removed.
+        let orphan = d
+            .path()
+            .join("groups/g1/2025-03-11T05-000000000099.parquet");
+        fs::write(&orphan, b"partial").unwrap();
+        let s = Store::open(d.path()).unwrap();
+        assert!(!orphan.exists());
+        assert_eq!(s.next_seq(), 5);
+        assert_eq!(s.groups()[0].records, 2);
+        // Entries already seen are ignored.
+        s.add_entries(&[entry(
+            4,
+            line("x", "2025-03-11T00:38:02Z", Some("g1"), "m1", 3),
+        )]);
+        assert_eq!(s.tail_size().0, 0);
+        // A second writer is refused while the first holds the lock.
+        assert!(matches!(Store::open(d.path()), Err(StoreError::Locked(_))));
+        let ro = Store::open_read_only(d.path()).unwrap();
+        assert_eq!(
+            ro.snapshot("g1", i64::MIN, i64::MAX).unwrap().files.len(),
+            2
+        );
+        assert!(ro.create_group("x").is_err());
+    }
+
+    fn parse_millis(s: &str) -> i64 {
+        schema::parse_millis(s).unwrap()
+    }
+
+    #[test]
+    fn retention_drops_old_files_and_hides_old_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.create_group("g").unwrap();
+        assert!(s.set_retention("g", Some(2)).is_err());
+        assert!(s.set_retention("nope", Some(1)).is_err());
+        s.set_retention("g", Some(1)).unwrap();
+        let now = now_ms();
+        let ts = |ms: i64| {
+            let t = time::OffsetDateTime::from_unix_timestamp(ms / 1000).unwrap();
+            logbook_record::record_timestamp(t)
+        };
+        let rows = vec![
+            parse_row(&line("old", &ts(now - 3 * 86_400_000), Some("g"), "m", 1)).unwrap(),
+            parse_row(&line("new", &ts(now - 3_600_000), Some("g"), "m", 1)).unwrap(),
+        ];
+        assert_eq!(s.import_rows("g", rows).unwrap(), 2);
+        assert_eq!(
+            s.snapshot("g", i64::MIN, i64::MAX).unwrap().files.len(),
+            1,
+            "the old file is past retention"
+        );
+        assert_eq!(s.apply_retention(now).unwrap(), 1);
+        assert_eq!(s.groups()[0].records, 1);
+        s.set_retention("g", None).unwrap();
+        assert_eq!(s.groups()[0].retention_in_days, None);
+        s.delete_group("g").unwrap();
+        assert!(s.groups().is_empty());
+        assert!(matches!(
+            s.delete_group("g"),
+            Err(StoreError::NoSuchGroup(_))
+        ));
+    }
+}

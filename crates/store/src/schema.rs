@@ -1,0 +1,472 @@
+//! The columns of a log group: typed columns for the record's fixed fields, the bodies and
+//! `requestMetadata` as JSON text, and the whole record as `@message`.
+//!
+//! Each column has a SQL name (snake_case, so SQL needs no quoting) and the dotted path
+//! CloudWatch Logs Insights would discover for it (`input.inputTokenCount`).
+
+use arrow_array::builder::{
+    BooleanBuilder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::sync::{Arc, OnceLock};
+
+/// The kind of a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Epoch milliseconds, UTC.
+    Timestamp,
+    /// Text.
+    Str,
+    /// Integer.
+    Int,
+    /// Boolean.
+    Bool,
+    /// JSON text (an object or array kept verbatim); dotted paths below it are extracted
+    /// at query time.
+    Json,
+}
+
+/// One column: SQL name, dotted record path, kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    /// Column name in SQL and in Parquet.
+    pub name: &'static str,
+    /// The record path (`identity.arn`), as Logs Insights names it.
+    pub path: &'static str,
+    /// Type.
+    pub kind: Kind,
+}
+
+const fn c(name: &'static str, path: &'static str, kind: Kind) -> Column {
+    Column { name, path, kind }
+}
+
+/// Every column, in table order.
+pub const COLUMNS: &[Column] = &[
+    c("timestamp", "timestamp", Kind::Timestamp),
+    c("request_id", "requestId", Kind::Str),
+    c("account_id", "accountId", Kind::Str),
+    c("region", "region", Kind::Str),
+    c("operation", "operation", Kind::Str),
+    c("model_id", "modelId", Kind::Str),
+    c("schema_type", "schemaType", Kind::Str),
+    c("schema_version", "schemaVersion", Kind::Str),
+    c("identity_arn", "identity.arn", Kind::Str),
+    c("inference_region", "inferenceRegion", Kind::Str),
+    c("error_code", "errorCode", Kind::Str),
+    c("input_content_type", "input.inputContentType", Kind::Str),
+    c("input_token_count", "input.inputTokenCount", Kind::Int),
+    c(
+        "cache_read_input_token_count",
+        "input.cacheReadInputTokenCount",
+        Kind::Int,
+    ),
+    c(
+        "cache_write_input_token_count",
+        "input.cacheWriteInputTokenCount",
+        Kind::Int,
+    ),
+    c("input_body_json", "input.inputBodyJson", Kind::Json),
+    c("input_body_s3_path", "input.inputBodyS3Path", Kind::Str),
+    c("output_content_type", "output.outputContentType", Kind::Str),
+    c("output_token_count", "output.outputTokenCount", Kind::Int),
+    c("output_body_json", "output.outputBodyJson", Kind::Json),
+    c("output_body_s3_path", "output.outputBodyS3Path", Kind::Str),
+    c("request_metadata", "requestMetadata", Kind::Json),
+    c("latency_ms", "logbook.latencyMs", Kind::Int),
+    c(
+        "time_to_first_token_ms",
+        "logbook.timeToFirstTokenMs",
+        Kind::Int,
+    ),
+    c("http_status", "logbook.httpStatus", Kind::Int),
+    c("stream", "logbook.stream", Kind::Bool),
+    c("provider", "logbook.provider", Kind::Str),
+    c("api", "logbook.api", Kind::Str),
+    c("error_message", "logbook.errorMessage", Kind::Str),
+    c("message", "@message", Kind::Str),
+];
+
+/// Index of the `timestamp` column.
+pub const TIMESTAMP: usize = 0;
+/// Index of the `request_id` column.
+pub const REQUEST_ID: usize = 1;
+/// Index of the `message` column.
+pub const MESSAGE: usize = 29;
+
+/// The Arrow schema of a log group.
+pub fn schema() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Schema::new(
+            COLUMNS
+                .iter()
+                .map(|c| {
+                    let t = match c.kind {
+                        Kind::Timestamp => {
+                            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+                        }
+                        Kind::Str | Kind::Json => DataType::Utf8,
+                        Kind::Int => DataType::Int64,
+                        Kind::Bool => DataType::Boolean,
+                    };
+                    Field::new(c.name, t, c.kind != Kind::Timestamp)
+                })
+                .collect::<Vec<_>>(),
+        ))
+    })
+    .clone()
+}
+
+/// A column by SQL name or record path.
+pub fn column(name_or_path: &str) -> Option<(usize, &'static Column)> {
+    COLUMNS
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.name == name_or_path || c.path == name_or_path)
+}
+
+/// Why a line is not a record.
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    /// Not JSON, or not an object.
+    #[error("not a JSON object: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A required member is missing or unusable.
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRecord<'a> {
+    #[serde(borrow)]
+    schema_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    schema_version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    account_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    identity: Option<RawIdentity<'a>>,
+    #[serde(borrow)]
+    region: Option<&'a RawValue>,
+    #[serde(borrow)]
+    request_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    operation: Option<&'a RawValue>,
+    #[serde(borrow)]
+    model_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    input: Option<RawInput<'a>>,
+    #[serde(borrow)]
+    output: Option<RawOutput<'a>>,
+    #[serde(borrow)]
+    request_metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    inference_region: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error_code: Option<&'a RawValue>,
+    #[serde(borrow)]
+    logbook: Option<RawExt<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawIdentity<'a> {
+    #[serde(borrow)]
+    arn: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawInput<'a> {
+    #[serde(borrow)]
+    input_content_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    input_token_count: Option<&'a RawValue>,
+    #[serde(borrow)]
+    cache_read_input_token_count: Option<&'a RawValue>,
+    #[serde(borrow)]
+    cache_write_input_token_count: Option<&'a RawValue>,
+    #[serde(borrow)]
+    input_body_json: Option<&'a RawValue>,
+    #[serde(borrow)]
+    input_body_s3_path: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawOutput<'a> {
+    #[serde(borrow)]
+    output_content_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    output_token_count: Option<&'a RawValue>,
+    #[serde(borrow)]
+    output_body_json: Option<&'a RawValue>,
+    #[serde(borrow)]
+    output_body_s3_path: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawExt<'a> {
+    #[serde(borrow)]
+    latency_ms: Option<&'a RawValue>,
+    #[serde(borrow)]
+    time_to_first_token_ms: Option<&'a RawValue>,
+    #[serde(borrow)]
+    http_status: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow)]
+    provider: Option<&'a RawValue>,
+    #[serde(borrow)]
+    api: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error_message: Option<&'a RawValue>,
+    #[serde(borrow)]
+    destination: Option<RawDestination<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDestination<'a> {
+    #[serde(borrow)]
+    log_group: Option<&'a RawValue>,
+}
+
+/// A record's text value: JSON strings unquoted, `null` as none, anything else verbatim.
+fn text(v: Option<&RawValue>) -> Option<String> {
+    let raw = v?.get();
+    if raw.starts_with('"') {
+        serde_json::from_str::<String>(raw).ok()
+    } else if raw == "null" {
+        None
+    } else {
+        Some(raw.to_string())
+    }
+}
+
+fn int(v: Option<&RawValue>) -> Option<i64> {
+    let raw = v?.get();
+    let s = raw.trim_matches('"');
+    s.parse::<i64>().ok().or_else(|| {
+        s.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(|f| f as i64)
+    })
+}
+
+fn boolean(v: Option<&RawValue>) -> Option<bool> {
+    match v?.get() {
+        "true" | "\"true\"" => Some(true),
+        "false" | "\"false\"" => Some(false),
+        _ => None,
+    }
+}
+
+fn json(v: Option<&RawValue>) -> Option<String> {
+    let raw = v?.get();
+    (raw != "null").then(|| raw.to_string())
+}
+
+/// Parse an RFC 3339 timestamp to epoch milliseconds.
+pub fn parse_millis(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// One record, split into column values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// `timestamp`, epoch ms.
+    pub timestamp: i64,
+    /// Text/JSON values by column index (`None` for absent).
+    pub strs: Vec<Option<String>>,
+    /// Integer values by column index.
+    pub ints: Vec<Option<i64>>,
+    /// Boolean values by column index.
+    pub bools: Vec<Option<bool>>,
+    /// The log group the logging configuration sent it to (`logbook.destination.logGroup`).
+    pub log_group: Option<String>,
+}
+
+impl Row {
+    /// The record's request id.
+    pub fn request_id(&self) -> Option<&str> {
+        self.strs.get(REQUEST_ID).and_then(|s| s.as_deref())
+    }
+
+    /// The whole record.
+    pub fn message(&self) -> &str {
+        self.strs
+            .get(MESSAGE)
+            .and_then(|s| s.as_deref())
+            .unwrap_or("")
+    }
+}
+
+/// Split one record (a JSON line) into column values. Records without a usable
+/// `timestamp` or with a `schemaType` other than `ModelInvocationLog` are refused.
+pub fn parse_row(line: &str) -> Result<Row, RowError> {
+    let r: RawRecord = serde_json::from_str(line)?;
+    if let Some(t) = text(r.schema_type) {
+        if t != "ModelInvocationLog" {
+            return Err(RowError::Invalid("schemaType is not ModelInvocationLog"));
+        }
+    }
+    let ts = text(r.timestamp)
+        .as_deref()
+        .and_then(parse_millis)
+        .ok_or(RowError::Invalid("timestamp missing or not RFC 3339"))?;
+    let n = COLUMNS.len();
+    let mut strs = vec![None; n];
+    let mut ints = vec![None; n];
+    let mut bools = vec![None; n];
+    let (input, output, ext) = (r.input.as_ref(), r.output.as_ref(), r.logbook.as_ref());
+    strs[1] = text(r.request_id);
+    strs[2] = text(r.account_id);
+    strs[3] = text(r.region);
+    strs[4] = text(r.operation);
+    strs[5] = text(r.model_id);
+    strs[6] = text(r.schema_type);
+    strs[7] = text(r.schema_version);
+    strs[8] = text(r.identity.as_ref().and_then(|i| i.arn));
+    strs[9] = text(r.inference_region);
+    strs[10] = text(r.error_code);
+    strs[11] = text(input.and_then(|i| i.input_content_type));
+    ints[12] = int(input.and_then(|i| i.input_token_count));
+    ints[13] = int(input.and_then(|i| i.cache_read_input_token_count));
+    ints[14] = int(input.and_then(|i| i.cache_write_input_token_count));
+    strs[15] = json(input.and_then(|i| i.input_body_json));
+    strs[16] = text(input.and_then(|i| i.input_body_s3_path));
+    strs[17] = text(output.and_then(|o| o.output_content_type));
+    ints[18] = int(output.and_then(|o| o.output_token_count));
+    strs[19] = json(output.and_then(|o| o.output_body_json));
+    strs[20] = text(output.and_then(|o| o.output_body_s3_path));
+    strs[21] = json(r.request_metadata);
+    ints[22] = int(ext.and_then(|e| e.latency_ms));
+    ints[23] = int(ext.and_then(|e| e.time_to_first_token_ms));
+    ints[24] = int(ext.and_then(|e| e.http_status));
+    bools[25] = boolean(ext.and_then(|e| e.stream));
+    strs[26] = text(ext.and_then(|e| e.provider));
+    strs[27] = text(ext.and_then(|e| e.api));
+    strs[28] = text(ext.and_then(|e| e.error_message));
+    strs[MESSAGE] = Some(line.to_string());
+    let log_group = text(
+        ext.and_then(|e| e.destination.as_ref())
+            .and_then(|d| d.log_group),
+    );
+    Ok(Row {
+        timestamp: ts,
+        strs,
+        ints,
+        bools,
+        log_group,
+    })
+}
+
+/// Build one Arrow batch from rows.
+pub fn to_batch(rows: &[Row]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(COLUMNS.len());
+    for (i, col) in COLUMNS.iter().enumerate() {
+        let a: ArrayRef = match col.kind {
+            Kind::Timestamp => {
+                let mut b =
+                    TimestampMillisecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
+                for r in rows {
+                    b.append_value(r.timestamp);
+                }
+                Arc::new(b.finish())
+            }
+            Kind::Str | Kind::Json => {
+                let bytes: usize = rows
+                    .iter()
+                    .map(|r| r.strs[i].as_ref().map_or(0, |s| s.len()))
+                    .sum();
+                let mut b = StringBuilder::with_capacity(rows.len(), bytes);
+                for r in rows {
+                    b.append_option(r.strs[i].as_deref());
+                }
+                Arc::new(b.finish())
+            }
+            Kind::Int => {
+                let mut b = Int64Builder::with_capacity(rows.len());
+                for r in rows {
+                    b.append_option(r.ints[i]);
+                }
+                Arc::new(b.finish())
+            }
+            Kind::Bool => {
+                let mut b = BooleanBuilder::with_capacity(rows.len());
+                for r in rows {
+                    b.append_option(r.bools[i]);
+                }
+                Arc::new(b.finish())
+            }
+        };
+        arrays.push(a);
+    }
+    RecordBatch::try_new(schema(), arrays)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = r#"{"schemaType":"ModelInvocationLog","schemaVersion":"1.0","timestamp":"2025-03-11T00:38:02Z","accountId":"123456789012","identity":{"arn":"arn:aws:iam::123456789012:user/alice"},"region":"us-east-1","requestId":"r-1","operation":"Converse","modelId":"amazon.nova-lite-v1:0","input":{"inputContentType":"application/json","inputBodyJson":{"messages":[{"role":"user","content":[{"text":"hi \"there\""}]}]},"inputTokenCount":4},"output":{"outputContentType":"application/json","outputBodyJson":{"stopReason":"end_turn"},"outputTokenCount":38},"requestMetadata":{"team":"search"},"logbook":{"latencyMs":12,"stream":false,"httpStatus":200,"destination":{"bucket":"b","keyPrefix":"","logGroup":"g1"}}}"#;
+
+    #[test]
+    fn splits_a_record_into_columns() {
+        let r = parse_row(LINE).unwrap();
+        assert_eq!(r.timestamp, 1_741_653_482_000);
+        assert_eq!(r.request_id(), Some("r-1"));
+        assert_eq!(r.strs[5].as_deref(), Some("amazon.nova-lite-v1:0"));
+        assert_eq!(
+            r.strs[8].as_deref(),
+            Some("arn:aws:iam::123456789012:user/alice")
+        );
+        assert_eq!(r.ints[12], Some(4));
+        assert_eq!(r.ints[18], Some(38));
+        assert_eq!(
+            r.strs[15].as_deref(),
+            Some(r#"{"messages":[{"role":"user","content":[{"text":"hi \"there\""}]}]}"#)
+        );
+        assert_eq!(r.strs[21].as_deref(), Some(r#"{"team":"search"}"#));
+        assert_eq!(r.ints[22], Some(12));
+        assert_eq!(r.bools[25], Some(false));
+        assert_eq!(r.log_group.as_deref(), Some("g1"));
+        assert_eq!(r.message(), LINE);
+        let b = to_batch(&[r.clone(), r]).unwrap();
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!(b.num_columns(), COLUMNS.len());
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_record() {
+        assert!(parse_row("not json").is_err());
+        assert!(parse_row("[1]").is_err());
+        assert!(parse_row(r#"{"timestamp":"yesterday"}"#).is_err());
+        assert!(parse_row(r#"{"schemaType":"Other","timestamp":"2025-03-11T00:38:02Z"}"#).is_err());
+        // Wrong member types degrade to text rather than failing the row.
+        let r = parse_row(r#"{"timestamp":"2025-03-11T00:38:02.5Z","modelId":7,"input":{"inputTokenCount":"12"}}"#).unwrap();
+        assert_eq!(r.timestamp, 1_741_653_482_500);
+        assert_eq!(r.strs[5].as_deref(), Some("7"));
+        assert_eq!(r.ints[12], Some(12));
+    }
+
+    #[test]
+    fn column_table_is_consistent() {
+        assert_eq!(COLUMNS[TIMESTAMP].name, "timestamp");
+        assert_eq!(COLUMNS[REQUEST_ID].name, "request_id");
+        assert_eq!(COLUMNS[MESSAGE].name, "message");
+        assert_eq!(column("input.inputTokenCount").map(|c| c.0), Some(12));
+        assert_eq!(column("output_token_count").map(|c| c.0), Some(18));
+        assert_eq!(column("requestMetadata").map(|c| c.0), Some(21));
+    }
+}
