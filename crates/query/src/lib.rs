@@ -1,1 +1,398 @@
-//! query
+//! Queries over log groups and archives, on DataFusion: the Logs Insights language
+//! (compiled to DataFusion plans) and SQL over the same data.
+//!
+//! SQL sees two tables: `invocations` (the selected log groups; typed snake_case columns
+//! plus `message`, the whole record, and `log_group`) and `archive` (the Bedrock-format
+//! `.json.gz` objects of a bucket, same columns but `log_group`).
+
+use datafusion::arrow::array::{Array, Float64Array, RecordBatch};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
+use datafusion::logical_expr::{cast, ident, lit, Expr};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use logbook_store::{schema, Store};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub mod archive;
+pub mod insights;
+pub mod udf;
+
+/// Query errors.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The query text is malformed.
+    #[error("syntax error at {0}")]
+    Syntax(#[from] insights::SyntaxError),
+    /// The query is well-formed but cannot be planned or run.
+    #[error("{0}")]
+    Invalid(String),
+    /// The log group does not exist.
+    #[error("The specified log group does not exist: {0}")]
+    NoSuchGroup(String),
+    /// The engine failed.
+    #[error("query failed: {0}")]
+    Engine(String),
+}
+
+impl From<datafusion::error::DataFusionError> for QueryError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        use datafusion::error::DataFusionError as D;
+        match e.find_root() {
+            D::Plan(m) => QueryError::Invalid(m.clone()),
+            D::SQL(e, _) => QueryError::Invalid(e.to_string()),
+            D::SchemaError(e, _) => QueryError::Invalid(e.to_string()),
+            _ => QueryError::Engine(e.to_string()),
+        }
+    }
+}
+
+impl From<insights::compile::CompileError> for QueryError {
+    fn from(e: insights::compile::CompileError) -> Self {
+        match e {
+            insights::compile::CompileError::Query(m) => QueryError::Invalid(m),
+            insights::compile::CompileError::DataFusion(e) => e.into(),
+        }
+    }
+}
+
+/// Query language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// CloudWatch Logs Insights.
+    Insights,
+    /// SQL (DataFusion's dialect).
+    Sql,
+}
+
+/// A query.
+#[derive(Debug, Clone)]
+pub struct QueryRequest {
+    /// Log groups (at least one for Insights; SQL's `invocations` table reads these).
+    pub groups: Vec<String>,
+    /// Start, epoch ms (inclusive).
+    pub start_ms: i64,
+    /// End, epoch ms (inclusive).
+    pub end_ms: i64,
+    /// The query text.
+    pub query: String,
+    /// Its language.
+    pub language: Language,
+    /// At most this many rows.
+    pub limit: usize,
+}
+
+/// Scan statistics (CloudWatch's `statistics`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryStats {
+    /// Records in the time range of the groups read.
+    pub records_scanned: u64,
+    /// Records matched (rows returned, or records aggregated).
+    pub records_matched: u64,
+    /// Bytes of the files read.
+    pub bytes_scanned: u64,
+}
+
+/// A result: named columns and rows of display strings (`None` for null).
+#[derive(Debug, Clone, Default)]
+pub struct QueryResult {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Rows.
+    pub rows: Vec<Vec<Option<String>>>,
+    /// Statistics.
+    pub stats: QueryStats,
+}
+
+/// The query engine over a store (and optionally an archive folder).
+pub struct Engine {
+    store: Arc<Store>,
+    archive_root: Option<PathBuf>,
+    partitions: usize,
+}
+
+/// The log stream every record belongs to (Bedrock's documented stream name).
+pub const LOG_STREAM: &str = "aws/bedrock/modelinvocations";
+
+/// The timestamp format of results (`2025-03-11 00:38:02.000`).
+pub const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.3f";
+
+impl Engine {
+    /// An engine over `store`; `archive_root` is the folder SQL's `archive` table reads.
+    pub fn new(store: Arc<Store>, archive_root: Option<PathBuf>) -> Engine {
+        let partitions = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Engine {
+            store,
+            archive_root,
+            partitions,
+        }
+    }
+
+    fn context(&self) -> SessionContext {
+        let cfg = SessionConfig::new()
+            .with_target_partitions(self.partitions)
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config(cfg);
+        for f in udf::all() {
+            ctx.register_udf(f);
+        }
+        ctx
+    }
+
+    /// The raw (snake_case) rows of one group in a time range, with `log_group`.
+    async fn raw_frame(
+        &self,
+        ctx: &SessionContext,
+        group: &str,
+        start: i64,
+        end: i64,
+        stats: &mut QueryStats,
+        fields: &mut BTreeSet<String>,
+    ) -> Result<DataFrame, QueryError> {
+        let snap = self
+            .store
+            .snapshot(group, start, end)
+            .map_err(|e| match e {
+                logbook_store::StoreError::NoSuchGroup(g) => QueryError::NoSuchGroup(g),
+                other => QueryError::Engine(other.to_string()),
+            })?;
+        fields.extend(snap.fields.iter().cloned());
+        let schema = schema::schema();
+        let mut df: Option<DataFrame> = None;
+        if !snap.files.is_empty() {
+            stats.bytes_scanned += snap.files.iter().map(|(_, m)| m.bytes).sum::<u64>();
+            stats.records_scanned += snap.files.iter().map(|(_, m)| m.rows).sum::<u64>();
+            let paths: Vec<String> = snap
+                .files
+                .iter()
+                .map(|(p, _)| p.to_string_lossy().into_owned())
+                .collect();
+            let opts = ParquetReadOptions::default().schema(&schema);
+            df = Some(ctx.read_parquet(paths, opts).await?);
+        }
+        if !snap.tail.is_empty() || df.is_none() {
+            stats.records_scanned += snap.tail.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            let batches = if snap.tail.is_empty() {
+                vec![RecordBatch::new_empty(schema.clone())]
+            } else {
+                snap.tail
+            };
+            let t = ctx.read_batches(batches)?;
+            df = Some(match df {
+                Some(d) => d.union(t)?,
+                None => t,
+            });
+        }
+        let df = df.ok_or_else(|| QueryError::Engine("no data".into()))?;
+        let lo = start.max(snap.retention_cutoff.unwrap_or(i64::MIN));
+        let ts = |ms: i64| {
+            lit(ScalarValue::TimestampMillisecond(
+                Some(ms),
+                Some("UTC".into()),
+            ))
+        };
+        let mut df = df.filter(
+            ident("timestamp")
+                .gt_eq(ts(lo))
+                .and(ident("timestamp").lt_eq(ts(end))),
+        )?;
+        df = df.with_column("log_group", lit(group.to_string()))?;
+        Ok(df)
+    }
+
+    async fn raw_union(
+        &self,
+        ctx: &SessionContext,
+        req: &QueryRequest,
+        stats: &mut QueryStats,
+        fields: &mut BTreeSet<String>,
+    ) -> Result<DataFrame, QueryError> {
+        let mut out: Option<DataFrame> = None;
+        for g in &req.groups {
+            let d = self
+                .raw_frame(ctx, g, req.start_ms, req.end_ms, stats, fields)
+                .await?;
+            out = Some(match out {
+                Some(o) => o.union(d)?,
+                None => d,
+            });
+        }
+        out.ok_or_else(|| QueryError::Invalid("name at least one log group".into()))
+    }
+
+    /// Run a query.
+    pub async fn run(&self, req: &QueryRequest) -> Result<QueryResult, QueryError> {
+        let ctx = self.context();
+        let mut stats = QueryStats::default();
+        let mut fields = BTreeSet::new();
+        let (df, columns, aggregated) = match req.language {
+            Language::Insights => {
+                let q = insights::parse(&req.query)?;
+                let raw = self.raw_union(&ctx, req, &mut stats, &mut fields).await?;
+                let frame = insights_frame(raw)?;
+                let c = insights::compile::compile(&ctx, frame, &q, &fields, req.limit)?;
+                (c.frame, c.columns, c.aggregated)
+            }
+            Language::Sql => {
+                if !req.groups.is_empty() {
+                    let raw = self.raw_union(&ctx, req, &mut stats, &mut fields).await?;
+                    ctx.register_table("invocations", raw.into_view())?;
+                }
+                if let Some(root) = &self.archive_root {
+                    ctx.register_table(
+                        "archive",
+                        Arc::new(archive::table(root, self.partitions)?),
+                    )?;
+                }
+                let df = ctx.sql(&req.query).await?.limit(0, Some(req.limit))?;
+                let cols = df
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect();
+                (df, cols, true)
+            }
+        };
+        let batches = df.collect().await?;
+        let rows = format_rows(&batches)?;
+        stats.records_matched = if aggregated {
+            stats.records_scanned
+        } else {
+            rows.len() as u64
+        };
+        Ok(QueryResult {
+            columns,
+            rows,
+            stats,
+        })
+    }
+
+    /// One record by pointer (`@ptr`): all its fields, flattened, with `@message`.
+    pub async fn record(&self, ptr: &str) -> Result<Vec<(String, String)>, QueryError> {
+        let (rid, group) = ptr
+            .rsplit_once('@')
+            .ok_or_else(|| QueryError::Invalid("the log record pointer is not valid".into()))?;
+        let req = QueryRequest {
+            groups: vec![group.to_string()],
+            start_ms: i64::MIN / 2,
+            end_ms: i64::MAX / 2,
+            query: String::new(),
+            language: Language::Sql,
+            limit: 1,
+        };
+        let ctx = self.context();
+        let mut stats = QueryStats::default();
+        let mut fields = BTreeSet::new();
+        let raw = self.raw_union(&ctx, &req, &mut stats, &mut fields).await?;
+        let df = raw
+            .filter(ident("request_id").eq(lit(rid.to_string())))?
+            .select(vec![ident("message"), ident("timestamp")])?
+            .limit(0, Some(1))?;
+        let rows = format_rows(&df.collect().await?)?;
+        let Some(row) = rows.into_iter().next() else {
+            return Err(QueryError::Invalid(
+                "the log record pointer does not name a record".into(),
+            ));
+        };
+        let message = row.first().cloned().flatten().unwrap_or_default();
+        let mut out = Vec::new();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&message) {
+            let mut paths = BTreeSet::new();
+            logbook_store::fields::flatten(&v, "", &mut paths);
+            for p in paths {
+                if let Some(s) = udf::walk(&v, &p).and_then(udf::value_text) {
+                    out.push((p, s));
+                }
+            }
+        }
+        out.push((
+            "@timestamp".into(),
+            row.get(1).cloned().flatten().unwrap_or_default(),
+        ));
+        out.push(("@log".into(), format!("{}:{group}", account_of(&message))));
+        out.push(("@logStream".into(), LOG_STREAM.into()));
+        out.push(("@message".into(), message));
+        Ok(out)
+    }
+}
+
+fn account_of(message: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(message)
+        .ok()
+        .and_then(|v| {
+            v.get("accountId")
+                .and_then(|a| a.as_str())
+                .map(String::from)
+        })
+        .unwrap_or_default()
+}
+
+/// Rename the raw columns to the names Insights uses and add the system fields.
+pub fn insights_frame(raw: DataFrame) -> Result<DataFrame, QueryError> {
+    let mut sel: Vec<Expr> = Vec::new();
+    for c in schema::COLUMNS {
+        let name = match c.name {
+            "timestamp" => "@timestamp",
+            _ => c.path,
+        };
+        sel.push(ident(c.name).alias(name));
+    }
+    let concat = |parts: Vec<Expr>| datafusion::functions::string::expr_fn::concat(parts);
+    sel.push(lit(LOG_STREAM).alias("@logStream"));
+    sel.push(
+        concat(vec![
+            datafusion::functions::core::expr_fn::coalesce(vec![ident("account_id"), lit("")]),
+            lit(":"),
+            ident("log_group"),
+        ])
+        .alias("@log"),
+    );
+    sel.push(
+        concat(vec![
+            datafusion::functions::core::expr_fn::coalesce(vec![ident("request_id"), lit("")]),
+            lit("@"),
+            ident("log_group"),
+        ])
+        .alias("@ptr"),
+    );
+    let _ = cast;
+    Ok(raw.select(sel)?)
+}
+
+/// Format batches as rows of strings (timestamps as `YYYY-MM-DD HH:MM:SS.mmm`).
+pub fn format_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<Option<String>>>, QueryError> {
+    let opts = FormatOptions::default()
+        .with_timestamp_format(Some(TIMESTAMP_FORMAT))
+        .with_timestamp_tz_format(Some(TIMESTAMP_FORMAT));
+    let mut rows = Vec::new();
+    for b in batches {
+        let fmts = b
+            .columns()
+            .iter()
+            .map(|a| ArrayFormatter::try_new(a.as_ref(), &opts))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| QueryError::Engine(e.to_string()))?;
+        for r in 0..b.num_rows() {
+            rows.push(
+                b.columns()
+                    .iter()
+                    .zip(&fmts)
+                    .map(|(a, f)| {
+                        if a.is_null(r) {
+                            return None;
+                        }
+                        // Decimals print as Insights does: 42, 12.5 (not 42.0).
+                        if let Some(x) = a.as_any().downcast_ref::<Float64Array>() {
+                            return Some(format!("{}", x.value(r)));
+                        }
+                        Some(f.value(r).to_string())
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Ok(rows)
+}

@@ -1,0 +1,219 @@
+//! Scalar functions the Insights compiler (and SQL users) need beyond DataFusion's own:
+//! `json_get(text, 'a.b.0.c')`, `json_array(text)` and `regex_extract(text, re, group)`.
+
+use datafusion::arrow::array::{Array, ArrayRef, ListBuilder, StringArray, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::common::{exec_err, Result, ScalarValue};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Every function here, for registration.
+pub fn all() -> Vec<ScalarUDF> {
+    vec![
+        ScalarUDF::from(JsonGet::new()),
+        ScalarUDF::from(JsonArray::new()),
+        ScalarUDF::from(RegexExtract::new()),
+    ]
+}
+
+/// Walk a dotted path (`messages.0.content`) into a JSON value.
+pub fn walk<'v>(mut v: &'v Value, path: &str) -> Option<&'v Value> {
+    if path.is_empty() {
+        return Some(v);
+    }
+    for seg in path.split('.') {
+        v = match v {
+            Value::Object(m) => m.get(seg)?,
+            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+/// A JSON value as a field value: strings unquoted, null as none, the rest as JSON text.
+pub fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn strings(v: &ColumnarValue, n: usize) -> Result<ArrayRef> {
+    let a = v.to_array(n)?;
+    Ok(datafusion::arrow::compute::cast(&a, &DataType::Utf8)?)
+}
+
+fn scalar_str(v: &ColumnarValue, what: &str) -> Result<String> {
+    match v {
+        ColumnarValue::Scalar(ScalarValue::Utf8(Some(s)))
+        | ColumnarValue::Scalar(ScalarValue::LargeUtf8(Some(s)))
+        | ColumnarValue::Scalar(ScalarValue::Utf8View(Some(s))) => Ok(s.clone()),
+        ColumnarValue::Scalar(ScalarValue::Int64(Some(i))) => Ok(i.to_string()),
+        _ => exec_err!("{what} must be a constant string"),
+    }
+}
+
+fn is_json_start(s: &str) -> bool {
+    matches!(s.trim_start().as_bytes().first(), Some(b'{') | Some(b'['))
+}
+
+macro_rules! udf_boilerplate {
+    ($t:ident, $name:expr, $sig:expr) => {
+        /// See the module documentation.
+        #[derive(Debug, PartialEq, Eq, Hash)]
+        pub struct $t {
+            signature: Signature,
+        }
+        impl $t {
+            /// A new instance.
+            pub fn new() -> Self {
+                $t { signature: $sig }
+            }
+        }
+        impl Default for $t {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+    };
+}
+
+udf_boilerplate!(
+    JsonGet,
+    "json_get",
+    Signature::any(2, Volatility::Immutable)
+);
+udf_boilerplate!(
+    JsonArray,
+    "json_array",
+    Signature::any(1, Volatility::Immutable)
+);
+udf_boilerplate!(
+    RegexExtract,
+    "regex_extract",
+    Signature::any(3, Volatility::Immutable)
+);
+
+impl ScalarUDFImpl for JsonGet {
+    fn name(&self) -> &str {
+        "json_get"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let path = scalar_str(&args.args[1], "json_get's path")?;
+        let text = strings(&args.args[0], args.number_rows)?;
+        let Some(text) = text.as_any().downcast_ref::<StringArray>() else {
+            return exec_err!("json_get: expected text");
+        };
+        let mut b = StringBuilder::with_capacity(text.len(), text.len() * 8);
+        for i in 0..text.len() {
+            if text.is_null(i) {
+                b.append_null();
+                continue;
+            }
+            let s = text.value(i);
+            if !is_json_start(s) {
+                b.append_null();
+                continue;
+            }
+            match serde_json::from_str::<Value>(s) {
+                Ok(v) => b.append_option(walk(&v, &path).and_then(value_text)),
+                Err(_) => b.append_null(),
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(b.finish())))
+    }
+}
+
+impl ScalarUDFImpl for JsonArray {
+    fn name(&self) -> &str {
+        "json_array"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::List(Arc::new(Field::new(
+            "item",
+            DataType::Utf8,
+            true,
+        ))))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let text = strings(&args.args[0], args.number_rows)?;
+        let Some(text) = text.as_any().downcast_ref::<StringArray>() else {
+            return exec_err!("json_array: expected text");
+        };
+        let mut b = ListBuilder::new(StringBuilder::new());
+        for i in 0..text.len() {
+            if text.is_null(i) {
+                b.append_null();
+                continue;
+            }
+            let s = text.value(i);
+            match serde_json::from_str::<Value>(s) {
+                Ok(Value::Array(items)) => {
+                    for it in &items {
+                        b.values().append_option(value_text(it));
+                    }
+                    b.append(true);
+                }
+                // Anything else counts as a one-element list (as in Logs Insights).
+                _ => {
+                    b.values().append_value(s);
+                    b.append(true);
+                }
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(b.finish())))
+    }
+}
+
+impl ScalarUDFImpl for RegexExtract {
+    fn name(&self) -> &str {
+        "regex_extract"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let pattern = scalar_str(&args.args[1], "regex_extract's pattern")?;
+        let group = scalar_str(&args.args[2], "regex_extract's group")?;
+        let re = match regex::Regex::new(&pattern) {
+            Ok(r) => r,
+            Err(e) => return exec_err!("regex_extract: {e}"),
+        };
+        let text = strings(&args.args[0], args.number_rows)?;
+        let Some(text) = text.as_any().downcast_ref::<StringArray>() else {
+            return exec_err!("regex_extract: expected text");
+        };
+        let idx = group.parse::<usize>().ok();
+        let mut b = StringBuilder::with_capacity(text.len(), text.len() * 8);
+        for i in 0..text.len() {
+            if text.is_null(i) {
+                b.append_null();
+                continue;
+            }
+            let caps = re.captures(text.value(i));
+            let m = caps.as_ref().and_then(|c| match idx {
+                Some(n) => c.get(n),
+                None => c.name(&group),
+            });
+            b.append_option(m.map(|m| m.as_str()));
+        }
+        Ok(ColumnarValue::Array(Arc::new(b.finish())))
+    }
+}
