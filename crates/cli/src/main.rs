@@ -6,6 +6,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod query_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "logbook",
@@ -28,6 +30,10 @@ enum Command {
     },
     /// List control-plane audit events (CloudTrail format), newest last.
     Trail(TrailArgs),
+    /// Query log groups with the Logs Insights language (or SQL with --sql).
+    Query(QueryArgs),
+    /// Import Bedrock invocation logs (gzipped JSON Lines in Bedrock's S3 layout).
+    Import(ImportArgs),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -73,6 +79,46 @@ struct TrailArgs {
     /// Output format.
     #[arg(long, default_value = "table", value_parser = ["table", "json"])]
     format: String,
+}
+
+#[derive(clap::Args)]
+struct QueryArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Log group to read (repeatable).
+    #[arg(long = "log-group", default_value = "/aws/bedrock/modelinvocations")]
+    log_groups: Vec<String>,
+    /// Only records newer than this (90s, 30m, 24h, 7d, 2w). Default: all.
+    #[arg(long, conflicts_with = "start")]
+    since: Option<String>,
+    /// Only records at or after this time (RFC 3339, or a date: 2026-11-19).
+    #[arg(long)]
+    start: Option<String>,
+    /// Only records at or before this time (RFC 3339, or a date).
+    #[arg(long)]
+    end: Option<String>,
+    /// The query is SQL (tables `invocations` and `archive`).
+    #[arg(long)]
+    sql: bool,
+    /// Output format.
+    #[arg(long, default_value = "table", value_parser = ["table", "json", "csv"])]
+    format: String,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 10_000)]
+    limit: usize,
+    /// The query, e.g. 'stats sum(inputTokenCount) by modelId'.
+    query: String,
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// A folder, or s3://bucket/prefix of a bucket declared in the configuration.
+    source: String,
+    /// The log group to fill (created if missing).
+    #[arg(long = "log-group", default_value = "/aws/bedrock/modelinvocations")]
+    log_group: String,
 }
 
 fn load_data(args: &DataArgs) -> anyhow::Result<logbook_server::Config> {
@@ -167,6 +213,36 @@ fn run() -> anyhow::Result<()> {
                 write!(out, "{}", logbook_server::tools::trail_table(&events))?;
             }
             Ok(())
+        }
+        Command::Query(args) => {
+            let config = load_data(&args.data)?;
+            let ms = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+            let mut start = i64::MIN / 2;
+            if let Some(s) = &args.since {
+                start =
+                    ms(time::OffsetDateTime::now_utc() - logbook_server::tools::parse_since(s)?);
+            }
+            if let Some(t) = &args.start {
+                start = ms(logbook_server::tools::parse_instant(t)?);
+            }
+            let end = match &args.end {
+                Some(t) => ms(logbook_server::tools::parse_instant(t)?),
+                None => i64::MAX / 2,
+            };
+            query_cmd::query(
+                &config,
+                args.log_groups,
+                start,
+                end,
+                args.sql,
+                &args.format,
+                args.limit,
+                &args.query,
+            )
+        }
+        Command::Import(args) => {
+            let config = load_data(&args.data)?;
+            query_cmd::import(&config, &args.source, &args.log_group)
         }
         Command::Config {
             command: ConfigCommand::Diff(args),

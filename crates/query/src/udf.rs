@@ -217,3 +217,88 @@ impl ScalarUDFImpl for RegexExtract {
         Ok(ColumnarValue::Array(Arc::new(b.finish())))
     }
 }
+
+/// An exact percentile (`p` in 0..=1) with linear interpolation between closest ranks, as
+/// DuckDB's `quantile_cont` computes it (DataFusion's `percentile_cont` quantizes the
+/// interpolation weight to six decimals, which would make answers differ in the last digits).
+pub fn exact_percentile(p: f64) -> datafusion::logical_expr::AggregateUDF {
+    use datafusion::logical_expr::{create_udaf, Accumulator};
+    #[derive(Debug)]
+    struct Acc {
+        p: f64,
+        values: Vec<f64>,
+    }
+    impl Accumulator for Acc {
+        fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+            let a = datafusion::arrow::compute::cast(&values[0], &DataType::Float64)?;
+            if let Some(a) = a
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Float64Array>()
+            {
+                self.values.extend(a.iter().flatten());
+            }
+            Ok(())
+        }
+        fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+            if let Some(l) = states[0]
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::ListArray>()
+            {
+                for i in 0..l.len() {
+                    if l.is_valid(i) {
+                        self.update_batch(&[l.value(i)])?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        fn state(&mut self) -> Result<Vec<ScalarValue>> {
+            let vals: Vec<ScalarValue> = self
+                .values
+                .iter()
+                .map(|v| ScalarValue::Float64(Some(*v)))
+                .collect();
+            Ok(vec![ScalarValue::List(ScalarValue::new_list_nullable(
+                &vals,
+                &DataType::Float64,
+            ))])
+        }
+        fn evaluate(&mut self) -> Result<ScalarValue> {
+            if self.values.is_empty() {
+                return Ok(ScalarValue::Float64(None));
+            }
+            self.values.sort_by(|a, b| a.total_cmp(b));
+            let n = self.values.len();
+            let pos = self.p * (n - 1) as f64;
+            let lo = pos.floor() as usize;
+            let hi = pos.ceil() as usize;
+            let (a, b) = (self.values[lo], self.values[hi.min(n - 1)]);
+            let v = if lo == hi {
+                a
+            } else {
+                a + (b - a) * (pos - lo as f64)
+            };
+            Ok(ScalarValue::Float64(Some(v)))
+        }
+        fn size(&self) -> usize {
+            std::mem::size_of::<Self>() + self.values.capacity() * 8
+        }
+    }
+    create_udaf(
+        "pct",
+        vec![DataType::Float64],
+        Arc::new(DataType::Float64),
+        Volatility::Immutable,
+        Arc::new(move |_| {
+            Ok(Box::new(Acc {
+                p,
+                values: Vec::new(),
+            }))
+        }),
+        Arc::new(vec![DataType::List(Arc::new(Field::new(
+            "item",
+            DataType::Float64,
+            true,
+        )))]),
+    )
+}

@@ -178,6 +178,9 @@ pub struct Destination {
     pub bucket: String,
     /// Key prefix.
     pub key_prefix: String,
+    /// The log group (`cloudWatchConfig.logGroupName`) that receives the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_group: Option<String>,
 }
 
 /// One `ModelInvocationLog` record.

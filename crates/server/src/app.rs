@@ -42,6 +42,12 @@ pub struct AppState {
     pub logging: Arc<LoggingConfigs>,
     /// Declared buckets.
     pub buckets: HashMap<String, Arc<dyn ObjectStore>>,
+    /// Log groups.
+    pub store: Arc<logbook_store::Store>,
+    /// Queries over the log groups and the archive.
+    pub engine: Arc<logbook_query::Engine>,
+    /// Logs Insights queries started through the CloudWatch Logs API.
+    pub queries: crate::logs_api::Queries,
 }
 
 /// Shared state handle.
@@ -146,6 +152,12 @@ async fn healthz(State(s): State<Shared>) -> Response {
         // Unauthenticated endpoint: name the drifted regions, not their configurations
         // (`logbook config diff` shows those).
         "drift": s.logging.drift().iter().map(|d| serde_json::json!({"accountId": d.account_id, "region": d.region})).collect::<Vec<_>>(),
+        "store": {
+            "records": s.store.stats.records.load(Ordering::Relaxed),
+            "dropped": s.store.stats.dropped.load(Ordering::Relaxed),
+            "flushes": s.store.stats.flushes.load(Ordering::Relaxed),
+            "durableSeq": s.store.durable_seq(),
+        },
         "mode": match s.recorder.mode() { LoggingMode::Strict => "strict", LoggingMode::Async => "async" },
     });
     let status = if healthy {
@@ -208,6 +220,8 @@ pub fn router(state: Shared) -> Router {
                 .delete(crate::control_api::delete),
         )
         .route("/healthz", get(healthz))
+        .route("/", post(crate::logs_api::handle))
+        .route("/logbook/query", post(crate::logs_api::http_query))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -268,6 +282,42 @@ pub async fn serve(
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let gc = Arc::new(GcCoordinator::default());
+    // Log groups: the live store, fed from the journal.
+    let store = Arc::new(
+        logbook_store::Store::open(config.data_dir.join("store")).map_err(|e| ServeError::Io {
+            context: "log group store".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?,
+    );
+    for g in &config.log_groups {
+        store.ensure_group(g).map_err(|e| ServeError::Io {
+            context: format!("log group {g}"),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
+    let store_task = {
+        let gc2 = gc.clone();
+        let j = journal.clone();
+        let on_durable: logbook_store::ingest::OnDurable = Arc::new(move |next| {
+            let min = gc2.set("store", next);
+            if let Err(e) = j.collect_garbage(min) {
+                tracing::warn!(error = %e, "journal garbage collection failed");
+            }
+        });
+        // Register the store's cursor before any destination may collect garbage.
+        gc.set("store", store.durable_seq().max(journal.first_available()?));
+        let ingest = logbook_store::ingest::run(
+            store.clone(),
+            journal.clone(),
+            config.store_ingest.clone(),
+            on_durable,
+            stop_rx.clone(),
+        );
+        Some(tokio::spawn(ingest))
+    };
+    let archive_root = config.buckets.get(&config.archive_bucket).cloned();
+    let engine = Arc::new(logbook_query::Engine::new(store.clone(), archive_root));
+
     let mut buckets: HashMap<String, Arc<dyn ObjectStore>> = HashMap::new();
     let mut destinations = Vec::new();
     let mut tasks = Vec::new();
@@ -340,6 +390,9 @@ pub async fn serve(
         destinations,
         logging,
         buckets,
+        store,
+        engine,
+        queries: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -360,6 +413,15 @@ pub async fn serve(
         match t.await {
             Ok(r) => r?,
             Err(e) => tracing::error!(error = %e, "delivery task failed"),
+        }
+    }
+    if let Some(t) = store_task {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "log group store: final flush failed (the journal keeps the records)")
+            }
+            Err(e) => tracing::error!(error = %e, "log group store task failed"),
         }
     }
     Ok(())

@@ -228,10 +228,22 @@ impl Recorder {
         let Some(cfg) = self.logging.effective(&record.account_id, &record.region) else {
             return Ok(None);
         };
+        let log_group = cfg
+            .cloud_watch_config
+            .as_ref()
+            .map(|c| c.log_group_name.clone());
         if let Some(s3) = &cfg.s3_config {
             record.logbook.destination = Some(Destination {
                 bucket: s3.bucket_name.clone(),
                 key_prefix: s3.key_prefix.clone().unwrap_or_default(),
+                log_group,
+            });
+        } else if log_group.is_some() {
+            // CloudWatch only: no bucket takes the record (an empty name matches none).
+            record.logbook.destination = Some(Destination {
+                bucket: String::new(),
+                key_prefix: String::new(),
+                log_group,
             });
         }
         let t = data_type(&record.operation, &record.model_id);

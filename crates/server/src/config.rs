@@ -4,14 +4,16 @@
 //! the server runs with, after defaults, `${VAR}` interpolation and cross-checks. All
 //! problems are reported together.
 
-use logbook_record::logging::{validate_logging_config, LoggingConfig};
+use logbook_record::logging::{validate_logging_config, CloudWatchConfig, LoggingConfig};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4700";
+/// The log group the embedded default logging configuration delivers to.
+pub const DEFAULT_LOG_GROUP: &str = "/aws/bedrock/modelinvocations";
 /// Bedrock's InvokeModel body limit.
 pub const BEDROCK_MAX_BODY: usize = 25_000_000;
 
@@ -273,6 +275,10 @@ pub struct Config {
     pub principals: Vec<PrincipalConfig>,
     /// Logging configuration where none is stored for an (account, region).
     pub logging_default: LoggingConfig,
+    /// Log groups the logging configurations name (created at start when missing).
+    pub log_groups: BTreeSet<String>,
+    /// When the log group store flushes its tail to Parquet.
+    pub store_ingest: logbook_store::ingest::IngestConfig,
     /// Declared logging configurations, keyed `account/region`.
     pub logging_declared: BTreeMap<String, LoggingConfig>,
     /// Refuse invocations while logging is off for the caller's (account, region).
@@ -537,6 +543,14 @@ impl Config {
             &archive_bucket,
             raw.archive.key_prefix.as_deref().unwrap_or(""),
         );
+        // The embedded default also sends every record to a log group, so queries work
+        // out of the box.
+        logging_default.cloud_watch_config = Some(CloudWatchConfig {
+            log_group_name: DEFAULT_LOG_GROUP.into(),
+            role_arn: format!("arn:aws:iam::{account_id}:role/logbook-logging"),
+            large_data_delivery_s3_config: None,
+        });
+        let mut log_groups = BTreeSet::from([DEFAULT_LOG_GROUP.to_string()]);
         let mut logging_declared = BTreeMap::new();
         for (name, v) in raw.logging_config {
             let json = match serde_json::to_value(&v) {
@@ -564,8 +578,8 @@ impl Config {
                             ));
                         }
                     }
-                    if c.cloud_watch_config.is_some() {
-                        errors.push(format!("logging_config.{name}: cloudWatchConfig is not supported yet (log groups arrive with the query release)"));
+                    if let Some(cw) = &c.cloud_watch_config {
+                        log_groups.insert(cw.log_group_name.clone());
                     }
                     if name == "default" {
                         logging_default = c;
@@ -607,6 +621,8 @@ impl Config {
             routes,
             principals,
             logging_default,
+            log_groups,
+            store_ingest: logbook_store::ingest::IngestConfig::default(),
             logging_declared,
             require_logging: raw.logging.require_logging.unwrap_or(false),
             auth_enforced,

@@ -133,10 +133,15 @@ async fn check_bucket(s: &Shared, s3: &S3Config, account: &str) -> Result<(), St
 
 async fn validate(s: &Shared, cfg: &LoggingConfig, account: &str) -> Result<(), String> {
     if let Some(cw) = &cfg.cloud_watch_config {
-        return Err(format!(
-            "Failed to validate permissions for log group: {}, with role: {}\nVerify the IAM role permissions are correct. (Logbook has no log group of that name: log groups arrive with the query release.)",
-            cw.log_group_name, cw.role_arn
-        ));
+        if !s.store.has_group(&cw.log_group_name) {
+            return Err(format!(
+                "Failed to validate permissions for log group: {}, with role: {}\nVerify the IAM role permissions are correct. (Logbook has no log group of that name: create it first with CreateLogGroup.)",
+                cw.log_group_name, cw.role_arn
+            ));
+        }
+        if let Some(s3) = &cw.large_data_delivery_s3_config {
+            check_bucket(s, s3, account).await?;
+        }
     }
     if let Some(s3) = &cfg.s3_config {
         check_bucket(s, s3, account).await?;

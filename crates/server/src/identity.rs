@@ -241,7 +241,16 @@ impl Principals {
                 &req,
                 SystemTime::now(),
                 Duration::from_secs(15 * 60),
-                "bedrock",
+                // The CloudWatch Logs API is signed for `logs`, everything else for `bedrock`.
+                if headers
+                    .get("x-amz-target")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.starts_with(crate::logs_api::TARGET_PREFIX))
+                {
+                    "logs"
+                } else {
+                    "bedrock"
+                },
                 |k| self.by_access_key.get(k).and_then(|p| p.secret.clone()),
             )
             .map_err(AuthFailure::SigV4)?;

@@ -51,7 +51,13 @@ fn harness_with(auth: bool) -> Harness {
         )
         .unwrap(),
     );
+    let store = Arc::new(logbook_store::Store::open(dir.path().join("store")).unwrap());
+    store.ensure_group("/aws/bedrock/modelinvocations").unwrap();
+    let engine = Arc::new(logbook_query::Engine::new(store.clone(), None));
     let state = Arc::new(AppState {
+        store,
+        engine,
+        queries: Default::default(),
         recorder: Recorder::new(
             journal.clone(),
             "fuzz".into(),

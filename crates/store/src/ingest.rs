@@ -48,7 +48,6 @@ pub async fn run(
     let mut committed = journal.committed();
     let mut last_retention = std::time::Instant::now();
     let mut backoff = Duration::from_millis(100);
-    on_durable(store.durable_seq().max(start));
     loop {
         let stopping = *shutdown.borrow();
         let upto = *committed.borrow_and_update();

@@ -777,7 +777,7 @@ impl Compiler<'_> {
                 if !(0.0..=100.0).contains(&p) {
                     return bad("the percentile must be a number from 0 to 100");
                 }
-                agg::percentile_cont(e.sort(true, false), lit(p / 100.0))
+                crate::udf::exact_percentile(p / 100.0).call(vec![e])
             }
             "earliest" | "latest" => {
                 let e = one(name)?;

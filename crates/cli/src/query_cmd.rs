@@ -1,0 +1,376 @@
+//! `logbook query` and `logbook import`: the log group store read (and filled) straight
+//! from the data folder, without a running server.
+
+use anyhow::{bail, Context};
+use logbook_query::{Engine, Language, QueryRequest, QueryResult};
+use logbook_store::Store;
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Open the store read-only and add the records still only in the journal (the tail a
+/// running server holds in memory), so a query sees every committed record.
+pub fn open_for_query(data_dir: &Path) -> anyhow::Result<Arc<Store>> {
+    let store = Store::open_read_only(data_dir.join("store"))?;
+    let mut chunk = Vec::new();
+    let journal = data_dir.join("journal");
+    if journal.exists() {
+        logbook_journal::scan(&journal, store.next_seq(), |e| {
+            chunk.push(e);
+            if chunk.len() >= 4096 {
+                store.add_entries(&chunk);
+                chunk.clear();
+            }
+        })?;
+        store.add_entries(&chunk);
+    }
+    Ok(Arc::new(store))
+}
+
+/// Run a query and print it.
+#[allow(clippy::too_many_arguments)]
+pub fn query(
+    config: &logbook_server::Config,
+    groups: Vec<String>,
+    start_ms: i64,
+    end_ms: i64,
+    sql: bool,
+    format: &str,
+    limit: usize,
+    text: &str,
+) -> anyhow::Result<()> {
+    let store = open_for_query(&config.data_dir)?;
+    let archive = config.buckets.get(&config.archive_bucket).cloned();
+    let engine = Engine::new(store, archive);
+    let req = QueryRequest {
+        groups,
+        start_ms,
+        end_ms,
+        query: text.to_string(),
+        language: if sql {
+            Language::Sql
+        } else {
+            Language::Insights
+        },
+        limit,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start runtime")?;
+    let r = rt.block_on(engine.run(&req))?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        "json" => print_json(&r, &mut out)?,
+        "csv" => print_csv(&r, &mut out)?,
+        _ => print_table(&r, &mut out)?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn print_json(r: &QueryResult, out: &mut impl Write) -> anyhow::Result<()> {
+    for row in &r.rows {
+        let obj: serde_json::Map<String, serde_json::Value> = r
+            .columns
+            .iter()
+            .zip(row)
+            .map(|(c, v)| {
+                (
+                    c.clone(),
+                    v.clone()
+                        .map_or(serde_json::Value::Null, serde_json::Value::String),
+                )
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Object(obj))?;
+    }
+    Ok(())
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn print_csv(r: &QueryResult, out: &mut impl Write) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "{}",
+        r.columns
+            .iter()
+            .map(|c| csv_cell(c))
+            .collect::<Vec<_>>()
+            .join(",")
+    )?;
+    for row in &r.rows {
+        let cells: Vec<String> = row
+            .iter()
+            .map(|v| csv_cell(v.as_deref().unwrap_or("")))
+            .collect();
+        writeln!(out, "{}", cells.join(","))?;
+    }
+    Ok(())
+}
+
+/// Cells wider than this are cut (use --format json for whole values).
+const MAX_CELL: usize = 60;
+
+fn cut(s: &str) -> String {
+    let one_line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.chars().count() > MAX_CELL {
+        let mut t: String = one_line.chars().take(MAX_CELL - 1).collect();
+        t.push('…');
+        t
+    } else {
+        one_line
+    }
+}
+
+fn print_table(r: &QueryResult, out: &mut impl Write) -> anyhow::Result<()> {
+    let cells: Vec<Vec<String>> = r
+        .rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|v| cut(v.as_deref().unwrap_or("")))
+                .collect()
+        })
+        .collect();
+    let mut w: Vec<usize> = r.columns.iter().map(|c| c.chars().count()).collect();
+    for row in &cells {
+        for (i, c) in row.iter().enumerate() {
+            if let Some(x) = w.get_mut(i) {
+                *x = (*x).max(c.chars().count());
+            }
+        }
+    }
+    let line = |vals: &[String]| -> String {
+        vals.iter()
+            .zip(&w)
+            .map(|(v, n)| format!("{v:<n$}"))
+            .collect::<Vec<_>>()
+            .join(" │ ")
+            .trim_end()
+            .to_string()
+    };
+    writeln!(out, "{}", line(&r.columns))?;
+    writeln!(
+        out,
+        "{}",
+        w.iter()
+            .map(|n| "─".repeat(*n))
+            .collect::<Vec<_>>()
+            .join("─┼─")
+    )?;
+    for row in &cells {
+        writeln!(out, "{}", line(row))?;
+    }
+    writeln!(
+        out,
+        "({} row{}; {} records scanned, {:.1} MB)",
+        r.rows.len(),
+        if r.rows.len() == 1 { "" } else { "s" },
+        r.stats.records_scanned,
+        r.stats.bytes_scanned as f64 / 1e6
+    )?;
+    Ok(())
+}
+
+/// Where an import reads from: a folder, or `s3://bucket/prefix` of a declared bucket.
+fn source_root(
+    config: &logbook_server::Config,
+    source: &str,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if let Some(rest) = source.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let Some(dir) = config.buckets.get(bucket) else {
+            bail!("bucket {bucket:?} is not declared in the configuration ([[buckets]]); Logbook reads s3:// sources from its own buckets");
+        };
+        if prefix.split('/').any(|s| s == "..") {
+            bail!("the prefix may not contain '..'");
+        }
+        return Ok((dir.clone(), dir.join(prefix)));
+    }
+    let p = PathBuf::from(source);
+    if !p.is_dir() {
+        bail!("{source}: not a folder");
+    }
+    Ok((p.clone(), p))
+}
+
+/// Replace `inputBodyS3Path`/`outputBodyS3Path` offloads by the bodies they point to, when
+/// the object is under `bucket_root`.
+fn follow_offloads(line: &str, bucket_root: &Path) -> Option<String> {
+    if !line.contains("BodyS3Path\"") {
+        return None;
+    }
+    let mut v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let mut changed = false;
+    for (sec, path_key, body_key) in [
+        ("input", "inputBodyS3Path", "inputBodyJson"),
+        ("output", "outputBodyS3Path", "outputBodyJson"),
+    ] {
+        let Some(obj) = v.get_mut(sec).and_then(|s| s.as_object_mut()) else {
+            continue;
+        };
+        if obj.contains_key(body_key) {
+            continue;
+        }
+        let Some(uri) = obj.get(path_key).and_then(|p| p.as_str()) else {
+            continue;
+        };
+        let Some(key) = uri
+            .strip_prefix("s3://")
+            .and_then(|r| r.split_once('/'))
+            .map(|(_, k)| k)
+        else {
+            continue;
+        };
+        if key.split('/').any(|s| s == "..") {
+            continue;
+        }
+        let Ok(f) = std::fs::File::open(bucket_root.join(key)) else {
+            continue;
+        };
+        let mut s = String::new();
+        if flate2::read::MultiGzDecoder::new(f)
+            .read_to_string(&mut s)
+            .is_err()
+        {
+            continue;
+        }
+        if let Ok(body) = serde_json::from_str::<serde_json::Value>(&s) {
+            obj.insert(body_key.into(), body);
+            changed = true;
+        }
+    }
+    changed.then(|| v.to_string())
+}
+
+/// Import Bedrock invocation logs into a log group.
+pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> anyhow::Result<()> {
+    let (bucket_root, root) = source_root(config, source)?;
+    let store = match Store::open(config.data_dir.join("store")) {
+        Ok(s) => s,
+        Err(logbook_store::StoreError::Locked(p)) => bail!(
+            "the log group store {} is in use by a running `logbook serve`; stop it first (imports write the store directly)",
+            p.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    if !store.has_group(group) {
+        store.create_group(group)?;
+        eprintln!("created log group {group}");
+    }
+    let files = logbook_query::archive::record_objects(&root);
+    let total_bytes: u64 = files
+        .iter()
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let mut seen: HashSet<String> = store.request_ids(group)?;
+    let started = Instant::now();
+    let (mut added, mut dups, mut bad, mut done_bytes, mut read) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut last_report = Instant::now();
+    let mut rows = Vec::with_capacity(65_536);
+    let mut err = std::io::stderr();
+    let report = |read: u64, done_bytes: u64, final_: bool, err: &mut std::io::Stderr| {
+        let secs = started.elapsed().as_secs_f64().max(1e-6);
+        let rate = read as f64 / secs;
+        let frac = if total_bytes == 0 {
+            1.0
+        } else {
+            done_bytes as f64 / total_bytes as f64
+        };
+        let eta = if frac > 0.0 { secs / frac - secs } else { 0.0 };
+        let width = 30;
+        let filled = ((frac * width as f64) as usize).min(width);
+        let _ = write!(
+            err,
+            "\r[{}{}] {read} records, {:.1}/{:.1} MB, {:.0} records/s, ETA {:.0}s   {}",
+            "#".repeat(filled),
+            "-".repeat(width - filled),
+            done_bytes as f64 / 1e6,
+            total_bytes as f64 / 1e6,
+            rate,
+            eta.max(0.0),
+            if final_ { "\n" } else { "" }
+        );
+        let _ = err.flush();
+    };
+    for f in &files {
+        let lines = match logbook_query::archive::read_lines(f) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = writeln!(err, "\n{}: {e}", f.display());
+                bad += 1;
+                continue;
+            }
+        };
+        for (n, line) in lines.enumerate() {
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = writeln!(err, "\n{}:{}: {e}", f.display(), n + 1);
+                    bad += 1;
+                    break;
+                }
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            read += 1;
+            let line = follow_offloads(&line, &bucket_root).unwrap_or(line);
+            match logbook_store::parse_row(&line) {
+                Ok(mut r) => {
+                    let Some(id) = r.request_id().map(String::from) else {
+                        let _ = writeln!(
+                            err,
+                            "\n{}:{}: the record has no requestId",
+                            f.display(),
+                            n + 1
+                        );
+                        bad += 1;
+                        continue;
+                    };
+                    if !seen.insert(id) {
+                        dups += 1;
+                        continue;
+                    }
+                    r.log_group = Some(group.to_string());
+                    rows.push(r);
+                }
+                Err(e) => {
+                    let _ = writeln!(err, "\n{}:{}: {e}", f.display(), n + 1);
+                    bad += 1;
+                }
+            }
+            if rows.len() >= 65_536 {
+                added += store.import_rows(group, std::mem::take(&mut rows))?;
+            }
+            if last_report.elapsed().as_millis() >= 500 {
+                report(read, done_bytes, false, &mut err);
+                last_report = Instant::now();
+            }
+        }
+        done_bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+    }
+    added += store.import_rows(group, rows)?;
+    report(read, done_bytes, true, &mut err);
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "imported {added} records into {group} from {} objects in {secs:.2}s ({:.0} records/s); {dups} already present, {bad} malformed",
+        files.len(),
+        added as f64 / secs.max(1e-6)
+    );
+    Ok(())
+}

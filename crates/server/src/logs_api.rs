@@ -1,0 +1,825 @@
+//! The CloudWatch Logs JSON 1.1 API subset (`X-Amz-Target: Logs_20140328.<Operation>`,
+//! SigV4 service `logs`) over the log groups: create/list/delete, retention, event reads,
+//! Logs Insights queries and `GetLogRecord`. Errors use the JSON protocol's shape
+//! (`__type` + `message`, and `x-amzn-ErrorType`).
+
+// Handlers return ready responses as their error values, as the other handlers do.
+#![allow(clippy::result_large_err)]
+
+use crate::app::Shared;
+use crate::identity::Caller;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use logbook_query::{Language, QueryError, QueryRequest, QueryResult};
+use logbook_store::StoreError;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// The target prefix of the API.
+pub const TARGET_PREFIX: &str = "Logs_20140328.";
+/// Default and maximum rows of a query (`StartQuery.limit`).
+const QUERY_LIMIT: usize = 10_000;
+/// Queries kept for `GetQueryResults`.
+const KEPT_QUERIES: usize = 256;
+
+/// A query's state.
+pub struct QueryState {
+    status: &'static str,
+    result: Option<QueryResult>,
+    language: &'static str,
+    error: Option<String>,
+    task: Option<tokio::task::AbortHandle>,
+    seq: u64,
+}
+
+/// Queries by id.
+#[derive(Default)]
+pub struct Queries {
+    map: Mutex<(u64, HashMap<String, QueryState>)>,
+}
+
+impl Queries {
+    fn with<T>(&self, f: impl FnOnce(&mut (u64, HashMap<String, QueryState>)) -> T) -> T {
+        let mut g = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+}
+
+fn err(status: u16, code: &str, message: &str) -> Response {
+    let mut r = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        json!({"__type": code, "message": message}).to_string(),
+    )
+        .into_response();
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    if let Ok(v) = HeaderValue::from_str(code) {
+        h.insert("x-amzn-errortype", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        h.insert("x-amzn-requestid", v);
+    }
+    r
+}
+
+fn ok(v: Value) -> Response {
+    let mut r = (StatusCode::OK, v.to_string()).into_response();
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        r.headers_mut().insert("x-amzn-requestid", v);
+    }
+    r
+}
+
+fn invalid(message: &str) -> Response {
+    err(400, "InvalidParameterException", message)
+}
+
+fn store_err(e: StoreError) -> Response {
+    match e {
+        StoreError::NoSuchGroup(_) => err(400, "ResourceNotFoundException", &e.to_string()),
+        StoreError::GroupExists(_) => err(400, "ResourceAlreadyExistsException", &e.to_string()),
+        StoreError::Invalid(m) => invalid(&m),
+        other => {
+            tracing::error!(error = %other, "log group store failed");
+            err(
+                500,
+                "ServiceUnavailableException",
+                "The service cannot complete the request.",
+            )
+        }
+    }
+}
+
+fn query_err(e: QueryError) -> Response {
+    match e {
+        QueryError::Syntax(s) => {
+            let body = json!({
+                "__type": "MalformedQueryException",
+                "message": format!("{s}"),
+                "queryCompileError": {"location": {"startCharOffset": s.offset, "endCharOffset": s.offset + 1}, "message": s.message},
+            });
+            let mut r = err(400, "MalformedQueryException", "");
+            *r.body_mut() = axum::body::Body::from(body.to_string());
+            r
+        }
+        QueryError::Invalid(m) => err(400, "MalformedQueryException", &m),
+        QueryError::NoSuchGroup(g) => err(
+            400,
+            "ResourceNotFoundException",
+            &format!("Log group '{g}' does not exist"),
+        ),
+        QueryError::Engine(m) => {
+            tracing::error!(error = %m, "query failed");
+            err(500, "ServiceUnavailableException", &m)
+        }
+    }
+}
+
+fn str_field<'a>(v: &'a Value, k: &str) -> Result<Option<&'a str>, Response> {
+    match v.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid(&format!("1 validation error detected: Value at '{k}' failed to satisfy constraint: Member must be a string"))),
+    }
+}
+
+fn int_field(v: &Value, k: &str) -> Result<Option<i64>, Response> {
+    match v.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(n) => n.as_i64().map(Some).ok_or_else(|| {
+            invalid(&format!("1 validation error detected: Value at '{k}' failed to satisfy constraint: Member must be a number"))
+        }),
+    }
+}
+
+/// The group a request names (`logGroupName`, or `logGroupIdentifier` as name or ARN).
+fn group_of(v: &Value) -> Result<String, Response> {
+    if let Some(n) = str_field(v, "logGroupName")? {
+        return Ok(n.to_string());
+    }
+    if let Some(id) = str_field(v, "logGroupIdentifier")? {
+        return Ok(group_from_identifier(id));
+    }
+    Err(invalid("1 validation error detected: Value null at 'logGroupName' failed to satisfy constraint: Member must not be null"))
+}
+
+fn group_from_identifier(id: &str) -> String {
+    // arn:aws:logs:region:account:log-group:NAME[:*]
+    match id.split_once(":log-group:") {
+        Some((_, rest)) => rest.trim_end_matches(":*").to_string(),
+        None => id.to_string(),
+    }
+}
+
+fn arn(s: &Shared, name: &str) -> String {
+    format!(
+        "arn:aws:logs:{}:{}:log-group:{name}",
+        s.config.region, s.config.account_id
+    )
+}
+
+/// The API's one route: `POST /` with `X-Amz-Target`.
+pub async fn handle(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(op) = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+        .map(str::to_string)
+    else {
+        return err(
+            400,
+            "UnknownOperationException",
+            "Missing or unknown X-Amz-Target",
+        );
+    };
+    let v: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                return err(
+                    400,
+                    "SerializationException",
+                    "The request body is not a JSON object",
+                )
+            }
+        }
+    };
+    let mutating = matches!(
+        op.as_str(),
+        "CreateLogGroup" | "DeleteLogGroup" | "PutRetentionPolicy" | "DeleteRetentionPolicy"
+    );
+    let allowed = if mutating {
+        caller.permissions.logging_manage
+    } else {
+        caller.permissions.logs_read
+    };
+    if !allowed {
+        return err(
+            400,
+            "AccessDeniedException",
+            &format!(
+                "User: {} is not authorized to perform: logs:{op} because no identity-based policy allows the logs:{op} action",
+                caller.arn
+            ),
+        );
+    }
+    let r = match op.as_str() {
+        "CreateLogGroup" => create(&s, &v).await,
+        "DeleteLogGroup" => delete(&s, &v).await,
+        "DescribeLogGroups" => describe(&s, &v),
+        "PutRetentionPolicy" => retention(&s, &v, true).await,
+        "DeleteRetentionPolicy" => retention(&s, &v, false).await,
+        "FilterLogEvents" => events(&s, &v, true).await,
+        "GetLogEvents" => events(&s, &v, false).await,
+        "StartQuery" => start_query(&s, &v).await,
+        "GetQueryResults" => query_results(&s, &v),
+        "StopQuery" => stop_query(&s, &v),
+        "GetLogRecord" => log_record(&s, &v).await,
+        other => Err(err(
+            400,
+            "UnknownOperationException",
+            &format!("Logbook does not implement {other}"),
+        )),
+    };
+    r.unwrap_or_else(|e| e)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(store_err),
+        Err(e) => Err(err(500, "ServiceUnavailableException", &e.to_string())),
+    }
+}
+
+async fn create(s: &Shared, v: &Value) -> Result<Response, Response> {
+    let name = group_of(v)?;
+    let store = s.store.clone();
+    blocking(move || store.create_group(&name)).await?;
+    Ok(ok(json!({})))
+}
+
+async fn delete(s: &Shared, v: &Value) -> Result<Response, Response> {
+    let name = group_of(v)?;
+    let store = s.store.clone();
+    blocking(move || store.delete_group(&name)).await?;
+    Ok(ok(json!({})))
+}
+
+async fn retention(s: &Shared, v: &Value, put: bool) -> Result<Response, Response> {
+    let name = group_of(v)?;
+    let days = if put {
+        let d = int_field(v, "retentionInDays")?.ok_or_else(|| invalid("1 validation error detected: Value null at 'retentionInDays' failed to satisfy constraint: Member must not be null"))?;
+        Some(u32::try_from(d).map_err(|_| {
+            invalid(
+                &logbook_store::validate_retention(0)
+                    .err()
+                    .unwrap_or_default(),
+            )
+        })?)
+    } else {
+        None
+    };
+    let store = s.store.clone();
+    blocking(move || {
+        store.set_retention(&name, days)?;
+        if days.is_some() {
+            store.apply_retention(logbook_store::now_ms())?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(ok(json!({})))
+}
+
+fn describe(s: &Shared, v: &Value) -> Result<Response, Response> {
+    let prefix = str_field(v, "logGroupNamePrefix")?.unwrap_or("");
+    let pattern = str_field(v, "logGroupNamePattern")?;
+    let limit = int_field(v, "limit")?.unwrap_or(50);
+    if !(1..=50).contains(&limit) {
+        return Err(invalid("1 validation error detected: Value at 'limit' failed to satisfy constraint: Member must have value between 1 and 50"));
+    }
+    let start: usize = str_field(v, "nextToken")?
+        .map(|t| {
+            t.parse()
+                .map_err(|_| invalid("The specified nextToken is not valid."))
+        })
+        .transpose()?
+        .unwrap_or(0);
+    let all: Vec<_> = s
+        .store
+        .groups()
+        .into_iter()
+        .filter(|g| g.name.starts_with(prefix))
+        .filter(|g| pattern.is_none_or(|p| g.name.to_lowercase().contains(&p.to_lowercase())))
+        .collect();
+    let page: Vec<Value> = all
+        .iter()
+        .skip(start)
+        .take(limit as usize)
+        .map(|g| {
+            let mut o = json!({
+                "logGroupName": g.name,
+                "creationTime": g.creation_time,
+                "metricFilterCount": 0,
+                "arn": format!("{}:*", arn(s, &g.name)),
+                "logGroupArn": arn(s, &g.name),
+                "storedBytes": g.stored_bytes,
+                "logGroupClass": "STANDARD",
+            });
+            if let Some(d) = g.retention_in_days {
+                o["retentionInDays"] = json!(d);
+            }
+            o
+        })
+        .collect();
+    let mut out = json!({ "logGroups": page });
+    if start + (limit as usize) < all.len() {
+        out["nextToken"] = json!((start + limit as usize).to_string());
+    }
+    Ok(ok(out))
+}
+
+/// A CloudWatch filter pattern as an Insights filter: space-separated terms (all must
+/// appear; `"quoted phrases"` allowed; `-term` excludes), or one JSON comparison
+/// `{ $.a.b = "v" }` (operators `= != < <= > >=`, `*` wildcard values as substrings).
+pub fn filter_pattern(p: &str) -> Result<Option<String>, String> {
+    let p = p.trim();
+    if p.is_empty() {
+        return Ok(None);
+    }
+    let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+    if let Some(inner) = p.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+        let inner = inner.trim();
+        let Some(rest) = inner.strip_prefix("$.") else {
+            return Err("a JSON filter pattern must look like { $.field = value }".into());
+        };
+        for op in ["!=", "<=", ">=", "=", "<", ">"] {
+            if let Some((field, value)) = rest.split_once(op) {
+                let field = field.trim();
+                let value = value.trim();
+                if field.is_empty() || value.is_empty() {
+                    break;
+                }
+                let v = value.trim_matches('"');
+                if op == "=" && v.contains('*') {
+                    let parts: Vec<String> = v
+                        .split('*')
+                        .filter(|s| !s.is_empty())
+                        .map(|s| format!("`{field}` like {}", quote(s)))
+                        .collect();
+                    return Ok(Some(if parts.is_empty() {
+                        format!("ispresent(`{field}`)")
+                    } else {
+                        parts.join(" and ")
+                    }));
+                }
+                let lit = if value.starts_with('"') || v.parse::<f64>().is_err() {
+                    quote(v)
+                } else {
+                    v.to_string()
+                };
+                return Ok(Some(format!("`{field}` {op} {lit}")));
+            }
+        }
+        return Err("unsupported JSON filter pattern (Logbook supports one comparison: { $.field = value })".into());
+    }
+    let mut terms = Vec::new();
+    let mut rest = p;
+    while !rest.is_empty() {
+        rest = rest.trim_start();
+        let (neg, r) = match rest.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let (term, after) = if let Some(q) = r.strip_prefix('"') {
+            match q.find('"') {
+                Some(n) => (&q[..n], &q[n + 1..]),
+                None => return Err("unterminated quoted term in the filter pattern".into()),
+            }
+        } else {
+            let n = r.find(char::is_whitespace).unwrap_or(r.len());
+            (&r[..n], &r[n..])
+        };
+        if !term.is_empty() {
+            terms.push(format!(
+                "@message {}like {}",
+                if neg { "not " } else { "" },
+                quote(term)
+            ));
+        }
+        rest = after;
+    }
+    Ok((!terms.is_empty()).then(|| terms.join(" and ")))
+}
+
+async fn events(s: &Shared, v: &Value, filter: bool) -> Result<Response, Response> {
+    let name = group_of(v)?;
+    if !filter {
+        let stream = str_field(v, "logStreamName")?.unwrap_or("");
+        if stream != logbook_query::LOG_STREAM {
+            return Err(err(
+                400,
+                "ResourceNotFoundException",
+                "The specified log stream does not exist.",
+            ));
+        }
+    }
+    let start = int_field(v, "startTime")?.unwrap_or(0);
+    let end = int_field(v, "endTime")?.unwrap_or(i64::MAX / 2);
+    let limit = int_field(v, "limit")?.unwrap_or(10_000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(invalid("1 validation error detected: Value at 'limit' failed to satisfy constraint: Member must have value between 1 and 10000"));
+    }
+    let token = str_field(v, "nextToken")?;
+    let offset: usize = match token {
+        Some(t) => t
+            .trim_start_matches(['f', 'b', '/'])
+            .parse()
+            .map_err(|_| invalid("The specified nextToken is not valid."))?,
+        None => 0,
+    };
+    let ascending = filter || v.get("startFromHead").and_then(Value::as_bool) == Some(true);
+    let mut q = String::new();
+    if filter {
+        if let Some(f) =
+            filter_pattern(str_field(v, "filterPattern")?.unwrap_or("")).map_err(|m| invalid(&m))?
+        {
+            q.push_str(&format!("filter {f} | "));
+        }
+    }
+    q.push_str(&format!(
+        "fields @timestamp, @message, requestId | sort @timestamp {}",
+        if ascending { "asc" } else { "desc" }
+    ));
+    let req = QueryRequest {
+        groups: vec![name],
+        start_ms: start,
+        end_ms: end,
+        query: q,
+        language: Language::Insights,
+        limit: offset + limit as usize,
+    };
+    let r = s.engine.run(&req).await.map_err(query_err)?;
+    let more = r.rows.len() == offset + limit as usize;
+    let evs: Vec<Value> = r
+        .rows
+        .iter()
+        .skip(offset)
+        .map(|row| {
+            let ts = row
+                .first()
+                .cloned()
+                .flatten()
+                .and_then(|t| display_to_millis(&t))
+                .unwrap_or(0);
+            let mut e = json!({
+                "timestamp": ts,
+                "message": row.get(1).cloned().flatten().unwrap_or_default(),
+                "ingestionTime": ts,
+            });
+            if filter {
+                e["logStreamName"] = json!(logbook_query::LOG_STREAM);
+                e["eventId"] = json!(row.get(2).cloned().flatten().unwrap_or_default());
+            }
+            e
+        })
+        .collect();
+    let next = offset + evs.len();
+    let out = if filter {
+        let mut o = json!({"events": evs, "searchedLogStreams": [{"logStreamName": logbook_query::LOG_STREAM, "searchedCompletely": !more}]});
+        if more {
+            o["nextToken"] = json!(next.to_string());
+        }
+        o
+    } else {
+        // GetLogEvents hands back a token even at the end (the same one when nothing is new).
+        json!({"events": evs, "nextForwardToken": format!("f/{next}"), "nextBackwardToken": format!("b/{offset}")})
+    };
+    Ok(ok(out))
+}
+
+/// `2025-03-11 00:38:02.000` → epoch ms.
+fn display_to_millis(s: &str) -> Option<i64> {
+    logbook_store::schema::parse_millis(&format!("{}Z", s.replacen(' ', "T", 1)))
+}
+
+async fn start_query(s: &Shared, v: &Value) -> Result<Response, Response> {
+    let language = str_field(v, "queryLanguage")?.unwrap_or("CWLI");
+    let lang = match language {
+        "CWLI" => Language::Insights,
+        "SQL" => Language::Sql,
+        other => {
+            return Err(invalid(&format!(
+                "queryLanguage {other} is not supported (CWLI or SQL)"
+            )))
+        }
+    };
+    let query = str_field(v, "queryString")?
+        .ok_or_else(|| invalid("1 validation error detected: Value null at 'queryString' failed to satisfy constraint: Member must not be null"))?
+        .to_string();
+    let start = int_field(v, "startTime")?.ok_or_else(|| invalid("1 validation error detected: Value null at 'startTime' failed to satisfy constraint: Member must not be null"))?;
+    let end = int_field(v, "endTime")?.ok_or_else(|| invalid("1 validation error detected: Value null at 'endTime' failed to satisfy constraint: Member must not be null"))?;
+    if end < start {
+        return Err(invalid(
+            "endTime must be greater than or equal to startTime",
+        ));
+    }
+    let limit = int_field(v, "limit")?.unwrap_or(QUERY_LIMIT as i64);
+    if !(1..=QUERY_LIMIT as i64).contains(&limit) {
+        return Err(invalid("1 validation error detected: Value at 'limit' failed to satisfy constraint: Member must have value between 1 and 10000"));
+    }
+    let mut groups: Vec<String> = Vec::new();
+    if let Some(g) = str_field(v, "logGroupName")? {
+        groups.push(g.to_string());
+    }
+    for key in ["logGroupNames", "logGroupIdentifiers"] {
+        if let Some(list) = v.get(key).and_then(Value::as_array) {
+            for g in list {
+                let g = g
+                    .as_str()
+                    .ok_or_else(|| invalid(&format!("{key} must be a list of strings")))?;
+                groups.push(group_from_identifier(g));
+            }
+        }
+    }
+    if groups.is_empty() && lang == Language::Insights {
+        return Err(invalid(
+            "Name a log group: logGroupName, logGroupNames or logGroupIdentifiers",
+        ));
+    }
+    for g in &groups {
+        if !s.store.has_group(g) {
+            return Err(err(
+                400,
+                "ResourceNotFoundException",
+                &format!(
+                    "Log group '{g}' does not exist for account ID '{}'",
+                    s.config.account_id
+                ),
+            ));
+        }
+    }
+    if lang == Language::Insights {
+        logbook_query::insights::parse(&query).map_err(|e| query_err(QueryError::Syntax(e)))?;
+    }
+    let req = QueryRequest {
+        groups,
+        start_ms: start.saturating_mul(1000),
+        end_ms: end.saturating_mul(1000).saturating_add(999),
+        query,
+        language: lang,
+        limit: limit as usize,
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let lang_name = if lang == Language::Sql { "SQL" } else { "CWLI" };
+    s.queries.with(|(seq, m)| {
+        *seq += 1;
+        m.insert(
+            id.clone(),
+            QueryState {
+                status: "Running",
+                result: None,
+                language: lang_name,
+                error: None,
+                task: None,
+                seq: *seq,
+            },
+        );
+        if m.len() > KEPT_QUERIES {
+            if let Some(old) = m
+                .iter()
+                .filter(|(_, q)| q.status != "Running")
+                .min_by_key(|(_, q)| q.seq)
+                .map(|(k, _)| k.clone())
+            {
+                m.remove(&old);
+            }
+        }
+    });
+    let st = s.clone();
+    let qid = id.clone();
+    let task = tokio::spawn(async move {
+        let r = st.engine.run(&req).await;
+        st.queries.with(|(_, m)| {
+            if let Some(q) = m.get_mut(&qid) {
+                if q.status != "Running" {
+                    return;
+                }
+                match r {
+                    Ok(res) => {
+                        q.status = "Complete";
+                        q.result = Some(res);
+                    }
+                    Err(e) => {
+                        q.status = "Failed";
+                        q.error = Some(e.to_string());
+                    }
+                }
+            }
+        });
+    });
+    s.queries.with(|(_, m)| {
+        if let Some(q) = m.get_mut(&id) {
+            q.task = Some(task.abort_handle());
+        }
+    });
+    Ok(ok(json!({ "queryId": id })))
+}
+
+fn query_results(s: &Shared, v: &Value) -> Result<Response, Response> {
+    let id = str_field(v, "queryId")?.ok_or_else(|| invalid("1 validation error detected: Value null at 'queryId' failed to satisfy constraint: Member must not be null"))?;
+    s.queries.with(|(_, m)| {
+        let Some(q) = m.get(id) else {
+            return Err(err(
+                400,
+                "ResourceNotFoundException",
+                "Query does not exist.",
+            ));
+        };
+        let (results, stats) = match &q.result {
+            Some(r) => (
+                r.rows
+                    .iter()
+                    .map(|row| {
+                        r.columns
+                            .iter()
+                            .zip(row)
+                            .filter_map(|(c, v)| {
+                                v.as_ref().map(|v| json!({"field": c, "value": v}))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect::<Vec<_>>(),
+                json!({
+                    "recordsMatched": r.stats.records_matched as f64,
+                    "recordsScanned": r.stats.records_scanned as f64,
+                    "bytesScanned": r.stats.bytes_scanned as f64,
+                }),
+            ),
+            None => (
+                Vec::new(),
+                json!({"recordsMatched": 0.0, "recordsScanned": 0.0, "bytesScanned": 0.0}),
+            ),
+        };
+        if let Some(e) = &q.error {
+            tracing::info!(query = %id, error = %e, "query failed");
+        }
+        Ok(ok(json!({
+            "queryLanguage": q.language,
+            "results": results,
+            "statistics": stats,
+            "status": q.status,
+        })))
+    })
+}
+
+fn stop_query(s: &Shared, v: &Value) -> Result<Response, Response> {
+    let id = str_field(v, "queryId")?.ok_or_else(|| invalid("1 validation error detected: Value null at 'queryId' failed to satisfy constraint: Member must not be null"))?;
+    s.queries.with(|(_, m)| {
+        let Some(q) = m.get_mut(id) else {
+            return Err(err(
+                400,
+                "ResourceNotFoundException",
+                "Query does not exist.",
+            ));
+        };
+        if q.status != "Running" {
+            return Err(invalid(&format!(
+                "Query {id} is not running (status {})",
+                q.status
+            )));
+        }
+        q.status = "Cancelled";
+        if let Some(t) = q.task.take() {
+            t.abort();
+        }
+        Ok(ok(json!({"success": true})))
+    })
+}
+
+async fn log_record(s: &Shared, v: &Value) -> Result<Response, Response> {
+    let ptr = str_field(v, "logRecordPointer")?.ok_or_else(|| invalid("1 validation error detected: Value null at 'logRecordPointer' failed to satisfy constraint: Member must not be null"))?;
+    let rec = s.engine.record(ptr).await.map_err(|e| match e {
+        QueryError::Invalid(m) => invalid(&m),
+        other => query_err(other),
+    })?;
+    let obj: serde_json::Map<String, Value> = rec
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    Ok(ok(json!({ "logRecord": obj })))
+}
+
+/// Logbook's own query endpoint: `POST /logbook/query` with
+/// `{"query", "language": "insights"|"sql", "logGroups": [...], "start", "end" (epoch ms),
+/// "limit"}`; answers `{"columns", "rows", "statistics"}` (rows of strings or nulls).
+pub async fn http_query(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
+    if !caller.permissions.logs_read {
+        return err(
+            403,
+            "AccessDeniedException",
+            &format!(
+                "User: {} is not authorized to read logs (permission logs:read)",
+                caller.arn
+            ),
+        );
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return err(
+                400,
+                "SerializationException",
+                "The request body is not a JSON object",
+            )
+        }
+    };
+    let run = async {
+        let query = str_field(&v, "query")?
+            .ok_or_else(|| invalid("'query' is required"))?
+            .to_string();
+        let language = match str_field(&v, "language")?.unwrap_or("insights") {
+            "insights" | "cwli" | "CWLI" => Language::Insights,
+            "sql" | "SQL" => Language::Sql,
+            o => {
+                return Err(invalid(&format!(
+                    "language {o:?}: expected insights or sql"
+                )))
+            }
+        };
+        let groups = match v.get("logGroups") {
+            None | Some(Value::Null) => vec![crate::config::DEFAULT_LOG_GROUP.to_string()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|g| {
+                    g.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| invalid("logGroups must be a list of strings"))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(invalid("logGroups must be a list of strings")),
+        };
+        let now = logbook_store::now_ms();
+        let req = QueryRequest {
+            groups,
+            start_ms: int_field(&v, "start")?.unwrap_or(now - 86_400_000),
+            end_ms: int_field(&v, "end")?.unwrap_or(now),
+            query,
+            language,
+            limit: int_field(&v, "limit")?.map_or(QUERY_LIMIT, |l| l.clamp(1, 1_000_000) as usize),
+        };
+        let r = s.engine.run(&req).await.map_err(query_err)?;
+        Ok(ok(json!({
+            "columns": r.columns,
+            "rows": r.rows,
+            "statistics": {"recordsMatched": r.stats.records_matched, "recordsScanned": r.stats.records_scanned, "bytesScanned": r.stats.bytes_scanned},
+        })))
+    };
+    run.await.unwrap_or_else(|e: Response| e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_patterns() {
+        assert_eq!(filter_pattern("").unwrap(), None);
+        assert_eq!(
+            filter_pattern("ERROR timeout").unwrap().unwrap(),
+            "@message like 'ERROR' and @message like 'timeout'"
+        );
+        assert_eq!(
+            filter_pattern("\"two words\" -skip").unwrap().unwrap(),
+            "@message like 'two words' and @message not like 'skip'"
+        );
+        assert_eq!(
+            filter_pattern("{ $.modelId = \"amazon.nova\" }")
+                .unwrap()
+                .unwrap(),
+            "`modelId` = 'amazon.nova'"
+        );
+        assert_eq!(
+            filter_pattern("{ $.input.inputTokenCount > 100 }")
+                .unwrap()
+                .unwrap(),
+            "`input.inputTokenCount` > 100"
+        );
+        assert_eq!(
+            filter_pattern("{ $.modelId = \"*nova*\" }")
+                .unwrap()
+                .unwrap(),
+            "`modelId` like 'nova'"
+        );
+        assert!(filter_pattern("{ modelId = 1 }").is_err());
+        assert!(filter_pattern("\"open").is_err());
+        assert_eq!(
+            group_from_identifier("arn:aws:logs:us-east-1:123:log-group:/a/b:*"),
+            "/a/b"
+        );
+    }
+}

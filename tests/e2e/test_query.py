@@ -1,0 +1,308 @@
+"""Log groups and queries with real clients: boto3's `logs` client and the AWS CLI against
+the CloudWatch Logs API, the `logbook query` / `logbook import` commands, and a
+differential check of Logbook's answers (Insights and SQL) against DuckDB's over the same
+Bedrock-format files."""
+
+import gzip
+import json
+import os
+import random
+import subprocess
+import time
+import uuid
+
+import boto3
+import botocore.exceptions
+import duckdb
+import pytest
+from botocore.config import Config as BotoConfig
+
+from conftest import BIN, Server
+
+GROUP = "/aws/bedrock/modelinvocations"
+MODELS = ["amazon.nova-lite-v1:0", "anthropic.claude-3-haiku-20240307-v1:0", "meta.llama3-8b-instruct-v1:0"]
+
+
+def logs(server):
+    a = server.admin
+    return boto3.client("logs", endpoint_url=server.url, region_name="us-east-1",
+                        aws_access_key_id=a["accessKeyId"], aws_secret_access_key=a["secretAccessKey"],
+                        config=BotoConfig(retries={"total_max_attempts": 1}))
+
+
+def insights(client, query, group=GROUP, start=0, end=None, **kw):
+    end = end if end is not None else int(time.time()) + 3600
+    qid = client.start_query(logGroupName=group, startTime=start, endTime=end, queryString=query, **kw)["queryId"]
+    for _ in range(200):
+        r = client.get_query_results(queryId=qid)
+        if r["status"] not in ("Scheduled", "Running"):
+            return r
+        time.sleep(0.05)
+    raise AssertionError("query did not finish")
+
+
+def rows(result):
+    return [{c["field"]: c["value"] for c in row} for row in result["results"]]
+
+
+def cli(*args, data_dir):
+    p = subprocess.run([BIN, *args, "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return p
+
+
+def test_logs_api_with_boto3(server):
+    c = server.bedrock()
+    served = {}
+    ptr_rid = None
+    for n in range(9):
+        model = MODELS[n % 3]
+        r = c.converse(modelId=model, messages=[{"role": "user", "content": [{"text": "tell me " * (n + 1)}]}],
+                       requestMetadata={"team": ["search", "ads"][n % 2]})
+        a, b = served.get(model, (0, 0))
+        served[model] = (a + r["usage"]["inputTokens"], b + r["usage"]["outputTokens"])
+        ptr_rid = r["ResponseMetadata"]["RequestId"]
+    lg = logs(server)
+    groups = lg.describe_log_groups()["logGroups"]
+    assert [g["logGroupName"] for g in groups] == [GROUP]
+    assert groups[0]["arn"].endswith(f":log-group:{GROUP}:*") and "retentionInDays" not in groups[0]
+
+    # Every record is queryable right after its call (the in-memory tail), no flush needed.
+    r = insights(lg, "stats sum(inputTokenCount) as totalInput, sum(outputTokenCount) as totalOutput, count(*) as calls by modelId")
+    assert r["status"] == "Complete" and r["queryLanguage"] == "CWLI"
+    got = {row["modelId"]: (int(row["totalInput"]), int(row["totalOutput"])) for row in rows(r)}
+    assert got == served
+    assert r["statistics"]["recordsScanned"] == 9.0
+
+    r = insights(lg, "fields @timestamp, modelId, requestId, input.inputTokenCount | filter requestId = '%s'" % ptr_rid)
+    (row,) = rows(r)
+    assert set(row) == {"@timestamp", "modelId", "requestId", "input.inputTokenCount", "@ptr"}
+    rec = lg.get_log_record(logRecordPointer=row["@ptr"])["logRecord"]
+    assert rec["requestId"] == ptr_rid and json.loads(rec["@message"])["requestId"] == ptr_rid
+    assert rec["@logStream"] == "aws/bedrock/modelinvocations"
+
+    ev = lg.filter_log_events(logGroupName=GROUP, filterPattern='{ $.modelId = "%s" }' % MODELS[0])["events"]
+    assert len(ev) == 3 and all(json.loads(e["message"])["modelId"] == MODELS[0] for e in ev)
+    assert ev == sorted(ev, key=lambda e: e["timestamp"])
+    ev = lg.filter_log_events(logGroupName=GROUP, filterPattern='"tell me tell me tell me tell me tell me tell me tell me tell me tell me"')["events"]
+    assert len(ev) == 1
+    page = lg.filter_log_events(logGroupName=GROUP, limit=4)
+    assert len(page["events"]) == 4 and page["nextToken"]
+    rest = lg.filter_log_events(logGroupName=GROUP, limit=10, nextToken=page["nextToken"])
+    assert len(rest["events"]) == 5 and "nextToken" not in rest
+    got = lg.get_log_events(logGroupName=GROUP, logStreamName="aws/bedrock/modelinvocations", startFromHead=True)
+    assert len(got["events"]) == 9 and got["nextForwardToken"]
+
+    # Group management and retention.
+    lg.create_log_group(logGroupName="/team/search")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lg.create_log_group(logGroupName="/team/search")
+    assert e.value.response["Error"]["Code"] == "ResourceAlreadyExistsException"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lg.put_retention_policy(logGroupName="/team/search", retentionInDays=2)
+    assert e.value.response["Error"]["Code"] == "InvalidParameterException"
+    lg.put_retention_policy(logGroupName="/team/search", retentionInDays=30)
+    g = lg.describe_log_groups(logGroupNamePrefix="/team/")["logGroups"]
+    assert [(x["logGroupName"], x["retentionInDays"]) for x in g] == [("/team/search", 30)]
+    lg.delete_retention_policy(logGroupName="/team/search")
+    assert "retentionInDays" not in lg.describe_log_groups(logGroupNamePrefix="/team/")["logGroups"][0]
+    lg.delete_log_group(logGroupName="/team/search")
+    for call, code in [
+        (lambda: lg.delete_log_group(logGroupName="/team/search"), "ResourceNotFoundException"),
+        (lambda: lg.start_query(logGroupName="/nope", startTime=0, endTime=1, queryString="fields @message"), "ResourceNotFoundException"),
+        (lambda: lg.start_query(logGroupName=GROUP, startTime=0, endTime=1, queryString="fields a || limit 3"), "MalformedQueryException"),
+        (lambda: lg.get_query_results(queryId="nope"), "ResourceNotFoundException"),
+        (lambda: lg.create_log_group(logGroupName="bad name"), "InvalidParameterException"),
+    ]:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            call()
+        assert e.value.response["Error"]["Code"] == code
+    # A semantic error is reported through the query's status.
+    r = insights(lg, "stats nosuchfn(x)")
+    assert r["status"] == "Failed"
+
+
+def test_logging_config_routes_records_to_a_created_group(server):
+    lg = logs(server)
+    lg.create_log_group(logGroupName="/team/ads")
+    a = server.admin
+    ctl = boto3.client("bedrock", endpoint_url=server.url, region_name="us-east-1",
+                       aws_access_key_id=a["accessKeyId"], aws_secret_access_key=a["secretAccessKey"])
+    ctl.put_model_invocation_logging_configuration(loggingConfig={
+        "cloudWatchConfig": {"logGroupName": "/team/ads", "roleArn": "arn:aws:iam::123456789012:role/BedrockLogs"}})
+    r = server.bedrock().converse(modelId=MODELS[0], messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    rid = r["ResponseMetadata"]["RequestId"]
+    got = rows(insights(lg, "fields requestId", group="/team/ads"))
+    assert [x["requestId"] for x in got] == [rid]
+    assert rid not in [x["requestId"] for x in rows(insights(lg, "fields requestId"))]
+
+
+def test_aws_cli_start_query(server, tmp_path):
+    server.bedrock().converse(modelId=MODELS[1], messages=[{"role": "user", "content": [{"text": "hello"}]}])
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=server.admin["accessKeyId"], AWS_SECRET_ACCESS_KEY=server.admin["secretAccessKey"],
+               AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    aws = os.path.join(os.path.dirname(os.path.realpath(__import__("sys").executable)), "aws")
+
+    def run(*args):
+        p = subprocess.run([aws, "--endpoint-url", server.url, "--output", "json", "logs", *args], capture_output=True, text=True, env=env)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    qid = run("start-query", "--log-group-name", GROUP, "--start-time", "0", "--end-time", str(int(time.time()) + 60),
+              "--query-string", "stats count(*) as n by modelId")["queryId"]
+    for _ in range(100):
+        r = run("get-query-results", "--query-id", qid)
+        if r["status"] == "Complete":
+            break
+        time.sleep(0.05)
+    assert r["results"] == [[{"field": "modelId", "value": MODELS[1]}, {"field": "n", "value": "1"}]]
+    assert run("describe-log-groups")["logGroups"][0]["logGroupName"] == GROUP
+
+
+def test_query_cli_sees_flushed_and_unflushed_records(make_server):
+    s = make_server()
+    c = s.bedrock()
+    for n in range(4):
+        c.converse(modelId=MODELS[n % 2], messages=[{"role": "user", "content": [{"text": "x" * (n + 1)}]}])
+    s.stop()  # graceful: the tail is flushed to Parquet
+    parquet = [f for _, _, fs in os.walk(os.path.join(s.data_dir, "store")) for f in fs if f.endswith(".parquet")]
+    assert parquet
+    # SQL's `archive` table reads the delivered Bedrock-format objects directly.
+    csv = cli("query", "--sql", "--format", "csv", "SELECT count(*) AS n, count(DISTINCT model_id) AS m FROM archive", data_dir=s.data_dir).stdout
+    assert csv.splitlines() == ["n,m", "4,2"]
+    s.start()
+    c = s.bedrock()
+    c.converse(modelId=MODELS[2], messages=[{"role": "user", "content": [{"text": "after restart"}]}])
+    s.kill9()  # the last record is only in the journal now
+    out = cli("query", "--format", "json", "stats count(*) as n by modelId | sort modelId asc", data_dir=s.data_dir).stdout
+    got = {json.loads(l)["modelId"]: json.loads(l)["n"] for l in out.splitlines()}
+    assert got == {MODELS[0]: "2", MODELS[1]: "2", MODELS[2]: "1"}
+    table = cli("query", "fields modelId, input.inputTokenCount | sort @timestamp asc | limit 2", data_dir=s.data_dir).stdout
+    assert "modelId" in table.splitlines()[0] and "(2 rows;" in table
+    csv = cli("query", "--sql", "--format", "csv", "SELECT count(*) AS n FROM invocations", data_dir=s.data_dir).stdout
+    assert csv.splitlines() == ["n", "5"]
+    # A restart after the crash delivers the journal's record into the store exactly once.
+    s.start()
+    r = rows(insights(logs(s), "stats count(*) as n"))
+    assert r == [{"n": "5"}]
+    s.stop()
+    p = subprocess.run([BIN, "query", "--data-dir", s.data_dir, "filter x like"], capture_output=True, text=True)
+    assert p.returncode == 1 and "line 1, column 14" in p.stderr
+
+
+def generate(folder, n, seed=7, bad_lines=True):
+    """Bedrock-layout archive objects with realistic variety, one offloaded body, one malformed line."""
+    rnd = random.Random(seed)
+    arns = [f"arn:aws:sts::123456789012:assumed-role/{r}/s{i}" for i, r in enumerate(["ci-runner", "analytics", "batch", "web"])]
+    recs = []
+    base = 1_741_651_200  # 2025-03-11T00:00:00Z
+    for i in range(n):
+        t = base + rnd.randint(0, 3 * 86400)
+        ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+        prompt = " ".join(rnd.choice(["alpha", "beta", "gamma", "delta"]) for _ in range(rnd.randint(3, 40)))
+        if i == 17:
+            prompt += " the rare-phrase appears once"
+        rec = {"schemaType": "ModelInvocationLog", "schemaVersion": "1.0", "timestamp": ts, "accountId": "123456789012",
+               "identity": {"arn": rnd.choice(arns)}, "region": "us-east-1", "requestId": str(uuid.UUID(int=rnd.getrandbits(128))),
+               "operation": rnd.choice(["Converse", "ConverseStream", "InvokeModel"]), "modelId": rnd.choice(MODELS),
+               "input": {"inputContentType": "application/json", "inputTokenCount": rnd.randint(1, 5000),
+                         "inputBodyJson": {"messages": [{"role": "user", "content": [{"text": prompt}]}]}},
+               "output": {"outputContentType": "application/json", "outputTokenCount": rnd.randint(1, 3000),
+                          "outputBodyJson": {"stopReason": "end_turn", "metrics": {"latencyMs": rnd.randint(50, 9000)}}},
+               "requestMetadata": {"team": f"team-{rnd.randint(0, 5)}"}}
+        if rnd.random() < 0.05:
+            rec["errorCode"] = rnd.choice(["ThrottlingException", "ValidationException"])
+        recs.append(rec)
+    by_hour = {}
+    for r in recs:
+        by_hour.setdefault(r["timestamp"][:13], []).append(r)
+    prefix = "AWSLogs/123456789012/BedrockModelInvocationLogs/us-east-1"
+    for k, (hour, rs) in enumerate(sorted(by_hour.items())):
+        y, m, d, h = hour[0:4], hour[5:7], hour[8:10], hour[11:13]
+        path = os.path.join(folder, prefix, y, m, d, h)
+        os.makedirs(path, exist_ok=True)
+        lines = []
+        for r in rs:
+            line = dict(r)
+            if r is recs[3]:
+                # A body offloaded to data/, as Bedrock does above 100 KB.
+                key = f"{prefix}/{y}/{m}/{d}/{h}/data/{r['requestId']}_input.json.gz"
+                os.makedirs(os.path.join(folder, os.path.dirname(key)), exist_ok=True)
+                with gzip.open(os.path.join(folder, key), "wt") as f:
+                    json.dump(r["input"]["inputBodyJson"], f)
+                line = json.loads(json.dumps(r))
+                del line["input"]["inputBodyJson"]
+                line["input"]["inputBodyS3Path"] = f"s3://archive/{key}"
+            lines.append(json.dumps(line))
+        if bad_lines and k == 0:
+            lines.insert(1, "{not json")
+        with gzip.open(os.path.join(path, f"{y}{m}{d}T{h}0000000Z_{k:016x}.json.gz"), "wt") as f:
+            f.write("\n".join(lines) + "\n")
+    return recs
+
+
+def test_import_is_idempotent_and_answers_match_duckdb(tmp_path):
+    src = tmp_path / "bucket"
+    recs = generate(str(src), 3000)
+    data = tmp_path / "data"
+    p = cli("import", str(src), "--log-group", "imported", data_dir=data)
+    assert f"imported {len(recs)} records into imported" in p.stdout and "1 malformed" in p.stdout
+    assert ".json.gz:2:" in p.stderr, p.stderr  # file and line of the malformed line
+    assert "records/s" in p.stderr  # the progress line
+    p = cli("import", str(src), "--log-group", "imported", data_dir=data)
+    assert "imported 0 records" in p.stdout and f"{len(recs)} already present" in p.stdout
+
+    db = duckdb.connect()
+    db.execute(f"""CREATE VIEW r AS SELECT * FROM read_json('{src}/AWSLogs/**/*.json.gz', format='newline_delimited',
+                   ignore_errors=true, union_by_name=true, maximum_object_size=100000000) WHERE requestId IS NOT NULL""")
+
+    def q(query, sql=False):
+        args = ["query", "--log-group", "imported", "--format", "json", "--limit", "100000"] + (["--sql"] if sql else []) + [query]
+        return [json.loads(l) for l in cli(*args, data_dir=data).stdout.splitlines()]
+
+    def num(v):
+        return None if v is None else round(float(v), 6)
+
+    # 1. Token totals per model (the seed's query, unqualified names).
+    ours = {r["modelId"]: (num(r["i"]), num(r["o"]), num(r["n"])) for r in q("stats sum(inputTokenCount) as i, sum(outputTokenCount) as o, count(*) as n by modelId")}
+    theirs = {m: (num(i), num(o), num(n)) for m, i, o, n in db.execute(
+        "SELECT modelId, sum(input.inputTokenCount), sum(output.outputTokenCount), count(*) FROM r GROUP BY 1").fetchall()}
+    assert ours == theirs
+    sql = {r["model_id"]: (num(r["i"]), num(r["o"]), num(r["n"])) for r in q(
+        "SELECT model_id, sum(input_token_count) AS i, sum(output_token_count) AS o, count(*) AS n FROM invocations GROUP BY 1", sql=True)}
+    assert sql == theirs
+    # 2. Filter by role regex, count per operation.
+    ours = {r["operation"]: r["n"] for r in q("filter identity.arn like /assumed-role\\/analytics/ | stats count(*) as n by operation")}
+    theirs = {o: str(n) for o, n in db.execute(
+        "SELECT operation, count(*) FROM r WHERE regexp_matches(identity.arn, 'assumed-role/analytics') GROUP BY 1").fetchall()}
+    assert ours == theirs
+    # 3. Hourly buckets.
+    ours = {r["bin(1h)"]: r["count(*)"] for r in q("stats count(*) by bin(1h)")}
+    theirs = {t.strftime("%Y-%m-%d %H:%M:%S.000"): str(n) for t, n in db.execute(
+        "SELECT date_trunc('hour', CAST(timestamp AS TIMESTAMP)), count(*) FROM r GROUP BY 1").fetchall()}
+    assert ours == theirs
+    # 4. Top 10 by output tokens (ties broken by request id on both sides).
+    ours = [r["requestId"] for r in q("fields requestId, outputTokenCount | sort outputTokenCount desc, requestId asc | limit 10")]
+    theirs = [x for (x,) in db.execute("SELECT requestId::VARCHAR AS id FROM r ORDER BY output.outputTokenCount DESC, id ASC LIMIT 10").fetchall()]
+    assert ours == theirs
+    # 5. The needle in the prompts (including the offloaded body, followed on import).
+    ours = [r["requestId"] for r in q("filter input.inputBodyJson like /rare-phrase/ | fields requestId")]
+    assert ours == [recs[17]["requestId"]]
+    offloaded = q(f"filter requestId = '{recs[3]['requestId']}' | fields input.inputBodyJson.messages.0.content.0.text as p")
+    assert offloaded[0]["p"] == recs[3]["input"]["inputBodyJson"]["messages"][0]["content"][0]["text"]
+    # 6. Errors per model, distinct callers, averages, percentiles of a nested field.
+    ours = {(r["errorCode"], r["modelId"]): r["n"] for r in q("filter ispresent(errorCode) | stats count(*) as n by errorCode, modelId")}
+    theirs = {(e, m): str(n) for e, m, n in db.execute("SELECT errorCode, modelId, count(*) FROM r WHERE errorCode IS NOT NULL GROUP BY 1, 2").fetchall()}
+    assert ours == theirs
+    ours = {r["modelId"]: (r["c"], num(r["a"]), num(r["p"])) for r in q(
+        "stats count_distinct(identity.arn) as c, avg(outputTokenCount) as a, pct(output.outputBodyJson.metrics.latencyMs, 95) as p by modelId")}
+    theirs = {m: (str(c), num(a), num(p)) for m, c, a, p in db.execute(
+        "SELECT modelId, count(DISTINCT identity.arn), avg(output.outputTokenCount), quantile_cont(output.outputBodyJson.metrics.latencyMs, 0.95) FROM r GROUP BY 1").fetchall()}
+    assert ours == theirs
+    # 7. Per-team totals from requestMetadata.
+    ours = {r["team"]: num(r["t"]) for r in q("stats sum(outputTokenCount) as t by requestMetadata.team as team")}
+    theirs = {t: num(s) for t, s in db.execute("SELECT requestMetadata.team, sum(output.outputTokenCount) FROM r GROUP BY 1").fetchall()}
+    assert ours == theirs
+    sql = {r["team"]: num(r["t"]) for r in q(
+        "SELECT json_get(request_metadata, 'team') AS team, sum(output_token_count) AS t FROM invocations GROUP BY 1", sql=True)}
+    assert sql == theirs
