@@ -15,6 +15,7 @@ import boto3
 import botocore.exceptions
 import duckdb
 import pytest
+import requests
 from botocore.config import Config as BotoConfig
 
 from conftest import BIN, Server
@@ -120,6 +121,14 @@ def test_logs_api_with_boto3(server):
     # A semantic error is reported through the query's status.
     r = insights(lg, "stats nosuchfn(x)")
     assert r["status"] == "Failed"
+    # Log group management is audited in the trail, failures included.
+    out = subprocess.run([BIN, "trail", "--data-dir", server.data_dir, "--format", "json"], capture_output=True, text=True, check=True).stdout
+    evs = [json.loads(l) for l in out.splitlines() if '"logs.amazonaws.com"' in l]
+    names = [(e["eventName"], e.get("errorCode")) for e in evs]
+    assert ("PutRetentionPolicy", None) in names and ("CreateLogGroup", "ResourceAlreadyExistsException") in names
+    put = next(e for e in evs if e["eventName"] == "PutRetentionPolicy" and not e.get("errorCode"))
+    assert put["requestParameters"] == {"logGroupName": "/team/search", "retentionInDays": 30}
+    assert put["userIdentity"]["arn"] == server.admin["arn"]
 
 
 def test_logging_config_routes_records_to_a_created_group(server):
@@ -306,3 +315,66 @@ def test_import_is_idempotent_and_answers_match_duckdb(tmp_path):
     sql = {r["team"]: num(r["t"]) for r in q(
         "SELECT json_get(request_metadata, 'team') AS team, sum(output_token_count) AS t FROM invocations GROUP BY 1", sql=True)}
     assert sql == theirs
+
+
+PERMS_CONFIG = """
+[server]
+account_id = "123456789012"
+
+[[buckets]]
+name = "logbook-archive"
+path = "archive"
+
+[[principals]]
+arn = "arn:aws:iam::123456789012:user/analyst"
+access_key_id = "AKIAANALYST"
+secret_access_key = "analyst-secret"
+permissions = ["logs:read"]
+
+[[principals]]
+arn = "arn:aws:iam::123456789012:user/app"
+access_key_id = "AKIAAPP"
+secret_access_key = "app-secret"
+api_key = "app-key"
+"""
+
+
+def test_reading_logs_needs_logs_read(make_server):
+    s = make_server(PERMS_CONFIG)
+
+    def client(key, secret):
+        return boto3.client("logs", endpoint_url=s.url, region_name="us-east-1", aws_access_key_id=key,
+                            aws_secret_access_key=secret, config=BotoConfig(retries={"total_max_attempts": 1}))
+
+    s.bedrock(key="AKIAAPP", secret="app-secret").converse(modelId="m", messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    app, analyst = client("AKIAAPP", "app-secret"), client("AKIAANALYST", "analyst-secret")
+    for call in [lambda c: c.describe_log_groups(), lambda c: c.filter_log_events(logGroupName=GROUP),
+                 lambda c: c.start_query(logGroupName=GROUP, startTime=0, endTime=2**31, queryString="fields @message")]:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            call(app)
+        assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+        assert "arn:aws:iam::123456789012:user/app" in e.value.response["Error"]["Message"]
+    r = rows(insights(analyst, "fields @log, @logStream, modelId"))
+    assert r[0]["@log"] == f"123456789012:{GROUP}" and r[0]["@logStream"] == "aws/bedrock/modelinvocations"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        analyst.create_log_group(logGroupName="/mine")
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    # A wrong signature is refused before anything else.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        client("AKIAANALYST", "wrong").describe_log_groups()
+    assert e.value.response["Error"]["Code"] in ("InvalidSignatureException", "UnrecognizedClientException")
+    # The native endpoint follows the same rule.
+    r = requests.post(s.url + "/logbook/query", json={"query": "stats count(*)"}, headers={"Authorization": "Bearer app-key"})
+    assert r.status_code == 403 and r.json()["__type"] == "AccessDeniedException"
+
+
+def test_import_from_a_declared_bucket_by_s3_uri(tmp_path):
+    data = tmp_path / "data"
+    bucket = data / "archive"
+    recs = generate(str(bucket / "old-logs"), 50, seed=3, bad_lines=False)
+    p = cli("import", "s3://logbook-archive/old-logs", "--log-group", "old", data_dir=data)
+    assert f"imported {len(recs)} records into old" in p.stdout
+    p = subprocess.run([BIN, "import", "s3://nope/x", "--data-dir", str(data)], capture_output=True, text=True)
+    assert p.returncode == 1 and "not declared" in p.stderr
+    out = cli("query", "--log-group", "old", "--format", "json", "stats count(*) as n", data_dir=data).stdout
+    assert json.loads(out) == {"n": str(len(recs))}

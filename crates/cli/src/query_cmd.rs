@@ -256,6 +256,54 @@ fn follow_offloads(line: &str, bucket_root: &Path) -> Option<String> {
     changed.then(|| v.to_string())
 }
 
+/// One object's parsed rows and the problems found in it.
+struct FileRows {
+    path: PathBuf,
+    bytes: u64,
+    lines: u64,
+    rows: Vec<logbook_store::Row>,
+    errors: Vec<(usize, String)>,
+}
+
+fn parse_file(f: &Path, bucket_root: &Path) -> FileRows {
+    let mut out = FileRows {
+        path: f.to_path_buf(),
+        bytes: f.metadata().map(|m| m.len()).unwrap_or(0),
+        lines: 0,
+        rows: Vec::new(),
+        errors: Vec::new(),
+    };
+    let lines = match logbook_query::archive::read_lines(f) {
+        Ok(l) => l,
+        Err(e) => {
+            out.errors.push((0, e.to_string()));
+            return out;
+        }
+    };
+    for (n, line) in lines.enumerate() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                out.errors.push((n + 1, e.to_string()));
+                break;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.lines += 1;
+        let line = follow_offloads(&line, bucket_root).unwrap_or(line);
+        match logbook_store::parse_row(&line) {
+            Ok(r) if r.request_id().is_some() => out.rows.push(r),
+            Ok(_) => out
+                .errors
+                .push((n + 1, "the record has no requestId".into())),
+            Err(e) => out.errors.push((n + 1, e.to_string())),
+        }
+    }
+    out
+}
+
 /// Import Bedrock invocation logs into a log group.
 pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> anyhow::Result<()> {
     let (bucket_root, root) = source_root(config, source)?;
@@ -307,53 +355,43 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
         );
         let _ = err.flush();
     };
-    for f in &files {
-        let lines = match logbook_query::archive::read_lines(f) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = writeln!(err, "\n{}: {e}", f.display());
-                bad += 1;
-                continue;
-            }
-        };
-        for (n, line) in lines.enumerate() {
-            let line = match line {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = writeln!(err, "\n{}:{}: {e}", f.display(), n + 1);
-                    bad += 1;
+    // Decompress and parse on worker threads (one per core), write Parquet here: the two
+    // overlap, and rows are de-duplicated in one place.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<FileRows>(2);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (files, next, bucket_root) = (&files, &next, &bucket_root);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(f) = files.get(i) else { break };
+                if tx.send(parse_file(f, bucket_root)).is_err() {
                     break;
                 }
-            };
-            if line.trim().is_empty() {
-                continue;
+            });
+        }
+        drop(tx);
+        for fr in rx {
+            for (line_no, e) in &fr.errors {
+                let _ = writeln!(err, "\n{}:{line_no}: {e}", fr.path.display());
+                bad += 1;
             }
-            read += 1;
-            let line = follow_offloads(&line, &bucket_root).unwrap_or(line);
-            match logbook_store::parse_row(&line) {
-                Ok(mut r) => {
-                    let Some(id) = r.request_id().map(String::from) else {
-                        let _ = writeln!(
-                            err,
-                            "\n{}:{}: the record has no requestId",
-                            f.display(),
-                            n + 1
-                        );
-                        bad += 1;
-                        continue;
-                    };
-                    if !seen.insert(id) {
-                        dups += 1;
-                        continue;
-                    }
-                    r.log_group = Some(group.to_string());
-                    rows.push(r);
-                }
-                Err(e) => {
-                    let _ = writeln!(err, "\n{}:{}: {e}", f.display(), n + 1);
+            read += fr.lines;
+            for mut r in fr.rows {
+                let Some(id) = r.request_id().map(String::from) else {
                     bad += 1;
+                    continue;
+                };
+                if !seen.insert(id) {
+                    dups += 1;
+                    continue;
                 }
+                r.log_group = Some(group.to_string());
+                rows.push(r);
             }
+            done_bytes += fr.bytes;
             if rows.len() >= 65_536 {
                 added += store.import_rows(group, std::mem::take(&mut rows))?;
             }
@@ -362,8 +400,8 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
                 last_report = Instant::now();
             }
         }
-        done_bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
-    }
+        Ok(())
+    })?;
     added += store.import_rows(group, rows)?;
     report(read, done_bytes, true, &mut err);
     let secs = started.elapsed().as_secs_f64();

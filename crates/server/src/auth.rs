@@ -185,6 +185,10 @@ pub async fn authenticate(
                 )
                 .await;
             }
+            if parts.headers.contains_key("x-amz-target") {
+                // JSON 1.1 clients (the CloudWatch Logs API) read the code from `__type`.
+                return crate::logs_api::error_response(f.status(), f.code(), &f.message());
+            }
             failure_response(&path, &f)
         }
     }

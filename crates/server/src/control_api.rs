@@ -27,7 +27,7 @@ const MAX_CONTROL_BODY: usize = 64 * 1024;
 /// Name of the zero-byte object Put writes to prove the bucket is writable.
 pub const PERMISSION_CHECK: &str = "amazon-bedrock-logs-permission-check";
 
-struct Ctx {
+pub(crate) struct Ctx {
     caller: Caller,
     request_id: String,
     ip: String,
@@ -35,7 +35,7 @@ struct Ctx {
     time: OffsetDateTime,
 }
 
-fn ctx(caller: Caller, headers: &HeaderMap, addr: SocketAddr) -> Ctx {
+pub(crate) fn ctx(caller: Caller, headers: &HeaderMap, addr: SocketAddr) -> Ctx {
     Ctx {
         caller,
         request_id: uuid::Uuid::new_v4().to_string(),
@@ -49,7 +49,7 @@ fn ctx(caller: Caller, headers: &HeaderMap, addr: SocketAddr) -> Ctx {
     }
 }
 
-fn event(
+pub(crate) fn event(
     c: &Ctx,
     name: &str,
     read_only: bool,

@@ -9,14 +9,17 @@
 use crate::app::Shared;
 use crate::identity::Caller;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use futures::FutureExt;
 use logbook_query::{Language, QueryError, QueryRequest, QueryResult};
 use logbook_store::StoreError;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 
 /// The target prefix of the API.
@@ -47,6 +50,11 @@ impl Queries {
         let mut g = self.map.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut g)
     }
+}
+
+/// An error in the JSON 1.1 protocol's shape.
+pub fn error_response(status: u16, code: &str, message: &str) -> Response {
+    err(status, code, message)
 }
 
 fn err(status: u16, code: &str, message: &str) -> Response {
@@ -172,6 +180,7 @@ fn arn(s: &Shared, name: &str) -> String {
 /// The API's one route: `POST /` with `X-Amz-Target`.
 pub async fn handle(
     State(s): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Bytes,
@@ -212,7 +221,7 @@ pub async fn handle(
         caller.permissions.logs_read
     };
     if !allowed {
-        return err(
+        let r = err(
             400,
             "AccessDeniedException",
             &format!(
@@ -220,7 +229,14 @@ pub async fn handle(
                 caller.arn
             ),
         );
+        return if mutating {
+            audit(&s, caller, &headers, addr, &op, v, r).await
+        } else {
+            r
+        };
     }
+    let audit_caller = mutating.then(|| caller.clone());
+    let params = v.clone();
     let r = match op.as_str() {
         "CreateLogGroup" => create(&s, &v).await,
         "DeleteLogGroup" => delete(&s, &v).await,
@@ -239,7 +255,42 @@ pub async fn handle(
             &format!("Logbook does not implement {other}"),
         )),
     };
-    r.unwrap_or_else(|e| e)
+    let r = r.unwrap_or_else(|e| e);
+    match audit_caller {
+        Some(c) => audit(&s, c, &headers, addr, &op, params, r).await,
+        None => r,
+    }
+}
+
+/// Log group management is a management event in the trail (event source
+/// `logs.amazonaws.com`), made durable before the answer leaves, like the control plane's.
+async fn audit(
+    s: &Shared,
+    caller: Caller,
+    headers: &HeaderMap,
+    addr: SocketAddr,
+    op: &str,
+    params: Value,
+    r: Response,
+) -> Response {
+    let c = crate::control_api::ctx(caller, headers, addr);
+    let mut ev = crate::control_api::event(&c, op, false, params, Value::Null, None);
+    ev.event_source = "logs.amazonaws.com".into();
+    if !r.status().is_success() {
+        ev.error_code = r
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+    }
+    if let Err(e) = s.recorder.commit_event(ev).await {
+        return err(
+            500,
+            "ServiceUnavailableException",
+            &format!("the call could not be audited: {e}"),
+        );
+    }
+    r
 }
 
 async fn blocking<T: Send + 'static>(
@@ -599,7 +650,11 @@ async fn start_query(s: &Shared, v: &Value) -> Result<Response, Response> {
     let st = s.clone();
     let qid = id.clone();
     let task = tokio::spawn(async move {
-        let r = st.engine.run(&req).await;
+        // A panic inside the engine fails the query instead of leaving it Running.
+        let r = AssertUnwindSafe(st.engine.run(&req))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(QueryError::Engine("the query failed unexpectedly".into())));
         st.queries.with(|(_, m)| {
             if let Some(q) = m.get_mut(&qid) {
                 if q.status != "Running" {
@@ -772,7 +827,11 @@ pub async fn http_query(
             language,
             limit: int_field(&v, "limit")?.map_or(QUERY_LIMIT, |l| l.clamp(1, 1_000_000) as usize),
         };
-        let r = s.engine.run(&req).await.map_err(query_err)?;
+        let r = AssertUnwindSafe(s.engine.run(&req))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(QueryError::Engine("the query failed unexpectedly".into())))
+            .map_err(query_err)?;
         Ok(ok(json!({
             "columns": r.columns,
             "rows": r.rows,

@@ -1,6 +1,6 @@
 //! Feeding the store from the journal: every committed record goes to the tail of its log
 //! group within a poll interval; the tail is flushed to Parquet when it is big or old, and
-//! on shutdown. Retention runs periodically.
+//! on shutdown. Retention and compaction (one file per closed hour) run periodically.
 
 use crate::{now_ms, Store, StoreError};
 use logbook_journal::Journal;
@@ -108,10 +108,13 @@ pub async fn run(
         if last_retention.elapsed() >= config.retention_every {
             last_retention = std::time::Instant::now();
             let st = store.clone();
-            if let Ok(Err(e)) =
-                tokio::task::spawn_blocking(move || st.apply_retention(now_ms())).await
-            {
-                tracing::error!(error = %e, "store: retention failed");
+            let r = tokio::task::spawn_blocking(move || {
+                st.apply_retention(now_ms())?;
+                st.compact(now_ms())
+            })
+            .await;
+            if let Ok(Err(e)) = r {
+                tracing::error!(error = %e, "store: retention or compaction failed");
             }
         }
         if stopping {

@@ -157,6 +157,9 @@ struct State {
     tail_since: Option<i64>,
 }
 
+/// How long a file dropped from the manifest stays on disk for queries already running.
+const RETIRE_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Hour of an epoch-ms timestamp.
 pub fn hour_of(ms: i64) -> i64 {
     ms.div_euclid(3_600_000).saturating_mul(3_600_000)
@@ -184,6 +187,7 @@ pub struct Store {
     dir: PathBuf,
     state: RwLock<State>,
     flush_lock: Mutex<()>,
+    retired: Mutex<Vec<(std::time::Instant, PathBuf)>>,
     writable: Option<File>,
     /// Counters.
     pub stats: StoreStats,
@@ -272,6 +276,7 @@ impl Store {
                 tail_since: None,
             }),
             flush_lock: Mutex::new(()),
+            retired: Mutex::new(Vec::new()),
             writable,
             stats: StoreStats::default(),
         }
@@ -621,6 +626,92 @@ impl Store {
         Ok(total)
     }
 
+    /// Merge the files of each closed hour (older than `now`'s hour) that has more than
+    /// one into a single file, so a long-running server does not leave one small file per
+    /// flush. The new file is fsync'd and named in the manifest before the old ones go.
+    /// Returns the files merged away.
+    pub fn compact(&self, now: i64) -> Result<usize, StoreError> {
+        self.check_writable()?;
+        let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = hour_of(now);
+        let (plan, mut file_no) = {
+            let st = self.read();
+            let mut plan: Vec<(String, i64, Vec<FileMeta>)> = Vec::new();
+            for (g, meta) in &st.manifest.groups {
+                let mut by_hour: BTreeMap<i64, Vec<FileMeta>> = BTreeMap::new();
+                for f in &meta.files {
+                    let h = hour_of(f.min_ts);
+                    if h == hour_of(f.max_ts) && h < current {
+                        by_hour.entry(h).or_default().push(f.clone());
+                    }
+                }
+                plan.extend(
+                    by_hour
+                        .into_iter()
+                        .filter(|(_, fs)| fs.len() > 1)
+                        .map(|(h, fs)| (g.clone(), h, fs)),
+                );
+            }
+            (plan, st.manifest.next_file)
+        };
+        if plan.is_empty() {
+            return Ok(0);
+        }
+        let mut merged: Vec<(String, Vec<FileMeta>, FileMeta)> = Vec::new();
+        for (g, hour, old) in plan {
+            let mut batches = Vec::new();
+            for f in &old {
+                let file = File::open(self.dir.join(&f.path))?;
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+                        .with_batch_size(8192)
+                        .build()?;
+                for b in reader {
+                    batches.push(b?);
+                }
+            }
+            let meta = self.write_file(&g, hour, file_no, &batches)?;
+            file_no += 1;
+            merged.push((g, old, meta));
+        }
+        for g in merged.iter().map(|m| &m.0).collect::<BTreeSet<_>>() {
+            sync_dir(&self.group_dir(g))?;
+        }
+        let mut st = self.write();
+        let mut m = st.manifest.clone();
+        m.next_file = file_no;
+        let mut gone = Vec::new();
+        for (g, old, meta) in &merged {
+            if let Some(gm) = m.groups.get_mut(g) {
+                let olds: HashSet<&str> = old.iter().map(|f| f.path.as_str()).collect();
+                gm.files.retain(|f| !olds.contains(f.path.as_str()));
+                gm.files.push(meta.clone());
+                gm.files.sort_by_key(|f| (f.min_ts, f.path.clone()));
+                gone.extend(old.iter().map(|f| f.path.clone()));
+            }
+        }
+        self.persist(&m)?;
+        st.manifest = m;
+        drop(st);
+        self.retire(gone.iter().map(|p| self.dir.join(p)).collect());
+        Ok(gone.len())
+    }
+
+    /// Files no longer in the manifest are deleted only after a grace period, so a query
+    /// that listed them a moment earlier can still read them.
+    fn retire(&self, paths: Vec<PathBuf>) {
+        let now = std::time::Instant::now();
+        let mut r = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        r.extend(paths.into_iter().map(|p| (now, p)));
+        r.retain(|(t, p)| {
+            let keep = now.duration_since(*t) < RETIRE_GRACE;
+            if !keep {
+                let _ = fs::remove_file(p);
+            }
+            keep
+        });
+    }
+
     /// Drop files past their group's retention; returns the files removed.
     pub fn apply_retention(&self, now: i64) -> Result<usize, StoreError> {
         self.check_writable()?;
@@ -661,9 +752,7 @@ impl Store {
         self.persist(&m)?;
         st.manifest = m;
         drop(st);
-        for p in &gone {
-            let _ = fs::remove_file(self.dir.join(p));
-        }
+        self.retire(gone.iter().map(|p| self.dir.join(p)).collect());
         Ok(gone.len())
     }
 
@@ -851,6 +940,43 @@ mod tests {
             2
         );
         assert!(ro.create_group("x").is_err());
+    }
+
+    #[test]
+    fn compaction_merges_closed_hours() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.create_group("g").unwrap();
+        for (i, ts) in [
+            "2025-03-11T00:01:00Z",
+            "2025-03-11T00:30:00Z",
+            "2025-03-11T00:59:00Z",
+            "2025-03-11T01:10:00Z",
+        ]
+        .iter()
+        .enumerate()
+        {
+            s.add_entries(&[entry(
+                i as u64,
+                line(&format!("r{i}"), ts, Some("g"), "m", 1),
+            )]);
+            s.flush().unwrap();
+        }
+        assert_eq!(s.snapshot("g", i64::MIN, i64::MAX).unwrap().files.len(), 4);
+        // Hour 01 is still open at this `now`: only hour 00's three files merge.
+        let now = parse_millis("2025-03-11T01:30:00Z");
+        assert_eq!(s.compact(now).unwrap(), 3);
+        let snap = s.snapshot("g", i64::MIN, i64::MAX).unwrap();
+        assert_eq!(snap.files.len(), 2);
+        assert_eq!(snap.files.iter().map(|f| f.1.rows).sum::<u64>(), 4);
+        assert_eq!(s.request_ids("g").unwrap().len(), 4);
+        assert_eq!(s.compact(now).unwrap(), 0);
+        drop(s);
+        // Nothing orphaned, nothing lost across a reopen.
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.request_ids("g").unwrap().len(), 4);
+        let on_disk = fs::read_dir(d.path().join("groups/g")).unwrap().count();
+        assert_eq!(on_disk, 2);
     }
 
     fn parse_millis(s: &str) -> i64 {

@@ -1,0 +1,132 @@
+"""Query benchmark (issue #4): Logbook vs DuckDB over the same 1,000,000 generated Bedrock
+records. Run through bench/query.sh, which builds the binaries and sets the paths.
+
+Measures, each as the median of REPEAT runs after one warm-up:
+  * import rate of the gz JSON into a log group (logbook import);
+  * four questions through a running Logbook (POST /logbook/query, Insights) and through
+    the `logbook query` command (process start included), and in DuckDB (in process) over
+    the gz JSON and over a Parquet copy of it;
+  * bytes on disk per record: the gz archive, Logbook's store, DuckDB's Parquet copy.
+Prints a JSON line per measurement and a Markdown table at the end.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import duckdb
+import requests
+
+BIN = os.environ["LOGBOOK_BIN"]
+SRC = os.environ["SRC"]          # generated archive folder
+WORK = os.environ["WORK"]        # scratch folder (store, parquet)
+N = int(os.environ.get("N", "1000000"))
+REPEAT = int(os.environ.get("REPEAT", "3"))
+GROUP = "bench"
+DATA = os.path.join(WORK, "data")
+results = []
+
+
+def emit(**kw):
+    results.append(kw)
+    print(json.dumps(kw), flush=True)
+
+
+def du(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            total += os.path.getsize(os.path.join(root, f))
+    return total
+
+
+def timed(fn):
+    fn()  # warm-up
+    ts = []
+    for _ in range(REPEAT):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+# 1. Import.
+if not os.path.exists(os.path.join(DATA, "store", "manifest.json")):
+    t = time.perf_counter()
+    p = subprocess.run([BIN, "import", SRC, "--log-group", GROUP, "--data-dir", DATA], capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    if p.returncode != 0:
+        sys.exit(p.stderr)
+    emit(what="import", seconds=round(dt, 2), records_per_s=round(N / dt), stdout=p.stdout.strip())
+
+gz_bytes = du(SRC)
+store_bytes = du(os.path.join(DATA, "store"))
+emit(what="bytes_per_record", archive_gz=round(gz_bytes / N), logbook_store=round(store_bytes / N))
+
+# 2. DuckDB over the gz JSON, and a Parquet copy.
+db = duckdb.connect()
+db.execute(f"SET threads={os.cpu_count()}")
+gz = f"read_json('{SRC}/AWSLogs/**/*.json.gz', format='newline_delimited', union_by_name=true, maximum_object_size=100000000)"
+pq_path = os.path.join(WORK, "duckdb.parquet")
+if not os.path.exists(pq_path):
+    t = time.perf_counter()
+    db.execute(f"COPY (SELECT * FROM {gz}) TO '{pq_path}' (FORMAT parquet, COMPRESSION zstd)")
+    emit(what="duckdb_parquet_copy", seconds=round(time.perf_counter() - t, 2))
+emit(what="bytes_per_record_duckdb_parquet", bytes=round(os.path.getsize(pq_path) / N))
+pq = f"read_parquet('{pq_path}')"
+
+QUESTIONS = {
+    "tokens_by_model": (
+        "stats sum(input.inputTokenCount), sum(output.outputTokenCount) by modelId",
+        "SELECT modelId, sum(input.inputTokenCount), sum(output.outputTokenCount) FROM {t} GROUP BY 1",
+    ),
+    "needle_in_prompts": (
+        "filter input.inputBodyJson like /rare-phrase/ | fields requestId",
+        "SELECT requestId FROM {t} WHERE CAST(input.inputBodyJson AS VARCHAR) LIKE '%rare-phrase%'",
+    ),
+    "count_by_hour": (
+        "stats count(*) by bin(1h)",
+        "SELECT date_trunc('hour', CAST(timestamp AS TIMESTAMP)), count(*) FROM {t} GROUP BY 1",
+    ),
+    "top10_output_tokens": (
+        "fields requestId, output.outputTokenCount | sort output.outputTokenCount desc | limit 10",
+        "SELECT requestId, output.outputTokenCount FROM {t} ORDER BY output.outputTokenCount DESC LIMIT 10",
+    ),
+}
+
+# 3. A running Logbook over the imported store.
+srv = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", DATA], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+try:
+    url = srv.stdout.readline().decode().split("listening on ", 1)[1].strip()
+    key = json.load(open(os.path.join(DATA, "admin-credentials.json")))["apiKey"]
+    sess = requests.Session()
+
+    def http(q):
+        r = sess.post(url + "/logbook/query", json={"query": q, "logGroups": [GROUP], "start": 0, "end": 4102444800000, "limit": 100000},
+                      headers={"Authorization": f"Bearer {key}"}, timeout=600)
+        r.raise_for_status()
+        return r.json()
+
+    for name, (insights, sql) in QUESTIONS.items():
+        ours = http(insights)
+        t_http = timed(lambda: http(insights))
+        t_cli = timed(lambda: subprocess.run([BIN, "query", "--data-dir", DATA, "--log-group", GROUP, "--format", "csv", insights],
+                                             check=True, capture_output=True))
+        t_gz = timed(lambda: db.execute(sql.format(t=gz)).fetchall())
+        t_pq = timed(lambda: db.execute(sql.format(t=pq)).fetchall())
+        theirs = db.execute(sql.format(t=pq)).fetchall()
+        emit(what=name, logbook_http_s=round(t_http, 4), logbook_cli_s=round(t_cli, 4), duckdb_gz_s=round(t_gz, 4),
+             duckdb_parquet_s=round(t_pq, 4), speedup_vs_duckdb_gz=round(t_gz / t_http, 1),
+             rows_logbook=len(ours["rows"]), rows_duckdb=len(theirs))
+finally:
+    srv.terminate()
+    srv.wait()
+
+print("\n| question | Logbook (HTTP) | `logbook query` | DuckDB gz JSON | DuckDB Parquet | vs DuckDB gz |")
+print("|---|---|---|---|---|---|")
+for r in results:
+    if "logbook_http_s" in r:
+        print(f"| {r['what']} | {r['logbook_http_s']} s | {r['logbook_cli_s']} s | {r['duckdb_gz_s']} s | {r['duckdb_parquet_s']} s | {r['speedup_vs_duckdb_gz']}x |")
