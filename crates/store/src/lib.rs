@@ -1,6 +1,6 @@
 //! Log groups: the live, queryable store of invocation records (CloudWatch Logs' role).
 //!
-//! Each log group holds hour-partitioned Parquet files listed in one manifest
+//! Each log group holds Parquet files partitioned by hour (today) or day (before), listed in one manifest
 //! (`<dir>/manifest.json`) with their time range, so a query opens only the files its time
 //! range touches. The newest records live in an in-memory tail of Arrow batches until a
 //! flush writes them out. The manifest also holds the journal position the files cover
@@ -163,6 +163,18 @@ const RETIRE_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 /// Hour of an epoch-ms timestamp.
 pub fn hour_of(ms: i64) -> i64 {
     ms.div_euclid(3_600_000).saturating_mul(3_600_000)
+}
+
+/// The file partition of a timestamp: its hour for today (UTC), its day before that.
+/// Fewer, larger files for closed days keep a 30-day query at 30 files, not 720; a narrower
+/// time range within a day still prunes by the Parquet row groups' statistics.
+pub fn partition_of(ms: i64, now: i64) -> i64 {
+    let today = now.div_euclid(86_400_000).saturating_mul(86_400_000);
+    if ms >= today {
+        hour_of(ms)
+    } else {
+        ms.div_euclid(86_400_000).saturating_mul(86_400_000)
+    }
 }
 
 /// Current time, epoch ms.
@@ -626,8 +638,8 @@ impl Store {
         Ok(total)
     }
 
-    /// Merge the files of each closed hour (older than `now`'s hour) that has more than
-    /// one into a single file, so a long-running server does not leave one small file per
+    /// Merge the files of each closed partition (an hour of today, a day before it; see
+    /// [`partition_of`]) that has more than one into a single file, so a long-running server does not leave one small file per
     /// flush. The new file is fsync'd and named in the manifest before the old ones go.
     /// Returns the files merged away.
     pub fn compact(&self, now: i64) -> Result<usize, StoreError> {
@@ -640,8 +652,8 @@ impl Store {
             for (g, meta) in &st.manifest.groups {
                 let mut by_hour: BTreeMap<i64, Vec<FileMeta>> = BTreeMap::new();
                 for f in &meta.files {
-                    let h = hour_of(f.min_ts);
-                    if h == hour_of(f.max_ts) && h < current {
+                    let h = partition_of(f.min_ts, now);
+                    if h == partition_of(f.max_ts, now) && h < current {
                         by_hour.entry(h).or_default().push(f.clone());
                     }
                 }
@@ -795,25 +807,81 @@ impl Store {
         if !self.has_group(name) {
             return Err(StoreError::NoSuchGroup(name.into()));
         }
+        let now = now_ms();
         let mut by_hour: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
         for r in rows {
-            by_hour.entry(hour_of(r.timestamp)).or_default().push(r);
+            by_hour
+                .entry(partition_of(r.timestamp, now))
+                .or_default()
+                .push(r);
         }
-        let mut file_no = self.read().manifest.next_file;
-        let mut metas = Vec::new();
-        let mut found = BTreeSet::new();
-        for (hour, mut rows) in by_hour {
-            rows.sort_by_key(|r| r.timestamp);
-            let batches = rows
-                .chunks(8192)
-                .map(schema::to_batch)
-                .collect::<Result<Vec<_>, _>>()?;
-            if let Some(b) = batches.first() {
-                fields::discover_batch(b, &mut found);
+        let first_no = self.read().manifest.next_file;
+        let work: Vec<(u64, i64, Vec<Row>)> = by_hour
+            .into_iter()
+            .enumerate()
+            .map(|(i, (h, rows))| (first_no + i as u64, h, rows))
+            .collect();
+        let file_no = first_no + work.len() as u64;
+        // Encode and compress the partitions on every core (file numbers are fixed above,
+        // so the result does not depend on which thread wrote what).
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        // (file number, partition, rows), each taken once by one thread.
+        type Slot = Mutex<Option<(u64, i64, Vec<Row>)>>;
+        let work: Vec<Slot> = work.into_iter().map(|w| Mutex::new(Some(w))).collect();
+        let results: Mutex<Vec<(FileMeta, BTreeSet<String>)>> = Mutex::new(Vec::new());
+        let first_err: Mutex<Option<StoreError>> = Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..threads.min(work.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(slot) = work.get(i) else { break };
+                    let Some((no, hour, mut rows)) =
+                        slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+                    else {
+                        continue;
+                    };
+                    let r = (|| -> Result<(FileMeta, BTreeSet<String>), StoreError> {
+                        rows.sort_by_key(|r| r.timestamp);
+                        let batches = rows
+                            .chunks(8192)
+                            .map(schema::to_batch)
+                            .collect::<Result<Vec<_>, _>>()?;
+                        drop(rows);
+                        let mut found = BTreeSet::new();
+                        if let Some(b) = batches.first() {
+                            fields::discover_batch(b, &mut found);
+                        }
+                        Ok((self.write_file(name, hour, no, &batches)?, found))
+                    })();
+                    match r {
+                        Ok(v) => results.lock().unwrap_or_else(|p| p.into_inner()).push(v),
+                        Err(e) => {
+                            first_err
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                        }
+                    }
+                });
             }
-            metas.push(self.write_file(name, hour, file_no, &batches)?);
-            file_no += 1;
+        });
+        let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            for (m, _) in &results {
+                let _ = fs::remove_file(self.dir.join(&m.path));
+            }
+            return Err(e);
         }
+        results.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+        let mut found = BTreeSet::new();
+        let metas: Vec<FileMeta> = results
+            .into_iter()
+            .map(|(m, f)| {
+                fields::merge(&mut found, &f);
+                m
+            })
+            .collect();
         sync_dir(&self.group_dir(name))?;
         let mut st = self.write();
         let mut m = st.manifest.clone();
