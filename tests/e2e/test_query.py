@@ -118,6 +118,14 @@ def test_logs_api_with_boto3(server):
         with pytest.raises(botocore.exceptions.ClientError) as e:
             call()
         assert e.value.response["Error"]["Code"] == code
+    # StopQuery: only a running query can be stopped.
+    done = lg.start_query(logGroupName=GROUP, startTime=0, endTime=2**31, queryString="fields @message")["queryId"]
+    while lg.get_query_results(queryId=done)["status"] == "Running":
+        time.sleep(0.02)
+    for qid, code in [(done, "InvalidParameterException"), ("no-such-query", "ResourceNotFoundException")]:
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            lg.stop_query(queryId=qid)
+        assert e.value.response["Error"]["Code"] == code
     # A semantic error is reported through the query's status.
     r = insights(lg, "stats nosuchfn(x)")
     assert r["status"] == "Failed"
