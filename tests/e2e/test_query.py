@@ -198,6 +198,11 @@ def test_query_cli_sees_flushed_and_unflushed_records(make_server):
     assert "modelId" in table.splitlines()[0] and "(2 rows;" in table
     csv = cli("query", "--sql", "--format", "csv", "SELECT count(*) AS n FROM invocations", data_dir=s.data_dir).stdout
     assert csv.splitlines() == ["n", "5"]
+    # Time ranges: --since, and --start/--end (a day with nothing in it).
+    out = cli("query", "--since", "1h", "--format", "csv", "stats count(*) as n", data_dir=s.data_dir).stdout
+    assert out.splitlines() == ["n", "5"]
+    out = cli("query", "--start", "2000-01-01", "--end", "2000-01-02", "--format", "csv", "stats count(*) as n", data_dir=s.data_dir).stdout
+    assert out.splitlines() == ["n", "0"]
     # A restart after the crash delivers the journal's record into the store exactly once.
     s.start()
     r = rows(insights(logs(s), "stats count(*) as n"))
