@@ -391,3 +391,26 @@ def test_import_from_a_declared_bucket_by_s3_uri(tmp_path):
     assert p.returncode == 1 and "not declared" in p.stderr
     out = cli("query", "--log-group", "old", "--format", "json", "stats count(*) as n", data_dir=data).stdout
     assert json.loads(out) == {"n": str(len(recs))}
+
+
+def test_bad_logs_api_input_gets_precise_errors(server):
+    def call(target, body):
+        return requests.post(server.url + "/", data=body, headers=server.auth_headers(
+            {"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1"}))
+
+    for target, body, code, text in [
+        ("Logs_20140328.StartQuery", b"{}", "InvalidParameterException", "'queryString'"),
+        ("Logs_20140328.StartQuery", b'{"queryString": "fields @message", "startTime": 0}', "InvalidParameterException", "'endTime'"),
+        ("Logs_20140328.StartQuery", b'{"queryString": 5}', "InvalidParameterException", "must be a string"),
+        ("Logs_20140328.GetLogRecord", b"{}", "InvalidParameterException", "'logRecordPointer'"),
+        ("Logs_20140328.PutRetentionPolicy", b'{"logGroupName": "/aws/bedrock/modelinvocations"}', "InvalidParameterException", "'retentionInDays'"),
+        ("Logs_20140328.CreateLogGroup", b"not json", "SerializationException", "not a JSON object"),
+        ("Logs_20140328.PutLogEvents", b"{}", "UnknownOperationException", "PutLogEvents"),
+    ]:
+        r = call(target, body)
+        assert r.status_code == 400, (target, body, r.text)
+        assert r.json()["__type"] == code and r.headers["x-amzn-errortype"] == code, r.text
+        assert text in r.json()["message"], r.text
+    # Nothing changed: the groups are as they were, and no retention was set.
+    groups = logs(server).describe_log_groups()["logGroups"]
+    assert [g["logGroupName"] for g in groups] == [GROUP] and "retentionInDays" not in groups[0]

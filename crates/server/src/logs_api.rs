@@ -151,6 +151,22 @@ fn int_field(v: &Value, k: &str) -> Result<Option<i64>, Response> {
     }
 }
 
+fn missing(k: &str) -> Response {
+    invalid(&format!(
+        "1 validation error detected: Value null at '{k}' failed to satisfy constraint: Member must not be null"
+    ))
+}
+
+/// A required string member.
+fn req_str<'a>(v: &'a Value, k: &str) -> Result<&'a str, Response> {
+    str_field(v, k)?.ok_or_else(|| missing(k))
+}
+
+/// A required integer member.
+fn req_int(v: &Value, k: &str) -> Result<i64, Response> {
+    int_field(v, k)?.ok_or_else(|| missing(k))
+}
+
 /// The group a request names (`logGroupName`, or `logGroupIdentifier` as name or ARN).
 fn group_of(v: &Value) -> Result<String, Response> {
     if let Some(n) = str_field(v, "logGroupName")? {
@@ -159,7 +175,7 @@ fn group_of(v: &Value) -> Result<String, Response> {
     if let Some(id) = str_field(v, "logGroupIdentifier")? {
         return Ok(group_from_identifier(id));
     }
-    Err(invalid("1 validation error detected: Value null at 'logGroupName' failed to satisfy constraint: Member must not be null"))
+    Err(missing("logGroupName"))
 }
 
 fn group_from_identifier(id: &str) -> String {
@@ -319,7 +335,7 @@ async fn delete(s: &Shared, v: &Value) -> Result<Response, Response> {
 async fn retention(s: &Shared, v: &Value, put: bool) -> Result<Response, Response> {
     let name = group_of(v)?;
     let days = if put {
-        let d = int_field(v, "retentionInDays")?.ok_or_else(|| invalid("1 validation error detected: Value null at 'retentionInDays' failed to satisfy constraint: Member must not be null"))?;
+        let d = req_int(v, "retentionInDays")?;
         Some(u32::try_from(d).map_err(|_| {
             invalid(
                 &logbook_store::validate_retention(0)
@@ -565,11 +581,9 @@ async fn start_query(s: &Shared, v: &Value) -> Result<Response, Response> {
             )))
         }
     };
-    let query = str_field(v, "queryString")?
-        .ok_or_else(|| invalid("1 validation error detected: Value null at 'queryString' failed to satisfy constraint: Member must not be null"))?
-        .to_string();
-    let start = int_field(v, "startTime")?.ok_or_else(|| invalid("1 validation error detected: Value null at 'startTime' failed to satisfy constraint: Member must not be null"))?;
-    let end = int_field(v, "endTime")?.ok_or_else(|| invalid("1 validation error detected: Value null at 'endTime' failed to satisfy constraint: Member must not be null"))?;
+    let query = req_str(v, "queryString")?.to_string();
+    let start = req_int(v, "startTime")?;
+    let end = req_int(v, "endTime")?;
     if end < start {
         return Err(invalid(
             "endTime must be greater than or equal to startTime",
@@ -682,7 +696,7 @@ async fn start_query(s: &Shared, v: &Value) -> Result<Response, Response> {
 }
 
 fn query_results(s: &Shared, v: &Value) -> Result<Response, Response> {
-    let id = str_field(v, "queryId")?.ok_or_else(|| invalid("1 validation error detected: Value null at 'queryId' failed to satisfy constraint: Member must not be null"))?;
+    let id = req_str(v, "queryId")?;
     s.queries.with(|(_, m)| {
         let Some(q) = m.get(id) else {
             return Err(err(
@@ -729,7 +743,7 @@ fn query_results(s: &Shared, v: &Value) -> Result<Response, Response> {
 }
 
 fn stop_query(s: &Shared, v: &Value) -> Result<Response, Response> {
-    let id = str_field(v, "queryId")?.ok_or_else(|| invalid("1 validation error detected: Value null at 'queryId' failed to satisfy constraint: Member must not be null"))?;
+    let id = req_str(v, "queryId")?;
     s.queries.with(|(_, m)| {
         let Some(q) = m.get_mut(id) else {
             return Err(err(
@@ -753,7 +767,7 @@ fn stop_query(s: &Shared, v: &Value) -> Result<Response, Response> {
 }
 
 async fn log_record(s: &Shared, v: &Value) -> Result<Response, Response> {
-    let ptr = str_field(v, "logRecordPointer")?.ok_or_else(|| invalid("1 validation error detected: Value null at 'logRecordPointer' failed to satisfy constraint: Member must not be null"))?;
+    let ptr = req_str(v, "logRecordPointer")?;
     let rec = s.engine.record(ptr).await.map_err(|e| match e {
         QueryError::Invalid(m) => invalid(&m),
         other => query_err(other),
