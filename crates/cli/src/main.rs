@@ -177,7 +177,10 @@ fn run() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Validate { config } => {
-            logbook_server::Config::load(&config, std::path::Path::new("."))?;
+            let c = logbook_server::Config::load(&config, std::path::Path::new("."))?;
+            // What `serve` builds from the file besides: providers (with their credentials)
+            // and routes. A file that validates must also start.
+            logbook_server::routing::Routes::new(&c)?;
             println!("{}: ok", config.display());
             Ok(())
         }
@@ -247,12 +250,18 @@ fn run() -> anyhow::Result<()> {
         Command::Config {
             command: ConfigCommand::Diff(args),
         } => {
-            let config = load_data(&args)?;
+            // As diff(1): 0 no drift, 1 drift, 2 trouble (a missing or invalid file is not drift).
+            let trouble = |e: &dyn std::fmt::Display| -> ! {
+                let _ = writeln!(std::io::stderr(), "logbook: {e}");
+                std::process::exit(2)
+            };
+            let config = load_data(&args).unwrap_or_else(|e| trouble(&format!("{e:#}")));
             let drift = logbook_server::control::LoggingConfigs::diff_stored(
                 &config.data_dir.join("control"),
                 &config.logging_default,
                 &config.logging_declared,
-            )?;
+            )
+            .unwrap_or_else(|e| trouble(&e));
             let mut out = std::io::stdout();
             if drift.is_empty() {
                 writeln!(
@@ -305,7 +314,17 @@ fn run() -> anyhow::Result<()> {
     }
 }
 
+/// Everything Logbook writes holds prompts, answers or credentials: files are created
+/// 0600 and folders 0700 (owner only), whatever the umask of the shell that started it.
+fn private_files() {
+    #[cfg(unix)]
+    {
+        rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
+    }
+}
+
 fn main() -> ExitCode {
+    private_files();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -62,6 +62,38 @@ pub struct DestinationStats {
     pub failures: AtomicU64,
     /// Next sequence not yet delivered.
     pub cursor: AtomicU64,
+    /// Failures since the last success (0 when delivering normally).
+    pub consecutive_failures: AtomicU64,
+    /// The last failure, for health and operators.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl DestinationStats {
+    /// Failures in a row after which a destination counts as stalled.
+    pub const STALLED_AFTER: u64 = 3;
+
+    fn failed(&self, e: &DeliveryError) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    fn succeeded(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Is delivery failing again and again (so the cursor, and journal GC, stand still)?
+    pub fn stalled(&self) -> bool {
+        self.consecutive_failures.load(Ordering::Relaxed) >= Self::STALLED_AFTER
+    }
+
+    /// The last failure.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// Coordinates journal garbage collection: a segment goes only when every destination's
@@ -126,6 +158,8 @@ pub struct Destination<F> {
     stats: Arc<DestinationStats>,
     gc: Arc<GcCoordinator>,
     format: Option<F>,
+    /// The bucket's folder, when it is one, to fsync what was written.
+    local: Option<object_store::local::LocalFileSystem>,
 }
 
 impl<F: Format> Destination<F> {
@@ -146,7 +180,12 @@ impl<F: Format> Destination<F> {
         gc.set(&config.name, start);
         let stats = Arc::new(DestinationStats::default());
         stats.cursor.store(start, Ordering::Relaxed);
+        let local = match &config.local_root {
+            Some(root) => Some(object_store::local::LocalFileSystem::new_with_prefix(root)?),
+            None => None,
+        };
         Ok(Destination {
+            local,
             store,
             journal,
             cursor,
@@ -163,13 +202,15 @@ impl<F: Format> Destination<F> {
     }
 
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), DeliveryError> {
+        // One path for the write and the fsync: the store's own escaping decides the file.
+        let path = StorePath::from(key);
         self.store
-            .put(&StorePath::from(key), PutPayload::from(Bytes::from(data)))
+            .put(&path, PutPayload::from(Bytes::from(data)))
             .await?;
-        if let Some(root) = &self.config.local_root {
+        if let Some(local) = &self.local {
             // LocalFileSystem renames a temp file into place but does not fsync; do it so
             // the cursor never runs ahead of what survives a power loss.
-            let file = root.join(key);
+            let file = local.path_to_filesystem(&path)?;
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 std::fs::File::open(&file)?.sync_all()?;
                 if let Some(dir) = file.parent() {
@@ -241,7 +282,7 @@ impl<F: Format> Destination<F> {
             let mut b = b2;
             if let Err(e) = res {
                 // Never stop delivering: count it, say it, and start again from the cursor.
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.failed(&e);
                 tracing::error!(destination = %self.config.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "reading the journal failed; will retry");
                 if stopping {
                     return Err(e);
@@ -266,9 +307,12 @@ impl<F: Format> Destination<F> {
             let drained = b.reader.position() >= upto;
             if b.started.is_some() && (full || old || (stopping && drained)) {
                 match self.flush(&mut b).await {
-                    Ok(()) => backoff = Duration::from_millis(100),
+                    Ok(()) => {
+                        backoff = Duration::from_millis(100);
+                        self.stats.succeeded();
+                    }
                     Err(e) => {
-                        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                        self.stats.failed(&e);
                         tracing::error!(destination = %self.config.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "delivery failed; will retry");
                         // Rebuild the batch from the cursor: nothing past it is acknowledged.
                         let from = self.cursor.load()?;

@@ -18,7 +18,10 @@ use std::sync::Arc;
 
 pub mod archive;
 pub mod insights;
+pub mod service;
 pub mod udf;
+
+pub use service::{Limits, QueryService};
 
 /// Query errors.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,15 @@ pub enum QueryError {
     /// The engine failed.
     #[error("query failed: {0}")]
     Engine(String),
+    /// A limit was reached: too many queries at once, or the query's memory.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// The query ran past its time limit and was stopped.
+    #[error("the query ran longer than its time limit of {} s and was stopped", .0.as_secs_f64())]
+    Timeout(std::time::Duration),
+    /// The query was cancelled (StopQuery, the client left, shutdown).
+    #[error("{0}")]
+    Cancelled(String),
 }
 
 impl From<datafusion::error::DataFusionError> for QueryError {
@@ -44,6 +56,7 @@ impl From<datafusion::error::DataFusionError> for QueryError {
             D::Plan(m) => QueryError::Invalid(m.clone()),
             D::SQL(e, _) => QueryError::Invalid(e.to_string()),
             D::SchemaError(e, _) => QueryError::Invalid(e.to_string()),
+            D::ResourcesExhausted(m) => QueryError::LimitExceeded(m.clone()),
             _ => QueryError::Engine(e.to_string()),
         }
     }
@@ -56,6 +69,61 @@ impl From<insights::compile::CompileError> for QueryError {
             insights::compile::CompileError::DataFusion(e) => e.into(),
         }
     }
+}
+
+/// Most operators in a SQL query (each is a node of an expression tree the planner walks).
+pub const MAX_SQL_OPERATORS: usize = 500;
+/// Most `SELECT`s in a SQL query (subqueries nest plans).
+pub const MAX_SQL_SELECTS: usize = 64;
+
+/// Refuse SQL whose shape would make planning slow or deep before it is planned: count
+/// operators and `SELECT`s over the tokens (DataFusion's parser already limits nesting of
+/// parentheses; a long flat chain is parsed without recursion but planned with it).
+pub fn check_sql_shape(sql: &str) -> Result<(), QueryError> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| QueryError::Invalid(e.to_string()))?;
+    let (mut ops, mut selects) = (0usize, 0usize);
+    for t in &tokens {
+        match t {
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::StringConcat
+            | Token::LParen => ops += 1,
+            Token::Word(w) => match w.keyword {
+                Keyword::AND | Keyword::OR | Keyword::NOT | Keyword::CASE | Keyword::WHEN => {
+                    ops += 1
+                }
+                Keyword::SELECT => selects += 1,
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    if ops > MAX_SQL_OPERATORS {
+        return Err(QueryError::Invalid(format!(
+            "the query has more than {MAX_SQL_OPERATORS} operators and parentheses; simplify it"
+        )));
+    }
+    if selects > MAX_SQL_SELECTS {
+        return Err(QueryError::Invalid(format!(
+            "the query has more than {MAX_SQL_SELECTS} SELECTs; simplify it"
+        )));
+    }
+    Ok(())
 }
 
 /// Query language.
@@ -113,8 +181,12 @@ pub struct Engine {
     partitions: usize,
     /// Shared by every query, so DataFusion's caches (Parquet footers, file statistics)
     /// survive from one query to the next. Data files are immutable, so nothing goes stale.
-    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    runtime: Arc<RuntimeEnv>,
+    /// Queries never spill to disk: the disk is the journal's.
+    no_spill: Arc<datafusion::execution::disk_manager::DiskManager>,
 }
+
+use datafusion::execution::runtime_env::RuntimeEnv;
 
 /// The log stream every record belongs to (Bedrock's documented stream name).
 pub const LOG_STREAM: &str = "aws/bedrock/modelinvocations";
@@ -126,21 +198,43 @@ impl Engine {
     /// An engine over `store`; `archive_root` is the folder SQL's `archive` table reads.
     pub fn new(store: Arc<Store>, archive_root: Option<PathBuf>) -> Engine {
         let partitions = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let runtime = Arc::new(RuntimeEnv::default());
+        // Building a disabled disk manager creates nothing, so it cannot fail in practice;
+        // should it, queries keep the default one.
+        let no_spill = datafusion::execution::disk_manager::DiskManagerBuilder::default()
+            .with_mode(datafusion::execution::disk_manager::DiskManagerMode::Disabled)
+            .build()
+            .map(Arc::new)
+            .unwrap_or_else(|_| runtime.disk_manager.clone());
         Engine {
             store,
             archive_root,
             partitions,
-            runtime: Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()),
+            runtime,
+            no_spill,
         }
     }
 
-    fn context(&self) -> SessionContext {
+    /// A runtime for one query: its own memory pool, no spilling, the shared caches.
+    pub fn query_env(
+        &self,
+        pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+    ) -> Arc<RuntimeEnv> {
+        Arc::new(RuntimeEnv {
+            memory_pool: pool,
+            disk_manager: self.no_spill.clone(),
+            cache_manager: self.runtime.cache_manager.clone(),
+            object_store_registry: self.runtime.object_store_registry.clone(),
+        })
+    }
+
+    fn context(&self, env: Arc<RuntimeEnv>) -> SessionContext {
         let cfg = SessionConfig::new()
             .with_target_partitions(self.partitions)
             .with_information_schema(true);
         // Filters are not pushed into the Parquet scan: measured on 1M records (BENCHMARKS.md)
         // it made aggregates ~15% slower and did not speed up the needle search.
-        let ctx = SessionContext::new_with_config_rt(cfg, self.runtime.clone());
+        let ctx = SessionContext::new_with_config_rt(cfg, env);
         for f in udf::all() {
             ctx.register_udf(f);
         }
@@ -228,9 +322,19 @@ impl Engine {
         out.ok_or_else(|| QueryError::Invalid("name at least one log group".into()))
     }
 
-    /// Run a query.
+    /// Run a query in this thread's runtime, without limits (the CLI, tests). Servers run
+    /// queries through a [`QueryService`].
     pub async fn run(&self, req: &QueryRequest) -> Result<QueryResult, QueryError> {
-        let ctx = self.context();
+        self.run_in(req, self.runtime.clone()).await
+    }
+
+    /// Run a query with the given DataFusion runtime (memory pool).
+    pub async fn run_in(
+        &self,
+        req: &QueryRequest,
+        env: Arc<RuntimeEnv>,
+    ) -> Result<QueryResult, QueryError> {
+        let ctx = self.context(env);
         let mut stats = QueryStats::default();
         let mut fields = BTreeSet::new();
         let (df, columns, aggregated) = match req.language {
@@ -252,7 +356,17 @@ impl Engine {
                         Arc::new(archive::table(root, self.partitions)?),
                     )?;
                 }
-                let df = ctx.sql(&req.query).await?.limit(0, Some(req.limit))?;
+                check_sql_shape(&req.query)?;
+                // Queries only: no DDL (CREATE EXTERNAL TABLE, views), no DML (COPY TO,
+                // INSERT), no statements (SET, PREPARE). A reader must not write.
+                let read_only = datafusion::execution::context::SQLOptions::new()
+                    .with_allow_ddl(false)
+                    .with_allow_dml(false)
+                    .with_allow_statements(false);
+                let df = ctx
+                    .sql_with_options(&req.query, read_only)
+                    .await?
+                    .limit(0, Some(req.limit))?;
                 let cols = df
                     .schema()
                     .fields()
@@ -278,6 +392,15 @@ impl Engine {
 
     /// One record by pointer (`@ptr`): all its fields, flattened, with `@message`.
     pub async fn record(&self, ptr: &str) -> Result<Vec<(String, String)>, QueryError> {
+        self.record_in(ptr, self.runtime.clone()).await
+    }
+
+    /// [`Engine::record`] with the given DataFusion runtime.
+    pub async fn record_in(
+        &self,
+        ptr: &str,
+        env: Arc<RuntimeEnv>,
+    ) -> Result<Vec<(String, String)>, QueryError> {
         let (rid, group) = ptr
             .rsplit_once('@')
             .ok_or_else(|| QueryError::Invalid("the log record pointer is not valid".into()))?;
@@ -289,7 +412,7 @@ impl Engine {
             language: Language::Sql,
             limit: 1,
         };
-        let ctx = self.context();
+        let ctx = self.context(env);
         let mut stats = QueryStats::default();
         let mut fields = BTreeSet::new();
         let raw = self.raw_union(&ctx, &req, &mut stats, &mut fields).await?;

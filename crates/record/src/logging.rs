@@ -183,6 +183,35 @@ fn check_prefix(p: &str, at: &str, errors: &mut Vec<String>) {
             "Value '{p}' at '{at}' failed to satisfy constraint: Member must not contain '\\'"
         ));
     }
+    // S3's safe characters only, so the key is the same in every object store and on
+    // disk (no escaping anywhere), and no empty segment that a store would drop.
+    if let Some(c) = p
+        .chars()
+        .find(|c| !prefix_char(*c) && !c.is_control() && *c != '\\')
+    {
+        errors.push(format!("Value '{}' at '{at}' failed to satisfy constraint: Member must contain only letters, digits and the characters ! - _ . * ' ( ) = + / (found {c:?})", p.escape_debug()));
+    }
+    if p.contains("//") {
+        errors.push(format!(
+            "Value '{p}' at '{at}' failed to satisfy constraint: Member must not contain empty path segments ('//')"
+        ));
+    }
+}
+
+/// Check a key prefix by the rules of `s3Config.keyPrefix` (for the config file's).
+pub fn validate_key_prefix(p: &str, at: &str) -> Result<(), Vec<String>> {
+    let mut errors = Vec::new();
+    check_prefix(p, at, &mut errors);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// A character a key prefix may hold: S3's "safe characters", `/`, `=` and `+`.
+pub fn prefix_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!-_.*'()/=+".contains(c)
 }
 
 fn type_err(at: &str, want: &str) -> String {
@@ -421,7 +450,10 @@ mod tests {
         assert!(parse_put_request(b"{oops")
             .unwrap_err()
             .starts_with("Malformed input request"));
-        for bad in ["/abs", "a/../b", "x\u{1}y", "a\\b"] {
+        for bad in [
+            "/abs", "a/../b", "x\u{1}y", "a\\b", "~team/", "équipe/", "a//b", "a b/", "x%2F/",
+            "[x]/",
+        ] {
             let body = serde_json::to_vec(&serde_json::json!({"loggingConfig":{"s3Config":{"bucketName":"bkt","keyPrefix":bad}}})).unwrap();
             assert!(parse_put_request(&body).is_err(), "{bad:?}");
         }

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Shared state of the handlers.
@@ -44,10 +45,12 @@ pub struct AppState {
     pub buckets: HashMap<String, Arc<dyn ObjectStore>>,
     /// Log groups.
     pub store: Arc<logbook_store::Store>,
-    /// Queries over the log groups and the archive.
-    pub engine: Arc<logbook_query::Engine>,
+    /// Queries over the log groups and the archive, on their own threads and limits.
+    pub engine: Arc<logbook_query::QueryService>,
     /// Logs Insights queries started through the CloudWatch Logs API.
     pub queries: crate::logs_api::Queries,
+    /// Request bytes buffered before authentication, across requests.
+    pub buffers: crate::http_util::BufferBudget,
 }
 
 /// Shared state handle.
@@ -105,6 +108,19 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
     move |source| ServeError::Io { context, source }
 }
 
+/// Prompts and answers live below this folder: owner only, also when it existed before.
+/// A folder whose mode cannot be changed (a read-only or foreign mount) is left as it is,
+/// with a warning; whether it can be written is checked where it is used.
+fn owner_only(dir: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(folder = %dir.display(), error = %e, "could not make the folder private (0700)");
+        }
+    }
+}
+
 /// The node id: configured, or generated once and kept in the data folder.
 fn node_id(config: &Config) -> Result<String, ServeError> {
     if let Some(n) = &config.node_id {
@@ -131,11 +147,51 @@ fn node_id(config: &Config) -> Result<String, ServeError> {
     }
 }
 
+/// Free bytes of the file system holding `dir`, if it can be asked.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        rustix::fs::statvfs(dir)
+            .ok()
+            .map(|v| v.f_bavail.saturating_mul(v.f_frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// `/healthz` says `disk-full` (503) below this many free bytes in the journal's file system.
+const DISK_FULL_BELOW: u64 = 256 * 1024;
+
 async fn healthz(State(s): State<Shared>) -> Response {
-    let healthy = s.journal.is_healthy();
+    let journal_ok = s.journal.is_healthy();
+    // Less room than a large record takes: appends are failing or about to.
+    let free = free_bytes(&s.config.data_dir.join("journal"));
+    let disk_full = free.is_some_and(|f| f < DISK_FULL_BELOW);
+    let stalled: Vec<&String> = s
+        .destinations
+        .iter()
+        .filter(|(_, d)| d.stalled())
+        .map(|(n, _)| n)
+        .collect();
+    let healthy = journal_ok && !disk_full;
+    let status = if !journal_ok {
+        "journal-unavailable"
+    } else if disk_full {
+        "disk-full"
+    } else if !stalled.is_empty() {
+        // Calls are still served and recorded; delivery (and journal GC) stands still.
+        "degraded"
+    } else {
+        "ok"
+    };
     let st = s.journal.stats();
     let body = serde_json::json!({
-        "status": if healthy { "ok" } else { "journal-unavailable" },
+        "status": status,
+        "stalledDestinations": stalled,
+        "diskFreeBytes": free,
         "journal": {
             "committed": *s.journal.committed().borrow() - 1,
             "entries": st.entries.load(Ordering::Relaxed),
@@ -148,6 +204,8 @@ async fn healthz(State(s): State<Shared>) -> Response {
             "objects": d.objects.load(Ordering::Relaxed),
             "failures": d.failures.load(Ordering::Relaxed),
             "cursor": d.cursor.load(Ordering::Relaxed),
+            "consecutiveFailures": d.consecutive_failures.load(Ordering::Relaxed),
+            "stalled": d.stalled(),
         }))).collect::<serde_json::Map<_, _>>(),
         // Unauthenticated endpoint: name the drifted regions, not their configurations
         // (`logbook config diff` shows those).
@@ -157,6 +215,14 @@ async fn healthz(State(s): State<Shared>) -> Response {
             "dropped": s.store.stats.dropped.load(Ordering::Relaxed),
             "flushes": s.store.stats.flushes.load(Ordering::Relaxed),
             "durableSeq": s.store.durable_seq(),
+        },
+        "queries": {
+            "inFlight": s.engine.in_flight(),
+            "memoryBytes": s.engine.memory_in_use(),
+            "admitted": s.engine.stats.admitted.load(Ordering::Relaxed),
+            "refused": s.engine.stats.refused.load(Ordering::Relaxed),
+            "timedOut": s.engine.stats.timed_out.load(Ordering::Relaxed),
+            "cancelled": s.engine.stats.cancelled.load(Ordering::Relaxed),
         },
         "mode": match s.recorder.mode() { LoggingMode::Strict => "strict", LoggingMode::Async => "async" },
     });
@@ -227,7 +293,38 @@ pub fn router(state: Shared) -> Router {
             state.clone(),
             crate::auth::authenticate,
         ))
+        .layer(axum::middleware::from_fn(shape_method_errors))
         .with_state(state)
+}
+
+/// axum answers a known path with the wrong method with an empty 405: give it the shape
+/// of the API the path belongs to.
+async fn shape_method_errors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let target = req.headers().get("x-amz-target").cloned();
+    let r = next.run(req).await;
+    if r.status() != http::StatusCode::METHOD_NOT_ALLOWED {
+        return r;
+    }
+    let mut headers = HeaderMap::new();
+    if let Some(t) = target {
+        headers.insert("x-amz-target", t);
+    }
+    let mut out = crate::auth::api_error(
+        &path,
+        &headers,
+        405,
+        "UnknownOperationException",
+        &format!("{method} is not supported on {path}"),
+    );
+    if let Some(allow) = r.headers().get(http::header::ALLOW) {
+        out.headers_mut().insert(http::header::ALLOW, allow.clone());
+    }
+    out
 }
 
 async fn shutdown_signal() {
@@ -261,6 +358,7 @@ pub async fn serve(
         "create data folder {}",
         config.data_dir.display()
     )))?;
+    owner_only(&config.data_dir);
     let node = node_id(&config)?;
     let mut jcfg = JournalConfig::new(config.data_dir.join("journal"));
     jcfg.segment_bytes = config.segment_bytes;
@@ -280,6 +378,20 @@ pub async fn serve(
             source: std::io::Error::other(e.to_string()),
         })?,
     );
+    // Streams a crash interrupted get their records now, before anything may collect the
+    // journal segments that hold their start entries.
+    let recovered = crate::capture::recover_interrupted_streams(&journal)
+        .await
+        .map_err(|e| ServeError::Io {
+            context: "recover interrupted streams".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    if recovered > 0 {
+        tracing::warn!(
+            streams = recovered,
+            "recorded streams interrupted by the last stop"
+        );
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let gc = Arc::new(GcCoordinator::default());
     // Log groups: the live store, fed from the journal.
@@ -316,7 +428,17 @@ pub async fn serve(
         Some(tokio::spawn(ingest))
     };
     let archive_root = config.buckets.get(&config.archive_bucket).cloned();
-    let engine = Arc::new(logbook_query::Engine::new(store.clone(), archive_root));
+    let engine = Arc::new(
+        logbook_query::QueryService::new(
+            Arc::new(logbook_query::Engine::new(store.clone(), archive_root)),
+            config.query.limits.clone(),
+        )
+        .map_err(|e| ServeError::Io {
+            context: "query threads".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?,
+    );
+    let queries = engine.clone();
 
     let mut buckets: HashMap<String, Arc<dyn ObjectStore>> = HashMap::new();
     let mut destinations = Vec::new();
@@ -327,6 +449,7 @@ pub async fn serve(
         let dir = &config.buckets[name];
         std::fs::create_dir_all(dir)
             .map_err(io(format!("create bucket folder {}", dir.display())))?;
+        owner_only(dir);
         let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir)?);
         buckets.insert(name.clone(), store.clone());
         let dcfg = |n: String| DestinationConfig {
@@ -379,8 +502,10 @@ pub async fn serve(
         config.mode,
         logging.clone(),
         config.require_logging,
-    );
+    )
+    .with_gc(gc.clone());
     let listen = config.listen.clone();
+    let buffers = crate::http_util::BufferBudget::new(config.max_buffered_bytes);
     let state = Arc::new(AppState {
         principals: Principals::new(&config, &extra),
         config,
@@ -393,6 +518,7 @@ pub async fn serve(
         store,
         engine,
         queries: Default::default(),
+        buffers,
     });
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -400,11 +526,21 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(io("local address"))?;
     tracing::info!(%addr, node_id = %node, "logbook serving");
     on_listen(addr, admin.as_ref());
-    axum::serve(
+    let limits = crate::listener::ListenLimits {
+        header_timeout: state.config.header_timeout,
+        max_connections: state.config.max_connections,
+    };
+    crate::listener::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        router(state),
+        limits,
+        async move {
+            shutdown_signal().await;
+            // Queries end now: a long query must not hold up the shutdown.
+            queries.shutdown();
+        },
+        Duration::from_secs(30),
     )
-    .with_graceful_shutdown(shutdown_signal())
     .await
     .map_err(io("serve"))?;
     tracing::info!("draining delivery");

@@ -4,7 +4,7 @@
 
 use crate::app::Shared;
 use crate::config::PrincipalConfig;
-use crate::http_util::{aws_error_code, openai_error, read_body, BodyError};
+use crate::http_util::{aws_error_code, openai_error, read_body_guarded, with_deadline, BodyError};
 use crate::identity::{AuthFailure, Principals};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -111,7 +111,53 @@ fn failure_response(path: &str, f: &AuthFailure) -> Response {
     }
 }
 
-/// The middleware.
+/// An error in the shape of the API the request is for: OpenAI's under `/v1/`, JSON 1.1
+/// (`__type`) for the CloudWatch Logs API and `/logbook/`, rest-json elsewhere.
+pub fn api_error(
+    path: &str,
+    headers: &http::HeaderMap,
+    status: u16,
+    code: &str,
+    message: &str,
+) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    if path.starts_with("/v1/") {
+        let (kind, c) = match status {
+            401 | 403 => ("invalid_request_error", Some("invalid_api_key")),
+            408 => ("timeout_error", Some("timeout")),
+            413 => ("invalid_request_error", Some("request_too_large")),
+            429 | 503 => ("rate_limit_error", Some("rate_limit_exceeded")),
+            _ => ("invalid_request_error", None),
+        };
+        return openai_error(
+            &OpenAiError {
+                status,
+                message: message.to_string(),
+                kind,
+                code: c,
+                param: None,
+            },
+            &id,
+        );
+    }
+    if headers.contains_key("x-amz-target") || path.starts_with("/logbook/") {
+        return crate::logs_api::error_response(status, code, message);
+    }
+    aws_error_code(status, code, message, &id)
+}
+
+fn body_failure(path: &str, headers: &http::HeaderMap, e: &BodyError, limit: usize) -> Response {
+    match e {
+        BodyError::TooLarge(n) => api_error(path, headers, 400, "ValidationException", &format!("1 validation error detected: Value at 'body' failed to satisfy constraint: Member must have length less than or equal to {limit} (got at least {n} bytes)")),
+        BodyError::Busy => api_error(path, headers, 429, "ThrottlingException", "Too many request bytes are waiting for authentication; retry later."),
+        BodyError::TimedOut => api_error(path, headers, 408, "RequestTimeoutException", "The request body did not arrive in time."),
+        BodyError::Broken(why) => api_error(path, headers, 400, "ValidationException", &format!("request body incomplete: {why}")),
+    }
+}
+
+/// The middleware. What the headers alone can refuse is refused before the body is read;
+/// a SigV4 body is buffered (its hash is signed) within the shared buffer budget and the
+/// body deadline; every other body must arrive by the deadline.
 pub async fn authenticate(
     State(s): State<Shared>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -122,10 +168,26 @@ pub async fn authenticate(
     if path == "/healthz" {
         return next.run(req).await;
     }
+    let deadline = tokio::time::Instant::now() + s.config.body_timeout;
     let (parts, body) = req.into_parts();
+    let sigv4 = Principals::is_sigv4(&parts.headers);
+    let declared: Option<usize> = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     if !s.principals.enforced() {
+        if sigv4
+            && claimed_region(&parts.headers)
+                .is_some_and(|r| !logbook_wire::sigv4::valid_region(&r))
+        {
+            let f = AuthFailure::SigV4(logbook_wire::sigv4::AuthError::Invalid(
+                "Credential should be scoped to a valid region.".into(),
+            ));
+            return refuse(&s, &parts, addr, &path, f).await;
+        }
         let caller = s.principals.resolve(&parts.headers);
-        let mut req = Request::from_parts(parts, body);
+        let mut req = Request::from_parts(parts, with_deadline(body, deadline));
         req.extensions_mut().insert(caller);
         return next.run(req).await;
     }
@@ -134,62 +196,79 @@ pub async fn authenticate(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    let (result, body) = if Principals::is_sigv4(&parts.headers) {
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        match read_body(body, s.config.max_body_bytes, declared).await {
-            Ok(bytes) => (
-                s.principals
-                    .authenticate(parts.method.as_str(), &uri, &parts.headers, &bytes),
-                Body::from(bytes),
-            ),
-            Err(BodyError::TooLarge(n)) => {
-                let id = uuid::Uuid::new_v4().to_string();
-                return aws_error_code(400, "ValidationException", &format!("1 validation error detected: Value at 'body' failed to satisfy constraint: Member must have length less than or equal to {} (got at least {n} bytes)", s.config.max_body_bytes), &id);
+    if sigv4 {
+        // Unknown key, stale date, wrong scope or region, a session token: refused unread.
+        if let Err(f) = s.principals.precheck_sigv4(&parts.headers) {
+            return refuse(&s, &parts, addr, &path, f).await;
+        }
+        let (bytes, permit) = match read_body_guarded(
+            body,
+            s.config.max_body_bytes,
+            declared,
+            deadline,
+            &s.buffers,
+        )
+        .await
+        {
+            Ok(x) => x,
+            Err(e) => return body_failure(&path, &parts.headers, &e, s.config.max_body_bytes),
+        };
+        let result = s
+            .principals
+            .authenticate(parts.method.as_str(), &uri, &parts.headers, &bytes);
+        match result {
+            Ok(caller) => {
+                let mut req = Request::from_parts(parts, Body::from(bytes));
+                req.extensions_mut().insert(caller);
+                let r = next.run(req).await;
+                drop(permit);
+                r
             }
-            Err(BodyError::Broken(why)) => {
-                let id = uuid::Uuid::new_v4().to_string();
-                return aws_error_code(
-                    400,
-                    "ValidationException",
-                    &format!("request body incomplete: {why}"),
-                    &id,
-                );
+            Err(f) => {
+                drop(bytes);
+                drop(permit);
+                refuse(&s, &parts, addr, &path, f).await
             }
         }
     } else {
-        (
-            s.principals
-                .authenticate(parts.method.as_str(), &uri, &parts.headers, b""),
-            body,
-        )
-    };
-    match result {
-        Ok(caller) => {
-            let mut req = Request::from_parts(parts, body);
-            req.extensions_mut().insert(caller);
-            next.run(req).await
-        }
-        Err(f) => {
-            tracing::warn!(path = %path, code = f.code(), client = %addr.ip(), "authentication failed");
-            if path.starts_with("/logging/") {
-                crate::control_api::audit_auth_failure(
-                    &s,
-                    &parts.headers,
-                    addr,
-                    parts.method.as_str(),
-                    &f,
-                )
-                .await;
+        match s
+            .principals
+            .authenticate(parts.method.as_str(), &uri, &parts.headers, b"")
+        {
+            Ok(caller) => {
+                let mut req = Request::from_parts(parts, with_deadline(body, deadline));
+                req.extensions_mut().insert(caller);
+                next.run(req).await
             }
-            if parts.headers.contains_key("x-amz-target") {
-                // JSON 1.1 clients (the CloudWatch Logs API) read the code from `__type`.
-                return crate::logs_api::error_response(f.status(), f.code(), &f.message());
-            }
-            failure_response(&path, &f)
+            Err(f) => refuse(&s, &parts, addr, &path, f).await,
         }
     }
+}
+
+/// The region a SigV4 header claims, if it parses.
+fn claimed_region(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| logbook_wire::sigv4::parse_authorization(a).ok())
+        .map(|h| h.region)
+}
+
+/// Refuse an unauthenticated request; management calls are audited even so.
+async fn refuse(
+    s: &Shared,
+    parts: &http::request::Parts,
+    addr: SocketAddr,
+    path: &str,
+    f: AuthFailure,
+) -> Response {
+    tracing::warn!(path = %path, code = f.code(), client = %addr.ip(), "authentication failed");
+    if let Some(a) = crate::control_api::Audited::of(path, parts.method.as_str(), &parts.headers) {
+        crate::control_api::audit_auth_failure(s, &parts.headers, addr, &a, &f).await;
+    }
+    if parts.headers.contains_key("x-amz-target") {
+        // JSON 1.1 clients (the CloudWatch Logs API) read the code from `__type`.
+        return crate::logs_api::error_response(f.status(), f.code(), &f.message());
+    }
+    failure_response(path, &f)
 }

@@ -37,6 +37,15 @@ fn refused(e: &Refusal, request_id: &str) -> Response {
     }
 }
 
+/// A stream whose start could not be journaled is refused before any byte of it leaves.
+fn stream_refused(call: &Call, e: &crate::capture::RecordError) -> Response {
+    aws_error(
+        AwsErrorCode::InternalServerException,
+        &e.to_string(),
+        &call.request_id,
+    )
+}
+
 /// `errorCode` recorded when the client disconnects before the response completes.
 pub const CLIENT_DISCONNECTED: &str = "ClientDisconnected";
 
@@ -125,7 +134,7 @@ async fn body_bytes(
             None,
         )
         .await),
-        Err(BodyError::Broken(why)) => Err(disconnected(s, call, why).await),
+        Err(other) => Err(disconnected(s, call, other.describe()).await),
     }
 }
 
@@ -498,19 +507,28 @@ async fn converse_stream_call(
     if let Err(e) = s.recorder.ready(&call) {
         return refused(&e, &call.request_id);
     }
-    let stream = match timed(
-        r.timeout,
-        r.provider.converse_stream(&r.info.upstream_model, &req),
+    let (started, stream) = crate::stream::open(
+        &s,
+        &call,
+        timed(
+            r.timeout,
+            r.provider.converse_stream(&r.info.upstream_model, &req),
+        ),
     )
-    .await
-    {
+    .await;
+    let stream = match stream {
         Ok(st) => st,
         Err(f) => return fail(&s, &call, f, None).await,
+    };
+    let started = match started {
+        Ok(st) => st,
+        Err(e) => return stream_refused(&call, &e),
     };
     let (tx, rx) = mpsc::channel(64);
     let resp = stream_response(rx, &call, None);
     tokio::spawn(crate::stream::pump(
         s,
+        started,
         call,
         stream,
         r.timeout,
@@ -671,19 +689,28 @@ async fn invoke_stream_call(s: Shared, mut call: Call, headers: HeaderMap, body:
             Ok(x) => x,
             Err(resp) => return resp,
         };
-    let stream = match timed(
-        r.timeout,
-        r.provider.invoke_stream(&r.info.upstream_model, &value),
+    let (started, stream) = crate::stream::open(
+        &s,
+        &call,
+        timed(
+            r.timeout,
+            r.provider.invoke_stream(&r.info.upstream_model, &value),
+        ),
     )
-    .await
-    {
+    .await;
+    let stream = match stream {
         Ok(st) => st,
         Err(f) => return fail(&s, &call, f, None).await,
+    };
+    let started = match started {
+        Ok(st) => st,
+        Err(e) => return stream_refused(&call, &e),
     };
     let (tx, rx) = mpsc::channel(64);
     let resp = stream_response(rx, &call, Some("application/json"));
     tokio::spawn(crate::stream::pump(
         s,
+        started,
         call,
         stream,
         r.timeout,

@@ -5,6 +5,7 @@
 use crate::config::{LoggingMode, OnFailure};
 use crate::control::LoggingConfigs;
 use crate::identity::Caller;
+use logbook_delivery::GcCoordinator;
 use logbook_journal::{Journal, JournalError};
 use logbook_record::logging::data_type;
 use logbook_record::trail::TrailEvent;
@@ -162,6 +163,73 @@ impl Call {
 #[error("the invocation could not be logged durably: {0}")]
 pub struct RecordError(pub String);
 
+/// Logbook's own error code for a streamed call whose gateway stopped (crash, kill) after
+/// the stream started and before its record was complete.
+pub const GATEWAY_INTERRUPTED: &str = "GatewayInterrupted";
+
+/// The `logbookEntry` kind of a stream's start entry. Entries of this kind carry neither
+/// `schemaType` nor `eventVersion`, so every destination passes them over.
+pub const STREAM_STARTED: &str = "streamStarted";
+
+/// A stream's start entry: journaled (durably, in strict mode) before the stream's first
+/// byte leaves; it holds the record the call gets if nothing completes it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamStartEntry {
+    /// Always [`STREAM_STARTED`].
+    pub logbook_entry: String,
+    /// Version of this entry's shape.
+    pub entry_version: u32,
+    /// The call's request id: the record that completes it has the same.
+    pub request_id: String,
+    /// The record if the stream never completes (errorCode [`GATEWAY_INTERRUPTED`]).
+    pub record: InvocationRecord,
+}
+
+/// Start entries of streams in flight keep their journal segments from collection.
+#[derive(Debug, Default)]
+struct Pins {
+    next_id: u64,
+    by_id: BTreeMap<u64, u64>,
+}
+
+/// Holds a stream's start entry against journal GC until the stream's record is final.
+#[derive(Debug)]
+pub struct StreamStart {
+    pin: Option<Pin>,
+}
+
+#[derive(Debug)]
+struct Pin {
+    pins: Arc<std::sync::Mutex<Pins>>,
+    id: u64,
+    gc: Option<Arc<GcCoordinator>>,
+}
+
+impl StreamStart {
+    fn none() -> Self {
+        StreamStart { pin: None }
+    }
+}
+
+fn pinned_min(p: &Pins) -> u64 {
+    p.by_id.values().copied().min().unwrap_or(u64::MAX)
+}
+
+impl Drop for StreamStart {
+    fn drop(&mut self) {
+        if let Some(Pin { pins, id, gc }) = self.pin.take() {
+            let mut p = pins.lock().unwrap_or_else(|e| e.into_inner());
+            p.by_id.remove(&id);
+            if let Some(gc) = gc {
+                gc.set(GC_NAME, pinned_min(&p));
+            }
+        }
+    }
+}
+
+const GC_NAME: &str = "open-streams";
+
 /// Commits records to the journal, under the logging configuration in force.
 #[derive(Debug, Clone)]
 pub struct Recorder {
@@ -171,6 +239,8 @@ pub struct Recorder {
     mode: LoggingMode,
     logging: Arc<LoggingConfigs>,
     require_logging: bool,
+    pins: Arc<std::sync::Mutex<Pins>>,
+    gc: Option<Arc<GcCoordinator>>,
 }
 
 impl Recorder {
@@ -190,6 +260,78 @@ impl Recorder {
             mode,
             logging,
             require_logging,
+            pins: Default::default(),
+            gc: None,
+        }
+    }
+
+    /// Keep the start entries of open streams from journal GC through `gc`.
+    pub fn with_gc(mut self, gc: Arc<GcCoordinator>) -> Self {
+        gc.set(GC_NAME, u64::MAX);
+        self.gc = Some(gc);
+        self
+    }
+
+    fn pin(&self, seq: u64) -> u64 {
+        let mut p = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        p.next_id += 1;
+        let id = p.next_id;
+        p.by_id.insert(id, seq);
+        if let Some(gc) = &self.gc {
+            gc.set(GC_NAME, pinned_min(&p));
+        }
+        id
+    }
+
+    fn repin(&self, id: u64, seq: u64) {
+        let mut p = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        p.by_id.insert(id, seq);
+        if let Some(gc) = &self.gc {
+            gc.set(GC_NAME, pinned_min(&p));
+        }
+    }
+
+    /// Journal a stream's start before its first byte leaves: the record it gets if the
+    /// gateway stops before the stream ends (input, no output, `GatewayInterrupted`).
+    /// Resolves once durable (strict). An error means the stream must be refused.
+    pub async fn begin_stream(&self, call: &Call) -> Result<StreamStart, RecordError> {
+        let provisional = call.record(Outcome {
+            output: None,
+            error: Some((
+                GATEWAY_INTERRUPTED.into(),
+                "the gateway stopped before the stream completed".into(),
+            )),
+            http_status: 200,
+        });
+        let Some(record) = self.prepare(provisional) else {
+            // Logging is off here: nothing would be recorded, so nothing to start.
+            return Ok(StreamStart::none());
+        };
+        let entry = StreamStartEntry {
+            logbook_entry: STREAM_STARTED.into(),
+            entry_version: 1,
+            request_id: call.request_id.clone(),
+            record,
+        };
+        let bytes = serde_json::to_vec(&entry).map_err(|e| RecordError(e.to_string()))?;
+        // Pin below anything this entry can get before it exists, then at its sequence.
+        let id = self.pin(*self.journal.committed().borrow());
+        let start = StreamStart {
+            pin: Some(Pin {
+                pins: self.pins.clone(),
+                id,
+                gc: self.gc.clone(),
+            }),
+        };
+        let result = self.journal.append(Box::new(move |_| bytes)).await;
+        match self.settle(result, &call.request_id) {
+            // Fail-open and not journaled: nothing to hold.
+            Ok(0) => Ok(StreamStart::none()),
+            Ok(seq) => {
+                self.repin(id, seq);
+                Ok(start)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -224,10 +366,26 @@ impl Recorder {
     /// Apply the logging configuration in force to the record and append it; resolves once
     /// it is durable (strict) or written (async). Returns `Ok(None)` when logging is off
     /// for the record's (account, region): Bedrock then writes no record either.
-    pub async fn commit(&self, mut record: InvocationRecord) -> Result<Option<u64>, RecordError> {
-        let Some(cfg) = self.logging.effective(&record.account_id, &record.region) else {
+    pub async fn commit(&self, record: InvocationRecord) -> Result<Option<u64>, RecordError> {
+        let Some(mut record) = self.prepare(record) else {
             return Ok(None);
         };
+        let request_id = record.request_id.clone();
+        let result = self
+            .journal
+            .append(Box::new(move |seq| {
+                record.logbook.sequence = seq;
+                record.to_json_bytes()
+            }))
+            .await;
+        self.settle(result, &request_id).map(Some)
+    }
+
+    /// The record as the logging configuration in force says to keep it (destination
+    /// stamped, bodies dropped per data type), or `None` when logging is off for its
+    /// (account, region).
+    fn prepare(&self, mut record: InvocationRecord) -> Option<InvocationRecord> {
+        let cfg = self.logging.effective(&record.account_id, &record.region)?;
         let log_group = cfg
             .cloud_watch_config
             .as_ref()
@@ -267,15 +425,7 @@ impl Recorder {
             }
         }
         record.logbook.node_id = self.node_id.clone();
-        let request_id = record.request_id.clone();
-        let result = self
-            .journal
-            .append(Box::new(move |seq| {
-                record.logbook.sequence = seq;
-                record.to_json_bytes()
-            }))
-            .await;
-        self.settle(result, &request_id).map(Some)
+        Some(record)
     }
 
     /// Append a control-plane audit event (same durability as records).
@@ -347,4 +497,59 @@ pub enum Refusal {
     /// Logging is off and the gateway requires it.
     #[error("{0}")]
     LoggingOff(String),
+}
+
+/// After a crash: every stream whose start entry has no record gets the record its start
+/// entry holds (`GatewayInterrupted`), appended now. Run before delivery or GC starts, so
+/// no start entry can have been collected. Returns how many were completed.
+pub async fn recover_interrupted_streams(journal: &Journal) -> Result<usize, RecordError> {
+    let from = journal
+        .first_available()
+        .map_err(|e| RecordError(e.to_string()))?;
+    let upto = *journal.committed().borrow();
+    let mut reader = journal.reader(from);
+    let open =
+        tokio::task::spawn_blocking(move || -> Result<Vec<InvocationRecord>, JournalError> {
+            #[derive(serde::Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Head {
+                logbook_entry: Option<String>,
+                schema_type: Option<String>,
+                request_id: Option<String>,
+            }
+            let mut open: BTreeMap<String, (u64, InvocationRecord)> = BTreeMap::new();
+            while let Some(e) = reader.next_entry(upto)? {
+                let Ok(h) = serde_json::from_slice::<Head>(&e.payload) else {
+                    continue;
+                };
+                if h.logbook_entry.as_deref() == Some(STREAM_STARTED) {
+                    if let Ok(s) = serde_json::from_slice::<StreamStartEntry>(&e.payload) {
+                        open.insert(s.request_id, (e.seq, s.record));
+                    }
+                } else if h.schema_type.as_deref() == Some(SCHEMA_TYPE) && !open.is_empty() {
+                    if let Some(id) = h.request_id {
+                        open.remove(&id);
+                    }
+                }
+            }
+            let mut v: Vec<(u64, InvocationRecord)> = open.into_values().collect();
+            v.sort_by_key(|(seq, _)| *seq);
+            Ok(v.into_iter().map(|(_, r)| r).collect())
+        })
+        .await
+        .map_err(|e| RecordError(e.to_string()))?
+        .map_err(|e| RecordError(e.to_string()))?;
+    let n = open.len();
+    for mut record in open {
+        let id = record.request_id.clone();
+        journal
+            .append(Box::new(move |seq| {
+                record.logbook.sequence = seq;
+                record.to_json_bytes()
+            }))
+            .await
+            .map_err(|e| RecordError(e.to_string()))?;
+        tracing::warn!(request_id = %id, "a stream interrupted by a stop of the gateway is recorded as GatewayInterrupted");
+    }
+    Ok(n)
 }

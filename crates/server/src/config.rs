@@ -30,6 +30,23 @@ struct RawServer {
     account_id: Option<String>,
     region: Option<String>,
     max_body_bytes: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    body_timeout_ms: Option<u64>,
+    max_buffered_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuery {
+    threads: Option<usize>,
+    max_running: Option<usize>,
+    max_queued: Option<usize>,
+    query_memory_mb: Option<usize>,
+    total_memory_mb: Option<usize>,
+    max_query_chars: Option<usize>,
+    http_timeout_secs: Option<u64>,
+    start_query_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +125,8 @@ struct RawConfig {
     server: RawServer,
     #[serde(default)]
     logging: RawLogging,
+    #[serde(default)]
+    query: RawQuery,
     #[serde(default)]
     archive: RawArchive,
     #[serde(default)]
@@ -236,6 +255,18 @@ impl std::fmt::Debug for PrincipalConfig {
     }
 }
 
+/// Limits on queries (the query threads, admission, memory, time).
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// Limits applied by the query service.
+    pub limits: logbook_query::Limits,
+    /// Time limit of a synchronous query (`POST /logbook/query`, `FilterLogEvents`,
+    /// `GetLogEvents`, `GetLogRecord`).
+    pub http_timeout: Duration,
+    /// Time limit of a `StartQuery` query (CloudWatch allows 60 minutes).
+    pub start_query_timeout: Duration,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -251,6 +282,16 @@ pub struct Config {
     pub region: String,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// A client must send its request headers within this time.
+    pub header_timeout: Duration,
+    /// Most open client connections.
+    pub max_connections: usize,
+    /// A client must send its whole body within this time.
+    pub body_timeout: Duration,
+    /// Request bytes buffered across all requests before authentication completes.
+    pub max_buffered_bytes: usize,
+    /// Query limits.
+    pub query: QueryConfig,
     /// Strict or async.
     pub mode: LoggingMode,
     /// Fail closed or open.
@@ -598,7 +639,55 @@ impl Config {
                 true
             }
         };
+        if let Some(p) = &raw.archive.key_prefix {
+            if let Err(e) = logbook_record::logging::validate_key_prefix(p, "archive.key_prefix") {
+                errors.extend(e);
+            }
+        }
+        if !logbook_wire::sigv4::valid_region(&region) {
+            errors.push(format!(
+                "server.region {region:?} is not an AWS region name (like us-east-1)"
+            ));
+        }
         let listen = raw.server.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let mut limits = logbook_query::Limits::default();
+        let q = &raw.query;
+        for (name, v, slot) in [
+            ("threads", q.threads, &mut limits.threads),
+            ("max_running", q.max_running, &mut limits.max_running),
+            (
+                "max_query_chars",
+                q.max_query_chars,
+                &mut limits.max_query_chars,
+            ),
+        ] {
+            match v {
+                Some(0) => errors.push(format!("query.{name} must be at least 1")),
+                Some(n) => *slot = n,
+                None => {}
+            }
+        }
+        if let Some(n) = q.max_queued {
+            limits.max_queued = n;
+        }
+        if let Some(mb) = q.query_memory_mb {
+            limits.query_memory_bytes = mb << 20;
+        }
+        if let Some(mb) = q.total_memory_mb {
+            limits.total_memory_bytes = mb << 20;
+        }
+        if limits.query_memory_bytes > limits.total_memory_bytes {
+            errors.push("query.query_memory_mb must not exceed query.total_memory_mb".into());
+        }
+        let query = QueryConfig {
+            limits,
+            http_timeout: Duration::from_secs(q.http_timeout_secs.unwrap_or(60).max(1)),
+            start_query_timeout: Duration::from_secs(
+                q.start_query_timeout_secs
+                    .unwrap_or(15 * 60)
+                    .clamp(1, 60 * 60),
+            ),
+        };
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -609,6 +698,19 @@ impl Config {
             account_id,
             region,
             max_body_bytes: raw.server.max_body_bytes.unwrap_or(BEDROCK_MAX_BODY),
+            header_timeout: Duration::from_millis(
+                raw.server.header_timeout_ms.unwrap_or(10_000).max(1),
+            ),
+            max_connections: raw.server.max_connections.unwrap_or(4096).max(1),
+            body_timeout: Duration::from_millis(
+                raw.server.body_timeout_ms.unwrap_or(60_000).max(1),
+            ),
+            max_buffered_bytes: raw
+                .server
+                .max_buffered_bytes
+                .unwrap_or(256 << 20)
+                .max(raw.server.max_body_bytes.unwrap_or(BEDROCK_MAX_BODY)),
+            query,
             mode,
             on_failure,
             segment_bytes: raw.logging.segment_bytes.unwrap_or(16 * 1024 * 1024),

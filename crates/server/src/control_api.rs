@@ -175,24 +175,66 @@ pub async fn audit_auth_failure(
     s: &Shared,
     headers: &HeaderMap,
     addr: SocketAddr,
-    method: &str,
+    audited: &Audited,
     f: &crate::identity::AuthFailure,
 ) {
-    let name = match method {
-        "PUT" => "PutModelInvocationLoggingConfiguration",
-        "DELETE" => "DeleteModelInvocationLoggingConfiguration",
-        _ => "GetModelInvocationLoggingConfiguration",
-    };
     let mut claimed = s.principals.resolve(headers);
     claimed.arn = String::new();
     let c = ctx(claimed, headers, addr);
-    let mut ev = event(&c, name, method == "GET", Value::Null, Value::Null, None);
+    let mut ev = event(
+        &c,
+        &audited.name,
+        audited.read_only,
+        Value::Null,
+        Value::Null,
+        None,
+    );
+    ev.event_source = audited.source.into();
     ev.user_identity.kind = "Unknown".into();
     ev.user_identity.access_key_id = crate::identity::AuthFailure::claimed_key(headers);
     ev.error_code = Some(f.code().into());
     ev.error_message = Some(f.message());
     if let Err(e) = s.recorder.commit_event(ev).await {
         tracing::error!(error = %e, "could not audit an authentication failure");
+    }
+}
+
+/// A management call the trail records even when its caller is not authenticated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Audited {
+    /// CloudTrail event name.
+    pub name: String,
+    /// Event source.
+    pub source: &'static str,
+    /// Whether it only reads.
+    pub read_only: bool,
+}
+
+impl Audited {
+    /// The management call a request is, if it is one: the logging-configuration API, or
+    /// log group management on the CloudWatch Logs API.
+    pub fn of(path: &str, method: &str, headers: &HeaderMap) -> Option<Audited> {
+        if path.starts_with("/logging/") {
+            let name = match method {
+                "PUT" => "PutModelInvocationLoggingConfiguration",
+                "DELETE" => "DeleteModelInvocationLoggingConfiguration",
+                _ => "GetModelInvocationLoggingConfiguration",
+            };
+            return Some(Audited {
+                name: name.into(),
+                source: "bedrock.amazonaws.com",
+                read_only: method == "GET",
+            });
+        }
+        let op = headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.strip_prefix(crate::logs_api::TARGET_PREFIX))?;
+        crate::logs_api::is_mutating(op).then(|| Audited {
+            name: op.to_string(),
+            source: "logs.amazonaws.com",
+            read_only: false,
+        })
     }
 }
 
@@ -264,7 +306,8 @@ pub async fn put(
             );
             return finish(&s, &c, ev, Err((AwsErrorCode::ValidationException, msg))).await;
         }
-        Err(BodyError::Broken(why)) => {
+        Err(other) => {
+            let why = other.describe();
             let msg = format!("request body incomplete: {why}");
             let ev = event(
                 &c,

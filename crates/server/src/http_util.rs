@@ -7,6 +7,8 @@ use futures::StreamExt;
 use http::{HeaderValue, StatusCode};
 use logbook_wire::aws::{error_body, error_type_header, AwsErrorCode};
 use logbook_wire::openai::OpenAiError;
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// `x-amzn-RequestId`
 pub const REQUEST_ID: &str = "x-amzn-requestid";
@@ -18,6 +20,126 @@ pub enum BodyError {
     TooLarge(usize),
     /// The client went away or the stream broke.
     Broken(String),
+    /// Too many request bytes are buffered across requests right now.
+    Busy,
+    /// The body did not arrive in time.
+    TimedOut,
+}
+
+impl BodyError {
+    /// Why, in words.
+    pub fn describe(&self) -> String {
+        match self {
+            BodyError::TooLarge(n) => format!("the body is over the limit (at least {n} bytes)"),
+            BodyError::Broken(why) => why.clone(),
+            BodyError::Busy => "too many request bytes are in flight; retry later".into(),
+            BodyError::TimedOut => "the request body did not arrive in time".into(),
+        }
+    }
+}
+
+/// Bytes of request bodies buffered before their signature is verified, across all
+/// requests: an unauthenticated flood cannot take more memory than this.
+#[derive(Debug, Clone)]
+pub struct BufferBudget {
+    sem: Arc<Semaphore>,
+}
+
+/// A share of the [`BufferBudget`], returned when dropped.
+#[derive(Debug, Default)]
+pub struct BufferPermit {
+    permit: Option<OwnedSemaphorePermit>,
+    kib: usize,
+}
+
+impl BufferBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        BufferBudget {
+            sem: Arc::new(Semaphore::new((bytes / 1024).max(1))),
+        }
+    }
+
+    /// KiB not taken now.
+    pub fn available_kib(&self) -> usize {
+        self.sem.available_permits()
+    }
+
+    /// Grow `p` to cover `bytes`, or fail at once when the budget has no room.
+    fn cover(&self, p: &mut BufferPermit, bytes: usize) -> Result<(), BodyError> {
+        let kib = bytes.div_ceil(1024);
+        if kib <= p.kib {
+            return Ok(());
+        }
+        let more = u32::try_from(kib - p.kib).map_err(|_| BodyError::Busy)?;
+        let got = self
+            .sem
+            .clone()
+            .try_acquire_many_owned(more)
+            .map_err(|_| BodyError::Busy)?;
+        match &mut p.permit {
+            Some(have) => have.merge(got),
+            None => p.permit = Some(got),
+        }
+        p.kib = kib;
+        Ok(())
+    }
+}
+
+/// Read a body up to `limit` bytes by `deadline`, holding a share of `budget` for every
+/// byte read (declared lengths are reserved up front, so a flood is refused before it is
+/// read). The permit must be kept as long as the bytes are.
+pub async fn read_body_guarded(
+    body: Body,
+    limit: usize,
+    declared: Option<usize>,
+    deadline: tokio::time::Instant,
+    budget: &BufferBudget,
+) -> Result<(Bytes, BufferPermit), BodyError> {
+    if let Some(n) = declared {
+        if n > limit {
+            return Err(BodyError::TooLarge(n));
+        }
+    }
+    let mut permit = BufferPermit::default();
+    budget.cover(&mut permit, declared.unwrap_or(0))?;
+    let mut out = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut s = body.into_data_stream();
+    loop {
+        let next = tokio::time::timeout_at(deadline, s.next())
+            .await
+            .map_err(|_| BodyError::TimedOut)?;
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(|e| BodyError::Broken(e.to_string()))?;
+        let total = out.len() + chunk.len();
+        if total > limit {
+            return Err(BodyError::TooLarge(total));
+        }
+        budget.cover(&mut permit, total)?;
+        out.extend_from_slice(&chunk);
+    }
+    Ok((out.freeze(), permit))
+}
+
+/// The body, failing with a timeout error if it has not all arrived by `deadline`.
+pub fn with_deadline(body: Body, deadline: tokio::time::Instant) -> Body {
+    let s = body.into_data_stream();
+    let st = futures::stream::unfold(Some(s), move |state| async move {
+        let mut s = state?;
+        match tokio::time::timeout_at(deadline, s.next()).await {
+            Ok(Some(Ok(c))) => Some((Ok(c), Some(s))),
+            Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e.to_string())), None)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the request body did not arrive in time",
+                )),
+                None,
+            )),
+        }
+    });
+    Body::from_stream(st)
 }
 
 /// Read a body up to `limit` bytes.

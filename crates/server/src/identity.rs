@@ -214,6 +214,55 @@ impl Principals {
         format!("arn:aws:iam::{account}:user/anonymous")
     }
 
+    /// The SigV4 service a request is signed for: `logs` for the CloudWatch Logs API,
+    /// `bedrock` for everything else.
+    fn service(headers: &HeaderMap) -> &'static str {
+        if headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with(crate::logs_api::TARGET_PREFIX))
+        {
+            "logs"
+        } else {
+            "bedrock"
+        }
+    }
+
+    fn pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_string(), v.to_string()))
+            })
+            .collect()
+    }
+
+    /// What can be checked of a SigV4 request before its body is read (enforced mode):
+    /// the header, date, scope and region, that the key is known, and that no session token
+    /// comes with a permanent key. A request that fails here is refused unread.
+    pub fn precheck_sigv4(&self, headers: &HeaderMap) -> Result<(), AuthFailure> {
+        sigv4::precheck(
+            &Self::pairs(headers),
+            SystemTime::now(),
+            Duration::from_secs(15 * 60),
+            Self::service(headers),
+            |k| self.by_access_key.contains_key(k),
+        )
+        .map_err(AuthFailure::SigV4)?;
+        Self::no_session_token(headers)
+    }
+
+    /// Principals hold permanent keys only: a session token with one is refused, as AWS
+    /// refuses a token that does not belong to the key.
+    fn no_session_token(headers: &HeaderMap) -> Result<(), AuthFailure> {
+        if headers.contains_key("x-amz-security-token") {
+            return Err(AuthFailure::SigV4(AuthError::Unrecognized));
+        }
+        Ok(())
+    }
+
     /// Authenticate a request (enforced mode). `body` is needed for SigV4 only.
     pub fn authenticate(
         &self,
@@ -223,14 +272,8 @@ impl Principals {
         body: &[u8],
     ) -> Result<Caller, AuthFailure> {
         if Self::is_sigv4(headers) {
-            let pairs: Vec<(String, String)> = headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    v.to_str()
-                        .ok()
-                        .map(|v| (k.as_str().to_string(), v.to_string()))
-                })
-                .collect();
+            Self::no_session_token(headers)?;
+            let pairs = Self::pairs(headers);
             let req = SignedRequest {
                 method,
                 uri,
@@ -241,16 +284,7 @@ impl Principals {
                 &req,
                 SystemTime::now(),
                 Duration::from_secs(15 * 60),
-                // The CloudWatch Logs API is signed for `logs`, everything else for `bedrock`.
-                if headers
-                    .get("x-amz-target")
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|t| t.starts_with(crate::logs_api::TARGET_PREFIX))
-                {
-                    "logs"
-                } else {
-                    "bedrock"
-                },
+                Self::service(headers),
                 |k| self.by_access_key.get(k).and_then(|p| p.secret.clone()),
             )
             .map_err(AuthFailure::SigV4)?;
@@ -305,10 +339,17 @@ impl Principals {
                     BTreeMap::new(),
                 ),
             };
+            // Only a real region name may be recorded or name a key (auth off, or an
+            // unauthenticated caller in the trail); anything else is the default region.
+            let region = if sigv4::valid_region(&h.region) {
+                h.region
+            } else {
+                self.default_region.clone()
+            };
             return Caller {
                 arn,
                 account_id: account,
-                region: h.region,
+                region,
                 auth: "sigv4",
                 access_key_id: Some(h.access_key_id),
                 api_key_id: None,

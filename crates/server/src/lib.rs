@@ -10,6 +10,7 @@ pub mod control;
 pub mod control_api;
 pub mod http_util;
 pub mod identity;
+pub mod listener;
 pub mod logs_api;
 pub mod openai;
 pub mod routing;

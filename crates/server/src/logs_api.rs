@@ -8,18 +8,16 @@
 
 use crate::app::Shared;
 use crate::identity::Caller;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use futures::FutureExt;
 use logbook_query::{Language, QueryError, QueryRequest, QueryResult};
 use logbook_store::StoreError;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 
 /// The target prefix of the API.
@@ -127,6 +125,9 @@ fn query_err(e: QueryError) -> Response {
             "ResourceNotFoundException",
             &format!("Log group '{g}' does not exist"),
         ),
+        QueryError::LimitExceeded(m) => err(400, "LimitExceededException", &m),
+        e @ QueryError::Timeout(_) => err(400, "LimitExceededException", &e.to_string()),
+        QueryError::Cancelled(m) => err(503, "ServiceUnavailableException", &m),
         QueryError::Engine(m) => {
             tracing::error!(error = %m, "query failed");
             err(500, "ServiceUnavailableException", &m)
@@ -193,14 +194,43 @@ fn arn(s: &Shared, name: &str) -> String {
     )
 }
 
+/// The largest request body of this API and of `/logbook/query`.
+const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Read a request body of this API: over-size or broken bodies get JSON 1.1 errors.
+async fn read_request(body: Body) -> Result<Bytes, Response> {
+    crate::http_util::read_body(body, MAX_REQUEST_BYTES, None)
+        .await
+        .map_err(|e| match e {
+            crate::http_util::BodyError::TooLarge(_) => err(
+                413,
+                "RequestEntityTooLargeException",
+                &format!("The request body is larger than {MAX_REQUEST_BYTES} bytes."),
+            ),
+            other => err(400, "SerializationException", &other.describe()),
+        })
+}
+
+/// Operations that change log groups (audited in the trail, `logging:manage` needed).
+pub fn is_mutating(op: &str) -> bool {
+    matches!(
+        op,
+        "CreateLogGroup" | "DeleteLogGroup" | "PutRetentionPolicy" | "DeleteRetentionPolicy"
+    )
+}
+
 /// The API's one route: `POST /` with `X-Amz-Target`.
 pub async fn handle(
     State(s): State<Shared>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let body = match read_request(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let Some(op) = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
@@ -227,10 +257,7 @@ pub async fn handle(
             }
         }
     };
-    let mutating = matches!(
-        op.as_str(),
-        "CreateLogGroup" | "DeleteLogGroup" | "PutRetentionPolicy" | "DeleteRetentionPolicy"
-    );
+    let mutating = is_mutating(&op);
     let allowed = if mutating {
         caller.permissions.logging_manage
     } else {
@@ -526,7 +553,11 @@ async fn events(s: &Shared, v: &Value, filter: bool) -> Result<Response, Respons
         language: Language::Insights,
         limit: offset + limit as usize,
     };
-    let r = s.engine.run(&req).await.map_err(query_err)?;
+    let r = s
+        .engine
+        .run(req, s.config.query.http_timeout)
+        .await
+        .map_err(query_err)?;
     let more = r.rows.len() == offset + limit as usize;
     let evs: Vec<Value> = r
         .rows
@@ -624,6 +655,9 @@ async fn start_query(s: &Shared, v: &Value) -> Result<Response, Response> {
             ));
         }
     }
+    if query.chars().count() > s.config.query.limits.max_query_chars {
+        return Err(invalid(&format!("1 validation error detected: Value at 'queryString' failed to satisfy constraint: Member must have length less than or equal to {}", s.config.query.limits.max_query_chars)));
+    }
     if lang == Language::Insights {
         logbook_query::insights::parse(&query).map_err(|e| query_err(QueryError::Syntax(e)))?;
     }
@@ -635,6 +669,8 @@ async fn start_query(s: &Shared, v: &Value) -> Result<Response, Response> {
         language: lang,
         limit: limit as usize,
     };
+    // Refused at once when too many queries are in flight, as CloudWatch does.
+    let admission = s.engine.admit(&req).map_err(query_err)?;
     let id = uuid::Uuid::new_v4().to_string();
     let lang_name = if lang == Language::Sql { "SQL" } else { "CWLI" };
     s.queries.with(|(seq, m)| {
@@ -663,12 +699,10 @@ async fn start_query(s: &Shared, v: &Value) -> Result<Response, Response> {
     });
     let st = s.clone();
     let qid = id.clone();
+    let timeout = s.config.query.start_query_timeout;
+    // Aborting this task (StopQuery) drops the query's future, which cancels the query.
     let task = tokio::spawn(async move {
-        // A panic inside the engine fails the query instead of leaving it Running.
-        let r = AssertUnwindSafe(st.engine.run(&req))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(QueryError::Engine("the query failed unexpectedly".into())));
+        let r = st.engine.run_admitted(admission, req, timeout).await;
         st.queries.with(|(_, m)| {
             if let Some(q) = m.get_mut(&qid) {
                 if q.status != "Running" {
@@ -678,6 +712,10 @@ async fn start_query(s: &Shared, v: &Value) -> Result<Response, Response> {
                     Ok(res) => {
                         q.status = "Complete";
                         q.result = Some(res);
+                    }
+                    Err(e @ QueryError::Timeout(_)) => {
+                        q.status = "Timeout";
+                        q.error = Some(e.to_string());
                     }
                     Err(e) => {
                         q.status = "Failed";
@@ -768,10 +806,14 @@ fn stop_query(s: &Shared, v: &Value) -> Result<Response, Response> {
 
 async fn log_record(s: &Shared, v: &Value) -> Result<Response, Response> {
     let ptr = req_str(v, "logRecordPointer")?;
-    let rec = s.engine.record(ptr).await.map_err(|e| match e {
-        QueryError::Invalid(m) => invalid(&m),
-        other => query_err(other),
-    })?;
+    let rec = s
+        .engine
+        .record(ptr.to_string(), s.config.query.http_timeout)
+        .await
+        .map_err(|e| match e {
+            QueryError::Invalid(m) => invalid(&m),
+            other => query_err(other),
+        })?;
     let obj: serde_json::Map<String, Value> = rec
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
@@ -785,8 +827,12 @@ async fn log_record(s: &Shared, v: &Value) -> Result<Response, Response> {
 pub async fn http_query(
     State(s): State<Shared>,
     Extension(caller): Extension<Caller>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let body = match read_request(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     if !caller.permissions.logs_read {
         return err(
             403,
@@ -841,10 +887,11 @@ pub async fn http_query(
             language,
             limit: int_field(&v, "limit")?.map_or(QUERY_LIMIT, |l| l.clamp(1, 1_000_000) as usize),
         };
-        let r = AssertUnwindSafe(s.engine.run(&req))
-            .catch_unwind()
+        // The query is cancelled if this future is dropped (the client went away).
+        let r = s
+            .engine
+            .run(req, s.config.query.http_timeout)
             .await
-            .unwrap_or_else(|_| Err(QueryError::Engine("the query failed unexpectedly".into())))
             .map_err(query_err)?;
         Ok(ok(json!({
             "columns": r.columns,

@@ -85,7 +85,8 @@ async fn read_json(
             };
             return Err(fail(s, call, e, "ValidationException", None).await);
         }
-        Err(BodyError::Broken(why)) => {
+        Err(other) => {
+            let why = other.describe();
             let e = OpenAiError::invalid(format!("request body incomplete: {why}"), None);
             return Err(fail(s, call, e, crate::bedrock::CLIENT_DISCONNECTED, None).await);
         }
@@ -295,15 +296,35 @@ async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) ->
         return json_response(bytes, "application/json", &call.request_id, REQUEST_ID);
     }
     call.stream = true;
-    let stream = match tokio::time::timeout(
-        r.timeout,
-        r.provider.converse_stream(&r.info.upstream_model, &req),
+    let (started, stream) = crate::stream::open(
+        &s,
+        &call,
+        tokio::time::timeout(
+            r.timeout,
+            r.provider.converse_stream(&r.info.upstream_model, &req),
+        ),
     )
-    .await
-    {
+    .await;
+    let stream = match stream {
         Ok(Ok(st)) => st,
         Ok(Err(e)) => return fail_provider(&s, &call, e).await,
         Err(_) => return fail_provider(&s, &call, timeout_error()).await,
+    };
+    let started = match started {
+        Ok(st) => st,
+        Err(e) => {
+            // Refused before any byte of the stream leaves.
+            return openai_error(
+                &OpenAiError {
+                    status: 500,
+                    message: e.to_string(),
+                    kind: "api_error",
+                    code: Some("logging_failed"),
+                    param: None,
+                },
+                &call.request_id,
+            );
+        }
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     let mut resp = Response::new(Body::from_stream(
@@ -323,7 +344,9 @@ async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) ->
         id: id.clone(),
         created: created(&call),
     };
-    tokio::spawn(crate::stream::pump(s, call, stream, r.timeout, format, tx));
+    tokio::spawn(crate::stream::pump(
+        s, started, call, stream, r.timeout, format, tx,
+    ));
     resp
 }
 

@@ -10,7 +10,7 @@
 
 use crate::app::Shared;
 use crate::bedrock::CLIENT_DISCONNECTED;
-use crate::capture::{Call, Outcome};
+use crate::capture::{Call, Outcome, RecordError, StreamStart};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -52,9 +52,22 @@ fn timeout_error() -> ProviderError {
     )
 }
 
-/// Run a stream to its end, recording the call; frames go to `tx`.
+/// Open the upstream stream while the stream's start entry is journaled (durably, in strict
+/// mode). Both must succeed before a byte of the stream is released; a failed start means
+/// the stream is refused (the caller drops the upstream stream).
+pub async fn open<T>(
+    s: &Shared,
+    call: &Call,
+    upstream: impl std::future::Future<Output = T>,
+) -> (Result<StreamStart, RecordError>, T) {
+    tokio::join!(s.recorder.begin_stream(call), upstream)
+}
+
+/// Run a stream to its end, recording the call; frames go to `tx`. `start` (the journaled
+/// start entry) is held until the record is final.
 pub async fn pump<F: StreamFormat>(
     s: Shared,
+    start: StreamStart,
     mut call: Call,
     mut stream: BoxStream<'static, Result<F::Item, ProviderError>>,
     timeout: Duration,
@@ -113,6 +126,9 @@ pub async fn pump<F: StreamFormat>(
         http_status: if gone { 499 } else { 200 },
     };
     let committed = s.recorder.commit(call.record(outcome)).await;
+    // Committed or not, the start entry stays in the journal: after a restart, a stream
+    // whose record never became durable is recorded from it as interrupted.
+    drop(start);
     if gone {
         return;
     }

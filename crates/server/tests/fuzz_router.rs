@@ -53,11 +53,19 @@ fn harness_with(auth: bool) -> Harness {
     );
     let store = Arc::new(logbook_store::Store::open(dir.path().join("store")).unwrap());
     store.ensure_group("/aws/bedrock/modelinvocations").unwrap();
-    let engine = Arc::new(logbook_query::Engine::new(store.clone(), None));
+    let engine = Arc::new(
+        logbook_query::QueryService::new(
+            Arc::new(logbook_query::Engine::new(store.clone(), None)),
+            config.query.limits.clone(),
+        )
+        .unwrap(),
+    );
+    let buffers = logbook_server::http_util::BufferBudget::new(config.max_buffered_bytes);
     let state = Arc::new(AppState {
         store,
         engine,
         queries: Default::default(),
+        buffers,
         recorder: Recorder::new(
             journal.clone(),
             "fuzz".into(),
@@ -116,10 +124,25 @@ fn call(h: &Harness, path: &str, content_type: Option<&str>, body: Vec<u8>) -> h
         (status, headers, bytes)
     });
     let after = *h.journal.committed().borrow();
+    // A stream journals a start entry before its first byte; the record completes it.
+    let mut reader = h.journal.reader(before);
+    let (mut records, mut starts) = (Vec::new(), Vec::new());
+    while let Some(e) = reader.next_entry(after).unwrap() {
+        let v: Value = serde_json::from_slice(&e.payload).unwrap();
+        if v["logbookEntry"] == "streamStarted" {
+            starts.push(v["requestId"].clone());
+        } else {
+            records.push(v["requestId"].clone());
+        }
+    }
     assert_eq!(
-        after - before,
+        records.len(),
         1,
         "{path}: every call yields exactly one record (status {status})"
+    );
+    assert!(
+        starts.iter().all(|id| *id == records[0]),
+        "{path}: a start entry is completed by its own record"
     );
     if status.is_success() {
         return status;

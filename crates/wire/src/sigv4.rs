@@ -140,19 +140,32 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Verify a SigV4-signed request: parse, check scope and clock skew (`max_skew`, AWS uses
-/// 15 minutes), find the secret with `secret_for(access_key_id)`, recompute the signature
-/// over the signed headers and the body hash, and compare in constant time.
-pub fn verify(
-    req: &SignedRequest<'_>,
+/// Is `region` an AWS region name (`us-east-1`, `us-gov-west-1`, `eu-isoe-west-1`)?
+/// Anything else is refused before it can be recorded, or name a folder or an object key.
+pub fn valid_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    region.len() <= 32
+        && (3..=4).contains(&parts.len())
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && (1..=2).contains(&parts[parts.len() - 1].len())
+}
+
+/// Everything about a SigV4 request that can be checked from its headers alone, before
+/// its body is read: the header's form, the date and its skew, the scope's service and
+/// region, and that the access key is one `known` knows. [`verify`] does this first.
+pub fn precheck(
+    headers: &[(String, String)],
     now: std::time::SystemTime,
     max_skew: std::time::Duration,
     service: &str,
-    secret_for: impl Fn(&str) -> Option<String>,
+    known: impl Fn(&str) -> bool,
 ) -> Result<SigV4Header, AuthError> {
-    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
     let header = |name: &str| {
-        req.headers
+        headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
@@ -170,13 +183,7 @@ pub fn verify(
                 .into(),
         )
     })?;
-    let signed_at = time::PrimitiveDateTime::parse(amz_date, AMZ_DATE)
-        .map_err(|_| {
-            AuthError::Incomplete(format!(
-                "Date must be in ISO-8601 'basic format'. Got '{amz_date}'."
-            ))
-        })?
-        .assume_utc();
+    let signed_at = signed_at(amz_date)?;
     if !amz_date.starts_with(&h.date) {
         return Err(AuthError::Invalid(format!("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}'", h.date, &amz_date[..8.min(amz_date.len())])));
     }
@@ -184,6 +191,11 @@ pub fn verify(
         return Err(AuthError::Invalid(format!(
             "Credential should be scoped to correct service: '{service}'."
         )));
+    }
+    if !valid_region(&h.region) {
+        return Err(AuthError::Invalid(
+            "Credential should be scoped to a valid region.".into(),
+        ));
     }
     let now_t = time::OffsetDateTime::from(now);
     let skew = time::Duration::try_from(max_skew).unwrap_or(time::Duration::minutes(15));
@@ -208,6 +220,45 @@ pub fn verify(
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".into(),
         ));
     }
+    if !known(&h.access_key_id) {
+        return Err(AuthError::Unrecognized);
+    }
+    Ok(h)
+}
+
+fn signed_at(amz_date: &str) -> Result<time::OffsetDateTime, AuthError> {
+    Ok(time::PrimitiveDateTime::parse(amz_date, AMZ_DATE)
+        .map_err(|_| {
+            AuthError::Incomplete(format!(
+                "Date must be in ISO-8601 'basic format'. Got '{amz_date}'."
+            ))
+        })?
+        .assume_utc())
+}
+
+/// Verify a SigV4-signed request: [`precheck`] the headers (scope, region, clock skew
+/// `max_skew`, AWS uses 15 minutes), find the secret with `secret_for(access_key_id)`,
+/// recompute the signature over the signed headers and the body hash, and compare in
+/// constant time.
+pub fn verify(
+    req: &SignedRequest<'_>,
+    now: std::time::SystemTime,
+    max_skew: std::time::Duration,
+    service: &str,
+    secret_for: impl Fn(&str) -> Option<String>,
+) -> Result<SigV4Header, AuthError> {
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let h = precheck(req.headers, now, max_skew, service, |k| {
+        secret_for(k).is_some()
+    })?;
+    let amz_date = header("x-amz-date").unwrap_or_default();
+    let signed_at = signed_at(amz_date)?;
     let secret = secret_for(&h.access_key_id).ok_or(AuthError::Unrecognized)?;
     let mut signed: Vec<(&str, &str)> = Vec::new();
     for name in &h.signed_headers {
@@ -275,6 +326,40 @@ pub fn verify(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn region_names() {
+        for ok in [
+            "us-east-1",
+            "eu-west-3",
+            "us-gov-west-1",
+            "us-iso-east-1",
+            "us-isob-east-1",
+            "eu-isoe-west-1",
+            "ap-southeast-7",
+            "il-central-1",
+            "mx-central-1",
+        ] {
+            assert!(valid_region(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil~region",
+            "..",
+            "us-east",
+            "us-east-1/..",
+            "US-EAST-1",
+            "us_east_1",
+            "us-east-100",
+            "u-east-1",
+            "us--1",
+            "us-east-1-x-y",
+            "us-é-1",
+            &"a".repeat(300),
+        ] {
+            assert!(!valid_region(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_botocore_header() {

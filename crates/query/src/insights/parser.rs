@@ -20,9 +20,18 @@ pub struct SyntaxError {
 
 const COMMANDS: &str = "fields, display, filter, stats, sort, limit, parse, dedup, unnest";
 
+/// Most commands in one query (each is a stage of the plan).
+pub const MAX_COMMANDS: usize = 100;
+/// Deepest nesting of parentheses, function calls, `not` and unary minus.
+pub const MAX_DEPTH: usize = 64;
+/// Most operators in one query (each is a node of an expression tree).
+pub const MAX_OPERATORS: usize = 1_000;
+
 struct P<'a> {
     src: &'a str,
     pos: usize,
+    depth: usize,
+    operators: usize,
 }
 
 type R<T> = Result<T, SyntaxError>;
@@ -33,7 +42,12 @@ fn is_field_char(c: char) -> bool {
 
 /// Parse a query.
 pub fn parse(src: &str) -> Result<Query, SyntaxError> {
-    let mut p = P { src, pos: 0 };
+    let mut p = P {
+        src,
+        pos: 0,
+        depth: 0,
+        operators: 0,
+    };
     let mut commands = Vec::new();
     loop {
         p.skip_ws();
@@ -44,6 +58,11 @@ pub fn parse(src: &str) -> Result<Query, SyntaxError> {
                 )));
             }
             break;
+        }
+        if commands.len() == MAX_COMMANDS {
+            return Err(p.err(format!(
+                "the query has more than {MAX_COMMANDS} commands; split it or simplify it"
+            )));
         }
         commands.push(p.command()?);
         p.skip_ws();
@@ -61,6 +80,32 @@ pub fn parse(src: &str) -> Result<Query, SyntaxError> {
 }
 
 impl<'a> P<'a> {
+    /// One level deeper into the expression; refused past [`MAX_DEPTH`].
+    fn enter(&mut self) -> R<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err(format!(
+                "the expression nests deeper than {MAX_DEPTH} levels (parentheses, function calls, 'not', '-'); simplify it"
+            )));
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
+    }
+
+    /// One more operator node; refused past [`MAX_OPERATORS`].
+    fn operator(&mut self) -> R<()> {
+        self.operators += 1;
+        if self.operators > MAX_OPERATORS {
+            return Err(self.err(format!(
+                "the query has more than {MAX_OPERATORS} operators; simplify it"
+            )));
+        }
+        Ok(())
+    }
+
     fn rest(&self) -> &'a str {
         &self.src[self.pos..]
     }
@@ -441,17 +486,21 @@ impl<'a> P<'a> {
 
     // Expressions, loosest first.
     fn expr(&mut self) -> R<Expr> {
+        self.enter()?;
         let mut l = self.and()?;
         while self.keyword("or") {
+            self.operator()?;
             let r = self.and()?;
             l = Expr::Binary(Box::new(l), BinOp::Or, Box::new(r));
         }
+        self.leave();
         Ok(l)
     }
 
     fn and(&mut self) -> R<Expr> {
         let mut l = self.not()?;
         while self.keyword("and") {
+            self.operator()?;
             let r = self.not()?;
             l = Expr::Binary(Box::new(l), BinOp::And, Box::new(r));
         }
@@ -460,7 +509,11 @@ impl<'a> P<'a> {
 
     fn not(&mut self) -> R<Expr> {
         if self.keyword("not") {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            self.enter()?;
+            self.operator()?;
+            let e = Expr::Not(Box::new(self.not()?));
+            self.leave();
+            return Ok(e);
         }
         self.comparison()
     }
@@ -531,6 +584,7 @@ impl<'a> P<'a> {
                 break;
             }
             if self.eat(s) {
+                self.operator()?;
                 let r = self.additive()?;
                 return Ok(Expr::Binary(Box::new(l), op, Box::new(r)));
             }
@@ -548,6 +602,7 @@ impl<'a> P<'a> {
                 _ => return Ok(l),
             };
             self.pos += 1;
+            self.operator()?;
             let r = self.multiplicative()?;
             l = Expr::Binary(Box::new(l), op, Box::new(r));
         }
@@ -564,6 +619,7 @@ impl<'a> P<'a> {
                 _ => return Ok(l),
             };
             self.pos += 1;
+            self.operator()?;
             let r = self.power()?;
             l = Expr::Binary(Box::new(l), op, Box::new(r));
         }
@@ -572,7 +628,10 @@ impl<'a> P<'a> {
     fn power(&mut self) -> R<Expr> {
         let l = self.unary()?;
         if self.eat("^") {
+            self.enter()?;
+            self.operator()?;
             let r = self.power()?;
+            self.leave();
             return Ok(Expr::Binary(Box::new(l), BinOp::Pow, Box::new(r)));
         }
         Ok(l)
@@ -582,7 +641,11 @@ impl<'a> P<'a> {
         self.skip_ws();
         if self.peek() == Some('-') {
             self.pos += 1;
-            return Ok(Expr::Neg(Box::new(self.unary()?)));
+            self.enter()?;
+            self.operator()?;
+            let e = Expr::Neg(Box::new(self.unary()?));
+            self.leave();
+            return Ok(e);
         }
         self.primary()
     }
