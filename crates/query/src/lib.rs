@@ -51,9 +51,34 @@ pub enum QueryError {
 
 impl From<datafusion::error::DataFusionError> for QueryError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
+        use datafusion::arrow::error::ArrowError as A;
         use datafusion::error::DataFusionError as D;
         match e.find_root() {
             D::Plan(m) => QueryError::Invalid(m.clone()),
+            // Values the query itself asks to convert or compute wrongly ('us-east-1' as
+            // a number, a division by zero): the query's fault, said precisely.
+            D::ArrowError(a, _)
+                if matches!(
+                    a.as_ref(),
+                    A::CastError(_)
+                        | A::ParseError(_)
+                        | A::ComputeError(_)
+                        | A::InvalidArgumentError(_)
+                        | A::DivideByZero
+                        | A::ArithmeticOverflow(_)
+                ) =>
+            {
+                QueryError::Invalid(a.to_string())
+            }
+            // DataFusion reports a function given the wrong types as an internal error.
+            D::Internal(m)
+                if m.contains("No function matches the given name and argument types") =>
+            {
+                let why = m
+                    .find("No function matches")
+                    .map_or(m.as_str(), |i| &m[i..]);
+                QueryError::Invalid(why.to_string())
+            }
             D::SQL(e, _) => QueryError::Invalid(e.to_string()),
             D::SchemaError(e, _) => QueryError::Invalid(e.to_string()),
             D::ResourcesExhausted(m) => QueryError::LimitExceeded(m.clone()),
