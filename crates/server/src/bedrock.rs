@@ -417,6 +417,10 @@ impl StreamFormat for ConverseFormat {
         }
     }
 
+    fn partial(&self) -> Option<Value> {
+        Some(self.asm.finish().to_json())
+    }
+
     fn error_frame(&self, code: AwsErrorCode, message: &str) -> Option<Bytes> {
         eventstream::exception(code.stream_member(), message).ok()
     }
@@ -462,6 +466,10 @@ impl StreamFormat for ChunkFormat {
             output_body_s3_path: None,
             output_token_count: usage.map(|u| u.output_tokens),
         }
+    }
+
+    fn partial(&self) -> Option<Value> {
+        Some(Value::Array(self.chunks.clone()))
     }
 
     fn error_frame(&self, code: AwsErrorCode, message: &str) -> Option<Bytes> {

@@ -171,6 +171,25 @@ pub const GATEWAY_INTERRUPTED: &str = "GatewayInterrupted";
 /// `schemaType` nor `eventVersion`, so every destination passes them over.
 pub const STREAM_STARTED: &str = "streamStarted";
 
+/// The `logbookEntry` kind of a stream's progress entry: the output assembled so far,
+/// journaled about once a second while the stream runs, so that an interrupted call's
+/// record holds what its client had already received.
+pub const STREAM_PROGRESS: &str = "streamProgress";
+
+/// A stream's progress entry.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamProgressEntry {
+    /// Always [`STREAM_PROGRESS`].
+    pub logbook_entry: String,
+    /// Version of this entry's shape.
+    pub entry_version: u32,
+    /// The call's request id.
+    pub request_id: String,
+    /// The output body assembled so far.
+    pub output_body_json: Value,
+}
+
 /// A stream's start entry: journaled (durably, in strict mode) before the stream's first
 /// byte leaves; it holds the record the call gets if nothing completes it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -197,6 +216,15 @@ struct Pins {
 #[derive(Debug)]
 pub struct StreamStart {
     pin: Option<Pin>,
+    /// Whether the output may be journaled as it streams (logging on, bodies kept).
+    progress: bool,
+}
+
+impl StreamStart {
+    /// Should the pump journal progress entries for this stream?
+    pub fn journals_progress(&self) -> bool {
+        self.progress
+    }
 }
 
 #[derive(Debug)]
@@ -208,7 +236,10 @@ struct Pin {
 
 impl StreamStart {
     fn none() -> Self {
-        StreamStart { pin: None }
+        StreamStart {
+            pin: None,
+            progress: false,
+        }
     }
 }
 
@@ -307,6 +338,10 @@ impl Recorder {
             // Logging is off here: nothing would be recorded, so nothing to start.
             return Ok(StreamStart::none());
         };
+        // The data-type flag drops input and output bodies together: a kept input body
+        // (or none to keep) means the output may be journaled too.
+        let progress =
+            record.input.input_body_json.is_some() || call.input.input_body_json.is_none();
         let entry = StreamStartEntry {
             logbook_entry: STREAM_STARTED.into(),
             entry_version: 1,
@@ -322,6 +357,7 @@ impl Recorder {
                 id,
                 gc: self.gc.clone(),
             }),
+            progress,
         };
         let result = self.journal.append(Box::new(move |_| bytes)).await;
         match self.settle(result, &call.request_id) {
@@ -428,6 +464,27 @@ impl Recorder {
         Some(record)
     }
 
+    /// Journal a stream's output so far, in the background (the stream does not wait).
+    /// Only for streams whose start entry says so ([`StreamStart::journals_progress`]).
+    pub fn stream_progress(&self, request_id: &str, output_body_json: Value) {
+        let entry = StreamProgressEntry {
+            logbook_entry: STREAM_PROGRESS.into(),
+            entry_version: 1,
+            request_id: request_id.to_string(),
+            output_body_json,
+        };
+        let Ok(bytes) = serde_json::to_vec(&entry) else {
+            return;
+        };
+        let journal = self.journal.clone();
+        let id = request_id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = journal.append(Box::new(move |_| bytes)).await {
+                tracing::warn!(request_id = %id, error = %e, "stream progress not journaled");
+            }
+        });
+    }
+
     /// Append a control-plane audit event (same durability as records).
     pub async fn commit_event(&self, event: TrailEvent) -> Result<u64, RecordError> {
         let id = event.request_id.clone();
@@ -525,6 +582,18 @@ pub async fn recover_interrupted_streams(journal: &Journal) -> Result<usize, Rec
                 if h.logbook_entry.as_deref() == Some(STREAM_STARTED) {
                     if let Ok(s) = serde_json::from_slice::<StreamStartEntry>(&e.payload) {
                         open.insert(s.request_id, (e.seq, s.record));
+                    }
+                } else if h.logbook_entry.as_deref() == Some(STREAM_PROGRESS) {
+                    if let Ok(p) = serde_json::from_slice::<StreamProgressEntry>(&e.payload) {
+                        if let Some((_, r)) = open.get_mut(&p.request_id) {
+                            // What the client had received by then (the latest wins).
+                            r.output = Some(Output {
+                                output_content_type: Some("application/json".into()),
+                                output_body_json: Some(p.output_body_json),
+                                output_body_s3_path: None,
+                                output_token_count: None,
+                            });
+                        }
                     }
                 } else if h.schema_type.as_deref() == Some(SCHEMA_TYPE) && !open.is_empty() {
                     if let Some(id) = h.request_id {

@@ -405,6 +405,15 @@ impl StreamFormat for ChatFormat {
         }
     }
 
+    fn partial(&self) -> Option<Value> {
+        Some(converse_to_chat_response(
+            &self.asm.finish(),
+            &self.model,
+            &self.id,
+            self.created,
+        ))
+    }
+
     fn error_frame(&self, code: AwsErrorCode, message: &str) -> Option<Bytes> {
         let oe = openai_from_aws(code, message);
         Some(sse(

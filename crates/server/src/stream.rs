@@ -36,6 +36,12 @@ pub trait StreamFormat: Send + 'static {
     /// The record's output section from everything seen (also fills token counts in `call`).
     fn output(&mut self, call: &mut Call) -> Output;
 
+    /// The output body assembled so far, without consuming anything (journaled now and
+    /// then, so an interrupted call's record holds what its client had received).
+    fn partial(&self) -> Option<serde_json::Value> {
+        None
+    }
+
     /// The frame that tells the client about an error.
     fn error_frame(&self, code: AwsErrorCode, message: &str) -> Option<Bytes>;
 
@@ -44,6 +50,9 @@ pub trait StreamFormat: Send + 'static {
         Vec::new()
     }
 }
+
+/// How often a running stream journals the output its client has received so far.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 fn timeout_error() -> ProviderError {
     ProviderError::new(
@@ -77,6 +86,8 @@ pub async fn pump<F: StreamFormat>(
     let mut held: Vec<Bytes> = Vec::new();
     let mut error: Option<ProviderError> = None;
     let mut gone = false;
+    let mut last_progress = tokio::time::Instant::now();
+    let mut sent_since_progress = false;
     'items: loop {
         let item = match tokio::time::timeout(timeout, stream.next()).await {
             Err(_) => {
@@ -107,7 +118,18 @@ pub async fn pump<F: StreamFormat>(
                     gone = true;
                     break 'items;
                 }
+                sent_since_progress = true;
             }
+        }
+        if sent_since_progress
+            && start.journals_progress()
+            && last_progress.elapsed() >= PROGRESS_EVERY
+        {
+            if let Some(p) = format.partial() {
+                s.recorder.stream_progress(&call.request_id, p);
+            }
+            last_progress = tokio::time::Instant::now();
+            sent_since_progress = false;
         }
     }
     drop(stream); // stops the upstream, so a departed client costs no more tokens

@@ -131,6 +131,8 @@ fn call(h: &Harness, path: &str, content_type: Option<&str>, body: Vec<u8>) -> h
         let v: Value = serde_json::from_slice(&e.payload).unwrap();
         if v["logbookEntry"] == "streamStarted" {
             starts.push(v["requestId"].clone());
+        } else if v["logbookEntry"].is_string() {
+            // Progress of a stream: not a record.
         } else {
             records.push(v["requestId"].clone());
         }
