@@ -326,9 +326,13 @@ def delivered(server):
 
 
 def trail_events(server):
+    return trail_events_in(os.path.join(server.data_dir, "archive"))
+
+
+def trail_events_in(bucket_dir):
     import gzip
     out = []
-    for f in files_under(os.path.join(server.data_dir, "archive", "AWSLogs")):
+    for f in files_under(os.path.join(bucket_dir, "AWSLogs")):
         if "/CloudTrail/" in f and f.endswith(".json.gz"):
             with gzip.open(f, "rt") as g:
                 out += json.load(g)["Records"]
@@ -573,12 +577,24 @@ def test_a_stuck_destination_makes_health_degraded_until_it_recovers(make_server
                      what="health to say the archive is stuck")
         assert "archive-logbook-archive" in h["stalledDestinations"]
         assert h["destinations"]["archive-logbook-archive"]["consecutiveFailures"] >= 3
+        # The stall is journaled as a trail event (one more journal entry) before recovery.
+        wait_for(lambda: s.health()["journal"]["committed"] > h["journal"]["committed"],
+                 what="the stall's trail event")
         assert subprocess.run(["mount", "-o", "remount,rw", str(bucket)], capture_output=True).returncode == 0
         wait_for(lambda: delivered(s), timeout=60, what="delivery to resume")
-        assert s.health()["status"] == "ok"
+        h = s.health()
+        assert h["status"] == "ok"
+        wait_for(lambda: s.health()["journal"]["committed"] > h["journal"]["committed"],
+                 what="the recovery's trail event")
         s.stop()
         ids = [r["requestId"] for r in read_records(str(s.data_dir), bucket_dir=str(bucket))]
         assert sorted(ids) == sorted([first, second])
+        # The stall and the recovery are service events in the trail.
+        events = [e for e in trail_events_in(str(bucket)) if e["eventSource"] == "logbook"]
+        assert sorted(e["eventName"] for e in events) == ["DeliveryResumed", "DeliveryStalled"], events
+        stalled = next(e for e in events if e["eventName"] == "DeliveryStalled")
+        assert stalled["requestParameters"]["destination"] == "archive-logbook-archive"
+        assert "Read-only file system" in stalled["errorMessage"]
     finally:
         subprocess.run(["umount", str(bucket)], capture_output=True)
 

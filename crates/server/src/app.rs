@@ -162,6 +162,66 @@ fn free_bytes(dir: &std::path::Path) -> Option<u64> {
     }
 }
 
+/// Every second: a destination that became stalled, or recovered, gets a trail event
+/// (`eventSource` `logbook`, `eventType` `AwsServiceEvent`, the last error as its message).
+async fn watch_destinations(s: Shared) {
+    let mut stalled: HashMap<String, bool> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for (name, d) in &s.destinations {
+            let now = d.stalled();
+            let was = stalled.insert(name.clone(), now).unwrap_or(false);
+            if now == was {
+                continue;
+            }
+            let ev = logbook_record::trail::TrailEvent {
+                event_version: logbook_record::trail::EVENT_VERSION.into(),
+                user_identity: logbook_record::trail::UserIdentity {
+                    kind: "AWSService".into(),
+                    arn: String::new(),
+                    account_id: s.config.account_id.clone(),
+                    access_key_id: None,
+                },
+                event_time: logbook_record::record_timestamp(time::OffsetDateTime::now_utc()),
+                event_source: "logbook".into(),
+                event_name: if now {
+                    "DeliveryStalled"
+                } else {
+                    "DeliveryResumed"
+                }
+                .into(),
+                aws_region: s.config.region.clone(),
+                source_ip_address: "logbook".into(),
+                user_agent: "logbook".into(),
+                request_parameters: serde_json::json!({
+                    "destination": name,
+                    "cursor": d.cursor.load(Ordering::Relaxed),
+                    "consecutiveFailures": d.consecutive_failures.load(Ordering::Relaxed),
+                }),
+                response_elements: serde_json::Value::Null,
+                error_code: now.then(|| "DeliveryStalled".to_string()),
+                error_message: if now { d.last_error() } else { None },
+                request_id: uuid::Uuid::new_v4().to_string(),
+                event_id: uuid::Uuid::new_v4().to_string(),
+                read_only: false,
+                event_type: "AwsServiceEvent".into(),
+                management_event: true,
+                recipient_account_id: s.config.account_id.clone(),
+                event_category: "Management".into(),
+            };
+            if let Err(e) = s.recorder.commit_event(ev).await {
+                tracing::error!(destination = %name, error = %e, "could not record a delivery stall in the trail");
+            }
+            if now {
+                tracing::error!(destination = %name, error = ?d.last_error(), "delivery is stalled");
+            } else {
+                tracing::info!(destination = %name, "delivery resumed");
+            }
+        }
+    }
+}
+
 /// `/healthz` says `disk-full` (503) below this many free bytes in the journal's file system.
 const DISK_FULL_BELOW: u64 = 256 * 1024;
 
@@ -520,6 +580,8 @@ pub async fn serve(
         queries: Default::default(),
         buffers,
     });
+    // A destination that stalls, or recovers, is a service event in the trail.
+    let watcher = tokio::spawn(watch_destinations(state.clone()));
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(io(format!("bind {listen}")))?;
@@ -543,6 +605,7 @@ pub async fn serve(
     )
     .await
     .map_err(io("serve"))?;
+    watcher.abort();
     tracing::info!("draining delivery");
     let _ = stop_tx.send(true);
     for t in tasks {
