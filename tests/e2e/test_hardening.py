@@ -387,7 +387,7 @@ def test_a_poisoned_key_prefix_is_refused(server):
                      aws_secret_access_key=server.admin["secretAccessKey"],
                      config=BotoConfig(retries={"total_max_attempts": 1}))
     before = c.get_model_invocation_logging_configuration().get("loggingConfig")
-    for prefix in ["~team/", "équipe/", "a//b/", "logs [x]/", "x%7E/"]:
+    for prefix in ["~team/", "équipe/", "a//b/", "logs [x]/", "x%7E/", "a" * 201 + "/"]:
         with pytest.raises(botocore.exceptions.ClientError) as e:
             c.put_model_invocation_logging_configuration(loggingConfig={
                 "s3Config": {"bucketName": "logbook-archive", "keyPrefix": prefix},

@@ -191,6 +191,13 @@ fn check_prefix(p: &str, at: &str, errors: &mut Vec<String>) {
     {
         errors.push(format!("Value '{}' at '{at}' failed to satisfy constraint: Member must contain only letters, digits and the characters ! - _ . * ' ( ) = + / (found {c:?})", p.escape_debug()));
     }
+    // A folder name on a local file system holds at most 255 bytes; a longer segment
+    // could never be written (and would stall the bucket's delivery).
+    if p.split('/').any(|seg| seg.len() > 200) {
+        errors.push(format!(
+            "Value at '{at}' failed to satisfy constraint: Member must not have a path segment longer than 200 characters"
+        ));
+    }
     if p.contains("//") {
         errors.push(format!(
             "Value '{p}' at '{at}' failed to satisfy constraint: Member must not contain empty path segments ('//')"
@@ -454,6 +461,11 @@ mod tests {
             "/abs", "a/../b", "x\u{1}y", "a\\b", "~team/", "équipe/", "a//b", "a b/", "x%2F/",
             "[x]/",
         ] {
+            let body = serde_json::to_vec(&serde_json::json!({"loggingConfig":{"s3Config":{"bucketName":"bkt","keyPrefix":bad}}})).unwrap();
+            assert!(parse_put_request(&body).is_err(), "{bad:?}");
+        }
+        let long = format!("{}/", "a".repeat(201));
+        for bad in [long.as_str()] {
             let body = serde_json::to_vec(&serde_json::json!({"loggingConfig":{"s3Config":{"bucketName":"bkt","keyPrefix":bad}}})).unwrap();
             assert!(parse_put_request(&body).is_err(), "{bad:?}");
         }
