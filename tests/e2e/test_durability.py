@@ -157,3 +157,44 @@ def test_full_disk_fails_closed(tmp_path):
         if s:
             s.kill9()
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_one_process_per_data_folder(tmp_path):
+    """A second `serve` (or `import`) on a live server's data folder is refused before it
+    opens anything: the live server's journal is untouched and it keeps serving."""
+    import subprocess
+    from conftest import BIN
+    s = Server(tmp_path / "data").start()
+    try:
+        c = s.bedrock()
+        before = [c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": str(i)}]}])["ResponseMetadata"]["RequestId"]
+                  for i in range(5)]
+        # Under load: a client keeps calling while the second processes try their luck.
+        stop, during, failures = threading.Event(), [], []
+
+        def load():
+            lc = s.bedrock()
+            while not stop.is_set():
+                try:
+                    during.append(lc.converse(modelId="m", messages=[{"role": "user", "content": [{"text": "load"}]}])
+                                  ["ResponseMetadata"]["RequestId"])
+                except Exception as e:  # noqa: BLE001 - the server must not fail here
+                    failures.append(repr(e))
+                    return
+
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            for args in (["serve", "--listen", "127.0.0.1:0"], ["import", str(tmp_path / "data" / "archive"), "--log-group", "/x"]):
+                for _ in range(3):
+                    p = subprocess.run([BIN, *args, "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=60)
+                    assert p.returncode != 0 and "in use by another logbook process" in p.stderr, (args, p.stderr)
+        finally:
+            stop.set()
+            t.join()
+        assert not failures and during, (failures, len(during))
+        after = [c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": "after"}]}])["ResponseMetadata"]["RequestId"]]
+        before += during
+    finally:
+        s.stop()
+    assert {r["requestId"] for r in read_records(s.data_dir)} >= set(before + after)

@@ -307,6 +307,7 @@ fn parse_file(f: &Path, bucket_root: &Path) -> FileRows {
 /// Import Bedrock invocation logs into a log group.
 pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> anyhow::Result<()> {
     let (bucket_root, root) = source_root(config, source)?;
+    let _lock = logbook_server::app::DataLock::acquire(&config.data_dir)?;
     let store = match Store::open(config.data_dir.join("store")) {
         Ok(s) => s,
         Err(logbook_store::StoreError::Locked(p)) => bail!(

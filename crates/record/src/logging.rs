@@ -465,10 +465,8 @@ mod tests {
             assert!(parse_put_request(&body).is_err(), "{bad:?}");
         }
         let long = format!("{}/", "a".repeat(201));
-        for bad in [long.as_str()] {
-            let body = serde_json::to_vec(&serde_json::json!({"loggingConfig":{"s3Config":{"bucketName":"bkt","keyPrefix":bad}}})).unwrap();
-            assert!(parse_put_request(&body).is_err(), "{bad:?}");
-        }
+        let body = serde_json::to_vec(&serde_json::json!({"loggingConfig":{"s3Config":{"bucketName":"bkt","keyPrefix":long}}})).unwrap();
+        assert!(parse_put_request(&body).is_err());
     }
 
     #[test]

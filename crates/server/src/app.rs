@@ -121,6 +121,43 @@ fn owner_only(dir: &std::path::Path) {
     }
 }
 
+/// An exclusive lock on a whole data folder (`<data>/LOCK`), held for as long as the
+/// value lives: one writer per data folder. Taken before anything in the folder is opened,
+/// so a second `serve` (or `import`) cannot touch a live server's journal.
+#[derive(Debug)]
+pub struct DataLock {
+    _file: std::fs::File,
+}
+
+impl DataLock {
+    /// Take the lock, or say which folder is in use.
+    pub fn acquire(data_dir: &std::path::Path) -> Result<DataLock, ServeError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(io(format!("create data folder {}", data_dir.display())))?;
+        let path = data_dir.join("LOCK");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(format!("open {}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(ServeError::Io {
+                context: format!(
+                    "the data folder {} is in use by another logbook process (serve or import); one process may write a data folder at a time",
+                    data_dir.display()
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::WouldBlock),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(ServeError::Io {
+                context: format!("lock {}", path.display()),
+                source: e,
+            }),
+        }
+    }
+}
+
 /// The node id: configured, or generated once and kept in the data folder.
 fn node_id(config: &Config) -> Result<String, ServeError> {
     if let Some(n) = &config.node_id {
@@ -419,6 +456,9 @@ pub async fn serve(
         config.data_dir.display()
     )))?;
     owner_only(&config.data_dir);
+    // Before anything in the folder is opened: the journal's recovery would otherwise
+    // repair (zero) a live server's tail.
+    let _lock = DataLock::acquire(&config.data_dir)?;
     let node = node_id(&config)?;
     let mut jcfg = JournalConfig::new(config.data_dir.join("journal"));
     jcfg.segment_bytes = config.segment_bytes;
