@@ -198,3 +198,53 @@ def test_one_process_per_data_folder(tmp_path):
     finally:
         s.stop()
     assert {r["requestId"] for r in read_records(s.data_dir)} >= set(before + after)
+
+
+def test_an_unreadable_node_id_stops_the_server(tmp_path):
+    """Object keys depend on the node id: an id that cannot be read must not be replaced."""
+    import pytest
+    data = tmp_path / "data"
+    s = Server(data).start()
+    node = (data / "node-id").read_text()
+    s.stop()
+    (data / "node-id").unlink()
+    (data / "node-id").mkdir()  # reading it now fails (EISDIR)
+    with pytest.raises(RuntimeError) as e:
+        Server(data).start()
+    assert "node id" in str(e.value)
+    (data / "node-id").rmdir()
+    (data / "node-id").write_text("")
+    with pytest.raises(RuntimeError) as e:
+        Server(data).start()
+    assert "is empty" in str(e.value)
+    (data / "node-id").write_text(node)
+    s = Server(data).start()
+    s.stop()
+    assert (data / "node-id").read_text() == node
+
+
+def test_the_admin_credential_is_private_and_printed_once(tmp_path):
+    import json
+    import os
+    import stat
+    import subprocess
+    from conftest import BIN
+    data = tmp_path / "data"
+
+    def run():
+        p = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = p.stdout.readline().decode()
+        assert line.startswith("listening on "), line
+        p.terminate()
+        p.wait(timeout=30)
+        return line + p.stdout.read().decode(), p.stderr.read().decode()
+
+    out1, err1 = run()
+    creds = json.loads((data / "admin-credentials.json").read_text())
+    assert stat.S_IMODE(os.stat(data / "admin-credentials.json").st_mode) == 0o600
+    secret = creds["secretAccessKey"]
+    assert secret in out1 and secret not in err1  # printed on stdout, never through the logger
+    out2, err2 = run()
+    assert secret not in out2 + err2  # once
+    assert json.loads((data / "admin-credentials.json").read_text()) == creds

@@ -166,7 +166,16 @@ fn node_id(config: &Config) -> Result<String, ServeError> {
     let path = config.data_dir.join("node-id");
     match std::fs::read_to_string(&path) {
         Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-        _ => {
+        // Object keys depend on the id: a file that exists but cannot be read (or is
+        // empty) stops the server rather than silently starting a second identity.
+        Ok(_) => Err(ServeError::Io {
+            context: format!("{} is empty; restore it or remove it", path.display()),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+        }),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io(format!("read the node id {}", path.display()))(e))
+        }
+        Err(_) => {
             let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
             // Object keys depend on the node id: make it durable before anything uses it.
             let tmp = config.data_dir.join(".node-id.tmp");
