@@ -682,3 +682,21 @@ def test_a_stream_is_refused_up_front_when_the_journal_cannot_take_writes(tmp_pa
         if s:
             s.kill9()
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+# -- Read-your-writes: a record is queryable the moment its call returns -------------------
+
+def test_a_call_is_in_the_answer_of_a_query_made_right_after_it(make_server):
+    s = make_server(READER_CONFIG)
+    app = app_bedrock(s)
+    lg = reader_logs(s)
+    for i in range(30):
+        rid = converse(app, f"ryw {i}")["ResponseMetadata"]["RequestId"]
+        # No waiting of our own: the query waits for ingest to reach the caller's writes.
+        r = http_query(s, f"filter requestId = '{rid}' | fields requestId", language="insights")
+        assert r.status_code == 200 and [row[0] for row in r.json()["rows"]] == [rid], (i, r.text)
+        if i % 10 == 0:
+            qid = lg.start_query(logGroupName=GROUP, startTime=0, endTime=2**31,
+                                 queryString=f"filter requestId = '{rid}' | stats count(*) as n")["queryId"]
+            res = wait_query(lg, qid)
+            assert res["results"] == [[{"field": "n", "value": "1"}]], res

@@ -55,6 +55,7 @@ pub fn query(
             Language::Insights
         },
         limit,
+        after_seq: 0,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -175,7 +175,14 @@ pub struct QueryRequest {
     pub language: Language,
     /// At most this many rows.
     pub limit: usize,
+    /// Read-your-writes: wait until the log groups have taken in every journal entry
+    /// before this sequence (the journal's committed position when the query arrived, so
+    /// the caller's own earlier calls are in the answer). 0: no wait.
+    pub after_seq: u64,
 }
+
+/// The longest a query waits for ingest to reach its `after_seq` before it runs anyway.
+pub const READ_YOUR_WRITES_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Scan statistics (CloudWatch's `statistics`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -359,6 +366,7 @@ impl Engine {
         req: &QueryRequest,
         env: Arc<RuntimeEnv>,
     ) -> Result<QueryResult, QueryError> {
+        self.wait_for_ingest(req.after_seq).await;
         let ctx = self.context(env);
         let mut stats = QueryStats::default();
         let mut fields = BTreeSet::new();
@@ -415,6 +423,25 @@ impl Engine {
         })
     }
 
+    /// Wait (bounded) until the store has taken in every journal entry before `seq`.
+    async fn wait_for_ingest(&self, seq: u64) {
+        if seq == 0 || self.store.next_seq() >= seq {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
+        while self.store.next_seq() < seq {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    wanted = seq,
+                    ingested = self.store.next_seq(),
+                    "ingest is behind; the query runs without the newest records"
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
     /// One record by pointer (`@ptr`): all its fields, flattened, with `@message`.
     pub async fn record(&self, ptr: &str) -> Result<Vec<(String, String)>, QueryError> {
         self.record_in(ptr, self.runtime.clone()).await
@@ -436,6 +463,7 @@ impl Engine {
             query: String::new(),
             language: Language::Sql,
             limit: 1,
+            after_seq: 0,
         };
         let ctx = self.context(env);
         let mut stats = QueryStats::default();

@@ -115,6 +115,7 @@ fn run(e: &Engine, q: &str) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), Q
             Language::Insights
         },
         limit: 10_000,
+        after_seq: 0,
     }))?;
     Ok((r.columns, r.rows))
 }

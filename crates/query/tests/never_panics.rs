@@ -146,6 +146,7 @@ proptest! {
                 query: q.clone(),
                 language: Language::Insights,
                 limit: 100,
+                after_seq: 0,
             }));
         });
     }
@@ -392,6 +393,7 @@ fn fuzz(strategy: impl Strategy<Value = String>, language: Language, cases: u32)
                 query: q.clone(),
                 language,
                 limit: 100,
+                after_seq: 0,
             }));
             let mut reach = reach.borrow_mut();
             match &r {

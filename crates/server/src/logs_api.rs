@@ -552,6 +552,7 @@ async fn events(s: &Shared, v: &Value, filter: bool) -> Result<Response, Respons
         query: q,
         language: Language::Insights,
         limit: offset + limit as usize,
+        after_seq: *s.journal.committed().borrow(),
     };
     let r = s
         .engine
@@ -668,6 +669,7 @@ async fn start_query(s: &Shared, v: &Value) -> Result<Response, Response> {
         query,
         language: lang,
         limit: limit as usize,
+        after_seq: *s.journal.committed().borrow(),
     };
     // Refused at once when too many queries are in flight, as CloudWatch does.
     let admission = s.engine.admit(&req).map_err(query_err)?;
@@ -886,6 +888,7 @@ pub async fn http_query(
             query,
             language,
             limit: int_field(&v, "limit")?.map_or(QUERY_LIMIT, |l| l.clamp(1, 1_000_000) as usize),
+            after_seq: *s.journal.committed().borrow(),
         };
         // The query is cancelled if this future is dropped (the client went away).
         let r = s
