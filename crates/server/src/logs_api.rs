@@ -211,6 +211,15 @@ async fn read_request(body: Body) -> Result<Bytes, Response> {
         })
 }
 
+/// A query answered in the request (not `StartQuery`), under the synchronous time limit.
+/// The query is cancelled if this future is dropped (the client went away).
+async fn run_sync(s: &Shared, req: QueryRequest) -> Result<QueryResult, Response> {
+    s.engine
+        .run(req, s.config.query.http_timeout)
+        .await
+        .map_err(query_err)
+}
+
 /// Operations that change log groups (audited in the trail, `logging:manage` needed).
 pub fn is_mutating(op: &str) -> bool {
     matches!(
@@ -554,11 +563,7 @@ async fn events(s: &Shared, v: &Value, filter: bool) -> Result<Response, Respons
         limit: offset + limit as usize,
         after_seq: *s.journal.committed().borrow(),
     };
-    let r = s
-        .engine
-        .run(req, s.config.query.http_timeout)
-        .await
-        .map_err(query_err)?;
+    let r = run_sync(s, req).await?;
     let more = r.rows.len() == offset + limit as usize;
     let evs: Vec<Value> = r
         .rows
@@ -890,12 +895,7 @@ pub async fn http_query(
             limit: int_field(&v, "limit")?.map_or(QUERY_LIMIT, |l| l.clamp(1, 1_000_000) as usize),
             after_seq: *s.journal.committed().borrow(),
         };
-        // The query is cancelled if this future is dropped (the client went away).
-        let r = s
-            .engine
-            .run(req, s.config.query.http_timeout)
-            .await
-            .map_err(query_err)?;
+        let r = run_sync(&s, req).await?;
         Ok(ok(json!({
             "columns": r.columns,
             "rows": r.rows,

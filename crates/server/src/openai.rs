@@ -282,16 +282,7 @@ async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) ->
             http_status: 200,
         };
         if let Err(e) = s.recorder.commit(call.record(outcome)).await {
-            return openai_error(
-                &OpenAiError {
-                    status: 500,
-                    message: e.to_string(),
-                    kind: "api_error",
-                    code: Some("logging_failed"),
-                    param: None,
-                },
-                &call.request_id,
-            );
+            return logging_failed(&e, &call.request_id);
         }
         return json_response(bytes, "application/json", &call.request_id, REQUEST_ID);
     }
@@ -314,16 +305,7 @@ async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) ->
         Ok(st) => st,
         Err(e) => {
             // Refused before any byte of the stream leaves.
-            return openai_error(
-                &OpenAiError {
-                    status: 500,
-                    message: e.to_string(),
-                    kind: "api_error",
-                    code: Some("logging_failed"),
-                    param: None,
-                },
-                &call.request_id,
-            );
+            return logging_failed(&e, &call.request_id);
         }
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
@@ -348,6 +330,20 @@ async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) ->
         s, started, call, stream, r.timeout, format, tx,
     ));
     resp
+}
+
+/// The call could not be logged durably (fail-closed): OpenAI's shape for it.
+fn logging_failed(e: &crate::capture::RecordError, request_id: &str) -> Response {
+    openai_error(
+        &OpenAiError {
+            status: 500,
+            message: e.to_string(),
+            kind: "api_error",
+            code: Some("logging_failed"),
+            param: None,
+        },
+        request_id,
+    )
 }
 
 /// Chat completion chunks as server-sent events; the `finish_reason` and usage chunks
@@ -565,16 +561,7 @@ async fn embeddings_call(s: Shared, mut call: Call, headers: HeaderMap, body: Bo
         http_status: 200,
     };
     if let Err(e) = s.recorder.commit(call.record(outcome)).await {
-        return openai_error(
-            &OpenAiError {
-                status: 500,
-                message: e.to_string(),
-                kind: "api_error",
-                code: Some("logging_failed"),
-                param: None,
-            },
-            &call.request_id,
-        );
+        return logging_failed(&e, &call.request_id);
     }
     json_response(bytes, "application/json", &call.request_id, REQUEST_ID)
 }
