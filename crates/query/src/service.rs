@@ -429,3 +429,45 @@ fn lower_priority() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn reservation(pool: &Arc<dyn MemoryPool>) -> MemoryReservation {
+        MemoryConsumer::new("test").register(pool)
+    }
+
+    #[test]
+    fn a_query_pool_holds_its_own_limit_and_the_total() {
+        let total = Arc::new(Budget::new(100));
+        let a: Arc<dyn MemoryPool> = Arc::new(QueryPool {
+            query: Budget::new(60),
+            total: total.clone(),
+        });
+        let b: Arc<dyn MemoryPool> = Arc::new(QueryPool {
+            query: Budget::new(60),
+            total: total.clone(),
+        });
+        let ra = reservation(&a);
+        let rb = reservation(&b);
+        ra.try_grow(60).unwrap();
+        let e = ra.try_grow(1).unwrap_err().to_string();
+        assert!(e.contains("its memory limit"), "{e}");
+        // b fits its own limit but not what is left of the total.
+        let e = rb.try_grow(50).unwrap_err().to_string();
+        assert!(e.contains("all queries"), "{e}");
+        assert_eq!(total.used(), 60);
+        rb.try_grow(40).unwrap();
+        assert_eq!(total.used(), 100);
+        ra.shrink(30);
+        assert_eq!(total.used(), 70);
+        drop(ra);
+        drop(rb);
+        drop(a);
+        drop(b);
+        // Everything went back.
+        assert_eq!(total.used(), 0);
+    }
+}
