@@ -21,7 +21,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-cargo build --release --locked --bin logbook -p logbook -p logbook-bench >&2
+cargo build --release --locked -p logbook -p logbook-bench --bins >&2
 BIN="$CARGO_TARGET_DIR/release"
 
 url_of() { # file: wait for its "listening on" line and echo the URL

@@ -206,7 +206,10 @@ def test_deep_queries_get_precise_errors_and_the_gateway_lives(make_server):
 
 # -- 3. Heavy queries run apart from calls, under limits, and can be cancelled -------------
 
-HEAVY_SQL = "SELECT count(*) AS n FROM invocations a, invocations b, invocations c, invocations d, invocations e"
+# A cross join feeding a filter and an aggregate: operators that produce batch after batch
+# without ever waiting, the shape that only stops if execution yields (CooperativeExec).
+HEAVY_SQL = ("SELECT count(*) AS n FROM invocations a, invocations b, invocations c, invocations d, invocations e "
+             "WHERE a.input_token_count + b.input_token_count + c.input_token_count + d.input_token_count > 0")
 
 
 def heavy_config(**query):
@@ -245,11 +248,53 @@ def test_a_heavy_query_does_not_stop_calls_and_is_stopped_by_its_time_limit(make
     assert h["queries"]["timedOut"] >= 3
 
 
-def test_stop_query_and_a_client_that_leaves_cancel_the_query(make_server):
+def cpu_seconds_over(pid, seconds):
+    """CPU time (user + system, all threads) the process spends in the next `seconds`."""
+    def cpu():
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    before = cpu()
+    time.sleep(seconds)
+    return cpu() - before
+
+
+def import_records(data_dir, n):
+    """n Bedrock records imported into the default log group before the server starts."""
+    import gzip
+    import subprocess
+    import uuid
+    from conftest import BIN
+    folder = os.path.join(os.path.dirname(str(data_dir)), "import-src")
+    hour = time.strftime("%Y/%m/%d/%H", time.gmtime())
+    path = os.path.join(folder, "AWSLogs/123456789012/BedrockModelInvocationLogs/us-east-1", hour)
+    os.makedirs(path, exist_ok=True)
+    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with gzip.open(os.path.join(path, "records.json.gz"), "wt") as f:
+        for i in range(n):
+            f.write(json.dumps({
+                "schemaType": "ModelInvocationLog", "schemaVersion": "1.0", "timestamp": ts,
+                "accountId": "123456789012", "identity": {"arn": "arn:aws:iam::123456789012:user/app"},
+                "region": "us-east-1", "requestId": str(uuid.uuid4()), "operation": "Converse",
+                "modelId": "amazon.nova-lite-v1:0",
+                "input": {"inputContentType": "application/json", "inputTokenCount": 1 + i % 7},
+                "output": {"outputContentType": "application/json", "outputTokenCount": 1 + i % 5}}) + "\n")
+    p = subprocess.run([BIN, "import", folder, "--log-group", GROUP, "--data-dir", str(data_dir)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+
+
+# Over thousands of records, a cross join produces output far faster than anything waits:
+# without cooperative execution its task never yields, and no abort reaches it.
+BIG_SQL = ("SELECT count(*) AS n FROM invocations a, invocations b, invocations c "
+           "WHERE a.input_token_count + b.input_token_count + c.input_token_count > 0")
+
+
+def test_stop_query_and_a_client_that_leaves_cancel_the_query(make_server, tmp_path):
+    import_records(tmp_path / "data", 3000)
     s = make_server(heavy_config(http_timeout_secs=600, start_query_timeout_secs=3600))
-    seed(s, 60)
     lg = reader_logs(s)
-    qid = lg.start_query(logGroupName=GROUP, startTime=0, endTime=2**31, queryString=HEAVY_SQL,
+    qid = lg.start_query(logGroupName=GROUP, startTime=0, endTime=2**31, queryString=BIG_SQL,
                          queryLanguage="SQL")["queryId"]
     wait_for(lambda: s.health()["queries"]["inFlight"] == 1, what="the query to start")
     assert lg.stop_query(queryId=qid)["success"] is True
@@ -257,7 +302,7 @@ def test_stop_query_and_a_client_that_leaves_cancel_the_query(make_server):
     wait_for(lambda: s.health()["queries"]["inFlight"] == 0, what="StopQuery to end the query")
     # A client that disconnects cancels its synchronous query.
     host, port = s.url.replace("http://", "").split(":")
-    body = json.dumps({"query": HEAVY_SQL, "language": "sql", "start": 0,
+    body = json.dumps({"query": BIG_SQL, "language": "sql", "start": 0,
                        "end": int(time.time() * 1000) + 3_600_000}).encode()
     c = socket.create_connection((host, int(port)), timeout=10)
     c.sendall(b"POST /logbook/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer reader-key\r\n"
@@ -266,6 +311,9 @@ def test_stop_query_and_a_client_that_leaves_cancel_the_query(make_server):
     c.close()
     wait_for(lambda: s.health()["queries"]["inFlight"] == 0, what="the disconnect to end the query")
     assert s.health()["queries"]["cancelled"] >= 2
+    # Really stopped, not just forgotten: an idle server burns next to no CPU, a query
+    # left running burns one or two cores.
+    assert cpu_seconds_over(s.proc.pid, 2.0) < 0.8
 
 
 def test_concurrency_and_memory_limits_refuse_with_clear_errors(make_server):

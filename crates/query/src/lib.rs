@@ -409,7 +409,7 @@ impl Engine {
                 (df, cols, true)
             }
         };
-        let batches = df.collect().await?;
+        let batches = collect_cancellable(df).await?;
         let rows = format_rows(&batches)?;
         stats.records_matched = if aggregated {
             stats.records_scanned
@@ -473,7 +473,7 @@ impl Engine {
             .filter(ident("request_id").eq(lit(rid.to_string())))?
             .select(vec![ident("message"), ident("timestamp")])?
             .limit(0, Some(1))?;
-        let rows = format_rows(&df.collect().await?)?;
+        let rows = format_rows(&collect_cancellable(df).await?)?;
         let Some(row) = rows.into_iter().next() else {
             return Err(QueryError::Invalid(
                 "the log record pointer does not name a record".into(),
@@ -510,6 +510,28 @@ fn account_of(message: &str) -> String {
                 .map(String::from)
         })
         .unwrap_or_default()
+}
+
+/// Run a plan so that it can be stopped: every operator's output passes through
+/// DataFusion's `CooperativeExec`, which spends tokio's task budget per batch. An operator
+/// that produces batch after batch without waiting (a cross join feeding an aggregate)
+/// then still yields to the scheduler regularly, so aborting the query's task (StopQuery,
+/// a client gone, the time limit, shutdown) takes effect within a batch or so, instead of
+/// when the operator finishes.
+async fn collect_cancellable(df: DataFrame) -> Result<Vec<RecordBatch>, QueryError> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_plan::coop::CooperativeExec;
+    use datafusion::physical_plan::ExecutionPlan;
+    let task = df.task_ctx();
+    let plan = df.create_physical_plan().await?;
+    let plan = plan
+        .transform_up(|node| {
+            Ok(Transformed::yes(
+                Arc::new(CooperativeExec::new(node)) as Arc<dyn ExecutionPlan>
+            ))
+        })?
+        .data;
+    Ok(datafusion::physical_plan::collect(plan, Arc::new(task)).await?)
 }
 
 /// Rename the raw columns to the names Insights uses and add the system fields.
