@@ -69,6 +69,7 @@ LB=$(url_of "$WORK/logbook.out")
 # Records for the queries to chew on.
 "$BIN/loadgen" --label seed --url "$LB/v1/chat/completions" --rate 1000 --duration "$SEED_SECS" --warmup 0 > /dev/null
 
+load "direct-to-upstream" "$UP/v1/chat/completions"   # the floor: no gateway at all
 load "calls-no-queries" "$LB/v1/chat/completions"
 HEAVY='{"language": "sql", "start": 0, "query": "SELECT count(*) FROM invocations a, invocations b, invocations c WHERE a.input_token_count + b.input_token_count + c.input_token_count > 0"}'
 QPIDS=()
