@@ -236,8 +236,14 @@ def test_the_admin_credential_is_private_and_printed_once(tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         line = p.stdout.readline().decode()
         assert line.startswith("listening on "), line
+        # Fully up (signal handlers installed) before it is asked to stop.
+        url = line.split("listening on ", 1)[1].strip()
+        deadline = time.time() + 30
+        while requests.get(url + "/healthz", timeout=5).status_code != 200:
+            assert time.time() < deadline
+            time.sleep(0.05)
         p.terminate()
-        p.wait(timeout=30)
+        assert p.wait(timeout=30) == 0
         return line + p.stdout.read().decode(), p.stderr.read().decode()
 
     out1, err1 = run()

@@ -64,6 +64,9 @@ pub struct DestinationStats {
     pub cursor: AtomicU64,
     /// Failures since the last success (0 when delivering normally).
     pub consecutive_failures: AtomicU64,
+    /// Entries set aside because they alone could not be delivered while the destination
+    /// itself worked (kept under `<journal>/parked/<destination>/`).
+    pub parked: AtomicU64,
     /// The last failure, for health and operators.
     pub last_error: Mutex<Option<String>>,
 }
@@ -123,7 +126,13 @@ pub struct DestinationConfig {
     pub max_object_age: Duration,
     /// Local folder of the store, so written files can be fsync'd.
     pub local_root: Option<PathBuf>,
+    /// First wait after a failure (doubles up to 30 s).
+    pub retry_base: Duration,
 }
+
+/// Single-entry failures, while the destination answers a probe, after which an entry is
+/// parked instead of holding delivery (and journal GC) forever.
+pub const PARK_AFTER: u32 = 3;
 
 struct Batch<F> {
     reader: Reader,
@@ -225,6 +234,43 @@ impl<F: Format> Destination<F> {
         Ok(())
     }
 
+    /// Can the destination take a write at all? (A small fixed object, written and
+    /// fsync'd.) Tells a poison entry from an outage.
+    async fn probe(&self) -> Result<(), DeliveryError> {
+        let key = format!(".logbook-probe/{}", self.config.name);
+        self.put(&key, b"ok".to_vec()).await
+    }
+
+    /// Set the entries `[from, to)` aside, durably, and move the cursor past them.
+    async fn park(&self, from: u64, to: u64) -> Result<u64, DeliveryError> {
+        let dir = self.journal.dir().join("parked").join(&self.config.name);
+        let mut reader = self.journal.reader(from);
+        let cursor = self.cursor.clone();
+        let n = tokio::task::spawn_blocking(move || -> Result<u64, DeliveryError> {
+            std::fs::create_dir_all(&dir)?;
+            let mut n = 0;
+            while let Some(e) = reader.next_entry(to)? {
+                let path = dir.join(format!("{:020}.json", e.seq));
+                let mut f = std::fs::File::create(&path)?;
+                std::io::Write::write_all(&mut f, &e.payload)?;
+                f.sync_all()?;
+                n += 1;
+            }
+            std::fs::File::open(&dir)?.sync_all()?;
+            cursor.store(to)?;
+            Ok(n)
+        })
+        .await
+        .map_err(|e| DeliveryError::Task(e.to_string()))??;
+        self.stats.cursor.store(to, Ordering::Relaxed);
+        self.stats.parked.fetch_add(n, Ordering::Relaxed);
+        let min = self.gc.set(&self.config.name, to);
+        if let Err(e) = self.journal.collect_garbage(min) {
+            tracing::warn!(error = %e, "journal garbage collection failed");
+        }
+        Ok(n)
+    }
+
     async fn flush(&self, batch: &mut Batch<F>) -> Result<(), DeliveryError> {
         for (key, data) in batch.format.take()? {
             self.put(&key, data).await?;
@@ -263,11 +309,20 @@ impl<F: Format> Destination<F> {
             entries: 0,
             started: None,
         });
-        let mut backoff = Duration::from_millis(100);
+        let base = self.config.retry_base;
+        let mut backoff = base;
         let mut journal_open = true;
         let mut stop_requested = false;
-        let max = self.config.max_object_bytes;
+        // After repeated failures, batches hold one entry, so a poison entry can be told
+        // from an outage (and parked) instead of holding delivery forever.
+        let mut isolate = false;
+        let mut isolated_failures = 0u32;
         loop {
+            let max = if isolate {
+                1
+            } else {
+                self.config.max_object_bytes
+            };
             let stopping = stop_requested || *shutdown.borrow();
             let upto = *committed.borrow_and_update();
             let mut b = batch
@@ -308,14 +363,36 @@ impl<F: Format> Destination<F> {
             if b.started.is_some() && (full || old || (stopping && drained)) {
                 match self.flush(&mut b).await {
                     Ok(()) => {
-                        backoff = Duration::from_millis(100);
+                        backoff = base;
                         self.stats.succeeded();
+                        isolate = false;
+                        isolated_failures = 0;
                     }
                     Err(e) => {
                         self.stats.failed(&e);
+                        let from = self.cursor.load()?;
+                        let to = b.reader.position();
+                        if isolate {
+                            isolated_failures += 1;
+                        }
+                        isolate = self.stats.stalled();
+                        if isolated_failures >= PARK_AFTER && self.probe().await.is_ok() {
+                            // The destination takes writes; these entries alone do not.
+                            let n = self.park(from, to).await?;
+                            tracing::error!(destination = %self.config.name, from, to, entries = n, error = %e, "entries that cannot be delivered were parked");
+                            isolated_failures = 0;
+                            b.format.reset();
+                            batch = Some(Batch {
+                                reader: self.journal.reader(to),
+                                format: b.format,
+                                raw_bytes: 0,
+                                entries: 0,
+                                started: None,
+                            });
+                            continue;
+                        }
                         tracing::error!(destination = %self.config.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "delivery failed; will retry");
                         // Rebuild the batch from the cursor: nothing past it is acknowledged.
-                        let from = self.cursor.load()?;
                         b.format.reset();
                         batch = Some(Batch {
                             reader: self.journal.reader(from),

@@ -53,8 +53,20 @@ impl From<datafusion::error::DataFusionError> for QueryError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
         use datafusion::arrow::error::ArrowError as A;
         use datafusion::error::DataFusionError as D;
+        // Errors raised while analyzing the plan (type coercion, an optimizer rule) are about
+        // the query, whatever their kind.
+        fn analyzing(e: &D) -> bool {
+            match e {
+                D::Context(c, inner) => {
+                    c == "type_coercion" || c.starts_with("Optimizer rule") || analyzing(inner)
+                }
+                _ => false,
+            }
+        }
+        let planning = analyzing(&e);
         match e.find_root() {
             D::Plan(m) => QueryError::Invalid(m.clone()),
+            D::Execution(m) if planning => QueryError::Invalid(m.clone()),
             // Values the query itself asks to convert or compute wrongly ('us-east-1' as
             // a number, a division by zero): the query's fault, said precisely.
             D::ArrowError(a, _)

@@ -212,50 +212,44 @@ fn free_bytes(dir: &std::path::Path) -> Option<u64> {
 /// (`eventSource` `logbook`, `eventType` `AwsServiceEvent`, the last error as its message).
 async fn watch_destinations(s: Shared) {
     let mut stalled: HashMap<String, bool> = HashMap::new();
+    let mut parked: HashMap<String, u64> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         for (name, d) in &s.destinations {
+            let p = d.parked.load(Ordering::Relaxed);
+            let was_parked = parked.insert(name.clone(), p).unwrap_or(0);
+            if p > was_parked {
+                let ev = service_event(
+                    &s,
+                    "DeliveryParked",
+                    serde_json::json!({"destination": name, "parked": p - was_parked, "parkedTotal": p,
+                        "folder": format!("journal/parked/{name}")}),
+                    Some(("DeliveryParked", d.last_error())),
+                );
+                if let Err(e) = s.recorder.commit_event(ev).await {
+                    tracing::error!(destination = %name, error = %e, "could not record parked entries in the trail");
+                }
+            }
             let now = d.stalled();
             let was = stalled.insert(name.clone(), now).unwrap_or(false);
             if now == was {
                 continue;
             }
-            let ev = logbook_record::trail::TrailEvent {
-                event_version: logbook_record::trail::EVENT_VERSION.into(),
-                user_identity: logbook_record::trail::UserIdentity {
-                    kind: "AWSService".into(),
-                    arn: String::new(),
-                    account_id: s.config.account_id.clone(),
-                    access_key_id: None,
-                },
-                event_time: logbook_record::record_timestamp(time::OffsetDateTime::now_utc()),
-                event_source: "logbook".into(),
-                event_name: if now {
+            let ev = service_event(
+                &s,
+                if now {
                     "DeliveryStalled"
                 } else {
                     "DeliveryResumed"
-                }
-                .into(),
-                aws_region: s.config.region.clone(),
-                source_ip_address: "logbook".into(),
-                user_agent: "logbook".into(),
-                request_parameters: serde_json::json!({
+                },
+                serde_json::json!({
                     "destination": name,
                     "cursor": d.cursor.load(Ordering::Relaxed),
                     "consecutiveFailures": d.consecutive_failures.load(Ordering::Relaxed),
                 }),
-                response_elements: serde_json::Value::Null,
-                error_code: now.then(|| "DeliveryStalled".to_string()),
-                error_message: if now { d.last_error() } else { None },
-                request_id: uuid::Uuid::new_v4().to_string(),
-                event_id: uuid::Uuid::new_v4().to_string(),
-                read_only: false,
-                event_type: "AwsServiceEvent".into(),
-                management_event: true,
-                recipient_account_id: s.config.account_id.clone(),
-                event_category: "Management".into(),
-            };
+                now.then(|| ("DeliveryStalled", d.last_error())),
+            );
             if let Err(e) = s.recorder.commit_event(ev).await {
                 tracing::error!(destination = %name, error = %e, "could not record a delivery stall in the trail");
             }
@@ -265,6 +259,45 @@ async fn watch_destinations(s: Shared) {
                 tracing::info!(destination = %name, "delivery resumed");
             }
         }
+    }
+}
+
+/// A trail event of Logbook itself (`eventSource` `logbook`, `eventType` `AwsServiceEvent`).
+fn service_event(
+    s: &Shared,
+    name: &str,
+    params: serde_json::Value,
+    error: Option<(&str, Option<String>)>,
+) -> logbook_record::trail::TrailEvent {
+    let (error_code, error_message) = match error {
+        Some((c, m)) => (Some(c.to_string()), m),
+        None => (None, None),
+    };
+    logbook_record::trail::TrailEvent {
+        event_version: logbook_record::trail::EVENT_VERSION.into(),
+        user_identity: logbook_record::trail::UserIdentity {
+            kind: "AWSService".into(),
+            arn: String::new(),
+            account_id: s.config.account_id.clone(),
+            access_key_id: None,
+        },
+        event_time: logbook_record::record_timestamp(time::OffsetDateTime::now_utc()),
+        event_source: "logbook".into(),
+        event_name: name.into(),
+        aws_region: s.config.region.clone(),
+        source_ip_address: "logbook".into(),
+        user_agent: "logbook".into(),
+        request_parameters: params,
+        response_elements: serde_json::Value::Null,
+        error_code,
+        error_message,
+        request_id: uuid::Uuid::new_v4().to_string(),
+        event_id: uuid::Uuid::new_v4().to_string(),
+        read_only: false,
+        event_type: "AwsServiceEvent".into(),
+        management_event: true,
+        recipient_account_id: s.config.account_id.clone(),
+        event_category: "Management".into(),
     }
 }
 
@@ -312,6 +345,7 @@ async fn healthz(State(s): State<Shared>) -> Response {
             "cursor": d.cursor.load(Ordering::Relaxed),
             "consecutiveFailures": d.consecutive_failures.load(Ordering::Relaxed),
             "stalled": d.stalled(),
+            "parked": d.parked.load(Ordering::Relaxed),
         }))).collect::<serde_json::Map<_, _>>(),
         // Unauthenticated endpoint: name the drifted regions, not their configurations
         // (`logbook config diff` shows those).
@@ -566,6 +600,7 @@ pub async fn serve(
             max_object_bytes: config.max_object_bytes,
             max_object_age: config.max_object_age,
             local_root: Some(dir.clone()),
+            retry_base: Duration::from_millis(100),
         };
         let is_default = *name == config.archive_bucket;
         let archive = Destination::new(

@@ -78,6 +78,7 @@ async fn run_format<F: crate::Format>(
         max_object_bytes: 5 * 1024 * 1024,
         max_object_age: Duration::from_millis(50),
         local_root: Some(root.to_path_buf()),
+        retry_base: Duration::from_millis(100),
     };
     let d = Destination::new(
         store,
@@ -369,6 +370,7 @@ async fn a_read_error_is_counted_and_retried_not_fatal() {
         max_object_bytes: 1 << 20,
         max_object_age: Duration::from_millis(50),
         local_root: None,
+        retry_base: Duration::from_millis(100),
     };
     let d = Destination::new(
         store,
@@ -389,4 +391,104 @@ async fn a_read_error_is_counted_and_retried_not_fatal() {
     );
     tx.send(true).unwrap();
     assert!(h.await.unwrap().is_err());
+}
+
+/// A destination with a fast retry, run until `done` says so (or 20 s), then stopped.
+async fn run_until(
+    j: &Journal,
+    root: &std::path::Path,
+    done: impl Fn(&DestinationStats) -> bool,
+) -> (Arc<DestinationStats>, Result<(), crate::DeliveryError>) {
+    let store = Arc::new(LocalFileSystem::new_with_prefix(root).unwrap());
+    let config = DestinationConfig {
+        name: "archive".into(),
+        max_object_bytes: 1 << 20,
+        max_object_age: Duration::from_millis(20),
+        local_root: Some(root.to_path_buf()),
+        retry_base: Duration::from_millis(1),
+    };
+    let d = Destination::new(
+        store,
+        j.clone(),
+        config,
+        ArchiveFormat::new("bkt", true, "", "n"),
+        Arc::new(GcCoordinator::default()),
+    )
+    .unwrap();
+    let stats = d.stats();
+    let (tx, rx) = watch::channel(false);
+    let h = tokio::spawn(d.run(rx));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done(&stats) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tx.send(true).unwrap();
+    (stats, h.await.unwrap())
+}
+
+fn poison(i: u64) -> Vec<u8> {
+    // A record from before regions were validated: its key has a 300-byte folder name,
+    // which no local file system takes. It can never be delivered.
+    let v = String::from_utf8(record(i, "111111111111", 10)).unwrap();
+    v.replace("us-east-1", &"a".repeat(300)).into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_entry_is_parked_and_the_rest_is_delivered() {
+    let jdir = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let j = Journal::open(small(jdir.path())).unwrap();
+    for i in 1..=5u64 {
+        let p = if i == 3 {
+            poison(i)
+        } else {
+            record(i, "111111111111", 10)
+        };
+        j.append(Box::new(move |_| p)).await.unwrap();
+    }
+    let (stats, r) = run_until(&j, root.path(), |s| {
+        s.cursor.load(Ordering::Relaxed) == 6 && s.consecutive_failures.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    r.unwrap();
+    assert_eq!(stats.parked.load(Ordering::Relaxed), 1);
+    let ids: Vec<String> = files(root.path())
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".json.gz"))
+        .flat_map(|p| lines(p))
+        .map(|v| v["requestId"].as_str().unwrap().to_string())
+        .collect();
+    let mut ids = ids;
+    ids.sort();
+    assert_eq!(ids, ["req-1", "req-2", "req-4", "req-5"]);
+    // The poison entry is kept, byte for byte, where an operator can find it.
+    let parked = jdir.path().join("parked").join("archive");
+    let kept: Vec<_> = std::fs::read_dir(&parked).unwrap().collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        std::fs::read(parked.join(format!("{:020}.json", 3))).unwrap(),
+        poison(3)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_parks_nothing() {
+    let jdir = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let j = Journal::open(small(jdir.path())).unwrap();
+    for i in 1..=3u64 {
+        let p = record(i, "111111111111", 10);
+        j.append(Box::new(move |_| p)).await.unwrap();
+    }
+    // The bucket folder is a file: every write fails, the probe too.
+    let bucket = root.path().join("bucket");
+    std::fs::write(&bucket, b"not a folder").unwrap();
+    let (stats, r) = run_until(&j, &bucket, |s| {
+        s.consecutive_failures.load(Ordering::Relaxed) >= 12
+    })
+    .await;
+    assert!(r.is_err(), "stopping with undelivered entries is an error");
+    assert_eq!(stats.parked.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.cursor.load(Ordering::Relaxed), 1);
+    assert!(!jdir.path().join("parked").exists());
 }
