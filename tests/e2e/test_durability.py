@@ -254,3 +254,77 @@ def test_the_admin_credential_is_private_and_printed_once(tmp_path):
     out2, err2 = run()
     assert secret not in out2 + err2  # once
     assert json.loads((data / "admin-credentials.json").read_text()) == creds
+
+
+def _tmpfs(path, size="1m"):
+    import subprocess
+    path.mkdir()
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def test_fail_open_counts_and_reports_every_unrecorded_call(tmp_path):
+    """fail-open serves calls it cannot record: each one is counted and named in the log."""
+    import subprocess
+    import pytest
+    mnt = tmp_path / "tiny"
+    if not _tmpfs(mnt):
+        pytest.skip("cannot mount a tmpfs here")
+    s = None
+    try:
+        s = Server(mnt / "data", "[logging]\non_failure = \"fail-open\"\n",
+                   extra_args=["--archive-max-age-ms", "600000"]).start()
+        c = s.bedrock()
+        ids = []
+        for i in range(12):
+            r = c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"{i} " + "x" * 150_000}]}])
+            ids.append(r["ResponseMetadata"]["RequestId"])  # every call is answered
+        h = s.health()
+        lost = h["unrecordedCalls"]
+        assert lost > 0 and h["journal"]["committed"] + lost == len(ids), h
+        # One log line per unrecorded call, naming it.
+        lines = [l for l in s.stderr().splitlines() if "served without a durable record" in l]
+        assert len(lines) == lost
+        assert all(any(rid in l for rid in ids) for l in lines)
+    finally:
+        if s:
+            s.kill9()
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_stream_whose_record_cannot_be_made_durable_ends_with_an_error_frame(tmp_path):
+    """The disk fills while a stream runs: the client gets its text, then an error frame,
+    never messageStop/metadata (which would say the call completed and was recorded)."""
+    import subprocess
+    import botocore.exceptions
+    import pytest
+    mnt = tmp_path / "tiny"
+    if not _tmpfs(mnt, "2m"):
+        pytest.skip("cannot mount a tmpfs here")
+    s = None
+    try:
+        s = Server(mnt / "data", extra_args=["--archive-max-age-ms", "600000"]).start()
+        c = s.bedrock()
+        r = c.converse_stream(modelId="m", messages=[{"role": "user", "content": [
+            {"text": "[mock:chunks=30][mock:chunk_delay_ms=50][mock:output_chars=3000] go"}]}])
+        events, filled = [], False
+        with pytest.raises(botocore.exceptions.EventStreamError) as e:
+            for ev in r["stream"]:
+                events.append(ev)
+                if not filled and "contentBlockDelta" in ev:
+                    # Take every byte left on the disk while the stream is running.
+                    with open(mnt / "filler", "wb") as f:
+                        try:
+                            while True:
+                                f.write(b"\0" * 65536)
+                                f.flush()
+                        except OSError:
+                            pass
+                    filled = True
+        assert filled and any("contentBlockDelta" in ev for ev in events)
+        assert not any("messageStop" in ev or "metadata" in ev for ev in events), events[-3:]
+        assert e.value.response["Error"]["Code"] == "internalServerException"
+    finally:
+        if s:
+            s.kill9()
+        subprocess.run(["umount", str(mnt)], capture_output=True)

@@ -364,6 +364,8 @@ async fn healthz(State(s): State<Shared>) -> Response {
             "timedOut": s.engine.stats.timed_out.load(Ordering::Relaxed),
             "cancelled": s.engine.stats.cancelled.load(Ordering::Relaxed),
         },
+        // Fail-open calls served without a durable record since the start.
+        "unrecordedCalls": s.recorder.unrecorded(),
         "mode": match s.recorder.mode() { LoggingMode::Strict => "strict", LoggingMode::Async => "async" },
     });
     let status = if healthy {

@@ -272,6 +272,7 @@ pub struct Recorder {
     require_logging: bool,
     pins: Arc<std::sync::Mutex<Pins>>,
     gc: Option<Arc<GcCoordinator>>,
+    unrecorded: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Recorder {
@@ -293,7 +294,14 @@ impl Recorder {
             require_logging,
             pins: Default::default(),
             gc: None,
+            unrecorded: Default::default(),
         }
+    }
+
+    /// Calls served without a durable record (fail-open only; each is also logged with
+    /// its request id).
+    pub fn unrecorded(&self) -> u64 {
+        self.unrecorded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Keep the start entries of open streams from journal GC through `gc`.
@@ -414,7 +422,15 @@ impl Recorder {
                 record.to_json_bytes()
             }))
             .await;
-        self.settle(result, &request_id).map(Some)
+        let lost = result.is_err();
+        let settled = self.settle(result, &request_id);
+        if lost && settled.is_ok() {
+            // Fail-open: the call is served without its record. Count it, say which.
+            self.unrecorded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(request_id = %request_id, "fail-open: the call is served without a durable record");
+        }
+        settled.map(Some)
     }
 
     /// The record as the logging configuration in force says to keep it (destination
