@@ -157,9 +157,26 @@ struct Shared {
 /// Handle to an open journal. Cheap to clone; the writer stops when every handle is gone.
 #[derive(Clone)]
 pub struct Journal {
+    // Declared first so it is dropped first: the last handle's sender closes the channel,
+    // then `_writer` waits for the writer thread (and its spare-segment threads) to exit.
     tx: mpsc::Sender<Append>,
     committed: watch::Receiver<u64>,
     shared: Arc<Shared>,
+    _writer: Arc<WriterThread>,
+}
+
+/// Joins the writer thread when the last [`Journal`] handle is dropped, so that a journal
+/// reopened on the same folder afterwards never races the old one's threads.
+#[derive(Debug)]
+struct WriterThread(Mutex<Option<std::thread::JoinHandle<()>>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        let handle = self.0.get_mut().ok().and_then(|h| h.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for Journal {
@@ -360,22 +377,34 @@ fn create_segment_file(path: &Path, size: u64) -> Result<(File, u64), JournalErr
     }
 }
 
-/// Prepare the next segment in the background, so rolling is only a rename.
-fn prepare_spare(dir: &Path, size: u64, n: u64) -> mpsc::Receiver<PathBuf> {
+/// The next segment, being prepared by its own thread.
+struct Spare {
+    rx: mpsc::Receiver<PathBuf>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Prepare the next segment in the background, so rolling is only a rename. The file name
+/// is unique to this preparation (sequence and time), so no other journal in the folder —
+/// a reopened one, while this thread still runs — ever writes the same file.
+fn prepare_spare(dir: &Path, size: u64, n: u64) -> Spare {
     let (tx, rx) = mpsc::channel();
-    let path = segments_dir(dir).join(format!(".spare-{n}.tmp"));
-    let _ = std::thread::Builder::new()
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let path = segments_dir(dir).join(format!(".spare-{n}-{nanos}.tmp"));
+    let thread = std::thread::Builder::new()
         .name("journal-spare".into())
         .spawn(move || {
             if let Ok((_, filled)) = create_segment_file(&path, size) {
-                if filled == size {
-                    let _ = tx.send(path);
+                if filled == size && tx.send(path.clone()).is_ok() {
                     return;
                 }
             }
+            // Not wanted (any more), or not whole: leave nothing behind.
             let _ = fs::remove_file(&path);
-        });
-    rx
+        })
+        .ok();
+    Spare { rx, thread }
 }
 
 struct Writer {
@@ -390,7 +419,9 @@ struct Writer {
     /// Bytes of the active segment pre-filled with zeros.
     prefilled: u64,
     /// The next segment, being prepared in the background.
-    spare: Option<mpsc::Receiver<PathBuf>>,
+    spare: Option<Spare>,
+    /// Preparations given up on (not ready when needed): joined before the writer exits.
+    abandoned: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Writer {
@@ -398,7 +429,16 @@ impl Writer {
         self.sync()?;
         let _g = self.shared.segments_lock.lock();
         let path = segment_path(&self.dir, self.next_seq);
-        let ready = self.spare.take().and_then(|rx| rx.try_recv().ok());
+        let ready = self.spare.take().and_then(|mut sp| {
+            let got = sp.rx.try_recv().ok();
+            if got.is_none() {
+                // Dropping `rx` tells the thread to delete its file when it is done.
+                self.abandoned.extend(sp.thread.take());
+            } else if let Some(t) = sp.thread.take() {
+                let _ = t.join(); // it has sent: it is finishing
+            }
+            got
+        });
         let (file, prefilled) = match ready {
             Some(spare) => {
                 fs::rename(&spare, &path).map_err(io_err("install segment"))?;
@@ -495,6 +535,16 @@ impl Writer {
         }
         if let Err(e) = self.sync() {
             tracing::error!(error = %e, "final journal sync failed");
+        }
+        // No thread of this journal touches the folder once the writer has exited.
+        if let Some(mut sp) = self.spare.take() {
+            drop(sp.rx);
+            if let Some(t) = sp.thread.take() {
+                let _ = t.join();
+            }
+        }
+        for t in self.abandoned.drain(..) {
+            let _ = t.join();
         }
     }
 
@@ -681,8 +731,9 @@ impl Journal {
             dirty_since: None,
             prefilled,
             spare,
+            abandoned: Vec::new(),
         };
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(io_err("spawn journal writer"))?;
@@ -690,6 +741,7 @@ impl Journal {
             tx,
             committed: crx,
             shared,
+            _writer: Arc::new(WriterThread(Mutex::new(Some(handle)))),
         })
     }
 
