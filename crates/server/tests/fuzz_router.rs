@@ -500,9 +500,11 @@ fn grammar_aware_requests_reach_the_provider_and_the_journal() {
     eprintln!(
         "front-door fuzz: {total} requests ({mutated} mutated): {routed} reached a provider, {ok} answered 2xx"
     );
+    // Expected about 75 % and 56 % (the mock's error directives and the mutations fail the
+    // rest); the bounds sit six standard deviations below, so random seeds do not flake.
     assert!(
-        routed * 10 >= total * 7,
+        routed * 10 >= total * 6,
         "only {routed}/{total} reached a provider"
     );
-    assert!(ok * 2 >= total, "only {ok}/{total} succeeded");
+    assert!(ok * 10 >= total * 4, "only {ok}/{total} succeeded");
 }
