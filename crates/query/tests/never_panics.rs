@@ -436,6 +436,7 @@ fn grammar_aware_insights_reach_the_executor() {
 fn grammar_aware_sql_reaches_the_executor() {
     let r = fuzz(sql_query(), Language::Sql, 200);
     eprintln!("sql fuzz reach over 200 cases: {r:#?}");
-    assert!(r.executed >= 120, "{r:?}");
+    // About 69 % execute; the bound sits six standard deviations below (no flaky seeds).
+    assert!(r.executed >= 100, "{r:?}");
     assert_eq!(r.other, 0, "{:#?}", r.engine_errors);
 }
