@@ -143,6 +143,18 @@ struct Batch<F> {
 }
 
 impl<F: Format> Batch<F> {
+    /// An empty batch reading from `seq` (after a failure: nothing past the cursor is kept).
+    fn at(journal: &Journal, seq: u64, mut format: F) -> Self {
+        format.reset();
+        Batch {
+            reader: journal.reader(seq),
+            format,
+            raw_bytes: 0,
+            entries: 0,
+            started: None,
+        }
+    }
+
     fn fill(&mut self, upto: u64, max: usize) -> Result<(), DeliveryError> {
         while self.raw_bytes < max {
             let Some(e) = self.reader.next_entry(upto)? else {
@@ -302,13 +314,7 @@ impl<F: Format> Destination<F> {
             .format
             .take()
             .ok_or_else(|| DeliveryError::Task("destination already ran".into()))?;
-        let mut batch = Some(Batch {
-            reader: self.journal.reader(start),
-            format,
-            raw_bytes: 0,
-            entries: 0,
-            started: None,
-        });
+        let mut batch = Some(Batch::at(&self.journal, start, format));
         let base = self.config.retry_base;
         let mut backoff = base;
         let mut journal_open = true;
@@ -343,14 +349,7 @@ impl<F: Format> Destination<F> {
                     return Err(e);
                 }
                 let from = self.cursor.load()?;
-                b.format.reset();
-                batch = Some(Batch {
-                    reader: self.journal.reader(from),
-                    format: b.format,
-                    raw_bytes: 0,
-                    entries: 0,
-                    started: None,
-                });
+                batch = Some(Batch::at(&self.journal, from, b.format));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
@@ -381,26 +380,12 @@ impl<F: Format> Destination<F> {
                             let n = self.park(from, to).await?;
                             tracing::error!(destination = %self.config.name, from, to, entries = n, error = %e, "entries that cannot be delivered were parked");
                             isolated_failures = 0;
-                            b.format.reset();
-                            batch = Some(Batch {
-                                reader: self.journal.reader(to),
-                                format: b.format,
-                                raw_bytes: 0,
-                                entries: 0,
-                                started: None,
-                            });
+                            batch = Some(Batch::at(&self.journal, to, b.format));
                             continue;
                         }
                         tracing::error!(destination = %self.config.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "delivery failed; will retry");
                         // Rebuild the batch from the cursor: nothing past it is acknowledged.
-                        b.format.reset();
-                        batch = Some(Batch {
-                            reader: self.journal.reader(from),
-                            format: b.format,
-                            raw_bytes: 0,
-                            entries: 0,
-                            started: None,
-                        });
+                        batch = Some(Batch::at(&self.journal, from, b.format));
                         if stopping {
                             return Err(e);
                         }
