@@ -1,5 +1,6 @@
 use super::*;
 use proptest::prelude::*;
+use std::fs::{self, OpenOptions};
 
 fn payload(i: u64) -> Vec<u8> {
     format!(
@@ -195,7 +196,7 @@ fn rolls_segments_and_reads_across_them_and_collects_garbage() {
     cfg.segment_bytes = 500;
     let j = Journal::open(cfg.clone()).unwrap();
     append_n(&j, &rt, 0, 60);
-    let segs = list_segments(dir.path()).unwrap();
+    let segs = list_segments(&RealDisk, dir.path()).unwrap();
     assert!(segs.len() > 3, "{} segments", segs.len());
     let all = read_all(&j, 1);
     assert_eq!(all.len(), 60);
@@ -204,7 +205,7 @@ fn rolls_segments_and_reads_across_them_and_collects_garbage() {
     assert_eq!(j.collect_garbage(1).unwrap(), 0);
     let deleted = j.collect_garbage(40).unwrap();
     assert!(deleted > 0);
-    let left = list_segments(dir.path()).unwrap();
+    let left = list_segments(&RealDisk, dir.path()).unwrap();
     assert!(left[0].0 <= 40);
     assert_eq!(read_all(&j, 40).len(), 21);
     // Reopen after GC keeps the sequence.
@@ -333,7 +334,7 @@ fn rolls_into_prepared_spares_and_reads_across_them() {
         append_n(&j, &rt, chunk * 10, 10);
         std::thread::sleep(Duration::from_millis(5)); // let spares get ready
     }
-    let segs = list_segments(dir.path()).unwrap();
+    let segs = list_segments(&RealDisk, dir.path()).unwrap();
     assert!(segs.len() > 5);
     let full = segs
         .iter()
