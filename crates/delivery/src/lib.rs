@@ -10,11 +10,11 @@
 //! [`trail::TrailFormat`] (CloudTrail events for control-plane calls).
 
 use bytes::Bytes;
-use logbook_journal::{Cursor, Entry, Journal, Reader};
+use logbook_journal::{Cursor, Disk, Entry, Journal, Reader};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -170,6 +170,26 @@ impl<F: Format> Batch<F> {
     }
 }
 
+/// Write one object of a local bucket durably: a staging file beside it (named as the
+/// object store's own staging files, `<name>#<digits>`, which its listings skip), fsync'd,
+/// renamed into place, and the folder fsync'd — so a cursor that moves after this never
+/// runs ahead of what survives a power loss.
+fn put_local(disk: &dyn Disk, file: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = file
+        .parent()
+        .ok_or_else(|| std::io::Error::other("an object path without a folder"))?;
+    disk.create_dir_all(dir)?;
+    let mut staging = file.as_os_str().to_owned();
+    staging.push("#0");
+    let staging = PathBuf::from(staging);
+    let f = disk.create(&staging)?;
+    f.write_at(data, 0)?;
+    f.sync_all()?;
+    drop(f);
+    disk.rename(&staging, file)?;
+    disk.sync_dir(dir)
+}
+
 /// A destination task.
 pub struct Destination<F> {
     store: Arc<dyn ObjectStore>,
@@ -192,7 +212,7 @@ impl<F: Format> Destination<F> {
         format: F,
         gc: Arc<GcCoordinator>,
     ) -> Result<Self, DeliveryError> {
-        let cursor = Cursor::new(journal.dir(), &config.name);
+        let cursor = journal.cursor(&config.name);
         // A destination added (or re-added) after segments were collected cannot owe
         // anything older than what is still on disk: GC waited for every destination
         // that existed at the time.
@@ -223,24 +243,23 @@ impl<F: Format> Destination<F> {
     }
 
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), DeliveryError> {
-        // One path for the write and the fsync: the store's own escaping decides the file.
         let path = StorePath::from(key);
-        self.store
-            .put(&path, PutPayload::from(Bytes::from(data)))
-            .await?;
-        if let Some(local) = &self.local {
-            // LocalFileSystem renames a temp file into place but does not fsync; do it so
-            // the cursor never runs ahead of what survives a power loss.
-            let file = local.path_to_filesystem(&path)?;
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                std::fs::File::open(&file)?.sync_all()?;
-                if let Some(dir) = file.parent() {
-                    std::fs::File::open(dir)?.sync_all()?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| DeliveryError::Task(e.to_string()))??;
+        match &self.local {
+            Some(local) => {
+                // A local bucket is written through the journal's disk, durably (the
+                // object store's own local writer renames without fsync), at the file
+                // the object store's escaping names, so its readers find it.
+                let file = local.path_to_filesystem(&path)?;
+                let disk = self.journal.disk().clone();
+                tokio::task::spawn_blocking(move || put_local(&*disk, &file, &data))
+                    .await
+                    .map_err(|e| DeliveryError::Task(e.to_string()))??;
+            }
+            None => {
+                self.store
+                    .put(&path, PutPayload::from(Bytes::from(data)))
+                    .await?;
+            }
         }
         self.stats.objects.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -258,17 +277,18 @@ impl<F: Format> Destination<F> {
         let dir = self.journal.dir().join("parked").join(&self.config.name);
         let mut reader = self.journal.reader(from);
         let cursor = self.cursor.clone();
+        let disk = self.journal.disk().clone();
         let n = tokio::task::spawn_blocking(move || -> Result<u64, DeliveryError> {
-            std::fs::create_dir_all(&dir)?;
+            disk.create_dir_all(&dir)?;
             let mut n = 0;
             while let Some(e) = reader.next_entry(to)? {
                 let path = dir.join(format!("{:020}.json", e.seq));
-                let mut f = std::fs::File::create(&path)?;
-                std::io::Write::write_all(&mut f, &e.payload)?;
+                let f = disk.create(&path)?;
+                f.write_at(&e.payload, 0)?;
                 f.sync_all()?;
                 n += 1;
             }
-            std::fs::File::open(&dir)?.sync_all()?;
+            disk.sync_dir(&dir)?;
             cursor.store(to)?;
             Ok(n)
         })

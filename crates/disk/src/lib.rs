@@ -62,6 +62,11 @@ pub trait Disk: Send + Sync + std::fmt::Debug {
     fn free_bytes(&self, path: &Path) -> io::Result<u64>;
     /// Is there anything at `path`?
     fn exists(&self, path: &Path) -> bool;
+    /// Is `path` a folder?
+    fn is_dir(&self, path: &Path) -> bool;
+    /// Take an exclusive lock named by the file `path` (created if needed) for as long as
+    /// the returned guard lives; `None` when another holder has it.
+    fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>>;
 
     /// The whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -92,6 +97,9 @@ pub trait Disk: Send + Sync + std::fmt::Debug {
         }
     }
 }
+
+/// Holds a lock from [`Disk::try_lock`] until dropped.
+pub type LockGuard = Box<dyn std::any::Any + Send + Sync>;
 
 /// The operating system's file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -180,6 +188,21 @@ impl Disk for RealDisk {
     }
     fn exists(&self, path: &Path) -> bool {
         path.exists()
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+    fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(Box::new(f))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 }
 

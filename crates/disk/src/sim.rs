@@ -65,6 +65,7 @@ struct State {
     faults: Faults,
     capacity: u64,
     stats: SimStats,
+    locks: std::collections::BTreeSet<PathBuf>,
 }
 
 /// What the disk has done.
@@ -178,6 +179,7 @@ impl SimDisk {
                 faults: Faults::default(),
                 capacity: u64::MAX,
                 stats: SimStats::default(),
+                locks: Default::default(),
             })),
         }
     }
@@ -214,6 +216,7 @@ impl SimDisk {
         let mut st = self.lock();
         st.generation += 1;
         st.stats.crashes += 1;
+        st.locks.clear(); // the process that held them is gone
         let inos: Vec<u64> = st.inodes.keys().copied().collect();
         for ino in inos {
             let Some(mut node) = st.inodes.remove(&ino) else {
@@ -527,6 +530,39 @@ impl Disk for SimDisk {
 
     fn exists(&self, path: &Path) -> bool {
         self.lock().names.contains_key(path)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        self.lock().names.get(path) == Some(&Node::Dir)
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Option<crate::LockGuard>> {
+        let mut st = self.lock();
+        st.parent_exists(path)?;
+        if !st.locks.insert(path.to_path_buf()) {
+            return Ok(None);
+        }
+        let generation = st.generation;
+        Ok(Some(Box::new(SimLock {
+            disk: self.clone(),
+            path: path.to_path_buf(),
+            generation,
+        })))
+    }
+}
+
+struct SimLock {
+    disk: SimDisk,
+    path: PathBuf,
+    generation: u64,
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut st = self.disk.lock();
+        if st.generation == self.generation {
+            st.locks.remove(&self.path);
+        }
     }
 }
 

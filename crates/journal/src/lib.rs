@@ -355,7 +355,7 @@ fn scan_segment(
 
 /// Write zeros over `[from, to)`.
 fn zero_fill(f: &dyn DiskFile, from: u64, to: u64) -> io::Result<()> {
-    let chunk = vec![0u8; 1 << 20];
+    let chunk = vec![0u8; (to.saturating_sub(from) as usize).min(1 << 20)];
     let mut off = from;
     while off < to {
         let n = (to - off).min(chunk.len() as u64) as usize;
@@ -367,7 +367,7 @@ fn zero_fill(f: &dyn DiskFile, from: u64, to: u64) -> io::Result<()> {
 
 /// Read `[from, to)` and write it back in place, so it is dirty again (see `prepare`).
 fn rewrite(f: &dyn DiskFile, from: u64, to: u64) -> io::Result<()> {
-    let mut chunk = vec![0u8; 1 << 20];
+    let mut chunk = vec![0u8; (to.saturating_sub(from) as usize).min(1 << 20)];
     let mut off = from;
     while off < to {
         let want = (to - off).min(chunk.len() as u64) as usize;

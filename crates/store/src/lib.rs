@@ -12,13 +12,12 @@
 //! and queries cut the remaining rows at the same boundary.
 
 use arrow_array::RecordBatch;
+pub use logbook_disk::{Disk, RealDisk};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -200,37 +199,24 @@ pub struct Store {
     state: RwLock<State>,
     flush_lock: Mutex<()>,
     retired: Mutex<Vec<(std::time::Instant, PathBuf)>>,
-    writable: Option<File>,
+    writable: Option<logbook_disk::LockGuard>,
+    disk: Arc<dyn Disk>,
     /// Counters.
     pub stats: StoreStats,
 }
 
-fn read_manifest(dir: &Path) -> Result<Manifest, StoreError> {
+fn read_manifest(disk: &dyn Disk, dir: &Path) -> Result<Manifest, StoreError> {
     let p = dir.join("manifest.json");
-    match fs::read(&p) {
+    match disk.read(&p) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Manifest(p, e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
         Err(e) => Err(e.into()),
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        sync_dir(parent)?;
-    }
-    Ok(())
+/// A whole Parquet file, read through the store's disk.
+fn read_bytes(disk: &dyn Disk, path: &Path) -> Result<bytes::Bytes, StoreError> {
+    Ok(bytes::Bytes::from(disk.read(path)?))
 }
 
 fn writer_props() -> WriterProperties {
@@ -249,37 +235,55 @@ impl Store {
     /// Open the store for writing: takes the folder's lock (one writer per folder), removes
     /// files no manifest names (left by a crash mid-flush).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        Store::open_on(RealDisk::shared(), dir)
+    }
+
+    /// [`Store::open`] on a given [`Disk`].
+    pub fn open_on(disk: Arc<dyn Disk>, dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
         let dir = dir.into();
-        fs::create_dir_all(dir.join("groups"))?;
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("LOCK"))?;
-        if lock.try_lock().is_err() {
+        disk.create_dir_all(&dir.join("groups"))?;
+        let Some(lock) = disk.try_lock(&dir.join("LOCK"))? else {
             return Err(StoreError::Locked(dir));
-        }
-        let manifest = read_manifest(&dir)?;
+        };
+        let manifest = read_manifest(&*disk, &dir)?;
         let known: HashSet<&str> = manifest
             .groups
             .values()
             .flat_map(|g| g.files.iter().map(|f| f.path.as_str()))
             .collect();
-        remove_orphans(&dir, &dir.join("groups"), &known)?;
-        let s = Store::with(dir, manifest, Some(lock));
+        remove_orphans(&*disk, &dir, &dir.join("groups"), &known)?;
+        // What we just read may not be durable yet (a manifest renamed into place, or a
+        // data file created, before a folder fsync that failed): make it so before
+        // building on it. (Found by the system simulation, seed 69.)
+        for name in disk.list(&dir.join("groups"))? {
+            let g = dir.join("groups").join(name);
+            if disk.is_dir(&g) {
+                disk.sync_dir(&g)?;
+            }
+        }
+        disk.sync_dir(&dir.join("groups"))?;
+        disk.sync_dir(&dir)?;
+        let s = Store::with(disk, dir, manifest, Some(lock));
         Ok(s)
     }
 
     /// Open the store read-only (safe while a server writes it).
     pub fn open_read_only(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
         let dir = dir.into();
-        let manifest = read_manifest(&dir)?;
-        Ok(Store::with(dir, manifest, None))
+        let disk = RealDisk::shared();
+        let manifest = read_manifest(&*disk, &dir)?;
+        Ok(Store::with(disk, dir, manifest, None))
     }
 
-    fn with(dir: PathBuf, manifest: Manifest, writable: Option<File>) -> Store {
+    fn with(
+        disk: Arc<dyn Disk>,
+        dir: PathBuf,
+        manifest: Manifest,
+        writable: Option<logbook_disk::LockGuard>,
+    ) -> Store {
         let next = manifest.next_seq;
         Store {
+            disk,
             dir,
             state: RwLock::new(State {
                 manifest,
@@ -327,7 +331,14 @@ impl Store {
     fn persist(&self, m: &Manifest) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(m)
             .map_err(|e| StoreError::Manifest(self.dir.join("manifest.json"), e))?;
-        write_atomic(&self.dir.join("manifest.json"), &bytes)
+        self.disk
+            .write_atomic(&self.dir.join("manifest.json"), &bytes)?;
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> Result<(), StoreError> {
+        self.disk.sync_dir(dir)?;
+        Ok(())
     }
 
     /// Create a log group.
@@ -374,9 +385,9 @@ impl Store {
         st.tails.remove(name);
         drop(st);
         for f in g.files {
-            let _ = fs::remove_file(self.dir.join(&f.path));
+            let _ = self.disk.remove_file(&self.dir.join(&f.path));
         }
-        let _ = fs::remove_dir_all(self.group_dir(name));
+        let _ = self.disk.remove_dir_all(&self.group_dir(name));
         Ok(())
     }
 
@@ -535,11 +546,10 @@ impl Store {
         batches: &[RecordBatch],
     ) -> Result<FileMeta, StoreError> {
         let gdir = self.group_dir(group);
-        fs::create_dir_all(&gdir)?;
+        self.disk.create_dir_all(&gdir)?;
         let name = format!("{}-{file_no:012}.parquet", groups::hour_name(hour));
         let path = gdir.join(&name);
-        let file = File::create(&path)?;
-        let mut w = ArrowWriter::try_new(file, schema::schema(), Some(writer_props()))?;
+        let mut w = ArrowWriter::try_new(Vec::new(), schema::schema(), Some(writer_props()))?;
         let (mut min, mut max, mut rows) = (i64::MAX, i64::MIN, 0u64);
         for b in batches {
             if let Some((lo, hi)) = fields::time_range(b) {
@@ -549,9 +559,11 @@ impl Store {
             rows += b.num_rows() as u64;
             w.write(b)?;
         }
-        let file = w.into_inner()?;
+        let data = w.into_inner()?;
+        let file = self.disk.create(&path)?;
+        file.write_at(&data, 0)?;
         file.sync_all()?;
-        let bytes = file.metadata()?.len();
+        let bytes = data.len() as u64;
         Ok(FileMeta {
             path: format!("groups/{}/{name}", groups::dir_name(group)),
             min_ts: min,
@@ -592,7 +604,7 @@ impl Store {
             written.push((g.clone(), *hour, batches.len(), meta, f));
         }
         for g in written.iter().map(|w| &w.0).collect::<BTreeSet<_>>() {
-            sync_dir(&self.group_dir(g))?;
+            self.sync_dir(&self.group_dir(g))?;
         }
         let mut st = self.write();
         let mut m = st.manifest.clone();
@@ -605,9 +617,9 @@ impl Store {
             }
         }
         if let Err(e) = self.persist(&m) {
-            for (_, _, _, meta, _) in &written {
-                let _ = fs::remove_file(self.dir.join(&meta.path));
-            }
+            // The new manifest may have replaced the old one anyway (a failed folder fsync
+            // after the rename): keep its files, and never reuse their names.
+            st.manifest.next_file = file_no;
             return Err(e);
         }
         st.manifest = m;
@@ -673,7 +685,7 @@ impl Store {
         for (g, hour, old) in plan {
             let mut batches = Vec::new();
             for f in &old {
-                let file = File::open(self.dir.join(&f.path))?;
+                let file = read_bytes(&*self.disk, &self.dir.join(&f.path))?;
                 let reader =
                     parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
                         .with_batch_size(8192)
@@ -687,7 +699,7 @@ impl Store {
             merged.push((g, old, meta));
         }
         for g in merged.iter().map(|m| &m.0).collect::<BTreeSet<_>>() {
-            sync_dir(&self.group_dir(g))?;
+            self.sync_dir(&self.group_dir(g))?;
         }
         let mut st = self.write();
         let mut m = st.manifest.clone();
@@ -702,7 +714,10 @@ impl Store {
                 gone.extend(old.iter().map(|f| f.path.clone()));
             }
         }
-        self.persist(&m)?;
+        if let Err(e) = self.persist(&m) {
+            st.manifest.next_file = file_no; // as in `flush`
+            return Err(e);
+        }
         st.manifest = m;
         drop(st);
         self.retire(gone.iter().map(|p| self.dir.join(p)).collect());
@@ -718,7 +733,7 @@ impl Store {
         r.retain(|(t, p)| {
             let keep = now.duration_since(*t) < RETIRE_GRACE;
             if !keep {
-                let _ = fs::remove_file(p);
+                let _ = self.disk.remove_file(p);
             }
             keep
         });
@@ -783,7 +798,7 @@ impl Store {
             collect(b.column(schema::REQUEST_ID).as_ref(), &mut out);
         }
         for (path, _) in &snap.files {
-            let f = File::open(path)?;
+            let f = read_bytes(&*self.disk, path)?;
             let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)?;
             let mask =
                 parquet::arrow::ProjectionMask::roots(b.parquet_schema(), [schema::REQUEST_ID]);
@@ -869,7 +884,7 @@ impl Store {
         let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
             for (m, _) in &results {
-                let _ = fs::remove_file(self.dir.join(&m.path));
+                let _ = self.disk.remove_file(&self.dir.join(&m.path));
             }
             return Err(e);
         }
@@ -882,7 +897,7 @@ impl Store {
                 m
             })
             .collect();
-        sync_dir(&self.group_dir(name))?;
+        self.sync_dir(&self.group_dir(name))?;
         let mut st = self.write();
         let mut m = st.manifest.clone();
         m.next_file = file_no;
@@ -894,25 +909,33 @@ impl Store {
             }
             None => return Err(StoreError::NoSuchGroup(name.into())),
         }
-        self.persist(&m)?;
+        if let Err(e) = self.persist(&m) {
+            st.manifest.next_file = file_no; // as in `flush`
+            return Err(e);
+        }
         st.manifest = m;
         Ok(total)
     }
 }
 
-fn remove_orphans(root: &Path, dir: &Path, known: &HashSet<&str>) -> Result<(), StoreError> {
-    let Ok(rd) = fs::read_dir(dir) else {
+fn remove_orphans(
+    disk: &dyn Disk,
+    root: &Path,
+    dir: &Path,
+    known: &HashSet<&str>,
+) -> Result<(), StoreError> {
+    let Ok(names) = disk.list(dir) else {
         return Ok(());
     };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            remove_orphans(root, &p, known)?;
+    for name in names {
+        let p = dir.join(name);
+        if disk.is_dir(&p) {
+            remove_orphans(disk, root, &p, known)?;
         } else if let Ok(rel) = p.strip_prefix(root) {
             let rel = rel.to_string_lossy();
             if !known.contains(rel.as_ref()) {
                 tracing::info!(file = %rel, "removing a store file no manifest names (interrupted flush)");
-                fs::remove_file(&p)?;
+                disk.remove_file(&p)?;
             }
         }
     }
@@ -926,6 +949,7 @@ pub type SharedStore = Arc<Store>;
 mod tests {
     use super::*;
     use logbook_journal::Entry;
+    use std::fs;
 
     fn line(rid: &str, ts: &str, group: Option<&str>, model: &str, tokens: u64) -> String {
         let dest = group

@@ -1,0 +1,581 @@
+//! Deterministic simulation of the whole write path on a disk that lies: the journal
+//! (stepped), the archive and the trail delivered to a local bucket by the real
+//! [`Destination`] code, the store (tail, Parquet flush, manifest, compaction), and
+//! journal garbage collection at the minimum of their cursors — with injected
+//! write/fsync/metadata failures, power-loss crashes (unsynced bytes dropped, last write
+//! torn, unsynced renames and new files lost) and clean restarts.
+//!
+//! After every recovery it checks:
+//! * every acknowledged record is in the journal, or was collected only after every sink
+//!   had it;
+//! * the archive holds every record below its durable cursor exactly once, and nothing
+//!   that was never submitted; the same for the trail and its events;
+//! * the store's manifest names only files that exist and parse, its rows hold no record
+//!   twice, and every record below its durable cursor is there;
+//! * no cursor is behind the oldest journal segment kept (GC never removed what a sink
+//!   still needed).
+//!
+//! A failing seed replays exactly: `SIM_SEED=<n> cargo test -p logbook-store --test
+//! system_simulation`.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use logbook_delivery::archive::ArchiveFormat;
+use logbook_delivery::trail::TrailFormat;
+use logbook_delivery::{Destination, DestinationConfig, Format, GcCoordinator};
+use logbook_disk::sim::{Faults, SimDisk};
+use logbook_disk::Disk;
+use logbook_journal::{Journal, JournalConfig, Stepper};
+use logbook_store::Store;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+const JOURNAL: &str = "/data/journal";
+const STORE: &str = "/data/store";
+const GROUP: &str = "g";
+
+#[derive(Default, Debug, Clone, Copy)]
+struct Stats {
+    acked: u64,
+    failed: u64,
+    crashes: u64,
+    restarts: u64,
+    archive_runs: u64,
+    archive_failures: u64,
+    flushes: u64,
+    flush_failures: u64,
+    compactions: u64,
+    collected_to: u64,
+}
+
+struct Process {
+    journal: Journal,
+    stepper: Stepper,
+    store: Arc<Store>,
+    gc: Arc<GcCoordinator>,
+}
+
+struct Sim {
+    seed: u64,
+    disk: SimDisk,
+    shared: Arc<dyn Disk>,
+    bucket: PathBuf,
+    _bucket_dir: tempfile::TempDir,
+    cfg: JournalConfig,
+    max_object_bytes: usize,
+    faults: Faults,
+    p: Option<Process>,
+    /// seq -> id of every acknowledged append.
+    acked: BTreeMap<u64, String>,
+    submitted: BTreeSet<String>,
+    next_id: u64,
+    rt: tokio::runtime::Runtime,
+    log: Vec<String>,
+    stats: Stats,
+}
+
+fn record(id: &str) -> Vec<u8> {
+    format!(
+        r#"{{"schemaType":"ModelInvocationLog","schemaVersion":"1.0","timestamp":"2026-12-01T10:00:00Z","accountId":"123456789012","identity":{{"arn":"arn:aws:iam::123456789012:user/a"}},"region":"us-east-1","requestId":"{id}","operation":"Converse","modelId":"m","input":{{"inputContentType":"application/json","inputBodyJson":{{"messages":[]}},"inputTokenCount":3}},"logbook":{{"destination":{{"bucket":"b","keyPrefix":"","logGroup":"{GROUP}"}}}}}}"#
+    )
+    .into_bytes()
+}
+
+fn trail_event(id: &str) -> Vec<u8> {
+    format!(
+        r#"{{"eventVersion":"1.09","eventID":"{id}","eventTime":"2026-12-01T10:00:00Z","eventSource":"bedrock.amazonaws.com","eventName":"PutModelInvocationLoggingConfiguration","awsRegion":"us-east-1","recipientAccountId":"123456789012"}}"#
+    )
+    .into_bytes()
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        let disk = SimDisk::new(seed);
+        let shared: Arc<dyn Disk> = Arc::new(disk.clone());
+        let bucket_dir = tempfile::tempdir().unwrap();
+        // The object store's path escaping needs a real folder to canonicalize; the files
+        // themselves live on the simulated disk under the same path.
+        let bucket = std::fs::canonicalize(bucket_dir.path()).unwrap();
+        let mut cfg = JournalConfig::new(JOURNAL);
+        cfg.disk = shared.clone();
+        cfg.segment_bytes = 1024 + disk.random(8192);
+        cfg.max_batch = 1 + disk.random(8) as usize;
+        let faults = match disk.random(3) {
+            0 => Faults::default(),
+            1 => Faults {
+                write_ppm: 5_000,
+                sync_ppm: 5_000,
+                meta_ppm: 5_000,
+            },
+            _ => Faults {
+                write_ppm: 15_000,
+                sync_ppm: 10_000,
+                meta_ppm: 10_000,
+            },
+        };
+        let max_object_bytes = 600 + disk.random(6000) as usize;
+        Sim {
+            seed,
+            disk,
+            shared,
+            bucket,
+            _bucket_dir: bucket_dir,
+            cfg,
+            max_object_bytes,
+            faults,
+            p: None,
+            acked: BTreeMap::new(),
+            submitted: BTreeSet::new(),
+            next_id: 1,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap(),
+            log: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    fn fail(&self, what: String) -> ! {
+        let tail: Vec<&String> = self.log.iter().rev().take(30).collect();
+        panic!(
+            "seed {}: {what}\nlast steps (newest first): {tail:#?}\nreplay: SIM_SEED={} cargo test -p logbook-store --test system_simulation",
+            self.seed, self.seed
+        );
+    }
+
+    fn quiet<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.disk.set_faults(Faults::default());
+        let r = f();
+        self.disk.set_faults(self.faults);
+        r
+    }
+
+    /// Start the process: journal, store, GC registrations (as `logbook serve` does).
+    fn open(&mut self) {
+        for attempt in 0..2 {
+            let r = (|| -> Result<Process, String> {
+                let (journal, stepper) =
+                    Journal::open_stepped(self.cfg.clone()).map_err(|e| e.to_string())?;
+                let store =
+                    Store::open_on(self.shared.clone(), STORE).map_err(|e| e.to_string())?;
+                store.ensure_group(GROUP).map_err(|e| e.to_string())?;
+                let gc = Arc::new(GcCoordinator::default());
+                let first = journal.first_available().map_err(|e| e.to_string())?;
+                gc.set("store", store.durable_seq().max(first));
+                let p = Process {
+                    journal,
+                    stepper,
+                    store: Arc::new(store),
+                    gc,
+                };
+                // Every destination registers its cursor at startup, before any GC.
+                self.destination(&p, "archive", ArchiveFormat::new("b", true, "", "node1"))?;
+                self.destination(&p, "trail", TrailFormat::new("node1"))?;
+                Ok(p)
+            })();
+            match r {
+                Ok(p) => {
+                    self.p = Some(p);
+                    self.disk.set_faults(self.faults);
+                    return;
+                }
+                Err(e) => {
+                    self.log.push(format!("open failed ({attempt}): {e}"));
+                    self.disk.set_faults(Faults::default());
+                }
+            }
+        }
+        self.fail("the process does not start on a disk that behaves".into());
+    }
+
+    fn append(&mut self, k: u64) {
+        let Some(p) = self.p.as_mut() else { return };
+        let mut acks = Vec::new();
+        for _ in 0..k {
+            let n = self.next_id;
+            self.next_id += 1;
+            let trail = n.is_multiple_of(5);
+            let id = if trail {
+                format!("t{n}")
+            } else {
+                format!("r{n}")
+            };
+            self.submitted.insert(id.clone());
+            let body = if trail { trail_event(&id) } else { record(&id) };
+            match p.journal.submit(Box::new(move |_| body)) {
+                Ok(a) => acks.push((id, a)),
+                Err(_) => self.stats.failed += 1,
+            }
+        }
+        p.stepper.step();
+        let mut got = Vec::new();
+        for (id, mut a) in acks {
+            match a.try_result() {
+                Some(Ok(seq)) => got.push((seq, id)),
+                Some(Err(_)) => self.stats.failed += 1,
+                None => self.fail(format!("{id} undecided after a step")),
+            }
+        }
+        self.log.push(format!("append {k}: acked {got:?}"));
+        for (seq, id) in got {
+            self.stats.acked += 1;
+            if let Some(old) = self.acked.insert(seq, id.clone()) {
+                self.fail(format!("sequence {seq} acknowledged twice ({old}, {id})"));
+            }
+        }
+    }
+
+    fn destination<F: Format>(
+        &self,
+        p: &Process,
+        name: &str,
+        format: F,
+    ) -> Result<Destination<F>, String> {
+        let cfg = DestinationConfig {
+            name: name.into(),
+            max_object_bytes: self.max_object_bytes,
+            max_object_age: Duration::from_secs(3600),
+            local_root: Some(self.bucket.clone()),
+            retry_base: Duration::from_millis(1),
+        };
+        let store: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&self.bucket).unwrap());
+        Destination::new(store, p.journal.clone(), cfg, format, p.gc.clone())
+            .map_err(|e| e.to_string())
+    }
+
+    /// One run of a destination until it has delivered what is committed (or failed).
+    fn deliver<F: Format>(&mut self, name: &str, format: F) {
+        let Some(p) = self.p.as_ref() else { return };
+        let dest = match self.destination(p, name, format) {
+            Ok(d) => d,
+            Err(e) => {
+                self.log.push(format!("{name}: cannot start: {e}"));
+                return;
+            }
+        };
+        let (_tx, stop) = tokio::sync::watch::channel(true);
+        self.stats.archive_runs += 1;
+        match self.rt.block_on(dest.run(stop)) {
+            Ok(()) => self.log.push(format!("{name}: delivered")),
+            Err(e) => {
+                self.stats.archive_failures += 1;
+                self.log.push(format!("{name}: failed: {e}"));
+            }
+        }
+        let first = p.journal.first_available().unwrap_or(0);
+        self.stats.collected_to = self.stats.collected_to.max(first);
+    }
+
+    /// The store's ingest: read from its position to the committed end, flush, and
+    /// collect garbage at the minimum cursor.
+    fn ingest(&mut self, flush: bool) {
+        let Some(p) = self.p.as_ref() else { return };
+        let upto = *p.journal.committed().borrow();
+        // As the server's ingest: from the store's position, or what the journal still has.
+        let from = p
+            .store
+            .next_seq()
+            .max(p.journal.first_available().unwrap_or(1));
+        let mut r = p.journal.reader(from);
+        let mut chunk = Vec::new();
+        loop {
+            match r.next_entry(upto) {
+                Ok(Some(e)) => chunk.push(e),
+                Ok(None) => break,
+                Err(e) => {
+                    self.log.push(format!("store: read failed: {e}"));
+                    return;
+                }
+            }
+        }
+        p.store.add_entries(&chunk);
+        if !flush {
+            self.log.push(format!("store: {} to the tail", chunk.len()));
+            return;
+        }
+        match p.store.flush() {
+            Ok(n) => {
+                self.stats.flushes += 1;
+                let min = p.gc.set("store", p.store.durable_seq());
+                let _ = p.journal.collect_garbage(min);
+                self.log.push(format!("store: flushed {n}, gc at {min}"));
+            }
+            Err(e) => {
+                self.stats.flush_failures += 1;
+                self.log.push(format!("store: flush failed: {e}"));
+            }
+        }
+    }
+
+    fn compact(&mut self) {
+        let Some(p) = self.p.as_ref() else { return };
+        let later = logbook_store::now_ms() + 3 * 3_600_000;
+        match p.store.compact(later) {
+            Ok(n) => {
+                self.stats.compactions += n as u64;
+                self.log.push(format!("store: compacted {n}"));
+            }
+            Err(e) => self.log.push(format!("store: compaction failed: {e}")),
+        }
+    }
+
+    fn crash(&mut self) {
+        self.p = None;
+        self.disk.crash();
+        self.stats.crashes += 1;
+        self.log.push("crash".into());
+        self.open();
+        self.check();
+    }
+
+    fn restart(&mut self) {
+        if let Some(p) = self.p.take() {
+            let Process {
+                journal, stepper, ..
+            } = p;
+            drop(journal);
+            stepper.close();
+        }
+        self.stats.restarts += 1;
+        self.log.push("restart".into());
+        self.open();
+        self.check();
+    }
+
+    /// Every object of the bucket: (key, ids in it).
+    fn objects(&self) -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.bucket.clone()];
+        while let Some(dir) = stack.pop() {
+            for name in self.shared.list(&dir).unwrap_or_default() {
+                let path = dir.join(&name);
+                if self.shared.is_dir(&path) {
+                    stack.push(path);
+                    continue;
+                }
+                // The object store's staging files, and the destination's probe.
+                if name.contains('#') || path.to_string_lossy().contains(".logbook-probe") {
+                    continue;
+                }
+                let key = path
+                    .strip_prefix(&self.bucket)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let bytes = self.shared.read(&path).unwrap_or_default();
+                let mut text = String::new();
+                if let Err(e) = flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut text) {
+                    self.fail(format!("object {key} is not whole gzip: {e}"));
+                }
+                let mut ids = Vec::new();
+                if key.contains("/CloudTrail/") {
+                    let v: serde_json::Value = serde_json::from_str(&text)
+                        .unwrap_or_else(|e| self.fail(format!("trail object {key}: {e}")));
+                    for r in v["Records"].as_array().cloned().unwrap_or_default() {
+                        ids.push(r["eventID"].as_str().unwrap_or("?").to_string());
+                    }
+                } else {
+                    for line in text.lines() {
+                        let v: serde_json::Value = serde_json::from_str(line)
+                            .unwrap_or_else(|e| self.fail(format!("archive object {key}: {e}")));
+                        ids.push(v["requestId"].as_str().unwrap_or("?").to_string());
+                    }
+                }
+                out.push((key, ids));
+            }
+        }
+        out
+    }
+
+    fn check(&mut self) {
+        let Some(p) = self.p.as_ref() else { return };
+        let journal = p.journal.clone();
+        let store = p.store.clone();
+        let first = self.quiet(|| journal.first_available()).unwrap_or(1);
+        // The journal: every acknowledged entry not yet collected is there, in order.
+        let mut present = BTreeMap::new();
+        let scan = self.quiet(|| {
+            logbook_journal::scan_on(&*self.shared, Path::new(JOURNAL), 1, |e| {
+                present.insert(e.seq, e.payload);
+            })
+        });
+        if let Err(e) = scan {
+            self.fail(format!("journal scan: {e}"));
+        }
+        let end = present.keys().next_back().map_or(first, |s| s + 1);
+        for (seq, id) in &self.acked {
+            if *seq >= first {
+                match present.get(seq) {
+                    Some(pl) if String::from_utf8_lossy(pl).contains(&format!("\"{id}\"")) => {}
+                    Some(_) => self.fail(format!("acknowledged {seq} ({id}) holds another record")),
+                    None => self.fail(format!(
+                        "acknowledged {seq} ({id}) lost (journal {first}..{end})"
+                    )),
+                }
+            }
+        }
+        // Cursors: never behind what GC kept.
+        let cursors = [
+            ("archive", journal.cursor("archive").load().unwrap_or(1)),
+            ("trail", journal.cursor("trail").load().unwrap_or(1)),
+            ("store", store.durable_seq().max(1)),
+        ];
+        for (name, c) in cursors {
+            // A destination never started has no cursor yet; it starts at what is kept.
+            let started = name == "store"
+                || self
+                    .shared
+                    .exists(&Path::new(JOURNAL).join("cursors").join(name));
+            if started && c < first {
+                self.fail(format!(
+                    "{name} needs {c}, but the journal was collected up to {first}"
+                ));
+            }
+        }
+        // The bucket: exactly once, nothing invented, everything below the cursors.
+        let objects = self.quiet(|| self.objects());
+        let mut where_: BTreeMap<String, String> = BTreeMap::new();
+        for (key, ids) in &objects {
+            for id in ids {
+                if !self.submitted.contains(id) {
+                    self.fail(format!("{key} holds {id}, which was never submitted"));
+                }
+                if let Some(other) = where_.insert(id.clone(), key.clone()) {
+                    self.fail(format!("{id} is in {other} and in {key}"));
+                }
+            }
+        }
+        for (seq, id) in &self.acked {
+            let cursor = if id.starts_with('t') {
+                cursors[1].1
+            } else {
+                cursors[0].1
+            };
+            if *seq < cursor && !where_.contains_key(id) {
+                self.fail(format!(
+                    "{id} (sequence {seq}) is below its cursor {cursor} but in no object"
+                ));
+            }
+        }
+        // The store: the manifest names readable files, no record twice, all below its cursor.
+        let snap = store
+            .snapshot(GROUP, i64::MIN, i64::MAX)
+            .unwrap_or_else(|e| self.fail(format!("snapshot: {e}")));
+        let rows: u64 = snap.files.iter().map(|(_, m)| m.rows).sum();
+        let ids = self.quiet(|| store.request_ids(GROUP)).unwrap_or_else(|e| {
+            self.fail(format!("a file the manifest names cannot be read: {e}"))
+        });
+        if rows != ids.len() as u64 {
+            self.fail(format!(
+                "store files hold {rows} rows but {} distinct records",
+                ids.len()
+            ));
+        }
+        for id in &ids {
+            if !self.submitted.contains(id) {
+                self.fail(format!("the store holds {id}, never submitted"));
+            }
+        }
+        let durable = store.durable_seq();
+        for (seq, id) in &self.acked {
+            if *seq < durable && id.starts_with('r') && !ids.contains(id) {
+                self.fail(format!(
+                    "{id} (sequence {seq}) is below the store's cursor {durable} but not stored"
+                ));
+            }
+        }
+        self.log.push(format!(
+            "check ok: journal {first}..{end}, cursors {cursors:?}, {} objects, {rows} rows",
+            objects.len()
+        ));
+    }
+
+    fn run(&mut self, steps: u32) -> Stats {
+        self.open();
+        for _ in 0..steps {
+            let poisoned = self.p.as_ref().is_some_and(|p| !p.journal.is_healthy());
+            match self.disk.random(100) {
+                _ if poisoned => {
+                    if self.disk.random(2) == 0 {
+                        self.crash()
+                    } else {
+                        self.restart()
+                    }
+                }
+                0..=44 => {
+                    let k = 1 + self.disk.random(6);
+                    self.append(k)
+                }
+                45..=54 => self.deliver("archive", ArchiveFormat::new("b", true, "", "node1")),
+                55..=59 => self.deliver("trail", TrailFormat::new("node1")),
+                60..=64 => self.ingest(false),
+                65..=74 => self.ingest(true),
+                75..=77 => self.compact(),
+                78..=87 => self.crash(),
+                88..=92 => self.restart(),
+                _ => {
+                    let quiet = self.disk.random(2) == 0;
+                    self.disk.set_faults(if quiet {
+                        Faults::default()
+                    } else {
+                        self.faults
+                    });
+                }
+            }
+        }
+        self.crash();
+        self.stats
+    }
+}
+
+fn seeds(default: u64) -> Vec<u64> {
+    if let Ok(s) = std::env::var("SIM_SEED") {
+        return s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    }
+    let n: u64 = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    (0..n).collect()
+}
+
+#[test]
+fn system_simulation() {
+    let t = std::time::Instant::now();
+    let seeds = seeds(120);
+    let mut total = Stats::default();
+    for &seed in &seeds {
+        let s = Sim::new(seed).run(120);
+        total.acked += s.acked;
+        total.failed += s.failed;
+        total.crashes += s.crashes;
+        total.restarts += s.restarts;
+        total.archive_runs += s.archive_runs;
+        total.archive_failures += s.archive_failures;
+        total.flushes += s.flushes;
+        total.flush_failures += s.flush_failures;
+        total.compactions += s.compactions;
+        total.collected_to += s.collected_to;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "system simulation: {} schedules in {secs:.1} s ({:.1}/s): {total:?}",
+        seeds.len(),
+        seeds.len() as f64 / secs
+    );
+    if seeds.len() >= 100 {
+        assert!(total.crashes > seeds.len() as u64 * 5, "{total:?}");
+        assert!(
+            total.archive_failures > 0 && total.flush_failures > 0,
+            "{total:?}"
+        );
+        assert!(
+            total.compactions > 0 && total.collected_to > seeds.len() as u64,
+            "{total:?}"
+        );
+    }
+}
