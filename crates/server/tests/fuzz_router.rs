@@ -6,88 +6,24 @@
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::Request;
-use logbook_journal::{Journal, JournalConfig};
-use logbook_server::app::{router, AppState};
-use logbook_server::capture::Recorder;
-use logbook_server::config::{Config, LoggingMode, OnFailure};
-use logbook_server::control::LoggingConfigs;
-use logbook_server::identity::Principals;
-use logbook_server::routing::Routes;
 use proptest::prelude::*;
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use tower::ServiceExt;
 
-struct Harness {
-    _dir: tempfile::TempDir,
-    rt: tokio::runtime::Runtime,
-    app: axum::Router,
-    journal: Journal,
-}
+mod common;
+
+use common::{Harness, Options};
 
 fn harness() -> Harness {
-    harness_with(false)
+    common::harness(Options::default())
 }
 
 fn harness_with(auth: bool) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut config = Config::defaults(dir.path()).unwrap();
-    config.auth_enforced = auth;
-    config.max_body_bytes = 64 * 1024;
-    let mut jcfg = JournalConfig::new(dir.path().join("journal"));
-    jcfg.segment_bytes = 256 * 1024;
-    let journal = Journal::open(jcfg).unwrap();
-    let logging = Arc::new(
-        LoggingConfigs::open(
-            &dir.path().join("control"),
-            config.logging_default.clone(),
-            Default::default(),
-        )
-        .unwrap(),
-    );
-    let store = Arc::new(logbook_store::Store::open(dir.path().join("store")).unwrap());
-    store.ensure_group("/aws/bedrock/modelinvocations").unwrap();
-    let engine = Arc::new(
-        logbook_query::QueryService::new(
-            Arc::new(logbook_query::Engine::new(store.clone(), None)),
-            config.query.limits.clone(),
-        )
-        .unwrap(),
-    );
-    let buffers = logbook_server::http_util::BufferBudget::new(config.max_buffered_bytes);
-    let state = Arc::new(AppState {
-        store,
-        engine,
-        queries: Default::default(),
-        buffers,
-        recorder: Recorder::new(
-            journal.clone(),
-            "fuzz".into(),
-            OnFailure::FailClosed,
-            LoggingMode::Strict,
-            logging.clone(),
-            false,
-        ),
-        principals: Principals::new(&config, &[]),
-        routes: Routes::new(&config).unwrap(),
-        journal: journal.clone(),
-        destinations: Vec::new(),
-        logging,
-        buckets: Default::default(),
-        config,
-    });
-    Harness {
-        _dir: dir,
-        rt,
-        app: router(state),
-        journal,
-    }
+    common::harness(Options {
+        auth,
+        ..Options::default()
+    })
 }
 
 const PATHS: &[&str] = &[
