@@ -2,12 +2,15 @@
 the same data folder, and every call whose response a client received must be in the
 archive exactly once."""
 
+import json
+import subprocess
+
 import requests
 import threading
 import time
 from collections import Counter
 
-from conftest import Server, read_records
+from conftest import BIN, Server, read_records
 
 
 def load_then_kill(server, threads=8, kill_after=1.5):
@@ -328,3 +331,43 @@ def test_a_stream_whose_record_cannot_be_made_durable_ends_with_an_error_frame(t
         if s:
             s.kill9()
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_gc_waits_for_every_sink_and_collects_rolled_segments(tmp_path):
+    """Segments small enough to roll: while the store has not flushed, its cursor holds
+    every segment (GC takes the minimum over the archive, the trail and the store); once
+    it flushes (a graceful stop), the rolled segments go, and the archive and the store
+    each hold every record exactly once."""
+    data = tmp_path / "data"
+    s = Server(data, config_text="[logging]\nsegment_bytes = 8192\n").start()
+    seg_dir = data / "journal" / "segments"
+    try:
+        c = s.bedrock()
+        n = 150
+        ids = set()
+        for i in range(n):
+            r = c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"call {i} " + "x" * 200}]}])
+            ids.add(r["ResponseMetadata"]["RequestId"])
+        recs = [r for r in read_records(s.data_dir) if r["requestId"] in ids]
+        deadline = time.time() + 30
+        while len(recs) < n and time.time() < deadline:
+            time.sleep(0.1)
+            recs = [r for r in read_records(s.data_dir) if r["requestId"] in ids]
+        assert len(recs) == n
+        # The archive and the trail are done; the store (flushes after 60 s) is not: its
+        # cursor pins every segment.
+        held = sorted(p.name for p in seg_dir.glob("*.seg"))
+        assert len(held) >= 10, f"segments should have rolled: {held}"
+        assert held[0] == "00000000000000000001.seg", f"collected before the store had them: {held}"
+    finally:
+        s.stop()
+    left = sorted(p.name for p in seg_dir.glob("*.seg"))
+    assert len(left) <= 2, f"the store flushed at stop; GC should have collected: {left}"
+    ids_in_archive = Counter(r["requestId"] for r in read_records(s.data_dir) if r["requestId"] in ids)
+    assert set(ids_in_archive) == ids and max(ids_in_archive.values()) == 1
+    out = subprocess.run([BIN, "query", "--log-group", "/aws/bedrock/modelinvocations", "--format", "json",
+                          "stats count(*) as n, count_distinct(requestId) as d", "--data-dir", str(data)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got == {"n": str(n), "d": str(n)}, got

@@ -1,0 +1,162 @@
+//! Queries against a store that changes under them: a count taken while the tail is
+//! flushed to Parquet and files are compacted never counts a record twice (or loses one),
+//! and a group's retention applies to what a query returns before and after the expired
+//! files are dropped.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use logbook_query::{Engine, Language, QueryRequest};
+use logbook_store::Store;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+const GROUP: &str = "g";
+const DAY: i64 = 86_400_000;
+
+fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+fn entry(seq: u64, ts_ms: i64) -> logbook_journal::Entry {
+    let line = serde_json::json!({
+        "schemaType": "ModelInvocationLog", "schemaVersion": "1.0", "timestamp": rfc3339(ts_ms),
+        "accountId": "123456789012", "identity": {"arn": "arn:aws:iam::123456789012:user/a"},
+        "region": "us-east-1", "requestId": format!("req-{seq}"), "operation": "Converse",
+        "modelId": "m", "input": {"inputContentType": "application/json", "inputTokenCount": 1},
+        "logbook": {"destination": {"bucket": "", "keyPrefix": "", "logGroup": GROUP}}
+    });
+    logbook_journal::Entry {
+        seq,
+        time_ms: 0,
+        payload: line.to_string().into_bytes(),
+    }
+}
+
+fn count(e: &Engine, rt: &tokio::runtime::Runtime, q: &str, language: Language) -> Vec<i64> {
+    let r = rt
+        .block_on(e.run(&QueryRequest {
+            groups: vec![GROUP.into()],
+            start_ms: 0,
+            end_ms: i64::MAX / 2,
+            query: q.into(),
+            language,
+            limit: 10,
+            after_seq: 0,
+        }))
+        .unwrap();
+    r.rows[0]
+        .iter()
+        .map(|c| c.as_deref().unwrap_or("0").parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_query_during_flush_and_compaction_never_counts_a_record_twice() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(d.path()).unwrap());
+    store.create_group(GROUP).unwrap();
+    let engine = Engine::new(store.clone(), None);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let added = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, added, done) = (store.clone(), added.clone(), done.clone());
+        std::thread::spawn(move || {
+            let now = logbook_store::now_ms();
+            let mut seq = 1;
+            for round in 0..80u64 {
+                let batch: Vec<_> = (0..25)
+                    .map(|i| {
+                        seq += 1;
+                        entry(seq - 1, now - i * 1000)
+                    })
+                    .collect();
+                store.add_entries(&batch);
+                added.fetch_add(batch.len() as u64, Ordering::SeqCst);
+                store.flush().unwrap();
+                if round % 7 == 6 {
+                    // Every partition counts as closed three hours from now: merge them.
+                    store.compact(now + 3 * 3_600_000).unwrap();
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let mut queries = 0;
+    while !done.load(Ordering::SeqCst) || queries < 5 {
+        let lo = added.load(Ordering::SeqCst) as i64;
+        let got = count(
+            &engine,
+            &rt,
+            "stats count(*) as n, count_distinct(requestId) as d",
+            Language::Insights,
+        );
+        let hi = added.load(Ordering::SeqCst) as i64;
+        assert!(
+            got[0] >= lo && got[0] <= hi,
+            "counted {} with {lo}..{hi} added",
+            got[0]
+        );
+        assert_eq!(got[0], got[1], "a record counted twice");
+        queries += 1;
+    }
+    writer.join().unwrap();
+    assert_eq!(
+        count(&engine, &rt, "stats count(*) as n", Language::Insights),
+        [2000]
+    );
+    assert!(queries >= 5, "{queries}");
+    eprintln!("{queries} queries ran during 80 flushes and 11 compactions");
+}
+
+#[test]
+fn retention_applies_to_queries_before_and_after_expired_files_go() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(d.path()).unwrap());
+    store.create_group(GROUP).unwrap();
+    let engine = Engine::new(store.clone(), None);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let now = logbook_store::now_ms();
+    // 20 records ten days old and 30 from the last hour: half of each in a Parquet file,
+    // half in the in-memory tail.
+    // (Sequence numbers in the order the journal would hand them over.)
+    let old = |s: u64| entry(s, now - 10 * DAY + s as i64);
+    let new = |s: u64| entry(s, now - 3_600_000 + s as i64);
+    let first: Vec<_> = (1..=10).map(old).chain((11..=25).map(new)).collect();
+    // And two at the retention boundary, in the hour that holds it: partitions are
+    // hours, so only the query's own cut at the boundary can tell these two apart.
+    let cutoff = now - DAY;
+    let edge_old = (cutoff - cutoff.rem_euclid(3_600_000)).max(cutoff - 60_000);
+    let mut second: Vec<_> = (26..=35).map(old).chain((36..=50).map(new)).collect();
+    second.push(entry(51, edge_old));
+    second.push(entry(52, cutoff + 60_000));
+    store.add_entries(&first);
+    store.flush().unwrap();
+    store.add_entries(&second);
+    let sql = "select count(*) as n from invocations";
+    let insights = "stats count(*) as n";
+    assert_eq!(count(&engine, &rt, insights, Language::Insights), [52]);
+    store.set_retention(GROUP, Some(1)).unwrap();
+    // Nothing dropped yet: the query cuts at the retention boundary itself.
+    assert_eq!(count(&engine, &rt, insights, Language::Insights), [31]);
+    assert_eq!(count(&engine, &rt, sql, Language::Sql), [31]);
+    store.flush().unwrap();
+    assert_eq!(count(&engine, &rt, insights, Language::Insights), [31]);
+    // Expired files go (both flushes wrote one for the old hour; the boundary's file
+    // stays while it holds a live record); the answer stays.
+    let dropped = store.apply_retention(now).unwrap();
+    assert!((2..=3).contains(&dropped), "{dropped}");
+    assert_eq!(count(&engine, &rt, insights, Language::Insights), [31]);
+    assert_eq!(count(&engine, &rt, sql, Language::Sql), [31]);
+    // Without the retention, only what is still stored comes back: the old files are gone.
+    store.set_retention(GROUP, None).unwrap();
+    let left = count(&engine, &rt, insights, Language::Insights)[0];
+    assert!((31..=32).contains(&left), "{left}");
+}
