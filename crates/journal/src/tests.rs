@@ -366,3 +366,80 @@ fn a_reader_following_the_writer_never_sees_stale_padding() {
         assert_eq!(e.seq, round + 1);
     }
 }
+
+#[test]
+fn entries_carry_their_append_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let j = Journal::open(small(dir.path())).unwrap();
+    let before = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    append_n(&j, &rt, 0, 3);
+    let after = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for e in read_all(&j, 1) {
+        assert!(
+            (before..=after).contains(&e.time_ms),
+            "{} not in {before}..={after}",
+            e.time_ms
+        );
+    }
+    assert!(format!("{j:?}").contains(&dir.path().display().to_string()));
+}
+
+#[test]
+fn scanning_a_missing_journal_finds_nothing_and_a_broken_one_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = 0;
+    scan(&dir.path().join("absent"), 1, |_| seen += 1).unwrap();
+    assert_eq!(seen, 0);
+    // `segments` that is a file, not a folder: an error, never "no entries".
+    fs::write(dir.path().join("segments"), b"x").unwrap();
+    assert!(scan(dir.path(), 1, |_| seen += 1).is_err());
+    assert!(list_segments(&RealDisk, dir.path()).is_err());
+}
+
+#[test]
+fn payloads_up_to_the_limit_are_taken_and_one_byte_more_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let mut cfg = small(dir.path());
+    cfg.segment_bytes = 1 << 20;
+    let j = Journal::open(cfg).unwrap();
+    let big = rt
+        .block_on(j.append(Box::new(|_| vec![7u8; 4 << 20])))
+        .unwrap();
+    let e = read_all(&j, big).remove(0);
+    assert_eq!(e.payload.len(), 4 << 20);
+    let r = rt.block_on(j.append(Box::new(|_| vec![0u8; MAX_PAYLOAD + 1])));
+    assert!(matches!(r, Err(JournalError::TooLarge(n)) if n == MAX_PAYLOAD + 1));
+    // Still healthy, and the next sequence is the next number.
+    assert_eq!(append_n(&j, &rt, 0, 1), [big + 1]);
+}
+
+#[test]
+fn dropping_the_last_handle_waits_for_the_writer_and_its_spare() {
+    // A large spare takes a while to pre-fill on the simulated disk; when the last handle
+    // is gone, the writer must have waited for it and removed it.
+    for seed in 0..3 {
+        let disk = logbook_disk::sim::SimDisk::new(seed);
+        let mut cfg = JournalConfig::new("/j");
+        cfg.disk = Arc::new(disk.clone());
+        cfg.segment_bytes = 64 << 20;
+        let rt = rt();
+        let j = Journal::open(cfg).unwrap();
+        append_n(&j, &rt, 0, 2);
+        drop(j);
+        let left: Vec<String> = disk
+            .list(Path::new("/j/segments"))
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.starts_with(".spare-"))
+            .collect();
+        assert!(left.is_empty(), "spare left behind: {left:?}");
+    }
+}
