@@ -591,3 +591,16 @@ fn regression_seeds() {
         Sim::new(seed).run(120);
     }
 }
+
+/// Same seed, same story (the log of every step and every check, and the totals).
+#[test]
+fn a_seed_replays_exactly() {
+    let run = |seed| {
+        let mut sim = Sim::new(seed);
+        let stats = sim.run(120);
+        (format!("{stats:?}"), sim.log.clone(), sim.disk.stats())
+    };
+    for seed in [5, 69] {
+        assert_eq!(run(seed), run(seed), "seed {seed}");
+    }
+}
