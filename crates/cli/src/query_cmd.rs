@@ -42,7 +42,11 @@ pub fn query(
     text: &str,
 ) -> anyhow::Result<()> {
     let store = open_for_query(&config.data_dir)?;
-    let archive = config.buckets.get(&config.archive_bucket).cloned();
+    let archive = config
+        .buckets
+        .get(&config.archive_bucket)
+        .and_then(|b| b.local_path())
+        .map(Path::to_path_buf);
     let engine = Engine::new(store, archive);
     let req = QueryRequest {
         groups,
@@ -193,13 +197,19 @@ fn source_root(
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     if let Some(rest) = source.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let Some(dir) = config.buckets.get(bucket) else {
+        let Some(spec) = config.buckets.get(bucket) else {
             bail!("bucket {bucket:?} is not declared in the configuration ([[buckets]]); Logbook reads s3:// sources from its own buckets");
+        };
+        let Some(dir) = spec.local_path() else {
+            bail!(
+                "bucket {bucket:?} is {}: importing from a remote bucket is not supported yet",
+                spec.describe()
+            );
         };
         if prefix.split('/').any(|s| s == "..") {
             bail!("the prefix may not contain '..'");
         }
-        return Ok((dir.clone(), dir.join(prefix)));
+        return Ok((dir.to_path_buf(), dir.join(prefix)));
     }
     let p = PathBuf::from(source);
     if !p.is_dir() {

@@ -9,12 +9,9 @@
 //! Formats: [`archive::ArchiveFormat`] (Bedrock invocation logs, S3 layout),
 //! [`trail::TrailFormat`] (CloudTrail events for control-plane calls).
 
-use bytes::Bytes;
-use logbook_journal::{Cursor, Disk, Entry, Journal, Reader};
-use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+pub use logbook_bucket::{Bucket, BucketError};
+use logbook_journal::{Cursor, Entry, Journal, Reader};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,9 +26,9 @@ pub enum DeliveryError {
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] logbook_journal::JournalError),
-    /// The object store failed.
-    #[error("object store: {0}")]
-    Store(#[from] object_store::Error),
+    /// The bucket failed.
+    #[error(transparent)]
+    Bucket(#[from] BucketError),
     /// Local I/O failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -124,8 +121,6 @@ pub struct DestinationConfig {
     pub max_object_bytes: usize,
     /// Roll when the first entry of a batch is this old.
     pub max_object_age: Duration,
-    /// Local folder of the store, so written files can be fsync'd.
-    pub local_root: Option<PathBuf>,
     /// First wait after a failure (doubles up to 30 s).
     pub retry_base: Duration,
 }
@@ -170,43 +165,21 @@ impl<F: Format> Batch<F> {
     }
 }
 
-/// Write one object of a local bucket durably: a staging file beside it (named as the
-/// object store's own staging files, `<name>#<digits>`, which its listings skip), fsync'd,
-/// renamed into place, and the folder fsync'd — so a cursor that moves after this never
-/// runs ahead of what survives a power loss.
-fn put_local(disk: &dyn Disk, file: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = file
-        .parent()
-        .ok_or_else(|| std::io::Error::other("an object path without a folder"))?;
-    disk.create_dir_all(dir)?;
-    let mut staging = file.as_os_str().to_owned();
-    staging.push("#0");
-    let staging = PathBuf::from(staging);
-    let f = disk.create(&staging)?;
-    f.write_at(data, 0)?;
-    f.sync_all()?;
-    drop(f);
-    disk.rename(&staging, file)?;
-    disk.sync_dir(dir)
-}
-
 /// A destination task.
 pub struct Destination<F> {
-    store: Arc<dyn ObjectStore>,
+    bucket: Bucket,
     journal: Journal,
     cursor: Cursor,
     config: DestinationConfig,
     stats: Arc<DestinationStats>,
     gc: Arc<GcCoordinator>,
     format: Option<F>,
-    /// The bucket's folder, when it is one, to fsync what was written.
-    local: Option<object_store::local::LocalFileSystem>,
 }
 
 impl<F: Format> Destination<F> {
-    /// A destination writing `format`'s objects to `store`. Registers its cursor with `gc`.
+    /// A destination writing `format`'s objects to `bucket`. Registers its cursor with `gc`.
     pub fn new(
-        store: Arc<dyn ObjectStore>,
+        bucket: Bucket,
         journal: Journal,
         config: DestinationConfig,
         format: F,
@@ -221,13 +194,8 @@ impl<F: Format> Destination<F> {
         gc.set(&config.name, start);
         let stats = Arc::new(DestinationStats::default());
         stats.cursor.store(start, Ordering::Relaxed);
-        let local = match &config.local_root {
-            Some(root) => Some(object_store::local::LocalFileSystem::new_with_prefix(root)?),
-            None => None,
-        };
         Ok(Destination {
-            local,
-            store,
+            bucket,
             journal,
             cursor,
             config,
@@ -243,24 +211,8 @@ impl<F: Format> Destination<F> {
     }
 
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), DeliveryError> {
-        let path = StorePath::from(key);
-        match &self.local {
-            Some(local) => {
-                // A local bucket is written through the journal's disk, durably (the
-                // object store's own local writer renames without fsync), at the file
-                // the object store's escaping names, so its readers find it.
-                let file = local.path_to_filesystem(&path)?;
-                let disk = self.journal.disk().clone();
-                tokio::task::spawn_blocking(move || put_local(&*disk, &file, &data))
-                    .await
-                    .map_err(|e| DeliveryError::Task(e.to_string()))??;
-            }
-            None => {
-                self.store
-                    .put(&path, PutPayload::from(Bytes::from(data)))
-                    .await?;
-            }
-        }
+        // Durable when it returns: a local bucket's file and folder are fsync'd.
+        self.bucket.put(key, data).await?;
         self.stats.objects.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

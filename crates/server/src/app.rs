@@ -13,11 +13,10 @@ use axum::Router;
 use http::HeaderMap;
 use logbook_delivery::archive::ArchiveFormat;
 use logbook_delivery::trail::TrailFormat;
+use logbook_delivery::Bucket;
 use logbook_delivery::{Destination, DestinationConfig, DestinationStats, GcCoordinator};
 use logbook_journal::{Journal, JournalConfig, SyncMode};
 use logbook_record::Operation;
-use object_store::local::LocalFileSystem;
-use object_store::ObjectStore;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -42,7 +41,7 @@ pub struct AppState {
     /// Logging configurations per (account, region).
     pub logging: Arc<LoggingConfigs>,
     /// Declared buckets.
-    pub buckets: HashMap<String, Arc<dyn ObjectStore>>,
+    pub buckets: HashMap<String, Bucket>,
     /// Log groups.
     pub store: Arc<logbook_store::Store>,
     /// Queries over the log groups and the archive, on their own threads and limits.
@@ -572,7 +571,11 @@ pub async fn serve(
         );
         Some(tokio::spawn(ingest))
     };
-    let archive_root = config.buckets.get(&config.archive_bucket).cloned();
+    let archive_root = config
+        .buckets
+        .get(&config.archive_bucket)
+        .and_then(|b| b.local_path())
+        .map(std::path::Path::to_path_buf);
     let engine = Arc::new(
         logbook_query::QueryService::new(
             Arc::new(logbook_query::Engine::new(store.clone(), archive_root)),
@@ -585,23 +588,28 @@ pub async fn serve(
     );
     let queries = engine.clone();
 
-    let mut buckets: HashMap<String, Arc<dyn ObjectStore>> = HashMap::new();
+    let mut buckets: HashMap<String, Bucket> = HashMap::new();
     let mut destinations = Vec::new();
     let mut tasks = Vec::new();
     let mut names: Vec<&String> = config.buckets.keys().collect();
     names.sort();
     for name in names {
-        let dir = &config.buckets[name];
-        std::fs::create_dir_all(dir)
-            .map_err(io(format!("create bucket folder {}", dir.display())))?;
-        owner_only(dir);
-        let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(dir)?);
+        let spec = &config.buckets[name];
+        if let Some(dir) = spec.local_path() {
+            std::fs::create_dir_all(dir)
+                .map_err(io(format!("create bucket folder {}", dir.display())))?;
+            owner_only(dir);
+        }
+        let store =
+            Bucket::open(name, spec, journal.disk().clone()).map_err(|e| ServeError::Io {
+                context: format!("bucket {name}"),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         buckets.insert(name.clone(), store.clone());
         let dcfg = |n: String| DestinationConfig {
             name: n,
             max_object_bytes: config.max_object_bytes,
             max_object_age: config.max_object_age,
-            local_root: Some(dir.clone()),
             retry_base: Duration::from_millis(100),
         };
         let is_default = *name == config.archive_bucket;

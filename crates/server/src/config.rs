@@ -4,6 +4,7 @@
 //! the server runs with, after defaults, `${VAR}` interpolation and cross-checks. All
 //! problems are reported together.
 
+pub use logbook_bucket::{BucketSpec, S3Spec, Sse};
 use logbook_record::logging::{validate_logging_config, CloudWatchConfig, LoggingConfig};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -71,7 +72,118 @@ struct RawArchive {
 #[serde(deny_unknown_fields)]
 struct RawBucket {
     name: String,
-    path: String,
+    /// A local folder.
+    path: Option<String>,
+    /// `s3://<bucket>`: an S3-compatible bucket.
+    url: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    path_style: Option<bool>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    session_token: Option<String>,
+    /// `AES256` (SSE-S3) or `aws:kms` (SSE-KMS).
+    sse: Option<String>,
+    sse_kms_key_id: Option<String>,
+}
+
+impl RawBucket {
+    /// The declaration, or what is wrong with it.
+    fn spec(self, data_dir: &Path, region: &str) -> Result<BucketSpec, String> {
+        let name = self.name.clone();
+        let remote_only = [
+            ("region", self.region.is_some()),
+            ("endpoint", self.endpoint.is_some()),
+            ("path_style", self.path_style.is_some()),
+            ("access_key_id", self.access_key_id.is_some()),
+            ("secret_access_key", self.secret_access_key.is_some()),
+            ("session_token", self.session_token.is_some()),
+            ("sse", self.sse.is_some()),
+            ("sse_kms_key_id", self.sse_kms_key_id.is_some()),
+        ];
+        match (self.path, self.url) {
+            (Some(path), None) => {
+                if let Some((field, _)) = remote_only.iter().find(|(_, set)| *set) {
+                    return Err(format!(
+                        "bucket {name:?}: {field} applies to an S3 bucket (url = \"s3://...\"), not a folder"
+                    ));
+                }
+                let p = PathBuf::from(&path);
+                Ok(BucketSpec::Local(if p.is_absolute() {
+                    p
+                } else {
+                    data_dir.join(p)
+                }))
+            }
+            (None, Some(url)) => {
+                let Some(bucket) = url.strip_prefix("s3://").map(|b| b.trim_end_matches('/'))
+                else {
+                    return Err(format!(
+                        "bucket {name:?}: url {url:?} must be s3://<bucket name>"
+                    ));
+                };
+                if !valid_s3_bucket_name(bucket) {
+                    return Err(format!(
+                        "bucket {name:?}: {bucket:?} is not an S3 bucket name (3-63 lowercase letters, digits, dots and hyphens)"
+                    ));
+                }
+                let region = self.region.unwrap_or_else(|| region.to_string());
+                if !logbook_wire::sigv4::valid_region(&region) {
+                    return Err(format!(
+                        "bucket {name:?}: region {region:?} is not an AWS region name"
+                    ));
+                }
+                if let Some(e) = &self.endpoint {
+                    if !(e.starts_with("http://") || e.starts_with("https://")) {
+                        return Err(format!(
+                            "bucket {name:?}: endpoint {e:?} must be an http:// or https:// URL"
+                        ));
+                    }
+                }
+                if self.access_key_id.is_some() != self.secret_access_key.is_some() {
+                    return Err(format!(
+                        "bucket {name:?}: access_key_id and secret_access_key go together"
+                    ));
+                }
+                let sse = match (self.sse.as_deref(), self.sse_kms_key_id) {
+                    (None, None) => None,
+                    (Some("AES256"), None) => Some(Sse::S3),
+                    (Some("aws:kms"), key) => Some(Sse::Kms(key)),
+                    (Some("AES256") | None, Some(_)) => {
+                        return Err(format!("bucket {name:?}: sse_kms_key_id needs sse = \"aws:kms\""))
+                    }
+                    (Some(o), _) => {
+                        return Err(format!(
+                            "bucket {name:?}: sse {o:?}: expected \"AES256\" (SSE-S3) or \"aws:kms\" (SSE-KMS)"
+                        ))
+                    }
+                };
+                Ok(BucketSpec::S3(S3Spec {
+                    bucket: bucket.to_string(),
+                    region,
+                    endpoint: self.endpoint,
+                    path_style: self.path_style.unwrap_or(false),
+                    access_key_id: self.access_key_id,
+                    secret_access_key: self.secret_access_key,
+                    session_token: self.session_token,
+                    sse,
+                }))
+            }
+            _ => Err(format!(
+                "bucket {name:?}: give either path (a local folder) or url (s3://<bucket>)"
+            )),
+        }
+    }
+}
+
+/// S3's bucket naming rules (general purpose buckets).
+fn valid_s3_bucket_name(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.as_bytes()[0].is_ascii_alphanumeric()
+        && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
+        && !b.contains("..")
 }
 
 #[derive(Debug, Deserialize)]
@@ -307,7 +419,7 @@ pub struct Config {
     /// Roll objects at this age.
     pub max_object_age: Duration,
     /// Buckets: name -> local folder.
-    pub buckets: HashMap<String, PathBuf>,
+    pub buckets: HashMap<String, BucketSpec>,
     /// Providers.
     pub providers: Vec<ProviderConfig>,
     /// Routes, first match wins.
@@ -441,10 +553,14 @@ impl Config {
         };
         let mut buckets = HashMap::new();
         for b in raw.buckets {
-            let p = PathBuf::from(&b.path);
-            let p = if p.is_absolute() { p } else { data_dir.join(p) };
-            if buckets.insert(b.name.clone(), p).is_some() {
-                errors.push(format!("bucket {:?} declared twice", b.name));
+            let name = b.name.clone();
+            match b.spec(data_dir, &region) {
+                Ok(spec) => {
+                    if buckets.insert(name.clone(), spec).is_some() {
+                        errors.push(format!("bucket {name:?} declared twice"));
+                    }
+                }
+                Err(e) => errors.push(e),
             }
         }
         let archive_bucket = raw
@@ -453,7 +569,10 @@ impl Config {
             .unwrap_or_else(|| "logbook-archive".into());
         if !buckets.contains_key(&archive_bucket) {
             if archive_bucket == "logbook-archive" {
-                buckets.insert(archive_bucket.clone(), data_dir.join("archive"));
+                buckets.insert(
+                    archive_bucket.clone(),
+                    BucketSpec::Local(data_dir.join("archive")),
+                );
             } else {
                 errors.push(format!(
                     "archive.bucket {archive_bucket:?} is not declared in [[buckets]]"
@@ -742,7 +861,10 @@ mod tests {
         assert_eq!(c.listen, DEFAULT_LISTEN);
         assert_eq!(c.providers[0].kind, "mock");
         assert_eq!(c.routes[0].model, "*");
-        assert_eq!(c.buckets["logbook-archive"], PathBuf::from("/d/archive"));
+        assert_eq!(
+            c.buckets["logbook-archive"],
+            BucketSpec::Local(PathBuf::from("/d/archive"))
+        );
         assert_eq!(c.mode, LoggingMode::Strict);
     }
 
@@ -766,6 +888,42 @@ mod tests {
             "a = \"v\"\n# ${MISSING}\nb = \"d\""
         );
         assert!(interpolate("a = \"${MISSING}\"", &vars).is_err());
+    }
+
+    #[test]
+    fn s3_buckets_are_declared_and_checked() {
+        let parse = |t: &str| Config::parse(t, &HashMap::new(), Path::new("/d"));
+        let c = parse(
+            "[server]\nregion = \"eu-west-1\"\n[[buckets]]\nname = \"corp\"\nurl = \"s3://corp-logs\"\nendpoint = \"http://127.0.0.1:9000\"\npath_style = true\nsse = \"aws:kms\"\nsse_kms_key_id = \"k1\"\n",
+        )
+        .unwrap();
+        let BucketSpec::S3(s) = &c.buckets["corp"] else {
+            panic!("{:?}", c.buckets["corp"]);
+        };
+        assert_eq!(s.bucket, "corp-logs");
+        assert_eq!(s.region, "eu-west-1", "the server's region by default");
+        assert!(s.path_style);
+        assert_eq!(s.sse, Some(Sse::Kms(Some("k1".into()))));
+        for (bad, says) in [
+            ("path = \"x\"\nurl = \"s3://abc\"", "either path"),
+            ("url = \"https://abc\"", "must be s3://"),
+            ("url = \"s3://AB\"", "not an S3 bucket name"),
+            (
+                "url = \"s3://abc\"\nregion = \"mars-1\"",
+                "not an AWS region",
+            ),
+            (
+                "url = \"s3://abc\"\nendpoint = \"ftp://x\"",
+                "http:// or https://",
+            ),
+            ("url = \"s3://abc\"\naccess_key_id = \"A\"", "go together"),
+            ("url = \"s3://abc\"\nsse = \"DES\"", "(SSE-S3)"),
+            ("url = \"s3://abc\"\nsse_kms_key_id = \"k\"", "needs sse"),
+            ("path = \"x\"\nsse = \"AES256\"", "applies to an S3 bucket"),
+        ] {
+            let e = parse(&format!("[[buckets]]\nname = \"b\"\n{bad}\n")).unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

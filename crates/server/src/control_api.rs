@@ -9,15 +9,12 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use axum::Extension;
-use bytes::Bytes;
 use http::HeaderMap;
 use logbook_record::layout::normalize_prefix;
 use logbook_record::logging::{parse_put_request, LoggingConfig, S3Config};
 use logbook_record::record_timestamp;
 use logbook_record::trail::{TrailEvent, UserIdentity, EVENT_VERSION};
 use logbook_wire::aws::AwsErrorCode;
-use object_store::path::Path as StorePath;
-use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use time::OffsetDateTime;
@@ -118,16 +115,15 @@ fn marker_key(s3: &S3Config, account: &str) -> String {
 
 /// Check a destination bucket the way Bedrock does: it must exist and take a write.
 async fn check_bucket(s: &Shared, s3: &S3Config, account: &str) -> Result<(), String> {
-    let Some(store) = s.buckets.get(&s3.bucket_name) else {
+    let Some(bucket) = s.buckets.get(&s3.bucket_name) else {
         return Err(format!(
             "Failed to validate permissions for S3 bucket: {}. Verify the bucket exists and that Logbook can write to it (declare it under [[buckets]] in the configuration file).",
             s3.bucket_name
         ));
     };
-    store
-        .put(&StorePath::from(marker_key(s3, account)), PutPayload::from(Bytes::new()))
+    bucket
+        .put(&marker_key(s3, account), Vec::new())
         .await
-        .map(|_| ())
         .map_err(|e| format!("Failed to validate permissions for S3 bucket: {}. The permission-check write failed: {e}", s3.bucket_name))
 }
 

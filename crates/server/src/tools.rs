@@ -77,7 +77,8 @@ pub struct TrailFilter {
 /// bucket, plus events still in the journal. Sorted by time.
 pub fn trail_events(config: &Config, filter: &TrailFilter) -> Result<Vec<Value>, ToolError> {
     let mut events: Vec<Value> = Vec::new();
-    if let Some(bucket) = config.buckets.get(&config.archive_bucket) {
+    let archive = config.buckets.get(&config.archive_bucket);
+    if let Some(bucket) = archive.and_then(|b| b.local_path()) {
         let mut files = Vec::new();
         walk(&bucket.join("AWSLogs"), &mut files);
         for f in files

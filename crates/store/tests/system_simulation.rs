@@ -19,9 +19,10 @@
 //! system_simulation`.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+use logbook_bucket::BucketSpec;
 use logbook_delivery::archive::ArchiveFormat;
 use logbook_delivery::trail::TrailFormat;
-use logbook_delivery::{Destination, DestinationConfig, Format, GcCoordinator};
+use logbook_delivery::{Bucket, Destination, DestinationConfig, Format, GcCoordinator};
 use logbook_disk::sim::{Faults, SimDisk};
 use logbook_disk::Disk;
 use logbook_journal::{Journal, JournalConfig, Stepper};
@@ -238,12 +239,16 @@ impl Sim {
             name: name.into(),
             max_object_bytes: self.max_object_bytes,
             max_object_age: Duration::from_secs(3600),
-            local_root: Some(self.bucket.clone()),
             retry_base: Duration::from_millis(1),
         };
-        let store: Arc<dyn object_store::ObjectStore> =
-            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&self.bucket).unwrap());
-        Destination::new(store, p.journal.clone(), cfg, format, p.gc.clone())
+        // A local bucket written through the simulated disk.
+        let bucket = Bucket::open(
+            "b",
+            &BucketSpec::Local(self.bucket.clone()),
+            self.shared.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        Destination::new(bucket, p.journal.clone(), cfg, format, p.gc.clone())
             .map_err(|e| e.to_string())
     }
 

@@ -7,6 +7,7 @@
 //! * [`openai`]: OpenAI error shapes.
 
 pub mod aws;
+pub mod credentials;
 pub mod eventstream;
 pub mod openai;
 pub mod sigv4;

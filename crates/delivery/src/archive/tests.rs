@@ -1,8 +1,8 @@
 use super::*;
 use crate::{Destination, DestinationConfig, DestinationStats, GcCoordinator};
 use flate2::read::GzDecoder;
+use logbook_bucket::{Bucket, BucketSpec};
 use logbook_journal::{Cursor, Journal, JournalConfig};
-use object_store::local::LocalFileSystem;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -26,6 +26,16 @@ fn record(i: u64, account: &str, body_len: usize) -> Vec<u8> {
         "output": {"outputContentType": "application/json", "outputBodyJson": {"ok": true}, "outputTokenCount": 1},
         "logbook": {"sequence": i}
     }))
+    .unwrap()
+}
+
+/// A local bucket in `root`, written through the real disk.
+fn local_bucket(root: &std::path::Path) -> Bucket {
+    Bucket::open(
+        "bkt",
+        &BucketSpec::Local(root.to_path_buf()),
+        logbook_journal::RealDisk::shared(),
+    )
     .unwrap()
 }
 
@@ -72,12 +82,11 @@ async fn run_format<F: crate::Format>(
     name: &str,
     format: F,
 ) -> Arc<DestinationStats> {
-    let store = Arc::new(LocalFileSystem::new_with_prefix(root).unwrap());
+    let store = local_bucket(root);
     let config = DestinationConfig {
         name: name.into(),
         max_object_bytes: 5 * 1024 * 1024,
         max_object_age: Duration::from_millis(50),
-        local_root: Some(root.to_path_buf()),
         retry_base: Duration::from_millis(100),
     };
     let d = Destination::new(
@@ -364,12 +373,11 @@ async fn a_read_error_is_counted_and_retried_not_fatal() {
     bytes[40] ^= 0xff;
     std::fs::write(&first, &bytes).unwrap();
     let root = tempfile::tempdir().unwrap();
-    let store = Arc::new(LocalFileSystem::new_with_prefix(root.path()).unwrap());
+    let store = local_bucket(root.path());
     let config = DestinationConfig {
         name: "archive".into(),
         max_object_bytes: 1 << 20,
         max_object_age: Duration::from_millis(50),
-        local_root: None,
         retry_base: Duration::from_millis(100),
     };
     let d = Destination::new(
@@ -399,12 +407,18 @@ async fn run_until(
     root: &std::path::Path,
     done: impl Fn(&DestinationStats) -> bool,
 ) -> (Arc<DestinationStats>, Result<(), crate::DeliveryError>) {
-    let store = Arc::new(LocalFileSystem::new_with_prefix(root).unwrap());
+    run_until_bucket(j, local_bucket(root), done).await
+}
+
+async fn run_until_bucket(
+    j: &Journal,
+    store: Bucket,
+    done: impl Fn(&DestinationStats) -> bool,
+) -> (Arc<DestinationStats>, Result<(), crate::DeliveryError>) {
     let config = DestinationConfig {
         name: "archive".into(),
         max_object_bytes: 1 << 20,
         max_object_age: Duration::from_millis(20),
-        local_root: Some(root.to_path_buf()),
         retry_base: Duration::from_millis(1),
     };
     let d = Destination::new(
@@ -480,10 +494,13 @@ async fn an_outage_parks_nothing() {
         let p = record(i, "111111111111", 10);
         j.append(Box::new(move |_| p)).await.unwrap();
     }
-    // The bucket folder is a file: every write fails, the probe too.
-    let bucket = root.path().join("bucket");
-    std::fs::write(&bucket, b"not a folder").unwrap();
-    let (stats, r) = run_until(&j, &bucket, |s| {
+    // The bucket folder becomes a file after it was opened: every write fails, the
+    // probe too.
+    let path = root.path().join("bucket");
+    let bucket = local_bucket(&path);
+    std::fs::remove_dir(&path).unwrap();
+    std::fs::write(&path, b"not a folder").unwrap();
+    let (stats, r) = run_until_bucket(&j, bucket, |s| {
         s.consecutive_failures.load(Ordering::Relaxed) >= 12
     })
     .await;

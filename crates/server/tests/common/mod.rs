@@ -78,12 +78,10 @@ pub fn harness(opts: Options) -> Harness {
         .unwrap(),
     );
     let buffers = logbook_server::http_util::BufferBudget::new(config.max_buffered_bytes);
-    let mut buckets: std::collections::HashMap<String, Arc<dyn object_store::ObjectStore>> =
-        Default::default();
-    for (name, path) in &config.buckets {
-        std::fs::create_dir_all(path).unwrap();
-        let store = object_store::local::LocalFileSystem::new_with_prefix(path).unwrap();
-        buckets.insert(name.clone(), Arc::new(store));
+    let mut buckets = std::collections::HashMap::new();
+    for (name, spec) in &config.buckets {
+        let b = logbook_delivery::Bucket::open(name, spec, logbook_disk::RealDisk::shared());
+        buckets.insert(name.clone(), b.unwrap());
     }
     let state = Arc::new(AppState {
         store,

@@ -1,0 +1,427 @@
+//! Buckets: where archives, trails and offloaded bodies live, and where imports read from.
+//!
+//! A bucket is declared once (`[[buckets]]`) and opened here into a [`Bucket`]: an
+//! [`ObjectStore`] for every read and list (the SQL `archive` table, `logbook trail`,
+//! `logbook import`), plus [`Bucket::put`], the one durable write.
+//!
+//! * **Local** (`path = "/dir"`): `object_store`'s `LocalFileSystem` for reads; writes go
+//!   through a [`Disk`] (staged as `<name>#0`, which the object store's listings skip,
+//!   fsync'd, renamed into place, folder fsync'd), because `LocalFileSystem` renames
+//!   without fsync and a cursor must never run ahead of what survives a power loss.
+//! * **S3-compatible** (`url = "s3://name"`): `object_store`'s S3 client (AWS S3, MinIO,
+//!   Ceph, R2, moto, ...), virtual-hosted or path-style, optional endpoint, server-side
+//!   encryption (SSE-S3 or SSE-KMS). A `PutObject` that returned 200 is durable.
+//!   Credentials: the declaration's, else `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
+//!   (`AWS_SESSION_TOKEN`), else the shared credentials file (`AWS_PROFILE`), else what
+//!   `object_store` finds itself (web identity, container, instance metadata).
+
+use bytes::Bytes;
+use logbook_disk::Disk;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bucket errors, classified for retry.
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    /// The declaration is wrong (fix the configuration).
+    #[error("bucket {bucket}: {reason}")]
+    Config {
+        /// The bucket's name.
+        bucket: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The object store failed.
+    #[error("bucket {bucket}: {source}")]
+    Store {
+        /// The bucket's name.
+        bucket: String,
+        /// The cause.
+        #[source]
+        source: object_store::Error,
+    },
+    /// Local I/O failed.
+    #[error("bucket {bucket}: {source}")]
+    Io {
+        /// The bucket's name.
+        bucket: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BucketError {
+    /// Will the same write fail again however often it is retried (access denied, no such
+    /// bucket, bad credentials, a bad declaration)? Such errors are reported at once and
+    /// retried slowly; the rest (timeouts, 5xx, throttling, resets, local I/O) are retried
+    /// with backoff.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            BucketError::Config { .. } => true,
+            BucketError::Io { .. } => false,
+            BucketError::Store { source, .. } => matches!(
+                source,
+                object_store::Error::NotFound { .. }
+                    | object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+                    | object_store::Error::NotSupported { .. }
+                    | object_store::Error::NotImplemented { .. }
+                    | object_store::Error::UnknownConfigurationKey { .. }
+            ),
+        }
+    }
+}
+
+/// Server-side encryption of an S3 bucket's objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sse {
+    /// SSE-S3 (`AES256`).
+    S3,
+    /// SSE-KMS with a key id (the bucket's default key when `None`).
+    Kms(Option<String>),
+}
+
+/// An S3-compatible bucket's declaration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Spec {
+    /// The bucket's name on the remote.
+    pub bucket: String,
+    /// Its region.
+    pub region: String,
+    /// An endpoint other than AWS's (`http://127.0.0.1:9000`).
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`) instead of virtual-hosted.
+    pub path_style: bool,
+    /// Explicit access key id.
+    pub access_key_id: Option<String>,
+    /// Explicit secret (never printed).
+    pub secret_access_key: Option<String>,
+    /// Explicit session token (never printed).
+    pub session_token: Option<String>,
+    /// Server-side encryption.
+    pub sse: Option<Sse>,
+}
+
+impl std::fmt::Debug for S3Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Spec")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("path_style", &self.path_style)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("sse", &self.sse)
+            .finish()
+    }
+}
+
+/// Where a bucket lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketSpec {
+    /// A folder on this machine.
+    Local(PathBuf),
+    /// An S3-compatible bucket.
+    S3(S3Spec),
+}
+
+impl BucketSpec {
+    /// How to name it to a person: the folder, or `s3://bucket` (and the endpoint).
+    pub fn describe(&self) -> String {
+        match self {
+            BucketSpec::Local(p) => p.display().to_string(),
+            BucketSpec::S3(s) => match &s.endpoint {
+                Some(e) => format!("s3://{} at {e}", s.bucket),
+                None => format!("s3://{} ({})", s.bucket, s.region),
+            },
+        }
+    }
+
+    /// The local folder, when it is one.
+    pub fn local_path(&self) -> Option<&Path> {
+        match self {
+            BucketSpec::Local(p) => Some(p),
+            BucketSpec::S3(_) => None,
+        }
+    }
+}
+
+struct LocalWrites {
+    fs: LocalFileSystem,
+    disk: Arc<dyn Disk>,
+}
+
+/// An opened bucket.
+#[derive(Clone)]
+pub struct Bucket {
+    name: String,
+    spec: BucketSpec,
+    store: Arc<dyn ObjectStore>,
+    local: Option<Arc<LocalWrites>>,
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket")
+            .field("name", &self.name)
+            .field("spec", &self.spec)
+            .finish()
+    }
+}
+
+impl Bucket {
+    /// Open a declared bucket. A local folder is created (mode from the umask) and written
+    /// through `disk`; nothing is sent to a remote bucket until it is used.
+    pub fn open(name: &str, spec: &BucketSpec, disk: Arc<dyn Disk>) -> Result<Bucket, BucketError> {
+        let cfg = |reason: String| BucketError::Config {
+            bucket: name.to_string(),
+            reason,
+        };
+        match spec {
+            BucketSpec::Local(path) => {
+                disk.create_dir_all(path).map_err(|e| BucketError::Io {
+                    bucket: name.into(),
+                    source: e,
+                })?;
+                let fs = LocalFileSystem::new_with_prefix(path)
+                    .map_err(|e| cfg(format!("folder {}: {e}", path.display())))?;
+                let reads = LocalFileSystem::new_with_prefix(path)
+                    .map_err(|e| cfg(format!("folder {}: {e}", path.display())))?;
+                Ok(Bucket {
+                    name: name.into(),
+                    spec: spec.clone(),
+                    store: Arc::new(reads),
+                    local: Some(Arc::new(LocalWrites { fs, disk })),
+                })
+            }
+            BucketSpec::S3(s) => {
+                let store = s3_builder(s, &std::env::vars().collect())
+                    .build()
+                    .map_err(|e| cfg(e.to_string()))?;
+                Ok(Bucket {
+                    name: name.into(),
+                    spec: spec.clone(),
+                    store: Arc::new(store),
+                    local: None,
+                })
+            }
+        }
+    }
+
+    /// The declared name (what `s3Config.bucketName` says).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its declaration.
+    pub fn spec(&self) -> &BucketSpec {
+        &self.spec
+    }
+
+    /// The object store, for reads and listings.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// Write an object durably: when this returns, the object survives a crash of this
+    /// machine (local: fsync'd file and folder; S3: the PUT was acknowledged).
+    pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), BucketError> {
+        let path = StorePath::from(key);
+        match &self.local {
+            Some(local) => {
+                let file = local
+                    .fs
+                    .path_to_filesystem(&path)
+                    .map_err(|e| self.store_err(e))?;
+                let local = local.clone();
+                tokio::task::spawn_blocking(move || put_local(&*local.disk, &file, &data))
+                    .await
+                    .map_err(|e| self.io_err(std::io::Error::other(e.to_string())))?
+                    .map_err(|e| self.io_err(e))
+            }
+            None => self
+                .store
+                .put(&path, PutPayload::from(Bytes::from(data)))
+                .await
+                .map(|_| ())
+                .map_err(|e| self.store_err(e)),
+        }
+    }
+
+    /// Read a whole object.
+    pub async fn get(&self, key: &str) -> Result<Bytes, BucketError> {
+        let r = self
+            .store
+            .get(&StorePath::from(key))
+            .await
+            .map_err(|e| self.store_err(e))?;
+        r.bytes().await.map_err(|e| self.store_err(e))
+    }
+
+    fn store_err(&self, source: object_store::Error) -> BucketError {
+        BucketError::Store {
+            bucket: self.name.clone(),
+            source,
+        }
+    }
+
+    fn io_err(&self, source: std::io::Error) -> BucketError {
+        BucketError::Io {
+            bucket: self.name.clone(),
+            source,
+        }
+    }
+}
+
+/// The S3 client's settings for a declaration, credentials resolved as documented.
+fn s3_builder(s: &S3Spec, env: &HashMap<String, String>) -> AmazonS3Builder {
+    let mut b = AmazonS3Builder::new()
+        .with_bucket_name(&s.bucket)
+        .with_region(&s.region)
+        .with_virtual_hosted_style_request(!s.path_style);
+    if let Some(e) = &s.endpoint {
+        b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+    }
+    let creds = match (&s.access_key_id, &s.secret_access_key) {
+        (Some(a), Some(k)) => Some(logbook_wire::credentials::AwsCredentials {
+            access_key_id: a.clone(),
+            secret_access_key: k.clone(),
+            session_token: s.session_token.clone(),
+        }),
+        _ => logbook_wire::credentials::credentials_from(env, |p| std::fs::read_to_string(p).ok()),
+    };
+    if let Some(c) = creds {
+        b = b
+            .with_access_key_id(c.access_key_id)
+            .with_secret_access_key(c.secret_access_key);
+        if let Some(t) = c.session_token {
+            b = b.with_token(t);
+        }
+    } else {
+        // Web identity, container and instance-metadata credentials, as object_store
+        // finds them from the environment.
+        for (k, v) in env {
+            if k.starts_with("AWS_") {
+                if let Ok(key) = k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                    if !matches!(
+                        key,
+                        AmazonS3ConfigKey::Bucket
+                            | AmazonS3ConfigKey::Region
+                            | AmazonS3ConfigKey::Endpoint
+                    ) {
+                        b = b.with_config(key, v.clone());
+                    }
+                }
+            }
+        }
+    }
+    // (object_store names its encryption keys only through their strings.)
+    let sse_key = "aws_server_side_encryption".parse::<AmazonS3ConfigKey>();
+    let kms_key = "aws_sse_kms_key_id".parse::<AmazonS3ConfigKey>();
+    match (&s.sse, sse_key, kms_key) {
+        (Some(Sse::S3), Ok(k), _) => b = b.with_config(k, "AES256"),
+        (Some(Sse::Kms(id)), Ok(k), Ok(kid)) => {
+            b = b.with_config(k, "aws:kms");
+            if let Some(id) = id {
+                b = b.with_config(kid, id.clone());
+            }
+        }
+        _ => {}
+    }
+    b
+}
+
+/// Write one object of a local bucket durably: a staging file beside it (named as the
+/// object store's own staging files, `<name>#<digits>`, which its listings skip),
+/// fsync'd, renamed into place, and the folder fsync'd.
+pub fn put_local(disk: &dyn Disk, file: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = file
+        .parent()
+        .ok_or_else(|| std::io::Error::other("an object path without a folder"))?;
+    disk.create_dir_all(dir)?;
+    let mut staging = file.as_os_str().to_owned();
+    staging.push("#0");
+    let staging = PathBuf::from(staging);
+    let f = disk.create(&staging)?;
+    f.write_at(data, 0)?;
+    f.sync_all()?;
+    drop(f);
+    disk.rename(&staging, file)?;
+    disk.sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_credentials_win_and_secrets_are_not_printed() {
+        let s = S3Spec {
+            bucket: "b".into(),
+            region: "eu-west-1".into(),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            path_style: true,
+            access_key_id: Some("AKIAEXPLICIT".into()),
+            secret_access_key: Some("very-secret".into()),
+            session_token: None,
+            sse: Some(Sse::Kms(Some("key-1".into()))),
+        };
+        let env: HashMap<String, String> = [
+            ("AWS_ACCESS_KEY_ID".to_string(), "AKIAENV".to_string()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                "env-secret".to_string(),
+            ),
+        ]
+        .into();
+        let b = s3_builder(&s, &env);
+        assert_eq!(
+            b.get_config_value(&AmazonS3ConfigKey::AccessKeyId)
+                .as_deref(),
+            Some("AKIAEXPLICIT")
+        );
+        assert_eq!(
+            b.get_config_value(&"aws_sse_kms_key_id".parse().unwrap())
+                .as_deref(),
+            Some("key-1")
+        );
+        assert!(!format!("{s:?}").contains("very-secret"));
+        // Without explicit keys, the environment's.
+        let s2 = S3Spec {
+            access_key_id: None,
+            secret_access_key: None,
+            ..s
+        };
+        assert_eq!(
+            s3_builder(&s2, &env)
+                .get_config_value(&AmazonS3ConfigKey::AccessKeyId)
+                .as_deref(),
+            Some("AKIAENV")
+        );
+    }
+
+    #[test]
+    fn local_objects_are_durable_and_readable_through_the_store() {
+        let d = tempfile::tempdir().unwrap();
+        let spec = BucketSpec::Local(d.path().join("b"));
+        let b = Bucket::open("b", &spec, logbook_disk::RealDisk::shared()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(b.put("a/b/c.json.gz", b"hello".to_vec()))
+            .unwrap();
+        assert_eq!(&rt.block_on(b.get("a/b/c.json.gz")).unwrap()[..], b"hello");
+        let missing = rt.block_on(b.get("nope")).unwrap_err();
+        assert!(missing.is_permanent(), "{missing}");
+    }
+}

@@ -1,0 +1,97 @@
+"""S3-compatible buckets as destinations: records delivered to a real S3 server (moto's,
+on loopback) are read back with boto3 and compared with what the clients were served."""
+
+import gzip
+import json
+import time
+
+import boto3
+import botocore.exceptions
+import pytest
+from botocore.config import Config as BotoConfig
+
+from remote import Moto, bucket_config
+
+
+@pytest.fixture
+def moto(tmp_path):
+    m = Moto(tmp_path)
+    yield m
+    m.stop()
+
+
+def s3_records(s3, bucket, prefix=""):
+    """(key, record) for every record in the bucket's Bedrock invocation-log objects."""
+    out = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", []):
+            k = o["Key"]
+            if "/BedrockModelInvocationLogs/" not in k or "/data/" in k or not k.endswith(".json.gz"):
+                continue
+            body = s3.get_object(Bucket=bucket, Key=k)["Body"].read()
+            for line in gzip.decompress(body).decode().splitlines():
+                if line.strip():
+                    out.append((k, json.loads(line)))
+    return out
+
+
+def wait_s3_records(s3, bucket, n, prefix="", timeout=30):
+    deadline = time.time() + timeout
+    recs = []
+    while time.time() < deadline:
+        recs = s3_records(s3, bucket, prefix)
+        if len(recs) >= n:
+            return recs
+        time.sleep(0.2)
+    raise AssertionError(f"{bucket} holds {len(recs)} records, expected {n}")
+
+
+def control(server):
+    k = server.admin
+    return boto3.client("bedrock", endpoint_url=server.url, region_name="us-east-1",
+                        aws_access_key_id=k["accessKeyId"], aws_secret_access_key=k["secretAccessKey"],
+                        config=BotoConfig(retries={"total_max_attempts": 1}))
+
+
+def test_records_land_in_an_s3_compatible_bucket_exactly_as_served(make_server, moto):
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="corp-logs")
+    config = bucket_config("corp-logs", moto, sse="AES256") + (
+        '[logging_config.default]\ns3Config = { bucketName = "corp-logs", keyPrefix = "bedrock/" }\n')
+    s = make_server(config)
+    c = s.bedrock()
+    served = {}
+    for i in range(20):
+        r = c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"hello {i}"}]}])
+        served[r["ResponseMetadata"]["RequestId"]] = r["output"]["message"]["content"][0]["text"]
+    recs = wait_s3_records(s3, "corp-logs", 20, prefix="bedrock/")
+    got = {r["requestId"]: r for _, r in recs}
+    assert len(recs) == 20 and set(got) == set(served), "every call once, nothing else"
+    for rid, text in served.items():
+        assert got[rid]["output"]["outputBodyJson"]["output"]["message"]["content"][0]["text"] == text
+        assert got[rid]["input"]["inputBodyJson"]["messages"][0]["content"][0]["text"].startswith("hello ")
+    for key, r in recs:
+        assert key.startswith(f"bedrock/AWSLogs/{r['accountId']}/BedrockModelInvocationLogs/us-east-1/"), key
+        assert s3.head_object(Bucket="corp-logs", Key=key)["ServerSideEncryption"] == "AES256"
+    # Nothing of it went to the local archive.
+    assert s.health()["status"] == "ok"
+
+
+def test_the_permission_check_writes_to_the_remote_bucket_as_bedrock_does(make_server, moto):
+    s3 = moto.s3()
+    # Declared, but not (yet) created on the remote: Bedrock's ValidationException.
+    s = make_server(bucket_config("later-logs", moto))
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        control(s).put_model_invocation_logging_configuration(
+            loggingConfig={"s3Config": {"bucketName": "later-logs", "keyPrefix": "p"}})
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    assert "Failed to validate permissions for S3 bucket: later-logs" in e.value.response["Error"]["Message"]
+    s3.create_bucket(Bucket="later-logs")
+    control(s).put_model_invocation_logging_configuration(
+        loggingConfig={"s3Config": {"bucketName": "later-logs", "keyPrefix": "p"}})
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="later-logs").get("Contents", [])]
+    assert len(keys) == 1 and keys[0].startswith("p/AWSLogs/"), keys
+    assert keys[0].endswith("/BedrockModelInvocationLogs/amazon-bedrock-logs-permission-check"), keys
+    rid = s.bedrock().converse(modelId="m", messages=[{"role": "user", "content": [{"text": "x"}]}])["ResponseMetadata"]["RequestId"]
+    recs = wait_s3_records(s3, "later-logs", 1, prefix="p/")
+    assert [r["requestId"] for _, r in recs] == [rid]
