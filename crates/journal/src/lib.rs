@@ -711,12 +711,21 @@ impl Writer {
             return Ok(());
         }
         if let Err(e) = self.file.write_at(buf, self.seg_len) {
+            // Undo whatever part of the batch reached the file, durably: its callers are
+            // told it failed, so none of it may turn up after a crash. If the undo cannot
+            // be made durable, no later entry can be trusted to follow cleanly: poison.
             let end = self.seg_len + buf.len() as u64;
-            if self.prefilled > self.seg_len {
-                let _ = zero_fill(&*self.file, self.seg_len, end.min(self.prefilled));
-                let _ = self.file.set_len(self.prefilled);
+            let undone = if self.prefilled > self.seg_len {
+                zero_fill(&*self.file, self.seg_len, end.min(self.prefilled))
+                    .and_then(|()| self.file.set_len(self.prefilled))
             } else {
-                let _ = self.file.set_len(self.seg_len);
+                self.file.set_len(self.seg_len)
+            }
+            .and_then(|()| self.file.sync_data());
+            if let Err(u) = undone {
+                self.poison(&format!("a failed append could not be undone: {u}"));
+                // Its callers must not assume the entries are gone.
+                return Err(io_err("append (not undone: the entries may survive)")(e));
             }
             return Err(io_err("append")(e));
         }

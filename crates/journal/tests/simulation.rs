@@ -30,6 +30,9 @@ struct Sim {
     journal: Option<(Journal, Stepper)>,
     /// seq -> payload id, for every acknowledged append.
     acked: BTreeMap<u64, u64>,
+    /// Appends refused with an error that says nothing of theirs was kept (anything but a
+    /// failed fsync, after which written bytes may survive): they must never appear.
+    refused: BTreeSet<u64>,
     submitted: BTreeSet<u64>,
     next_id: u64,
     /// The cursor each sink last stored successfully.
@@ -90,6 +93,7 @@ impl Sim {
             cfg,
             journal: None,
             acked: BTreeMap::new(),
+            refused: BTreeSet::new(),
             submitted: BTreeSet::new(),
             next_id: 1,
             cursors: SINKS.iter().map(|s| (*s, 1)).collect(),
@@ -146,7 +150,14 @@ impl Sim {
         for (id, mut a) in acks {
             match a.try_result() {
                 Some(Ok(seq)) => got.push((id, seq)),
-                Some(Err(_)) => self.stats.failed += 1,
+                Some(Err(e)) => {
+                    self.stats.failed += 1;
+                    let e = e.to_string();
+                    self.log.push(format!("{id} refused: {e}"));
+                    if !e.contains("fdatasync") && !e.contains("may survive") {
+                        self.refused.insert(id);
+                    }
+                }
                 None => self.fail(format!("append {id} undecided after a step")),
             }
         }
@@ -272,6 +283,9 @@ impl Sim {
             }
             if !ids.insert(id) {
                 self.fail(format!("payload {id} twice"));
+            }
+            if self.refused.contains(&id) {
+                self.fail(format!("entry {} holds {id}, whose append was refused", e.seq));
             }
             if let Some(want) = self.acked.get(&e.seq) {
                 if *want != id {
