@@ -152,6 +152,10 @@ pub struct JournalStats {
     pub syncs: AtomicU64,
     /// Total nanoseconds spent in `fdatasync`.
     pub sync_nanos: AtomicU64,
+    /// Segments sealed (rolls).
+    pub rolls: AtomicU64,
+    /// Spare segments pre-filled and handed to the writer.
+    pub spares_ready: AtomicU64,
 }
 
 struct Shared {
@@ -422,7 +426,8 @@ struct Spare {
 /// so rolling is only a rename. The file name is unique to this preparation (sequence and
 /// time), so no other journal in the folder — a reopened one, while this thread still runs
 /// — ever writes the same file.
-fn prepare_spare(disk: &Arc<dyn Disk>, dir: &Path, size: u64, n: u64, inline: bool) -> Spare {
+fn prepare_spare(shared: &Arc<Shared>, size: u64, n: u64, inline: bool) -> Spare {
+    let (disk, dir) = (&shared.disk, &shared.dir);
     let (tx, rx) = mpsc::channel();
     let nanos = if inline {
         0 // deterministic names under simulation (one writer, no threads)
@@ -433,9 +438,11 @@ fn prepare_spare(disk: &Arc<dyn Disk>, dir: &Path, size: u64, n: u64, inline: bo
     };
     let path = segments_dir(dir).join(format!(".spare-{n}-{nanos}.tmp"));
     let disk = disk.clone();
+    let shared = shared.clone();
     let work = move || {
         if let Ok((_, filled)) = create_segment_file(&*disk, &path, size) {
             if filled == size && tx.send(path.clone()).is_ok() {
+                shared.stats.spares_ready.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         }
@@ -509,9 +516,9 @@ impl Writer {
         self.file = file;
         self.prefilled = prefilled;
         self.seg_len = 0;
+        self.shared.stats.rolls.fetch_add(1, Ordering::Relaxed);
         self.spare = Some(prepare_spare(
-            &self.disk,
-            &self.dir,
+            &self.shared,
             self.config.segment_bytes,
             self.next_seq,
             self.inline_spare,
@@ -602,11 +609,15 @@ impl Writer {
         if let Err(e) = self.sync() {
             tracing::error!(error = %e, "final journal sync failed");
         }
-        // No thread of this journal touches the folder once the writer has exited.
+        // No thread of this journal touches the folder once the writer has exited, and
+        // no spare is left behind: wait for the preparation, then remove what it made
+        // (it may have finished and handed its file over just now).
         if let Some(mut sp) = self.spare.take() {
-            drop(sp.rx);
             if let Some(t) = sp.thread.take() {
                 let _ = t.join();
+            }
+            while let Ok(path) = sp.rx.try_recv() {
+                let _ = self.disk.remove_file(&path);
             }
         }
         for t in self.abandoned.drain(..) {
@@ -829,8 +840,7 @@ impl Journal {
         let (ctx, crx) = watch::channel(next_seq);
         let (tx, rx) = mpsc::channel();
         let spare = Some(prepare_spare(
-            &disk,
-            &dir,
+            &shared,
             config.segment_bytes,
             next_seq,
             inline_spare,

@@ -332,7 +332,15 @@ fn rolls_into_prepared_spares_and_reads_across_them() {
     let j = Journal::open(cfg.clone()).unwrap();
     for chunk in 0..20 {
         append_n(&j, &rt, chunk * 10, 10);
-        std::thread::sleep(Duration::from_millis(5)); // let spares get ready
+        // Let the spare of the last roll get ready (the one made at open counts too): on
+        // a busy machine that can take a while, and this test is about using spares.
+        let st = j.stats();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while st.spares_ready.load(Ordering::Relaxed) < st.rolls.load(Ordering::Relaxed) + 1
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     let segs = list_segments(&RealDisk, dir.path()).unwrap();
     assert!(segs.len() > 5);
