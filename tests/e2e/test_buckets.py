@@ -95,3 +95,40 @@ def test_the_permission_check_writes_to_the_remote_bucket_as_bedrock_does(make_s
     rid = s.bedrock().converse(modelId="m", messages=[{"role": "user", "content": [{"text": "x"}]}])["ResponseMetadata"]["RequestId"]
     recs = wait_s3_records(s3, "later-logs", 1, prefix="p/")
     assert [r["requestId"] for _, r in recs] == [rid]
+
+
+def test_a_remote_archive_bucket_is_read_back_by_sql_trail_and_import(make_server, moto, tmp_path):
+    """The archive bucket itself on S3: the SQL `archive` table, `logbook trail` and
+    `logbook import s3://...` read it through the same object store."""
+    import subprocess
+    import requests
+    from conftest import BIN
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="corp-archive")
+    config = bucket_config("corp-archive", moto) + '[archive]\nbucket = "corp-archive"\n'
+    s = make_server(config)
+    c = s.bedrock()
+    ids = {c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"q{i}"}]}])
+           ["ResponseMetadata"]["RequestId"] for i in range(12)}
+    # A control-plane call: its audit event goes to the archive bucket's CloudTrail prefix.
+    control(s).put_model_invocation_logging_configuration(
+        loggingConfig={"s3Config": {"bucketName": "corp-archive", "keyPrefix": "x"}})
+    wait_s3_records(s3, "corp-archive", 12)
+    r = requests.post(s.url + "/logbook/query", headers=s.auth_headers(), timeout=60, json={
+        "language": "sql", "query": "select count(*) as n, count(distinct request_id) as d from archive"})
+    assert r.status_code == 200, r.text
+    assert r.json()["rows"] == [["12", "12"]], r.json()
+    s.stop()  # the trail's last objects are delivered at stop
+    trail_keys = [o["Key"] for o in s3.list_objects_v2(Bucket="corp-archive", Prefix="AWSLogs/").get("Contents", [])
+                  if "/CloudTrail/" in o["Key"]]
+    assert trail_keys, "the audit event was delivered to the remote bucket"
+    out = subprocess.run([BIN, "trail", "--data-dir", s.data_dir, "--config", s.config_path, "--format", "json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    names = [json.loads(line)["eventName"] for line in out.stdout.splitlines() if line.strip()]
+    assert "PutModelInvocationLoggingConfiguration" in names, names
+    out = subprocess.run([BIN, "import", "s3://corp-archive/AWSLogs", "--log-group", "imported",
+                          "--data-dir", s.data_dir, "--config", s.config_path],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "imported 12 records" in out.stdout, out.stdout

@@ -2,8 +2,11 @@
 //! from the data folder, without a running server.
 
 use anyhow::{bail, Context};
+use logbook_journal::RealDisk;
 use logbook_query::{Engine, Language, QueryRequest, QueryResult};
 use logbook_store::Store;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -42,11 +45,12 @@ pub fn query(
     text: &str,
 ) -> anyhow::Result<()> {
     let store = open_for_query(&config.data_dir)?;
-    let archive = config
-        .buckets
-        .get(&config.archive_bucket)
-        .and_then(|b| b.local_path())
-        .map(Path::to_path_buf);
+    let archive = match config.buckets.get(&config.archive_bucket) {
+        Some(spec) => Some(
+            logbook_bucket::Bucket::open(&config.archive_bucket, spec, RealDisk::shared())?.store(),
+        ),
+        None => None,
+    };
     let engine = Engine::new(store, archive);
     let req = QueryRequest {
         groups,
@@ -190,37 +194,42 @@ fn print_table(r: &QueryResult, out: &mut impl Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where an import reads from: a folder, or `s3://bucket/prefix` of a declared bucket.
-fn source_root(
-    config: &logbook_server::Config,
-    source: &str,
-) -> anyhow::Result<(PathBuf, PathBuf)> {
+/// Where an import reads from: a folder, or `s3://bucket/prefix` of a declared bucket
+/// (local or remote), as an object store and a prefix in it.
+struct Source {
+    store: Arc<dyn ObjectStore>,
+    prefix: Option<StorePath>,
+}
+
+fn source(config: &logbook_server::Config, source: &str) -> anyhow::Result<Source> {
     if let Some(rest) = source.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let Some(spec) = config.buckets.get(bucket) else {
             bail!("bucket {bucket:?} is not declared in the configuration ([[buckets]]); Logbook reads s3:// sources from its own buckets");
         };
-        let Some(dir) = spec.local_path() else {
-            bail!(
-                "bucket {bucket:?} is {}: importing from a remote bucket is not supported yet",
-                spec.describe()
-            );
-        };
         if prefix.split('/').any(|s| s == "..") {
             bail!("the prefix may not contain '..'");
         }
-        return Ok((dir.to_path_buf(), dir.join(prefix)));
+        let store = logbook_bucket::Bucket::open(bucket, spec, RealDisk::shared())?.store();
+        let prefix = prefix.trim_matches('/');
+        return Ok(Source {
+            store,
+            prefix: (!prefix.is_empty()).then(|| StorePath::from(prefix)),
+        });
     }
     let p = PathBuf::from(source);
     if !p.is_dir() {
         bail!("{source}: not a folder");
     }
-    Ok((p.clone(), p))
+    Ok(Source {
+        store: Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&p)?),
+        prefix: None,
+    })
 }
 
 /// Replace `inputBodyS3Path`/`outputBodyS3Path` offloads by the bodies they point to, when
 /// the object is under `bucket_root`.
-fn follow_offloads(line: &str, bucket_root: &Path) -> Option<String> {
+fn follow_offloads(line: &str, src: &Source, rt: &tokio::runtime::Handle) -> Option<String> {
     if !line.contains("BodyS3Path\"") {
         return None;
     }
@@ -249,11 +258,12 @@ fn follow_offloads(line: &str, bucket_root: &Path) -> Option<String> {
         if key.split('/').any(|s| s == "..") {
             continue;
         }
-        let Ok(f) = std::fs::File::open(bucket_root.join(key)) else {
+        let got = rt.block_on(async { src.store.get(&StorePath::from(key)).await?.bytes().await });
+        let Ok(bytes) = got else {
             continue;
         };
         let mut s = String::new();
-        if flate2::read::MultiGzDecoder::new(f)
+        if flate2::read::MultiGzDecoder::new(&bytes[..])
             .read_to_string(&mut s)
             .is_err()
         {
@@ -269,28 +279,30 @@ fn follow_offloads(line: &str, bucket_root: &Path) -> Option<String> {
 
 /// One object's parsed rows and the problems found in it.
 struct FileRows {
-    path: PathBuf,
+    path: String,
     bytes: u64,
     lines: u64,
     rows: Vec<logbook_store::Row>,
     errors: Vec<(usize, String)>,
 }
 
-fn parse_file(f: &Path, bucket_root: &Path) -> FileRows {
+fn parse_object(o: &ObjectMeta, src: &Source, rt: &tokio::runtime::Handle) -> FileRows {
     let mut out = FileRows {
-        path: f.to_path_buf(),
-        bytes: f.metadata().map(|m| m.len()).unwrap_or(0),
+        path: o.location.to_string(),
+        bytes: o.size,
         lines: 0,
         rows: Vec::new(),
         errors: Vec::new(),
     };
-    let lines = match logbook_query::archive::read_lines(f) {
-        Ok(l) => l,
+    let got = rt.block_on(async { src.store.get(&o.location).await?.bytes().await });
+    let bytes = match got {
+        Ok(b) => b,
         Err(e) => {
             out.errors.push((0, e.to_string()));
             return out;
         }
     };
+    let lines = logbook_query::archive::lines(&bytes);
     for (n, line) in lines.enumerate() {
         let line = match line {
             Ok(l) => l,
@@ -303,7 +315,7 @@ fn parse_file(f: &Path, bucket_root: &Path) -> FileRows {
             continue;
         }
         out.lines += 1;
-        let line = follow_offloads(&line, bucket_root).unwrap_or(line);
+        let line = follow_offloads(&line, src, rt).unwrap_or(line);
         match logbook_store::parse_row(&line) {
             Ok(r) if r.request_id().is_some() => out.rows.push(r),
             Ok(_) => out
@@ -317,7 +329,7 @@ fn parse_file(f: &Path, bucket_root: &Path) -> FileRows {
 
 /// Import Bedrock invocation logs into a log group.
 pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> anyhow::Result<()> {
-    let (bucket_root, root) = source_root(config, source)?;
+    let src = self::source(config, source)?;
     let _lock = logbook_server::app::DataLock::acquire(&config.data_dir)?;
     let store = match Store::open(config.data_dir.join("store")) {
         Ok(s) => s,
@@ -331,12 +343,17 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
         store.create_group(group)?;
         eprintln!("created log group {group}");
     }
-    let files = logbook_query::archive::record_objects(&root);
-    let total_bytes: u64 = files
-        .iter()
-        .filter_map(|f| f.metadata().ok())
-        .map(|m| m.len())
-        .sum();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let files = rt
+        .block_on(logbook_query::archive::record_objects(
+            &*src.store,
+            src.prefix.as_ref(),
+        ))
+        .with_context(|| format!("listing {source}"))?;
+    let total_bytes: u64 = files.iter().map(|f| f.size).sum();
     let mut seen: HashSet<String> = store.request_ids(group)?;
     let started = Instant::now();
     let (mut added, mut dups, mut bad, mut done_bytes, mut read) = (0u64, 0u64, 0u64, 0u64, 0u64);
@@ -375,11 +392,12 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
     std::thread::scope(|scope| -> anyhow::Result<()> {
         for _ in 0..workers {
             let tx = tx.clone();
-            let (files, next, bucket_root) = (&files, &next, &bucket_root);
+            let (files, next, src) = (&files, &next, &src);
+            let handle = rt.handle().clone();
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(f) = files.get(i) else { break };
-                if tx.send(parse_file(f, bucket_root)).is_err() {
+                if tx.send(parse_object(f, src, &handle)).is_err() {
                     break;
                 }
             });
@@ -387,7 +405,7 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
         drop(tx);
         for fr in rx {
             for (line_no, e) in &fr.errors {
-                let _ = writeln!(err, "\n{}:{line_no}: {e}", fr.path.display());
+                let _ = writeln!(err, "\n{}:{line_no}: {e}", fr.path);
                 bad += 1;
             }
             read += fr.lines;

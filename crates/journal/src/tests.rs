@@ -547,7 +547,10 @@ fn a_failed_fsync_makes_the_journal_unhealthy() {
     assert!(a.try_result().unwrap().is_err());
     assert!(!j.is_healthy());
     disk.set_faults(Default::default());
-    assert!(j.submit(Box::new(|_| payload(2))).is_err(), "refused up front");
+    assert!(
+        j.submit(Box::new(|_| payload(2))).is_err(),
+        "refused up front"
+    );
 }
 
 #[test]
@@ -565,7 +568,11 @@ fn collected_segments_stay_collected_after_a_crash() {
     drop(j);
     disk.crash();
     let after = list_segments(&disk, Path::new("/j")).unwrap();
-    assert_eq!(after.len(), before - n, "a collected segment came back: {after:?}");
+    assert_eq!(
+        after.len(),
+        before - n,
+        "a collected segment came back: {after:?}"
+    );
 }
 
 #[test]
@@ -613,7 +620,8 @@ fn a_scan_while_the_writer_appends_sees_everything_committed_before_it() {
             let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
-                rt.block_on(j.append(Box::new(move |_| payload(i)))).unwrap();
+                rt.block_on(j.append(Box::new(move |_| payload(i))))
+                    .unwrap();
             }
         })
     };

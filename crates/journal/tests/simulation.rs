@@ -285,7 +285,10 @@ impl Sim {
                 self.fail(format!("payload {id} twice"));
             }
             if self.refused.contains(&id) {
-                self.fail(format!("entry {} holds {id}, whose append was refused", e.seq));
+                self.fail(format!(
+                    "entry {} holds {id}, whose append was refused",
+                    e.seq
+                ));
             }
             if let Some(want) = self.acked.get(&e.seq) {
                 if *want != id {

@@ -13,7 +13,6 @@ use datafusion::logical_expr::{cast, ident, lit, Expr};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use logbook_store::{schema, Store};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod archive;
@@ -221,7 +220,7 @@ pub struct QueryResult {
 /// The query engine over a store (and optionally an archive folder).
 pub struct Engine {
     store: Arc<Store>,
-    archive_root: Option<PathBuf>,
+    archive: Option<Arc<dyn object_store::ObjectStore>>,
     partitions: usize,
     /// Shared by every query, so DataFusion's caches (Parquet footers, file statistics)
     /// survive from one query to the next. Data files are immutable, so nothing goes stale.
@@ -239,8 +238,8 @@ pub const LOG_STREAM: &str = "aws/bedrock/modelinvocations";
 pub const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.3f";
 
 impl Engine {
-    /// An engine over `store`; `archive_root` is the folder SQL's `archive` table reads.
-    pub fn new(store: Arc<Store>, archive_root: Option<PathBuf>) -> Engine {
+    /// An engine over `store`; `archive` is the bucket SQL's `archive` table reads.
+    pub fn new(store: Arc<Store>, archive: Option<Arc<dyn object_store::ObjectStore>>) -> Engine {
         let partitions = std::thread::available_parallelism().map_or(2, |n| n.get());
         let runtime = Arc::new(RuntimeEnv::default());
         // Building a disabled disk manager creates nothing, so it cannot fail in practice;
@@ -252,7 +251,7 @@ impl Engine {
             .unwrap_or_else(|_| runtime.disk_manager.clone());
         Engine {
             store,
-            archive_root,
+            archive,
             partitions,
             runtime,
             no_spill,
@@ -395,10 +394,10 @@ impl Engine {
                     let raw = self.raw_union(&ctx, req, &mut stats, &mut fields).await?;
                     ctx.register_table("invocations", raw.into_view())?;
                 }
-                if let Some(root) = &self.archive_root {
+                if let Some(bucket) = &self.archive {
                     ctx.register_table(
                         "archive",
-                        Arc::new(archive::table(root, self.partitions)?),
+                        Arc::new(archive::table(bucket.clone(), self.partitions).await?),
                     )?;
                 }
                 check_sql_shape(&req.query)?;

@@ -571,22 +571,6 @@ pub async fn serve(
         );
         Some(tokio::spawn(ingest))
     };
-    let archive_root = config
-        .buckets
-        .get(&config.archive_bucket)
-        .and_then(|b| b.local_path())
-        .map(std::path::Path::to_path_buf);
-    let engine = Arc::new(
-        logbook_query::QueryService::new(
-            Arc::new(logbook_query::Engine::new(store.clone(), archive_root)),
-            config.query.limits.clone(),
-        )
-        .map_err(|e| ServeError::Io {
-            context: "query threads".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?,
-    );
-    let queries = engine.clone();
 
     let mut buckets: HashMap<String, Bucket> = HashMap::new();
     let mut destinations = Vec::new();
@@ -634,6 +618,19 @@ pub async fn serve(
             tasks.push(tokio::spawn(trail.run(stop_rx.clone())));
         }
     }
+
+    let archive = buckets.get(&config.archive_bucket).map(Bucket::store);
+    let engine = Arc::new(
+        logbook_query::QueryService::new(
+            Arc::new(logbook_query::Engine::new(store.clone(), archive)),
+            config.query.limits.clone(),
+        )
+        .map_err(|e| ServeError::Io {
+            context: "query threads".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?,
+    );
+    let queries = engine.clone();
 
     // Authentication is on by default; with no principal configured, a generated admin
     // credential (kept in the data folder) is the way in.

@@ -7,7 +7,6 @@ use logbook_record::parse_timestamp;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::io::Read;
-use std::path::Path;
 use time::OffsetDateTime;
 
 /// Tool errors.
@@ -36,18 +35,49 @@ pub fn parse_since(s: &str) -> Result<time::Duration, ToolError> {
     })
 }
 
-fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            walk(&p, out);
-        } else if p.to_string_lossy().ends_with(".json.gz") {
-            out.push(p);
+/// The CloudTrail events delivered to the archive bucket (local or S3), read through its
+/// object store.
+fn delivered_trail(name: &str, spec: &crate::config::BucketSpec) -> Result<Vec<Value>, ToolError> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let bucket = logbook_bucket::Bucket::open(name, spec, logbook_journal::RealDisk::shared())
+        .map_err(|e| ToolError(e.to_string()))?;
+    let store = bucket.store();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ToolError(e.to_string()))?;
+    rt.block_on(async {
+        let prefix = object_store::path::Path::from("AWSLogs");
+        let keys: Vec<object_store::path::Path> = store
+            .list(Some(&prefix))
+            .try_filter_map(|m| {
+                let k = m.location.as_ref();
+                let trail = k.contains("/CloudTrail/") && k.ends_with(".json.gz");
+                std::future::ready(Ok(trail.then_some(m.location)))
+            })
+            .try_collect()
+            .await
+            .map_err(|e| ToolError(format!("bucket {name}: {e}")))?;
+        let mut events = Vec::new();
+        for k in keys {
+            let bytes = match store.get(&k).await {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            }
+            .map_err(|e| ToolError(format!("bucket {name}: {k}: {e}")))?;
+            let mut s = String::new();
+            if GzDecoder::new(&bytes[..]).read_to_string(&mut s).is_err() {
+                continue; // not a whole object (being written, or foreign)
+            }
+            if let Ok(v) = serde_json::from_str::<Value>(&s) {
+                if let Some(Value::Array(rs)) = v.get("Records") {
+                    events.extend(rs.iter().cloned());
+                }
+            }
         }
-    }
+        Ok(events)
+    })
 }
 
 /// Parse an instant: RFC 3339 (`2026-11-19T14:00:00Z`) or a UTC date (`2026-11-19`).
@@ -77,26 +107,8 @@ pub struct TrailFilter {
 /// bucket, plus events still in the journal. Sorted by time.
 pub fn trail_events(config: &Config, filter: &TrailFilter) -> Result<Vec<Value>, ToolError> {
     let mut events: Vec<Value> = Vec::new();
-    let archive = config.buckets.get(&config.archive_bucket);
-    if let Some(bucket) = archive.and_then(|b| b.local_path()) {
-        let mut files = Vec::new();
-        walk(&bucket.join("AWSLogs"), &mut files);
-        for f in files
-            .into_iter()
-            .filter(|f| f.to_string_lossy().contains("/CloudTrail/"))
-        {
-            let mut s = String::new();
-            let file =
-                std::fs::File::open(&f).map_err(|e| ToolError(format!("{}: {e}", f.display())))?;
-            if GzDecoder::new(file).read_to_string(&mut s).is_err() {
-                continue; // being written
-            }
-            if let Ok(v) = serde_json::from_str::<Value>(&s) {
-                if let Some(Value::Array(rs)) = v.get("Records") {
-                    events.extend(rs.iter().cloned());
-                }
-            }
-        }
+    if let Some(spec) = config.buckets.get(&config.archive_bucket) {
+        events.extend(delivered_trail(&config.archive_bucket, spec)?);
     }
     let journal = config.data_dir.join("journal");
     if journal.exists() {
