@@ -66,6 +66,8 @@ struct State {
     capacity: u64,
     stats: SimStats,
     locks: std::collections::BTreeSet<PathBuf>,
+    /// The next this-many writes fail (EIO), whatever the fault rates.
+    fail_writes: u32,
 }
 
 /// What the disk has done.
@@ -180,6 +182,7 @@ impl SimDisk {
                 capacity: u64::MAX,
                 stats: SimStats::default(),
                 locks: Default::default(),
+                fail_writes: 0,
             })),
         }
     }
@@ -196,6 +199,11 @@ impl SimDisk {
     /// Limit the disk to `bytes` (writes past it fail with ENOSPC).
     pub fn set_capacity(&self, bytes: u64) {
         self.lock().capacity = bytes;
+    }
+
+    /// Make the next `n` writes (`write_at`) fail with EIO, nothing of them written.
+    pub fn fail_next_writes(&self, n: u32) {
+        self.lock().fail_writes = n;
     }
 
     /// What happened so far.
@@ -305,6 +313,11 @@ impl DiskFile for SimFile {
             let end = offset + buf.len() as u64;
             let grow = end.saturating_sub(cur);
             let full = st.used().saturating_add(grow) > st.capacity;
+            if st.fail_writes > 0 {
+                st.fail_writes -= 1;
+                st.stats.faults += 1;
+                return Err(eio("write (forced)"));
+            }
             let fail = st.faults.write_ppm;
             if full || st.fault(fail) {
                 // Some of it may have been written before the error.

@@ -641,3 +641,169 @@ fn a_scan_while_the_writer_appends_sees_everything_committed_before_it() {
     writer.join().unwrap();
     drop(rt);
 }
+
+#[test]
+fn segments_are_prefilled_only_with_room_for_four() {
+    let disk = logbook_disk::sim::SimDisk::new(6);
+    let size = 4096u64;
+    let open = |capacity: u64| {
+        let d = logbook_disk::sim::SimDisk::new(6);
+        d.set_capacity(capacity);
+        let mut cfg = JournalConfig::new("/j");
+        cfg.disk = Arc::new(d.clone());
+        cfg.segment_bytes = size;
+        let (j, _s) = Journal::open_stepped(cfg).unwrap();
+        drop(j);
+        let len = d
+            .read(&segment_path(Path::new("/j"), 1))
+            .unwrap()
+            .len() as u64;
+        len
+    };
+    // Exactly four segments' worth free: pre-filled; one byte less: a plain file.
+    assert_eq!(open(4 * size), size);
+    assert_eq!(open(4 * size - 1), 0);
+    drop(disk);
+}
+
+#[test]
+fn a_failed_write_keeps_the_segment_prefilled_and_the_journal_healthy() {
+    let disk = logbook_disk::sim::SimDisk::new(7);
+    let (j, mut stepper) = sim_journal(&disk, SyncMode::Strict);
+    let mut a = submit(&j, 1);
+    stepper.step();
+    assert_eq!(a.try_result().unwrap().unwrap(), 1);
+    disk.fail_next_writes(1);
+    let mut b = submit(&j, 2);
+    stepper.step();
+    let e = b.try_result().unwrap().unwrap_err().to_string();
+    assert!(e.contains("append") && !e.contains("may survive"), "{e}");
+    assert!(j.is_healthy(), "a failed write is undone, not poisoning");
+    let seg = segment_path(Path::new("/j"), 1);
+    assert_eq!(disk.read(&seg).unwrap().len(), 4096, "still pre-filled");
+    let mut c = submit(&j, 3);
+    stepper.step();
+    assert_eq!(c.try_result().unwrap().unwrap(), 2, "the sequence was not used up");
+    drop(j);
+    disk.crash();
+    assert_eq!(scan_seqs(&disk), [1, 2]);
+}
+
+#[test]
+fn a_segment_ending_in_a_few_zero_bytes_is_read_across() {
+    // A plain (not pre-filled) segment whose torn header was zeroed on open, then sealed
+    // by a roll: readers meet fewer zero bytes than a header at its end.
+    let disk = logbook_disk::sim::SimDisk::new(8);
+    disk.set_capacity(10_000); // too little room to pre-fill 4 KiB segments
+    let mut cfg = JournalConfig::new("/j");
+    cfg.disk = Arc::new(disk.clone());
+    cfg.segment_bytes = 4096;
+    let (j, mut stepper) = Journal::open_stepped(cfg.clone()).unwrap();
+    for i in 0..3 {
+        let _ = submit(&j, i);
+        stepper.step();
+    }
+    drop(j);
+    stepper.close();
+    let seg = segment_path(Path::new("/j"), 1);
+    let f = disk.open_write(&seg).unwrap();
+    let end = f.len().unwrap();
+    f.write_at(&[0xAB; 10], end).unwrap(); // a torn header
+    f.sync_all().unwrap();
+    let (j, mut stepper) = Journal::open_stepped(cfg).unwrap();
+    assert_eq!(disk.read(&seg).unwrap().len() as u64, end + 10, "zeroed, not cut");
+    // Big enough to roll at once.
+    let _ = j.submit(Box::new(|_| vec![b'y'; 4000])).unwrap();
+    stepper.step();
+    assert_eq!(
+        list_segments(&disk, Path::new("/j")).unwrap().len(),
+        2,
+        "rolled"
+    );
+    let all = read_all(&j, 1);
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+}
+
+/// A disk whose reads of one file fail with a given error (a segment collected between
+/// listing and opening, or one that cannot be read).
+#[derive(Debug)]
+struct FailOpen {
+    inner: logbook_disk::sim::SimDisk,
+    path: PathBuf,
+    kind: io::ErrorKind,
+}
+
+impl Disk for FailOpen {
+    fn create_dir_all(&self, p: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(p)
+    }
+    fn list(&self, d: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(d)
+    }
+    fn open_read(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
+        if p == self.path {
+            return Err(io::Error::new(self.kind, "injected"));
+        }
+        self.inner.open_read(p)
+    }
+    fn open_write(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
+        self.inner.open_write(p)
+    }
+    fn create(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
+        self.inner.create(p)
+    }
+    fn rename(&self, a: &Path, b: &Path) -> io::Result<()> {
+        self.inner.rename(a, b)
+    }
+    fn remove_file(&self, p: &Path) -> io::Result<()> {
+        self.inner.remove_file(p)
+    }
+    fn remove_dir_all(&self, p: &Path) -> io::Result<()> {
+        self.inner.remove_dir_all(p)
+    }
+    fn sync_dir(&self, d: &Path) -> io::Result<()> {
+        self.inner.sync_dir(d)
+    }
+    fn free_bytes(&self, p: &Path) -> io::Result<u64> {
+        self.inner.free_bytes(p)
+    }
+    fn exists(&self, p: &Path) -> bool {
+        self.inner.exists(p)
+    }
+    fn is_dir(&self, p: &Path) -> bool {
+        self.inner.is_dir(p)
+    }
+    fn try_lock(&self, p: &Path) -> io::Result<Option<logbook_disk::LockGuard>> {
+        self.inner.try_lock(p)
+    }
+}
+
+#[test]
+fn a_scan_skips_a_segment_collected_meanwhile_and_fails_on_one_it_cannot_read() {
+    let disk = logbook_disk::sim::SimDisk::new(9);
+    let mut cfg = JournalConfig::new("/j");
+    cfg.disk = Arc::new(disk.clone());
+    cfg.segment_bytes = 256;
+    let (j, mut stepper) = Journal::open_stepped(cfg).unwrap();
+    for i in 0..20 {
+        let _ = submit(&j, i);
+        stepper.step();
+    }
+    let segs = list_segments(&disk, Path::new("/j")).unwrap();
+    assert!(segs.len() >= 3);
+    let gone = segs[1].clone();
+    let skip = FailOpen {
+        inner: disk.clone(),
+        path: gone.1.clone(),
+        kind: io::ErrorKind::NotFound,
+    };
+    let mut seen = Vec::new();
+    scan_on(&skip, Path::new("/j"), 1, |e| seen.push(e.seq)).unwrap();
+    assert!(!seen.is_empty() && !seen.contains(&gone.0), "{seen:?}");
+    let broken = FailOpen {
+        inner: disk.clone(),
+        path: gone.1,
+        kind: io::ErrorKind::PermissionDenied,
+    };
+    assert!(scan_on(&broken, Path::new("/j"), 1, |_| {}).is_err());
+}
