@@ -419,10 +419,17 @@ fn payloads_up_to_the_limit_are_taken_and_one_byte_more_is_refused() {
     cfg.segment_bytes = 1 << 20;
     let j = Journal::open(cfg).unwrap();
     let big = rt
-        .block_on(j.append(Box::new(|_| vec![7u8; 4 << 20])))
+        .block_on(j.append(Box::new(|_| vec![7u8; MAX_PAYLOAD])))
         .unwrap();
     let e = read_all(&j, big).remove(0);
-    assert_eq!(e.payload.len(), 4 << 20);
+    assert_eq!(e.payload.len(), MAX_PAYLOAD, "exactly the limit is taken and read back");
+    drop(j);
+    let j = reopen(&{
+        let mut c = small(dir.path());
+        c.segment_bytes = 1 << 20;
+        c
+    });
+    assert_eq!(read_all(&j, big).remove(0).payload.len(), MAX_PAYLOAD, "and recovered");
     let r = rt.block_on(j.append(Box::new(|_| vec![0u8; MAX_PAYLOAD + 1])));
     assert!(matches!(r, Err(JournalError::TooLarge(n)) if n == MAX_PAYLOAD + 1));
     // Still healthy, and the next sequence is the next number.
