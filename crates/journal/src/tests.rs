@@ -422,14 +422,22 @@ fn payloads_up_to_the_limit_are_taken_and_one_byte_more_is_refused() {
         .block_on(j.append(Box::new(|_| vec![7u8; MAX_PAYLOAD])))
         .unwrap();
     let e = read_all(&j, big).remove(0);
-    assert_eq!(e.payload.len(), MAX_PAYLOAD, "exactly the limit is taken and read back");
+    assert_eq!(
+        e.payload.len(),
+        MAX_PAYLOAD,
+        "exactly the limit is taken and read back"
+    );
     drop(j);
     let j = reopen(&{
         let mut c = small(dir.path());
         c.segment_bytes = 1 << 20;
         c
     });
-    assert_eq!(read_all(&j, big).remove(0).payload.len(), MAX_PAYLOAD, "and recovered");
+    assert_eq!(
+        read_all(&j, big).remove(0).payload.len(),
+        MAX_PAYLOAD,
+        "and recovered"
+    );
     let r = rt.block_on(j.append(Box::new(|_| vec![0u8; MAX_PAYLOAD + 1])));
     assert!(matches!(r, Err(JournalError::TooLarge(n)) if n == MAX_PAYLOAD + 1));
     // Still healthy, and the next sequence is the next number.
@@ -661,10 +669,7 @@ fn segments_are_prefilled_only_with_room_for_four() {
         cfg.segment_bytes = size;
         let (j, _s) = Journal::open_stepped(cfg).unwrap();
         drop(j);
-        let len = d
-            .read(&segment_path(Path::new("/j"), 1))
-            .unwrap()
-            .len() as u64;
+        let len = d.read(&segment_path(Path::new("/j"), 1)).unwrap().len() as u64;
         len
     };
     // Exactly four segments' worth free: pre-filled; one byte less: a plain file.
@@ -690,7 +695,11 @@ fn a_failed_write_keeps_the_segment_prefilled_and_the_journal_healthy() {
     assert_eq!(disk.read(&seg).unwrap().len(), 4096, "still pre-filled");
     let mut c = submit(&j, 3);
     stepper.step();
-    assert_eq!(c.try_result().unwrap().unwrap(), 2, "the sequence was not used up");
+    assert_eq!(
+        c.try_result().unwrap().unwrap(),
+        2,
+        "the sequence was not used up"
+    );
     drop(j);
     disk.crash();
     assert_eq!(scan_seqs(&disk), [1, 2]);
@@ -718,7 +727,11 @@ fn a_segment_ending_in_a_few_zero_bytes_is_read_across() {
     f.write_at(&[0xAB; 10], end).unwrap(); // a torn header
     f.sync_all().unwrap();
     let (j, mut stepper) = Journal::open_stepped(cfg).unwrap();
-    assert_eq!(disk.read(&seg).unwrap().len() as u64, end + 10, "zeroed, not cut");
+    assert_eq!(
+        disk.read(&seg).unwrap().len() as u64,
+        end + 10,
+        "zeroed, not cut"
+    );
     // Big enough to roll at once.
     let _ = j.submit(Box::new(|_| vec![b'y'; 4000])).unwrap();
     stepper.step();
