@@ -43,22 +43,7 @@ fn call(h: &Harness, path: &str, content_type: Option<&str>, body: Vec<u8>) -> h
     } else {
         "POST"
     };
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(ct) = content_type {
-        req = req.header("content-type", ct);
-    }
-    let mut req = req.body(Body::from(body)).unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
-    let (status, headers, bytes) = h.rt.block_on(async {
-        let resp = h.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, headers, bytes)
-    });
+    let (status, headers, bytes) = common::send(h, method, path, content_type, body);
     let after = *h.journal.committed().borrow();
     // A stream journals a start entry before its first byte; the record completes it.
     let mut reader = h.journal.reader(before);
