@@ -41,6 +41,10 @@ class Moto:
         return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
+    def logs(self):
+        return boto3.client("logs", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
     def pause(self):
         self.proc.send_signal(signal.SIGSTOP)
 
@@ -66,3 +70,25 @@ def bucket_config(name, moto, remote=None, **extra):
              'access_key_id = "testing"', 'secret_access_key = "testing"']
     lines += [f"{k} = {v!r}".replace("'", '"') for k, v in extra.items()]
     return "\n".join(lines) + "\n"
+
+
+def log_group_config(name, moto, secret="testing", **extra):
+    """A [[log_groups]] entry for a log group in moto's CloudWatch Logs."""
+    lines = ["[[log_groups]]", f'name = "{name}"', f'endpoint = "{moto.url}"', 'region = "us-east-1"',
+             'access_key_id = "testing"', f'secret_access_key = "{secret}"']
+    lines += [f"{k} = {v!r}".replace("'", '"') for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def log_events(logs, group, stream="aws/bedrock/modelinvocations"):
+    """Every event of a stream, oldest first, through boto3's own paging."""
+    out, token = [], None
+    while True:
+        kw = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
+        if token:
+            kw["nextToken"] = token
+        r = logs.get_log_events(**kw)
+        out += r["events"]
+        if r.get("nextForwardToken") in (None, token) or not r["events"]:
+            return out
+        token = r["nextForwardToken"]

@@ -57,7 +57,7 @@ pub struct ArchiveFormat {
     default_prefix: String,
     node_id: String,
     groups: BTreeMap<(String, String, String), Group>,
-    data_objects: Vec<(String, Vec<u8>)>,
+    pub(crate) data_objects: Vec<(String, Vec<u8>)>,
 }
 
 impl ArchiveFormat {
@@ -138,7 +138,7 @@ impl ArchiveFormat {
     }
 
     /// Move bodies over the limit into `data/` objects and point the record at them.
-    fn offload(
+    pub(crate) fn offload(
         &mut self,
         payload: &[u8],
         prefix: &str,
@@ -198,6 +198,8 @@ impl ArchiveFormat {
 }
 
 impl Format for ArchiveFormat {
+    type Item = (String, Vec<u8>);
+
     fn add(&mut self, e: Entry) -> Result<usize, DeliveryError> {
         let head: Head = match serde_json::from_slice(&e.payload) {
             Ok(h) => h,

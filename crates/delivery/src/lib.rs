@@ -9,15 +9,19 @@
 //! Formats: [`archive::ArchiveFormat`] (Bedrock invocation logs, S3 layout),
 //! [`trail::TrailFormat`] (CloudTrail events for control-plane calls).
 
+use async_trait::async_trait;
 pub use logbook_bucket::{Bucket, BucketError};
+pub use logbook_cloudwatch::LogsError;
 use logbook_journal::{Cursor, Entry, Journal, Reader};
+use rand::Rng;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 pub mod archive;
+pub mod cloudwatch;
 pub mod trail;
 
 /// Delivery errors.
@@ -32,18 +36,98 @@ pub enum DeliveryError {
     /// Local I/O failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// CloudWatch Logs failed.
+    #[error(transparent)]
+    CloudWatch(#[from] LogsError),
+    /// A record names a bucket this server does not know (fix the configuration).
+    #[error("{0}")]
+    Config(String),
     /// A background task failed.
     #[error("task: {0}")]
     Task(String),
 }
 
-/// Turns journal entries into objects.
+impl DeliveryError {
+    /// Will retrying the same write fail the same way (access denied, no such bucket or
+    /// log group, bad credentials, a bad declaration)? Such errors are reported at once
+    /// and retried slowly; the rest (5xx, throttling, timeouts, resets, local I/O) are
+    /// retried with exponential backoff and jitter.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            DeliveryError::Bucket(e) => e.is_permanent(),
+            DeliveryError::CloudWatch(e) => e.is_permanent(),
+            DeliveryError::Config(_) => true,
+            DeliveryError::Journal(_) | DeliveryError::Io(_) | DeliveryError::Task(_) => false,
+        }
+    }
+}
+
+/// What one write delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes sent (compressed objects, event messages).
+    pub bytes: u64,
+    /// Events the destination accepted the call for but refused to keep (CloudWatch Logs'
+    /// too old / too new / expired).
+    pub rejected: u64,
+    /// Large-data objects (offloaded bodies) among what was written.
+    pub large_data: u64,
+}
+
+/// Where a destination's output goes: a bucket, a CloudWatch Logs log group.
+#[async_trait]
+pub trait Target: Send + Sync + 'static {
+    /// One write.
+    type Item: Send + 'static;
+    /// Write `item`; when this returns `Ok` the item survives a crash of this process
+    /// (fsync'd, or acknowledged by the remote).
+    async fn put(&self, item: Self::Item) -> Result<Written, DeliveryError>;
+    /// Can the target take a write at all? Tells a poison entry from an outage.
+    async fn probe(&self, name: &str) -> Result<(), DeliveryError>;
+    /// Is `item` a large-data object (an offloaded body)? For Bedrock's
+    /// `ModelInvocationLargeDataS3Delivery*` counts.
+    fn is_large_data(_item: &Self::Item) -> bool {
+        false
+    }
+}
+
+#[async_trait]
+impl Target for Bucket {
+    type Item = (String, Vec<u8>);
+
+    async fn put(&self, (key, data): Self::Item) -> Result<Written, DeliveryError> {
+        let bytes = data.len() as u64;
+        let large_data = u64::from(key.contains("/data/"));
+        // Durable when it returns: a local bucket's file and folder are fsync'd.
+        Bucket::put(self, &key, data).await?;
+        Ok(Written {
+            bytes,
+            rejected: 0,
+            large_data,
+        })
+    }
+
+    fn is_large_data((key, _): &Self::Item) -> bool {
+        key.contains("/data/")
+    }
+
+    async fn probe(&self, name: &str) -> Result<(), DeliveryError> {
+        // A small fixed object, written and fsync'd.
+        Bucket::put(self, &format!(".logbook-probe/{name}"), b"ok".to_vec()).await?;
+        Ok(())
+    }
+}
+
+/// Turns journal entries into a [`Target`]'s writes.
 pub trait Format: Send + Sync + 'static {
+    /// What it produces (objects, batches of log events).
+    type Item: Send + 'static;
     /// Take one entry; return the uncompressed bytes it added (0 when it is not for this
     /// destination).
     fn add(&mut self, e: Entry) -> Result<usize, DeliveryError>;
-    /// The objects for everything added since the last call, in write order.
-    fn take(&mut self) -> Result<Vec<(String, Vec<u8>)>, DeliveryError>;
+    /// The writes for everything added since the last call, in write order (what a later
+    /// write refers to comes first).
+    fn take(&mut self) -> Result<Vec<Self::Item>, DeliveryError>;
     /// Forget everything added since the last `take` (after a failed write).
     fn reset(&mut self);
 }
@@ -53,10 +137,27 @@ pub trait Format: Send + Sync + 'static {
 pub struct DestinationStats {
     /// Entries delivered (or passed over as not for this destination).
     pub entries: AtomicU64,
-    /// Objects written.
+    /// Records (entries for this destination) delivered.
+    pub records: AtomicU64,
+    /// Large-data objects (offloaded bodies) written.
+    pub large_data: AtomicU64,
+    /// Failed writes of large-data objects.
+    pub large_data_failures: AtomicU64,
+    /// Objects (or `PutLogEvents` batches) written.
     pub objects: AtomicU64,
+    /// Bytes written.
+    pub bytes: AtomicU64,
     /// Failed write attempts.
     pub failures: AtomicU64,
+    /// Waits before a retry.
+    pub retries: AtomicU64,
+    /// Is the last failure one that retrying will not fix (access denied, no such bucket
+    /// or group, bad credentials)?
+    pub permanent: AtomicBool,
+    /// Events the destination refused to keep (CloudWatch Logs: too old, too new).
+    pub rejected: AtomicU64,
+    /// Journal time (ms) of the oldest entry read but not yet delivered; 0 when none.
+    pub oldest_pending_ms: AtomicU64,
     /// Next sequence not yet delivered.
     pub cursor: AtomicU64,
     /// Failures since the last success (0 when delivering normally).
@@ -75,11 +176,19 @@ impl DestinationStats {
     fn failed(&self, e: &DeliveryError) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        self.permanent.store(e.is_permanent(), Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
     }
 
     fn succeeded(&self) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.permanent.store(false, Ordering::Relaxed);
+    }
+
+    /// Is the last failure permanent (and delivery failing)?
+    pub fn permanent(&self) -> bool {
+        self.permanent.load(Ordering::Relaxed)
+            && self.consecutive_failures.load(Ordering::Relaxed) > 0
     }
 
     /// Is delivery failing again and again (so the cursor, and journal GC, stand still)?
@@ -121,8 +230,24 @@ pub struct DestinationConfig {
     pub max_object_bytes: usize,
     /// Roll when the first entry of a batch is this old.
     pub max_object_age: Duration,
-    /// First wait after a failure (doubles up to 30 s).
+    /// First wait after a failure (doubles up to 30 s, with jitter).
     pub retry_base: Duration,
+    /// Wait after a permanent failure (access denied, no such bucket or group).
+    pub permanent_retry: Duration,
+}
+
+/// Longest wait between retries of a passing failure.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The wait before the next retry: a permanent failure waits `permanent`; otherwise a
+/// random time in `[backoff/2, backoff]` (so many gateways do not retry in step).
+pub fn retry_wait(backoff: Duration, permanent: bool, permanent_wait: Duration) -> Duration {
+    if permanent {
+        return permanent_wait;
+    }
+    let half = backoff / 2;
+    let ms = half.as_millis() as u64;
+    half + Duration::from_millis(rand::rng().random_range(0..=ms))
 }
 
 /// Single-entry failures, while the destination answers a probe, after which an entry is
@@ -134,7 +259,11 @@ struct Batch<F> {
     format: F,
     raw_bytes: usize,
     entries: u64,
+    /// Entries this destination took (the rest were for others).
+    records: u64,
     started: Option<Instant>,
+    /// Journal time of the batch's first entry.
+    first_time_ms: u64,
 }
 
 impl<F: Format> Batch<F> {
@@ -146,7 +275,9 @@ impl<F: Format> Batch<F> {
             format,
             raw_bytes: 0,
             entries: 0,
+            records: 0,
             started: None,
+            first_time_ms: 0,
         }
     }
 
@@ -157,8 +288,11 @@ impl<F: Format> Batch<F> {
             };
             if self.started.is_none() {
                 self.started = Some(Instant::now());
+                self.first_time_ms = e.time_ms;
             }
-            self.raw_bytes += self.format.add(e)?;
+            let n = self.format.add(e)?;
+            self.raw_bytes += n;
+            self.records += u64::from(n > 0);
             self.entries += 1;
         }
         Ok(())
@@ -166,8 +300,8 @@ impl<F: Format> Batch<F> {
 }
 
 /// A destination task.
-pub struct Destination<F> {
-    bucket: Bucket,
+pub struct Destination<F, T> {
+    target: T,
     journal: Journal,
     cursor: Cursor,
     config: DestinationConfig,
@@ -176,10 +310,10 @@ pub struct Destination<F> {
     format: Option<F>,
 }
 
-impl<F: Format> Destination<F> {
-    /// A destination writing `format`'s objects to `bucket`. Registers its cursor with `gc`.
+impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
+    /// A destination writing `format`'s output to `target`. Registers its cursor with `gc`.
     pub fn new(
-        bucket: Bucket,
+        target: T,
         journal: Journal,
         config: DestinationConfig,
         format: F,
@@ -195,7 +329,7 @@ impl<F: Format> Destination<F> {
         let stats = Arc::new(DestinationStats::default());
         stats.cursor.store(start, Ordering::Relaxed);
         Ok(Destination {
-            bucket,
+            target,
             journal,
             cursor,
             config,
@@ -210,18 +344,41 @@ impl<F: Format> Destination<F> {
         self.stats.clone()
     }
 
-    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), DeliveryError> {
-        // Durable when it returns: a local bucket's file and folder are fsync'd.
-        self.bucket.put(key, data).await?;
+    async fn put(&self, item: F::Item) -> Result<(), DeliveryError> {
+        let large = T::is_large_data(&item);
+        let w = match self.target.put(item).await {
+            Ok(w) => w,
+            Err(e) => {
+                if large {
+                    self.stats
+                        .large_data_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+        };
         self.stats.objects.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(w.bytes, Ordering::Relaxed);
+        self.stats
+            .large_data
+            .fetch_add(w.large_data, Ordering::Relaxed);
+        if w.rejected > 0 {
+            self.stats.rejected.fetch_add(w.rejected, Ordering::Relaxed);
+            tracing::error!(destination = %self.config.name, events = w.rejected, "the destination refused to keep events (too old or too new for it)");
+        }
         Ok(())
     }
 
-    /// Can the destination take a write at all? (A small fixed object, written and
-    /// fsync'd.) Tells a poison entry from an outage.
+    /// Can the destination take a write at all? Tells a poison entry from an outage.
     async fn probe(&self) -> Result<(), DeliveryError> {
-        let key = format!(".logbook-probe/{}", self.config.name);
-        self.put(&key, b"ok".to_vec()).await
+        self.target.probe(&self.config.name).await
+    }
+
+    async fn wait_to_retry(&self, backoff: &mut Duration, e: &DeliveryError) {
+        let wait = retry_wait(*backoff, e.is_permanent(), self.config.permanent_retry);
+        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(wait).await;
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
     }
 
     /// Set the entries `[from, to)` aside, durably, and move the cursor past them.
@@ -248,6 +405,7 @@ impl<F: Format> Destination<F> {
         .map_err(|e| DeliveryError::Task(e.to_string()))??;
         self.stats.cursor.store(to, Ordering::Relaxed);
         self.stats.parked.fetch_add(n, Ordering::Relaxed);
+        self.stats.oldest_pending_ms.store(0, Ordering::Relaxed);
         let min = self.gc.set(&self.config.name, to);
         if let Err(e) = self.journal.collect_garbage(min) {
             tracing::warn!(error = %e, "journal garbage collection failed");
@@ -256,8 +414,8 @@ impl<F: Format> Destination<F> {
     }
 
     async fn flush(&self, batch: &mut Batch<F>) -> Result<(), DeliveryError> {
-        for (key, data) in batch.format.take()? {
-            self.put(&key, data).await?;
+        for item in batch.format.take()? {
+            self.put(item).await?;
         }
         let next = batch.reader.position();
         let cursor = self.cursor.clone();
@@ -268,9 +426,14 @@ impl<F: Format> Destination<F> {
         self.stats
             .entries
             .fetch_add(batch.entries, Ordering::Relaxed);
+        self.stats
+            .records
+            .fetch_add(batch.records, Ordering::Relaxed);
         batch.raw_bytes = 0;
         batch.entries = 0;
+        batch.records = 0;
         batch.started = None;
+        self.stats.oldest_pending_ms.store(0, Ordering::Relaxed);
         let min = self.gc.set(&self.config.name, next);
         if let Err(e) = self.journal.collect_garbage(min) {
             tracing::warn!(error = %e, "journal garbage collection failed");
@@ -316,15 +479,22 @@ impl<F: Format> Destination<F> {
             if let Err(e) = res {
                 // Never stop delivering: count it, say it, and start again from the cursor.
                 self.stats.failed(&e);
-                tracing::error!(destination = %self.config.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "reading the journal failed; will retry");
+                tracing::error!(destination = %self.config.name, error = %e, backoff_ms = backoff.as_millis() as u64, "reading the journal failed; will retry");
                 if stopping {
                     return Err(e);
                 }
                 let from = self.cursor.load()?;
                 batch = Some(Batch::at(&self.journal, from, b.format));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                self.wait_to_retry(&mut backoff, &e).await;
                 continue;
+            }
+            if b.started.is_some() {
+                let _ = self.stats.oldest_pending_ms.compare_exchange(
+                    0,
+                    b.first_time_ms.max(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
             }
             let full = b.raw_bytes >= max;
             let old = b
@@ -355,14 +525,17 @@ impl<F: Format> Destination<F> {
                             batch = Some(Batch::at(&self.journal, to, b.format));
                             continue;
                         }
-                        tracing::error!(destination = %self.config.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "delivery failed; will retry");
+                        if e.is_permanent() {
+                            tracing::error!(destination = %self.config.name, error = %e, retry_in_ms = self.config.permanent_retry.as_millis() as u64, "delivery failed and retrying will not fix it: check the destination's declaration, permissions and credentials");
+                        } else {
+                            tracing::error!(destination = %self.config.name, error = %e, backoff_ms = backoff.as_millis() as u64, "delivery failed; will retry");
+                        }
                         // Rebuild the batch from the cursor: nothing past it is acknowledged.
                         batch = Some(Batch::at(&self.journal, from, b.format));
                         if stopping {
                             return Err(e);
                         }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        self.wait_to_retry(&mut backoff, &e).await;
                         continue;
                     }
                 }

@@ -43,6 +43,8 @@ impl TrailFormat {
 }
 
 impl Format for TrailFormat {
+    type Item = (String, Vec<u8>);
+
     fn add(&mut self, e: Entry) -> Result<usize, DeliveryError> {
         let Ok(head) = serde_json::from_slice::<Head>(&e.payload) else {
             return Ok(0);

@@ -181,6 +181,21 @@ pub struct Destination {
     /// The log group (`cloudWatchConfig.logGroupName`) that receives the record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_group: Option<String>,
+    /// `cloudWatchConfig.largeDataDeliveryS3Config`: where bodies too large for a log
+    /// event go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub large_data: Option<S3Location>,
+}
+
+/// A bucket and key prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Location {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix.
+    #[serde(default)]
+    pub key_prefix: String,
 }
 
 /// One `ModelInvocationLog` record.

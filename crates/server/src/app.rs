@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use http::HeaderMap;
 use logbook_delivery::archive::ArchiveFormat;
+use logbook_delivery::cloudwatch::{CloudWatchFormat, CloudWatchTarget};
 use logbook_delivery::trail::TrailFormat;
 use logbook_delivery::Bucket;
 use logbook_delivery::{Destination, DestinationConfig, DestinationStats, GcCoordinator};
@@ -100,6 +101,9 @@ pub enum ServeError {
     /// Delivery.
     #[error(transparent)]
     Delivery(#[from] logbook_delivery::DeliveryError),
+    /// A declaration that cannot be used.
+    #[error("{0}")]
+    Config(String),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -303,6 +307,63 @@ fn service_event(
 /// `/healthz` says `disk-full` (503) below this many free bytes in the journal's file system.
 const DISK_FULL_BELOW: u64 = 256 * 1024;
 
+/// One destination's delivery health, with Bedrock's delivery metric names.
+fn destination_health(
+    name: &str,
+    d: &DestinationStats,
+    committed: u64,
+    now_ms: u64,
+) -> serde_json::Value {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let cursor = load(&d.cursor);
+    let oldest = load(&d.oldest_pending_ms);
+    let (kind, success, failure) = if name.starts_with("cloudwatch-") {
+        (
+            "cloudwatch",
+            "ModelInvocationLogsCloudWatchDeliverySuccess",
+            "ModelInvocationLogsCloudWatchDeliveryFailure",
+        )
+    } else if name == "trail" {
+        ("trail", "TrailDeliverySuccess", "TrailDeliveryFailure")
+    } else {
+        (
+            "s3",
+            "ModelInvocationLogsS3DeliverySuccess",
+            "ModelInvocationLogsS3DeliveryFailure",
+        )
+    };
+    // The error's text names buckets and endpoints, never credentials.
+    let last_error = d
+        .last_error()
+        .map(|e| e.chars().take(300).collect::<String>());
+    serde_json::json!({
+        "kind": kind,
+        "records": load(&d.records),
+        "entries": load(&d.entries),
+        "objects": load(&d.objects),
+        "bytes": load(&d.bytes),
+        "failures": load(&d.failures),
+        "retries": load(&d.retries),
+        "cursor": cursor,
+        "backlog": {
+            "entries": committed.saturating_sub(cursor),
+            "oldestAgeSeconds": (oldest > 0).then(|| now_ms.saturating_sub(oldest) / 1000),
+        },
+        "consecutiveFailures": load(&d.consecutive_failures),
+        "stalled": d.stalled(),
+        "permanentFailure": d.permanent(),
+        "lastError": last_error,
+        "parked": load(&d.parked),
+        "rejected": load(&d.rejected),
+        "metrics": {
+            success: load(&d.records),
+            failure: load(&d.failures),
+            "ModelInvocationLargeDataS3DeliverySuccess": load(&d.large_data),
+            "ModelInvocationLargeDataS3DeliveryFailure": load(&d.large_data_failures),
+        },
+    })
+}
+
 async fn healthz(State(s): State<Shared>) -> Response {
     let journal_ok = s.journal.is_healthy();
     // Less room than a large record takes: appends are failing or about to.
@@ -326,6 +387,10 @@ async fn healthz(State(s): State<Shared>) -> Response {
         "ok"
     };
     let st = s.journal.stats();
+    let committed = *s.journal.committed().borrow();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let body = serde_json::json!({
         "status": status,
         "stalledDestinations": stalled,
@@ -337,15 +402,7 @@ async fn healthz(State(s): State<Shared>) -> Response {
             "fsyncs": st.syncs.load(Ordering::Relaxed),
             "fsyncMicros": st.sync_nanos.load(Ordering::Relaxed) / 1000,
         },
-        "destinations": s.destinations.iter().map(|(name, d)| (name.clone(), serde_json::json!({
-            "entries": d.entries.load(Ordering::Relaxed),
-            "objects": d.objects.load(Ordering::Relaxed),
-            "failures": d.failures.load(Ordering::Relaxed),
-            "cursor": d.cursor.load(Ordering::Relaxed),
-            "consecutiveFailures": d.consecutive_failures.load(Ordering::Relaxed),
-            "stalled": d.stalled(),
-            "parked": d.parked.load(Ordering::Relaxed),
-        }))).collect::<serde_json::Map<_, _>>(),
+        "destinations": s.destinations.iter().map(|(name, d)| (name.clone(), destination_health(name, d, committed, now_ms))).collect::<serde_json::Map<_, _>>(),
         // Unauthenticated endpoint: name the drifted regions, not their configurations
         // (`logbook config diff` shows those).
         "drift": s.logging.drift().iter().map(|d| serde_json::json!({"accountId": d.account_id, "region": d.region})).collect::<Vec<_>>(),
@@ -491,6 +548,48 @@ async fn shutdown_signal() {
 
 /// Open the data folder, start delivery, bind, call `on_listen`, and serve until SIGINT or
 /// SIGTERM; then stop accepting, finish in-flight calls and flush delivery.
+/// `name` with every byte but `[A-Za-z0-9._-]` as `%XX`: a file name.
+fn file_safe(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A client for a `[[log_groups]]` declaration: its own credentials, else the environment,
+/// else the shared credentials file.
+pub fn logs_client(
+    name: &str,
+    spec: &crate::config::RemoteLogGroup,
+) -> Result<logbook_cloudwatch::LogsClient, ServeError> {
+    let credentials = match (&spec.access_key_id, &spec.secret_access_key) {
+        (Some(id), Some(secret)) => logbook_cloudwatch::AwsCredentials {
+            access_key_id: id.clone(),
+            secret_access_key: secret.clone(),
+            session_token: spec.session_token.clone(),
+        },
+        _ => {
+            let env: HashMap<String, String> = std::env::vars().collect();
+            logbook_wire::credentials::credentials_from(&env, |p| std::fs::read_to_string(p).ok())
+                .ok_or_else(|| ServeError::Config(format!(
+                    "log group {name:?}: no credentials (set access_key_id and secret_access_key, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a shared credentials file)"
+                )))?
+        }
+    };
+    logbook_cloudwatch::LogsClient::new(logbook_cloudwatch::LogsEndpoint {
+        url: spec.endpoint.clone(),
+        region: spec.region.clone(),
+        credentials,
+        timeout: Duration::from_secs(30),
+    })
+    .map_err(|e| ServeError::Config(format!("log group {name:?}: {e}")))
+}
+
 pub async fn serve(
     config: Config,
     on_listen: impl FnOnce(SocketAddr, Option<&crate::auth::AdminCredentials>),
@@ -595,6 +694,7 @@ pub async fn serve(
             max_object_bytes: config.max_object_bytes,
             max_object_age: config.max_object_age,
             retry_base: Duration::from_millis(100),
+            permanent_retry: config.permanent_retry,
         };
         let is_default = *name == config.archive_bucket;
         let archive = Destination::new(
@@ -617,6 +717,30 @@ pub async fn serve(
             destinations.push(("trail".into(), trail.stats()));
             tasks.push(tokio::spawn(trail.run(stop_rx.clone())));
         }
+    }
+
+    // Log groups that live in a CloudWatch Logs service: one destination each.
+    for (name, spec) in &config.remote_log_groups {
+        let client = logs_client(name, spec)?;
+        let target = CloudWatchTarget::new(name, client, buckets.clone());
+        let dest = Destination::new(
+            target,
+            journal.clone(),
+            DestinationConfig {
+                // A cursor is a file: the group's slashes are escaped.
+                name: format!("cloudwatch-{}", file_safe(name)),
+                max_object_bytes: config
+                    .max_object_bytes
+                    .min(logbook_cloudwatch::MAX_BATCH_BYTES),
+                max_object_age: config.max_object_age,
+                retry_base: Duration::from_millis(100),
+                permanent_retry: config.permanent_retry,
+            },
+            CloudWatchFormat::new(name, &node),
+            gc.clone(),
+        )?;
+        destinations.push((format!("cloudwatch-{name}"), dest.stats()));
+        tasks.push(tokio::spawn(dest.run(stop_rx.clone())));
     }
 
     let archive = buckets.get(&config.archive_bucket).map(Bucket::store);

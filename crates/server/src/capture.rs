@@ -442,11 +442,20 @@ impl Recorder {
             .cloud_watch_config
             .as_ref()
             .map(|c| c.log_group_name.clone());
+        let large_data = cfg
+            .cloud_watch_config
+            .as_ref()
+            .and_then(|c| c.large_data_delivery_s3_config.as_ref())
+            .map(|s| logbook_record::S3Location {
+                bucket: s.bucket_name.clone(),
+                key_prefix: s.key_prefix.clone().unwrap_or_default(),
+            });
         if let Some(s3) = &cfg.s3_config {
             record.logbook.destination = Some(Destination {
                 bucket: s3.bucket_name.clone(),
                 key_prefix: s3.key_prefix.clone().unwrap_or_default(),
                 log_group,
+                large_data,
             });
         } else if log_group.is_some() {
             // CloudWatch only: no bucket takes the record (an empty name matches none).
@@ -454,6 +463,7 @@ impl Recorder {
                 bucket: String::new(),
                 key_prefix: String::new(),
                 log_group,
+                large_data,
             });
         }
         let t = data_type(&record.operation, &record.model_id);

@@ -66,6 +66,8 @@ struct RawArchive {
     key_prefix: Option<String>,
     max_object_bytes: Option<usize>,
     max_object_age_ms: Option<u64>,
+    /// Wait after a failure that retrying will not fix (access denied, no such bucket).
+    permanent_retry_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,6 +178,89 @@ impl RawBucket {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogGroup {
+    name: String,
+    /// CloudWatch Logs endpoint (default: AWS's for the region).
+    endpoint: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    session_token: Option<String>,
+}
+
+/// A log group that lives in a CloudWatch Logs service rather than the embedded store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RemoteLogGroup {
+    /// The endpoint URL.
+    pub endpoint: String,
+    /// The region to sign for.
+    pub region: String,
+    /// Explicit access key id (else the environment, then the shared credentials file).
+    pub access_key_id: Option<String>,
+    /// Explicit secret (never printed).
+    pub secret_access_key: Option<String>,
+    /// Explicit session token (never printed).
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for RemoteLogGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteLogGroup")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .finish()
+    }
+}
+
+impl RawLogGroup {
+    fn spec(self, region: &str) -> Result<(String, RemoteLogGroup), String> {
+        let name = self.name;
+        if name.is_empty()
+            || name.len() > 512
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-/.#".contains(c))
+        {
+            return Err(format!(
+                "log group {name:?}: not a CloudWatch Logs group name (1-512 of a-z A-Z 0-9 _ - / . #)"
+            ));
+        }
+        let region = self.region.unwrap_or_else(|| region.to_string());
+        if !logbook_wire::sigv4::valid_region(&region) {
+            return Err(format!(
+                "log group {name:?}: region {region:?} is not an AWS region name"
+            ));
+        }
+        let endpoint = match self.endpoint {
+            Some(e) if e.starts_with("http://") || e.starts_with("https://") => e,
+            Some(e) => {
+                return Err(format!(
+                    "log group {name:?}: endpoint {e:?} must be an http:// or https:// URL"
+                ))
+            }
+            None => logbook_cloudwatch::default_endpoint(&region),
+        };
+        if self.access_key_id.is_some() != self.secret_access_key.is_some() {
+            return Err(format!(
+                "log group {name:?}: access_key_id and secret_access_key go together"
+            ));
+        }
+        Ok((
+            name,
+            RemoteLogGroup {
+                endpoint,
+                region,
+                access_key_id: self.access_key_id,
+                secret_access_key: self.secret_access_key,
+                session_token: self.session_token,
+            },
+        ))
+    }
+}
+
 /// S3's bucket naming rules (general purpose buckets).
 fn valid_s3_bucket_name(b: &str) -> bool {
     (3..=63).contains(&b.len())
@@ -243,6 +328,8 @@ struct RawConfig {
     archive: RawArchive,
     #[serde(default)]
     buckets: Vec<RawBucket>,
+    #[serde(default)]
+    log_groups: Vec<RawLogGroup>,
     #[serde(default)]
     providers: Vec<RawProvider>,
     #[serde(default)]
@@ -418,6 +505,8 @@ pub struct Config {
     pub max_object_bytes: usize,
     /// Roll objects at this age.
     pub max_object_age: Duration,
+    /// Retry a destination's permanent failure this often.
+    pub permanent_retry: Duration,
     /// Buckets: name -> local folder.
     pub buckets: HashMap<String, BucketSpec>,
     /// Providers.
@@ -430,6 +519,8 @@ pub struct Config {
     pub logging_default: LoggingConfig,
     /// Log groups the logging configurations name (created at start when missing).
     pub log_groups: BTreeSet<String>,
+    /// Log groups declared in `[[log_groups]]`: delivered to a CloudWatch Logs service.
+    pub remote_log_groups: BTreeMap<String, RemoteLogGroup>,
     /// When the log group store flushes its tail to Parquet.
     pub store_ingest: logbook_store::ingest::IngestConfig,
     /// Declared logging configurations, keyed `account/region`.
@@ -558,6 +649,17 @@ impl Config {
                 Ok(spec) => {
                     if buckets.insert(name.clone(), spec).is_some() {
                         errors.push(format!("bucket {name:?} declared twice"));
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let mut remote_log_groups = BTreeMap::new();
+        for g in raw.log_groups {
+            match g.spec(&region) {
+                Ok((name, spec)) => {
+                    if remote_log_groups.insert(name.clone(), spec).is_some() {
+                        errors.push(format!("log group {name:?} declared twice"));
                     }
                 }
                 Err(e) => errors.push(e),
@@ -837,12 +939,16 @@ impl Config {
             archive_prefix: raw.archive.key_prefix.unwrap_or_default(),
             max_object_bytes: raw.archive.max_object_bytes.unwrap_or(5 * 1024 * 1024),
             max_object_age: Duration::from_millis(raw.archive.max_object_age_ms.unwrap_or(60_000)),
+            permanent_retry: Duration::from_millis(
+                raw.archive.permanent_retry_ms.unwrap_or(60_000),
+            ),
             buckets,
             providers,
             routes,
             principals,
             logging_default,
             log_groups,
+            remote_log_groups,
             store_ingest: logbook_store::ingest::IngestConfig::default(),
             logging_declared,
             require_logging: raw.logging.require_logging.unwrap_or(false),

@@ -229,17 +229,18 @@ impl Sim {
         }
     }
 
-    fn destination<F: Format>(
+    fn destination<F: Format<Item = (String, Vec<u8>)>>(
         &self,
         p: &Process,
         name: &str,
         format: F,
-    ) -> Result<Destination<F>, String> {
+    ) -> Result<Destination<F, Bucket>, String> {
         let cfg = DestinationConfig {
             name: name.into(),
             max_object_bytes: self.max_object_bytes,
             max_object_age: Duration::from_secs(3600),
             retry_base: Duration::from_millis(1),
+            permanent_retry: Duration::from_millis(1),
         };
         // A local bucket written through the simulated disk.
         let bucket = Bucket::open(
@@ -253,7 +254,7 @@ impl Sim {
     }
 
     /// One run of a destination until it has delivered what is committed (or failed).
-    fn deliver<F: Format>(&mut self, name: &str, format: F) {
+    fn deliver<F: Format<Item = (String, Vec<u8>)>>(&mut self, name: &str, format: F) {
         let Some(p) = self.p.as_ref() else { return };
         let dest = match self.destination(p, name, format) {
             Ok(d) => d,

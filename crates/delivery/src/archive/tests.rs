@@ -76,7 +76,7 @@ async fn deliver(journal: &Journal, root: &std::path::Path) -> Arc<DestinationSt
     .await
 }
 
-async fn run_format<F: crate::Format>(
+async fn run_format<F: crate::Format<Item = (String, Vec<u8>)>>(
     journal: &Journal,
     root: &std::path::Path,
     name: &str,
@@ -88,6 +88,7 @@ async fn run_format<F: crate::Format>(
         max_object_bytes: 5 * 1024 * 1024,
         max_object_age: Duration::from_millis(50),
         retry_base: Duration::from_millis(100),
+        permanent_retry: Duration::from_millis(100),
     };
     let d = Destination::new(
         store,
@@ -379,6 +380,7 @@ async fn a_read_error_is_counted_and_retried_not_fatal() {
         max_object_bytes: 1 << 20,
         max_object_age: Duration::from_millis(50),
         retry_base: Duration::from_millis(100),
+        permanent_retry: Duration::from_millis(100),
     };
     let d = Destination::new(
         store,
@@ -420,6 +422,7 @@ async fn run_until_bucket(
         max_object_bytes: 1 << 20,
         max_object_age: Duration::from_millis(20),
         retry_base: Duration::from_millis(1),
+        permanent_retry: Duration::from_millis(1),
     };
     let d = Destination::new(
         store,

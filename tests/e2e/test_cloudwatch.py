@@ -1,0 +1,136 @@
+"""CloudWatch Logs as a destination: records delivered to a real CloudWatch Logs service
+(moto's, on loopback) are read back with boto3 and compared with what the clients were
+served; large bodies go to the large-data bucket; a missing log group is reported without
+holding back the other destinations."""
+
+import gzip
+import json
+import time
+
+import pytest
+
+from remote import Moto, bucket_config, log_events, log_group_config
+
+GROUP = "/aws/bedrock/modelinvocations"
+
+
+@pytest.fixture
+def moto(tmp_path):
+    m = Moto(tmp_path)
+    yield m
+    m.stop()
+
+
+def cw_logging(group, large_bucket=None, s3_bucket=None):
+    large = f', largeDataDeliveryS3Config = {{ bucketName = "{large_bucket}", keyPrefix = "large/" }}' if large_bucket else ""
+    s3 = f's3Config = {{ bucketName = "{s3_bucket}" }}\n' if s3_bucket else ""
+    return ("[logging_config.default]\n" + s3 +
+            f'cloudWatchConfig = {{ logGroupName = "{group}", roleArn = "arn:aws:iam::123456789012:role/bedrock-logs"{large} }}\n')
+
+
+def wait_events(logs, group, n, timeout=30):
+    deadline = time.time() + timeout
+    got = []
+    while time.time() < deadline:
+        try:
+            got = log_events(logs, group)
+        except logs.exceptions.ResourceNotFoundException:
+            got = []
+        if len(got) >= n:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"{group} holds {len(got)} events, expected {n}")
+
+
+def wait_health(server, pred, timeout=30):
+    deadline = time.time() + timeout
+    h = None
+    while time.time() < deadline:
+        h = server.health()
+        if pred(h):
+            return h
+        time.sleep(0.2)
+    raise AssertionError(json.dumps(h, indent=1))
+
+
+def test_records_land_in_cloudwatch_logs_exactly_as_served(make_server, moto):
+    logs, s3 = moto.logs(), moto.s3()
+    logs.create_log_group(logGroupName=GROUP)
+    s3.create_bucket(Bucket="large-data")
+    config = (bucket_config("large-data", moto) + log_group_config(GROUP, moto)
+              + cw_logging(GROUP, large_bucket="large-data") + "[archive]\nmax_object_age_ms = 200\n")
+    s = make_server(config)
+    c = s.bedrock()
+    served = {}
+    for i in range(15):
+        r = c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"hello {i}"}]}])
+        served[r["ResponseMetadata"]["RequestId"]] = r["output"]["message"]["content"][0]["text"]
+    big = "x" * 150_000
+    r = c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": big}]}])
+    big_id = r["ResponseMetadata"]["RequestId"]
+    served[big_id] = r["output"]["message"]["content"][0]["text"]
+
+    events = wait_events(logs, GROUP, 16)
+    recs = {}
+    for e in events:
+        rec = json.loads(e["message"])
+        assert rec["requestId"] not in recs, "each call once"
+        recs[rec["requestId"]] = (e, rec)
+    assert set(recs) == set(served) and len(events) == 16
+    for rid, text in served.items():
+        e, rec = recs[rid]
+        assert rec["schemaType"] == "ModelInvocationLog"
+        assert rec["output"]["outputBodyJson"]["output"]["message"]["content"][0]["text"] == text
+        # The event's time is the record's.
+        assert time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e["timestamp"] / 1000)) == rec["timestamp"]
+    # The one stream Bedrock writes to.
+    streams = [st["logStreamName"] for st in logs.describe_log_streams(logGroupName=GROUP)["logStreams"]]
+    assert streams == ["aws/bedrock/modelinvocations"]
+
+    # The large body went to the large-data bucket, and the event points at it.
+    _, rec = recs[big_id]
+    assert "inputBodyJson" not in rec["input"]
+    path = rec["input"]["inputBodyS3Path"]
+    assert path.startswith("s3://large-data/large/AWSLogs/"), path
+    key = path[len("s3://large-data/"):]
+    body = json.loads(gzip.decompress(s3.get_object(Bucket="large-data", Key=key)["Body"].read()))
+    assert body["messages"][0]["content"][0]["text"] == big
+
+    h = wait_health(s, lambda h: h["destinations"][f"cloudwatch-{GROUP}"]["records"] == 16)
+    d = h["destinations"][f"cloudwatch-{GROUP}"]
+    assert d["kind"] == "cloudwatch" and d["failures"] == 0 and d["backlog"]["entries"] == 0
+    assert d["metrics"]["ModelInvocationLogsCloudWatchDeliverySuccess"] == 16
+    assert d["metrics"]["ModelInvocationLargeDataS3DeliverySuccess"] == 1
+    assert h["status"] == "ok"
+
+
+def test_a_missing_log_group_is_reported_and_holds_back_nothing_else(make_server, moto):
+    logs = moto.logs()
+    secret = "Sec-9f2c41d7e0b4-never-printed"
+    config = (log_group_config(GROUP, moto, secret=secret) + cw_logging(GROUP, s3_bucket="logbook-archive")
+              + "[archive]\nmax_object_age_ms = 200\npermanent_retry_ms = 300\n")
+    s = make_server(config)
+    c = s.bedrock()
+    ids = [c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"q{i}"}]}])
+           ["ResponseMetadata"]["RequestId"] for i in range(5)]
+    name = f"cloudwatch-{GROUP}"
+    h = wait_health(s, lambda h: h["destinations"][name]["consecutiveFailures"] >= 3
+                    and h["destinations"]["archive-logbook-archive"]["records"] == 5)
+    d = h["destinations"][name]
+    assert d["permanentFailure"] is True and d["stalled"] is True
+    assert "ResourceNotFoundException" in d["lastError"], d["lastError"]
+    assert d["backlog"]["entries"] >= 5 and d["backlog"]["oldestAgeSeconds"] is not None
+    assert h["status"] == "degraded" and name in h["stalledDestinations"]
+    # The archive delivered everything meanwhile.
+    assert h["destinations"]["archive-logbook-archive"]["failures"] == 0
+    assert secret not in json.dumps(h), "no credential in health"
+
+    # The group appears: the backlog drains, every record once, the alarm clears.
+    logs.create_log_group(logGroupName=GROUP)
+    events = wait_events(logs, GROUP, 5)
+    assert sorted(json.loads(e["message"])["requestId"] for e in events) == sorted(ids)
+    h = wait_health(s, lambda h: h["destinations"][name]["consecutiveFailures"] == 0)
+    assert h["destinations"][name]["permanentFailure"] is False
+    assert h["status"] == "ok"
+    assert "ResourceNotFoundException" in s.stderr()
+    assert secret not in s.stderr(), "no credential in a log line"
