@@ -124,6 +124,15 @@ def test_a_missing_log_group_is_reported_and_holds_back_nothing_else(make_server
     # The archive delivered everything meanwhile.
     assert h["destinations"]["archive-logbook-archive"]["failures"] == 0
     assert secret not in json.dumps(h), "no credential in health"
+    # `logbook status` says the same to a person, and fails while a destination is stalled.
+    import subprocess
+    from conftest import BIN
+    p = subprocess.run([BIN, "status", "--url", s.url], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, p.stdout + p.stderr
+    line = next(l for l in p.stdout.splitlines() if l.startswith(name))
+    assert line.split()[1] == "cloudwatch" and line.endswith("stalled (permanent)"), line
+    assert "last error: CloudWatch Logs" in p.stdout and "ResourceNotFoundException" in p.stdout, p.stdout
+    assert "ModelInvocationLogsCloudWatchDeliveryFailure" in p.stdout, p.stdout
 
     # The group appears: the backlog drains, every record once, the alarm clears.
     logs.create_log_group(logGroupName=GROUP)
@@ -132,5 +141,64 @@ def test_a_missing_log_group_is_reported_and_holds_back_nothing_else(make_server
     h = wait_health(s, lambda h: h["destinations"][name]["consecutiveFailures"] == 0)
     assert h["destinations"][name]["permanentFailure"] is False
     assert h["status"] == "ok"
+    p = subprocess.run([BIN, "status", "--url", s.url], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.startswith("status: ok\n"), p.stdout + p.stderr
+    line = next(l for l in p.stdout.splitlines() if l.startswith(name))
+    assert line.split()[2] == "5" and line.endswith(" ok"), line
     assert "ResourceNotFoundException" in s.stderr()
     assert secret not in s.stderr(), "no credential in a log line"
+
+
+def test_put_logging_configuration_checks_the_remote_group_as_bedrock_does(make_server, moto):
+    import boto3
+    import botocore.exceptions
+    from botocore.config import Config as BotoConfig
+    logs = moto.logs()
+    group = "/corp/bedrock"
+    s = make_server(log_group_config(group, moto))
+    k = s.admin
+    bedrock = boto3.client("bedrock", endpoint_url=s.url, region_name="us-east-1",
+                           aws_access_key_id=k["accessKeyId"], aws_secret_access_key=k["secretAccessKey"],
+                           config=BotoConfig(retries={"total_max_attempts": 1}))
+    cfg = {"cloudWatchConfig": {"logGroupName": group, "roleArn": "arn:aws:iam::123456789012:role/r"}}
+    before = bedrock.get_model_invocation_logging_configuration()["loggingConfig"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        bedrock.put_model_invocation_logging_configuration(loggingConfig=cfg)
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    msg = e.value.response["Error"]["Message"]
+    assert msg.startswith(f"Failed to validate permissions for log group: {group}, with role: "), msg
+    assert "does not exist" in msg, msg
+    # Nothing changed.
+    assert bedrock.get_model_invocation_logging_configuration()["loggingConfig"] == before
+    logs.create_log_group(logGroupName=group)
+    bedrock.put_model_invocation_logging_configuration(loggingConfig=cfg)
+    rid = s.bedrock().converse(modelId="m", messages=[{"role": "user", "content": [{"text": "x"}]}])["ResponseMetadata"]["RequestId"]
+    events = wait_events(logs, group, 1)
+    assert [json.loads(e["message"])["requestId"] for e in events] == [rid]
+
+
+def test_validate_names_each_remote_destination_that_cannot_be_used(moto, tmp_path):
+    import subprocess
+    from conftest import BIN
+    from remote import free_port
+    s3, logs = moto.s3(), moto.logs()
+    s3.create_bucket(Bucket="good-logs")
+    logs.create_log_group(logGroupName="/good")
+    dead = f"http://127.0.0.1:{free_port()}"
+    path = tmp_path / "logbook.toml"
+    path.write_text(
+        bucket_config("good-logs", moto) + bucket_config("missing-logs", moto)
+        + bucket_config("far-logs", moto).replace(moto.url, dead)
+        + log_group_config("/good", moto) + log_group_config("/missing", moto))
+    p = subprocess.run([BIN, "validate", str(path)], capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0
+    err = p.stderr
+    assert 'bucket "missing-logs"' in err and "NoSuchBucket" in err, err
+    assert 'bucket "far-logs"' in err and "unreachable" in err, err
+    assert 'log group "/missing"' in err and "does not exist" in err, err
+    assert '"good-logs"' not in err and '"/good"' not in err, err
+    # The working bucket took Bedrock's permission-check object.
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="good-logs").get("Contents", [])]
+    assert keys == ["AWSLogs/000000000000/BedrockModelInvocationLogs/amazon-bedrock-logs-permission-check"], keys
+    p = subprocess.run([BIN, "validate", "--offline", str(path)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr

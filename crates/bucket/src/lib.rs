@@ -284,10 +284,22 @@ impl Bucket {
 
 /// The S3 client's settings for a declaration, credentials resolved as documented.
 fn s3_builder(s: &S3Spec, env: &HashMap<String, String>) -> AmazonS3Builder {
+    // Few quick retries inside a call: delivery retries with its own backoff and counts
+    // every failure, so an outage shows in its health within seconds, not minutes.
+    let retry = object_store::RetryConfig {
+        max_retries: 2,
+        retry_timeout: std::time::Duration::from_secs(20),
+        ..Default::default()
+    };
+    let options = object_store::ClientOptions::new()
+        .with_connect_timeout(std::time::Duration::from_secs(5))
+        .with_timeout(std::time::Duration::from_secs(30));
     let mut b = AmazonS3Builder::new()
         .with_bucket_name(&s.bucket)
         .with_region(&s.region)
-        .with_virtual_hosted_style_request(!s.path_style);
+        .with_virtual_hosted_style_request(!s.path_style)
+        .with_retry(retry)
+        .with_client_options(options);
     if let Some(e) = &s.endpoint {
         b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
     }

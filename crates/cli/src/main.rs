@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod query_cmd;
+mod status_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -27,9 +28,21 @@ enum Command {
     Validate {
         /// The TOML file.
         config: PathBuf,
+        /// Check the file only; do not contact S3 buckets and CloudWatch Logs endpoints.
+        #[arg(long)]
+        offline: bool,
     },
     /// List control-plane audit events (CloudTrail format), newest last.
     Trail(TrailArgs),
+    /// A running server's health and delivery per destination (exit 1 unless "ok").
+    Status {
+        /// The server's base URL.
+        #[arg(long, env = "LOGBOOK_URL", default_value = "http://127.0.0.1:4700")]
+        url: String,
+        /// Output format.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
     /// Query log groups with the Logs Insights language (or SQL with --sql).
     Query(QueryArgs),
     /// Import Bedrock invocation logs (gzipped JSON Lines in Bedrock's S3 layout).
@@ -176,12 +189,37 @@ fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Validate { config } => {
+        Command::Validate { config, offline } => {
             let c = logbook_server::Config::load(&config, std::path::Path::new("."))?;
             // What `serve` builds from the file besides: providers (with their credentials)
             // and routes. A file that validates must also start.
             logbook_server::routing::Routes::new(&c)?;
+            if !offline {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let problems = rt.block_on(logbook_server::tools::check_remotes(&c));
+                if !problems.is_empty() {
+                    anyhow::bail!(
+                        "{}: the destinations cannot be reached as declared:\n  - {}",
+                        config.display(),
+                        problems.join("\n  - ")
+                    );
+                }
+            }
             println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::Status { url, format } => {
+            let h = status_cmd::fetch(&url)?;
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+            } else {
+                print!("{}", status_cmd::render(&h));
+            }
+            if h.get("status").and_then(serde_json::Value::as_str) != Some("ok") {
+                anyhow::bail!("the server is not ok");
+            }
             Ok(())
         }
         Command::Trail(args) => {

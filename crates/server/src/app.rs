@@ -43,6 +43,8 @@ pub struct AppState {
     pub logging: Arc<LoggingConfigs>,
     /// Declared buckets.
     pub buckets: HashMap<String, Bucket>,
+    /// Log groups in a CloudWatch Logs service (`[[log_groups]]`), with their clients.
+    pub remote_log_groups: HashMap<String, logbook_cloudwatch::LogsClient>,
     /// Log groups.
     pub store: Arc<logbook_store::Store>,
     /// Queries over the log groups and the archive, on their own threads and limits.
@@ -720,8 +722,15 @@ pub async fn serve(
     }
 
     // Log groups that live in a CloudWatch Logs service: one destination each.
+    let mut remote_log_groups = HashMap::new();
     for (name, spec) in &config.remote_log_groups {
         let client = logs_client(name, spec)?;
+        remote_log_groups.insert(name.clone(), client.clone());
+        // The embedded store keeps a copy too, so Logbook's own queries see these records.
+        store.ensure_group(name).map_err(|e| ServeError::Io {
+            context: format!("log group {name}"),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let target = CloudWatchTarget::new(name, client, buckets.clone());
         let dest = Destination::new(
             target,
@@ -790,6 +799,7 @@ pub async fn serve(
         destinations,
         logging,
         buckets,
+        remote_log_groups,
         store,
         engine,
         queries: Default::default(),

@@ -129,7 +129,20 @@ async fn check_bucket(s: &Shared, s3: &S3Config, account: &str) -> Result<(), St
 
 async fn validate(s: &Shared, cfg: &LoggingConfig, account: &str) -> Result<(), String> {
     if let Some(cw) = &cfg.cloud_watch_config {
-        if !s.store.has_group(&cw.log_group_name) {
+        if let Some(client) = s.remote_log_groups.get(&cw.log_group_name) {
+            // As Bedrock does: the group must exist where it lives, and be reachable.
+            let why = match client.log_group_exists(&cw.log_group_name).await {
+                Ok(true) => None,
+                Ok(false) => Some(format!("the log group does not exist at {}", client.url())),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(why) = why {
+                return Err(format!(
+                    "Failed to validate permissions for log group: {}, with role: {}\nVerify the IAM role permissions are correct. ({why})",
+                    cw.log_group_name, cw.role_arn
+                ));
+            }
+        } else if !s.store.has_group(&cw.log_group_name) {
             return Err(format!(
                 "Failed to validate permissions for log group: {}, with role: {}\nVerify the IAM role permissions are correct. (Logbook has no log group of that name: create it first with CreateLogGroup.)",
                 cw.log_group_name, cw.role_arn

@@ -205,6 +205,66 @@ pub fn trail_table(events: &[Value]) -> String {
     out
 }
 
+/// Reach every remote destination of `config` the way delivery will: each S3 bucket takes
+/// the permission-check write Bedrock makes (an empty
+/// `AWSLogs/<account>/BedrockModelInvocationLogs/amazon-bedrock-logs-permission-check`, so
+/// a missing bucket, wrong credentials, an unreachable endpoint and an unusable SSE-KMS key
+/// all show), each `[[log_groups]]` group must exist. Returns one line per problem, naming
+/// the entry and the reason.
+pub async fn check_remotes(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut names: Vec<&String> = config.buckets.keys().collect();
+    names.sort();
+    for name in names {
+        let spec = &config.buckets[name];
+        if spec.local_path().is_some() {
+            continue;
+        }
+        let what = format!("bucket {name:?} ({})", spec.describe());
+        let bucket =
+            match logbook_bucket::Bucket::open(name, spec, logbook_journal::RealDisk::shared()) {
+                Ok(b) => b,
+                Err(e) => {
+                    problems.push(format!("{what}: {e}"));
+                    continue;
+                }
+            };
+        let key = format!(
+            "AWSLogs/{}/BedrockModelInvocationLogs/{}",
+            config.account_id,
+            crate::control_api::PERMISSION_CHECK
+        );
+        if let Err(e) = bucket.put(&key, Vec::new()).await {
+            let kind = if e.is_permanent() {
+                "refused"
+            } else {
+                "unreachable or failing"
+            };
+            problems.push(format!(
+                "{what}: the permission-check write was {kind}: {e}"
+            ));
+        }
+    }
+    for (name, spec) in &config.remote_log_groups {
+        let what = format!("log group {name:?} ({})", spec.endpoint);
+        let client = match crate::app::logs_client(name, spec) {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(format!("{what}: {e}"));
+                continue;
+            }
+        };
+        match client.log_group_exists(name).await {
+            Ok(true) => {}
+            Ok(false) => problems.push(format!(
+                "{what}: the log group does not exist there (create it with CreateLogGroup)"
+            )),
+            Err(e) => problems.push(format!("{what}: {e}")),
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,6 +102,7 @@ pub fn harness(opts: Options) -> Harness {
         destinations: Vec::new(),
         logging,
         buckets,
+        remote_log_groups: Default::default(),
         config,
     });
     Harness {
