@@ -202,3 +202,76 @@ def test_validate_names_each_remote_destination_that_cannot_be_used(moto, tmp_pa
     assert keys == ["AWSLogs/000000000000/BedrockModelInvocationLogs/amazon-bedrock-logs-permission-check"], keys
     p = subprocess.run([BIN, "validate", "--offline", str(path)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
+
+
+def test_cloudwatch_exports_and_cli_output_are_imported_once_each(make_server, moto, tmp_path):
+    """Bedrock logs that live only in CloudWatch Logs come in: a CreateExportTask export
+    (read from the bucket it was exported to) and `aws logs filter-log-events` output,
+    de-duplicated on requestId; a source with nothing recognisable is an error that
+    changes nothing."""
+    import os
+    import subprocess
+    import sys
+    from conftest import BIN
+    logs, s3 = moto.logs(), moto.s3()
+    logs.create_log_group(logGroupName=GROUP)
+    s3.create_bucket(Bucket="exports")
+    config = (bucket_config("exports", moto) + log_group_config(GROUP, moto) + cw_logging(GROUP)
+              + "[archive]\nmax_object_age_ms = 200\n")
+    s = make_server(config)
+    c = s.bedrock()
+    ids = {c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"q{i}"}]}])
+           ["ResponseMetadata"]["RequestId"] for i in range(12)}
+    wait_events(logs, GROUP, 12)
+    s.stop()
+
+    def run(*args, data):
+        return subprocess.run([BIN, *args, "--data-dir", str(data), "--config", s.config_path],
+                              capture_output=True, text=True, timeout=120)
+
+    def ids_in(group, data):
+        p = run("query", "--log-group", group, "--format", "json", "--limit", "1000",
+                "fields requestId", data=data)
+        assert p.returncode == 0, p.stderr
+        return [json.loads(l)["requestId"] for l in p.stdout.splitlines()]
+
+    # 1. A CloudWatch Logs export to S3, as CreateExportTask lays it out.
+    now = int(time.time() * 1000)
+    logs.create_export_task(logGroupName=GROUP, fromTime=0, to=now + 60_000,
+                            destination="exports", destinationPrefix="exp")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="exports")["Contents"]]
+    assert any(k.startswith("exp/") and k.endswith("/000000.gz") for k in keys), keys
+    data = tmp_path / "imports"
+    p = run("import", "s3://exports/exp", "--log-group", "from-export", data=data)
+    assert p.returncode == 0, p.stderr
+    assert "imported 12 records into from-export" in p.stdout, p.stdout
+    assert sorted(ids_in("from-export", data)) == sorted(ids)
+
+    # 2. What the AWS CLI prints, twice over (two overlapping pulls): each record once.
+    folder = tmp_path / "cli-output"
+    folder.mkdir()
+    aws = os.path.join(os.path.dirname(sys.executable), "aws")
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               AWS_DEFAULT_REGION="us-east-1")
+    out = subprocess.run([aws, "logs", "filter-log-events", "--log-group-name", GROUP,
+                          "--endpoint-url", moto.url, "--output", "json"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    (folder / "monday.json").write_text(out.stdout)
+    (folder / "monday-again.json").write_text(out.stdout)
+    p = run("import", str(folder), "--log-group", "from-cli", data=data)
+    assert p.returncode == 0, p.stderr
+    assert "imported 12 records into from-cli" in p.stdout and "12 already present" in p.stdout, p.stdout
+    assert sorted(ids_in("from-cli", data)) == sorted(ids)
+
+    # 3. Nothing recognisable: an error naming the layouts looked for; no group appears.
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("hello")
+    (junk / "settings.json").write_text('{"a": 1}')
+    p = run("import", str(junk), "--log-group", "nothing", data=data)
+    assert p.returncode == 1, p.stdout
+    assert "no invocation records found" in p.stderr and "CloudWatch Logs export" in p.stderr \
+        and "filter-log-events" in p.stderr and "BedrockModelInvocationLogs" in p.stderr, p.stderr
+    p = run("query", "--log-group", "nothing", "fields requestId", data=data)
+    assert p.returncode != 0 and "nothing" in p.stderr, p.stdout + p.stderr

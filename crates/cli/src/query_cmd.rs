@@ -284,6 +284,57 @@ struct FileRows {
     lines: u64,
     rows: Vec<logbook_store::Row>,
     errors: Vec<(usize, String)>,
+    /// Is the object in one of the layouts import reads?
+    recognised: bool,
+}
+
+/// The layouts `logbook import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Bedrock's S3 delivery: `.../BedrockModelInvocationLogs/.../*.json.gz`, one record per
+    /// line.
+    Bedrock,
+    /// A CloudWatch Logs export to S3 (`CreateExportTask`):
+    /// `<prefix>/<task id>/<log stream>/NNNNNN.gz`, each line an ISO timestamp, a space,
+    /// then the record.
+    CloudWatchExport,
+    /// What `aws logs filter-log-events` / `get-log-events` print: a JSON document with an
+    /// `events` list whose `message`s are the records.
+    CloudWatchJson,
+}
+
+/// What was looked for, for the error when nothing is found.
+const LAYOUTS: &str = "Bedrock's S3 delivery (<prefix>/AWSLogs/<account>/BedrockModelInvocationLogs/<region>/YYYY/MM/DD/HH/*.json.gz), \
+a CloudWatch Logs export to S3 (<prefix>/<task id>/<log stream>/NNNNNN.gz, lines \"<ISO time> <record>\"), \
+and the JSON that `aws logs filter-log-events` or `get-log-events` prints (*.json with an \"events\" list)";
+
+fn layout(key: &str) -> Option<Layout> {
+    if key.split('/').any(|s| s == "data") || key.contains("/CloudTrail/") {
+        return None;
+    }
+    if logbook_query::archive::is_record_object(key) {
+        Some(Layout::Bedrock)
+    } else if key.ends_with(".gz") {
+        Some(Layout::CloudWatchExport)
+    } else if key.ends_with(".json") {
+        Some(Layout::CloudWatchJson)
+    } else {
+        None
+    }
+}
+
+/// A CloudWatch export line without its leading timestamp (`2026-12-01T10:00:00.000Z {..}`).
+fn strip_export_time(line: &str) -> &str {
+    match line.split_once(' ') {
+        Some((t, rest))
+            if t.len() >= 10
+                && t.as_bytes()[0].is_ascii_digit()
+                && rest.trim_start().starts_with('{') =>
+        {
+            rest.trim_start()
+        }
+        _ => line,
+    }
 }
 
 fn parse_object(o: &ObjectMeta, src: &Source, rt: &tokio::runtime::Handle) -> FileRows {
@@ -293,6 +344,11 @@ fn parse_object(o: &ObjectMeta, src: &Source, rt: &tokio::runtime::Handle) -> Fi
         lines: 0,
         rows: Vec::new(),
         errors: Vec::new(),
+        recognised: true,
+    };
+    let Some(kind) = layout(o.location.as_ref()) else {
+        out.recognised = false;
+        return out;
     };
     let got = rt.block_on(async { src.store.get(&o.location).await?.bytes().await });
     let bytes = match got {
@@ -302,17 +358,9 @@ fn parse_object(o: &ObjectMeta, src: &Source, rt: &tokio::runtime::Handle) -> Fi
             return out;
         }
     };
-    let lines = logbook_query::archive::lines(&bytes);
-    for (n, line) in lines.enumerate() {
-        let line = match line {
-            Ok(l) => l,
-            Err(e) => {
-                out.errors.push((n + 1, e.to_string()));
-                break;
-            }
-        };
+    let take = |n: usize, line: String, out: &mut FileRows| {
         if line.trim().is_empty() {
-            continue;
+            return;
         }
         out.lines += 1;
         let line = follow_offloads(&line, src, rt).unwrap_or(line);
@@ -322,6 +370,38 @@ fn parse_object(o: &ObjectMeta, src: &Source, rt: &tokio::runtime::Handle) -> Fi
                 .errors
                 .push((n + 1, "the record has no requestId".into())),
             Err(e) => out.errors.push((n + 1, e.to_string())),
+        }
+    };
+    match kind {
+        Layout::Bedrock | Layout::CloudWatchExport => {
+            for (n, line) in logbook_query::archive::lines(&bytes).enumerate() {
+                match line {
+                    Ok(l) if kind == Layout::CloudWatchExport => {
+                        take(n, strip_export_time(&l).to_string(), &mut out)
+                    }
+                    Ok(l) => take(n, l, &mut out),
+                    Err(e) => {
+                        out.errors.push((n + 1, e.to_string()));
+                        break;
+                    }
+                }
+            }
+        }
+        Layout::CloudWatchJson => {
+            let events = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("events").and_then(|e| e.as_array()).cloned());
+            let Some(events) = events else {
+                // Some other JSON file: not a layout we read.
+                out.recognised = false;
+                return out;
+            };
+            for (n, e) in events.iter().enumerate() {
+                match e.get("message").and_then(|m| m.as_str()) {
+                    Some(m) => take(n, m.to_string(), &mut out),
+                    None => out.errors.push((n + 1, "an event has no message".into())),
+                }
+            }
         }
     }
     out
@@ -339,24 +419,40 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
         ),
         Err(e) => return Err(e.into()),
     };
-    if !store.has_group(group) {
-        store.create_group(group)?;
-        eprintln!("created log group {group}");
-    }
+    // Created with the first records: an import that finds nothing changes nothing.
+    let mut exists = store.has_group(group);
+    let mut ensure_group = |store: &Store| -> anyhow::Result<()> {
+        if !exists {
+            store.create_group(group)?;
+            eprintln!("created log group {group}");
+            exists = true;
+        }
+        Ok(())
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let files = rt
-        .block_on(logbook_query::archive::record_objects(
-            &*src.store,
-            src.prefix.as_ref(),
-        ))
+    let mut files: Vec<ObjectMeta> = rt
+        .block_on(async {
+            use futures::TryStreamExt;
+            src.store
+                .list(src.prefix.as_ref())
+                .try_filter(|m| std::future::ready(layout(m.location.as_ref()).is_some()))
+                .try_collect::<Vec<_>>()
+                .await
+        })
         .with_context(|| format!("listing {source}"))?;
+    files.sort_by(|a, b| a.location.cmp(&b.location));
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
-    let mut seen: HashSet<String> = store.request_ids(group)?;
+    let mut seen: HashSet<String> = if store.has_group(group) {
+        store.request_ids(group)?
+    } else {
+        HashSet::new()
+    };
     let started = Instant::now();
     let (mut added, mut dups, mut bad, mut done_bytes, mut read) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut recognised = 0usize;
     let mut last_report = Instant::now();
     let mut rows = Vec::with_capacity(65_536);
     let mut err = std::io::stderr();
@@ -404,6 +500,9 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
         }
         drop(tx);
         for fr in rx {
+            if fr.recognised {
+                recognised += 1;
+            }
             for (line_no, e) in &fr.errors {
                 let _ = writeln!(err, "\n{}:{line_no}: {e}", fr.path);
                 bad += 1;
@@ -423,6 +522,7 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
             }
             done_bytes += fr.bytes;
             if rows.len() >= 65_536 {
+                ensure_group(&store)?;
                 added += store.import_rows(group, std::mem::take(&mut rows))?;
             }
             if last_report.elapsed().as_millis() >= 500 {
@@ -432,12 +532,20 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
         }
         Ok(())
     })?;
-    added += store.import_rows(group, rows)?;
+    if !rows.is_empty() {
+        ensure_group(&store)?;
+        added += store.import_rows(group, rows)?;
+    }
     report(read, done_bytes, true, &mut err);
+    if recognised == 0 || read == 0 {
+        bail!(
+            "no invocation records found in {source} ({} object(s) looked at); looked for {LAYOUTS}",
+            files.len()
+        );
+    }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "imported {added} records into {group} from {} objects in {secs:.2}s ({:.0} records/s); {dups} already present, {bad} malformed",
-        files.len(),
+        "imported {added} records into {group} from {recognised} objects in {secs:.2}s ({:.0} records/s); {dups} already present, {bad} malformed",
         added as f64 / secs.max(1e-6)
     );
     Ok(())
