@@ -21,12 +21,12 @@ def free_port():
 
 
 class Moto:
-    def __init__(self, log_dir):
+    def __init__(self, log_dir, env=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(os.path.join(str(log_dir), f"moto-{self.port}.log"), "ab")
         self.proc = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=self.log, stderr=self.log)
+                                     stdout=self.log, stderr=self.log, env=dict(os.environ, **(env or {})))
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -92,3 +92,113 @@ def log_events(logs, group, stream="aws/bedrock/modelinvocations"):
         if r.get("nextForwardToken") in (None, token) or not r["events"]:
             return out
         token = r["nextForwardToken"]
+
+
+class FaultyProxy:
+    """A TCP proxy on loopback that, per connection and at random (seeded), passes traffic,
+    delays it, resets the connection at once, or cuts it after some bytes."""
+
+    def __init__(self, target_port, seed=7, p_reset=0.1, p_cut=0.1, p_delay=0.2):
+        import asyncio
+        import random
+        import threading
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.rng = random.Random(seed)
+        self.target_port = target_port
+        self.p = (p_reset, p_cut, p_delay)
+        self.counts = {"pass": 0, "reset": 0, "cut": 0, "delay": 0}
+        self.enabled = True
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def pipe(reader, writer, budget=None):
+            try:
+                while True:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    if budget is not None:
+                        if budget <= 0:
+                            break
+                        data = data[:budget]
+                        budget -= len(data)
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                try:
+                    writer.close()
+                except Exception:
+                    pass
+
+        async def handle(cr, cw):
+            import socket as _s
+            r = self.rng.random()
+            p_reset, p_cut, p_delay = self.p
+            if not self.enabled:
+                r = 1.0
+            if r < p_reset:
+                self.counts["reset"] += 1
+                sock = cw.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(_s.SOL_SOCKET, _s.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                cw.close()
+                return
+            try:
+                ur, uw = await asyncio.open_connection("127.0.0.1", self.target_port)
+            except OSError:
+                cw.close()
+                return
+            budget = None
+            if r < p_reset + p_cut:
+                self.counts["cut"] += 1
+                budget = self.rng.randint(1, 2000)
+            elif r < p_reset + p_cut + p_delay:
+                self.counts["delay"] += 1
+                await asyncio.sleep(self.rng.uniform(0.2, 1.5))
+            else:
+                self.counts["pass"] += 1
+            await asyncio.gather(pipe(cr, uw), pipe(ur, cw, budget))
+
+        self._handle = handle
+
+        async def main():
+            self.server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+            ready.set()
+            try:
+                while True:
+                    await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass
+
+        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(main()), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def down(self):
+        """Stop listening: connections are refused, as if the endpoint's process died."""
+        import asyncio
+        asyncio.run_coroutine_threadsafe(self._down(), self.loop).result(10)
+
+    async def _down(self):
+        self.server.close()
+        await self.server.wait_closed()
+
+    def up(self):
+        """Listen again on the same port."""
+        import asyncio
+        asyncio.run_coroutine_threadsafe(self._up(), self.loop).result(10)
+
+    async def _up(self):
+        import asyncio
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    def stop(self):
+        def _close():
+            self.server.close()
+            for t in __import__("asyncio").all_tasks(self.loop):
+                t.cancel()
+        self.loop.call_soon_threadsafe(_close)
+        self.thread.join(timeout=10)

@@ -1,0 +1,234 @@
+"""Outages, crashes and a hostile network between Logbook and its remote destinations,
+with real processes: moto's S3 and CloudWatch Logs on loopback, a TCP proxy that refuses,
+delays, resets and cuts connections, and the gateway killed with SIGKILL. Afterwards the
+bucket holds every acknowledged call exactly once and the log group every one at least
+once (PutLogEvents cannot be made idempotent; the duplicates are counted)."""
+
+import collections
+import json
+import random
+import threading
+import time
+
+import pytest
+
+from remote import FaultyProxy, Moto, bucket_config, log_events, log_group_config
+from test_buckets import s3_records
+from test_cloudwatch import GROUP, cw_logging
+
+BUCKET = "corp-logs"
+
+
+@pytest.fixture
+def moto(tmp_path):
+    m = Moto(tmp_path)
+    yield m
+    m.stop()
+
+
+class Load:
+    """Calls made continuously from a thread; remembers what was acknowledged."""
+
+    def __init__(self, server, rate=25):
+        self.server, self.rate = server, rate
+        self.acked, self.errors = [], 0
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        i = 0
+        client = self.server.bedrock()
+        while not self.stop_flag.is_set():
+            try:
+                r = client.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"call {i}"}]}])
+                self.acked.append(r["ResponseMetadata"]["RequestId"])
+            except Exception:
+                self.errors += 1
+                time.sleep(0.2)
+                try:
+                    client = self.server.bedrock()
+                except Exception:
+                    pass
+            i += 1
+            time.sleep(1 / self.rate)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_flag.set()
+        self.thread.join(30)
+
+
+def remote_config(s3_url, logs_url, moto):
+    return (bucket_config(BUCKET, moto).replace(moto.url, s3_url)
+            + log_group_config(GROUP, moto).replace(moto.url, logs_url)
+            + cw_logging(GROUP, s3_bucket=BUCKET)
+            + "[archive]\nmax_object_age_ms = 300\n")
+
+
+def drained(server, timeout=180):
+    deadline = time.time() + timeout
+    h = None
+    while time.time() < deadline:
+        h = server.health()
+        ds = h["destinations"]
+        if all(d["backlog"]["entries"] == 0 and d["consecutiveFailures"] == 0 for d in ds.values()):
+            return h
+        time.sleep(0.5)
+    raise AssertionError(json.dumps(h, indent=1))
+
+
+def check_s3_exactly_once(moto, expected):
+    recs = [r["requestId"] for _, r in s3_records(moto.s3(), BUCKET)]
+    dup = [k for k, n in collections.Counter(recs).items() if n > 1]
+    assert not dup, f"{len(dup)} records twice in S3"
+    missing = set(expected) - set(recs)
+    assert not missing, f"{len(missing)} acknowledged calls missing from S3"
+    return set(recs)
+
+
+def check_cloudwatch_at_least_once(moto, expected):
+    ids = [json.loads(e["message"])["requestId"] for e in log_events(moto.logs(), GROUP)]
+    missing = set(expected) - set(ids)
+    assert not missing, f"{len(missing)} acknowledged calls missing from CloudWatch Logs"
+    return len(ids) - len(set(ids))
+
+
+def test_an_endpoint_stopped_then_gone_for_a_minute_loses_nothing(make_server, moto):
+    moto.s3().create_bucket(Bucket=BUCKET)
+    moto.logs().create_log_group(logGroupName=GROUP)
+    proxy = FaultyProxy(moto.port, p_reset=0, p_cut=0, p_delay=0)
+    try:
+        s = make_server(remote_config(proxy.url, proxy.url, moto))
+        with Load(s) as load:
+            time.sleep(3)
+            moto.pause()          # SIGSTOP: connections hang
+            time.sleep(30)
+            h = s.health()
+            moto.resume()
+            proxy.down()          # the endpoint is gone: connections refused
+            time.sleep(30)
+            h2 = s.health()
+            proxy.up()
+            time.sleep(3)
+        # Calls were served all along: delivery never holds up a call.
+        assert load.errors == 0 and len(load.acked) > 600, (load.errors, len(load.acked))
+        for name in ("archive-" + BUCKET, f"cloudwatch-{GROUP}"):
+            assert h["destinations"][name]["backlog"]["entries"] > 0, h
+            assert h2["destinations"][name]["failures"] > 0, h2
+            assert h2["destinations"][name]["lastError"], h2
+        assert h2["status"] == "degraded", h2
+        h = drained(s)
+        assert h["status"] == "ok"
+        check_s3_exactly_once(moto, load.acked)
+        dups = check_cloudwatch_at_least_once(moto, load.acked)
+        cw = h["destinations"][f"cloudwatch-{GROUP}"]
+        assert cw["metrics"]["ModelInvocationLogsCloudWatchDeliveryFailure"] > 0
+        print(f"\n{len(load.acked)} calls; CloudWatch duplicates after the outage: {dups}")
+    finally:
+        proxy.stop()
+
+
+def test_kill_9_three_times_while_delivering_to_s3_keeps_exactly_the_acknowledged_calls(make_server, moto):
+    moto.s3().create_bucket(Bucket=BUCKET)
+    s = make_server(bucket_config(BUCKET, moto) + f'[logging_config.default]\ns3Config = {{ bucketName = "{BUCKET}" }}\n')
+    rng = random.Random(11)
+    acked, errors = [], 0
+    for _ in range(3):
+        with Load(s, rate=50) as load:
+            time.sleep(rng.uniform(1.5, 4))
+            s.kill9()
+        acked += load.acked
+        errors += load.errors
+        s.start()
+    with Load(s, rate=50) as load:
+        time.sleep(1)
+    acked += load.acked
+    drained(s)
+    in_bucket = check_s3_exactly_once(moto, acked)
+    # Beyond the acknowledged calls, only calls cut off by a kill (recorded, unanswered).
+    assert len(in_bucket - set(acked)) <= errors, (len(in_bucket - set(acked)), errors)
+
+
+def test_a_network_that_resets_cuts_and_delays_loses_nothing(make_server, moto):
+    moto.s3().create_bucket(Bucket=BUCKET)
+    moto.logs().create_log_group(logGroupName=GROUP)
+    proxy = FaultyProxy(moto.port, seed=3, p_reset=0.15, p_cut=0.15, p_delay=0.2)
+    try:
+        s = make_server(remote_config(proxy.url, proxy.url, moto))
+        with Load(s) as load:
+            time.sleep(15)
+        assert load.errors == 0
+        h = drained(s)
+        proxy.enabled = False
+        check_s3_exactly_once(moto, load.acked)
+        dups = check_cloudwatch_at_least_once(moto, load.acked)
+        assert proxy.counts["reset"] > 0 and proxy.counts["cut"] > 0, proxy.counts
+        failures = sum(d["failures"] for d in h["destinations"].values())
+        print(f"\n{len(load.acked)} calls; proxy {proxy.counts}; delivery failures {failures}; CloudWatch duplicates {dups}")
+    finally:
+        proxy.stop()
+
+
+def test_credentials_that_become_invalid_are_a_permanent_error_that_holds_back_nothing_else(make_server, tmp_path):
+    import boto3
+    # moto checks signatures against its IAM once the first few (setup) calls are made.
+    moto = Moto(tmp_path, env={"INITIAL_NO_AUTH_ACTION_COUNT": "5"})
+    try:
+        iam = boto3.client("iam", endpoint_url=moto.url, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        iam.create_user(UserName="logbook")
+        arn = iam.create_policy(PolicyName="all", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))["Policy"]["Arn"]
+        iam.attach_user_policy(UserName="logbook", PolicyArn=arn)
+        key = iam.create_access_key(UserName="logbook")["AccessKey"]
+        as_user = dict(endpoint_url=moto.url, region_name="us-east-1",
+                       aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+        logs = boto3.client("logs", **as_user)
+        logs.create_log_group(logGroupName=GROUP)
+        config = (log_group_config(GROUP, moto).replace('"testing"\nsecret_access_key = "testing"',
+                                                        f'"{key["AccessKeyId"]}"\nsecret_access_key = "{key["SecretAccessKey"]}"')
+                  + cw_logging(GROUP, s3_bucket="logbook-archive")
+                  + "[archive]\nmax_object_age_ms = 200\npermanent_retry_ms = 500\n")
+        assert key["AccessKeyId"] in config
+        s = make_server(config)
+        c = s.bedrock()
+        first = [c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"a{i}"}]}])
+                 ["ResponseMetadata"]["RequestId"] for i in range(5)]
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if len(log_events(logs, GROUP)) >= 5:
+                    break
+            except logs.exceptions.ResourceNotFoundException:
+                pass  # the stream is not there yet
+            time.sleep(0.2)
+        assert sorted(json.loads(e["message"])["requestId"] for e in log_events(logs, GROUP)) == sorted(first)
+        # The key is revoked.
+        boto3.client("iam", **as_user).delete_access_key(UserName="logbook", AccessKeyId=key["AccessKeyId"])
+        for i in range(5):
+            c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"b{i}"}]}])
+        name = f"cloudwatch-{GROUP}"
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            h = s.health()
+            d = h["destinations"][name]
+            if d["consecutiveFailures"] >= 3 and h["destinations"]["archive-logbook-archive"]["records"] == 10:
+                break
+            time.sleep(0.2)
+        assert d["permanentFailure"] is True and d["stalled"] is True, d
+        assert "InvalidClientTokenId" in d["lastError"] or "UnrecognizedClient" in d["lastError"], d["lastError"]
+        assert d["backlog"]["entries"] >= 5
+        arch = h["destinations"]["archive-logbook-archive"]
+        assert arch["records"] == 10 and arch["consecutiveFailures"] == 0, arch
+        # Retried slowly, not hammered: at most a few attempts per permanent_retry period.
+        f1 = d["failures"]
+        time.sleep(2)
+        f2 = s.health()["destinations"][name]["failures"]
+        assert f2 - f1 <= 6, (f1, f2)
+        assert key["SecretAccessKey"] not in s.stderr()
+    finally:
+        moto.stop()
