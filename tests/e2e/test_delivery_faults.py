@@ -232,3 +232,99 @@ def test_credentials_that_become_invalid_are_a_permanent_error_that_holds_back_n
         assert key["SecretAccessKey"] not in s.stderr()
     finally:
         moto.stop()
+
+
+def budget_config(moto, mode, seg=64 * 1024):
+    return (bucket_config(BUCKET, moto)
+            + f'[logging_config.default]\ns3Config = {{ bucketName = "{BUCKET}" }}\n'
+            + f'[logging]\nsegment_bytes = {seg}\non_failure = "{mode}"\n'
+            + f"[journal]\nmax_bytes = {6 * seg}\n[store]\nflush_age_ms = 200\n"
+            + "[archive]\nmax_object_age_ms = 200\n")
+
+
+def trail_events(server):
+    import subprocess
+    from conftest import BIN
+    out = subprocess.run([BIN, "trail", "--data-dir", server.data_dir, "--config", server.config_path,
+                          "--format", "json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(l) for l in out.stdout.splitlines() if l.strip()]
+
+
+def call(client, i):
+    return client.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"call {i} " + "x" * 500}]}])
+
+
+def test_an_exhausted_journal_budget_fails_closed_naming_the_destination_and_loses_nothing(make_server, moto):
+    import botocore.exceptions
+    moto.s3().create_bucket(Bucket=BUCKET)
+    s = make_server(budget_config(moto, "fail-closed"))
+    c = s.bedrock()
+    acked = [call(c, i)["ResponseMetadata"]["RequestId"] for i in range(5)]
+    moto.pause()
+    refused = None
+    for i in range(3000):
+        try:
+            acked.append(call(c, i)["ResponseMetadata"]["RequestId"])
+        except botocore.exceptions.ClientError as e:
+            refused = e
+            break
+        time.sleep(0.01)
+    assert refused is not None, "the budget never ran out"
+    err = refused.response["Error"]
+    assert refused.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert err["Code"] == "ServiceUnavailableException", err
+    assert f"archive-{BUCKET}" in err["Message"] and "journal.max_bytes" in err["Message"], err
+    h = s.health()
+    assert h["status"] == "over-budget" and h["journal"]["overBudget"] is True, h
+    assert h["journal"]["bytes"] > h["journal"]["maxBytes"]
+    # The OpenAI API says the same in its own shape.
+    import openai
+    with pytest.raises(openai.APIStatusError) as oe:
+        s.openai().chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert oe.value.status_code == 503 and "journal.max_bytes" in str(oe.value)
+
+    moto.resume()
+    h = drained(s)
+    deadline = time.time() + 30
+    while time.time() < deadline and s.health()["status"] != "ok":
+        time.sleep(0.2)
+    assert s.health()["status"] == "ok"
+    acked.append(call(c, 9999)["ResponseMetadata"]["RequestId"])
+    drained(s)
+    in_bucket = check_s3_exactly_once(moto, acked)
+    assert in_bucket == set(acked), "nothing lost, nothing extra"
+    s.stop()
+    names = [e["eventName"] for e in trail_events(s)]
+    assert "JournalBudgetExhausted" in names and "JournalBudgetRecovered" in names, names
+
+
+def test_an_exhausted_journal_budget_fails_open_counting_and_auditing_the_loss(make_server, moto):
+    moto.s3().create_bucket(Bucket=BUCKET)
+    s = make_server(budget_config(moto, "fail-open"))
+    c = s.bedrock()
+    acked = [call(c, i)["ResponseMetadata"]["RequestId"] for i in range(5)]
+    moto.pause()
+    name = f"archive-{BUCKET}"
+    for i in range(3000):
+        acked.append(call(c, i)["ResponseMetadata"]["RequestId"])  # every call is served
+        if i % 50 == 0 and s.health()["destinations"][name]["lost"] > 0 and i > 600:
+            break
+        time.sleep(0.005)
+    h = s.health()
+    lost = h["destinations"][name]["lost"]
+    assert lost > 0 and h["journal"]["lostEntries"] == lost, h
+    assert h["journal"]["bytes"] <= h["journal"]["maxBytes"] * 1.5, h["journal"]
+    moto.resume()
+    drained(s)
+    recs = [r["requestId"] for _, r in s3_records(moto.s3(), BUCKET)]
+    assert len(recs) == len(set(recs)), "none twice"
+    missing = set(acked) - set(recs)
+    assert set(recs) <= set(acked)
+    assert 0 < len(missing) <= lost, (len(missing), lost)
+    lost_now = s.health()["destinations"][name]["lost"]
+    s.stop()
+    events = [e for e in trail_events(s) if e["eventName"] == "DeliveryLoss"]
+    assert events and sum(e["requestParameters"]["entries"] for e in events) == lost_now, events
+    assert all(e["requestParameters"]["destination"] == name for e in events)
+    assert "fail-open" in events[0]["errorMessage"]

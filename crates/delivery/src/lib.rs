@@ -165,8 +165,13 @@ pub struct DestinationStats {
     /// Entries set aside because they alone could not be delivered while the destination
     /// itself worked (kept under `<journal>/parked/<destination>/`).
     pub parked: AtomicU64,
+    /// Entries this destination will never deliver: the journal's disk budget ran out
+    /// while it was down (fail-open only; each loss is also a trail event).
+    pub lost: AtomicU64,
     /// The last failure, for health and operators.
     pub last_error: Mutex<Option<String>>,
+    /// The destination's cursor name.
+    pub name: std::sync::OnceLock<String>,
 }
 
 impl DestinationStats {
@@ -196,6 +201,11 @@ impl DestinationStats {
         self.consecutive_failures.load(Ordering::Relaxed) >= Self::STALLED_AFTER
     }
 
+    /// The destination's cursor name (what [`GcCoordinator::cursors`] calls it).
+    pub fn name(&self) -> &str {
+        self.name.get().map_or("", String::as_str)
+    }
+
     /// The last failure.
     pub fn last_error(&self) -> Option<String> {
         self.last_error
@@ -207,17 +217,46 @@ impl DestinationStats {
 
 /// Coordinates journal garbage collection: a segment goes only when every destination's
 /// cursor has passed it.
+///
+/// When the journal's disk budget is exhausted with `on_failure = "fail-open"`, the
+/// oldest segments go anyway: the *floor* rises above the cursors of the destinations that
+/// hold them, and those destinations resume at the floor (the entries between are counted
+/// as lost, and the loss is written to the trail before the segments are deleted).
 #[derive(Debug, Default)]
 pub struct GcCoordinator {
     cursors: Mutex<HashMap<String, u64>>,
+    floor: AtomicU64,
 }
 
 impl GcCoordinator {
-    /// Record `name`'s cursor; returns the smallest cursor of all (what GC may free).
+    /// Record `name`'s cursor; returns what GC may free: the smallest cursor of all, or
+    /// the floor when that is higher.
     pub fn set(&self, name: &str, cursor: u64) -> u64 {
         let mut m = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
         m.insert(name.to_string(), cursor);
-        m.values().copied().min().unwrap_or(cursor)
+        m.values()
+            .copied()
+            .min()
+            .unwrap_or(cursor)
+            .max(self.floor())
+    }
+
+    /// Every registered cursor.
+    pub fn cursors(&self) -> Vec<(String, u64)> {
+        let m = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(String, u64)> = m.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        v.sort();
+        v
+    }
+
+    /// No destination resumes below `floor` from now on (it never goes down).
+    pub fn raise_floor(&self, floor: u64) {
+        self.floor.fetch_max(floor, Ordering::SeqCst);
+    }
+
+    /// Below this, entries may be gone whatever the cursors say.
+    pub fn floor(&self) -> u64 {
+        self.floor.load(Ordering::SeqCst)
     }
 }
 
@@ -328,6 +367,7 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
         gc.set(&config.name, start);
         let stats = Arc::new(DestinationStats::default());
         stats.cursor.store(start, Ordering::Relaxed);
+        let _ = stats.name.set(config.name.clone());
         Ok(Destination {
             target,
             journal,
@@ -372,6 +412,20 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
     /// Can the destination take a write at all? Tells a poison entry from an outage.
     async fn probe(&self) -> Result<(), DeliveryError> {
         self.target.probe(&self.config.name).await
+    }
+
+    /// Where to start again after a failure: the cursor, or the floor when the journal's
+    /// disk budget made the oldest entries go (the budget enforcer counted them as lost).
+    fn resume_point(&self) -> Result<u64, DeliveryError> {
+        let c = self.cursor.load()?;
+        let floor = self.gc.floor();
+        if c >= floor {
+            return Ok(c);
+        }
+        self.cursor.store(floor)?;
+        self.stats.cursor.store(floor, Ordering::Relaxed);
+        tracing::error!(destination = %self.config.name, from = c, to = floor, "resuming past entries the journal's disk budget did not keep");
+        Ok(floor)
     }
 
     async fn wait_to_retry(&self, backoff: &mut Duration, e: &DeliveryError) {
@@ -443,7 +497,7 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
 
     /// Deliver until `shutdown` turns true, then flush what is pending and return.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), DeliveryError> {
-        let start = self.cursor.load()?;
+        let start = self.resume_point()?;
         let mut committed = self.journal.committed();
         let format = self
             .format
@@ -483,9 +537,9 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
                 if stopping {
                     return Err(e);
                 }
-                let from = self.cursor.load()?;
-                batch = Some(Batch::at(&self.journal, from, b.format));
                 self.wait_to_retry(&mut backoff, &e).await;
+                let from = self.resume_point()?;
+                batch = Some(Batch::at(&self.journal, from, b.format));
                 continue;
             }
             if b.started.is_some() {
@@ -511,13 +565,16 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
                     }
                     Err(e) => {
                         self.stats.failed(&e);
-                        let from = self.cursor.load()?;
+                        let from = self.resume_point()?;
                         let to = b.reader.position();
                         if isolate {
                             isolated_failures += 1;
                         }
                         isolate = self.stats.stalled();
-                        if isolated_failures >= PARK_AFTER && self.probe().await.is_ok() {
+                        if to > from
+                            && isolated_failures >= PARK_AFTER
+                            && self.probe().await.is_ok()
+                        {
                             // The destination takes writes; these entries alone do not.
                             let n = self.park(from, to).await?;
                             tracing::error!(destination = %self.config.name, from, to, entries = n, error = %e, "entries that cannot be delivered were parked");
@@ -530,12 +587,13 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
                         } else {
                             tracing::error!(destination = %self.config.name, error = %e, backoff_ms = backoff.as_millis() as u64, "delivery failed; will retry");
                         }
-                        // Rebuild the batch from the cursor: nothing past it is acknowledged.
-                        batch = Some(Batch::at(&self.journal, from, b.format));
                         if stopping {
                             return Err(e);
                         }
                         self.wait_to_retry(&mut backoff, &e).await;
+                        // Rebuild the batch from the cursor: nothing past it is acknowledged.
+                        let from = self.resume_point()?.max(from);
+                        batch = Some(Batch::at(&self.journal, from, b.format));
                         continue;
                     }
                 }

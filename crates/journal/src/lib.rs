@@ -935,6 +935,23 @@ impl Journal {
             .unwrap_or(1))
     }
 
+    /// Every segment on disk, oldest first: `(first sequence, bytes)`. The last one is
+    /// the segment being written.
+    pub fn segments(&self) -> Result<Vec<(u64, u64)>, JournalError> {
+        let disk = &*self.shared.disk;
+        let mut out = Vec::new();
+        for (first, path) in list_segments(disk, &self.shared.dir)? {
+            // A segment collected meanwhile is simply not counted.
+            let len = match disk.open_read(&path) {
+                Ok(f) => f.len().map_err(io_err("segment size"))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("open segment")(e)),
+            };
+            out.push((first, len));
+        }
+        Ok(out)
+    }
+
     /// A reader positioned at `seq`.
     pub fn reader(&self, seq: u64) -> Reader {
         Reader::new(self.shared.disk.clone(), self.shared.dir.clone(), seq)

@@ -45,6 +45,10 @@ pub struct AppState {
     pub buckets: HashMap<String, Bucket>,
     /// Log groups in a CloudWatch Logs service (`[[log_groups]]`), with their clients.
     pub remote_log_groups: HashMap<String, logbook_cloudwatch::LogsClient>,
+    /// Journal garbage collection across destinations.
+    pub gc: Arc<GcCoordinator>,
+    /// The journal's disk budget.
+    pub budget: crate::budget::BudgetStatus,
     /// Log groups.
     pub store: Arc<logbook_store::Store>,
     /// Queries over the log groups and the archive, on their own threads and limits.
@@ -221,6 +225,7 @@ async fn watch_destinations(s: Shared) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
+        crate::budget::enforce(&s).await;
         for (name, d) in &s.destinations {
             let p = d.parked.load(Ordering::Relaxed);
             let was_parked = parked.insert(name.clone(), p).unwrap_or(0);
@@ -268,7 +273,7 @@ async fn watch_destinations(s: Shared) {
 }
 
 /// A trail event of Logbook itself (`eventSource` `logbook`, `eventType` `AwsServiceEvent`).
-fn service_event(
+pub(crate) fn service_event(
     s: &Shared,
     name: &str,
     params: serde_json::Value,
@@ -357,6 +362,7 @@ fn destination_health(
         "lastError": last_error,
         "parked": load(&d.parked),
         "rejected": load(&d.rejected),
+        "lost": load(&d.lost),
         "metrics": {
             success: load(&d.records),
             failure: load(&d.failures),
@@ -377,11 +383,15 @@ async fn healthz(State(s): State<Shared>) -> Response {
         .filter(|(_, d)| d.stalled())
         .map(|(n, _)| n)
         .collect();
-    let healthy = journal_ok && !disk_full;
+    let over_budget = s.budget.refusing.load(Ordering::Relaxed);
+    let healthy = journal_ok && !disk_full && !over_budget;
     let status = if !journal_ok {
         "journal-unavailable"
     } else if disk_full {
         "disk-full"
+    } else if over_budget {
+        // Calls are refused (fail-closed) until the destination catches up.
+        "over-budget"
     } else if !stalled.is_empty() {
         // Calls are still served and recorded; delivery (and journal GC) stands still.
         "degraded"
@@ -403,6 +413,13 @@ async fn healthz(State(s): State<Shared>) -> Response {
             "batches": st.batches.load(Ordering::Relaxed),
             "fsyncs": st.syncs.load(Ordering::Relaxed),
             "fsyncMicros": st.sync_nanos.load(Ordering::Relaxed) / 1000,
+            "bytes": s.budget.bytes.load(Ordering::Relaxed),
+            "maxBytes": s.config.journal_max_bytes,
+            "overBudget": s.budget.refusing.load(Ordering::Relaxed),
+            "lostEntries": s.budget.lost.load(Ordering::Relaxed),
+            // Who holds the journal: each sink's next undelivered sequence.
+            "cursors": s.gc.cursors().into_iter().filter(|(_, c)| *c != u64::MAX).collect::<std::collections::BTreeMap<_, _>>(),
+            "floor": s.gc.floor(),
         },
         "destinations": s.destinations.iter().map(|(name, d)| (name.clone(), destination_health(name, d, committed, now_ms))).collect::<serde_json::Map<_, _>>(),
         // Unauthenticated endpoint: name the drifted regions, not their configurations
@@ -800,6 +817,8 @@ pub async fn serve(
         logging,
         buckets,
         remote_log_groups,
+        gc,
+        budget: Default::default(),
         store,
         engine,
         queries: Default::default(),

@@ -273,6 +273,8 @@ pub struct Recorder {
     pins: Arc<std::sync::Mutex<Pins>>,
     gc: Option<Arc<GcCoordinator>>,
     unrecorded: Arc<std::sync::atomic::AtomicU64>,
+    /// Why calls are refused while the journal's disk budget is exhausted (fail-closed).
+    over_budget: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Recorder {
@@ -295,6 +297,7 @@ impl Recorder {
             pins: Default::default(),
             gc: None,
             unrecorded: Default::default(),
+            over_budget: Default::default(),
         }
     }
 
@@ -302,6 +305,12 @@ impl Recorder {
     /// its request id).
     pub fn unrecorded(&self) -> u64 {
         self.unrecorded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Refuse new calls with `reason` (the journal's disk budget is exhausted and the
+    /// configuration fails closed), or serve them again (`None`).
+    pub fn set_over_budget(&self, reason: Option<String>) {
+        *self.over_budget.lock().unwrap_or_else(|e| e.into_inner()) = reason;
     }
 
     /// Keep the start entries of open streams from journal GC through `gc`.
@@ -392,6 +401,14 @@ impl Recorder {
                 "Model invocation logging is off for account {} in {} and this gateway requires it; the call was not made.",
                 call.caller.account_id, call.caller.region
             )));
+        }
+        if let Some(reason) = self
+            .over_budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Err(Refusal::Unavailable(reason));
         }
         if self.journal.is_healthy() || self.on_failure == OnFailure::FailOpen {
             Ok(())

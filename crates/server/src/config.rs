@@ -11,6 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The journal's default disk budget.
+pub const DEFAULT_JOURNAL_MAX_BYTES: u64 = 8 << 30;
+
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4700";
 /// The log group the embedded default logging configuration delivers to.
@@ -57,6 +60,21 @@ struct RawLogging {
     on_failure: Option<String>,
     segment_bytes: Option<u64>,
     require_logging: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    /// Flush the log group store's in-memory tail to Parquet when its oldest record is
+    /// this old (default 60 s; the journal keeps the records meanwhile).
+    flush_age_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJournal {
+    /// Disk the journal's segments may take (default 8 GiB).
+    max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -327,6 +345,10 @@ struct RawConfig {
     #[serde(default)]
     archive: RawArchive,
     #[serde(default)]
+    journal: RawJournal,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
     buckets: Vec<RawBucket>,
     #[serde(default)]
     log_groups: Vec<RawLogGroup>,
@@ -497,6 +519,9 @@ pub struct Config {
     pub on_failure: OnFailure,
     /// Journal segment size.
     pub segment_bytes: u64,
+    /// Disk the journal may take before a destination that stays down costs calls
+    /// (fail-closed) or its own undelivered records (fail-open).
+    pub journal_max_bytes: u64,
     /// Archive bucket name.
     pub archive_bucket: String,
     /// Archive key prefix.
@@ -653,6 +678,14 @@ impl Config {
                 }
                 Err(e) => errors.push(e),
             }
+        }
+        let segment_bytes = raw.logging.segment_bytes.unwrap_or(16 * 1024 * 1024);
+        let journal_max_bytes = raw.journal.max_bytes.unwrap_or(DEFAULT_JOURNAL_MAX_BYTES);
+        if journal_max_bytes < 4 * segment_bytes {
+            errors.push(format!(
+                "journal.max_bytes {journal_max_bytes} must be at least 4 segments ({} bytes with logging.segment_bytes = {segment_bytes})",
+                4 * segment_bytes
+            ));
         }
         let mut remote_log_groups = BTreeMap::new();
         for g in raw.log_groups {
@@ -934,7 +967,8 @@ impl Config {
             query,
             mode,
             on_failure,
-            segment_bytes: raw.logging.segment_bytes.unwrap_or(16 * 1024 * 1024),
+            segment_bytes,
+            journal_max_bytes,
             archive_bucket,
             archive_prefix: raw.archive.key_prefix.unwrap_or_default(),
             max_object_bytes: raw.archive.max_object_bytes.unwrap_or(5 * 1024 * 1024),
@@ -949,7 +983,13 @@ impl Config {
             logging_default,
             log_groups,
             remote_log_groups,
-            store_ingest: logbook_store::ingest::IngestConfig::default(),
+            store_ingest: {
+                let mut c = logbook_store::ingest::IngestConfig::default();
+                if let Some(ms) = raw.store.flush_age_ms {
+                    c.flush_age = Duration::from_millis(ms.max(100));
+                }
+                c
+            },
             logging_declared,
             require_logging: raw.logging.require_logging.unwrap_or(false),
             auth_enforced,

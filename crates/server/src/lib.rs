@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod bedrock;
+pub mod budget;
 pub mod capture;
 pub mod config;
 pub mod control;

@@ -47,6 +47,7 @@ pub async fn run(
     let mut reader = journal.reader(start);
     let mut committed = journal.committed();
     let mut last_retention = std::time::Instant::now();
+    let mut last_flush = std::time::Instant::now();
     let mut backoff = Duration::from_millis(100);
     loop {
         let stopping = *shutdown.borrow();
@@ -82,15 +83,23 @@ pub async fn run(
             continue;
         }
         let (rows, bytes, age) = store.tail_size();
+        // Entries that are not for any log group move the cursor too: without a flush now
+        // and then, a configuration that sends nothing to log groups would hold journal GC
+        // (and the journal's disk) forever.
+        let passed_over = rows == 0
+            && store.next_seq() > store.durable_seq()
+            && last_flush.elapsed() >= config.flush_age;
         let due = rows >= config.flush_rows
             || bytes >= config.flush_bytes
             || (rows > 0 && age >= config.flush_age.as_millis() as i64)
+            || passed_over
             || stopping;
         if due && (rows > 0 || store.next_seq() > store.durable_seq()) {
             let st = store.clone();
             match tokio::task::spawn_blocking(move || st.flush()).await {
                 Ok(Ok(_)) => {
                     backoff = Duration::from_millis(100);
+                    last_flush = std::time::Instant::now();
                     on_durable(store.durable_seq());
                 }
                 Ok(Err(e)) => {
@@ -133,5 +142,56 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logbook_journal::JournalConfig;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A configuration that sends nothing to log groups still moves the store's cursor,
+    /// so it never holds journal garbage collection.
+    #[test]
+    fn entries_for_no_group_still_move_the_durable_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let journal = Journal::open(JournalConfig::new(dir.path().join("journal"))).unwrap();
+            let store = Arc::new(Store::open(dir.path().join("store")).unwrap());
+            for i in 0..10 {
+                let p = format!("{{\"eventName\":\"Something\",\"n\":{i}}}").into_bytes();
+                journal.append(Box::new(move |_| p)).await.unwrap();
+            }
+            let seen = Arc::new(AtomicU64::new(0));
+            let s2 = seen.clone();
+            let on_durable: OnDurable = Arc::new(move |next| {
+                s2.store(next, Ordering::SeqCst);
+            });
+            let (tx, rx) = watch::channel(false);
+            let config = IngestConfig {
+                flush_age: Duration::from_millis(50),
+                ..Default::default()
+            };
+            let task = tokio::spawn(run(store.clone(), journal.clone(), config, on_durable, rx));
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while seen.load(Ordering::SeqCst) < 11 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(
+                seen.load(Ordering::SeqCst),
+                11,
+                "the cursor passed the ten entries"
+            );
+            assert_eq!(store.durable_seq(), 11);
+            assert_eq!(store.stats.records.load(Ordering::Relaxed), 0);
+            tx.send(true).unwrap();
+            task.await.unwrap().unwrap();
+        });
     }
 }

@@ -103,6 +103,8 @@ pub fn harness(opts: Options) -> Harness {
         logging,
         buckets,
         remote_log_groups: Default::default(),
+        gc: Default::default(),
+        budget: Default::default(),
         config,
     });
     Harness {
