@@ -87,11 +87,16 @@ def test_the_example_configuration_validates_and_starts(tmp_path):
     path = tmp_path / "logbook.toml"
     path.write_text(text)
     env = dict(os.environ, ALICE_SECRET="alice-secret", APP_KEY="app-key")
-    p = subprocess.run([BIN, "validate", str(path)], env=env, capture_output=True, text=True, timeout=60)
+    # The example names an AWS bucket, and there is no AWS here: the file alone.
+    p = subprocess.run([BIN, "validate", "--offline", str(path)], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+    # Online, the unreachable bucket is named.
+    p = subprocess.run([BIN, "validate", str(path)], env=dict(env, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y"),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and 'bucket "corp-bedrock-logs"' in p.stderr, p.stderr
     # Without the variables it names, it is refused, by validate as by serve.
     bare = {k: v for k, v in os.environ.items() if k not in ("ALICE_SECRET", "APP_KEY")}
-    p = subprocess.run([BIN, "validate", str(path)], env=bare, capture_output=True, text=True, timeout=60)
+    p = subprocess.run([BIN, "validate", "--offline", str(path)], env=bare, capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and "ALICE_SECRET" in p.stderr
     s = Server(tmp_path / "data", text, env={"ALICE_SECRET": "alice-secret", "APP_KEY": "app-key"}).start()
     try:
