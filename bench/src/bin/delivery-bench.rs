@@ -38,11 +38,46 @@ struct Args {
 /// Prose-like text of `n` bytes (compresses about as well as real prompts do).
 fn text(rng: &mut impl rand::Rng, n: usize) -> String {
     const WORDS: &[&str] = &[
-        "the", "model", "answer", "customer", "invoice", "please", "summarize", "report",
-        "quarterly", "revenue", "support", "ticket", "error", "retry", "database", "latency",
-        "region", "account", "policy", "compliance", "audit", "record", "token", "budget",
-        "team", "search", "analytics", "deploy", "release", "incident", "because", "which",
-        "would", "could", "between", "during", "without", "against", "through", "about",
+        "the",
+        "model",
+        "answer",
+        "customer",
+        "invoice",
+        "please",
+        "summarize",
+        "report",
+        "quarterly",
+        "revenue",
+        "support",
+        "ticket",
+        "error",
+        "retry",
+        "database",
+        "latency",
+        "region",
+        "account",
+        "policy",
+        "compliance",
+        "audit",
+        "record",
+        "token",
+        "budget",
+        "team",
+        "search",
+        "analytics",
+        "deploy",
+        "release",
+        "incident",
+        "because",
+        "which",
+        "would",
+        "could",
+        "between",
+        "during",
+        "without",
+        "against",
+        "through",
+        "about",
     ];
     let mut s = String::with_capacity(n + 16);
     while s.len() < n {
@@ -73,7 +108,11 @@ fn record(i: u64, bucket: &str, group: &str, size: usize, rng: &mut impl rand::R
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
-async fn drain(stats: Arc<DestinationStats>, end: u64, timeout: Duration) -> anyhow::Result<Duration> {
+async fn drain(
+    stats: Arc<DestinationStats>,
+    end: u64,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
     let t = Instant::now();
     while stats.cursor.load(Ordering::Relaxed) < end {
         if t.elapsed() > timeout {
