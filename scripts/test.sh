@@ -18,6 +18,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
+step "node test dependencies (a second S3 implementation: s3rver)"
+NODE_DIR="${LOGBOOK_TEST_NODE:-$HOME/.cache/logbook/node}"
+if [ ! -x "$NODE_DIR/node_modules/.bin/s3rver" ]; then
+  mkdir -p "$NODE_DIR"
+  npm install --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error s3rver@3.7.1
+fi
+export S3RVER_BIN="$NODE_DIR/node_modules/.bin/s3rver"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -21,6 +21,10 @@ def free_port():
 
 
 class Moto:
+    name = "moto"
+    access_key, secret_key = "testing", "testing"
+    sse = True  # answers with the ServerSideEncryption it was asked for
+
     def __init__(self, log_dir, env=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -63,11 +67,65 @@ class Moto:
         self.log.close()
 
 
+class S3rver:
+    """s3rver (npm), a second S3 implementation that keeps objects in a folder and checks
+    SigV4 signatures; installed by scripts/test.sh (S3RVER_BIN)."""
+    name = "s3rver"
+    access_key, secret_key = "S3RVER", "S3RVER"
+    sse = False  # accepts the header, does not echo it
+
+    def __init__(self, log_dir):
+        binary = os.environ.get("S3RVER_BIN") or os.path.expanduser(
+            "~/.cache/logbook/node/node_modules/.bin/s3rver")
+        if not os.path.exists(binary):
+            raise RuntimeError("s3rver is not installed: run scripts/test.sh (it installs it with npm)")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dir = os.path.join(str(log_dir), f"s3rver-{self.port}")
+        os.makedirs(self.dir)
+        self.log = open(os.path.join(str(log_dir), f"s3rver-{self.port}.log"), "ab")
+        self.proc = subprocess.Popen([binary, "-d", self.dir, "-a", "127.0.0.1", "-p", str(self.port), "--silent"],
+                                     stdout=self.log, stderr=self.log)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("s3rver did not start")
+
+    def s3(self):
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+
+    def pause(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+S3_SERVERS = {"moto": Moto, "s3rver": S3rver}
+
+
 def bucket_config(name, moto, remote=None, **extra):
-    """A [[buckets]] entry for a moto bucket."""
+    """A [[buckets]] entry for a bucket on `moto` (or any server in S3_SERVERS)."""
     lines = ["[[buckets]]", f'name = "{name}"', f'url = "s3://{remote or name}"',
              f'endpoint = "{moto.url}"', "path_style = true", 'region = "us-east-1"',
-             'access_key_id = "testing"', 'secret_access_key = "testing"']
+             f'access_key_id = "{moto.access_key}"', f'secret_access_key = "{moto.secret_key}"']
     lines += [f"{k} = {v!r}".replace("'", '"') for k, v in extra.items()]
     return "\n".join(lines) + "\n"
 

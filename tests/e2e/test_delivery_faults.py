@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from remote import FaultyProxy, Moto, bucket_config, log_events, log_group_config
+from remote import S3_SERVERS, FaultyProxy, Moto, bucket_config, log_events, log_group_config
 from test_buckets import s3_records
 from test_cloudwatch import GROUP, cw_logging
 
@@ -131,7 +131,15 @@ def test_an_endpoint_stopped_then_gone_for_a_minute_loses_nothing(make_server, m
         proxy.stop()
 
 
-def test_kill_9_three_times_while_delivering_to_s3_keeps_exactly_the_acknowledged_calls(make_server, moto):
+@pytest.fixture(params=sorted(S3_SERVERS))
+def s3server(request, tmp_path):
+    m = S3_SERVERS[request.param](tmp_path)
+    yield m
+    m.stop()
+
+
+def test_kill_9_three_times_while_delivering_to_s3_keeps_exactly_the_acknowledged_calls(make_server, s3server):
+    moto = s3server
     moto.s3().create_bucket(Bucket=BUCKET)
     s = make_server(bucket_config(BUCKET, moto) + f'[logging_config.default]\ns3Config = {{ bucketName = "{BUCKET}" }}\n')
     rng = random.Random(11)
