@@ -1,0 +1,258 @@
+//! The delivery loop against a target that fails on command (a test double of a remote:
+//! the real ones, moto's S3 and CloudWatch Logs, are exercised end to end in
+//! tests/e2e). Checks the error classification, the retry waits, the health counters, the
+//! budget's floor, and that a failing destination holds back no other.
+
+use async_trait::async_trait;
+use logbook_delivery::{
+    retry_wait, DeliveryError, Destination, DestinationConfig, Format, GcCoordinator, Target,
+    Written,
+};
+use logbook_journal::{Entry, Journal, JournalConfig};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One write per batch: the sequences it holds.
+#[derive(Default)]
+struct Seqs(Vec<u64>);
+
+impl Format for Seqs {
+    type Item = Vec<u64>;
+    fn add(&mut self, e: Entry) -> Result<usize, DeliveryError> {
+        self.0.push(e.seq);
+        Ok(e.payload.len())
+    }
+    fn take(&mut self) -> Result<Vec<Vec<u64>>, DeliveryError> {
+        Ok(vec![std::mem::take(&mut self.0)])
+    }
+    fn reset(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// Fails its first `fail` writes with `permanent` or passing errors; records what it took.
+struct Flaky {
+    fail: AtomicU64,
+    permanent: bool,
+    got: Mutex<Vec<u64>>,
+    attempts: Mutex<Vec<Instant>>,
+}
+
+impl Flaky {
+    fn new(fail: u64, permanent: bool) -> Arc<Self> {
+        Arc::new(Flaky {
+            fail: AtomicU64::new(fail),
+            permanent,
+            got: Mutex::new(Vec::new()),
+            attempts: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+struct Shared(Arc<Flaky>);
+
+#[async_trait]
+impl Target for Shared {
+    type Item = Vec<u64>;
+    async fn put(&self, item: Vec<u64>) -> Result<Written, DeliveryError> {
+        self.0.attempts.lock().unwrap().push(Instant::now());
+        if self.0.fail.load(Ordering::SeqCst) > 0 {
+            self.0.fail.fetch_sub(1, Ordering::SeqCst);
+            return Err(if self.0.permanent {
+                DeliveryError::Config("access denied (test)".into())
+            } else {
+                DeliveryError::Io(std::io::Error::other("connection reset (test)"))
+            });
+        }
+        let n = item.len() as u64;
+        self.0.got.lock().unwrap().extend(item);
+        Ok(Written {
+            bytes: n,
+            rejected: 0,
+            large_data: 0,
+        })
+    }
+    async fn probe(&self, _name: &str) -> Result<(), DeliveryError> {
+        Err(DeliveryError::Config("down (test)".into()))
+    }
+}
+
+fn config(name: &str, permanent_retry: Duration) -> DestinationConfig {
+    DestinationConfig {
+        name: name.into(),
+        max_object_bytes: 1 << 20,
+        max_object_age: Duration::from_millis(20),
+        retry_base: Duration::from_millis(10),
+        permanent_retry,
+    }
+}
+
+async fn journal_with(dir: &std::path::Path, n: u64) -> Journal {
+    let j = Journal::open(JournalConfig::new(dir.join("journal"))).unwrap();
+    for i in 0..n {
+        let p = format!("{{\"n\":{i}}}").into_bytes();
+        j.append(Box::new(move |_| p)).await.unwrap();
+    }
+    j
+}
+
+async fn until(deadline: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn retry_waits_are_jittered_below_the_backoff_and_permanent_ones_fixed() {
+    let b = Duration::from_millis(800);
+    let waits: Vec<Duration> = (0..200)
+        .map(|_| retry_wait(b, false, Duration::from_secs(60)))
+        .collect();
+    assert!(waits.iter().all(|w| *w >= b / 2 && *w <= b), "{waits:?}");
+    // Jitter: not all the same.
+    assert!(waits.iter().any(|w| *w != waits[0]));
+    assert_eq!(
+        retry_wait(b, true, Duration::from_secs(60)),
+        Duration::from_secs(60)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_is_reported_then_retried_slowly_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal_with(dir.path(), 10).await;
+    let t = Flaky::new(3, true);
+    let gc = Arc::new(GcCoordinator::default());
+    let d = Destination::new(
+        Shared(t.clone()),
+        j.clone(),
+        config("flaky", Duration::from_millis(150)),
+        Seqs::default(),
+        gc,
+    )
+    .unwrap();
+    let stats = d.stats();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(d.run(rx));
+    until(Duration::from_secs(10), || {
+        stats.consecutive_failures.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    assert!(stats.permanent(), "a permanent error is reported as such");
+    assert!(stats.last_error().unwrap().contains("access denied"));
+    until(Duration::from_secs(10), || {
+        stats.cursor.load(Ordering::Relaxed) == 11
+    })
+    .await;
+    assert!(!stats.permanent() && stats.consecutive_failures.load(Ordering::Relaxed) == 0);
+    assert_eq!(stats.failures.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.retries.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.records.load(Ordering::Relaxed), 10);
+    assert_eq!(stats.oldest_pending_ms.load(Ordering::Relaxed), 0);
+    assert_eq!(*t.got.lock().unwrap(), (1..=10).collect::<Vec<u64>>());
+    // Retried slowly: at least the permanent wait between attempts, not the 10 ms backoff.
+    let a = t.attempts.lock().unwrap().clone();
+    for w in a.windows(2).take(3) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(150),
+            "{:?}",
+            w[1] - w[0]
+        );
+    }
+    tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passing_failures_back_off_and_the_backlog_is_visible_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal_with(dir.path(), 5).await;
+    let t = Flaky::new(4, false);
+    let d = Destination::new(
+        Shared(t.clone()),
+        j.clone(),
+        config("passing", Duration::from_secs(3600)),
+        Seqs::default(),
+        Arc::new(GcCoordinator::default()),
+    )
+    .unwrap();
+    let stats = d.stats();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(d.run(rx));
+    until(Duration::from_secs(10), || {
+        stats.consecutive_failures.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+    assert!(stats.stalled() && !stats.permanent());
+    assert!(
+        stats.oldest_pending_ms.load(Ordering::Relaxed) > 0,
+        "the oldest undelivered entry's time is known"
+    );
+    until(Duration::from_secs(10), || {
+        stats.cursor.load(Ordering::Relaxed) == 6
+    })
+    .await;
+    assert_eq!(*t.got.lock().unwrap(), (1..=5).collect::<Vec<u64>>());
+    assert!(!stats.stalled());
+    // Backoff doubles (jittered within [b/2, b]): 10, 20, 40, 80 ms bases.
+    let a = t.attempts.lock().unwrap().clone();
+    let gaps: Vec<Duration> = a.windows(2).map(|w| w[1] - w[0]).collect();
+    for (i, g) in gaps.iter().take(4).enumerate() {
+        assert!(*g >= Duration::from_millis(5 << i), "gap {i}: {g:?}");
+    }
+    tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_destination_holds_back_no_other_and_resumes_at_the_budget_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal_with(dir.path(), 20).await;
+    let gc = Arc::new(GcCoordinator::default());
+    let down = Flaky::new(u64::MAX, false);
+    let up = Flaky::new(0, false);
+    let d_down = Destination::new(
+        Shared(down.clone()),
+        j.clone(),
+        config("down", Duration::from_secs(3600)),
+        Seqs::default(),
+        gc.clone(),
+    )
+    .unwrap();
+    let d_up = Destination::new(
+        Shared(up.clone()),
+        j.clone(),
+        config("up", Duration::from_secs(3600)),
+        Seqs::default(),
+        gc.clone(),
+    )
+    .unwrap();
+    let (s_down, s_up) = (d_down.stats(), d_up.stats());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let t1 = tokio::spawn(d_down.run(rx.clone()));
+    let t2 = tokio::spawn(d_up.run(rx));
+    until(Duration::from_secs(10), || {
+        s_up.cursor.load(Ordering::Relaxed) == 21
+    })
+    .await;
+    assert_eq!(up.got.lock().unwrap().len(), 20);
+    assert_eq!(s_down.cursor.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        gc.cursors(),
+        vec![("down".to_string(), 1), ("up".to_string(), 21)]
+    );
+    // The budget gives up entries 1..15 for the failing destination: it resumes at 15.
+    gc.raise_floor(15);
+    down.fail.store(0, Ordering::SeqCst);
+    until(Duration::from_secs(10), || {
+        s_down.cursor.load(Ordering::Relaxed) == 21
+    })
+    .await;
+    assert_eq!(*down.got.lock().unwrap(), (15..=20).collect::<Vec<u64>>());
+    tx.send(true).unwrap();
+    t1.await.unwrap().unwrap();
+    t2.await.unwrap().unwrap();
+}
