@@ -56,7 +56,11 @@ struct Shared(Arc<Flaky>);
 impl Target for Shared {
     type Item = Vec<u64>;
     async fn put(&self, item: Vec<u64>) -> Result<Written, DeliveryError> {
-        self.0.attempts.lock().unwrap().push(Instant::now());
+        self.0
+            .attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Instant::now());
         if self.0.fail.load(Ordering::SeqCst) > 0 {
             self.0.fail.fetch_sub(1, Ordering::SeqCst);
             return Err(if self.0.permanent {
@@ -66,7 +70,11 @@ impl Target for Shared {
             });
         }
         let n = item.len() as u64;
-        self.0.got.lock().unwrap().extend(item);
+        self.0
+            .got
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(item);
         Ok(Written {
             bytes: n,
             rejected: 0,
