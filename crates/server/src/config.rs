@@ -1073,6 +1073,67 @@ mod tests {
     }
 
     #[test]
+    fn remote_log_groups_and_the_journal_budget_are_declared_and_checked() {
+        let parse = |t: &str| Config::parse(t, &HashMap::new(), Path::new("/d"));
+        let c = parse(
+            "[server]\nregion = \"eu-west-1\"\n[[log_groups]]\nname = \"/aws/bedrock/x\"\n[[log_groups]]\nname = \"/y\"\nendpoint = \"http://127.0.0.1:5000\"\nregion = \"us-east-2\"\naccess_key_id = \"A\"\nsecret_access_key = \"S\"\n[journal]\nmax_bytes = 1073741824\n[store]\nflush_age_ms = 5000\n[archive]\npermanent_retry_ms = 2500\n",
+        )
+        .unwrap();
+        let x = &c.remote_log_groups["/aws/bedrock/x"];
+        assert_eq!(x.region, "eu-west-1", "the server's region by default");
+        assert_eq!(x.endpoint, "https://logs.eu-west-1.amazonaws.com");
+        let y = &c.remote_log_groups["/y"];
+        assert_eq!(
+            (y.endpoint.as_str(), y.region.as_str()),
+            ("http://127.0.0.1:5000", "us-east-2")
+        );
+        assert!(
+            !format!("{y:?}").contains("\"S\""),
+            "the secret is never printed"
+        );
+        assert_eq!(c.journal_max_bytes, 1 << 30);
+        assert_eq!(c.store_ingest.flush_age, Duration::from_secs(5));
+        assert_eq!(c.permanent_retry, Duration::from_millis(2500));
+        let d = parse("").unwrap();
+        assert_eq!(d.journal_max_bytes, DEFAULT_JOURNAL_MAX_BYTES);
+        assert!(d.remote_log_groups.is_empty());
+        for (bad, says) in [
+            (
+                "[[log_groups]]\nname = \"\"",
+                "not a CloudWatch Logs group name",
+            ),
+            (
+                "[[log_groups]]\nname = \"a b\"",
+                "not a CloudWatch Logs group name",
+            ),
+            (
+                "[[log_groups]]\nname = \"g\"\nregion = \"moon-1\"",
+                "not an AWS region",
+            ),
+            (
+                "[[log_groups]]\nname = \"g\"\nendpoint = \"logs.example\"",
+                "http:// or https://",
+            ),
+            (
+                "[[log_groups]]\nname = \"g\"\nsecret_access_key = \"S\"",
+                "go together",
+            ),
+            (
+                "[[log_groups]]\nname = \"g\"\n[[log_groups]]\nname = \"g\"",
+                "declared twice",
+            ),
+            (
+                "[[log_groups]]\nname = \"g\"\nrole = \"x\"",
+                "unknown field",
+            ),
+            ("[journal]\nmax_bytes = 1000", "at least 4 segments"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn declarative_logging_config() {
         let c = Config::parse(
             "[[buckets]]\nname = \"team-logs\"\npath = \"team\"\n[logging_config.default]\ns3Config = { bucketName = \"team-logs\", keyPrefix = \"all/\" }\n[logging_config.us-west-2]\ns3Config = { bucketName = \"logbook-archive\" }\ntextDataDeliveryEnabled = false\n",

@@ -512,3 +512,36 @@ async fn an_outage_parks_nothing() {
     assert_eq!(stats.cursor.load(Ordering::Relaxed), 1);
     assert!(!jdir.path().join("parked").exists());
 }
+
+/// Bedrock's rule is "larger than 100 KB": a body of exactly 102,400 serialized bytes stays
+/// inline, one byte more goes to `data/`.
+#[test]
+fn the_offload_boundary_is_exactly_100_kb() {
+    let body = |n: usize| serde_json::to_vec(&serde_json::json!({"t": "x".repeat(n)})).unwrap();
+    assert_eq!(body(102_392).len(), LARGE_BODY_BYTES);
+    for (n, offloaded) in [(102_392, false), (102_393, true)] {
+        let mut f = ArchiveFormat::new("bkt", true, "", "node");
+        f.add(logbook_journal::Entry {
+            seq: 1,
+            time_ms: 1_736_445_600_000,
+            payload: record(1, "111111111111", n),
+        })
+        .unwrap();
+        let objects = f.take().unwrap();
+        let data = objects.iter().filter(|(k, _)| k.contains("/data/")).count();
+        assert_eq!(
+            data,
+            usize::from(offloaded),
+            "body of {} bytes",
+            body(n).len()
+        );
+        let (_, log) = objects.iter().find(|(k, _)| !k.contains("/data/")).unwrap();
+        let mut s = String::new();
+        flate2::read::MultiGzDecoder::new(&log[..])
+            .read_to_string(&mut s)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(s.trim()).unwrap();
+        assert_eq!(v["input"].get("inputBodyJson").is_none(), offloaded);
+        assert_eq!(v["input"].get("inputBodyS3Path").is_some(), offloaded);
+    }
+}
