@@ -20,7 +20,32 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Moto:
+class _Server:
+    """A server process the test started: paused, resumed and stopped by its PID."""
+
+    def pause(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def s3(self):
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+
+
+class Moto(_Server):
     name = "moto"
     access_key, secret_key = "testing", "testing"
     sse = True  # answers with the ServerSideEncryption it was asked for
@@ -41,33 +66,14 @@ class Moto:
         self.stop()
         raise RuntimeError("moto_server did not start")
 
-    def s3(self):
-        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
 
     def logs(self):
         return boto3.client("logs", endpoint_url=self.url, region_name="us-east-1",
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
-    def pause(self):
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self):
-        self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
-class S3rver:
+class S3rver(_Server):
     """s3rver (npm), a second S3 implementation that keeps objects in a folder and checks
     SigV4 signatures; installed by scripts/test.sh (S3RVER_BIN)."""
     name = "s3rver"
@@ -96,26 +102,7 @@ class S3rver:
         self.stop()
         raise RuntimeError("s3rver did not start")
 
-    def s3(self):
-        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
-                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
 
-    def pause(self):
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self):
-        self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 S3_SERVERS = {"moto": Moto, "s3rver": S3rver}

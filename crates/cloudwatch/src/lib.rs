@@ -10,9 +10,6 @@
 //! batch counting 26 bytes per event, 10,000 events, 256 KB per event, events in
 //! chronological order spanning at most 24 hours.
 
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
 pub use logbook_wire::credentials::AwsCredentials;
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
@@ -262,44 +259,18 @@ impl LogsClient {
             ("content-type", "application/x-amz-json-1.1"),
             ("x-amz-target", target.as_str()),
         ];
-        let c = &self.endpoint.credentials;
-        let identity = Credentials::new(
-            &c.access_key_id,
-            &c.secret_access_key,
-            c.session_token.clone(),
-            None,
-            "logbook",
-        )
-        .into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.endpoint.region)
-            .name("logs")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| LogsError::Config(format!("cannot sign: {e}")))?
-            .into();
-        let signable = SignableRequest::new(
-            "POST",
+        let signed = logbook_wire::credentials::sign_post(
             &url,
-            headers.iter().copied(),
-            SignableBody::Bytes(&body),
+            &headers,
+            &body,
+            &self.endpoint.credentials,
+            &self.endpoint.region,
+            "logs",
+            SystemTime::now(),
         )
-        .map_err(|e| LogsError::Config(format!("cannot sign: {e}")))?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| LogsError::Config(format!("cannot sign: {e}")))?
-            .into_parts();
-        let mut req = http::Request::builder().method("POST").uri(&url);
-        for (k, v) in headers.iter().filter(|(k, _)| *k != "host") {
-            req = req.header(*k, *v);
-        }
-        let mut req = req
-            .body(())
-            .map_err(|e| LogsError::Config(format!("cannot build request: {e}")))?;
-        instructions.apply_to_request_http1x(&mut req);
+        .map_err(LogsError::Config)?;
         let mut rb = self.http.post(&url).body(body);
-        for (k, v) in req.headers() {
+        for (k, v) in &signed {
             rb = rb.header(k, v);
         }
         let resp = rb.send().await.map_err(|e| LogsError::Transport {

@@ -11,9 +11,6 @@ use crate::{
     ChunkStream, ConverseEventStream, EmbedResponse, InvokeResponse, Provider, ProviderError,
 };
 use async_trait::async_trait;
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
 use bytes::Bytes;
 use futures::StreamExt;
 use logbook_wire::aws::AwsErrorCode;
@@ -312,43 +309,18 @@ impl BedrockProvider {
             ("content-type", "application/json"),
             ("accept", accept),
         ];
-        let identity = Credentials::new(
-            &self.credentials.access_key_id,
-            &self.credentials.secret_access_key,
-            self.credentials.session_token.clone(),
-            None,
-            "logbook",
-        )
-        .into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("bedrock")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| ProviderError::validation(format!("cannot sign: {e}")))?
-            .into();
-        let signable = SignableRequest::new(
-            "POST",
+        let signed = logbook_wire::credentials::sign_post(
             &url,
-            headers.iter().copied(),
-            SignableBody::Bytes(&body),
+            &headers,
+            &body,
+            &self.credentials,
+            &self.region,
+            "bedrock",
+            SystemTime::now(),
         )
-        .map_err(|e| ProviderError::validation(format!("cannot sign: {e}")))?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| ProviderError::validation(format!("cannot sign: {e}")))?
-            .into_parts();
-        let mut req = http::Request::builder().method("POST").uri(&url);
-        for (k, v) in headers.iter().filter(|(k, _)| *k != "host") {
-            req = req.header(*k, *v);
-        }
-        let mut req = req
-            .body(())
-            .map_err(|e| ProviderError::validation(format!("cannot build request: {e}")))?;
-        instructions.apply_to_request_http1x(&mut req);
+        .map_err(ProviderError::validation)?;
         let mut rb = self.client.post(&url).body(body);
-        for (k, v) in req.headers() {
+        for (k, v) in &signed {
             rb = rb.header(k, v);
         }
         if !stream {

@@ -84,3 +84,100 @@ pub fn credentials_from(
         .unwrap_or("default");
     parse_credentials_file(&text, profile)
 }
+
+/// Sign a POST of `body` to `url` with SigV4 for `service` in `region` (`aws-sigv4`).
+/// `headers` must include `host`; returns the headers to send: the given ones except
+/// `host` (the HTTP client sets it), then the signature's (`x-amz-date`, `authorization`,
+/// `x-amz-security-token`). The error says why it could not be signed.
+pub fn sign_post(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    credentials: &AwsCredentials,
+    region: &str,
+    service: &str,
+    time: std::time::SystemTime,
+) -> Result<Vec<(String, String)>, String> {
+    use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+    let identity = aws_credential_types::Credentials::new(
+        &credentials.access_key_id,
+        &credentials.secret_access_key,
+        credentials.session_token.clone(),
+        None,
+        "logbook",
+    )
+    .into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| format!("cannot sign: {e}"))?
+        .into();
+    let signable = SignableRequest::new(
+        "POST",
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| format!("cannot sign: {e}"))?;
+    let (instructions, _) = sign(signable, &params)
+        .map_err(|e| format!("cannot sign: {e}"))?
+        .into_parts();
+    let mut out: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    out.extend(
+        instructions
+            .headers()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_post_adds_the_signature_and_leaves_host_to_the_client() {
+        let creds = AwsCredentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "secret".into(),
+            session_token: Some("tok".into()),
+        };
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_000_000);
+        let h = sign_post(
+            "http://127.0.0.1:5000/",
+            &[
+                ("host", "127.0.0.1:5000"),
+                ("x-amz-target", "Logs_20140328.PutLogEvents"),
+            ],
+            b"{}",
+            &creds,
+            "eu-west-1",
+            "logs",
+            t,
+        )
+        .unwrap();
+        let get = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("host"), None);
+        assert_eq!(get("x-amz-target"), Some("Logs_20140328.PutLogEvents"));
+        assert_eq!(get("x-amz-security-token"), Some("tok"));
+        let auth = get("authorization").unwrap();
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"),
+            "{auth}"
+        );
+        assert!(auth.contains("/eu-west-1/logs/aws4_request"), "{auth}");
+        assert!(auth.contains("SignedHeaders=host;"), "{auth}");
+        assert!(
+            !h.iter().any(|(_, v)| v.contains("secret")),
+            "the secret never leaves"
+        );
+    }
+}
