@@ -255,6 +255,12 @@ async fn a_failing_destination_holds_back_no_other_and_resumes_at_the_budget_flo
     );
     // The budget gives up entries 1..15 for the failing destination: it resumes at 15.
     gc.raise_floor(15);
+    // It moves there when it next starts over (after its next failure) ...
+    until(Duration::from_secs(10), || {
+        s_down.cursor.load(Ordering::Relaxed) == 15
+    })
+    .await;
+    // ... and delivers from there once the target works again.
     down.fail.store(0, Ordering::SeqCst);
     until(Duration::from_secs(10), || {
         s_down.cursor.load(Ordering::Relaxed) == 21
