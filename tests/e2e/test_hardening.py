@@ -627,14 +627,14 @@ def test_a_stuck_destination_makes_health_degraded_until_it_recovers(make_server
         assert "archive-logbook-archive" in h["stalledDestinations"]
         assert h["destinations"]["archive-logbook-archive"]["consecutiveFailures"] >= 3
         # The stall is journaled as a trail event (one more journal entry) before recovery.
-        wait_for(lambda: s.health()["journal"]["committed"] > h["journal"]["committed"],
-                 what="the stall's trail event")
+        stalled_at = wait_for(lambda: (lambda c: c if c > h["journal"]["committed"] else None)(
+            s.health()["journal"]["committed"]), what="the stall's trail event")
         assert subprocess.run(["mount", "-o", "remount,rw", str(bucket)], capture_output=True).returncode == 0
-        wait_for(lambda: delivered(s), timeout=60, what="delivery to resume")
-        h = s.health()
-        assert h["status"] == "ok"
-        wait_for(lambda: s.health()["journal"]["committed"] > h["journal"]["committed"],
-                 what="the recovery's trail event")
+        # The recovery's trail event is one more journal entry; it may be written before or
+        # after the second record reaches the bucket, so wait for both, not in an order.
+        h = wait_for(lambda: (lambda h: h if h and h["status"] == "ok"
+                              and h["journal"]["committed"] > stalled_at else None)(delivered(s)),
+                     timeout=60, what="delivery to resume and the recovery's trail event")
         s.stop()
         ids = [r["requestId"] for r in read_records(str(s.data_dir), bucket_dir=str(bucket))]
         assert sorted(ids) == sorted([first, second])
