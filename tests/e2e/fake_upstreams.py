@@ -123,7 +123,7 @@ class BedrockHandler(_Handler):
         text = f"bedrock {model} says hi"
         if action == "converse":
             return self.send_json(200, {"output": {"message": {"role": "assistant", "content": [{"text": text}]}}, "stopReason": "end_turn",
-                                        "usage": {"inputTokens": 7, "outputTokens": 5, "totalTokens": 12, "cacheReadInputTokens": 3, "cacheWriteInputTokens": 0},
+                                        "usage": {"inputTokens": 7, "outputTokens": 5, "totalTokens": 15, "cacheReadInputTokens": 3, "cacheWriteInputTokens": 0},
                                         "metrics": {"latencyMs": 42}})
         if action == "converse-stream":
             self.start_chunked("application/vnd.amazon.eventstream")

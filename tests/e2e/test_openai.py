@@ -150,7 +150,13 @@ def test_boto3_converse_served_by_openai_upstream(make_server):
         assert body["max_tokens"] == 33 and body["stop"] == ["END"]
         assert headers["authorization"] == "Bearer sk-upstream-secret"
         assert r["output"]["message"]["content"] == [{"text": "upstream says hi"}]
-        assert r["usage"] == {"inputTokens": 11, "outputTokens": 4, "totalTokens": 15, "cacheReadInputTokens": 2}
+        # OpenAI's prompt_tokens (11) include its 2 cached tokens; Bedrock counts them apart:
+        # inputTokens is the uncached 9, totalTokens still counts every token.
+        assert r["usage"] == {"inputTokens": 9, "outputTokens": 4, "totalTokens": 15, "cacheReadInputTokens": 2}
+        first = [x for x in wait_records(s, 1) if x["operation"] == "Converse"][0]
+        assert first["input"]["inputTokenCount"] == 9 and first["input"]["cacheReadInputTokenCount"] == 2
+        # gpt-4o-mini: 9 × 0.15 + 2 × 0.075 + 4 × 0.60 per 1M tokens.
+        assert first["logbook"]["cost"] == "0.0000039"
         # Streaming, with a tool call.
         tools = {"tools": [{"toolSpec": {"name": "weather", "inputSchema": {"json": {"type": "object"}}}}]}
         st = c.converse_stream(modelId="gpt-4o", messages=[{"role": "user", "content": [{"text": "weather?"}]}], toolConfig=tools)

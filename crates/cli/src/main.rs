@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod query_cmd;
+mod report_cmd;
 mod status_cmd;
 
 #[derive(Parser)]
@@ -47,11 +48,55 @@ enum Command {
     Query(QueryArgs),
     /// Import Bedrock invocation logs (gzipped JSON Lines in Bedrock's S3 layout).
     Import(ImportArgs),
+    /// FinOps reports.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Cost and tokens by period and by team, principal, tag, metadata key, model or
+    /// region. Each call counts once: a bare key is the principal tag, else the call's
+    /// requestMetadata key of that name.
+    Chargeback(ChargebackArgs),
+}
+
+#[derive(clap::Args)]
+struct ChargebackArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Group by (repeatable or comma-separated): principal, model, region, account, api,
+    /// operation, tag:KEY, meta:KEY, or a bare KEY (principal tag, else requestMetadata).
+    #[arg(long)]
+    by: Vec<String>,
+    /// Period length.
+    #[arg(long, default_value = "month", value_parser = ["day", "week", "month"])]
+    period: String,
+    /// IANA time zone the periods are cut in (records stay in UTC).
+    #[arg(long, default_value = "UTC")]
+    tz: String,
+    /// Only calls newer than this (90s, 30m, 24h, 7d, 2w). Default: all.
+    #[arg(long, conflicts_with = "start")]
+    since: Option<String>,
+    /// Only calls at or after this time (RFC 3339, or a date).
+    #[arg(long)]
+    start: Option<String>,
+    /// Only calls at or before this time (RFC 3339, or a date).
+    #[arg(long)]
+    end: Option<String>,
+    /// Output: an aligned table, CSV, JSON, an HTML page, or FOCUS 1.0 CSV.
+    #[arg(long, default_value = "table", value_parser = ["table", "csv", "json", "html", "focus"])]
+    format: String,
+    /// Log group to read (repeatable). Default: every log group.
+    #[arg(long = "log-group")]
+    log_groups: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -279,6 +324,36 @@ fn run() -> anyhow::Result<()> {
                 &args.format,
                 args.limit,
                 &args.query,
+            )
+        }
+        Command::Report {
+            command: ReportCommand::Chargeback(args),
+        } => {
+            let config = load_data(&args.data)?;
+            let ms = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+            let mut start = i64::MIN / 2;
+            if let Some(s) = &args.since {
+                start =
+                    ms(time::OffsetDateTime::now_utc() - logbook_server::tools::parse_since(s)?);
+            }
+            if let Some(t) = &args.start {
+                start = ms(logbook_server::tools::parse_instant(t)?);
+            }
+            let end = match &args.end {
+                Some(t) => ms(logbook_server::tools::parse_instant(t)?),
+                None => i64::MAX / 2,
+            };
+            report_cmd::chargeback(
+                &config,
+                report_cmd::Args {
+                    by: args.by,
+                    period: args.period,
+                    tz: args.tz,
+                    start_ms: start,
+                    end_ms: end,
+                    format: args.format,
+                    groups: args.log_groups,
+                },
             )
         }
         Command::Import(args) => {

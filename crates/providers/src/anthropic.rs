@@ -190,6 +190,7 @@ fn usage_of(u: Option<&Value>) -> TokenUsage {
     );
     t.cache_read_input_tokens = g("cache_read_input_tokens");
     t.cache_write_input_tokens = g("cache_creation_input_tokens");
+    t.total_tokens = t.sum();
     t
 }
 
@@ -294,7 +295,7 @@ impl MessagesStreamReader {
                 vec![]
             }
             Some("message_stop") => {
-                self.usage.total_tokens = self.usage.input_tokens + self.usage.output_tokens;
+                self.usage.total_tokens = self.usage.sum();
                 vec![
                     StreamEvent::MessageStop {
                         stop_reason: self

@@ -205,6 +205,15 @@ impl TokenUsage {
             cache_write_input_tokens: None,
         }
     }
+
+    /// Every token of the call: input, output and both cache kinds (Bedrock's
+    /// `totalTokens` counts cache reads and writes too).
+    pub fn sum(&self) -> u64 {
+        self.input_tokens
+            + self.output_tokens
+            + self.cache_read_input_tokens.unwrap_or(0)
+            + self.cache_write_input_tokens.unwrap_or(0)
+    }
 }
 
 /// A Converse response.

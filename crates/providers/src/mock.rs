@@ -14,6 +14,7 @@
 //! | `[mock:chunk_delay_ms=N]` | wait N ms between streamed pieces |
 //! | `[mock:fail_after_chunks=N]` | streams: fail with `ModelStreamErrorException` after N pieces |
 //! | `[mock:tool=NAME]` | answer with a tool call to NAME (when tools are offered) |
+//! | `[mock:cache_read=N]`, `[mock:cache_write=N]` | Converse: report N prompt-cache read / write tokens |
 
 use crate::converse::{
     response_to_events, ConverseRequest, ConverseResponse, Message, StreamEvent, TokenUsage,
@@ -54,6 +55,10 @@ pub struct Directives {
     pub fail_after_chunks: Option<usize>,
     /// Tool to call.
     pub tool: Option<String>,
+    /// Prompt-cache read tokens to report (Converse).
+    pub cache_read: Option<u64>,
+    /// Prompt-cache write tokens to report (Converse).
+    pub cache_write: Option<u64>,
 }
 
 /// Read `[mock:key=value]` directives from text.
@@ -77,6 +82,8 @@ pub fn directives(text: &str) -> Directives {
             "chunk_delay_ms" => d.chunk_delay_ms = n.unwrap_or(0).min(60_000),
             "fail_after_chunks" => d.fail_after_chunks = n.map(|n| n as usize),
             "tool" => d.tool = Some(v.trim().to_string()),
+            "cache_read" => d.cache_read = n.map(|n| n.min(10_000_000)),
+            "cache_write" => d.cache_write = n.map(|n| n.min(10_000_000)),
             _ => {}
         }
     }
@@ -228,7 +235,13 @@ impl MockProvider {
                 content,
             },
             stop_reason: stop,
-            usage: TokenUsage::new(input_tokens, output_tokens),
+            usage: {
+                let mut u = TokenUsage::new(input_tokens, output_tokens);
+                u.cache_read_input_tokens = d.cache_read;
+                u.cache_write_input_tokens = d.cache_write;
+                u.total_tokens = u.sum();
+                u
+            },
             latency_ms: self.base_delay.as_millis() as u64 + d.delay_ms,
             additional_model_response_fields: None,
         }

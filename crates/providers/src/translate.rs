@@ -332,11 +332,16 @@ pub fn chat_to_converse(body: &Value) -> Result<(ConverseRequest, ChatOptions), 
     Ok((req, opts))
 }
 
+/// Usage as OpenAI reports it: `prompt_tokens` counts every input token, cached ones
+/// included, with the cached ones again in `prompt_tokens_details.cached_tokens`. Our
+/// [`TokenUsage`] keeps the kinds apart (Bedrock's rule), so they are added back here.
 fn openai_usage(u: &TokenUsage) -> Value {
+    let cache_read = u.cache_read_input_tokens.unwrap_or(0);
+    let prompt = u.input_tokens + cache_read + u.cache_write_input_tokens.unwrap_or(0);
     let mut v = json!({
-        "prompt_tokens": u.input_tokens,
+        "prompt_tokens": prompt,
         "completion_tokens": u.output_tokens,
-        "total_tokens": u.total_tokens,
+        "total_tokens": prompt + u.output_tokens,
     });
     if let (Some(c), Some(o)) = (u.cache_read_input_tokens, v.as_object_mut()) {
         o.insert("prompt_tokens_details".into(), json!({"cached_tokens": c}));
@@ -601,18 +606,25 @@ pub fn converse_to_chat(
     Ok(body)
 }
 
+/// OpenAI's usage in our terms: its `prompt_tokens` include the cached tokens, which we
+/// count apart, so `input_tokens` is the uncached part (what the input price applies to).
 fn usage_from_openai(u: Option<&Value>) -> TokenUsage {
     let g = |k: &str| {
         u.and_then(|u| u.get(k))
             .and_then(Value::as_u64)
             .unwrap_or(0)
     };
-    let mut t = TokenUsage::new(g("prompt_tokens"), g("completion_tokens"));
-    t.cache_read_input_tokens = u
+    let cached = u
         .and_then(|u| u.get("prompt_tokens_details"))
         .and_then(|d| d.get("cached_tokens"))
-        .and_then(Value::as_u64)
-        .filter(|&c| c > 0);
+        .and_then(Value::as_u64);
+    let prompt = g("prompt_tokens");
+    let mut t = TokenUsage::new(
+        prompt.saturating_sub(cached.unwrap_or(0)),
+        g("completion_tokens"),
+    );
+    t.cache_read_input_tokens = cached.map(|c| c.min(prompt));
+    t.total_tokens = prompt + t.output_tokens;
     t
 }
 
@@ -847,6 +859,38 @@ mod tests {
         );
         let e = chat_to_converse(&json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]})).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("messages[0].content[0]"));
+    }
+
+    #[test]
+    fn openai_cached_tokens_are_counted_apart_from_input_and_added_back() {
+        // OpenAI: prompt_tokens (100) include cached_tokens (80).
+        let u = usage_from_openai(Some(
+            &json!({"prompt_tokens": 100, "completion_tokens": 7, "total_tokens": 107, "prompt_tokens_details": {"cached_tokens": 80}}),
+        ));
+        assert_eq!(
+            (
+                u.input_tokens,
+                u.cache_read_input_tokens,
+                u.output_tokens,
+                u.total_tokens
+            ),
+            (20, Some(80), 7, 107)
+        );
+        let back = openai_usage(&u);
+        assert_eq!(back["prompt_tokens"], 100);
+        assert_eq!(back["prompt_tokens_details"]["cached_tokens"], 80);
+        assert_eq!(back["total_tokens"], 107);
+        // A Converse usage with a cache write: OpenAI's prompt_tokens count it too.
+        let mut c = TokenUsage::new(3, 4);
+        c.cache_read_input_tokens = Some(10);
+        c.cache_write_input_tokens = Some(5);
+        assert_eq!(openai_usage(&c)["prompt_tokens"], 18);
+        assert_eq!(openai_usage(&c)["total_tokens"], 22);
+        // Nonsense (cached > prompt) never underflows.
+        let u = usage_from_openai(Some(
+            &json!({"prompt_tokens": 5, "prompt_tokens_details": {"cached_tokens": 9}}),
+        ));
+        assert_eq!((u.input_tokens, u.cache_read_input_tokens), (0, Some(5)));
     }
 
     #[test]

@@ -160,3 +160,105 @@ fn retention_applies_to_queries_before_and_after_expired_files_go() {
     let left = count(&engine, &rt, insights, Language::Insights)[0];
     assert!((31..=32).contains(&left), "{left}");
 }
+
+/// Parquet files written before a column existed (the cost columns were added after
+/// stores were in use) read as null in that column; new files carry it; both sum exactly.
+#[test]
+fn files_written_before_the_cost_columns_still_read_and_costs_sum_exactly() {
+    use datafusion::arrow::array::RecordBatch;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use datafusion::parquet::arrow::ArrowWriter;
+    let d = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(d.path()).unwrap());
+    store.create_group(GROUP).unwrap();
+    let now = logbook_store::now_ms();
+    store.add_entries(&[entry(1, now - 2000), entry(2, now - 1000)]);
+    store.flush().unwrap();
+    // Rewrite every Parquet file as the old format wrote it: the first 30 columns only.
+    let mut rewritten = 0;
+    for f in walk(d.path()) {
+        if f.extension().is_some_and(|e| e == "parquet") {
+            let file = std::fs::File::open(&f).unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap();
+            let batches: Vec<RecordBatch> = reader
+                .map(|b| b.unwrap().project(&(0..30).collect::<Vec<_>>()).unwrap())
+                .collect();
+            let out = std::fs::File::create(&f).unwrap();
+            let mut w = ArrowWriter::try_new(out, batches[0].schema(), None).unwrap();
+            for b in &batches {
+                w.write(b).unwrap();
+            }
+            w.close().unwrap();
+            rewritten += 1;
+        }
+    }
+    assert!(rewritten > 0);
+    // New records carry costs whose float sum would not be exact.
+    let priced = |seq: u64, ts: i64, cost: &str| {
+        let mut e = entry(seq, ts);
+        let mut v: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
+        v["logbook"]["cost"] = cost.into();
+        e.payload = v.to_string().into_bytes();
+        e
+    };
+    store.add_entries(&[
+        priced(3, now - 500, "0.1"),
+        priced(4, now - 400, "0.2"),
+        priced(5, now - 300, "0.000000000001"),
+    ]);
+    let engine = Engine::new(store.clone(), None);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let run = |q: &str, language| {
+        rt.block_on(engine.run(&QueryRequest {
+            groups: vec![GROUP.into()],
+            start_ms: 0,
+            end_ms: i64::MAX / 2,
+            query: q.into(),
+            language,
+            limit: 10,
+            after_seq: 0,
+        }))
+        .unwrap()
+        .rows
+    };
+    let rows = run(
+        "SELECT count(*), count(cost), CAST(sum(cost) AS VARCHAR) FROM invocations",
+        Language::Sql,
+    );
+    assert_eq!(
+        rows[0],
+        [
+            Some("5".into()),
+            Some("3".into()),
+            Some("0.300000000001".into())
+        ]
+    );
+    let rows = run("stats sum(logbook.cost) as total", Language::Insights);
+    assert_eq!(rows[0][0].as_deref(), Some("0.300000000001"));
+    // And after the new records are flushed next to the old files.
+    store.flush().unwrap();
+    let rows = run(
+        "SELECT count(*), CAST(sum(cost) AS VARCHAR) FROM invocations",
+        Language::Sql,
+    );
+    assert_eq!(rows[0], [Some("5".into()), Some("0.300000000001".into())]);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

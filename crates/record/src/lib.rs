@@ -167,6 +167,16 @@ pub struct LogbookExt {
     /// Why bodies were left out, e.g. `textDataDeliveryEnabled=false`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bodies_omitted: Option<String>,
+    /// What the call cost in USD, as an exact decimal string (`"0.00000936"`); `null` when
+    /// it cannot be priced (then `unpriced` says why). Never a guessed 0.
+    #[serde(default)]
+    pub cost: Option<String>,
+    /// Version of the price catalog that priced the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_catalog: Option<String>,
+    /// Why the call has no cost (no price for the model, usage unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpriced: Option<String>,
 }
 
 /// The S3 destination a record is delivered to (from the logging configuration in force

@@ -505,6 +505,10 @@ pub fn router(state: Shared) -> Router {
         .route("/healthz", get(healthz))
         .route("/", post(crate::logs_api::handle))
         .route("/logbook/query", post(crate::logs_api::http_query))
+        .route(
+            "/logbook/report/chargeback",
+            post(crate::logs_api::http_chargeback),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -804,7 +808,8 @@ pub async fn serve(
         logging.clone(),
         config.require_logging,
     )
-    .with_gc(gc.clone());
+    .with_gc(gc.clone())
+    .with_pricing(config.pricing.clone());
     let listen = config.listen.clone();
     let buffers = crate::http_util::BufferBudget::new(config.max_buffered_bytes);
     let state = Arc::new(AppState {

@@ -17,7 +17,7 @@ use axum::Extension;
 use bytes::Bytes;
 use http::HeaderMap;
 use logbook_providers::converse::{valid_metadata, Assembler, ConverseRequest, StreamEvent};
-use logbook_providers::{native, ProviderError, TokenUsage};
+use logbook_providers::{native, ProviderError};
 use logbook_record::{Operation, Output};
 use logbook_wire::aws::AwsErrorCode;
 use logbook_wire::eventstream;
@@ -231,12 +231,6 @@ fn model_timeout() -> Fail {
     )
 }
 
-fn converse_token_fields(call: &mut Call, usage: &TokenUsage) {
-    call.input.input_token_count = Some(usage.input_tokens);
-    call.input.cache_read_input_token_count = Some(usage.cache_read_input_tokens.unwrap_or(0));
-    call.input.cache_write_input_token_count = Some(usage.cache_write_input_tokens.unwrap_or(0));
-}
-
 /// Parse a Converse body; on failure, the error response (recorded).
 async fn parse_converse(
     s: &Shared,
@@ -335,7 +329,7 @@ async fn converse_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body
         Ok(resp) => resp,
         Err(f) => return fail(&s, &call, f, None).await,
     };
-    converse_token_fields(&mut call, &resp.usage);
+    call.set_usage(resp.usage);
     let body = resp.to_json();
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let outcome = Outcome {
@@ -343,7 +337,7 @@ async fn converse_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body
             output_content_type: Some("application/json".into()),
             output_body_json: Some(body),
             output_body_s3_path: None,
-            output_token_count: Some(resp.usage.output_tokens),
+            output_token_count: None,
         }),
         error: None,
         http_status: 200,
@@ -405,15 +399,14 @@ impl StreamFormat for ConverseFormat {
     }
 
     fn output(&mut self, call: &mut Call) -> Output {
-        let usage = self.asm.usage();
-        if let Some(u) = &usage {
-            converse_token_fields(call, u);
+        if let Some(u) = self.asm.usage() {
+            call.set_usage(u);
         }
         Output {
             output_content_type: Some("application/json".into()),
             output_body_json: Some(self.asm.finish().to_json()),
             output_body_s3_path: None,
-            output_token_count: usage.map(|u| u.output_tokens),
+            output_token_count: None,
         }
     }
 
@@ -454,17 +447,14 @@ impl StreamFormat for ChunkFormat {
     }
 
     fn output(&mut self, call: &mut Call) -> Output {
-        let usage = native::usage_from_chunks(&self.chunks);
-        if let Some(u) = &usage {
-            call.input.input_token_count = Some(u.input_tokens);
-            call.input.cache_read_input_token_count = u.cache_read_input_tokens;
-            call.input.cache_write_input_token_count = u.cache_write_input_tokens;
+        if let Some(u) = native::usage_from_chunks(&self.chunks) {
+            call.set_usage(u);
         }
         Output {
             output_content_type: Some("application/json".into()),
             output_body_json: Some(Value::Array(std::mem::take(&mut self.chunks))),
             output_body_s3_path: None,
-            output_token_count: usage.map(|u| u.output_tokens),
+            output_token_count: None,
         }
     }
 
@@ -622,17 +612,15 @@ async fn invoke_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) 
         Err(f) => return fail(&s, &call, f, None).await,
     };
     let out_json: Option<Value> = serde_json::from_slice(&resp.body).ok();
-    if let Some(u) = &resp.usage {
-        call.input.input_token_count = Some(u.input_tokens);
-        call.input.cache_read_input_token_count = u.cache_read_input_tokens;
-        call.input.cache_write_input_token_count = u.cache_write_input_tokens;
+    if let Some(u) = resp.usage {
+        call.set_usage(u);
     }
     let outcome = Outcome {
         output: Some(Output {
             output_content_type: Some(resp.content_type.clone()),
             output_body_json: out_json,
             output_body_s3_path: None,
-            output_token_count: resp.usage.map(|u| u.output_tokens),
+            output_token_count: None,
         }),
         error: None,
         http_status: 200,

@@ -7,6 +7,7 @@ use crate::control::LoggingConfigs;
 use crate::identity::Caller;
 use logbook_delivery::GcCoordinator;
 use logbook_journal::{Journal, JournalError};
+use logbook_providers::converse::TokenUsage;
 use logbook_record::logging::data_type;
 use logbook_record::trail::TrailEvent;
 use logbook_record::{
@@ -65,6 +66,8 @@ pub struct Call {
     pub stream: bool,
     /// Time to the first streamed model output.
     pub first_token: Option<Duration>,
+    /// Token usage as the model reported it, set once by [`Call::set_usage`].
+    pub usage: Option<TokenUsage>,
 }
 
 /// How a call ended.
@@ -97,7 +100,14 @@ impl Call {
             performance_config: None,
             stream: false,
             first_token: None,
+            usage: None,
         }
+    }
+
+    /// The model's usage report. The record's token counts come from here and nowhere
+    /// else, by one rule ([`Call::record`]).
+    pub fn set_usage(&mut self, usage: TokenUsage) {
+        self.usage = Some(usage);
     }
 
     /// Note the first streamed output, once.
@@ -108,11 +118,31 @@ impl Call {
     }
 
     /// The record for this call. `logbook.sequence` is filled in by the journal.
-    pub fn record(&self, outcome: Outcome) -> InvocationRecord {
+    ///
+    /// Token counts follow one rule, Bedrock's: the kinds are disjoint (`inputTokenCount`
+    /// is uncached input), set only when the model reported usage; the chat operations
+    /// (Converse, ConverseStream, OpenAI chat) always carry both cache counts, 0 when
+    /// none, as Bedrock's Converse records do; InvokeModel and embeddings carry them only
+    /// when the model reported them.
+    pub fn record(&self, mut outcome: Outcome) -> InvocationRecord {
         let (error_code, error_message) = match outcome.error {
             Some((c, m)) => (Some(c), Some(m)),
             None => (None, None),
         };
+        let mut input = self.input.clone();
+        if let Some(u) = &self.usage {
+            let chat = matches!(
+                self.operation,
+                Operation::Converse | Operation::ConverseStream | Operation::ChatCompletions
+            );
+            let cache = |n: Option<u64>| if chat { Some(n.unwrap_or(0)) } else { n };
+            input.input_token_count = Some(u.input_tokens);
+            input.cache_read_input_token_count = cache(u.cache_read_input_tokens);
+            input.cache_write_input_token_count = cache(u.cache_write_input_tokens);
+            if let Some(o) = outcome.output.as_mut() {
+                o.output_token_count = Some(u.output_tokens);
+            }
+        }
         InvocationRecord {
             schema_type: SCHEMA_TYPE.into(),
             schema_version: SCHEMA_VERSION.into(),
@@ -125,7 +155,7 @@ impl Call {
             request_id: self.request_id.clone(),
             operation: self.operation.as_str().into(),
             model_id: self.model_id.clone(),
-            input: self.input.clone(),
+            input,
             output: outcome.output,
             request_metadata: self.request_metadata.clone(),
             inference_region: None,
@@ -153,6 +183,9 @@ impl Call {
                 principal_tags: (!self.caller.tags.is_empty()).then(|| self.caller.tags.clone()),
                 destination: None,
                 bodies_omitted: None,
+                cost: None,
+                price_catalog: None,
+                unpriced: None,
             },
         }
     }
@@ -275,6 +308,8 @@ pub struct Recorder {
     unrecorded: Arc<std::sync::atomic::AtomicU64>,
     /// Why calls are refused while the journal's disk budget is exhausted (fail-closed).
     over_budget: Arc<std::sync::Mutex<Option<String>>>,
+    /// Prices every record before it is journaled.
+    pricing: Arc<logbook_ops::Catalog>,
 }
 
 impl Recorder {
@@ -298,7 +333,17 @@ impl Recorder {
             gc: None,
             unrecorded: Default::default(),
             over_budget: Default::default(),
+            pricing: Arc::new(
+                logbook_ops::Catalog::builtin()
+                    .unwrap_or_else(|_| logbook_ops::Catalog::empty("none")),
+            ),
         }
+    }
+
+    /// Price records with `catalog` (the shipped catalog otherwise).
+    pub fn with_pricing(mut self, catalog: logbook_ops::Catalog) -> Self {
+        self.pricing = Arc::new(catalog);
+        self
     }
 
     /// Calls served without a durable record (fail-open only; each is also logged with
@@ -504,6 +549,7 @@ impl Recorder {
             }
         }
         record.logbook.node_id = self.node_id.clone();
+        self.pricing.price_record(&mut record);
         Some(record)
     }
 

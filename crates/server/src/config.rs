@@ -88,6 +88,46 @@ struct RawArchive {
     permanent_retry_ms: Option<u64>,
 }
 
+/// `[pricing]`: the price catalog. The shipped catalog holds unless `builtin = false`; a
+/// `catalog` file and inline `[[pricing.price]]` entries (the catalog file's format)
+/// override it, in that order. Records name the result, e.g. `2026-11-30+acme-7`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPricing {
+    builtin: Option<bool>,
+    catalog: Option<String>,
+    /// Names the inline entries in the version records carry (default `config`).
+    version: Option<String>,
+    #[serde(default)]
+    price: Vec<logbook_ops::pricing::PriceEntry>,
+}
+
+impl RawPricing {
+    fn catalog(self) -> Result<logbook_ops::Catalog, String> {
+        use logbook_ops::Catalog;
+        let mut c = if self.builtin.unwrap_or(true) {
+            Catalog::builtin().map_err(|e| e.to_string())?
+        } else {
+            Catalog::empty("none")
+        };
+        if let Some(path) = &self.catalog {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("pricing.catalog {path:?}: {e}"))?;
+            let file =
+                Catalog::parse(&text).map_err(|e| format!("pricing.catalog {path:?}: {e}"))?;
+            c = c.overlay(file);
+        }
+        if !self.price.is_empty() || self.version.is_some() {
+            let mut inline = Catalog::empty(self.version.as_deref().unwrap_or("config"));
+            inline
+                .add_entries(&self.price)
+                .map_err(|e| format!("[[pricing.price]]: {e}"))?;
+            c = c.overlay(inline);
+        }
+        Ok(c)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBucket {
@@ -349,6 +389,8 @@ struct RawConfig {
     #[serde(default)]
     store: RawStore,
     #[serde(default)]
+    pricing: RawPricing,
+    #[serde(default)]
     buckets: Vec<RawBucket>,
     #[serde(default)]
     log_groups: Vec<RawLogGroup>,
@@ -519,6 +561,8 @@ pub struct Config {
     pub on_failure: OnFailure,
     /// Journal segment size.
     pub segment_bytes: u64,
+    /// The price catalog every record is priced with.
+    pub pricing: logbook_ops::Catalog,
     /// Disk the journal may take before a destination that stays down costs calls
     /// (fail-closed) or its own undelivered records (fail-open).
     pub journal_max_bytes: u64,
@@ -687,6 +731,10 @@ impl Config {
                 4 * segment_bytes
             ));
         }
+        let pricing = raw.pricing.catalog().unwrap_or_else(|e| {
+            errors.push(e);
+            logbook_ops::Catalog::empty("none")
+        });
         let mut remote_log_groups = BTreeMap::new();
         for g in raw.log_groups {
             match g.spec(&region) {
@@ -968,6 +1016,7 @@ impl Config {
             mode,
             on_failure,
             segment_bytes,
+            pricing,
             journal_max_bytes,
             archive_bucket,
             archive_prefix: raw.archive.key_prefix.unwrap_or_default(),

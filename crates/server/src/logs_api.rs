@@ -905,6 +905,125 @@ pub async fn http_query(
     run.await.unwrap_or_else(|e: Response| e)
 }
 
+/// `POST /logbook/report/chargeback`: the chargeback report over HTTP, with the same
+/// limits as any query. Body: `{"by": ["team", "model"], "period": "month", "tz":
+/// "Europe/Berlin", "start": ms, "end": ms, "format": "json|csv|html|focus",
+/// "logGroups": [...]}`; every field optional (default: all log groups, all time, by
+/// period only, UTC, JSON).
+pub async fn http_chargeback(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Response {
+    use logbook_query::report::{Chargeback, Dimension, Period};
+    let body = match read_request(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if !caller.permissions.logs_read {
+        return err(
+            403,
+            "AccessDeniedException",
+            &format!(
+                "User: {} is not authorized to read logs (permission logs:read)",
+                caller.arn
+            ),
+        );
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return err(
+                400,
+                "SerializationException",
+                "The request body is not a JSON object",
+            )
+        }
+    };
+    let run = async {
+        let q = |e: logbook_query::QueryError| invalid(&e.to_string());
+        let by: Vec<String> = match v.get("by") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => s.split(',').map(str::to_string).collect(),
+            Some(Value::Array(a)) if a.len() <= 8 => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| invalid("by must be a list of strings"))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(invalid("by must be a list of at most 8 strings")),
+        };
+        let spec = Chargeback {
+            by: by
+                .iter()
+                .filter(|b| !b.trim().is_empty())
+                .map(|b| Dimension::parse(b))
+                .collect::<Result<_, _>>()
+                .map_err(q)?,
+            period: Period::parse(str_field(&v, "period")?.unwrap_or("month")).map_err(q)?,
+            tz: str_field(&v, "tz")?.unwrap_or("UTC").to_string(),
+        };
+        let format = str_field(&v, "format")?.unwrap_or("json");
+        let sql = match format {
+            "focus" => spec.focus_sql(),
+            "json" | "csv" | "html" => spec.sql(),
+            o => {
+                return Err(invalid(&format!(
+                    "format {o:?}: expected json, csv, html or focus"
+                )))
+            }
+        }
+        .map_err(q)?;
+        let groups = match v.get("logGroups") {
+            None | Some(Value::Null) => s.store.groups().into_iter().map(|g| g.name).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|g| {
+                    g.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| invalid("logGroups must be a list of strings"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(_) => return Err(invalid("logGroups must be a list of strings")),
+        };
+        if groups.is_empty() {
+            return Err(invalid("there is no log group to report on"));
+        }
+        let req = QueryRequest {
+            groups,
+            start_ms: int_field(&v, "start")?.unwrap_or(i64::MIN / 2),
+            end_ms: int_field(&v, "end")?.unwrap_or(i64::MAX / 2),
+            query: sql,
+            language: Language::Sql,
+            limit: 1_000_000,
+            after_seq: *s.journal.committed().borrow(),
+        };
+        let r = run_sync(&s, req).await?;
+        let engine_err = |e: logbook_query::QueryError| query_err(e);
+        let (text, content_type) = match format {
+            "focus" => (
+                spec.focus_csv(&r).map_err(engine_err)?,
+                "text/csv; charset=utf-8",
+            ),
+            _ => {
+                let report = spec.report(&r).map_err(engine_err)?;
+                match format {
+                    "csv" => (report.to_csv(), "text/csv; charset=utf-8"),
+                    "html" => (report.to_html(), "text/html; charset=utf-8"),
+                    _ => return Ok(ok(serde_json::to_value(&report).unwrap_or(Value::Null))),
+                }
+            }
+        };
+        Ok(axum::response::IntoResponse::into_response((
+            [(axum::http::header::CONTENT_TYPE, content_type)],
+            text,
+        )))
+    };
+    run.await.unwrap_or_else(|e: Response| e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

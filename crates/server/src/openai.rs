@@ -262,8 +262,7 @@ async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) ->
             Ok(x) => x,
             Err(e) => return fail_provider(&s, &call, e).await,
         };
-        call.input.input_token_count = Some(resp.usage.input_tokens);
-        call.input.cache_read_input_token_count = resp.usage.cache_read_input_tokens;
+        call.set_usage(resp.usage);
         let mut out = converse_to_chat_response(&resp, &opts.model, &id, created(&call));
         if call.route.as_ref().is_some_and(|r| r.mock) {
             if let Some(o) = out.as_object_mut() {
@@ -276,7 +275,7 @@ async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) ->
                 output_content_type: Some("application/json".into()),
                 output_body_json: Some(out),
                 output_body_s3_path: None,
-                output_token_count: Some(resp.usage.output_tokens),
+                output_token_count: None,
             }),
             error: None,
             http_status: 200,
@@ -386,10 +385,8 @@ impl StreamFormat for ChatFormat {
     }
 
     fn output(&mut self, call: &mut Call) -> Output {
-        let usage = self.asm.usage();
-        if let Some(u) = &usage {
-            call.input.input_token_count = Some(u.input_tokens);
-            call.input.cache_read_input_token_count = u.cache_read_input_tokens;
+        if let Some(u) = self.asm.usage() {
+            call.set_usage(u);
         }
         let out =
             converse_to_chat_response(&self.asm.finish(), &self.model, &self.id, self.created);
@@ -397,7 +394,7 @@ impl StreamFormat for ChatFormat {
             output_content_type: Some("application/json".into()),
             output_body_json: Some(out),
             output_body_s3_path: None,
-            output_token_count: usage.map(|u| u.output_tokens),
+            output_token_count: None,
         }
     }
 
@@ -549,13 +546,13 @@ async fn embeddings_call(s: Shared, mut call: Call, headers: HeaderMap, body: Bo
         "usage": {"prompt_tokens": emb.input_tokens, "total_tokens": emb.input_tokens}
     });
     let bytes = serde_json::to_vec(&out).unwrap_or_default();
-    call.input.input_token_count = Some(emb.input_tokens);
+    call.set_usage(logbook_providers::TokenUsage::new(emb.input_tokens, 0));
     let outcome = Outcome {
         output: Some(Output {
             output_content_type: Some("application/json".into()),
             output_body_json: Some(out),
             output_body_s3_path: None,
-            output_token_count: Some(0),
+            output_token_count: None,
         }),
         error: None,
         http_status: 200,

@@ -5,7 +5,7 @@
 //! CloudWatch Logs Insights would discover for it (`input.inputTokenCount`).
 
 use arrow_array::builder::{
-    BooleanBuilder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+    BooleanBuilder, Decimal128Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -27,7 +27,14 @@ pub enum Kind {
     /// JSON text (an object or array kept verbatim); dotted paths below it are extracted
     /// at query time.
     Json,
+    /// An exact decimal, `DECIMAL(38, 12)` (money: the record's decimal string).
+    Decimal,
 }
+
+/// Scale of [`Kind::Decimal`] columns: a cost has at most 12 decimals.
+pub const DECIMAL_SCALE: i8 = 12;
+/// Precision of [`Kind::Decimal`] columns.
+pub const DECIMAL_PRECISION: u8 = 38;
 
 /// One column: SQL name, dotted record path, kind.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +95,11 @@ pub const COLUMNS: &[Column] = &[
     c("api", "logbook.api", Kind::Str),
     c("error_message", "logbook.errorMessage", Kind::Str),
     c("message", "@message", Kind::Str),
+    // Added with cost (files written before have none; they read as null).
+    c("cost", "logbook.cost", Kind::Decimal),
+    c("price_catalog", "logbook.priceCatalog", Kind::Str),
+    c("unpriced", "logbook.unpriced", Kind::Str),
+    c("principal_tags", "logbook.principalTags", Kind::Json),
 ];
 
 /// Index of the `timestamp` column.
@@ -96,6 +108,8 @@ pub const TIMESTAMP: usize = 0;
 pub const REQUEST_ID: usize = 1;
 /// Index of the `message` column.
 pub const MESSAGE: usize = 29;
+/// Index of the `cost` column.
+pub const COST: usize = 30;
 
 /// The Arrow schema of a log group.
 pub fn schema() -> SchemaRef {
@@ -112,6 +126,7 @@ pub fn schema() -> SchemaRef {
                         Kind::Str | Kind::Json => DataType::Utf8,
                         Kind::Int => DataType::Int64,
                         Kind::Bool => DataType::Boolean,
+                        Kind::Decimal => DataType::Decimal128(DECIMAL_PRECISION, DECIMAL_SCALE),
                     };
                     Field::new(c.name, t, c.kind != Kind::Timestamp)
                 })
@@ -230,6 +245,14 @@ struct RawExt<'a> {
     error_message: Option<&'a RawValue>,
     #[serde(borrow)]
     destination: Option<RawDestination<'a>>,
+    #[serde(borrow)]
+    cost: Option<&'a RawValue>,
+    #[serde(borrow)]
+    price_catalog: Option<&'a RawValue>,
+    #[serde(borrow)]
+    unpriced: Option<&'a RawValue>,
+    #[serde(borrow)]
+    principal_tags: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -273,6 +296,28 @@ fn boolean(v: Option<&RawValue>) -> Option<bool> {
 fn json(v: Option<&RawValue>) -> Option<String> {
     let raw = v?.get();
     (raw != "null").then(|| raw.to_string())
+}
+
+/// A decimal string (`"0.00000936"`, `"12"`) as an integer in units of 10^-12, or `None`
+/// when it is not a plain non-negative decimal with at most 12 decimals that fits.
+pub fn scaled_decimal(s: &str) -> Option<i128> {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !digits(int) || !digits(frac) || frac.len() > DECIMAL_SCALE as usize {
+        return None;
+    }
+    let whole: i128 = int.parse().ok()?;
+    let mut f: i128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
+    for _ in frac.len()..DECIMAL_SCALE as usize {
+        f *= 10;
+    }
+    let v = whole.checked_mul(1_000_000_000_000)?.checked_add(f)?;
+    // DECIMAL(38, ...) holds at most 38 digits.
+    (v < 10i128.pow(DECIMAL_PRECISION as u32)).then_some(v)
 }
 
 /// Parse an RFC 3339 timestamp to epoch milliseconds.
@@ -358,6 +403,10 @@ pub fn parse_row(line: &str) -> Result<Row, RowError> {
     strs[27] = text(ext.and_then(|e| e.api));
     strs[28] = text(ext.and_then(|e| e.error_message));
     strs[MESSAGE] = Some(line.to_string());
+    strs[COST] = text(ext.and_then(|e| e.cost));
+    strs[31] = text(ext.and_then(|e| e.price_catalog));
+    strs[32] = text(ext.and_then(|e| e.unpriced));
+    strs[33] = json(ext.and_then(|e| e.principal_tags));
     let log_group = text(
         ext.and_then(|e| e.destination.as_ref())
             .and_then(|d| d.log_group),
@@ -406,6 +455,14 @@ pub fn to_batch(rows: &[Row]) -> Result<RecordBatch, arrow_schema::ArrowError> {
                 let mut b = BooleanBuilder::with_capacity(rows.len());
                 for r in rows {
                     b.append_option(r.bools[i]);
+                }
+                Arc::new(b.finish())
+            }
+            Kind::Decimal => {
+                let mut b = Decimal128Builder::with_capacity(rows.len())
+                    .with_precision_and_scale(DECIMAL_PRECISION, DECIMAL_SCALE)?;
+                for r in rows {
+                    b.append_option(r.strs[i].as_deref().and_then(scaled_decimal));
                 }
                 Arc::new(b.finish())
             }
@@ -468,5 +525,33 @@ mod tests {
         assert_eq!(column("input.inputTokenCount").map(|c| c.0), Some(12));
         assert_eq!(column("output_token_count").map(|c| c.0), Some(18));
         assert_eq!(column("requestMetadata").map(|c| c.0), Some(21));
+        assert_eq!(COLUMNS[COST].name, "cost");
+        assert_eq!(column("logbook.principalTags").map(|c| c.0), Some(33));
+    }
+
+    #[test]
+    fn costs_are_exact_decimals() {
+        assert_eq!(scaled_decimal("0.00000936"), Some(9_360_000));
+        assert_eq!(scaled_decimal("12"), Some(12_000_000_000_000));
+        assert_eq!(scaled_decimal("0.000000000001"), Some(1));
+        assert_eq!(scaled_decimal("0.0000000000001"), None);
+        assert_eq!(scaled_decimal("-1"), None);
+        assert_eq!(scaled_decimal("1e-3"), None);
+        assert_eq!(scaled_decimal(""), None);
+        assert_eq!(scaled_decimal(".5"), None);
+        assert_eq!(
+            scaled_decimal("99999999999999999999999999999999999999"),
+            None
+        );
+        let line = LINE.replace(r#""latencyMs":12"#, r#""latencyMs":12,"cost":"0.00000936","priceCatalog":"v1","principalTags":{"team":"a"}"#);
+        let r = parse_row(&line).unwrap();
+        let b = to_batch(&[r]).unwrap();
+        let c = b
+            .column(COST)
+            .as_any()
+            .downcast_ref::<arrow_array::Decimal128Array>()
+            .unwrap();
+        assert_eq!(c.value(0), 9_360_000);
+        assert_eq!(c.value_as_string(0), "0.000009360000");
     }
 }

@@ -1,0 +1,9 @@
+//! Operations and FinOps without I/O: the price catalog and the cost of a call.
+//!
+//! This crate knows records (`logbook-record`) and nothing of HTTP, the journal or the
+//! query engine. The server stamps every record with [`pricing::Catalog::price_record`]
+//! just before it is journaled.
+
+pub mod pricing;
+
+pub use pricing::{Catalog, CatalogError, Priced};

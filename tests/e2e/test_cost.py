@@ -1,0 +1,312 @@
+"""Cost per call, through the real clients: every API's record carries its exact cost
+(decimal string, cache tokens and streams included) and the catalog version; a call that
+cannot be priced says null and why, never 0; the config extends the catalog; SQL and
+Insights sum costs exactly."""
+
+import json
+import time
+from decimal import Decimal
+
+import pytest
+
+from conftest import Server, read_records, record_for, wait_record, wait_records
+from test_query import insights, logs, rows
+
+CATALOG = "2026-11-30"
+# USD per 1M tokens from crates/ops/catalog/prices.toml: (input, output, cache read, cache write).
+PRICES = {
+    "amazon.nova-lite-v1:0": ("0.06", "0.24", "0.015", None),
+    "anthropic.claude-3-5-haiku-20241022-v1:0": ("0.80", "4.00", "0.08", "1.00"),
+    "anthropic.claude-3-haiku-20240307-v1:0": ("0.25", "1.25", None, None),
+    "amazon.titan-text-express-v1": ("0.20", "0.60", None, None),
+    "amazon.titan-embed-text-v2:0": ("0.02", "0", None, None),
+    "gpt-4o-mini": ("0.15", "0.60", "0.075", None),
+    "text-embedding-3-small": ("0.02", "0", None, None),
+}
+
+
+def expected_cost(rec):
+    """The cost computed here, independently, from the record's own token counts."""
+    p = PRICES[rec["modelId"]]
+    counts = [
+        rec["input"].get("inputTokenCount", 0),
+        (rec.get("output") or {}).get("outputTokenCount", 0),
+        rec["input"].get("cacheReadInputTokenCount", 0),
+        rec["input"].get("cacheWriteInputTokenCount", 0),
+    ]
+    total = Decimal(0)
+    for n, price in zip(counts, p):
+        if n:
+            assert price is not None, (rec["modelId"], counts)
+            total += Decimal(n) * Decimal(price)
+    return total / Decimal(1_000_000)
+
+
+def rid(r):
+    return r["ResponseMetadata"]["RequestId"]
+
+
+def msg(text):
+    return [{"role": "user", "content": [{"text": text}]}]
+
+
+def test_every_api_prices_its_calls_exactly(server):
+    c = server.bedrock()
+    ids = []
+    # Converse with prompt-cache reads.
+    r = c.converse(modelId="amazon.nova-lite-v1:0", messages=msg("price me [mock:cache_read=1000]"))
+    assert r["usage"]["cacheReadInputTokens"] == 1000
+    assert r["usage"]["totalTokens"] == r["usage"]["inputTokens"] + r["usage"]["outputTokens"] + 1000
+    ids.append(rid(r))
+    # ConverseStream with cache reads and writes: the usage arrives in the last event.
+    r = c.converse_stream(modelId="anthropic.claude-3-5-haiku-20241022-v1:0",
+                          messages=msg("stream me [mock:chunks=6][mock:cache_read=300][mock:cache_write=200]"))
+    events = list(r["stream"])
+    usage = [e["metadata"]["usage"] for e in events if "metadata" in e][0]
+    assert usage["cacheReadInputTokens"] == 300 and usage["cacheWriteInputTokens"] == 200
+    ids.append(rid(r))
+    # InvokeModel and its stream, native bodies.
+    body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+    r = c.invoke_model(modelId="anthropic.claude-3-haiku-20240307-v1:0", body=json.dumps(body))
+    ids.append(rid(r))
+    r = c.invoke_model_with_response_stream(modelId="amazon.titan-text-express-v1", body=json.dumps({"inputText": "stream"}))
+    list(r["body"])
+    ids.append(rid(r))
+    r = c.invoke_model(modelId="amazon.titan-embed-text-v2:0", body=json.dumps({"inputText": "embed me"}))
+    ids.append(rid(r))
+    # OpenAI: chat with cached tokens (prompt_tokens include them, as OpenAI counts), a
+    # streamed chat whose usage comes in the last chunk, and embeddings.
+    o = server.openai()
+    raw = o.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "cached [mock:cache_read=50]"}])
+    resp = raw.parse()
+    assert resp.usage.prompt_tokens_details.cached_tokens == 50
+    openai_id = raw.headers["x-request-id"]
+    ids.append(openai_id)
+    stream = o.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "stream [mock:chunks=4]"}],
+        stream=True, stream_options={"include_usage": True})
+    list(stream.parse())
+    ids.append(stream.headers["x-request-id"])
+    raw = o.embeddings.with_raw_response.create(model="text-embedding-3-small", input=["one", "two"])
+    ids.append(raw.headers["x-request-id"])
+
+    recs = wait_records(server, len(ids))
+    for i in ids:
+        rec = record_for(recs, i)
+        ext = rec["logbook"]
+        assert ext["priceCatalog"] == CATALOG, rec
+        assert "unpriced" not in ext, rec
+        assert isinstance(ext["cost"], str), rec
+        assert Decimal(ext["cost"]) == expected_cost(rec), (rec["operation"], rec["modelId"], ext["cost"], rec["input"], rec.get("output", {}).get("outputTokenCount"))
+        assert Decimal(ext["cost"]) > 0
+        assert "e" not in ext["cost"].lower()  # a plain decimal, never 1E-7
+    # One rule for token counts: disjoint kinds; chat operations carry both cache counts.
+    conv = record_for(recs, ids[0])
+    assert conv["input"]["cacheReadInputTokenCount"] == 1000 and conv["input"]["cacheWriteInputTokenCount"] == 0
+    chat = record_for(recs, openai_id)
+    assert chat["input"]["cacheReadInputTokenCount"] == 50
+    assert chat["input"]["inputTokenCount"] == resp.usage.prompt_tokens - 50
+    assert chat["input"]["cacheWriteInputTokenCount"] == 0
+    streamed = record_for(recs, ids[1])
+    assert streamed["input"]["cacheWriteInputTokenCount"] == 200
+    # InvokeModel carries cache counts only when the model reported them (as Bedrock does).
+    assert "cacheReadInputTokenCount" not in record_for(recs, ids[2])["input"]
+
+
+def test_unpriced_calls_are_null_with_a_reason_never_zero(server):
+    # Records in a region the catalog has no Bedrock price for.
+    r = server.bedrock(region="eu-west-3").converse(modelId="amazon.nova-lite-v1:0", messages=msg("far away"))
+    rec = wait_record(server, rid(r))
+    assert rec["logbook"]["cost"] is None
+    assert "eu-west-3" in rec["logbook"]["unpriced"] and rec["logbook"]["priceCatalog"] == CATALOG
+    # A model with no price at all (OpenAI API, model the catalog does not know).
+    raw = server.openai().chat.completions.with_raw_response.create(model="gpt-unknown-1", messages=[{"role": "user", "content": "x"}])
+    rec = wait_record(server, raw.headers["x-request-id"])
+    assert rec["logbook"]["cost"] is None and "gpt-unknown-1" in rec["logbook"]["unpriced"]
+    # A refused call billed nothing: cost 0, priced.
+    import botocore.exceptions
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        server.bedrock().converse(modelId="amazon.nova-lite-v1:0", messages=msg("[mock:error=ValidationException]"))
+    rec = wait_record(server, e.value.response["ResponseMetadata"]["RequestId"])
+    assert rec["errorCode"] == "ValidationException" and rec["logbook"]["cost"] == "0"
+    # Insights counts the unpriced calls (cost is null there).
+    lg = logs(server)
+    got = rows(insights(lg, "filter ispresent(logbook.unpriced) | stats count(*) as unpriced"))
+    assert got == [{"unpriced": "2"}]
+
+
+def test_the_config_extends_and_overrides_the_catalog(make_server, tmp_path):
+    extra = tmp_path / "acme-prices.toml"
+    extra.write_text('version = "acme-file-3"\n[[price]]\nprovider = "openai"\nmodels = ["gpt-unknown-1"]\ninput = "1.5"\noutput = "2"\n')
+    s = make_server(f"""
+[pricing]
+catalog = "{extra}"
+version = "acme-7"
+[[pricing.price]]
+provider = "bedrock"
+regions = ["eu-west-3"]
+models = ["amazon.nova-lite-v1:0"]
+input = "0.078"
+output = "0.312"
+source = "negotiated rate, contract 42"
+""")
+    r = s.bedrock(region="eu-west-3").converse(modelId="amazon.nova-lite-v1:0", messages=msg("now priced"))
+    rec = wait_record(s, rid(r))
+    ext = rec["logbook"]
+    assert ext["priceCatalog"] == f"{CATALOG}+acme-file-3+acme-7"
+    want = (Decimal(rec["input"]["inputTokenCount"]) * Decimal("0.078")
+            + Decimal(rec["output"]["outputTokenCount"]) * Decimal("0.312")) / Decimal(1_000_000)
+    assert Decimal(ext["cost"]) == want
+    raw = s.openai().chat.completions.with_raw_response.create(model="gpt-unknown-1", messages=[{"role": "user", "content": "x"}])
+    rec = wait_record(s, raw.headers["x-request-id"])
+    want = (Decimal(rec["input"]["inputTokenCount"]) * Decimal("1.5")
+            + Decimal(rec["output"]["outputTokenCount"]) * Decimal("2")) / Decimal(1_000_000)
+    assert Decimal(rec["logbook"]["cost"]) == want
+
+
+@pytest.mark.parametrize("pricing,why", [
+    ('[pricing]\n[[pricing.price]]\nprovider = "bedrock"\nmodels = ["m"]\ninput = "1"\n', "needs regions"),
+    ('[pricing]\n[[pricing.price]]\nprovider = "openai"\nmodels = ["m"]\ninput = 0.5\n', "line 5, column 9"),
+    ('[pricing]\n[[pricing.price]]\nprovider = "openai"\nmodels = ["m"]\ninput = "0.0000001"\n', "more than 6 decimals"),
+    ('[pricing]\n[[pricing.price]]\nprovider = "acme"\nmodels = ["m"]\ninput = "1"\n', "not one of"),
+    ('[pricing]\ncatalog = "/nonexistent/prices.toml"\n', "/nonexistent/prices.toml"),
+])
+def test_a_bad_price_is_a_config_error_and_nothing_starts(tmp_path, pricing, why):
+    with pytest.raises(RuntimeError) as e:
+        Server(tmp_path / "d", pricing).start()
+    assert why in str(e.value)
+
+
+def test_sql_and_insights_sum_costs_exactly(server):
+    c = server.bedrock()
+    o = server.openai()
+    for i in range(12):
+        c.converse(modelId="amazon.nova-lite-v1:0", messages=msg(f"call {i} [mock:cache_read={i * 7}]"))
+        o.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"chat {i}"}])
+    recs = wait_records(server, 24)
+    total = sum(Decimal(r["logbook"]["cost"]) for r in recs)
+    by_model = {}
+    for r in recs:
+        by_model[r["modelId"]] = by_model.get(r["modelId"], Decimal(0)) + Decimal(r["logbook"]["cost"])
+    lg = logs(server)
+    got = rows(insights(lg, "stats sum(logbook.cost) as usd, count(*) as n by modelId | sort modelId asc"))
+    assert [(g["modelId"], Decimal(g["usd"]), g["n"]) for g in got] == [(m, by_model[m], "12") for m in sorted(by_model)]
+    import requests
+    q = requests.post(server.url + "/logbook/query", headers=server.auth_headers(),
+                      json={"language": "sql", "query": "SELECT CAST(sum(cost) AS VARCHAR) AS usd, count(cost) AS priced FROM invocations"},
+                      timeout=30)
+    assert q.status_code == 200, q.text
+    body = q.json()
+    assert Decimal(body["rows"][0][0]) == total and body["rows"][0][1] == "24", body
+
+
+TEAMS = """
+[server]
+account_id = "123456789012"
+
+[[principals]]
+arn = "arn:aws:iam::123456789012:user/alice"
+access_key_id = "AKIAALICE0000000000"
+secret_access_key = "alice-secret"
+tags = { team = "search" }
+
+[[principals]]
+arn = "arn:aws:iam::123456789012:role/shared-service"
+access_key_id = "AKIASHARED000000000"
+secret_access_key = "shared-secret"
+
+[[principals]]
+arn = "arn:aws:iam::123456789012:user/auditor"
+api_key = "sk-auditor-reads-only"
+permissions = ["logs:read"]
+
+[[principals]]
+arn = "arn:aws:iam::123456789012:user/nobody"
+api_key = "sk-nobody"
+permissions = ["invoke:*"]
+"""
+
+
+def test_chargeback_report_allocates_each_call_once_and_totals_to_the_digit(make_server):
+    """Generated traffic from a tagged principal and a shared service that tags calls with
+    requestMetadata (some calls carry both): the report by team counts each call once,
+    and every format's total equals the sum of the records' costs."""
+    import csv
+    import io
+    import random
+    import subprocess
+    import requests
+    from conftest import BIN
+    s = make_server(TEAMS)
+    alice = s.bedrock(key="AKIAALICE0000000000", secret="alice-secret")
+    shared = s.bedrock(key="AKIASHARED000000000", secret="shared-secret")
+    rnd = random.Random(11)
+    models = ["amazon.nova-lite-v1:0", "anthropic.claude-3-5-haiku-20241022-v1:0", "amazon.titan-text-express-v1"]
+    n = 60
+    for i in range(n):
+        client = alice if i % 3 == 0 else shared
+        meta = {}
+        if i % 4 != 0:
+            meta["team"] = rnd.choice(["ads", "billing"])  # on alice's calls too: her tag wins
+        model = models[i % 3]
+        extra = f"[mock:cache_read={rnd.randint(0, 500)}]" if model != "amazon.titan-text-express-v1" else ""
+        kw = {"requestMetadata": meta} if meta else {}
+        client.converse(modelId=model, messages=msg(f"call {i} {extra}"), **kw)
+    recs = wait_records(s, n)
+    total = sum(Decimal(r["logbook"]["cost"]) for r in recs)
+    want = {}
+    for r in recs:
+        team = (r["logbook"].get("principalTags") or {}).get("team") or (r.get("requestMetadata") or {}).get("team") or "(none)"
+        want[team] = want.get(team, Decimal(0)) + Decimal(r["logbook"]["cost"])
+    assert set(want) == {"search", "ads", "billing", "(none)"}
+    s.stop()
+
+    def report(*args):
+        p = subprocess.run([BIN, "report", "chargeback", "--data-dir", s.data_dir, *args], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    out = json.loads(report("--by", "team", "--format", "json"))
+    assert out["currency"] == "USD" and out["timeZone"] == "UTC" and out["by"] == ["team"]
+    got = {}
+    for row in out["rows"]:
+        got[row["values"][0]] = got.get(row["values"][0], Decimal(0)) + Decimal(row["cost"])
+    assert got == want
+    assert Decimal(out["total"]["cost"]) == total and out["total"]["calls"] == n
+    # CSV: the rows add up to the total row, and the total is the records' sum.
+    rows = list(csv.DictReader(io.StringIO(report("--by", "team,model", "--period", "day", "--format", "csv"))))
+    assert rows[-1]["period"] == "total"
+    assert sum(Decimal(r["cost_usd"]) for r in rows[:-1]) == Decimal(rows[-1]["cost_usd"]) == total
+    assert sum(int(r["calls"]) for r in rows[:-1]) == n
+    # The table and the HTML page show the same total.
+    assert str(total.normalize()) in report("--by", "team")
+    html = report("--by", "team", "--format", "html")
+    assert html.startswith("<!doctype html>") and str(total.normalize()) in html and "<script" not in html
+    # FOCUS: spec columns, and BilledCost sums to the same total.
+    focus = list(csv.DictReader(io.StringIO(report("--by", "team", "--format", "focus", "--tz", "Europe/Berlin"))))
+    assert sum(Decimal(r["BilledCost"]) for r in focus) == total
+    assert {r["ServiceName"] for r in focus} == {"Amazon Bedrock"} and {r["BillingCurrency"] for r in focus} == {"USD"}
+    assert all(r["ChargePeriodStart"].endswith("Z") and json.loads(r["Tags"])["team"] in want for r in focus)
+    # Bad arguments are precise errors.
+    p = subprocess.run([BIN, "report", "chargeback", "--data-dir", s.data_dir, "--by", "te'am"], capture_output=True, text=True)
+    assert p.returncode != 0 and "dimension key" in p.stderr
+    p = subprocess.run([BIN, "report", "chargeback", "--data-dir", s.data_dir, "--tz", "Mars/Base"], capture_output=True, text=True)
+    assert p.returncode != 0 and "IANA" in p.stderr
+
+    # Over HTTP, with the same answer; a reader may run it, an invoker may not.
+    s.start()
+    url = s.url + "/logbook/report/chargeback"
+    r = requests.post(url, headers={"Authorization": "Bearer sk-auditor-reads-only"}, json={"by": ["team"]}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert Decimal(r.json()["total"]["cost"]) == total
+    r = requests.post(url, headers={"Authorization": "Bearer sk-auditor-reads-only"}, json={"by": "team", "format": "csv"}, timeout=30)
+    assert r.headers["content-type"].startswith("text/csv") and r.text.splitlines()[-1].endswith("," + str(total.normalize()))
+    r = requests.post(url, headers={"Authorization": "Bearer sk-nobody"}, json={}, timeout=30)
+    assert r.status_code == 403 and r.headers["x-amzn-ErrorType"].startswith("AccessDeniedException")
+    r = requests.post(url, json={}, timeout=30)
+    assert r.status_code in (401, 403)
+    for body, why in [({"by": ["a.b"]}, "dimension key"), ({"tz": "Nowhere/X"}, "IANA"), ({"period": "year"}, "period"),
+                      ({"format": "xml"}, "format"), ({"by": ["x"] * 9}, "at most 8")]:
+        r = requests.post(url, headers={"Authorization": "Bearer sk-auditor-reads-only"}, json=body, timeout=30)
+        assert r.status_code == 400 and why in r.json()["message"], (body, r.text)
