@@ -310,3 +310,54 @@ def test_chargeback_report_allocates_each_call_once_and_totals_to_the_digit(make
                       ({"format": "xml"}, "format"), ({"by": ["x"] * 9}, "at most 8")]:
         r = requests.post(url, headers={"Authorization": "Bearer sk-auditor-reads-only"}, json=body, timeout=30)
         assert r.status_code == 400 and why in r.json()["message"], (body, r.text)
+
+
+def test_metrics_endpoint_speaks_openmetrics_with_bedrocks_names(make_server):
+    """Traffic through the gateway (success, client error, throttle, server error, a
+    stream) shows up on /metrics as Bedrock's metrics per model, parsed by Prometheus'
+    own client library; only principals with logs:read may scrape."""
+    import requests
+    import botocore.exceptions
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+    s = make_server(TEAMS)
+    c = s.bedrock(key="AKIAALICE0000000000", secret="alice-secret")
+    model = "amazon.nova-lite-v1:0"
+    c.converse(modelId=model, messages=msg("ok [mock:cache_read=100]"))
+    list(c.converse_stream(modelId=model, messages=msg("stream [mock:chunks=3]"))["stream"])
+    for err in ["ValidationException", "ThrottlingException", "InternalServerException"]:
+        with pytest.raises(botocore.exceptions.ClientError):
+            c.converse(modelId=model, messages=msg(f"[mock:error={err}]"))
+    recs = wait_records(s, 5)
+    r = requests.get(s.url + "/metrics", headers={"Authorization": "Bearer sk-auditor-reads-only"}, timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/openmetrics-text")
+    fams = {f.name: f for f in text_string_to_metric_families(r.text)}
+
+    def value(name, suffix="_total", **labels):
+        want = {"model_id": model, **labels}
+        for smp in fams[name].samples:
+            if smp.name == name + suffix and smp.labels == want:
+                return smp.value
+        raise AssertionError(f"no {name}{suffix} {want} in {fams[name].samples}")
+
+    assert fams["bedrock_invocations"].type == "counter"
+    # Accepted calls: the two successes and the server error (it reached the model); a
+    # throttle counts only as a throttle; the validation error was refused... by the mock,
+    # after routing, so it is an accepted call that failed (Bedrock's newer definition).
+    assert value("bedrock_invocation_throttles") == 1
+    assert value("bedrock_invocation_client_errors") == 1
+    assert value("bedrock_invocation_server_errors") == 1
+    assert value("bedrock_invocations") == 4
+    ok = [x for x in recs if "errorCode" not in x]
+    assert value("bedrock_input_tokens") == sum(x["input"]["inputTokenCount"] for x in ok)
+    assert value("bedrock_output_tokens") == sum(x["output"]["outputTokenCount"] for x in ok)
+    assert value("bedrock_cache_read_input_tokens") == 100
+    assert fams["bedrock_invocation_latency_seconds"].type == "histogram"
+    assert value("bedrock_invocation_latency_seconds", "_count") == 4
+    assert value("bedrock_time_to_first_token_seconds", "_count") == 1
+    assert abs(value("logbook_cost_usd") - float(sum(Decimal(x["logbook"]["cost"]) for x in recs))) < 1e-12
+    delivered = [smp for smp in fams["bedrock_model_invocation_logs_s3_delivery_success"].samples if smp.name.endswith("_total")]
+    assert delivered and delivered[0].value >= 5
+    # Only readers scrape.
+    r = requests.get(s.url + "/metrics", headers={"Authorization": "Bearer sk-nobody"}, timeout=10)
+    assert r.status_code == 403 and r.headers["x-amzn-ErrorType"].startswith("AccessDeniedException")
+    assert requests.get(s.url + "/metrics", timeout=10).status_code in (401, 403)

@@ -64,6 +64,8 @@ def test_the_tour_runs_as_written(tmp_path):
                 p = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True,
                                    text=True, timeout=300)
                 assert p.returncode == 0, (code, p.stdout[-2000:], p.stderr[-2000:])
+            elif lang == "yaml":
+                continue  # another program's configuration (Prometheus), shown, not run
             else:
                 raise AssertionError(f"the tour has a {lang} block the test does not know how to run")
             outputs.append((code, p.stdout))
@@ -75,6 +77,10 @@ def test_the_tour_runs_as_written(tmp_path):
     logs_out = next(s for c, s in outputs if "start_query" in c)
     assert logs_out.startswith("Complete") and "calls" in logs_out and "[]" not in logs_out, logs_out
     assert '"rows"' in next(s for c, s in outputs if "/logbook/query" in c)
+    # The chargeback commands printed a table, CSV, and the HTTP report a JSON total.
+    charge = next(s for c, s in outputs if "report chargeback --by team" in c)
+    assert "Chargeback by team" in charge and "total" in charge and "cost_usd" in charge, charge
+    assert (work / "focus.csv").read_text().startswith("AvailabilityZone,BilledCost,")
     # The archive holds the tour's calls, read by DuckDB and by `logbook query` over `archive`.
     archive_out = next(s for c, s in outputs if "duckdb.sql" in c)
     assert "anthropic.claude-3-haiku-20240307-v1:0" in archive_out and "amazon.nova-lite-v1:0" in archive_out

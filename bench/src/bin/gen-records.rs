@@ -5,7 +5,8 @@
 //!
 //! 20 models, 500 identities, 30 teams (requestMetadata.team), prompts and responses of
 //! 200–4,000 characters, errors in about 2% of calls, and a needle ("rare-phrase") in
-//! exactly 3 prompts.
+//! exactly 3 prompts. Each call carries a cost (`logbook.cost`, priced per model as the
+//! gateway would) and its caller's principal tag `team` (for the chargeback benchmark).
 
 use anyhow::Context;
 use flate2::write::GzEncoder;
@@ -168,10 +169,19 @@ fn main() -> anyhow::Result<()> {
                                                       "metrics": {"latencyMs": rng.random_range(80..9000)}, "usage": {"inputTokens": tin, "outputTokens": tout, "totalTokens": tin + tout}}},
                         "requestMetadata": {"team": format!("team-{:02}", rng.random_range(0..30))}
                     });
+                    // Prices in 1e-6 USD per 1M tokens, so tokens × price is in 1e-12 USD.
+                    let idx = models.iter().position(|m| m == model).unwrap_or(0) as i128;
+                    let (pin, pout) = (60_000 + idx * 37_000, 240_000 + idx * 150_000);
+                    let mut cost = tin as i128 * pin + tout as i128 * pout;
                     if rng.random_range(0..100) < 2 {
                         rec["errorCode"] = serde_json::json!("ThrottlingException");
                         rec.as_object_mut().map(|o| o.remove("output"));
+                        cost = 0;
                     }
+                    rec["logbook"] = serde_json::json!({
+                        "cost": format!("{}.{:012}", cost / 1_000_000_000_000, cost % 1_000_000_000_000),
+                        "principalTags": {"team": format!("team-{:02}", who % 30)},
+                    });
                     serde_json::to_writer(&mut gz, &rec)?;
                     gz.write_all(b"\n")?;
                 }

@@ -57,6 +57,8 @@ pub struct AppState {
     pub queries: crate::logs_api::Queries,
     /// Request bytes buffered before authentication, across requests.
     pub buffers: crate::http_util::BufferBudget,
+    /// Bedrock's runtime metrics of the calls served (`/metrics`).
+    pub metrics: Arc<logbook_ops::Metrics>,
 }
 
 /// Shared state handle.
@@ -372,6 +374,84 @@ fn destination_health(
     })
 }
 
+/// Bedrock's log-delivery metrics (no dimension), summed over the destinations of each
+/// kind, read at every scrape.
+fn delivery_metrics(
+    destinations: Vec<(String, Arc<DestinationStats>)>,
+) -> logbook_ops::metrics::DeliverySource {
+    use logbook_ops::metrics::DeliverySample;
+    Arc::new(move || {
+        let sum = |cloudwatch: bool, f: fn(&DestinationStats) -> u64| -> u64 {
+            destinations
+                .iter()
+                .filter(|(n, _)| n != "trail" && n.starts_with("cloudwatch-") == cloudwatch)
+                .map(|(_, d)| f(d))
+                .sum()
+        };
+        vec![
+            DeliverySample {
+                name: "bedrock_model_invocation_logs_s3_delivery_success",
+                help: "Records delivered to S3 buckets (Bedrock ModelInvocationLogsS3DeliverySuccess)",
+                value: sum(false, |d| d.records.load(Ordering::Relaxed)),
+            },
+            DeliverySample {
+                name: "bedrock_model_invocation_logs_s3_delivery_failure",
+                help: "Failed S3 delivery attempts (Bedrock ModelInvocationLogsS3DeliveryFailure)",
+                value: sum(false, |d| d.failures.load(Ordering::Relaxed)),
+            },
+            DeliverySample {
+                name: "bedrock_model_invocation_logs_cloudwatch_delivery_success",
+                help: "Records delivered to CloudWatch Logs (Bedrock ModelInvocationLogsCloudWatchDeliverySuccess)",
+                value: sum(true, |d| d.records.load(Ordering::Relaxed)),
+            },
+            DeliverySample {
+                name: "bedrock_model_invocation_logs_cloudwatch_delivery_failure",
+                help: "Failed CloudWatch Logs delivery attempts (Bedrock ModelInvocationLogsCloudWatchDeliveryFailure)",
+                value: sum(true, |d| d.failures.load(Ordering::Relaxed)),
+            },
+            DeliverySample {
+                name: "bedrock_model_invocation_large_data_s3_delivery_success",
+                help: "Large bodies written to S3 for CloudWatch Logs (Bedrock ModelInvocationLargeDataS3DeliverySuccess)",
+                value: sum(true, |d| d.large_data.load(Ordering::Relaxed)),
+            },
+            DeliverySample {
+                name: "bedrock_model_invocation_large_data_s3_delivery_failure",
+                help: "Failed large-body writes (Bedrock ModelInvocationLargeDataS3DeliveryFailure)",
+                value: sum(true, |d| d.large_data_failures.load(Ordering::Relaxed)),
+            },
+        ]
+    })
+}
+
+/// `GET /metrics`: the OpenMetrics text Prometheus scrapes. Authenticated like the rest
+/// of the API (`logs:read`): counts and costs by model are business data.
+async fn metrics_text(
+    State(s): State<Shared>,
+    axum::Extension(caller): axum::Extension<crate::identity::Caller>,
+) -> Response {
+    if !caller.permissions.logs_read {
+        return crate::http_util::aws_error(
+            logbook_wire::aws::AwsErrorCode::AccessDeniedException,
+            &format!(
+                "User: {} is not authorized to read metrics (permission logs:read)",
+                caller.arn
+            ),
+            &uuid::Uuid::new_v4().to_string(),
+        );
+    }
+    match s.metrics.encode() {
+        Ok(text) => (
+            [(
+                http::header::CONTENT_TYPE,
+                logbook_ops::metrics::CONTENT_TYPE,
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
 async fn healthz(State(s): State<Shared>) -> Response {
     let journal_ok = s.journal.is_healthy();
     // Less room than a large record takes: appends are failing or about to.
@@ -503,6 +583,7 @@ pub fn router(state: Shared) -> Router {
                 .delete(crate::control_api::delete),
         )
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
         .route("/", post(crate::logs_api::handle))
         .route("/logbook/query", post(crate::logs_api::http_query))
         .route(
@@ -800,6 +881,9 @@ pub async fn serve(
         }
     }
     let routes = Routes::new(&config)?;
+    let metrics = Arc::new(logbook_ops::Metrics::new(Some(delivery_metrics(
+        destinations.clone(),
+    ))));
     let recorder = Recorder::new(
         journal.clone(),
         node.clone(),
@@ -809,7 +893,8 @@ pub async fn serve(
         config.require_logging,
     )
     .with_gc(gc.clone())
-    .with_pricing(config.pricing.clone());
+    .with_pricing(config.pricing.clone())
+    .with_metrics(metrics.clone());
     let listen = config.listen.clone();
     let buffers = crate::http_util::BufferBudget::new(config.max_buffered_bytes);
     let state = Arc::new(AppState {
@@ -828,6 +913,7 @@ pub async fn serve(
         engine,
         queries: Default::default(),
         buffers,
+        metrics,
     });
     // A destination that stalls, or recovers, is a service event in the trail.
     let watcher = tokio::spawn(watch_destinations(state.clone()));

@@ -310,6 +310,8 @@ pub struct Recorder {
     over_budget: Arc<std::sync::Mutex<Option<String>>>,
     /// Prices every record before it is journaled.
     pricing: Arc<logbook_ops::Catalog>,
+    /// Counts every finished call (Bedrock's runtime metrics).
+    metrics: Option<Arc<logbook_ops::Metrics>>,
 }
 
 impl Recorder {
@@ -337,7 +339,14 @@ impl Recorder {
                 logbook_ops::Catalog::builtin()
                     .unwrap_or_else(|_| logbook_ops::Catalog::empty("none")),
             ),
+            metrics: None,
         }
+    }
+
+    /// Count every finished call in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<logbook_ops::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Price records with `catalog` (the shipped catalog otherwise).
@@ -388,7 +397,7 @@ impl Recorder {
     /// gateway stops before the stream ends (input, no output, `GatewayInterrupted`).
     /// Resolves once durable (strict). An error means the stream must be refused.
     pub async fn begin_stream(&self, call: &Call) -> Result<StreamStart, RecordError> {
-        let provisional = call.record(Outcome {
+        let mut provisional = call.record(Outcome {
             output: None,
             error: Some((
                 GATEWAY_INTERRUPTED.into(),
@@ -396,6 +405,7 @@ impl Recorder {
             )),
             http_status: 200,
         });
+        self.pricing.price_record(&mut provisional);
         let Some(record) = self.prepare(provisional) else {
             // Logging is off here: nothing would be recorded, so nothing to start.
             return Ok(StreamStart::none());
@@ -472,7 +482,13 @@ impl Recorder {
     /// Apply the logging configuration in force to the record and append it; resolves once
     /// it is durable (strict) or written (async). Returns `Ok(None)` when logging is off
     /// for the record's (account, region): Bedrock then writes no record either.
-    pub async fn commit(&self, record: InvocationRecord) -> Result<Option<u64>, RecordError> {
+    pub async fn commit(&self, mut record: InvocationRecord) -> Result<Option<u64>, RecordError> {
+        // Post-call stamping, whatever the logging configuration: cost, then metrics
+        // (Bedrock's metrics do not depend on invocation logging either).
+        self.pricing.price_record(&mut record);
+        if let Some(m) = &self.metrics {
+            m.observe(&record);
+        }
         let Some(mut record) = self.prepare(record) else {
             return Ok(None);
         };
@@ -549,7 +565,6 @@ impl Recorder {
             }
         }
         record.logbook.node_id = self.node_id.clone();
-        self.pricing.price_record(&mut record);
         Some(record)
     }
 

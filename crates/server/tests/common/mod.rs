@@ -83,7 +83,9 @@ pub fn harness(opts: Options) -> Harness {
         let b = logbook_delivery::Bucket::open(name, spec, logbook_disk::RealDisk::shared());
         buckets.insert(name.clone(), b.unwrap());
     }
+    let metrics = Arc::new(logbook_ops::Metrics::new(None));
     let state = Arc::new(AppState {
+        metrics: metrics.clone(),
         store,
         engine,
         queries: Default::default(),
@@ -95,7 +97,8 @@ pub fn harness(opts: Options) -> Harness {
             LoggingMode::Strict,
             logging.clone(),
             false,
-        ),
+        )
+        .with_metrics(metrics),
         principals: Principals::new(&config, &[]),
         routes: Routes::new(&config).unwrap(),
         journal: journal.clone(),
