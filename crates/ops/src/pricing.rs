@@ -428,13 +428,22 @@ pub fn format_cost(c: &BigDecimal) -> String {
 fn billed_by(r: &InvocationRecord) -> (Provider, &str) {
     let ext = &r.logbook;
     let upstream = ext.upstream_model.as_deref().unwrap_or(&r.model_id);
-    match ext.provider_type.as_deref() {
-        Some("openai") => (Provider::OpenAi, upstream),
-        Some("anthropic") => (Provider::Anthropic, upstream),
-        Some("bedrock") => (Provider::Bedrock, upstream),
-        // The mock imitates the API it was called on.
-        _ if ext.api == "openai" => (Provider::OpenAi, upstream),
-        _ => (Provider::Bedrock, upstream),
+    (
+        billing_provider(ext.provider_type.as_deref(), &ext.api),
+        upstream,
+    )
+}
+
+/// Who bills a call served by a provider of `provider_type` (`openai`, `anthropic`,
+/// `bedrock`, `mock`) on `api` (`bedrock-runtime`, `openai`). The mock imitates the API
+/// it was called on.
+pub fn billing_provider(provider_type: Option<&str>, api: &str) -> Provider {
+    match provider_type {
+        Some("openai") => Provider::OpenAi,
+        Some("anthropic") => Provider::Anthropic,
+        Some("bedrock") => Provider::Bedrock,
+        _ if api == "openai" => Provider::OpenAi,
+        _ => Provider::Bedrock,
     }
 }
 

@@ -59,6 +59,8 @@ pub struct AppState {
     pub buffers: crate::http_util::BufferBudget,
     /// Bedrock's runtime metrics of the calls served (`/metrics`).
     pub metrics: Arc<logbook_ops::Metrics>,
+    /// Spend limits and their state.
+    pub budgets: Arc<logbook_ops::budgets::Budgets>,
 }
 
 /// Shared state handle.
@@ -423,6 +425,26 @@ fn delivery_metrics(
     })
 }
 
+/// `GET /logbook/budgets`: each budget's limit, spend and reservations in its current
+/// period (`logs:read`).
+async fn budgets_status(
+    State(s): State<Shared>,
+    axum::Extension(caller): axum::Extension<crate::identity::Caller>,
+) -> Response {
+    if !caller.permissions.logs_read {
+        return crate::http_util::aws_error(
+            logbook_wire::aws::AwsErrorCode::AccessDeniedException,
+            &format!(
+                "User: {} is not authorized to read budgets (permission logs:read)",
+                caller.arn
+            ),
+            &uuid::Uuid::new_v4().to_string(),
+        );
+    }
+    let now = logbook_store::now_ms();
+    axum::Json(serde_json::json!({"budgets": s.budgets.status(now)})).into_response()
+}
+
 /// `GET /metrics`: the OpenMetrics text Prometheus scrapes. Authenticated like the rest
 /// of the API (`logs:read`): counts and costs by model are business data.
 async fn metrics_text(
@@ -584,6 +606,7 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        .route("/logbook/budgets", get(budgets_status))
         .route("/", post(crate::logs_api::handle))
         .route("/logbook/query", post(crate::logs_api::http_query))
         .route(
@@ -741,6 +764,21 @@ pub async fn serve(
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let gc = Arc::new(GcCoordinator::default());
+    // Budgets: their last state, plus every record journaled after it, before any
+    // destination may collect the journal (the budgets hold it from their sequence on).
+    let budgets = logbook_ops::budgets::Budgets::new(config.budgets.clone());
+    let mut replayed_crossings = Vec::new();
+    if !budgets.is_empty() {
+        let (replayed, crossed) = crate::spend::restore(&config.data_dir, &journal, &budgets)
+            .await
+            .map_err(|e| ServeError::Io {
+                context: "budget state".into(),
+                source: std::io::Error::other(e),
+            })?;
+        gc.set(crate::spend::GC_NAME, budgets.applied_through() + 1);
+        replayed_crossings = crossed;
+        tracing::info!(replayed, "budgets restored");
+    }
     // Log groups: the live store, fed from the journal.
     let store = Arc::new(
         logbook_store::Store::open(config.data_dir.join("store")).map_err(|e| ServeError::Io {
@@ -895,6 +933,14 @@ pub async fn serve(
     .with_gc(gc.clone())
     .with_pricing(config.pricing.clone())
     .with_metrics(metrics.clone());
+    let recorder = if budgets.is_empty() {
+        recorder
+    } else {
+        let r = recorder.with_budgets(budgets.clone());
+        // Crossings found again on replay (their events had not been made durable).
+        r.push_crossings(replayed_crossings);
+        r
+    };
     let listen = config.listen.clone();
     let buffers = crate::http_util::BufferBudget::new(config.max_buffered_bytes);
     let state = Arc::new(AppState {
@@ -914,7 +960,10 @@ pub async fn serve(
         queries: Default::default(),
         buffers,
         metrics,
+        budgets: budgets.clone(),
     });
+    let spend_task = (!budgets.is_empty())
+        .then(|| tokio::spawn(crate::spend::run(state.clone(), budgets, stop_rx.clone())));
     // A destination that stalls, or recovers, is a service event in the trail.
     let watcher = tokio::spawn(watch_destinations(state.clone()));
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -943,6 +992,11 @@ pub async fn serve(
     watcher.abort();
     tracing::info!("draining delivery");
     let _ = stop_tx.send(true);
+    if let Some(t) = spend_task {
+        if let Err(e) = t.await {
+            tracing::error!(error = %e, "budget state task failed");
+        }
+    }
     for t in tasks {
         match t.await {
             Ok(r) => r?,

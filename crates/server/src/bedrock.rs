@@ -324,6 +324,15 @@ async fn converse_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body
     if let Err(e) = s.recorder.ready(&call) {
         return refused(&e, &call.request_id);
     }
+    if let Err(m) = crate::spend::admit(&s, &mut call) {
+        return fail(
+            &s,
+            &call,
+            Fail::new(AwsErrorCode::ThrottlingException, m),
+            None,
+        )
+        .await;
+    }
     let result = timed(r.timeout, r.provider.converse(&r.info.upstream_model, &req)).await;
     let resp = match result {
         Ok(resp) => resp,
@@ -505,6 +514,15 @@ async fn converse_stream_call(
     if let Err(e) = s.recorder.ready(&call) {
         return refused(&e, &call.request_id);
     }
+    if let Err(m) = crate::spend::admit(&s, &mut call) {
+        return fail(
+            &s,
+            &call,
+            Fail::new(AwsErrorCode::ThrottlingException, m),
+            None,
+        )
+        .await;
+    }
     let (started, stream) = crate::stream::open(
         &s,
         &call,
@@ -577,6 +595,15 @@ async fn parse_invoke(
     };
     if let Err(e) = s.recorder.ready(call) {
         return Err(refused(&e, &call.request_id));
+    }
+    if let Err(m) = crate::spend::admit(s, call) {
+        return Err(fail(
+            s,
+            call,
+            Fail::new(AwsErrorCode::ThrottlingException, m),
+            None,
+        )
+        .await);
     }
     Ok((value, r))
 }

@@ -68,6 +68,8 @@ pub struct Call {
     pub first_token: Option<Duration>,
     /// Token usage as the model reported it, set once by [`Call::set_usage`].
     pub usage: Option<TokenUsage>,
+    /// The call's budget reservations, released when the call (and every clone) ends.
+    pub reservation: Option<Arc<logbook_ops::budgets::Reservation>>,
 }
 
 /// How a call ended.
@@ -101,6 +103,7 @@ impl Call {
             stream: false,
             first_token: None,
             usage: None,
+            reservation: None,
         }
     }
 
@@ -187,6 +190,23 @@ impl Call {
                 price_catalog: None,
                 unpriced: None,
             },
+        }
+    }
+}
+
+fn charge(
+    budgets: &Option<Arc<logbook_ops::budgets::Budgets>>,
+    crossings: &std::sync::Mutex<Vec<logbook_ops::budgets::Crossing>>,
+    record: &InvocationRecord,
+    seq: u64,
+) {
+    if let Some(b) = budgets {
+        let c = b.charge(record, seq);
+        if !c.is_empty() {
+            crossings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(c);
         }
     }
 }
@@ -312,6 +332,10 @@ pub struct Recorder {
     pricing: Arc<logbook_ops::Catalog>,
     /// Counts every finished call (Bedrock's runtime metrics).
     metrics: Option<Arc<logbook_ops::Metrics>>,
+    /// Charged with every record, in journal order.
+    budgets: Option<Arc<logbook_ops::budgets::Budgets>>,
+    /// Budget warning thresholds crossed, waiting to be written to the trail.
+    crossings: Arc<std::sync::Mutex<Vec<logbook_ops::budgets::Crossing>>>,
 }
 
 impl Recorder {
@@ -340,7 +364,32 @@ impl Recorder {
                     .unwrap_or_else(|_| logbook_ops::Catalog::empty("none")),
             ),
             metrics: None,
+            budgets: None,
+            crossings: Default::default(),
         }
+    }
+
+    /// Charge every record's cost to `budgets`, inside its journal append.
+    pub fn with_budgets(mut self, budgets: Arc<logbook_ops::budgets::Budgets>) -> Self {
+        self.budgets = Some(budgets);
+        self
+    }
+
+    /// Queue budget warning thresholds for the trail.
+    pub fn push_crossings(&self, c: Vec<logbook_ops::budgets::Crossing>) {
+        self.crossings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(c);
+    }
+
+    /// Budget warning thresholds crossed since the last call.
+    pub fn take_crossings(&self) -> Vec<logbook_ops::budgets::Crossing> {
+        std::mem::take(&mut *self.crossings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn charge(&self, record: &InvocationRecord, seq: u64) {
+        charge(&self.budgets, &self.crossings, record, seq);
     }
 
     /// Count every finished call in `metrics`.
@@ -489,14 +538,26 @@ impl Recorder {
         if let Some(m) = &self.metrics {
             m.observe(&record);
         }
+        if self
+            .logging
+            .effective(&record.account_id, &record.region)
+            .is_none()
+        {
+            // Not journaled (logging is off here): charged now, not replayed after a crash.
+            self.charge(&record, 0);
+            return Ok(None);
+        }
         let Some(mut record) = self.prepare(record) else {
             return Ok(None);
         };
         let request_id = record.request_id.clone();
+        let (budgets, crossings) = (self.budgets.clone(), self.crossings.clone());
         let result = self
             .journal
             .append(Box::new(move |seq| {
                 record.logbook.sequence = seq;
+                // In sequence order, so the budgets' state is "every record up to seq".
+                charge(&budgets, &crossings, &record, seq);
                 record.to_json_bytes()
             }))
             .await;

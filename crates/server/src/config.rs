@@ -128,6 +128,94 @@ impl RawPricing {
     }
 }
 
+/// `[[budgets]]`: a spend limit for one scope (exactly one of `principal`,
+/// `principal_tag`, `request_metadata`, `model`) per UTC period.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    name: String,
+    principal: Option<String>,
+    /// `key=value`
+    principal_tag: Option<String>,
+    /// `key=value`
+    request_metadata: Option<String>,
+    /// A model id or glob (`anthropic.*`).
+    model: Option<String>,
+    period: Option<String>,
+    /// USD, as a string (`"250.00"`).
+    limit_usd: String,
+    #[serde(default)]
+    warn_at: Vec<u8>,
+}
+
+impl RawBudget {
+    fn spec(self) -> Result<logbook_ops::budgets::BudgetSpec, String> {
+        use logbook_ops::budgets::{parse_usd, BudgetPeriod, BudgetSpec, Scope};
+        let name = self.name.trim().to_string();
+        if name.is_empty() || name.len() > 128 {
+            return Err("budget name must be 1 to 128 characters".into());
+        }
+        let pair = |field: &str, v: &str| -> Result<(String, String), String> {
+            match v.split_once('=') {
+                Some((k, val)) if !k.trim().is_empty() => {
+                    Ok((k.trim().to_string(), val.trim().to_string()))
+                }
+                _ => Err(format!(
+                    "budget {name:?}: {field} = {v:?}: expected \"key=value\""
+                )),
+            }
+        };
+        let mut scopes = Vec::new();
+        if let Some(p) = &self.principal {
+            scopes.push(Scope::Principal(p.clone()));
+        }
+        if let Some(t) = &self.principal_tag {
+            let (k, v) = pair("principal_tag", t)?;
+            scopes.push(Scope::Tag(k, v));
+        }
+        if let Some(t) = &self.request_metadata {
+            let (k, v) = pair("request_metadata", t)?;
+            scopes.push(Scope::Meta(k, v));
+        }
+        if let Some(m) = &self.model {
+            scopes.push(Scope::Model(m.clone()));
+        }
+        if scopes.len() != 1 {
+            return Err(format!(
+                "budget {name:?}: name exactly one of principal, principal_tag, request_metadata, model"
+            ));
+        }
+        let period = match self.period.as_deref().unwrap_or("month") {
+            "day" => BudgetPeriod::Day,
+            "week" => BudgetPeriod::Week,
+            "month" => BudgetPeriod::Month,
+            o => {
+                return Err(format!(
+                    "budget {name:?}: period {o:?}: expected day, week or month"
+                ))
+            }
+        };
+        let limit = parse_usd(&self.limit_usd)
+            .filter(|l| *l > 0)
+            .ok_or_else(|| format!("budget {name:?}: limit_usd = {:?}: expected a positive decimal such as \"250.00\"", self.limit_usd))?;
+        let mut warn_at = self.warn_at.clone();
+        if warn_at.iter().any(|w| *w == 0 || *w > 100) {
+            return Err(format!(
+                "budget {name:?}: warn_at values are percents from 1 to 100"
+            ));
+        }
+        warn_at.sort_unstable();
+        warn_at.dedup();
+        Ok(BudgetSpec {
+            name,
+            scope: scopes.remove(0),
+            period,
+            limit,
+            warn_at,
+        })
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBucket {
@@ -391,6 +479,8 @@ struct RawConfig {
     #[serde(default)]
     pricing: RawPricing,
     #[serde(default)]
+    budgets: Vec<RawBudget>,
+    #[serde(default)]
     buckets: Vec<RawBucket>,
     #[serde(default)]
     log_groups: Vec<RawLogGroup>,
@@ -563,6 +653,8 @@ pub struct Config {
     pub segment_bytes: u64,
     /// The price catalog every record is priced with.
     pub pricing: logbook_ops::Catalog,
+    /// Spend limits.
+    pub budgets: Vec<logbook_ops::budgets::BudgetSpec>,
     /// Disk the journal may take before a destination that stays down costs calls
     /// (fail-closed) or its own undelivered records (fail-open).
     pub journal_max_bytes: u64,
@@ -735,6 +827,16 @@ impl Config {
             errors.push(e);
             logbook_ops::Catalog::empty("none")
         });
+        let mut budgets: Vec<logbook_ops::budgets::BudgetSpec> = Vec::new();
+        for b in raw.budgets {
+            match b.spec() {
+                Ok(spec) if budgets.iter().any(|o| o.name == spec.name) => {
+                    errors.push(format!("budget {:?} declared twice", spec.name))
+                }
+                Ok(spec) => budgets.push(spec),
+                Err(e) => errors.push(e),
+            }
+        }
         let mut remote_log_groups = BTreeMap::new();
         for g in raw.log_groups {
             match g.spec(&region) {
@@ -1017,6 +1119,7 @@ impl Config {
             on_failure,
             segment_bytes,
             pricing,
+            budgets,
             journal_max_bytes,
             archive_bucket,
             archive_prefix: raw.archive.key_prefix.unwrap_or_default(),

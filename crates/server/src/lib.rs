@@ -15,6 +15,7 @@ pub mod listener;
 pub mod logs_api;
 pub mod openai;
 pub mod routing;
+pub mod spend;
 pub mod stream;
 pub mod tools;
 

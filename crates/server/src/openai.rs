@@ -154,6 +154,16 @@ async fn route(s: &Shared, call: &mut Call) -> Result<Resolved, Response> {
                 };
                 return Err(openai_error(&oe, &call.request_id));
             }
+            if let Err(m) = crate::spend::admit(s, call) {
+                let e = OpenAiError {
+                    status: 429,
+                    message: m,
+                    kind: "insufficient_quota",
+                    code: Some("insufficient_quota"),
+                    param: None,
+                };
+                return Err(fail(s, call, e, "ThrottlingException", None).await);
+            }
             Ok(r)
         }
         None => {

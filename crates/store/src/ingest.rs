@@ -65,6 +65,9 @@ pub async fn run(
                         }
                     }
                     if chunk.is_empty() {
+                        // Everything before `upto` is read: entries that are no record
+                        // of any group, or none at all, still move the cursor.
+                        st.advance_to(upto);
                         return Ok(());
                     }
                     st.add_entries(&chunk);

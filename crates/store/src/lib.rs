@@ -323,6 +323,16 @@ impl Store {
         self.read().tail_next_seq
     }
 
+    /// Every journal entry before `seq` has been seen (the follower read up to the
+    /// journal's committed end and found nothing more): move the cursor there, so a
+    /// query that waits for its writes does not wait for entries that do not exist.
+    pub fn advance_to(&self, seq: u64) {
+        let mut st = self.write();
+        if seq > st.tail_next_seq {
+            st.tail_next_seq = seq;
+        }
+    }
+
     /// The next journal sequence not yet in a file (the durable cursor).
     pub fn durable_seq(&self) -> u64 {
         self.read().manifest.next_seq

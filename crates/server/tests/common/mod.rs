@@ -86,6 +86,7 @@ pub fn harness(opts: Options) -> Harness {
     let metrics = Arc::new(logbook_ops::Metrics::new(None));
     let state = Arc::new(AppState {
         metrics: metrics.clone(),
+        budgets: logbook_ops::budgets::Budgets::new(Vec::new()),
         store,
         engine,
         queries: Default::default(),

@@ -1,0 +1,179 @@
+//! The budgets' durable state. Every record is charged inside its journal append (in
+//! sequence order); once a second the state is written to `control/budgets.json` with the
+//! last sequence it covers, and the journal is held from collection below that. At start
+//! the file is read and the journal replayed after it, so a kill loses no spend that was
+//! journaled. Warning thresholds crossed become `BudgetThresholdCrossed` trail events.
+
+use crate::app::Shared;
+use logbook_journal::Disk;
+use logbook_journal::Journal;
+use logbook_ops::budgets::{Budgets, Crossing, Reported, Snapshot};
+use logbook_record::InvocationRecord;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The holder name of the budgets in journal garbage collection.
+pub const GC_NAME: &str = "budgets";
+
+fn file(data_dir: &Path) -> PathBuf {
+    data_dir.join("control").join("budgets.json")
+}
+
+/// Read the snapshot and replay the journal after it. Returns how many records were
+/// replayed.
+pub async fn restore(
+    data_dir: &Path,
+    journal: &Journal,
+    budgets: &Arc<Budgets>,
+) -> Result<(u64, Vec<Crossing>), String> {
+    if budgets.is_empty() {
+        return Ok((0, Vec::new()));
+    }
+    let path = file(data_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let snap: Snapshot =
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            budgets.restore(&snap);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    let first = journal.first_available().map_err(|e| e.to_string())?;
+    let from = (budgets.applied_through() + 1).max(first);
+    let upto = *journal.committed().borrow();
+    let mut reader = journal.reader(from);
+    let b = budgets.clone();
+    tokio::task::spawn_blocking(move || -> Result<(u64, Vec<Crossing>), String> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Head {
+            schema_type: Option<String>,
+        }
+        let mut n = 0;
+        let mut crossed = Vec::new();
+        while let Some(e) = reader.next_entry(upto).map_err(|e| e.to_string())? {
+            let is_record = serde_json::from_slice::<Head>(&e.payload)
+                .ok()
+                .and_then(|h| h.schema_type)
+                .is_some_and(|t| t == logbook_record::SCHEMA_TYPE);
+            if !is_record {
+                continue;
+            }
+            if let Ok(r) = serde_json::from_slice::<InvocationRecord>(&e.payload) {
+                crossed.extend(b.charge(&r, e.seq));
+                n += 1;
+            }
+        }
+        Ok((n, crossed))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Write the state when it changed, hold the journal at it, and turn crossed thresholds
+/// into trail events; once a second, and a last time when `stop` turns true.
+pub async fn run(s: Shared, budgets: Arc<Budgets>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let path = file(&s.config.data_dir);
+    let mut reported: Reported = budgets.reported();
+    loop {
+        let stopping = *stop.borrow();
+        // Events first, then the state that says they were reported.
+        for c in s.recorder.take_crossings() {
+            tracing::warn!(budget = %c.name, percent = c.percent, spent = %c.spent, limit = %c.limit, "budget threshold crossed");
+            let ev = crate::app::service_event(
+                &s,
+                "BudgetThresholdCrossed",
+                serde_json::json!({"budget": c.name, "thresholdPercent": c.percent, "spentUsd": c.spent, "limitUsd": c.limit}),
+                None,
+            );
+            match s.recorder.commit_event(ev).await {
+                Ok(_) => {
+                    let e = reported
+                        .entry(c.name.clone())
+                        .or_insert((c.period_start, 0));
+                    if e.0 != c.period_start {
+                        *e = (c.period_start, 0);
+                    }
+                    e.1 = e.1.max(c.percent);
+                }
+                Err(e) => tracing::error!(error = %e, "budget threshold event not recorded"),
+            }
+        }
+        if let Some(snap) = budgets.snapshot_if_dirty(&reported) {
+            let through = snap.applied_through;
+            let bytes = serde_json::to_vec_pretty(&snap).unwrap_or_default();
+            let p = path.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                logbook_journal::RealDisk.write_atomic(&p, &bytes)
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => {
+                    s.gc.set(GC_NAME, through + 1);
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "budget state not written; the journal keeps the records it covers")
+                }
+                Err(e) => tracing::error!(error = %e, "budget state writer failed"),
+            }
+        }
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Before a call reaches its model: reserve its estimated cost in every budget it
+/// matches, or refuse it (the caller answers `ThrottlingException` / OpenAI 429 and
+/// records the refusal). The reservation rides on the call until it ends.
+pub fn admit(s: &crate::app::AppState, call: &mut crate::capture::Call) -> Result<(), String> {
+    if s.budgets.is_empty() {
+        return Ok(());
+    }
+    let facts = logbook_ops::budgets::CallFacts {
+        principal: &call.caller.arn,
+        tags: &call.caller.tags,
+        meta: call.request_metadata.as_ref(),
+        model: &call.model_id,
+    };
+    let Some(budget) = s.budgets.first_match(&facts) else {
+        return Ok(());
+    };
+    let body = call.input.input_body_json.as_ref();
+    let input_bytes = body.map_or(0, |b| serde_json::to_vec(b).map_or(0, |v| v.len()));
+    let max_output = body.and_then(logbook_ops::budgets::max_output_tokens);
+    let (kind, upstream) = match &call.route {
+        Some(r) => (Some(r.kind), r.upstream_model.as_str()),
+        None => (None, call.model_id.as_str()),
+    };
+    let provider = logbook_ops::pricing::billing_provider(kind, call.api);
+    // A budget cannot hold a call it cannot price: refused, saying how to fix it.
+    let Some(estimate) = logbook_ops::budgets::estimate(
+        &s.config.pricing,
+        provider,
+        upstream,
+        &call.caller.region,
+        input_bytes,
+        max_output,
+    ) else {
+        return Err(format!(
+            "Budget {budget:?} covers this call, but catalog {} has no {} price for {upstream} in {}, so the budget cannot hold; add a price in [pricing]. The call was not made.",
+            s.config.pricing.version(),
+            provider.as_str(),
+            call.caller.region
+        ));
+    };
+    match s.budgets.admit(&facts, estimate, logbook_store::now_ms()) {
+        Ok(r) => {
+            call.reservation = Some(Arc::new(r));
+            Ok(())
+        }
+        Err(refused) => Err(refused.to_string()),
+    }
+}
