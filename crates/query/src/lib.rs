@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 pub mod archive;
 pub mod insights;
+pub mod metrics;
 pub mod report;
 pub mod service;
 pub mod udf;

@@ -607,6 +607,10 @@ pub fn router(state: Shared) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/logbook/budgets", get(budgets_status))
+        .route(
+            "/service/{service}/operation/{op}",
+            post(crate::metrics_api::handle),
+        )
         .route("/", post(crate::logs_api::handle))
         .route("/logbook/query", post(crate::logs_api::http_query))
         .route(

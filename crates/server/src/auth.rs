@@ -92,6 +92,14 @@ pub fn load_or_create_admin(
 
 fn failure_response(path: &str, f: &AuthFailure) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
+    if path.starts_with("/service/") {
+        return crate::metrics_api::error(
+            crate::metrics_api::Protocol::Cbor,
+            f.status(),
+            f.code(),
+            &f.message(),
+        );
+    }
     if path.starts_with("/v1/") {
         openai_error(
             &OpenAiError {
@@ -121,6 +129,15 @@ pub fn api_error(
     message: &str,
 ) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
+    if path.starts_with("/service/") {
+        // The CloudWatch API (smithy-rpc-v2-cbor): its clients parse CBOR errors only.
+        return crate::metrics_api::error(
+            crate::metrics_api::Protocol::Cbor,
+            status,
+            code,
+            message,
+        );
+    }
     if path.starts_with("/v1/") {
         let (kind, c) = match status {
             401 | 403 => ("invalid_request_error", Some("invalid_api_key")),

@@ -215,8 +215,20 @@ impl Principals {
     }
 
     /// The SigV4 service a request is signed for: `logs` for the CloudWatch Logs API,
-    /// `bedrock` for everything else.
+    /// `monitoring` for the CloudWatch API (JSON 1.0 or rpc-v2-cbor), `bedrock`
+    /// for everything else.
     fn service(headers: &HeaderMap) -> &'static str {
+        if headers
+            .get("smithy-protocol")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("rpc-v2-cbor"))
+            || headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with(crate::metrics_api::TARGET_PREFIX))
+        {
+            return "monitoring";
+        }
         if headers
             .get("x-amz-target")
             .and_then(|v| v.to_str().ok())

@@ -13,6 +13,7 @@ pub mod http_util;
 pub mod identity;
 pub mod listener;
 pub mod logs_api;
+pub mod metrics_api;
 pub mod openai;
 pub mod routing;
 pub mod spend;

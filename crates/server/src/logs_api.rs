@@ -240,6 +240,14 @@ pub async fn handle(
         Ok(b) => b,
         Err(r) => return r,
     };
+    // The CloudWatch metrics API shares the `/` route (JSON 1.0, another target).
+    if let Some(op) = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix(crate::metrics_api::TARGET_PREFIX))
+    {
+        return crate::metrics_api::handle_json(&s, &caller, op, &body).await;
+    }
     let Some(op) = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())

@@ -1,0 +1,685 @@
+//! The CloudWatch metrics API subset Bedrock users read their metrics with:
+//! `GetMetricStatistics`, `GetMetricData` and `ListMetrics` for namespace `AWS/Bedrock`,
+//! in both protocols CloudWatch's service model declares for it:
+//! - JSON 1.0, which the installed botocore (boto3, the AWS CLI) sends: `POST /` with
+//!   `X-Amz-Target: GraniteServiceVersion20100801.<Op>`, timestamps as epoch seconds;
+//! - `smithy-rpc-v2-cbor` (newer SDKs): `POST
+//!   /service/GraniteServiceVersion20100801/operation/<Op>`, CBOR bodies,
+//!   `smithy-protocol: rpc-v2-cbor`, timestamps as CBOR tag 1.
+//!
+//! Errors are `{"__type", "message"}` in the request's protocol plus the query-compatible
+//! `x-amzn-query-error` header (CloudWatch is `awsQueryCompatible`). Signed for the
+//! service `monitoring`. The handlers work on CBOR values; JSON is converted both ways.
+//!
+//! The values are computed from the records in the log groups (`query::metrics`), so
+//! they survive restarts and cover the groups' retention.
+
+use crate::app::Shared;
+use crate::identity::Caller;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use ciborium::Value;
+use logbook_query::metrics::{self, Stat};
+use logbook_query::{Language, QueryRequest};
+
+/// The service name in the path.
+pub const SERVICE: &str = "GraniteServiceVersion20100801";
+
+/// Most datapoints one `GetMetricStatistics` may return (CloudWatch's limit).
+pub const MAX_DATAPOINTS: i64 = 1440;
+
+/// Most queries in one `GetMetricData`.
+pub const MAX_QUERIES: usize = 500;
+
+/// The JSON 1.0 `X-Amz-Target` prefix.
+pub const TARGET_PREFIX: &str = "GraniteServiceVersion20100801.";
+
+/// The wire protocol of a request (and of its answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `smithy-rpc-v2-cbor`.
+    Cbor,
+    /// `awsJson1_0`.
+    Json,
+}
+
+fn from_json(j: &serde_json::Value) -> Value {
+    match j {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i.into()),
+            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_json::Value::String(t) => Value::Text(t.clone()),
+        serde_json::Value::Array(a) => Value::Array(a.iter().map(from_json).collect()),
+        serde_json::Value::Object(o) => Value::Map(
+            o.iter()
+                .map(|(k, v)| (Value::Text(k.clone()), from_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn to_json(c: &Value) -> serde_json::Value {
+    match c {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::Integer(i) => i64::try_from(*i).map_or(serde_json::Value::Null, |i| i.into()),
+        Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+        }
+        Value::Text(t) => serde_json::Value::String(t.clone()),
+        // A timestamp: epoch seconds in JSON.
+        Value::Tag(_, inner) => to_json(inner),
+        Value::Array(a) => serde_json::Value::Array(a.iter().map(to_json).collect()),
+        Value::Map(m) => serde_json::Value::Object(
+            m.iter()
+                .filter_map(|(k, v)| match k {
+                    Value::Text(k) => Some((k.clone(), to_json(v))),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => serde_json::Value::Null,
+    }
+}
+
+struct ApiError {
+    status: u16,
+    code: &'static str,
+    query_code: &'static str,
+    message: String,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError {
+        status: 400,
+        code: "InvalidParameterValueException",
+        query_code: "InvalidParameterValue",
+        message: message.into(),
+    }
+}
+
+fn missing(name: &str) -> ApiError {
+    ApiError {
+        status: 400,
+        code: "MissingRequiredParameterException",
+        query_code: "MissingParameter",
+        message: format!("The parameter {name} is required."),
+    }
+}
+
+fn respond(
+    proto: Protocol,
+    status: u16,
+    v: &Value,
+    extra: Option<(&'static str, String)>,
+) -> Response {
+    let mut body = Vec::new();
+    let encoded = match proto {
+        Protocol::Cbor => ciborium::into_writer(v, &mut body).is_ok(),
+        Protocol::Json => serde_json::to_writer(&mut body, &to_json(v)).is_ok(),
+    };
+    if !encoded {
+        return http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
+    let h = r.headers_mut();
+    match proto {
+        Protocol::Cbor => {
+            h.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/cbor"),
+            );
+            h.insert(
+                "smithy-protocol",
+                http::HeaderValue::from_static("rpc-v2-cbor"),
+            );
+        }
+        Protocol::Json => {
+            h.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/x-amz-json-1.0"),
+            );
+        }
+    }
+    if let Ok(id) = http::HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        h.insert("x-amzn-requestid", id);
+    }
+    if let Some((k, v)) = extra {
+        if let Ok(v) = http::HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
+    }
+    r
+}
+
+fn error_response(proto: Protocol, e: ApiError) -> Response {
+    let body = Value::Map(vec![
+        (
+            Value::Text("__type".into()),
+            Value::Text(format!("com.amazonaws.cloudwatch#{}", e.code)),
+        ),
+        (Value::Text("message".into()), Value::Text(e.message)),
+    ]);
+    let fault = if e.status >= 500 {
+        "Receiver"
+    } else {
+        "Sender"
+    };
+    respond(
+        proto,
+        e.status,
+        &body,
+        Some(("x-amzn-query-error", format!("{};{fault}", e.query_code))),
+    )
+}
+
+/// An error for this API from elsewhere (authentication, body limits): `code` is the
+/// AWS error code (`IncompleteSignatureException`, `ThrottlingException`, ...).
+pub fn error(proto: Protocol, status: u16, code: &str, message: &str) -> Response {
+    let body = Value::Map(vec![
+        (
+            Value::Text("__type".into()),
+            Value::Text(format!("com.amazonaws.cloudwatch#{code}")),
+        ),
+        (
+            Value::Text("message".into()),
+            Value::Text(message.to_string()),
+        ),
+    ]);
+    let query_code = code.strip_suffix("Exception").unwrap_or(code);
+    let fault = if status >= 500 { "Receiver" } else { "Sender" };
+    respond(
+        proto,
+        status,
+        &body,
+        Some(("x-amzn-query-error", format!("{query_code};{fault}"))),
+    )
+}
+
+fn field<'a>(v: &'a Value, k: &str) -> Option<&'a Value> {
+    match v {
+        Value::Map(m) => m
+            .iter()
+            .find(|(key, _)| matches!(key, Value::Text(t) if t == k))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+fn text<'a>(v: &'a Value, k: &str) -> Result<Option<&'a str>, ApiError> {
+    match field(v, k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Text(t)) => Ok(Some(t)),
+        Some(_) => Err(invalid(format!("{k} must be a string"))),
+    }
+}
+
+fn int(v: &Value, k: &str) -> Result<Option<i64>, ApiError> {
+    match field(v, k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Integer(i)) => i64::try_from(*i)
+            .map(Some)
+            .map_err(|_| invalid(format!("{k} is out of range"))),
+        Some(_) => Err(invalid(format!("{k} must be an integer"))),
+    }
+}
+
+/// A timestamp: CBOR tag 1 (or a bare number) of epoch seconds, as epoch ms.
+fn timestamp(v: &Value, k: &str) -> Result<Option<i64>, ApiError> {
+    let inner = match field(v, k) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Tag(1, inner)) => inner.as_ref(),
+        Some(other) => other,
+    };
+    let secs = match inner {
+        Value::Integer(i) => i128::from(*i) as f64,
+        Value::Float(f) => *f,
+        _ => return Err(invalid(format!("{k} must be a timestamp"))),
+    };
+    if !secs.is_finite() || secs.abs() > 1e11 {
+        return Err(invalid(format!("{k} is out of range")));
+    }
+    Ok(Some((secs * 1000.0).round() as i64))
+}
+
+fn list<'a>(v: &'a Value, k: &str) -> Result<&'a [Value], ApiError> {
+    match field(v, k) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(a)) => Ok(a),
+        Some(_) => Err(invalid(format!("{k} must be a list"))),
+    }
+}
+
+fn map(entries: Vec<(&str, Value)>) -> Value {
+    Value::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (Value::Text(k.into()), v))
+            .collect(),
+    )
+}
+
+fn ts(secs: i64) -> Value {
+    Value::Tag(1, Box::new(Value::Integer(secs.into())))
+}
+
+/// The `ModelId` of `Dimensions`, or `None` when there is none (no series: Bedrock
+/// publishes its runtime metrics per model).
+fn model_dimension(dims: &[Value]) -> Result<Option<String>, ApiError> {
+    if dims.len() > 30 {
+        return Err(invalid("At most 30 dimensions"));
+    }
+    let mut model = None;
+    for d in dims {
+        let name = text(d, "Name")?.ok_or_else(|| missing("Dimensions.member.Name"))?;
+        let value = text(d, "Value")?;
+        if name != metrics::DIMENSION {
+            // A dimension Bedrock never publishes: no such series.
+            return Ok(None);
+        }
+        model = value.map(str::to_string);
+    }
+    Ok(model)
+}
+
+fn check_period(period: i64) -> Result<(), ApiError> {
+    if period <= 0 || !(period % 60 == 0 || [1, 5, 10, 30].contains(&period)) {
+        return Err(invalid(
+            "The parameter Period must be 1, 5, 10, 30 or a multiple of 60.",
+        ));
+    }
+    Ok(())
+}
+
+/// Datapoints per period start (epoch seconds): one value per statistic.
+async fn series(
+    s: &Shared,
+    metric: &str,
+    model: &str,
+    period: i64,
+    stats: &[Stat],
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<Vec<(i64, Vec<Option<f64>>)>, ApiError> {
+    let sql = metrics::statistics_sql(metric, model, period, stats)
+        .map_err(|e| invalid(e.to_string()))?;
+    let groups: Vec<String> = s.store.groups().into_iter().map(|g| g.name).collect();
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let req = QueryRequest {
+        groups,
+        start_ms,
+        // EndTime is exclusive; the store's range is inclusive.
+        end_ms: end_ms - 1,
+        query: sql,
+        language: Language::Sql,
+        limit: 100_000,
+        after_seq: *s.journal.committed().borrow(),
+    };
+    let r = s
+        .engine
+        .run(req, s.config.query.http_timeout)
+        .await
+        .map_err(|e| ApiError {
+            status: 500,
+            code: "InternalServiceFault",
+            query_code: "InternalServiceError",
+            message: e.to_string(),
+        })?;
+    Ok(r.rows
+        .into_iter()
+        .filter_map(|row| {
+            let t = row.first()?.as_deref()?.parse::<i64>().ok()?;
+            let vals = row[1..]
+                .iter()
+                .map(|c| c.as_deref().and_then(|v| v.parse::<f64>().ok()))
+                .collect();
+            Some((t, vals))
+        })
+        .collect())
+}
+
+fn stat_name(s: Stat) -> &'static str {
+    match s {
+        Stat::SampleCount => "SampleCount",
+        Stat::Sum => "Sum",
+        Stat::Average => "Average",
+        Stat::Minimum => "Minimum",
+        Stat::Maximum => "Maximum",
+        Stat::Percentile(_) => "",
+    }
+}
+
+async fn get_metric_statistics(s: &Shared, v: &Value) -> Result<Value, ApiError> {
+    let namespace = text(v, "Namespace")?.ok_or_else(|| missing("Namespace"))?;
+    let metric = text(v, "MetricName")?.ok_or_else(|| missing("MetricName"))?;
+    let start = timestamp(v, "StartTime")?.ok_or_else(|| missing("StartTime"))?;
+    let end = timestamp(v, "EndTime")?.ok_or_else(|| missing("EndTime"))?;
+    let period = int(v, "Period")?.ok_or_else(|| missing("Period"))?;
+    check_period(period)?;
+    if end <= start {
+        return Err(invalid(
+            "The parameter StartTime must be less than the parameter EndTime.",
+        ));
+    }
+    if (end - start) / 1000 / period > MAX_DATAPOINTS {
+        return Err(invalid(format!(
+            "You have requested up to {} datapoints, which exceeds the limit of {MAX_DATAPOINTS}. You may reduce the datapoints requested by increasing Period, or decreasing the time range.",
+            (end - start) / 1000 / period
+        )));
+    }
+    let mut stats = Vec::new();
+    for st in list(v, "Statistics")? {
+        let Value::Text(t) = st else {
+            return Err(invalid("Statistics must be strings"));
+        };
+        match Stat::parse(t) {
+            Ok(Stat::Percentile(_)) => {
+                return Err(invalid(format!(
+                    "The parameter Statistics.member contains {t:?}; percentiles go in ExtendedStatistics."
+                )))
+            }
+            Ok(s) => stats.push(s),
+            Err(e) => return Err(invalid(e.to_string())),
+        }
+    }
+    let mut extended = Vec::new();
+    for st in list(v, "ExtendedStatistics")? {
+        let Value::Text(t) = st else {
+            return Err(invalid("ExtendedStatistics must be strings"));
+        };
+        match Stat::parse(t) {
+            Ok(s @ Stat::Percentile(_)) => extended.push((t.clone(), s)),
+            _ => {
+                return Err(invalid(format!(
+                    "The parameter ExtendedStatistics contains {t:?}, which is not a percentile (pNN.NN)."
+                )))
+            }
+        }
+    }
+    if stats.is_empty() && extended.is_empty() {
+        return Err(ApiError {
+            status: 400,
+            code: "InvalidParameterCombinationException",
+            query_code: "InvalidParameterCombination",
+            message: "Must specify either Statistics or ExtendedStatistics".into(),
+        });
+    }
+    let label = Value::Text(metric.to_string());
+    let model = model_dimension(list(v, "Dimensions")?)?;
+    let (Some(model), true) = (model, namespace == metrics::NAMESPACE) else {
+        return Ok(map(vec![
+            ("Label", label),
+            ("Datapoints", Value::Array(Vec::new())),
+        ]));
+    };
+    let Some(unit) = metrics::unit(metric) else {
+        return Ok(map(vec![
+            ("Label", label),
+            ("Datapoints", Value::Array(Vec::new())),
+        ]));
+    };
+    let all: Vec<Stat> = stats
+        .iter()
+        .copied()
+        .chain(extended.iter().map(|(_, s)| *s))
+        .collect();
+    let rows = series(s, metric, &model, period, &all, start, end).await?;
+    let points = rows
+        .into_iter()
+        .map(|(t, vals)| {
+            let mut e = vec![("Timestamp", ts(t))];
+            for (i, st) in stats.iter().enumerate() {
+                e.push((
+                    stat_name(*st),
+                    Value::Float(vals.get(i).copied().flatten().unwrap_or(0.0)),
+                ));
+            }
+            if !extended.is_empty() {
+                let ext = extended
+                    .iter()
+                    .enumerate()
+                    .map(|(j, (name, _))| {
+                        (
+                            Value::Text(name.clone()),
+                            Value::Float(
+                                vals.get(stats.len() + j).copied().flatten().unwrap_or(0.0),
+                            ),
+                        )
+                    })
+                    .collect();
+                e.push(("ExtendedStatistics", Value::Map(ext)));
+            }
+            e.push(("Unit", Value::Text(unit.into())));
+            map(e)
+        })
+        .collect();
+    Ok(map(vec![
+        ("Label", label),
+        ("Datapoints", Value::Array(points)),
+    ]))
+}
+
+async fn list_metrics(s: &Shared, v: &Value) -> Result<Value, ApiError> {
+    let namespace = text(v, "Namespace")?;
+    let name = text(v, "MetricName")?;
+    let want_model = model_dimension(list(v, "Dimensions")?)?;
+    if namespace.is_some_and(|n| n != metrics::NAMESPACE)
+        || name.is_some_and(|n| metrics::unit(n).is_none())
+    {
+        return Ok(map(vec![("Metrics", Value::Array(Vec::new()))]));
+    }
+    let groups: Vec<String> = s.store.groups().into_iter().map(|g| g.name).collect();
+    let mut models = Vec::new();
+    if !groups.is_empty() {
+        let req = QueryRequest {
+            groups,
+            start_ms: i64::MIN / 2,
+            end_ms: i64::MAX / 2,
+            query: metrics::models_sql().into(),
+            language: Language::Sql,
+            limit: 10_000,
+            after_seq: *s.journal.committed().borrow(),
+        };
+        let r = s
+            .engine
+            .run(req, s.config.query.http_timeout)
+            .await
+            .map_err(|e| invalid(e.to_string()))?;
+        models = r
+            .rows
+            .into_iter()
+            .filter_map(|row| row.into_iter().next().flatten())
+            .collect();
+    }
+    let mut out = Vec::new();
+    for m in models {
+        if want_model.as_ref().is_some_and(|w| *w != m) {
+            continue;
+        }
+        for (metric, _) in metrics::METRICS {
+            if name.is_some_and(|n| n != *metric) {
+                continue;
+            }
+            out.push(map(vec![
+                ("Namespace", Value::Text(metrics::NAMESPACE.into())),
+                ("MetricName", Value::Text((*metric).into())),
+                (
+                    "Dimensions",
+                    Value::Array(vec![map(vec![
+                        ("Name", Value::Text(metrics::DIMENSION.into())),
+                        ("Value", Value::Text(m.clone())),
+                    ])]),
+                ),
+            ]));
+        }
+    }
+    Ok(map(vec![("Metrics", Value::Array(out))]))
+}
+
+async fn get_metric_data(s: &Shared, v: &Value) -> Result<Value, ApiError> {
+    let start = timestamp(v, "StartTime")?.ok_or_else(|| missing("StartTime"))?;
+    let end = timestamp(v, "EndTime")?.ok_or_else(|| missing("EndTime"))?;
+    if end <= start {
+        return Err(invalid(
+            "The parameter StartTime must be less than the parameter EndTime.",
+        ));
+    }
+    let ascending = text(v, "ScanBy")? == Some("TimestampAscending");
+    let queries = list(v, "MetricDataQueries")?;
+    if queries.is_empty() {
+        return Err(missing("MetricDataQueries"));
+    }
+    if queries.len() > MAX_QUERIES {
+        return Err(invalid(format!("At most {MAX_QUERIES} MetricDataQueries")));
+    }
+    let mut results = Vec::new();
+    for q in queries {
+        let id = text(q, "Id")?.ok_or_else(|| missing("MetricDataQueries.member.Id"))?;
+        if field(q, "Expression").is_some_and(|e| !matches!(e, Value::Null)) {
+            return Err(invalid(format!(
+                "MetricDataQueries {id}: metric math expressions are not supported; use MetricStat"
+            )));
+        }
+        if matches!(field(q, "ReturnData"), Some(Value::Bool(false))) {
+            continue;
+        }
+        let ms =
+            field(q, "MetricStat").ok_or_else(|| missing("MetricDataQueries.member.MetricStat"))?;
+        let metric = field(ms, "Metric").ok_or_else(|| missing("MetricStat.Metric"))?;
+        let namespace = text(metric, "Namespace")?.unwrap_or_default();
+        let name = text(metric, "MetricName")?.ok_or_else(|| missing("Metric.MetricName"))?;
+        let period = int(ms, "Period")?.ok_or_else(|| missing("MetricStat.Period"))?;
+        check_period(period)?;
+        let stat = text(ms, "Stat")?.ok_or_else(|| missing("MetricStat.Stat"))?;
+        let stat = Stat::parse(stat).map_err(|e| invalid(e.to_string()))?;
+        let label = text(q, "Label")?.unwrap_or(name).to_string();
+        let model = model_dimension(list(metric, "Dimensions")?)?;
+        let mut rows = match model {
+            Some(m) if namespace == metrics::NAMESPACE && metrics::unit(name).is_some() => {
+                series(s, name, &m, period, &[stat], start, end).await?
+            }
+            _ => Vec::new(),
+        };
+        if !ascending {
+            rows.reverse();
+        }
+        let (stamps, values): (Vec<Value>, Vec<Value>) = rows
+            .into_iter()
+            .filter_map(|(t, v)| Some((ts(t), Value::Float(v.first().copied().flatten()?))))
+            .unzip();
+        results.push(map(vec![
+            ("Id", Value::Text(id.into())),
+            ("Label", Value::Text(label)),
+            ("Timestamps", Value::Array(stamps)),
+            ("Values", Value::Array(values)),
+            ("StatusCode", Value::Text("Complete".into())),
+        ]));
+    }
+    Ok(map(vec![
+        ("MetricDataResults", Value::Array(results)),
+        ("Messages", Value::Array(Vec::new())),
+    ]))
+}
+
+/// `POST /service/GraniteServiceVersion20100801/operation/{op}` (rpc-v2-cbor).
+pub async fn handle(
+    State(s): State<Shared>,
+    Path((service, op)): Path<(String, String)>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Response {
+    if service != SERVICE {
+        return error_response(
+            Protocol::Cbor,
+            ApiError {
+                status: 404,
+                code: "UnknownOperationException",
+                query_code: "InvalidAction",
+                message: format!("No service {service:?} here"),
+            },
+        );
+    }
+    let v: Value = if body.is_empty() {
+        Value::Map(Vec::new())
+    } else {
+        match ciborium::from_reader(&body[..]) {
+            Ok(v @ Value::Map(_)) => v,
+            _ => {
+                return error_response(
+                    Protocol::Cbor,
+                    ApiError {
+                        status: 400,
+                        code: "SerializationException",
+                        query_code: "MalformedInput",
+                        message: "The request body is not a CBOR map".into(),
+                    },
+                )
+            }
+        }
+    };
+    run(&s, &caller, &op, &v, Protocol::Cbor).await
+}
+
+/// `POST /` with `X-Amz-Target: GraniteServiceVersion20100801.<op>` (JSON 1.0), handed
+/// over by the `/` dispatcher; `body` is already read.
+pub async fn handle_json(s: &Shared, caller: &Caller, op: &str, body: &[u8]) -> Response {
+    let v: Value = if body.is_empty() {
+        Value::Map(Vec::new())
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(j @ serde_json::Value::Object(_)) => from_json(&j),
+            _ => {
+                return error_response(
+                    Protocol::Json,
+                    ApiError {
+                        status: 400,
+                        code: "SerializationException",
+                        query_code: "MalformedInput",
+                        message: "The request body is not a JSON object".into(),
+                    },
+                )
+            }
+        }
+    };
+    run(s, caller, op, &v, Protocol::Json).await
+}
+
+async fn run(s: &Shared, caller: &Caller, op: &str, v: &Value, proto: Protocol) -> Response {
+    if !caller.permissions.logs_read {
+        return error_response(
+            proto,
+            ApiError {
+                status: 403,
+                code: "AccessDeniedException",
+                query_code: "AccessDenied",
+                message: format!(
+                    "User: {} is not authorized to perform: cloudwatch:{op} (permission logs:read)",
+                    caller.arn
+                ),
+            },
+        );
+    }
+    let r = match op {
+        "GetMetricStatistics" => get_metric_statistics(s, v).await,
+        "GetMetricData" => get_metric_data(s, v).await,
+        "ListMetrics" => list_metrics(s, v).await,
+        _ => Err(ApiError {
+            status: 400,
+            code: "UnknownOperationException",
+            query_code: "InvalidAction",
+            message: format!("The operation {op:?} is not supported by this endpoint"),
+        }),
+    };
+    match r {
+        Ok(v) => respond(proto, 200, &v, None),
+        Err(e) => error_response(proto, e),
+    }
+}
