@@ -48,6 +48,14 @@ enum Command {
     Query(QueryArgs),
     /// Import Bedrock invocation logs (gzipped JSON Lines in Bedrock's S3 layout).
     Import(ImportArgs),
+    /// Alarms: their states and recent history (from the data folder).
+    Alarms {
+        #[command(flatten)]
+        data: DataArgs,
+        /// History items to show.
+        #[arg(long, default_value_t = 30)]
+        history: usize,
+    },
     /// FinOps reports.
     Report {
         #[command(subcommand)]
@@ -325,6 +333,13 @@ fn run() -> anyhow::Result<()> {
                 args.limit,
                 &args.query,
             )
+        }
+        Command::Alarms { data, history } => {
+            let config = load_data(&data)?;
+            let text = logbook_server::alarms::report(&config.data_dir, history)
+                .map_err(anyhow::Error::msg)?;
+            print!("{text}");
+            Ok(())
         }
         Command::Report {
             command: ReportCommand::Chargeback(args),

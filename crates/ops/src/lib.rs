@@ -5,6 +5,7 @@
 //! query engine. The server stamps every record with [`pricing::Catalog::price_record`]
 //! just before it is journaled.
 
+pub mod alarms;
 pub mod budgets;
 pub mod metrics;
 pub mod pricing;

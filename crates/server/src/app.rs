@@ -61,6 +61,8 @@ pub struct AppState {
     pub metrics: Arc<logbook_ops::Metrics>,
     /// Spend limits and their state.
     pub budgets: Arc<logbook_ops::budgets::Budgets>,
+    /// Metric alarms.
+    pub alarms: Arc<crate::alarms::Alarms>,
 }
 
 /// Shared state handle.
@@ -947,6 +949,20 @@ pub async fn serve(
     };
     let listen = config.listen.clone();
     let buffers = crate::http_util::BufferBudget::new(config.max_buffered_bytes);
+    let alarms = Arc::new(
+        crate::alarms::Alarms::open(
+            &config.data_dir,
+            config.alarms.clone(),
+            config.alarm_actions.clone(),
+            &config.region,
+            &config.account_id,
+        )
+        .map_err(|e| ServeError::Io {
+            context: "alarms".into(),
+            source: std::io::Error::other(e),
+        })?,
+    );
+    let alarm_every = config.alarm_every;
     let state = Arc::new(AppState {
         principals: Principals::new(&config, &extra),
         config,
@@ -965,7 +981,14 @@ pub async fn serve(
         buffers,
         metrics,
         budgets: budgets.clone(),
+        alarms: alarms.clone(),
     });
+    let alarm_task = tokio::spawn(crate::alarms::run(
+        state.clone(),
+        alarms,
+        alarm_every,
+        stop_rx.clone(),
+    ));
     let spend_task = (!budgets.is_empty())
         .then(|| tokio::spawn(crate::spend::run(state.clone(), budgets, stop_rx.clone())));
     // A destination that stalls, or recovers, is a service event in the trail.
@@ -996,6 +1019,7 @@ pub async fn serve(
     watcher.abort();
     tracing::info!("draining delivery");
     let _ = stop_tx.send(true);
+    let _ = alarm_task.await;
     if let Some(t) = spend_task {
         if let Err(e) = t.await {
             tracing::error!(error = %e, "budget state task failed");

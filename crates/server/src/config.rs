@@ -128,6 +128,76 @@ impl RawPricing {
     }
 }
 
+/// `[[alarm_actions]]`: where an action ARN (as alarms name it) sends notifications.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlarmAction {
+    arn: String,
+    url: String,
+    /// `sns` (default: an SNS Notification envelope) or `slack`.
+    format: Option<String>,
+}
+
+/// `[alarm_evaluation]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlarmEvaluation {
+    /// How often alarms are evaluated (default 10 s).
+    every_ms: Option<u64>,
+}
+
+/// `[[alarms]]`: a metric alarm declared in the file (PutMetricAlarm's members, in
+/// snake case).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlarm {
+    name: String,
+    description: Option<String>,
+    namespace: Option<String>,
+    metric: String,
+    model_id: Option<String>,
+    statistic: String,
+    period: i64,
+    evaluation_periods: u32,
+    datapoints_to_alarm: Option<u32>,
+    threshold: f64,
+    comparison: String,
+    treat_missing_data: Option<String>,
+    actions_enabled: Option<bool>,
+    #[serde(default)]
+    alarm_actions: Vec<String>,
+    #[serde(default)]
+    ok_actions: Vec<String>,
+    #[serde(default)]
+    insufficient_data_actions: Vec<String>,
+}
+
+impl RawAlarm {
+    fn def(self) -> Result<logbook_ops::alarms::AlarmDef, String> {
+        let d = logbook_ops::alarms::AlarmDef {
+            alarm_name: self.name,
+            alarm_description: self.description,
+            namespace: self.namespace.unwrap_or_else(|| "AWS/Bedrock".into()),
+            metric_name: self.metric,
+            model_id: self.model_id,
+            statistic: self.statistic,
+            period: self.period,
+            evaluation_periods: self.evaluation_periods,
+            datapoints_to_alarm: self.datapoints_to_alarm.unwrap_or(self.evaluation_periods),
+            threshold: self.threshold,
+            comparison_operator: self.comparison,
+            treat_missing_data: self.treat_missing_data.unwrap_or_else(|| "missing".into()),
+            actions_enabled: self.actions_enabled.unwrap_or(true),
+            alarm_actions: self.alarm_actions,
+            ok_actions: self.ok_actions,
+            insufficient_data_actions: self.insufficient_data_actions,
+        };
+        d.validate()
+            .map_err(|e| format!("alarm {:?}: {e}", d.alarm_name))?;
+        Ok(d)
+    }
+}
+
 /// `[[budgets]]`: a spend limit for one scope (exactly one of `principal`,
 /// `principal_tag`, `request_metadata`, `model`) per UTC period.
 #[derive(Debug, Deserialize)]
@@ -481,6 +551,12 @@ struct RawConfig {
     #[serde(default)]
     budgets: Vec<RawBudget>,
     #[serde(default)]
+    alarm_actions: Vec<RawAlarmAction>,
+    #[serde(default)]
+    alarms: Vec<RawAlarm>,
+    #[serde(default)]
+    alarm_evaluation: RawAlarmEvaluation,
+    #[serde(default)]
     buckets: Vec<RawBucket>,
     #[serde(default)]
     log_groups: Vec<RawLogGroup>,
@@ -655,6 +731,12 @@ pub struct Config {
     pub pricing: logbook_ops::Catalog,
     /// Spend limits.
     pub budgets: Vec<logbook_ops::budgets::BudgetSpec>,
+    /// Alarm action targets by ARN.
+    pub alarm_actions: BTreeMap<String, crate::alarms::ActionTarget>,
+    /// Alarms declared in the file.
+    pub alarms: Vec<logbook_ops::alarms::AlarmDef>,
+    /// How often alarms are evaluated.
+    pub alarm_every: Duration,
     /// Disk the journal may take before a destination that stays down costs calls
     /// (fail-closed) or its own undelivered records (fail-open).
     pub journal_max_bytes: u64,
@@ -837,6 +919,56 @@ impl Config {
                 Err(e) => errors.push(e),
             }
         }
+        let mut alarm_actions = BTreeMap::new();
+        for a in raw.alarm_actions {
+            let format = a.format.unwrap_or_else(|| "sns".into());
+            if format != "sns" && format != "slack" {
+                errors.push(format!(
+                    "alarm action {:?}: format {format:?}: expected \"sns\" or \"slack\"",
+                    a.arn
+                ));
+            } else if !(a.url.starts_with("http://") || a.url.starts_with("https://")) {
+                errors.push(format!(
+                    "alarm action {:?}: url must be http:// or https://",
+                    a.arn
+                ));
+            } else if alarm_actions
+                .insert(
+                    a.arn.clone(),
+                    crate::alarms::ActionTarget { url: a.url, format },
+                )
+                .is_some()
+            {
+                errors.push(format!("alarm action {:?} declared twice", a.arn));
+            }
+        }
+        let mut alarms: Vec<logbook_ops::alarms::AlarmDef> = Vec::new();
+        for a in raw.alarms {
+            match a.def() {
+                Ok(d) if alarms.iter().any(|o| o.alarm_name == d.alarm_name) => {
+                    errors.push(format!("alarm {:?} declared twice", d.alarm_name))
+                }
+                Ok(d) => {
+                    for act in d
+                        .alarm_actions
+                        .iter()
+                        .chain(&d.ok_actions)
+                        .chain(&d.insufficient_data_actions)
+                    {
+                        if !alarm_actions.contains_key(act) {
+                            errors.push(format!(
+                                "alarm {:?}: action {act:?} is not declared in [[alarm_actions]]",
+                                d.alarm_name
+                            ));
+                        }
+                    }
+                    alarms.push(d)
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let alarm_every =
+            Duration::from_millis(raw.alarm_evaluation.every_ms.unwrap_or(10_000).max(100));
         let mut remote_log_groups = BTreeMap::new();
         for g in raw.log_groups {
             match g.spec(&region) {
@@ -1120,6 +1252,9 @@ impl Config {
             segment_bytes,
             pricing,
             budgets,
+            alarm_actions,
+            alarms,
+            alarm_every,
             journal_max_bytes,
             archive_bucket,
             archive_prefix: raw.archive.key_prefix.unwrap_or_default(),

@@ -1,6 +1,7 @@
 //! The HTTP front door: Bedrock runtime and OpenAI-compatible APIs, capture of every call
 //! into a Bedrock `ModelInvocationLog` record, and the wiring of journal and delivery.
 
+pub mod alarms;
 pub mod app;
 pub mod auth;
 pub mod bedrock;

@@ -1,5 +1,7 @@
-//! The CloudWatch metrics API subset Bedrock users read their metrics with:
+//! The CloudWatch API subset Bedrock users read their metrics and alarms with:
 //! `GetMetricStatistics`, `GetMetricData` and `ListMetrics` for namespace `AWS/Bedrock`,
+//! and `PutMetricAlarm`, `DescribeAlarms`, `DeleteAlarms`, `DescribeAlarmHistory`,
+//! `SetAlarmState` (`crate::alarms`),
 //! in both protocols CloudWatch's service model declares for it:
 //! - JSON 1.0, which the installed botocore (boto3, the AWS CLI) sends: `POST /` with
 //!   `X-Amz-Target: GraniteServiceVersion20100801.<Op>`, timestamps as epoch seconds;
@@ -589,6 +591,285 @@ async fn get_metric_data(s: &Shared, v: &Value) -> Result<Value, ApiError> {
     ]))
 }
 
+/// The values an alarm looks at: its N periods up to and including the current one
+/// (oldest first), `None` where a period has no data.
+pub async fn window(
+    s: &Shared,
+    d: &logbook_ops::alarms::AlarmDef,
+) -> Result<Vec<Option<f64>>, String> {
+    let n = d.evaluation_periods as i64;
+    let p = d.period * 1000;
+    let now = logbook_store::now_ms();
+    let current = now.div_euclid(p) * p;
+    let start = current - (n - 1) * p;
+    let (Some(model), true, Some(_)) = (
+        d.model_id.as_deref(),
+        d.namespace == metrics::NAMESPACE,
+        metrics::unit(&d.metric_name),
+    ) else {
+        return Ok(vec![None; n as usize]);
+    };
+    let stat = Stat::parse(&d.statistic).map_err(|e| e.to_string())?;
+    let rows = series(
+        s,
+        &d.metric_name,
+        model,
+        d.period,
+        &[stat],
+        start,
+        current + p,
+    )
+    .await
+    .map_err(|e| e.message)?;
+    let by_start: std::collections::HashMap<i64, Option<f64>> = rows
+        .into_iter()
+        .map(|(t, v)| (t * 1000, v.first().copied().flatten()))
+        .collect();
+    Ok((0..n)
+        .map(|i| by_start.get(&(start + i * p)).copied().flatten())
+        .collect())
+}
+
+fn float(v: &Value, k: &str) -> Result<Option<f64>, ApiError> {
+    match field(v, k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Float(f)) => Ok(Some(*f)),
+        Some(Value::Integer(i)) => Ok(Some(i128::from(*i) as f64)),
+        Some(_) => Err(invalid(format!("{k} must be a number"))),
+    }
+}
+
+fn strings(v: &Value, k: &str) -> Result<Vec<String>, ApiError> {
+    list(v, k)?
+        .iter()
+        .map(|x| match x {
+            Value::Text(t) => Ok(t.clone()),
+            _ => Err(invalid(format!("{k} must be a list of strings"))),
+        })
+        .collect()
+}
+
+fn manage(caller: &Caller, op: &str) -> Result<(), ApiError> {
+    if caller.permissions.logging_manage {
+        return Ok(());
+    }
+    Err(ApiError {
+        status: 403,
+        code: "AccessDeniedException",
+        query_code: "AccessDenied",
+        message: format!(
+            "User: {} is not authorized to perform: cloudwatch:{op} (permission logging:manage)",
+            caller.arn
+        ),
+    })
+}
+
+fn put_metric_alarm(s: &Shared, v: &Value) -> Result<Value, ApiError> {
+    use logbook_ops::alarms::AlarmDef;
+    if field(v, "Metrics").is_some_and(|m| !matches!(m, Value::Null)) {
+        return Err(invalid(
+            "Metric math alarms (Metrics) are not supported; give MetricName and Namespace.",
+        ));
+    }
+    let statistic = match (text(v, "Statistic")?, text(v, "ExtendedStatistic")?) {
+        (Some(st), None) => st.to_string(),
+        (None, Some(ext)) => ext.to_string(),
+        _ => {
+            return Err(ApiError {
+                status: 400,
+                code: "InvalidParameterCombinationException",
+                query_code: "InvalidParameterCombination",
+                message: "Exactly one of Statistic and ExtendedStatistic must be given.".into(),
+            })
+        }
+    };
+    let n = int(v, "EvaluationPeriods")?.ok_or_else(|| missing("EvaluationPeriods"))?;
+    let n = u32::try_from(n).map_err(|_| invalid("EvaluationPeriods is out of range"))?;
+    let m = match int(v, "DatapointsToAlarm")? {
+        Some(m) => u32::try_from(m).map_err(|_| invalid("DatapointsToAlarm is out of range"))?,
+        None => n,
+    };
+    let def = AlarmDef {
+        alarm_name: text(v, "AlarmName")?
+            .ok_or_else(|| missing("AlarmName"))?
+            .to_string(),
+        alarm_description: text(v, "AlarmDescription")?.map(str::to_string),
+        namespace: text(v, "Namespace")?
+            .ok_or_else(|| missing("Namespace"))?
+            .to_string(),
+        metric_name: text(v, "MetricName")?
+            .ok_or_else(|| missing("MetricName"))?
+            .to_string(),
+        model_id: model_dimension(list(v, "Dimensions")?)?,
+        statistic,
+        period: int(v, "Period")?.ok_or_else(|| missing("Period"))?,
+        evaluation_periods: n,
+        datapoints_to_alarm: m,
+        threshold: float(v, "Threshold")?.ok_or_else(|| missing("Threshold"))?,
+        comparison_operator: text(v, "ComparisonOperator")?
+            .ok_or_else(|| missing("ComparisonOperator"))?
+            .to_string(),
+        treat_missing_data: text(v, "TreatMissingData")?
+            .unwrap_or("missing")
+            .to_string(),
+        actions_enabled: !matches!(field(v, "ActionsEnabled"), Some(Value::Bool(false))),
+        alarm_actions: strings(v, "AlarmActions")?,
+        ok_actions: strings(v, "OKActions")?,
+        insufficient_data_actions: strings(v, "InsufficientDataActions")?,
+    };
+    s.alarms.put(def).map_err(invalid)?;
+    Ok(Value::Map(Vec::new()))
+}
+
+fn describe_alarms(s: &Shared, v: &Value) -> Result<Value, ApiError> {
+    let names = strings(v, "AlarmNames")?;
+    let prefix = text(v, "AlarmNamePrefix")?;
+    let state = text(v, "StateValue")?;
+    if let Some(st) = state {
+        if logbook_ops::alarms::AlarmState::parse(st).is_none() {
+            return Err(invalid(
+                "The parameter StateValue must be OK, ALARM or INSUFFICIENT_DATA.",
+            ));
+        }
+    }
+    let ms = |m: i64| ts(m.div_euclid(1000));
+    let alarms = s
+        .alarms
+        .list()
+        .into_iter()
+        .filter(|e| names.is_empty() || names.contains(&e.def.alarm_name))
+        .filter(|e| prefix.is_none_or(|p| e.def.alarm_name.starts_with(p)))
+        .filter(|e| state.is_none_or(|st| e.state.as_str() == st))
+        .map(|e| {
+            let d = &e.def;
+            let texts =
+                |l: &[String]| Value::Array(l.iter().map(|a| Value::Text(a.clone())).collect());
+            let mut m = vec![
+                ("AlarmName", Value::Text(d.alarm_name.clone())),
+                ("AlarmArn", Value::Text(s.alarms.arn(&d.alarm_name))),
+                ("ActionsEnabled", Value::Bool(d.actions_enabled)),
+                ("OKActions", texts(&d.ok_actions)),
+                ("AlarmActions", texts(&d.alarm_actions)),
+                (
+                    "InsufficientDataActions",
+                    texts(&d.insufficient_data_actions),
+                ),
+                ("StateValue", Value::Text(e.state.as_str().into())),
+                ("StateReason", Value::Text(e.reason.clone())),
+                ("StateUpdatedTimestamp", ms(e.state_updated_ms)),
+                (
+                    "AlarmConfigurationUpdatedTimestamp",
+                    ms(e.config_updated_ms),
+                ),
+                ("MetricName", Value::Text(d.metric_name.clone())),
+                ("Namespace", Value::Text(d.namespace.clone())),
+                (
+                    "Dimensions",
+                    Value::Array(
+                        d.model_id
+                            .iter()
+                            .map(|m| {
+                                map(vec![
+                                    ("Name", Value::Text(metrics::DIMENSION.into())),
+                                    ("Value", Value::Text(m.clone())),
+                                ])
+                            })
+                            .collect(),
+                    ),
+                ),
+                ("Period", Value::Integer(d.period.into())),
+                (
+                    "EvaluationPeriods",
+                    Value::Integer(d.evaluation_periods.into()),
+                ),
+                (
+                    "DatapointsToAlarm",
+                    Value::Integer(d.datapoints_to_alarm.into()),
+                ),
+                ("Threshold", Value::Float(d.threshold)),
+                (
+                    "ComparisonOperator",
+                    Value::Text(d.comparison_operator.clone()),
+                ),
+                (
+                    "TreatMissingData",
+                    Value::Text(d.treat_missing_data.clone()),
+                ),
+            ];
+            if d.statistic.starts_with('p') {
+                m.push(("ExtendedStatistic", Value::Text(d.statistic.clone())));
+            } else {
+                m.push(("Statistic", Value::Text(d.statistic.clone())));
+            }
+            if let Some(desc) = &d.alarm_description {
+                m.push(("AlarmDescription", Value::Text(desc.clone())));
+            }
+            map(m)
+        })
+        .collect();
+    Ok(map(vec![
+        ("MetricAlarms", Value::Array(alarms)),
+        ("CompositeAlarms", Value::Array(Vec::new())),
+    ]))
+}
+
+fn describe_alarm_history(s: &Shared, v: &Value) -> Result<Value, ApiError> {
+    let name = text(v, "AlarmName")?;
+    let kind = text(v, "HistoryItemType")?;
+    let start = timestamp(v, "StartDate")?.unwrap_or(i64::MIN);
+    let end = timestamp(v, "EndDate")?.unwrap_or(i64::MAX);
+    let max = int(v, "MaxRecords")?.unwrap_or(100).clamp(1, 100) as usize;
+    let oldest_first = text(v, "ScanBy")? == Some("TimestampAscending");
+    let mut items: Vec<_> = s
+        .alarms
+        .history()
+        .into_iter()
+        .filter(|h| name.is_none_or(|n| h.alarm_name == n))
+        .filter(|h| kind.is_none_or(|k| h.kind == k))
+        .filter(|h| h.timestamp_ms >= start && h.timestamp_ms <= end)
+        .collect();
+    if oldest_first {
+        items.reverse();
+    }
+    let items = items
+        .into_iter()
+        .take(max)
+        .map(|h| {
+            map(vec![
+                ("AlarmName", Value::Text(h.alarm_name)),
+                ("AlarmType", Value::Text("MetricAlarm".into())),
+                ("Timestamp", ts(h.timestamp_ms.div_euclid(1000))),
+                ("HistoryItemType", Value::Text(h.kind)),
+                ("HistorySummary", Value::Text(h.summary)),
+                ("HistoryData", Value::Text(h.data)),
+            ])
+        })
+        .collect();
+    Ok(map(vec![("AlarmHistoryItems", Value::Array(items))]))
+}
+
+fn set_alarm_state(s: &Shared, v: &Value) -> Result<Value, ApiError> {
+    let name = text(v, "AlarmName")?.ok_or_else(|| missing("AlarmName"))?;
+    let state = text(v, "StateValue")?.ok_or_else(|| missing("StateValue"))?;
+    let reason = text(v, "StateReason")?.ok_or_else(|| missing("StateReason"))?;
+    let state = logbook_ops::alarms::AlarmState::parse(state).ok_or_else(|| {
+        invalid("The parameter StateValue must be OK, ALARM or INSUFFICIENT_DATA.")
+    })?;
+    match s.alarms.set_state(name, state, reason) {
+        Ok(Some((entry, old))) => s.alarms.act(entry, old),
+        Ok(None) => {}
+        Err(e) => {
+            return Err(ApiError {
+                status: 404,
+                code: "ResourceNotFound",
+                query_code: "ResourceNotFound",
+                message: e,
+            })
+        }
+    }
+    Ok(Value::Map(Vec::new()))
+}
+
 /// `POST /service/GraniteServiceVersion20100801/operation/{op}` (rpc-v2-cbor).
 pub async fn handle(
     State(s): State<Shared>,
@@ -671,6 +952,20 @@ async fn run(s: &Shared, caller: &Caller, op: &str, v: &Value, proto: Protocol) 
         "GetMetricStatistics" => get_metric_statistics(s, v).await,
         "GetMetricData" => get_metric_data(s, v).await,
         "ListMetrics" => list_metrics(s, v).await,
+        "DescribeAlarms" => describe_alarms(s, v),
+        "DescribeAlarmHistory" => describe_alarm_history(s, v),
+        "PutMetricAlarm" => manage(caller, op).and_then(|()| put_metric_alarm(s, v)),
+        "DeleteAlarms" => manage(caller, op).and_then(|()| {
+            let names = strings(v, "AlarmNames")?;
+            s.alarms.delete(&names).map_err(|e| ApiError {
+                status: 404,
+                code: "ResourceNotFound",
+                query_code: "ResourceNotFound",
+                message: e,
+            })?;
+            Ok(Value::Map(Vec::new()))
+        }),
+        "SetAlarmState" => manage(caller, op).and_then(|()| set_alarm_state(s, v)),
         _ => Err(ApiError {
             status: 400,
             code: "UnknownOperationException",

@@ -87,6 +87,16 @@ pub fn harness(opts: Options) -> Harness {
     let state = Arc::new(AppState {
         metrics: metrics.clone(),
         budgets: logbook_ops::budgets::Budgets::new(Vec::new()),
+        alarms: Arc::new(
+            logbook_server::alarms::Alarms::open(
+                &config.data_dir,
+                Vec::new(),
+                Default::default(),
+                "us-east-1",
+                "123456789012",
+            )
+            .unwrap(),
+        ),
         store,
         engine,
         queries: Default::default(),

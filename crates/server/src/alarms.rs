@@ -1,0 +1,542 @@
+//! Metric alarms: definitions (from the config file and `PutMetricAlarm`), their state and
+//! history in `control/alarms.json` (written atomically on every change), the evaluator
+//! that turns Bedrock's metrics into `OK` / `ALARM` / `INSUFFICIENT_DATA`, and the actions
+//! run on each transition: an HTTP POST in the shape of an SNS notification, or a
+//! Slack-compatible message, retried with backoff, every attempt in the alarm's history.
+
+use crate::app::Shared;
+use logbook_journal::Disk;
+use logbook_ops::alarms::{AlarmDef, AlarmState};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// History items kept (oldest dropped first).
+pub const MAX_HISTORY: usize = 5000;
+
+/// Attempts per action before it is given up.
+pub const ACTION_ATTEMPTS: u32 = 5;
+
+/// Where an action ARN sends its notifications.
+#[derive(Debug, Clone)]
+pub struct ActionTarget {
+    /// `http(s)://...`
+    pub url: String,
+    /// `sns` (an SNS `Notification` envelope) or `slack` (`{"text": ...}`).
+    pub format: String,
+}
+
+/// An alarm and its state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    /// Definition.
+    pub def: AlarmDef,
+    /// State.
+    pub state: AlarmState,
+    /// Why.
+    pub reason: String,
+    /// When the state last changed, epoch ms.
+    pub state_updated_ms: i64,
+    /// When the definition last changed, epoch ms.
+    pub config_updated_ms: i64,
+    /// Declared in the config file (re-applied at every start).
+    #[serde(default)]
+    pub declared: bool,
+}
+
+/// One history item, as `DescribeAlarmHistory` returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryItem {
+    /// Alarm.
+    pub alarm_name: String,
+    /// Epoch ms.
+    pub timestamp_ms: i64,
+    /// `StateUpdate`, `ConfigurationUpdate` or `Action`.
+    pub kind: String,
+    /// One line.
+    pub summary: String,
+    /// JSON text.
+    pub data: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Stored {
+    alarms: BTreeMap<String, Entry>,
+    history: VecDeque<HistoryItem>,
+}
+
+/// The alarms of one gateway.
+#[derive(Debug)]
+pub struct Alarms {
+    path: PathBuf,
+    inner: Mutex<Stored>,
+    /// Action ARNs the configuration declares.
+    pub targets: BTreeMap<String, ActionTarget>,
+    http: reqwest::Client,
+    region: String,
+    account: String,
+}
+
+fn now_ms() -> i64 {
+    logbook_store::now_ms()
+}
+
+impl Alarms {
+    /// Open (or create) the alarm file; apply the declared alarms.
+    pub fn open(
+        data_dir: &std::path::Path,
+        declared: Vec<AlarmDef>,
+        targets: BTreeMap<String, ActionTarget>,
+        region: &str,
+        account: &str,
+    ) -> Result<Alarms, String> {
+        let path = data_dir.join("control").join("alarms.json");
+        let mut st: Stored = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        // Declared alarms: (re)applied; ones no longer declared go.
+        st.alarms.retain(|_, e| !e.declared);
+        for d in declared {
+            let keep = st
+                .alarms
+                .get(&d.alarm_name)
+                .map(|e| (e.state, e.reason.clone()));
+            let (state, reason) = keep.unwrap_or((
+                AlarmState::InsufficientData,
+                "Unchecked: Initial alarm creation".into(),
+            ));
+            st.alarms.insert(
+                d.alarm_name.clone(),
+                Entry {
+                    def: d,
+                    state,
+                    reason,
+                    state_updated_ms: now_ms(),
+                    config_updated_ms: now_ms(),
+                    declared: true,
+                },
+            );
+        }
+        let a = Alarms {
+            path,
+            inner: Mutex::new(st),
+            targets,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| e.to_string())?,
+            region: region.to_string(),
+            account: account.to_string(),
+        };
+        a.save().map_err(|e| e.to_string())?;
+        Ok(a)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Stored> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn save(&self) -> std::io::Result<()> {
+        let bytes = {
+            let st = self.lock();
+            serde_json::to_vec_pretty(&*st).map_err(std::io::Error::other)?
+        };
+        logbook_journal::RealDisk.write_atomic(&self.path, &bytes)
+    }
+
+    fn push_history(st: &mut Stored, item: HistoryItem) {
+        st.history.push_back(item);
+        while st.history.len() > MAX_HISTORY {
+            st.history.pop_front();
+        }
+    }
+
+    /// The alarm's ARN.
+    pub fn arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:cloudwatch:{}:{}:alarm:{name}",
+            self.region, self.account
+        )
+    }
+
+    /// Create or replace an alarm (`PutMetricAlarm`).
+    pub fn put(&self, def: AlarmDef) -> Result<(), String> {
+        def.validate()?;
+        for a in def
+            .alarm_actions
+            .iter()
+            .chain(&def.ok_actions)
+            .chain(&def.insufficient_data_actions)
+        {
+            if !self.targets.contains_key(a) {
+                return Err(format!(
+                    "The action {a:?} is not declared in [[alarm_actions]] of this gateway's configuration."
+                ));
+            }
+        }
+        {
+            let mut st = self.lock();
+            if st.alarms.get(&def.alarm_name).is_some_and(|e| e.declared) {
+                return Err(format!(
+                    "The alarm {:?} is declared in the configuration file; change it there.",
+                    def.alarm_name
+                ));
+            }
+            let name = def.alarm_name.clone();
+            let (state, reason, since) = match st.alarms.get(&name) {
+                Some(e) => (e.state, e.reason.clone(), e.state_updated_ms),
+                None => (
+                    AlarmState::InsufficientData,
+                    "Unchecked: Initial alarm creation".into(),
+                    now_ms(),
+                ),
+            };
+            let data = serde_json::to_string(&def).unwrap_or_default();
+            st.alarms.insert(
+                name.clone(),
+                Entry {
+                    def,
+                    state,
+                    reason,
+                    state_updated_ms: since,
+                    config_updated_ms: now_ms(),
+                    declared: false,
+                },
+            );
+            Self::push_history(
+                &mut st,
+                HistoryItem {
+                    alarm_name: name.clone(),
+                    timestamp_ms: now_ms(),
+                    kind: "ConfigurationUpdate".into(),
+                    summary: format!("Alarm \"{name}\" updated"),
+                    data,
+                },
+            );
+        }
+        self.save().map_err(|e| e.to_string())
+    }
+
+    /// Delete alarms (`DeleteAlarms`); unknown names are an error, as CloudWatch's.
+    pub fn delete(&self, names: &[String]) -> Result<(), String> {
+        {
+            let mut st = self.lock();
+            if let Some(missing) = names.iter().find(|n| !st.alarms.contains_key(*n)) {
+                return Err(format!("Alarm {missing:?} does not exist"));
+            }
+            if let Some(d) = names
+                .iter()
+                .find(|n| st.alarms.get(*n).is_some_and(|e| e.declared))
+            {
+                return Err(format!(
+                    "The alarm {d:?} is declared in the configuration file; remove it there."
+                ));
+            }
+            for n in names {
+                st.alarms.remove(n);
+                Self::push_history(
+                    &mut st,
+                    HistoryItem {
+                        alarm_name: n.clone(),
+                        timestamp_ms: now_ms(),
+                        kind: "ConfigurationUpdate".into(),
+                        summary: format!("Alarm \"{n}\" deleted"),
+                        data: "{}".into(),
+                    },
+                );
+            }
+        }
+        self.save().map_err(|e| e.to_string())
+    }
+
+    /// Every alarm.
+    pub fn list(&self) -> Vec<Entry> {
+        self.lock().alarms.values().cloned().collect()
+    }
+
+    /// History, newest first.
+    pub fn history(&self) -> Vec<HistoryItem> {
+        self.lock().history.iter().rev().cloned().collect()
+    }
+
+    /// Move an alarm to `state` with `reason`; returns the transition to act on.
+    pub fn set_state(
+        &self,
+        name: &str,
+        state: AlarmState,
+        reason: &str,
+    ) -> Result<Option<(Entry, AlarmState)>, String> {
+        let out = {
+            let mut st = self.lock();
+            let Some(e) = st.alarms.get_mut(name) else {
+                return Err(format!("Alarm {name:?} does not exist"));
+            };
+            let old = e.state;
+            if old == state {
+                e.reason = reason.to_string();
+                None
+            } else {
+                e.state = state;
+                e.reason = reason.to_string();
+                e.state_updated_ms = now_ms();
+                let entry = e.clone();
+                let data = serde_json::json!({
+                    "version": "1.0",
+                    "oldState": {"stateValue": old.as_str()},
+                    "newState": {"stateValue": state.as_str(), "stateReason": reason},
+                });
+                Self::push_history(
+                    &mut st,
+                    HistoryItem {
+                        alarm_name: name.to_string(),
+                        timestamp_ms: now_ms(),
+                        kind: "StateUpdate".into(),
+                        summary: format!(
+                            "Alarm updated from {} to {}",
+                            old.as_str(),
+                            state.as_str()
+                        ),
+                        data: data.to_string(),
+                    },
+                );
+                Some((entry, old))
+            }
+        };
+        self.save().map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    fn record_action(&self, name: &str, summary: String, data: serde_json::Value) {
+        {
+            let mut st = self.lock();
+            Self::push_history(
+                &mut st,
+                HistoryItem {
+                    alarm_name: name.to_string(),
+                    timestamp_ms: now_ms(),
+                    kind: "Action".into(),
+                    summary,
+                    data: data.to_string(),
+                },
+            );
+        }
+        if let Err(e) = self.save() {
+            tracing::error!(error = %e, "alarm history not written");
+        }
+    }
+
+    /// The notification an action target receives for a transition.
+    pub fn message(
+        &self,
+        e: &Entry,
+        old: AlarmState,
+        format: &str,
+        topic: &str,
+    ) -> serde_json::Value {
+        let d = &e.def;
+        let changed = logbook_record::record_timestamp(time::OffsetDateTime::now_utc());
+        let alarm = serde_json::json!({
+            "AlarmName": d.alarm_name,
+            "AlarmDescription": d.alarm_description,
+            "AWSAccountId": self.account,
+            "AlarmConfigurationUpdatedTimestamp": changed,
+            "NewStateValue": e.state.as_str(),
+            "NewStateReason": e.reason,
+            "StateChangeTime": changed,
+            "Region": self.region,
+            "AlarmArn": self.arn(&d.alarm_name),
+            "OldStateValue": old.as_str(),
+            "OKActions": d.ok_actions,
+            "AlarmActions": d.alarm_actions,
+            "InsufficientDataActions": d.insufficient_data_actions,
+            "Trigger": {
+                "MetricName": d.metric_name,
+                "Namespace": d.namespace,
+                "StatisticType": if d.statistic.starts_with('p') { "ExtendedStatistic" } else { "Statistic" },
+                "Statistic": d.statistic.to_uppercase(),
+                "Unit": null,
+                "Dimensions": d.model_id.iter().map(|m| serde_json::json!({"value": m, "name": "ModelId"})).collect::<Vec<_>>(),
+                "Period": d.period,
+                "EvaluationPeriods": d.evaluation_periods,
+                "DatapointsToAlarm": d.datapoints_to_alarm,
+                "ComparisonOperator": d.comparison_operator,
+                "Threshold": d.threshold,
+                "TreatMissingData": d.treat_missing_data,
+            }
+        });
+        if format == "slack" {
+            let icon = match e.state {
+                AlarmState::Alarm => ":rotating_light:",
+                AlarmState::Ok => ":white_check_mark:",
+                AlarmState::InsufficientData => ":grey_question:",
+            };
+            return serde_json::json!({
+                "text": format!("{icon} {}: \"{}\" ({} {}) — {}", e.state.as_str(), d.alarm_name, d.namespace, d.metric_name, e.reason),
+            });
+        }
+        serde_json::json!({
+            "Type": "Notification",
+            "MessageId": uuid::Uuid::new_v4().to_string(),
+            "TopicArn": topic,
+            "Subject": format!("{}: \"{}\" in {}", e.state.as_str(), d.alarm_name, self.region),
+            "Message": alarm.to_string(),
+            "Timestamp": changed,
+            "SignatureVersion": "1",
+            "Signature": "",
+            "SigningCertURL": "",
+            "UnsubscribeURL": "",
+        })
+    }
+
+    /// Run the actions of a transition, each retried with backoff, every attempt in the
+    /// history. Runs in the background.
+    pub fn act(self: &std::sync::Arc<Self>, e: Entry, old: AlarmState) {
+        if !e.def.actions_enabled {
+            return;
+        }
+        let actions = match e.state {
+            AlarmState::Alarm => e.def.alarm_actions.clone(),
+            AlarmState::Ok => e.def.ok_actions.clone(),
+            AlarmState::InsufficientData => e.def.insufficient_data_actions.clone(),
+        };
+        for arn in actions {
+            let Some(target) = self.targets.get(&arn).cloned() else {
+                continue;
+            };
+            let this = self.clone();
+            let e = e.clone();
+            tokio::spawn(async move {
+                let body = this.message(&e, old, &target.format, &arn);
+                let mut wait = Duration::from_millis(500);
+                for attempt in 1..=ACTION_ATTEMPTS {
+                    let r = this.http.post(&target.url).json(&body).send().await;
+                    let (ok, detail) = match r {
+                        Ok(r) if r.status().is_success() => {
+                            (true, format!("HTTP {}", r.status().as_u16()))
+                        }
+                        Ok(r) => (false, format!("HTTP {}", r.status().as_u16())),
+                        // The error names the URL's host, not a secret (no credentials in URLs by rule).
+                        Err(err) => (false, err.without_url().to_string()),
+                    };
+                    this.record_action(
+                        &e.def.alarm_name,
+                        format!(
+                            "{} action {arn} attempt {attempt}: {}",
+                            if ok { "Successfully executed" } else { "Failed to execute" },
+                            detail
+                        ),
+                        serde_json::json!({"actionState": if ok { "Succeeded" } else { "Failed" }, "action": arn, "attempt": attempt, "detail": detail, "newState": e.state.as_str()}),
+                    );
+                    if ok {
+                        return;
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+            });
+        }
+    }
+}
+
+/// Evaluate every alarm each `every`, until `stop`.
+pub async fn run(
+    s: Shared,
+    alarms: std::sync::Arc<Alarms>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        for e in alarms.list() {
+            let d = &e.def;
+            let values = match crate::metrics_api::window(&s, d).await {
+                Ok(v) => v,
+                Err(err) => {
+                    tracing::warn!(alarm = %d.alarm_name, error = %err, "alarm not evaluated");
+                    continue;
+                }
+            };
+            let (state, reason) = d.evaluate(&values, e.state);
+            match alarms.set_state(&d.alarm_name, state, &reason) {
+                Ok(Some((entry, old))) => {
+                    tracing::warn!(alarm = %d.alarm_name, from = old.as_str(), to = state.as_str(), "alarm state changed");
+                    alarms.act(entry, old);
+                }
+                Ok(None) => {}
+                Err(err) => tracing::debug!(alarm = %d.alarm_name, error = %err, "alarm gone"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// `logbook alarms`: states and recent history, read from the data folder (no server
+/// needed).
+pub fn report(data_dir: &std::path::Path, history: usize) -> Result<String, String> {
+    use std::fmt::Write as _;
+    let path = data_dir.join("control").join("alarms.json");
+    let st: Stored = match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let when = |ms: i64| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .map(logbook_record::record_timestamp)
+            .unwrap_or_default()
+    };
+    let mut out = String::new();
+    if st.alarms.is_empty() {
+        out.push_str("No alarms.\n");
+    }
+    for e in st.alarms.values() {
+        let d = &e.def;
+        let _ = writeln!(
+            out,
+            "{:<17} {}  {} {} {} {} ({} x {} s, {} of {}){}",
+            e.state.as_str(),
+            d.alarm_name,
+            d.metric_name,
+            d.statistic,
+            d.comparison_operator,
+            d.threshold,
+            d.evaluation_periods,
+            d.period,
+            d.datapoints_to_alarm,
+            d.evaluation_periods,
+            if e.declared { " [config]" } else { "" }
+        );
+        let _ = writeln!(
+            out,
+            "{:<17} since {}: {}",
+            "",
+            when(e.state_updated_ms),
+            e.reason
+        );
+    }
+    if !st.history.is_empty() {
+        let _ = writeln!(out, "\nHistory (newest first):");
+        for h in st.history.iter().rev().take(history) {
+            let _ = writeln!(
+                out,
+                "{}  {:<19} {}  {}",
+                when(h.timestamp_ms),
+                h.kind,
+                h.alarm_name,
+                h.summary
+            );
+        }
+    }
+    Ok(out)
+}
