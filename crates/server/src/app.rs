@@ -63,6 +63,8 @@ pub struct AppState {
     pub budgets: Arc<logbook_ops::budgets::Budgets>,
     /// Metric alarms.
     pub alarms: Arc<crate::alarms::Alarms>,
+    /// Metric filters over log groups.
+    pub metric_filters: Arc<crate::metric_filters::MetricFilters>,
 }
 
 /// Shared state handle.
@@ -963,6 +965,14 @@ pub async fn serve(
         })?,
     );
     let alarm_every = config.alarm_every;
+    let metric_filters = Arc::new(
+        crate::metric_filters::MetricFilters::open(&config.data_dir).map_err(|e| {
+            ServeError::Io {
+                context: "metric filters".into(),
+                source: std::io::Error::other(e),
+            }
+        })?,
+    );
     let state = Arc::new(AppState {
         principals: Principals::new(&config, &extra),
         config,
@@ -982,6 +992,7 @@ pub async fn serve(
         metrics,
         budgets: budgets.clone(),
         alarms: alarms.clone(),
+        metric_filters,
     });
     let alarm_task = tokio::spawn(crate::alarms::run(
         state.clone(),

@@ -14,6 +14,7 @@ pub mod http_util;
 pub mod identity;
 pub mod listener;
 pub mod logs_api;
+pub mod metric_filters;
 pub mod metrics_api;
 pub mod openai;
 pub mod routing;

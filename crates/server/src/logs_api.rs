@@ -224,7 +224,12 @@ async fn run_sync(s: &Shared, req: QueryRequest) -> Result<QueryResult, Response
 pub fn is_mutating(op: &str) -> bool {
     matches!(
         op,
-        "CreateLogGroup" | "DeleteLogGroup" | "PutRetentionPolicy" | "DeleteRetentionPolicy"
+        "CreateLogGroup"
+            | "DeleteLogGroup"
+            | "PutRetentionPolicy"
+            | "DeleteRetentionPolicy"
+            | "PutMetricFilter"
+            | "DeleteMetricFilter"
     )
 }
 
@@ -309,6 +314,9 @@ pub async fn handle(
         "GetQueryResults" => query_results(&s, &v),
         "StopQuery" => stop_query(&s, &v),
         "GetLogRecord" => log_record(&s, &v).await,
+        "PutMetricFilter" => put_metric_filter(&s, &v),
+        "DescribeMetricFilters" => describe_metric_filters(&s, &v),
+        "DeleteMetricFilter" => delete_metric_filter(&s, &v),
         other => Err(err(
             400,
             "UnknownOperationException",
@@ -319,6 +327,112 @@ pub async fn handle(
     match audit_caller {
         Some(c) => audit(&s, c, &headers, addr, &op, params, r).await,
         None => r,
+    }
+}
+
+fn put_metric_filter(s: &Shared, v: &Value) -> Result<Response, Response> {
+    let group = group_of(v)?;
+    let name = str_field(v, "filterName")?.ok_or_else(|| missing("filterName"))?;
+    let pattern = str_field(v, "filterPattern")?.ok_or_else(|| missing("filterPattern"))?;
+    if name.is_empty() || name.chars().count() > 512 || name.contains(':') || name.contains('*') {
+        return Err(invalid(
+            "filterName must be 1 to 512 characters, without ':' or '*'",
+        ));
+    }
+    if pattern.chars().count() > 1024 {
+        return Err(invalid("filterPattern must be at most 1024 characters"));
+    }
+    if !s.store.has_group(&group) {
+        return Err(err(
+            400,
+            "ResourceNotFoundException",
+            "The specified log group does not exist.",
+        ));
+    }
+    let insights = filter_pattern(pattern)
+        .map_err(|e| invalid(&format!("Invalid metric filter pattern: {e}")))?;
+    let Some(Value::Array(ts)) = v.get("metricTransformations") else {
+        return Err(missing("metricTransformations"));
+    };
+    if ts.len() != 1 {
+        return Err(invalid(
+            "metricTransformations must hold exactly one transformation",
+        ));
+    }
+    let t = &ts[0];
+    if t.get("dimensions")
+        .is_some_and(|d| !d.is_null() && d.as_object().is_none_or(|o| !o.is_empty()))
+    {
+        return Err(invalid(
+            "Logbook's metric filters do not support dimensions yet",
+        ));
+    }
+    let text = |k: &str| t.get(k).and_then(Value::as_str).map(str::to_string);
+    let f = crate::metric_filters::MetricFilter {
+        filter_name: name.to_string(),
+        filter_pattern: pattern.to_string(),
+        insights_filter: insights,
+        log_group_name: group,
+        metric_name: text("metricName")
+            .ok_or_else(|| missing("metricTransformations.metricName"))?,
+        metric_namespace: text("metricNamespace")
+            .ok_or_else(|| missing("metricTransformations.metricNamespace"))?,
+        metric_value: text("metricValue")
+            .ok_or_else(|| missing("metricTransformations.metricValue"))?,
+        default_value: t.get("defaultValue").and_then(Value::as_f64),
+        unit: text("unit"),
+        creation_time: logbook_store::now_ms(),
+    };
+    if f.metric_namespace == logbook_query::metrics::NAMESPACE
+        || f.metric_namespace.starts_with("AWS/")
+    {
+        return Err(invalid(
+            "metricNamespace may not start with AWS/ (reserved for AWS metrics)",
+        ));
+    }
+    s.metric_filters.put(f).map_err(|e| invalid(&e))?;
+    Ok(ok(json!({})))
+}
+
+fn describe_metric_filters(s: &Shared, v: &Value) -> Result<Response, Response> {
+    let group = str_field(v, "logGroupName")?;
+    let prefix = str_field(v, "filterNamePrefix")?;
+    let metric = str_field(v, "metricName")?;
+    let ns = str_field(v, "metricNamespace")?;
+    let list: Vec<Value> = s
+        .metric_filters
+        .list()
+        .into_iter()
+        .filter(|f| group.is_none_or(|g| f.log_group_name == g))
+        .filter(|f| prefix.is_none_or(|p| f.filter_name.starts_with(p)))
+        .filter(|f| metric.is_none_or(|m| f.metric_name == m))
+        .filter(|f| ns.is_none_or(|n| f.metric_namespace == n))
+        .map(|f| {
+            let mut t = json!({"metricName": f.metric_name, "metricNamespace": f.metric_namespace, "metricValue": f.metric_value});
+            if let Some(d) = f.default_value {
+                t["defaultValue"] = json!(d);
+            }
+            if let Some(u) = &f.unit {
+                t["unit"] = json!(u);
+            }
+            json!({"filterName": f.filter_name, "filterPattern": f.filter_pattern, "metricTransformations": [t],
+                   "creationTime": f.creation_time, "logGroupName": f.log_group_name})
+        })
+        .collect();
+    Ok(ok(json!({"metricFilters": list})))
+}
+
+fn delete_metric_filter(s: &Shared, v: &Value) -> Result<Response, Response> {
+    let group = group_of(v)?;
+    let name = str_field(v, "filterName")?.ok_or_else(|| missing("filterName"))?;
+    match s.metric_filters.delete(&group, name) {
+        Ok(true) => Ok(ok(json!({}))),
+        Ok(false) => Err(err(
+            400,
+            "ResourceNotFoundException",
+            "The specified resource does not exist.",
+        )),
+        Err(e) => Err(err(500, "ServiceUnavailableException", &e)),
     }
 }
 

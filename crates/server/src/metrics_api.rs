@@ -348,6 +348,171 @@ async fn series(
         .collect())
 }
 
+/// Datapoints of a metric a metric filter produces: Logs Insights over each producing
+/// filter's log group, merged per period.
+async fn filter_series(
+    s: &Shared,
+    namespace: &str,
+    metric: &str,
+    period: i64,
+    stats: &[Stat],
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<Vec<(i64, Vec<Option<f64>>)>, ApiError> {
+    #[derive(Default, Clone)]
+    struct Acc {
+        n: f64,
+        sum: f64,
+        min: f64,
+        max: f64,
+        pcts: Vec<f64>,
+    }
+    let engine_err = |e: logbook_query::QueryError| ApiError {
+        status: 500,
+        code: "InternalServiceFault",
+        query_code: "InternalServiceError",
+        message: e.to_string(),
+    };
+    let mut by_t: std::collections::BTreeMap<i64, Acc> = std::collections::BTreeMap::new();
+    let pcts: Vec<f64> = stats
+        .iter()
+        .filter_map(|st| match st {
+            Stat::Percentile(p) => Some(*p),
+            _ => None,
+        })
+        .collect();
+    for f in s.metric_filters.producing(namespace, metric) {
+        let value = f.value_expr().map_err(invalid)?;
+        let literal = value.parse::<f64>().ok();
+        let mut aggs = vec!["count(*) as n".to_string()];
+        if literal.is_none() {
+            aggs.push(format!(
+                "sum({value}) as s, min({value}) as mn, max({value}) as mx"
+            ));
+            for (i, p) in pcts.iter().enumerate() {
+                aggs.push(format!("pct({value}, {p}) as p{i}"));
+            }
+        }
+        let filter = f
+            .insights_filter
+            .as_ref()
+            .map(|c| format!("filter {c} | "))
+            .unwrap_or_default();
+        let query = format!("{filter}stats {} by bin({period}s) as t", aggs.join(", "));
+        let req = QueryRequest {
+            groups: vec![f.log_group_name.clone()],
+            start_ms,
+            end_ms: end_ms - 1,
+            query,
+            language: Language::Insights,
+            limit: 100_000,
+            after_seq: *s.journal.committed().borrow(),
+        };
+        let r = match s.engine.run(req, s.config.query.http_timeout).await {
+            Ok(r) => r,
+            Err(logbook_query::QueryError::NoSuchGroup(_)) => continue,
+            Err(e) => return Err(engine_err(e)),
+        };
+        let col = |name: &str| r.columns.iter().position(|c| c == name);
+        let (Some(ti), Some(ni)) = (col("t"), col("n")) else {
+            continue;
+        };
+        for row in &r.rows {
+            let get = |i: Option<usize>| {
+                i.and_then(|i| row.get(i))
+                    .and_then(|c| c.as_deref())
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            let Some(t) = row.get(ti).and_then(|c| c.as_deref()).and_then(parse_bin) else {
+                continue;
+            };
+            let n = get(Some(ni)).unwrap_or(0.0);
+            let (sum, mn, mx, ps) = match literal {
+                Some(c) => (n * c, c, c, vec![c; pcts.len()]),
+                None => (
+                    get(col("s")).unwrap_or(0.0),
+                    get(col("mn")).unwrap_or(f64::NAN),
+                    get(col("mx")).unwrap_or(f64::NAN),
+                    (0..pcts.len())
+                        .map(|i| get(col(&format!("p{i}"))).unwrap_or(f64::NAN))
+                        .collect(),
+                ),
+            };
+            let a = by_t.entry(t).or_insert_with(|| Acc {
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                pcts: vec![f64::NEG_INFINITY; pcts.len()],
+                ..Default::default()
+            });
+            a.n += n;
+            a.sum += sum;
+            a.min = a.min.min(mn);
+            a.max = a.max.max(mx);
+            // Several filters feeding one metric: the largest percentile (an upper bound).
+            for (slot, p) in a.pcts.iter_mut().zip(ps) {
+                *slot = slot.max(p);
+            }
+        }
+    }
+    Ok(by_t
+        .into_iter()
+        .map(|(t, a)| {
+            let mut pi = 0;
+            let vals = stats
+                .iter()
+                .map(|st| {
+                    let v = match st {
+                        Stat::SampleCount => a.n,
+                        Stat::Sum => a.sum,
+                        Stat::Average => a.sum / a.n.max(1.0),
+                        Stat::Minimum => a.min,
+                        Stat::Maximum => a.max,
+                        Stat::Percentile(_) => {
+                            pi += 1;
+                            a.pcts.get(pi - 1).copied().unwrap_or(f64::NAN)
+                        }
+                    };
+                    v.is_finite().then_some(v)
+                })
+                .collect();
+            (t, vals)
+        })
+        .collect())
+}
+
+/// A bin start as Insights prints it (`2026-12-02 08:00:00.000`, UTC) in epoch seconds.
+fn parse_bin(t: &str) -> Option<i64> {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond]"
+    );
+    let p = time::PrimitiveDateTime::parse(t, &fmt).ok()?;
+    Some(p.assume_utc().unix_timestamp())
+}
+
+/// Datapoints of any metric: Bedrock's (per model) or a metric filter's (no dimension).
+#[allow(clippy::too_many_arguments)]
+async fn any_series(
+    s: &Shared,
+    namespace: &str,
+    metric: &str,
+    model: Option<&str>,
+    period: i64,
+    stats: &[Stat],
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<Vec<(i64, Vec<Option<f64>>)>, ApiError> {
+    if namespace == metrics::NAMESPACE {
+        match (model, metrics::unit(metric)) {
+            (Some(m), Some(_)) => series(s, metric, m, period, stats, start_ms, end_ms).await,
+            _ => Ok(Vec::new()),
+        }
+    } else if model.is_none() {
+        filter_series(s, namespace, metric, period, stats, start_ms, end_ms).await
+    } else {
+        Ok(Vec::new())
+    }
+}
+
 fn stat_name(s: Stat) -> &'static str {
     match s {
         Stat::SampleCount => "SampleCount",
@@ -415,25 +580,40 @@ async fn get_metric_statistics(s: &Shared, v: &Value) -> Result<Value, ApiError>
         });
     }
     let label = Value::Text(metric.to_string());
-    let model = model_dimension(list(v, "Dimensions")?)?;
-    let (Some(model), true) = (model, namespace == metrics::NAMESPACE) else {
+    let dims = list(v, "Dimensions")?;
+    let model = model_dimension(dims)?;
+    if !dims.is_empty() && model.is_none() {
+        // A dimension no metric here is published with.
         return Ok(map(vec![
             ("Label", label),
             ("Datapoints", Value::Array(Vec::new())),
         ]));
-    };
-    let Some(unit) = metrics::unit(metric) else {
-        return Ok(map(vec![
-            ("Label", label),
-            ("Datapoints", Value::Array(Vec::new())),
-        ]));
+    }
+    let unit = if namespace == metrics::NAMESPACE {
+        metrics::unit(metric).unwrap_or("None").to_string()
+    } else {
+        s.metric_filters
+            .producing(namespace, metric)
+            .first()
+            .and_then(|f| f.unit.clone())
+            .unwrap_or_else(|| "None".into())
     };
     let all: Vec<Stat> = stats
         .iter()
         .copied()
         .chain(extended.iter().map(|(_, s)| *s))
         .collect();
-    let rows = series(s, metric, &model, period, &all, start, end).await?;
+    let rows = any_series(
+        s,
+        namespace,
+        metric,
+        model.as_deref(),
+        period,
+        &all,
+        start,
+        end,
+    )
+    .await?;
     let points = rows
         .into_iter()
         .map(|(t, vals)| {
@@ -459,7 +639,7 @@ async fn get_metric_statistics(s: &Shared, v: &Value) -> Result<Value, ApiError>
                     .collect();
                 e.push(("ExtendedStatistics", Value::Map(ext)));
             }
-            e.push(("Unit", Value::Text(unit.into())));
+            e.push(("Unit", Value::Text(unit.clone())));
             map(e)
         })
         .collect();
@@ -473,14 +653,11 @@ async fn list_metrics(s: &Shared, v: &Value) -> Result<Value, ApiError> {
     let namespace = text(v, "Namespace")?;
     let name = text(v, "MetricName")?;
     let want_model = model_dimension(list(v, "Dimensions")?)?;
-    if namespace.is_some_and(|n| n != metrics::NAMESPACE)
-        || name.is_some_and(|n| metrics::unit(n).is_none())
-    {
-        return Ok(map(vec![("Metrics", Value::Array(Vec::new()))]));
-    }
+    let bedrock = !(namespace.is_some_and(|n| n != metrics::NAMESPACE)
+        || name.is_some_and(|n| metrics::unit(n).is_none()));
     let groups: Vec<String> = s.store.groups().into_iter().map(|g| g.name).collect();
     let mut models = Vec::new();
-    if !groups.is_empty() {
+    if bedrock && !groups.is_empty() {
         let req = QueryRequest {
             groups,
             start_ms: i64::MIN / 2,
@@ -502,6 +679,22 @@ async fn list_metrics(s: &Shared, v: &Value) -> Result<Value, ApiError> {
             .collect();
     }
     let mut out = Vec::new();
+    if want_model.is_none() {
+        let mut seen = std::collections::BTreeSet::new();
+        for f in s.metric_filters.list() {
+            if namespace.is_some_and(|n| n != f.metric_namespace)
+                || name.is_some_and(|n| n != f.metric_name)
+                || !seen.insert((f.metric_namespace.clone(), f.metric_name.clone()))
+            {
+                continue;
+            }
+            out.push(map(vec![
+                ("Namespace", Value::Text(f.metric_namespace)),
+                ("MetricName", Value::Text(f.metric_name)),
+                ("Dimensions", Value::Array(Vec::new())),
+            ]));
+        }
+    }
     for m in models {
         if want_model.as_ref().is_some_and(|w| *w != m) {
             continue;
@@ -563,12 +756,22 @@ async fn get_metric_data(s: &Shared, v: &Value) -> Result<Value, ApiError> {
         let stat = text(ms, "Stat")?.ok_or_else(|| missing("MetricStat.Stat"))?;
         let stat = Stat::parse(stat).map_err(|e| invalid(e.to_string()))?;
         let label = text(q, "Label")?.unwrap_or(name).to_string();
-        let model = model_dimension(list(metric, "Dimensions")?)?;
-        let mut rows = match model {
-            Some(m) if namespace == metrics::NAMESPACE && metrics::unit(name).is_some() => {
-                series(s, name, &m, period, &[stat], start, end).await?
-            }
-            _ => Vec::new(),
+        let dims = list(metric, "Dimensions")?;
+        let model = model_dimension(dims)?;
+        let mut rows = if !dims.is_empty() && model.is_none() {
+            Vec::new()
+        } else {
+            any_series(
+                s,
+                namespace,
+                name,
+                model.as_deref(),
+                period,
+                &[stat],
+                start,
+                end,
+            )
+            .await?
         };
         if !ascending {
             rows.reverse();
@@ -602,18 +805,12 @@ pub async fn window(
     let now = logbook_store::now_ms();
     let current = now.div_euclid(p) * p;
     let start = current - (n - 1) * p;
-    let (Some(model), true, Some(_)) = (
-        d.model_id.as_deref(),
-        d.namespace == metrics::NAMESPACE,
-        metrics::unit(&d.metric_name),
-    ) else {
-        return Ok(vec![None; n as usize]);
-    };
     let stat = Stat::parse(&d.statistic).map_err(|e| e.to_string())?;
-    let rows = series(
+    let rows = any_series(
         s,
+        &d.namespace,
         &d.metric_name,
-        model,
+        d.model_id.as_deref(),
         d.period,
         &[stat],
         start,

@@ -87,6 +87,9 @@ pub fn harness(opts: Options) -> Harness {
     let state = Arc::new(AppState {
         metrics: metrics.clone(),
         budgets: logbook_ops::budgets::Budgets::new(Vec::new()),
+        metric_filters: Arc::new(
+            logbook_server::metric_filters::MetricFilters::open(&config.data_dir).unwrap(),
+        ),
         alarms: Arc::new(
             logbook_server::alarms::Alarms::open(
                 &config.data_dir,
