@@ -84,6 +84,8 @@ pub struct BudgetSpec {
     pub limit: i128,
     /// Warning thresholds, percent of the limit, ascending.
     pub warn_at: Vec<u8>,
+    /// Alarm action ARNs notified when a threshold is crossed.
+    pub actions: Vec<String>,
 }
 
 /// What is known of a call before it runs.
@@ -310,6 +312,15 @@ impl Budgets {
             };
             st.dirty = true;
         }
+    }
+
+    /// The action ARNs of a budget.
+    pub fn actions(&self, name: &str) -> Vec<String> {
+        self.specs
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.actions.clone())
+            .unwrap_or_default()
     }
 
     /// The first budget that covers this call, if any.
@@ -569,6 +580,7 @@ mod tests {
             period: BudgetPeriod::Month,
             limit: parse_usd(limit).unwrap(),
             warn_at: vec![50, 80],
+            actions: vec![],
         }
     }
 

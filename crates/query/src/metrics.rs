@@ -15,6 +15,25 @@ pub const NAMESPACE: &str = "AWS/Bedrock";
 /// The one dimension.
 pub const DIMENSION: &str = "ModelId";
 
+/// Logbook's governance metrics (no dimension).
+pub const GOVERNANCE_NAMESPACE: &str = "Logbook/Governance";
+
+/// The governance metrics: unpriced calls (from the records), regions where logging is
+/// off, and how long the most stalled destination has waited (both live gauges).
+pub const GOVERNANCE_METRICS: &[(&str, &str)] = &[
+    ("UnpricedInvocations", "Count"),
+    ("RegionsNotRecording", "Count"),
+    ("StalledDestinationSeconds", "Seconds"),
+];
+
+/// Unpriced calls per period (epoch seconds, count).
+pub fn unpriced_sql(period_s: i64) -> String {
+    format!(
+        "SELECT to_unixtime(date_bin(INTERVAL '{period_s} seconds', timestamp)) AS t, CAST(count(*) AS DOUBLE) \
+         FROM invocations WHERE unpriced IS NOT NULL GROUP BY 1 ORDER BY 1"
+    )
+}
+
 /// (name, CloudWatch unit, value expression, filter).
 const INVOKED: &str = "provider IS NOT NULL AND coalesce(http_status, 0) <> 429 AND coalesce(error_code, '') <> 'ThrottlingException'";
 const THROTTLED: &str = "(http_status = 429 OR error_code = 'ThrottlingException')";

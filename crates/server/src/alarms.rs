@@ -413,33 +413,82 @@ impl Alarms {
             let e = e.clone();
             tokio::spawn(async move {
                 let body = this.message(&e, old, &target.format, &arn);
-                let mut wait = Duration::from_millis(500);
-                for attempt in 1..=ACTION_ATTEMPTS {
-                    let r = this.http.post(&target.url).json(&body).send().await;
-                    let (ok, detail) = match r {
-                        Ok(r) if r.status().is_success() => {
-                            (true, format!("HTTP {}", r.status().as_u16()))
-                        }
-                        Ok(r) => (false, format!("HTTP {}", r.status().as_u16())),
-                        // The error names the URL's host, not a secret (no credentials in URLs by rule).
-                        Err(err) => (false, err.without_url().to_string()),
-                    };
-                    this.record_action(
-                        &e.def.alarm_name,
-                        format!(
-                            "{} action {arn} attempt {attempt}: {}",
-                            if ok { "Successfully executed" } else { "Failed to execute" },
-                            detail
-                        ),
-                        serde_json::json!({"actionState": if ok { "Succeeded" } else { "Failed" }, "action": arn, "attempt": attempt, "detail": detail, "newState": e.state.as_str()}),
-                    );
-                    if ok {
-                        return;
-                    }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(30));
-                }
+                this.deliver(&e.def.alarm_name, &arn, &target, body, e.state.as_str())
+                    .await;
             });
+        }
+    }
+}
+
+impl Alarms {
+    /// Notify `arns` of something that is not a metric alarm (a budget threshold): the
+    /// same envelopes, retries and history items as alarm actions, under `name`.
+    pub fn notify(
+        self: &std::sync::Arc<Self>,
+        name: &str,
+        arns: &[String],
+        subject: &str,
+        message: serde_json::Value,
+    ) {
+        for arn in arns {
+            let Some(target) = self.targets.get(arn).cloned() else {
+                continue;
+            };
+            let body = if target.format == "slack" {
+                serde_json::json!({"text": format!(":warning: {subject}")})
+            } else {
+                serde_json::json!({
+                    "Type": "Notification",
+                    "MessageId": uuid::Uuid::new_v4().to_string(),
+                    "TopicArn": arn,
+                    "Subject": subject,
+                    "Message": message.to_string(),
+                    "Timestamp": logbook_record::record_timestamp(time::OffsetDateTime::now_utc()),
+                    "SignatureVersion": "1",
+                    "Signature": "",
+                    "SigningCertURL": "",
+                    "UnsubscribeURL": "",
+                })
+            };
+            let this = self.clone();
+            let (name, arn) = (name.to_string(), arn.clone());
+            tokio::spawn(async move {
+                this.deliver(&name, &arn, &target, body, "Notification")
+                    .await;
+            });
+        }
+    }
+
+    async fn deliver(
+        &self,
+        name: &str,
+        arn: &str,
+        target: &ActionTarget,
+        body: serde_json::Value,
+        what: &str,
+    ) {
+        let mut wait = Duration::from_millis(500);
+        for attempt in 1..=ACTION_ATTEMPTS {
+            let r = self.http.post(&target.url).json(&body).send().await;
+            let (ok, detail) = match r {
+                Ok(r) if r.status().is_success() => (true, format!("HTTP {}", r.status().as_u16())),
+                Ok(r) => (false, format!("HTTP {}", r.status().as_u16())),
+                Err(err) => (false, err.without_url().to_string()),
+            };
+            self.record_action(
+                name,
+                format!(
+                    "{} action {arn} attempt {attempt}: {}",
+                    if ok { "Successfully executed" } else { "Failed to execute" },
+                    detail
+                ),
+                serde_json::json!({"actionState": if ok { "Succeeded" } else { "Failed" }, "action": arn, "attempt": attempt, "detail": detail, "newState": what}),
+            );
+            if ok {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
         }
     }
 }

@@ -138,6 +138,17 @@ struct RawAlarmAction {
     format: Option<String>,
 }
 
+/// `[governance]`: the built-in governance alarms (logging stopped in a region, a
+/// destination stalled too long, a call to a model with no price), and where they notify.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGovernance {
+    #[serde(default)]
+    alarm_actions: Vec<String>,
+    /// A destination stalled longer than this raises its alarm (default 300 s).
+    delivery_stall_seconds: Option<u64>,
+}
+
 /// `[alarm_evaluation]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -216,6 +227,9 @@ struct RawBudget {
     limit_usd: String,
     #[serde(default)]
     warn_at: Vec<u8>,
+    /// Alarm action ARNs (`[[alarm_actions]]`) notified at each warning threshold.
+    #[serde(default)]
+    warn_actions: Vec<String>,
 }
 
 impl RawBudget {
@@ -282,6 +296,7 @@ impl RawBudget {
             period,
             limit,
             warn_at,
+            actions: self.warn_actions,
         })
     }
 }
@@ -556,6 +571,7 @@ struct RawConfig {
     alarms: Vec<RawAlarm>,
     #[serde(default)]
     alarm_evaluation: RawAlarmEvaluation,
+    governance: Option<RawGovernance>,
     #[serde(default)]
     buckets: Vec<RawBucket>,
     #[serde(default)]
@@ -965,6 +981,76 @@ impl Config {
                     alarms.push(d)
                 }
                 Err(e) => errors.push(e),
+            }
+        }
+        for b in &budgets {
+            for act in &b.actions {
+                if !alarm_actions.contains_key(act) {
+                    errors.push(format!(
+                        "budget {:?}: warn action {act:?} is not declared in [[alarm_actions]]",
+                        b.name
+                    ));
+                }
+            }
+        }
+        if let Some(g) = raw.governance {
+            let stall = g.delivery_stall_seconds.unwrap_or(300) as f64;
+            let ns = logbook_query::metrics::GOVERNANCE_NAMESPACE;
+            let builtin = |name: &str, metric: &str, desc: &str, period: i64, threshold: f64| {
+                logbook_ops::alarms::AlarmDef {
+                    alarm_name: name.into(),
+                    alarm_description: Some(desc.into()),
+                    namespace: ns.into(),
+                    metric_name: metric.into(),
+                    model_id: None,
+                    statistic: "Maximum".into(),
+                    period,
+                    evaluation_periods: 1,
+                    datapoints_to_alarm: 1,
+                    threshold,
+                    comparison_operator: "GreaterThanThreshold".into(),
+                    treat_missing_data: "notBreaching".into(),
+                    actions_enabled: true,
+                    alarm_actions: g.alarm_actions.clone(),
+                    ok_actions: g.alarm_actions.clone(),
+                    insufficient_data_actions: Vec::new(),
+                }
+            };
+            let mut unpriced = builtin(
+                "logbook-unpriced-calls",
+                "UnpricedInvocations",
+                "A call was made to a model the price catalog does not price: its cost is unknown.",
+                300,
+                0.0,
+            );
+            unpriced.statistic = "Sum".into();
+            for d in [
+                builtin(
+                    "logbook-logging-stopped",
+                    "RegionsNotRecording",
+                    "Invocation logging was turned off in a region: calls there are not recorded.",
+                    60,
+                    0.0,
+                ),
+                builtin(
+                    "logbook-delivery-stalled",
+                    "StalledDestinationSeconds",
+                    "A destination has failed to take records for longer than the threshold.",
+                    60,
+                    stall,
+                ),
+                unpriced,
+            ] {
+                for act in &d.alarm_actions {
+                    if !alarm_actions.contains_key(act) {
+                        errors.push(format!(
+                            "[governance]: action {act:?} is not declared in [[alarm_actions]]"
+                        ));
+                    }
+                }
+                if !alarms.iter().any(|a| a.alarm_name == d.alarm_name) {
+                    alarms.push(d);
+                }
             }
         }
         let alarm_every =

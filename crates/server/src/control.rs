@@ -228,6 +228,17 @@ impl LoggingConfigs {
         self.persist(&st)
     }
 
+    /// `account/region` keys where logging was turned off (a configuration deleted):
+    /// regions that record nothing.
+    pub fn not_recording(&self) -> Vec<String> {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        st.entries
+            .iter()
+            .filter(|(_, e)| e.config.is_none())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// File declarations that differ from what is in force.
     pub fn drift(&self) -> Vec<Drift> {
         let mut out = Vec::new();

@@ -489,6 +489,95 @@ fn parse_bin(t: &str) -> Option<i64> {
     Some(p.assume_utc().unix_timestamp())
 }
 
+/// Logbook's governance metrics. `UnpricedInvocations` comes from the records; the
+/// gauges (`RegionsNotRecording`, `StalledDestinationSeconds`) have one datapoint, now.
+async fn governance_series(
+    s: &Shared,
+    metric: &str,
+    model: Option<&str>,
+    period: i64,
+    stats: &[Stat],
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<Vec<(i64, Vec<Option<f64>>)>, ApiError> {
+    if model.is_some() {
+        return Ok(Vec::new());
+    }
+    let now = logbook_store::now_ms();
+    let current = now.div_euclid(period * 1000) * period;
+    let gauge = |v: f64| -> Vec<(i64, Vec<Option<f64>>)> {
+        if current * 1000 < start_ms || current * 1000 >= end_ms {
+            return Vec::new();
+        }
+        let vals = stats
+            .iter()
+            .map(|st| Some(if *st == Stat::SampleCount { 1.0 } else { v }))
+            .collect();
+        vec![(current, vals)]
+    };
+    match metric {
+        "RegionsNotRecording" => Ok(gauge(s.logging.not_recording().len() as f64)),
+        "StalledDestinationSeconds" => {
+            let now_ms = now.max(0) as u64;
+            let worst = s
+                .destinations
+                .iter()
+                .filter(|(_, d)| d.stalled())
+                .map(|(_, d)| {
+                    let oldest = d
+                        .oldest_pending_ms
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    if oldest == 0 {
+                        0
+                    } else {
+                        now_ms.saturating_sub(oldest) / 1000
+                    }
+                })
+                .max()
+                .unwrap_or(0);
+            Ok(gauge(worst as f64))
+        }
+        "UnpricedInvocations" => {
+            let groups: Vec<String> = s.store.groups().into_iter().map(|g| g.name).collect();
+            if groups.is_empty() {
+                return Ok(Vec::new());
+            }
+            let req = QueryRequest {
+                groups,
+                start_ms,
+                end_ms: end_ms - 1,
+                query: metrics::unpriced_sql(period),
+                language: Language::Sql,
+                limit: 100_000,
+                after_seq: *s.journal.committed().borrow(),
+            };
+            let r = s
+                .engine
+                .run(req, s.config.query.http_timeout)
+                .await
+                .map_err(|e| invalid(e.to_string()))?;
+            Ok(r.rows
+                .into_iter()
+                .filter_map(|row| {
+                    let t = row.first()?.as_deref()?.parse::<i64>().ok()?;
+                    let n = row.get(1)?.as_deref()?.parse::<f64>().ok()?;
+                    let vals = stats
+                        .iter()
+                        .map(|st| {
+                            Some(match st {
+                                Stat::SampleCount | Stat::Sum => n,
+                                _ => 1.0,
+                            })
+                        })
+                        .collect();
+                    Some((t, vals))
+                })
+                .collect())
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
 /// Datapoints of any metric: Bedrock's (per model) or a metric filter's (no dimension).
 #[allow(clippy::too_many_arguments)]
 async fn any_series(
@@ -501,6 +590,9 @@ async fn any_series(
     start_ms: i64,
     end_ms: i64,
 ) -> Result<Vec<(i64, Vec<Option<f64>>)>, ApiError> {
+    if namespace == metrics::GOVERNANCE_NAMESPACE {
+        return governance_series(s, metric, model, period, stats, start_ms, end_ms).await;
+    }
     if namespace == metrics::NAMESPACE {
         match (model, metrics::unit(metric)) {
             (Some(m), Some(_)) => series(s, metric, m, period, stats, start_ms, end_ms).await,
@@ -591,6 +683,12 @@ async fn get_metric_statistics(s: &Shared, v: &Value) -> Result<Value, ApiError>
     }
     let unit = if namespace == metrics::NAMESPACE {
         metrics::unit(metric).unwrap_or("None").to_string()
+    } else if namespace == metrics::GOVERNANCE_NAMESPACE {
+        metrics::GOVERNANCE_METRICS
+            .iter()
+            .find(|(m, _)| *m == metric)
+            .map_or("None", |(_, u)| u)
+            .to_string()
     } else {
         s.metric_filters
             .producing(namespace, metric)
@@ -680,6 +778,20 @@ async fn list_metrics(s: &Shared, v: &Value) -> Result<Value, ApiError> {
     }
     let mut out = Vec::new();
     if want_model.is_none() {
+        for (m, _) in metrics::GOVERNANCE_METRICS {
+            if namespace.is_none_or(|n| n == metrics::GOVERNANCE_NAMESPACE)
+                && name.is_none_or(|n| n == *m)
+            {
+                out.push(map(vec![
+                    (
+                        "Namespace",
+                        Value::Text(metrics::GOVERNANCE_NAMESPACE.into()),
+                    ),
+                    ("MetricName", Value::Text((*m).into())),
+                    ("Dimensions", Value::Array(Vec::new())),
+                ]));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for f in s.metric_filters.list() {
             if namespace.is_some_and(|n| n != f.metric_namespace)

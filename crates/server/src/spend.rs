@@ -88,6 +88,15 @@ pub async fn run(s: Shared, budgets: Arc<Budgets>, mut stop: tokio::sync::watch:
                 serde_json::json!({"budget": c.name, "thresholdPercent": c.percent, "spentUsd": c.spent, "limitUsd": c.limit}),
                 None,
             );
+            let actions = budgets.actions(&c.name);
+            if !actions.is_empty() {
+                s.alarms.notify(
+                    &format!("budget:{}", c.name),
+                    &actions,
+                    &format!("Budget \"{}\" passed {}%: {} of {} USD", c.name, c.percent, c.spent, c.limit),
+                    serde_json::json!({"BudgetName": c.name, "ThresholdPercent": c.percent, "SpentUsd": c.spent, "LimitUsd": c.limit, "AWSAccountId": s.config.account_id}),
+                );
+            }
             match s.recorder.commit_event(ev).await {
                 Ok(_) => {
                     let e = reported
