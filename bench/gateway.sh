@@ -15,7 +15,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logbook/target}"
 RATE="${RATE:-1000}"
 DUR="${DUR:-10}"
 RAMP="${RAMP:-1000 2000 3000 4000 5000 6000 7000}"
-ONLY="${ONLY:-direct logbook litellm}"   # which targets to run
+ONLY="${ONLY:-direct logbook ops litellm}"   # which targets to run
 LITELLM_RAMP="${LITELLM_RAMP:-100 200 400 600 800 1000}"
 BENCH_VENV="${BENCH_VENV:-$HOME/.cache/logbook/bench-venv}"
 OUT="bench/out"
@@ -61,6 +61,7 @@ mode = "$mode"
 [[principals]]
 arn = "arn:aws:iam::000000000000:user/bench"
 api_key = "sk-bench"
+permissions = ["invoke:*", "logs:read"]
 [[providers]]
 name = "up"
 type = "openai"
@@ -93,6 +94,30 @@ for mode in strict async; do
   fi
   kill "$LB_PID"; wait "$LB_PID" 2>/dev/null || true
 done
+
+# Issue #10: strict mode with a price for the model, five budgets the caller matches (so
+# every call reserves and is charged) and three alarms evaluated every second, against
+# plain strict mode above (cost and metrics are always on in both).
+case " $ONLY " in *" ops "*)
+  cp "$WORK/logbook-strict.toml" "$WORK/logbook-ops.toml"
+  {
+    printf '[pricing]\nversion = "bench"\n[[pricing.price]]\nprovider = "openai"\nmodels = ["bench-model"]\ninput = "0.15"\noutput = "0.60"\n'
+    printf '[alarm_evaluation]\nevery_ms = 1000\n'
+    for i in 1 2 3 4 5; do
+      printf '[[budgets]]\nname = "bench-%s"\nprincipal = "arn:aws:iam::000000000000:user/bench"\nperiod = "day"\nlimit_usd = "1000000"\nwarn_at = [50, 80]\n' "$i"
+    done
+    for m in InvocationThrottles InvocationClientErrors InvocationLatency; do
+      printf '[[alarms]]\nname = "bench-%s"\nmetric = "%s"\nmodel_id = "bench-model"\nstatistic = "Sum"\nperiod = 60\nevaluation_periods = 1\nthreshold = 1000000\ncomparison = "GreaterThanThreshold"\n' "$m" "$m"
+    done
+  } >> "$WORK/logbook-ops.toml"
+  start "logbook-ops" "$BIN/logbook" serve --listen 127.0.0.1:0 --data-dir "$WORK/ops-data" --config "$WORK/logbook-ops.toml"
+  OPS_PID="$LAST_PID"
+  OPS=$(url_of "logbook-ops")
+  load "logbook-strict-ops" "$OPS/v1/chat/completions" "$RATE" "$DUR"
+  echo "{\"label\":\"logbook-strict-ops-budgets\",\"budgets\":$(curl -s -H 'Authorization: Bearer sk-bench' "$OPS/logbook/budgets" || echo null)}" | tee -a "$RESULTS"
+  kill "$OPS_PID"; wait "$OPS_PID" 2>/dev/null || true
+  ;;
+esac
 
 if [[ " $ONLY " != *" litellm "* ]]; then
   :
