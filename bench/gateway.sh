@@ -102,11 +102,11 @@ case " $ONLY " in *" ops "*)
   cp "$WORK/logbook-strict.toml" "$WORK/logbook-ops.toml"
   {
     printf '[pricing]\nversion = "bench"\n[[pricing.price]]\nprovider = "openai"\nmodels = ["bench-model"]\ninput = "0.15"\noutput = "0.60"\n'
-    printf '[alarm_evaluation]\nevery_ms = 1000\n'
+    printf '[alarm_evaluation]\nevery_ms = %s\n' "${OPS_ALARM_MS:-1000}"
     for i in 1 2 3 4 5; do
       printf '[[budgets]]\nname = "bench-%s"\nprincipal = "arn:aws:iam::000000000000:user/bench"\nperiod = "day"\nlimit_usd = "1000000"\nwarn_at = [50, 80]\n' "$i"
     done
-    for m in InvocationThrottles InvocationClientErrors InvocationLatency; do
+    [ "${OPS_ALARMS:-1}" = 0 ] || for m in InvocationThrottles InvocationClientErrors InvocationLatency; do
       printf '[[alarms]]\nname = "bench-%s"\nmetric = "%s"\nmodel_id = "bench-model"\nstatistic = "Sum"\nperiod = 60\nevaluation_periods = 1\nthreshold = 1000000\ncomparison = "GreaterThanThreshold"\n' "$m" "$m"
     done
   } >> "$WORK/logbook-ops.toml"
