@@ -187,6 +187,27 @@ struct ImportArgs {
     log_group: String,
 }
 
+/// `--since` / `--start` / `--end` as an epoch-ms range (all time when none is given).
+fn time_range(
+    since: &Option<String>,
+    start: &Option<String>,
+    end: &Option<String>,
+) -> anyhow::Result<(i64, i64)> {
+    let ms = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+    let mut from = i64::MIN / 2;
+    if let Some(s) = since {
+        from = ms(time::OffsetDateTime::now_utc() - logbook_server::tools::parse_since(s)?);
+    }
+    if let Some(t) = start {
+        from = ms(logbook_server::tools::parse_instant(t)?);
+    }
+    let to = match end {
+        Some(t) => ms(logbook_server::tools::parse_instant(t)?),
+        None => i64::MAX / 2,
+    };
+    Ok((from, to))
+}
+
 fn load_data(args: &DataArgs) -> anyhow::Result<logbook_server::Config> {
     Ok(match &args.config {
         Some(p) => logbook_server::Config::load(p, &args.data_dir)?,
@@ -310,19 +331,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Query(args) => {
             let config = load_data(&args.data)?;
-            let ms = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
-            let mut start = i64::MIN / 2;
-            if let Some(s) = &args.since {
-                start =
-                    ms(time::OffsetDateTime::now_utc() - logbook_server::tools::parse_since(s)?);
-            }
-            if let Some(t) = &args.start {
-                start = ms(logbook_server::tools::parse_instant(t)?);
-            }
-            let end = match &args.end {
-                Some(t) => ms(logbook_server::tools::parse_instant(t)?),
-                None => i64::MAX / 2,
-            };
+            let (start, end) = time_range(&args.since, &args.start, &args.end)?;
             query_cmd::query(
                 &config,
                 args.log_groups,
@@ -345,19 +354,7 @@ fn run() -> anyhow::Result<()> {
             command: ReportCommand::Chargeback(args),
         } => {
             let config = load_data(&args.data)?;
-            let ms = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
-            let mut start = i64::MIN / 2;
-            if let Some(s) = &args.since {
-                start =
-                    ms(time::OffsetDateTime::now_utc() - logbook_server::tools::parse_since(s)?);
-            }
-            if let Some(t) = &args.start {
-                start = ms(logbook_server::tools::parse_instant(t)?);
-            }
-            let end = match &args.end {
-                Some(t) => ms(logbook_server::tools::parse_instant(t)?),
-                None => i64::MAX / 2,
-            };
+            let (start, end) = time_range(&args.since, &args.start, &args.end)?;
             report_cmd::chargeback(
                 &config,
                 report_cmd::Args {

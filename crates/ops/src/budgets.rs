@@ -21,8 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-/// 10^-12 USD per USD.
-pub const PICO: i128 = 1_000_000_000_000;
+pub use logbook_record::money::PICO;
 
 /// Output tokens reserved for a call that names no maximum.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
@@ -221,34 +220,12 @@ pub struct Status {
 
 /// Money as USD text (exact, trailing zeros dropped).
 pub fn usd(v: i128) -> String {
-    let neg = v < 0;
-    let a = v.unsigned_abs();
-    let (whole, frac) = (a / PICO as u128, a % PICO as u128);
-    let mut s = format!("{}{whole}", if neg { "-" } else { "" });
-    if frac != 0 {
-        s.push('.');
-        s.push_str(format!("{frac:012}").trim_end_matches('0'));
-    }
-    s
+    logbook_record::money::format(v)
 }
 
 /// A plain decimal (`"12.5"`) as 10^-12 USD, if it has at most 12 decimals.
 pub fn parse_usd(s: &str) -> Option<i128> {
-    let s = s.trim();
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || !digits(int) || !digits(frac) || frac.len() > 12 {
-        return None;
-    }
-    let mut f: i128 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse().ok()?
-    };
-    for _ in frac.len()..12 {
-        f *= 10;
-    }
-    int.parse::<i128>().ok()?.checked_mul(PICO)?.checked_add(f)
+    logbook_record::money::parse(s)
 }
 
 /// Held by a call while it runs; releases its reservations when dropped.

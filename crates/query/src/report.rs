@@ -507,20 +507,9 @@ impl Chargeback {
     }
 }
 
-/// An amount in units of 10^-12 as a plain decimal, trailing zeros dropped.
+/// An amount in units of 10^-12 as a plain decimal ([`logbook_record::money::format`]).
 pub fn format_scaled(v: i128) -> String {
-    let neg = v < 0;
-    let a = v.unsigned_abs();
-    let whole = a / 1_000_000_000_000;
-    let frac = a % 1_000_000_000_000;
-    let mut s = if neg { "-".to_string() } else { String::new() };
-    let _ = write!(s, "{whole}");
-    if frac != 0 {
-        let f = format!("{frac:012}");
-        s.push('.');
-        s.push_str(f.trim_end_matches('0'));
-    }
-    s
+    logbook_record::money::format(v)
 }
 
 fn csv_field(s: &str) -> String {

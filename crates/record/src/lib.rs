@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 pub mod layout;
 pub mod logging;
+pub mod money;
 pub mod trail;
 
 /// `schemaType` of every record.

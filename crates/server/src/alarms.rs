@@ -16,6 +16,10 @@ use std::time::Duration;
 /// History items kept (oldest dropped first).
 pub const MAX_HISTORY: usize = 5000;
 
+/// Most alarms a gateway keeps: each is evaluated with a query every period, so a
+/// caller with `logging:manage` cannot load the query engine without bound.
+pub const MAX_ALARMS: usize = 1000;
+
 /// Attempts per action before it is given up.
 pub const ACTION_ATTEMPTS: u32 = 5;
 
@@ -79,6 +83,7 @@ pub struct Alarms {
     http: reqwest::Client,
     region: String,
     account: String,
+    max: usize,
 }
 
 fn now_ms() -> i64 {
@@ -133,9 +138,16 @@ impl Alarms {
                 .map_err(|e| e.to_string())?,
             region: region.to_string(),
             account: account.to_string(),
+            max: MAX_ALARMS,
         };
         a.save().map_err(|e| e.to_string())?;
         Ok(a)
+    }
+
+    /// Keep at most `n` alarms (default [`MAX_ALARMS`]).
+    pub fn with_max(mut self, n: usize) -> Self {
+        self.max = n;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Stored> {
@@ -186,6 +198,12 @@ impl Alarms {
                 return Err(format!(
                     "The alarm {:?} is declared in the configuration file; change it there.",
                     def.alarm_name
+                ));
+            }
+            if !st.alarms.contains_key(&def.alarm_name) && st.alarms.len() >= self.max {
+                return Err(format!(
+                    "This gateway already has {} alarms (the most it keeps); delete some first.",
+                    self.max
                 ));
             }
             let name = def.alarm_name.clone();
@@ -588,4 +606,52 @@ pub fn report(data_dir: &std::path::Path, history: usize) -> Result<String, Stri
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn def(name: &str) -> AlarmDef {
+        AlarmDef {
+            alarm_name: name.into(),
+            alarm_description: None,
+            namespace: "AWS/Bedrock".into(),
+            metric_name: "InvocationThrottles".into(),
+            model_id: Some("m".into()),
+            statistic: "Sum".into(),
+            period: 60,
+            evaluation_periods: 1,
+            datapoints_to_alarm: 1,
+            threshold: 1.0,
+            comparison_operator: "GreaterThanThreshold".into(),
+            treat_missing_data: "missing".into(),
+            actions_enabled: true,
+            alarm_actions: vec![],
+            ok_actions: vec![],
+            insufficient_data_actions: vec![],
+        }
+    }
+
+    #[test]
+    fn a_manager_cannot_create_alarms_without_bound_or_name_unknown_actions() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("control")).unwrap();
+        let a = Alarms::open(d.path(), vec![], BTreeMap::new(), "us-east-1", "1")
+            .unwrap()
+            .with_max(5);
+        for i in 0..5 {
+            a.put(def(&format!("a{i}"))).unwrap();
+        }
+        let e = a.put(def("one-too-many")).unwrap_err();
+        assert!(e.contains("5 alarms"), "{e}");
+        // Replacing an existing one is still allowed.
+        a.put(def("a0")).unwrap();
+        assert_eq!(a.list().len(), 5);
+        // An action ARN the configuration does not declare (an arbitrary URL target) is refused.
+        let mut bad = def("a1");
+        bad.alarm_actions = vec!["arn:aws:sns:us-east-1:1:elsewhere".into()];
+        assert!(a.put(bad).unwrap_err().contains("not declared"));
+    }
 }

@@ -429,21 +429,29 @@ fn delivery_metrics(
     })
 }
 
+/// Reading operational data (metrics, budgets) needs `logs:read`: the refusal, if any.
+fn require_logs_read(caller: &crate::identity::Caller, what: &str) -> Option<Response> {
+    if caller.permissions.logs_read {
+        return None;
+    }
+    Some(crate::http_util::aws_error(
+        logbook_wire::aws::AwsErrorCode::AccessDeniedException,
+        &format!(
+            "User: {} is not authorized to read {what} (permission logs:read)",
+            caller.arn
+        ),
+        &uuid::Uuid::new_v4().to_string(),
+    ))
+}
+
 /// `GET /logbook/budgets`: each budget's limit, spend and reservations in its current
 /// period (`logs:read`).
 async fn budgets_status(
     State(s): State<Shared>,
     axum::Extension(caller): axum::Extension<crate::identity::Caller>,
 ) -> Response {
-    if !caller.permissions.logs_read {
-        return crate::http_util::aws_error(
-            logbook_wire::aws::AwsErrorCode::AccessDeniedException,
-            &format!(
-                "User: {} is not authorized to read budgets (permission logs:read)",
-                caller.arn
-            ),
-            &uuid::Uuid::new_v4().to_string(),
-        );
+    if let Some(r) = require_logs_read(&caller, "budgets") {
+        return r;
     }
     let now = logbook_store::now_ms();
     axum::Json(serde_json::json!({"budgets": s.budgets.status(now)})).into_response()
@@ -455,15 +463,8 @@ async fn metrics_text(
     State(s): State<Shared>,
     axum::Extension(caller): axum::Extension<crate::identity::Caller>,
 ) -> Response {
-    if !caller.permissions.logs_read {
-        return crate::http_util::aws_error(
-            logbook_wire::aws::AwsErrorCode::AccessDeniedException,
-            &format!(
-                "User: {} is not authorized to read metrics (permission logs:read)",
-                caller.arn
-            ),
-            &uuid::Uuid::new_v4().to_string(),
-        );
+    if let Some(r) = require_logs_read(&caller, "metrics") {
+        return r;
     }
     match s.metrics.encode() {
         Ok(text) => (

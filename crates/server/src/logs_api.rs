@@ -958,29 +958,9 @@ pub async fn http_query(
     Extension(caller): Extension<Caller>,
     body: Body,
 ) -> Response {
-    let body = match read_request(body).await {
-        Ok(b) => b,
+    let v = match reader_request(&caller, body).await {
+        Ok(v) => v,
         Err(r) => return r,
-    };
-    if !caller.permissions.logs_read {
-        return err(
-            403,
-            "AccessDeniedException",
-            &format!(
-                "User: {} is not authorized to read logs (permission logs:read)",
-                caller.arn
-            ),
-        );
-    }
-    let v: Value = match serde_json::from_slice(&body) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => {
-            return err(
-                400,
-                "SerializationException",
-                "The request body is not a JSON object",
-            )
-        }
     };
     let run = async {
         let query = str_field(&v, "query")?
@@ -1027,6 +1007,30 @@ pub async fn http_query(
     run.await.unwrap_or_else(|e: Response| e)
 }
 
+/// The JSON object body of a `/logbook/*` read (query, report), for a caller with
+/// `logs:read`; else the error to answer.
+async fn reader_request(caller: &Caller, body: Body) -> Result<Value, Response> {
+    let body = read_request(body).await?;
+    if !caller.permissions.logs_read {
+        return Err(err(
+            403,
+            "AccessDeniedException",
+            &format!(
+                "User: {} is not authorized to read logs (permission logs:read)",
+                caller.arn
+            ),
+        ));
+    }
+    match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err(err(
+            400,
+            "SerializationException",
+            "The request body is not a JSON object",
+        )),
+    }
+}
+
 /// `POST /logbook/report/chargeback`: the chargeback report over HTTP, with the same
 /// limits as any query. Body: `{"by": ["team", "model"], "period": "month", "tz":
 /// "Europe/Berlin", "start": ms, "end": ms, "format": "json|csv|html|focus",
@@ -1038,29 +1042,9 @@ pub async fn http_chargeback(
     body: Body,
 ) -> Response {
     use logbook_query::report::{Chargeback, Dimension, Period};
-    let body = match read_request(body).await {
-        Ok(b) => b,
+    let v = match reader_request(&caller, body).await {
+        Ok(v) => v,
         Err(r) => return r,
-    };
-    if !caller.permissions.logs_read {
-        return err(
-            403,
-            "AccessDeniedException",
-            &format!(
-                "User: {} is not authorized to read logs (permission logs:read)",
-                caller.arn
-            ),
-        );
-    }
-    let v: Value = match serde_json::from_slice(&body) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => {
-            return err(
-                400,
-                "SerializationException",
-                "The request body is not a JSON object",
-            )
-        }
     };
     let run = async {
         let q = |e: logbook_query::QueryError| invalid(&e.to_string());

@@ -1197,25 +1197,27 @@ pub async fn handle(
             },
         );
     }
-    let v: Value = if body.is_empty() {
-        Value::Map(Vec::new())
-    } else {
-        match ciborium::from_reader(&body[..]) {
-            Ok(v @ Value::Map(_)) => v,
-            _ => {
-                return error_response(
-                    Protocol::Cbor,
-                    ApiError {
-                        status: 400,
-                        code: "SerializationException",
-                        query_code: "MalformedInput",
-                        message: "The request body is not a CBOR map".into(),
-                    },
-                )
-            }
-        }
-    };
-    run(&s, &caller, &op, &v, Protocol::Cbor).await
+    match parse_cbor(&body) {
+        Ok(v) => run(&s, &caller, &op, &v, Protocol::Cbor).await,
+        Err(e) => error_response(Protocol::Cbor, e),
+    }
+}
+
+/// A request body: a CBOR map (empty: no members). ciborium refuses nesting deeper than
+/// its recursion limit, so a hostile body cannot exhaust the stack.
+fn parse_cbor(body: &[u8]) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(Value::Map(Vec::new()));
+    }
+    match ciborium::from_reader(body) {
+        Ok(v @ Value::Map(_)) => Ok(v),
+        _ => Err(ApiError {
+            status: 400,
+            code: "SerializationException",
+            query_code: "MalformedInput",
+            message: "The request body is not a CBOR map".into(),
+        }),
+    }
 }
 
 /// `POST /` with `X-Amz-Target: GraniteServiceVersion20100801.<op>` (JSON 1.0), handed
@@ -1285,5 +1287,33 @@ async fn run(s: &Shared, caller: &Caller, op: &str, v: &Value, proto: Protocol) 
     match r {
         Ok(v) => respond(proto, 200, &v, None),
         Err(e) => error_response(proto, e),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_cbor_is_refused_not_a_crash() {
+        // 100,000 nested arrays, a map whose length says 2^60, a truncated text.
+        let deep: Vec<u8> = std::iter::repeat_n(0x81u8, 100_000).chain([0xa0]).collect();
+        for body in [
+            deep,
+            vec![0xbb, 0x10, 0, 0, 0, 0, 0, 0, 0],
+            vec![0xa1, 0x69, b'N'],
+        ] {
+            assert!(parse_cbor(&body).is_err());
+        }
+        assert!(matches!(parse_cbor(&[0xa0]), Ok(Value::Map(m)) if m.is_empty()));
+    }
+
+    #[test]
+    fn json_and_cbor_values_convert_both_ways() {
+        let j = serde_json::json!({"a": [1, 2.5, "x", true, null], "StartTime": 1796169600});
+        assert_eq!(to_json(&from_json(&j)), j);
+        // A timestamp (tag 1) is epoch seconds in JSON.
+        assert_eq!(to_json(&ts(42)), serde_json::json!(42));
     }
 }

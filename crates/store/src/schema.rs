@@ -298,26 +298,10 @@ fn json(v: Option<&RawValue>) -> Option<String> {
     (raw != "null").then(|| raw.to_string())
 }
 
-/// A decimal string (`"0.00000936"`, `"12"`) as an integer in units of 10^-12, or `None`
-/// when it is not a plain non-negative decimal with at most 12 decimals that fits.
+/// A cost's decimal string as the `DECIMAL(38, 12)` column's integer
+/// ([`logbook_record::money::parse`]).
 pub fn scaled_decimal(s: &str) -> Option<i128> {
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || !digits(int) || !digits(frac) || frac.len() > DECIMAL_SCALE as usize {
-        return None;
-    }
-    let whole: i128 = int.parse().ok()?;
-    let mut f: i128 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse().ok()?
-    };
-    for _ in frac.len()..DECIMAL_SCALE as usize {
-        f *= 10;
-    }
-    let v = whole.checked_mul(1_000_000_000_000)?.checked_add(f)?;
-    // DECIMAL(38, ...) holds at most 38 digits.
-    (v < 10i128.pow(DECIMAL_PRECISION as u32)).then_some(v)
+    logbook_record::money::parse(s)
 }
 
 /// Parse an RFC 3339 timestamp to epoch milliseconds.
