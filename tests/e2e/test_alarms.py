@@ -164,7 +164,7 @@ def test_seed_alarms_fire_at_a_webhook_retry_and_recover(make_server, tmp_path):
         assert any("to ALARM" in h["HistorySummary"] for h in states)
         # The fast alarm fires, then recovers to OK when the throttles stop, and says so.
         wait_for(lambda: any(json.loads(b["Message"])["AlarmName"] == "throttles-fast" and json.loads(b["Message"])["NewStateValue"] == "ALARM"
-                             for p, b in rx.bodies if p == "/sns"), what="the fast alarm")
+                             for p, b in rx.bodies if p == "/sns"), timeout=60, what="the fast alarm")
         wait_for(lambda: state(c, "throttles-fast") == "OK", timeout=40, what="recovery to OK")
         wait_for(lambda: any(json.loads(b["Message"])["AlarmName"] == "throttles-fast" and json.loads(b["Message"])["NewStateValue"] == "OK"
                              for p, b in rx.bodies if p == "/sns"), what="the OK notification")

@@ -300,6 +300,7 @@ fn check_period(period: i64) -> Result<(), ApiError> {
 }
 
 /// Datapoints per period start (epoch seconds): one value per statistic.
+#[allow(clippy::too_many_arguments)]
 async fn series(
     s: &Shared,
     metric: &str,
@@ -308,6 +309,7 @@ async fn series(
     stats: &[Stat],
     start_ms: i64,
     end_ms: i64,
+    fresh: bool,
 ) -> Result<Vec<(i64, Vec<Option<f64>>)>, ApiError> {
     let sql = metrics::statistics_sql(metric, model, period, stats)
         .map_err(|e| invalid(e.to_string()))?;
@@ -323,7 +325,11 @@ async fn series(
         query: sql,
         language: Language::Sql,
         limit: 100_000,
-        after_seq: *s.journal.committed().borrow(),
+        after_seq: if fresh {
+            *s.journal.committed().borrow()
+        } else {
+            0
+        },
     };
     let r = s
         .engine
@@ -350,6 +356,7 @@ async fn series(
 
 /// Datapoints of a metric a metric filter produces: Logs Insights over each producing
 /// filter's log group, merged per period.
+#[allow(clippy::too_many_arguments)]
 async fn filter_series(
     s: &Shared,
     namespace: &str,
@@ -358,6 +365,7 @@ async fn filter_series(
     stats: &[Stat],
     start_ms: i64,
     end_ms: i64,
+    fresh: bool,
 ) -> Result<Vec<(i64, Vec<Option<f64>>)>, ApiError> {
     #[derive(Default, Clone)]
     struct Acc {
@@ -406,7 +414,11 @@ async fn filter_series(
             query,
             language: Language::Insights,
             limit: 100_000,
-            after_seq: *s.journal.committed().borrow(),
+            after_seq: if fresh {
+                *s.journal.committed().borrow()
+            } else {
+                0
+            },
         };
         let r = match s.engine.run(req, s.config.query.http_timeout).await {
             Ok(r) => r,
@@ -491,6 +503,7 @@ fn parse_bin(t: &str) -> Option<i64> {
 
 /// Logbook's governance metrics. `UnpricedInvocations` comes from the records; the
 /// gauges (`RegionsNotRecording`, `StalledDestinationSeconds`) have one datapoint, now.
+#[allow(clippy::too_many_arguments)]
 async fn governance_series(
     s: &Shared,
     metric: &str,
@@ -499,6 +512,7 @@ async fn governance_series(
     stats: &[Stat],
     start_ms: i64,
     end_ms: i64,
+    fresh: bool,
 ) -> Result<Vec<(i64, Vec<Option<f64>>)>, ApiError> {
     if model.is_some() {
         return Ok(Vec::new());
@@ -549,7 +563,11 @@ async fn governance_series(
                 query: metrics::unpriced_sql(period),
                 language: Language::Sql,
                 limit: 100_000,
-                after_seq: *s.journal.committed().borrow(),
+                after_seq: if fresh {
+                    *s.journal.committed().borrow()
+                } else {
+                    0
+                },
             };
             let r = s
                 .engine
@@ -589,17 +607,20 @@ async fn any_series(
     stats: &[Stat],
     start_ms: i64,
     end_ms: i64,
+    fresh: bool,
 ) -> Result<Vec<(i64, Vec<Option<f64>>)>, ApiError> {
     if namespace == metrics::GOVERNANCE_NAMESPACE {
-        return governance_series(s, metric, model, period, stats, start_ms, end_ms).await;
+        return governance_series(s, metric, model, period, stats, start_ms, end_ms, fresh).await;
     }
     if namespace == metrics::NAMESPACE {
         match (model, metrics::unit(metric)) {
-            (Some(m), Some(_)) => series(s, metric, m, period, stats, start_ms, end_ms).await,
+            (Some(m), Some(_)) => {
+                series(s, metric, m, period, stats, start_ms, end_ms, fresh).await
+            }
             _ => Ok(Vec::new()),
         }
     } else if model.is_none() {
-        filter_series(s, namespace, metric, period, stats, start_ms, end_ms).await
+        filter_series(s, namespace, metric, period, stats, start_ms, end_ms, fresh).await
     } else {
         Ok(Vec::new())
     }
@@ -710,6 +731,7 @@ async fn get_metric_statistics(s: &Shared, v: &Value) -> Result<Value, ApiError>
         &all,
         start,
         end,
+        true,
     )
     .await?;
     let points = rows
@@ -882,6 +904,7 @@ async fn get_metric_data(s: &Shared, v: &Value) -> Result<Value, ApiError> {
                 &[stat],
                 start,
                 end,
+                true,
             )
             .await?
         };
@@ -927,6 +950,7 @@ pub async fn window(
         &[stat],
         start,
         current + p,
+        false,
     )
     .await
     .map_err(|e| e.message)?;
