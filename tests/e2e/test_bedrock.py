@@ -295,7 +295,7 @@ def test_client_disconnect_mid_stream_is_recorded(server):
     host, port = server.url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
     auth = f"Authorization: Bearer {server.admin['apiKey']}\r\n".encode()
-    sock.sendall(b"POST /model/m/converse-stream HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Type: application/json\r\nContent-Length: "
+    sock.sendall(b"POST /model/amazon.nova-lite-v1:0/converse-stream HTTP/1.1\r\nHost: x\r\n" + auth + b"Content-Type: application/json\r\nContent-Length: "
                  + str(len(body)).encode() + b"\r\n\r\n" + body)
     head = sock.recv(4096)
     assert b"200 OK" in head
@@ -304,6 +304,14 @@ def test_client_disconnect_mid_stream_is_recorded(server):
     recs = wait_records(server, 1)
     assert recs[0]["errorCode"] == "ClientDisconnected"
     assert recs[0]["logbook"]["httpStatus"] == 499
+    # The model generated tokens but never reported usage: Bedrock's count fields stay
+    # empty (only what the upstream reported goes there), the estimate is marked as one,
+    # and the call is priced from it, never a silent 0 (budgets would leak otherwise).
+    rec = recs[0]
+    assert "inputTokenCount" not in rec["input"] and "outputTokenCount" not in rec.get("output", {})
+    est = rec["logbook"]["estimatedUsage"]
+    assert est["inputTokens"] > 0 and est["outputTokens"] > 0, est
+    assert float(rec["logbook"]["cost"]) > 0 and "unpriced" not in rec["logbook"], rec["logbook"]
 
 
 def test_large_bodies_are_offloaded_to_data_objects(server):

@@ -677,6 +677,12 @@ def test_kill_9_mid_stream_leaves_a_record_of_the_interrupted_call(make_server):
         # part of what the client received, never more.
         got = "".join(b.get("text", "") for b in rec["output"]["outputBodyJson"]["output"]["message"]["content"])
         assert got and received.startswith(got), (got, received)
+        # The model never reported usage: the record carries an estimate of the input and
+        # of what the client received (marked as such), and is priced from it.
+        est = rec["logbook"]["estimatedUsage"]
+        assert est["inputTokens"] > 0 and est["outputTokens"] >= len(got) // 4, (est, len(got))
+        assert "inputTokenCount" not in rec["input"]
+        assert float(rec["logbook"]["cost"]) > 0 and "unpriced" not in rec["logbook"], rec["logbook"]
         # A second restart does not record it again.
         s2.stop()
         s3 = Server(s.data_dir, READER_CONFIG, s.extra_args).start()

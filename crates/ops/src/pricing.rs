@@ -355,6 +355,19 @@ impl Catalog {
             || output_tokens.is_some()
             || r.input.cache_read_input_token_count.is_some()
             || r.input.cache_write_input_token_count.is_some();
+        if let (false, Some(est)) = (any_tokens, r.logbook.estimated_usage) {
+            // The model produced output but reported no usage: priced from the estimate
+            // (marked as such on the record), never a silent 0 for tokens it generated.
+            return self.price_tokens(
+                r,
+                Tokens {
+                    input: est.input_tokens,
+                    output: est.output_tokens,
+                    cache_read: 0,
+                    cache_write: 0,
+                },
+            );
+        }
         if !any_tokens {
             return match r.error_code.as_deref() {
                 Some("GatewayInterrupted") => Priced::Unpriced(
@@ -371,6 +384,11 @@ impl Catalog {
             cache_read: r.input.cache_read_input_token_count.unwrap_or(0),
             cache_write: r.input.cache_write_input_token_count.unwrap_or(0),
         };
+        self.price_tokens(r, tokens)
+    }
+
+    /// Price `tokens` of the record's model, as billed by its provider in its region.
+    fn price_tokens(&self, r: &InvocationRecord, tokens: Tokens) -> Priced {
         let (provider, model) = billed_by(r);
         let region = r.inference_region.as_deref().unwrap_or(&r.region);
         let Some(price) = self.lookup(provider, model, region) else {

@@ -178,6 +178,46 @@ pub struct LogbookExt {
     /// Why the call has no cost (no price for the model, usage unknown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unpriced: Option<String>,
+    /// Token counts Logbook estimated because the model reached output but reported no
+    /// usage (a stream cut before its usage event, a model that reports no counts).
+    /// Bedrock's own count fields carry only what the upstream reported; when this is
+    /// present they are absent and `cost` is computed from these estimates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_usage: Option<EstimatedUsage>,
+}
+
+/// Token counts estimated from the bodies (about four bytes of text per token), for a
+/// call whose model reported none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EstimatedUsage {
+    /// Input tokens, from the request body's text.
+    pub input_tokens: u64,
+    /// Output tokens, from the response body's text (what the client received).
+    pub output_tokens: u64,
+}
+
+/// Bytes of text per token in an estimate: the common rule of thumb for English text and
+/// the one budgets reserve by.
+pub const BYTES_PER_TOKEN: u64 = 4;
+
+/// The tokens a JSON body's text is estimated to hold: the bytes of its string values
+/// (not its keys or punctuation, not base64 media), [`BYTES_PER_TOKEN`] bytes a token,
+/// rounded up.
+pub fn estimate_tokens(body: &Value) -> u64 {
+    fn text_bytes(v: &Value, key: Option<&str>) -> u64 {
+        match v {
+            // Media (`bytes`, `data:` URLs, base64 `data`) is billed by other rules.
+            Value::String(s) if matches!(key, Some("bytes" | "data")) || s.starts_with("data:") => {
+                0
+            }
+            Value::String(s) => s.len() as u64,
+            Value::Array(a) => a.iter().map(|x| text_bytes(x, key)).sum(),
+            Value::Object(o) => o.iter().map(|(k, x)| text_bytes(x, Some(k))).sum(),
+            _ => 0,
+        }
+    }
+    text_bytes(body, None).div_ceil(BYTES_PER_TOKEN)
 }
 
 /// The S3 destination a record is delivered to (from the logging configuration in force
@@ -368,6 +408,28 @@ mod tests {
                 .unwrap()
                 .unix_timestamp(),
             t.unix_timestamp()
+        );
+    }
+}
+
+#[cfg(test)]
+mod estimate_tests {
+    use super::estimate_tokens;
+    use serde_json::json;
+
+    #[test]
+    fn estimates_count_text_values_not_keys_or_media() {
+        assert_eq!(estimate_tokens(&json!({})), 0);
+        assert_eq!(estimate_tokens(&json!({"text": "abcd"})), 1);
+        assert_eq!(estimate_tokens(&json!({"text": "abcde"})), 2, "rounded up");
+        // Keys, numbers and punctuation are not text; image bytes and data URLs are media.
+        assert_eq!(
+            estimate_tokens(&json!({"messages": [{"content": [
+                {"text": "abcdefgh"},
+                {"image": {"format": "png", "source": {"bytes": "QUJDRA=="}}},
+                {"image_url": {"url": "data:image/png;base64,QUJD"}}
+            ]}], "max_tokens": 100})),
+            3 // "abcdefgh" (8) + "png" (3) = 11 bytes
         );
     }
 }

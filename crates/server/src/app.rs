@@ -1,9 +1,9 @@
 //! Wiring: state, the router, and the serve loop (journal -> archive delivery alongside).
 
-use crate::capture::{Call, Recorder};
+use crate::capture::Recorder;
 use crate::config::{Config, LoggingMode};
 use crate::control::LoggingConfigs;
-use crate::identity::{Caller, Principals};
+use crate::identity::Principals;
 use crate::routing::Routes;
 use crate::{bedrock, openai};
 use axum::extract::{ConnectInfo, State};
@@ -17,7 +17,6 @@ use logbook_delivery::trail::TrailFormat;
 use logbook_delivery::Bucket;
 use logbook_delivery::{Destination, DestinationConfig, DestinationStats, GcCoordinator};
 use logbook_journal::{Journal, JournalConfig, SyncMode};
-use logbook_record::Operation;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -33,8 +32,8 @@ pub struct AppState {
     pub recorder: Recorder,
     /// Caller resolution.
     pub principals: Principals,
-    /// Model routing.
-    pub routes: Routes,
+    /// The invoke core: what the runtime APIs' handlers get.
+    pub invoker: crate::invoke::Invoker,
     /// Journal (for status).
     pub journal: Journal,
     /// Delivery counters, by destination name.
@@ -70,25 +69,36 @@ pub struct AppState {
 /// Shared state handle.
 pub type Shared = Arc<AppState>;
 
-impl AppState {
-    /// Start a call for an authenticated caller and note client details.
-    pub fn begin(
-        &self,
-        operation: Operation,
-        api: &'static str,
-        model_id: String,
-        caller: Caller,
-        headers: &HeaderMap,
-        addr: SocketAddr,
-    ) -> Call {
-        let mut call = Call::new(operation, api, model_id, caller);
-        call.client_ip = Some(addr.ip().to_string());
-        call.user_agent = headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(512).collect());
-        call
+impl axum::extract::FromRef<Shared> for crate::invoke::Invoker {
+    fn from_ref(s: &Shared) -> Self {
+        s.invoker.clone()
     }
+}
+
+/// What a build may take from elsewhere than the configuration (tests: a simulated disk).
+#[derive(Default)]
+pub struct BuildOptions {
+    /// The journal's disk (the operating system's when `None`).
+    pub journal_disk: Option<Arc<dyn logbook_journal::Disk>>,
+    /// Local buckets' disk (the journal's when `None`).
+    pub bucket_disk: Option<Arc<dyn logbook_journal::Disk>>,
+}
+
+/// An application built from its configuration: the state the router serves, and the
+/// background work (delivery, the store's ingest, alarms, budgets, the destination
+/// watcher) that [`Running::shutdown`] stops and drains.
+pub struct Running {
+    /// The handlers' state.
+    pub state: Shared,
+    /// A generated admin credential, when it was created by this start (printed once).
+    pub admin: Option<crate::auth::AdminCredentials>,
+    stop_tx: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), logbook_delivery::DeliveryError>>>,
+    store_task: tokio::task::JoinHandle<Result<(), logbook_store::StoreError>>,
+    alarm_task: tokio::task::JoinHandle<()>,
+    spend_task: Option<tokio::task::JoinHandle<()>>,
+    watcher: tokio::task::JoinHandle<()>,
+    _lock: DataLock,
 }
 
 /// Errors starting the server.
@@ -682,8 +692,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// Open the data folder, start delivery, bind, call `on_listen`, and serve until SIGINT or
-/// SIGTERM; then stop accepting, finish in-flight calls and flush delivery.
 /// `name` with every byte but `[A-Za-z0-9._-]` as `%XX`: a file name.
 fn file_safe(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -726,291 +734,327 @@ pub fn logs_client(
     .map_err(|e| ServeError::Config(format!("log group {name:?}: {e}")))
 }
 
+impl AppState {
+    /// Open the data folder (locked first), recover, and start everything `serve` runs
+    /// but the listener: the one wiring, used by `logbook serve` and by the in-process
+    /// tests.
+    pub async fn build(config: Config, opts: BuildOptions) -> Result<Running, ServeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
+            "create data folder {}",
+            config.data_dir.display()
+        )))?;
+        owner_only(&config.data_dir);
+        // Before anything in the folder is opened: the journal's recovery would otherwise
+        // repair (zero) a live server's tail.
+        let lock = DataLock::acquire(&config.data_dir)?;
+        let node = node_id(&config)?;
+        let mut jcfg = JournalConfig::new(config.data_dir.join("journal"));
+        jcfg.segment_bytes = config.segment_bytes;
+        if let Some(d) = opts.journal_disk {
+            jcfg.disk = d;
+        }
+        jcfg.mode = match config.mode {
+            LoggingMode::Strict => SyncMode::Strict,
+            LoggingMode::Async => SyncMode::Async,
+        };
+        let journal = Journal::open(jcfg)?;
+        let logging = Arc::new(
+            LoggingConfigs::open(
+                &config.data_dir.join("control"),
+                config.logging_default.clone(),
+                config.logging_declared.clone(),
+            )
+            .map_err(|e| ServeError::Io {
+                context: "logging configuration".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?,
+        );
+        // Streams a crash interrupted get their records now, before anything may collect the
+        // journal segments that hold their start entries.
+        let recovered = crate::capture::recover_interrupted_streams(&journal, &config.pricing)
+            .await
+            .map_err(|e| ServeError::Io {
+                context: "recover interrupted streams".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        if recovered > 0 {
+            tracing::warn!(
+                streams = recovered,
+                "recorded streams interrupted by the last stop"
+            );
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let gc = Arc::new(GcCoordinator::default());
+        // Budgets: their last state, plus every record journaled after it, before any
+        // destination may collect the journal (the budgets hold it from their sequence on).
+        let budgets = logbook_ops::budgets::Budgets::new(config.budgets.clone());
+        let mut replayed_crossings = Vec::new();
+        if !budgets.is_empty() {
+            let (replayed, crossed) = crate::spend::restore(&config.data_dir, &journal, &budgets)
+                .await
+                .map_err(|e| ServeError::Io {
+                    context: "budget state".into(),
+                    source: std::io::Error::other(e),
+                })?;
+            gc.set(crate::spend::GC_NAME, budgets.applied_through() + 1);
+            replayed_crossings = crossed;
+            tracing::info!(replayed, "budgets restored");
+        }
+        // Log groups: the live store, fed from the journal.
+        let store = Arc::new(
+            logbook_store::Store::open(config.data_dir.join("store")).map_err(|e| {
+                ServeError::Io {
+                    context: "log group store".into(),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?,
+        );
+        for g in &config.log_groups {
+            store.ensure_group(g).map_err(|e| ServeError::Io {
+                context: format!("log group {g}"),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        }
+        let store_task = {
+            let gc2 = gc.clone();
+            let j = journal.clone();
+            let on_durable: logbook_store::ingest::OnDurable = Arc::new(move |next| {
+                let min = gc2.set("store", next);
+                if let Err(e) = j.collect_garbage(min) {
+                    tracing::warn!(error = %e, "journal garbage collection failed");
+                }
+            });
+            // Register the store's cursor before any destination may collect garbage.
+            gc.set("store", store.durable_seq().max(journal.first_available()?));
+            let ingest = logbook_store::ingest::run(
+                store.clone(),
+                journal.clone(),
+                config.store_ingest.clone(),
+                on_durable,
+                stop_rx.clone(),
+            );
+            tokio::spawn(ingest)
+        };
+
+        let bucket_disk = opts.bucket_disk.unwrap_or_else(|| journal.disk().clone());
+        let mut buckets: HashMap<String, Bucket> = HashMap::new();
+        let mut destinations = Vec::new();
+        let mut tasks = Vec::new();
+        let mut names: Vec<&String> = config.buckets.keys().collect();
+        names.sort();
+        for name in names {
+            let spec = &config.buckets[name];
+            if let Some(dir) = spec.local_path() {
+                std::fs::create_dir_all(dir)
+                    .map_err(io(format!("create bucket folder {}", dir.display())))?;
+                owner_only(dir);
+            }
+            let store =
+                Bucket::open(name, spec, bucket_disk.clone()).map_err(|e| ServeError::Io {
+                    context: format!("bucket {name}"),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            buckets.insert(name.clone(), store.clone());
+            let dcfg = |n: String| DestinationConfig {
+                name: n,
+                max_object_bytes: config.max_object_bytes,
+                max_object_age: config.max_object_age,
+                retry_base: Duration::from_millis(100),
+                permanent_retry: config.permanent_retry,
+            };
+            let is_default = *name == config.archive_bucket;
+            let archive = Destination::new(
+                store.clone(),
+                journal.clone(),
+                dcfg(format!("archive-{name}")),
+                ArchiveFormat::new(name, is_default, &config.archive_prefix, &node),
+                gc.clone(),
+            )?;
+            destinations.push((format!("archive-{name}"), archive.stats()));
+            tasks.push(tokio::spawn(archive.run(stop_rx.clone())));
+            if is_default {
+                let trail = Destination::new(
+                    store,
+                    journal.clone(),
+                    dcfg("trail".into()),
+                    TrailFormat::new(&node),
+                    gc.clone(),
+                )?;
+                destinations.push(("trail".into(), trail.stats()));
+                tasks.push(tokio::spawn(trail.run(stop_rx.clone())));
+            }
+        }
+
+        // Log groups that live in a CloudWatch Logs service: one destination each.
+        let mut remote_log_groups = HashMap::new();
+        for (name, spec) in &config.remote_log_groups {
+            let client = logs_client(name, spec)?;
+            remote_log_groups.insert(name.clone(), client.clone());
+            // The embedded store keeps a copy too, so Logbook's own queries see these records.
+            store.ensure_group(name).map_err(|e| ServeError::Io {
+                context: format!("log group {name}"),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            let target = CloudWatchTarget::new(name, client, buckets.clone());
+            let dest = Destination::new(
+                target,
+                journal.clone(),
+                DestinationConfig {
+                    // A cursor is a file: the group's slashes are escaped.
+                    name: format!("cloudwatch-{}", file_safe(name)),
+                    max_object_bytes: config
+                        .max_object_bytes
+                        .min(logbook_cloudwatch::MAX_BATCH_BYTES),
+                    max_object_age: config.max_object_age,
+                    retry_base: Duration::from_millis(100),
+                    permanent_retry: config.permanent_retry,
+                },
+                CloudWatchFormat::new(name, &node),
+                gc.clone(),
+            )?;
+            destinations.push((format!("cloudwatch-{name}"), dest.stats()));
+            tasks.push(tokio::spawn(dest.run(stop_rx.clone())));
+        }
+
+        let archive = buckets.get(&config.archive_bucket).map(Bucket::store);
+        let engine = Arc::new(
+            logbook_query::QueryService::new(
+                Arc::new(logbook_query::Engine::new(store.clone(), archive)),
+                config.query.limits.clone(),
+            )
+            .map_err(|e| ServeError::Io {
+                context: "query threads".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?,
+        );
+
+        // Authentication is on by default; with no principal configured, a generated admin
+        // credential (kept in the data folder) is the way in.
+        let mut admin = None;
+        let mut extra = Vec::new();
+        if config.auth_enforced && config.principals.is_empty() {
+            let (creds, created) =
+                crate::auth::load_or_create_admin(&config.data_dir, &config.account_id)
+                    .map_err(io("admin credentials"))?;
+            extra.push(creds.principal(&config.account_id));
+            if created {
+                admin = Some(creds);
+            }
+        }
+        let routes = Arc::new(Routes::new(&config)?);
+        let metrics = Arc::new(logbook_ops::Metrics::new(Some(delivery_metrics(
+            destinations.clone(),
+        ))));
+        let recorder = Recorder::new(
+            journal.clone(),
+            node.clone(),
+            config.on_failure,
+            config.mode,
+            logging.clone(),
+            config.require_logging,
+        )
+        .with_gc(gc.clone())
+        .with_pricing(config.pricing.clone())
+        .with_metrics(metrics.clone());
+        let recorder = if budgets.is_empty() {
+            recorder
+        } else {
+            let r = recorder.with_budgets(budgets.clone());
+            // Crossings found again on replay (their events had not been made durable).
+            r.push_crossings(replayed_crossings);
+            r
+        };
+        let buffers = crate::http_util::BufferBudget::new(config.max_buffered_bytes);
+        let alarms = Arc::new(
+            crate::alarms::Alarms::open(
+                &config.data_dir,
+                config.alarms.clone(),
+                config.alarm_actions.clone(),
+                &config.region,
+                &config.account_id,
+            )
+            .map_err(|e| ServeError::Io {
+                context: "alarms".into(),
+                source: std::io::Error::other(e),
+            })?,
+        );
+        let alarm_every = config.alarm_every;
+        let metric_filters = Arc::new(
+            crate::metric_filters::MetricFilters::open(&config.data_dir).map_err(|e| {
+                ServeError::Io {
+                    context: "metric filters".into(),
+                    source: std::io::Error::other(e),
+                }
+            })?,
+        );
+        let invoker = crate::invoke::Invoker::new(
+            recorder.clone(),
+            routes,
+            budgets.clone(),
+            Arc::new(config.pricing.clone()),
+            config.max_body_bytes,
+        );
+        let state = Arc::new(AppState {
+            principals: Principals::new(&config, &extra),
+            config,
+            recorder,
+            invoker,
+            journal,
+            destinations,
+            logging,
+            buckets,
+            remote_log_groups,
+            gc,
+            budget: Default::default(),
+            store,
+            engine,
+            queries: Default::default(),
+            buffers,
+            metrics,
+            budgets: budgets.clone(),
+            alarms: alarms.clone(),
+            metric_filters,
+        });
+        let alarm_task = tokio::spawn(crate::alarms::run(
+            state.clone(),
+            alarms,
+            alarm_every,
+            stop_rx.clone(),
+        ));
+        let spend_task = (!budgets.is_empty())
+            .then(|| tokio::spawn(crate::spend::run(state.clone(), budgets, stop_rx.clone())));
+        // A destination that stalls, or recovers, is a service event in the trail.
+        let watcher = tokio::spawn(watch_destinations(state.clone()));
+        Ok(Running {
+            state,
+            admin,
+            stop_tx,
+            tasks,
+            store_task,
+            alarm_task,
+            spend_task,
+            watcher,
+            _lock: lock,
+        })
+    }
+}
+
+/// Open the data folder, start delivery, bind, call `on_listen`, and serve until SIGINT or
+/// SIGTERM; then stop accepting, finish in-flight calls and flush delivery.
 pub async fn serve(
     config: Config,
     on_listen: impl FnOnce(SocketAddr, Option<&crate::auth::AdminCredentials>),
 ) -> Result<(), ServeError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
-        "create data folder {}",
-        config.data_dir.display()
-    )))?;
-    owner_only(&config.data_dir);
-    // Before anything in the folder is opened: the journal's recovery would otherwise
-    // repair (zero) a live server's tail.
-    let _lock = DataLock::acquire(&config.data_dir)?;
-    let node = node_id(&config)?;
-    let mut jcfg = JournalConfig::new(config.data_dir.join("journal"));
-    jcfg.segment_bytes = config.segment_bytes;
-    jcfg.mode = match config.mode {
-        LoggingMode::Strict => SyncMode::Strict,
-        LoggingMode::Async => SyncMode::Async,
-    };
-    let journal = Journal::open(jcfg)?;
-    let logging = Arc::new(
-        LoggingConfigs::open(
-            &config.data_dir.join("control"),
-            config.logging_default.clone(),
-            config.logging_declared.clone(),
-        )
-        .map_err(|e| ServeError::Io {
-            context: "logging configuration".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?,
-    );
-    // Streams a crash interrupted get their records now, before anything may collect the
-    // journal segments that hold their start entries.
-    let recovered = crate::capture::recover_interrupted_streams(&journal)
-        .await
-        .map_err(|e| ServeError::Io {
-            context: "recover interrupted streams".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-    if recovered > 0 {
-        tracing::warn!(
-            streams = recovered,
-            "recorded streams interrupted by the last stop"
-        );
-    }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let gc = Arc::new(GcCoordinator::default());
-    // Budgets: their last state, plus every record journaled after it, before any
-    // destination may collect the journal (the budgets hold it from their sequence on).
-    let budgets = logbook_ops::budgets::Budgets::new(config.budgets.clone());
-    let mut replayed_crossings = Vec::new();
-    if !budgets.is_empty() {
-        let (replayed, crossed) = crate::spend::restore(&config.data_dir, &journal, &budgets)
-            .await
-            .map_err(|e| ServeError::Io {
-                context: "budget state".into(),
-                source: std::io::Error::other(e),
-            })?;
-        gc.set(crate::spend::GC_NAME, budgets.applied_through() + 1);
-        replayed_crossings = crossed;
-        tracing::info!(replayed, "budgets restored");
-    }
-    // Log groups: the live store, fed from the journal.
-    let store = Arc::new(
-        logbook_store::Store::open(config.data_dir.join("store")).map_err(|e| ServeError::Io {
-            context: "log group store".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?,
-    );
-    for g in &config.log_groups {
-        store.ensure_group(g).map_err(|e| ServeError::Io {
-            context: format!("log group {g}"),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-    }
-    let store_task = {
-        let gc2 = gc.clone();
-        let j = journal.clone();
-        let on_durable: logbook_store::ingest::OnDurable = Arc::new(move |next| {
-            let min = gc2.set("store", next);
-            if let Err(e) = j.collect_garbage(min) {
-                tracing::warn!(error = %e, "journal garbage collection failed");
-            }
-        });
-        // Register the store's cursor before any destination may collect garbage.
-        gc.set("store", store.durable_seq().max(journal.first_available()?));
-        let ingest = logbook_store::ingest::run(
-            store.clone(),
-            journal.clone(),
-            config.store_ingest.clone(),
-            on_durable,
-            stop_rx.clone(),
-        );
-        Some(tokio::spawn(ingest))
-    };
-
-    let mut buckets: HashMap<String, Bucket> = HashMap::new();
-    let mut destinations = Vec::new();
-    let mut tasks = Vec::new();
-    let mut names: Vec<&String> = config.buckets.keys().collect();
-    names.sort();
-    for name in names {
-        let spec = &config.buckets[name];
-        if let Some(dir) = spec.local_path() {
-            std::fs::create_dir_all(dir)
-                .map_err(io(format!("create bucket folder {}", dir.display())))?;
-            owner_only(dir);
-        }
-        let store =
-            Bucket::open(name, spec, journal.disk().clone()).map_err(|e| ServeError::Io {
-                context: format!("bucket {name}"),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        buckets.insert(name.clone(), store.clone());
-        let dcfg = |n: String| DestinationConfig {
-            name: n,
-            max_object_bytes: config.max_object_bytes,
-            max_object_age: config.max_object_age,
-            retry_base: Duration::from_millis(100),
-            permanent_retry: config.permanent_retry,
-        };
-        let is_default = *name == config.archive_bucket;
-        let archive = Destination::new(
-            store.clone(),
-            journal.clone(),
-            dcfg(format!("archive-{name}")),
-            ArchiveFormat::new(name, is_default, &config.archive_prefix, &node),
-            gc.clone(),
-        )?;
-        destinations.push((format!("archive-{name}"), archive.stats()));
-        tasks.push(tokio::spawn(archive.run(stop_rx.clone())));
-        if is_default {
-            let trail = Destination::new(
-                store,
-                journal.clone(),
-                dcfg("trail".into()),
-                TrailFormat::new(&node),
-                gc.clone(),
-            )?;
-            destinations.push(("trail".into(), trail.stats()));
-            tasks.push(tokio::spawn(trail.run(stop_rx.clone())));
-        }
-    }
-
-    // Log groups that live in a CloudWatch Logs service: one destination each.
-    let mut remote_log_groups = HashMap::new();
-    for (name, spec) in &config.remote_log_groups {
-        let client = logs_client(name, spec)?;
-        remote_log_groups.insert(name.clone(), client.clone());
-        // The embedded store keeps a copy too, so Logbook's own queries see these records.
-        store.ensure_group(name).map_err(|e| ServeError::Io {
-            context: format!("log group {name}"),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let target = CloudWatchTarget::new(name, client, buckets.clone());
-        let dest = Destination::new(
-            target,
-            journal.clone(),
-            DestinationConfig {
-                // A cursor is a file: the group's slashes are escaped.
-                name: format!("cloudwatch-{}", file_safe(name)),
-                max_object_bytes: config
-                    .max_object_bytes
-                    .min(logbook_cloudwatch::MAX_BATCH_BYTES),
-                max_object_age: config.max_object_age,
-                retry_base: Duration::from_millis(100),
-                permanent_retry: config.permanent_retry,
-            },
-            CloudWatchFormat::new(name, &node),
-            gc.clone(),
-        )?;
-        destinations.push((format!("cloudwatch-{name}"), dest.stats()));
-        tasks.push(tokio::spawn(dest.run(stop_rx.clone())));
-    }
-
-    let archive = buckets.get(&config.archive_bucket).map(Bucket::store);
-    let engine = Arc::new(
-        logbook_query::QueryService::new(
-            Arc::new(logbook_query::Engine::new(store.clone(), archive)),
-            config.query.limits.clone(),
-        )
-        .map_err(|e| ServeError::Io {
-            context: "query threads".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?,
-    );
-    let queries = engine.clone();
-
-    // Authentication is on by default; with no principal configured, a generated admin
-    // credential (kept in the data folder) is the way in.
-    let mut admin = None;
-    let mut extra = Vec::new();
-    if config.auth_enforced && config.principals.is_empty() {
-        let (creds, created) =
-            crate::auth::load_or_create_admin(&config.data_dir, &config.account_id)
-                .map_err(io("admin credentials"))?;
-        extra.push(creds.principal(&config.account_id));
-        if created {
-            admin = Some(creds);
-        }
-    }
-    let routes = Routes::new(&config)?;
-    let metrics = Arc::new(logbook_ops::Metrics::new(Some(delivery_metrics(
-        destinations.clone(),
-    ))));
-    let recorder = Recorder::new(
-        journal.clone(),
-        node.clone(),
-        config.on_failure,
-        config.mode,
-        logging.clone(),
-        config.require_logging,
-    )
-    .with_gc(gc.clone())
-    .with_pricing(config.pricing.clone())
-    .with_metrics(metrics.clone());
-    let recorder = if budgets.is_empty() {
-        recorder
-    } else {
-        let r = recorder.with_budgets(budgets.clone());
-        // Crossings found again on replay (their events had not been made durable).
-        r.push_crossings(replayed_crossings);
-        r
-    };
     let listen = config.listen.clone();
-    let buffers = crate::http_util::BufferBudget::new(config.max_buffered_bytes);
-    let alarms = Arc::new(
-        crate::alarms::Alarms::open(
-            &config.data_dir,
-            config.alarms.clone(),
-            config.alarm_actions.clone(),
-            &config.region,
-            &config.account_id,
-        )
-        .map_err(|e| ServeError::Io {
-            context: "alarms".into(),
-            source: std::io::Error::other(e),
-        })?,
-    );
-    let alarm_every = config.alarm_every;
-    let metric_filters = Arc::new(
-        crate::metric_filters::MetricFilters::open(&config.data_dir).map_err(|e| {
-            ServeError::Io {
-                context: "metric filters".into(),
-                source: std::io::Error::other(e),
-            }
-        })?,
-    );
-    let state = Arc::new(AppState {
-        principals: Principals::new(&config, &extra),
-        config,
-        recorder,
-        routes,
-        journal,
-        destinations,
-        logging,
-        buckets,
-        remote_log_groups,
-        gc,
-        budget: Default::default(),
-        store,
-        engine,
-        queries: Default::default(),
-        buffers,
-        metrics,
-        budgets: budgets.clone(),
-        alarms: alarms.clone(),
-        metric_filters,
-    });
-    let alarm_task = tokio::spawn(crate::alarms::run(
-        state.clone(),
-        alarms,
-        alarm_every,
-        stop_rx.clone(),
-    ));
-    let spend_task = (!budgets.is_empty())
-        .then(|| tokio::spawn(crate::spend::run(state.clone(), budgets, stop_rx.clone())));
-    // A destination that stalls, or recovers, is a service event in the trail.
-    let watcher = tokio::spawn(watch_destinations(state.clone()));
+    let running = AppState::build(config, BuildOptions::default()).await?;
+    let state = running.state.clone();
+    let queries = state.engine.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(io(format!("bind {listen}")))?;
     let addr = listener.local_addr().map_err(io("local address"))?;
-    tracing::info!(%addr, node_id = %node, "logbook serving");
-    on_listen(addr, admin.as_ref());
+    tracing::info!(%addr, node_id = %state.recorder.node_id(), "logbook serving");
+    on_listen(addr, running.admin.as_ref());
     let limits = crate::listener::ListenLimits {
         header_timeout: state.config.header_timeout,
         max_connections: state.config.max_connections,
@@ -1028,29 +1072,34 @@ pub async fn serve(
     )
     .await
     .map_err(io("serve"))?;
-    watcher.abort();
-    tracing::info!("draining delivery");
-    let _ = stop_tx.send(true);
-    let _ = alarm_task.await;
-    if let Some(t) = spend_task {
-        if let Err(e) = t.await {
-            tracing::error!(error = %e, "budget state task failed");
+    running.shutdown().await
+}
+
+impl Running {
+    /// Stop the background work and drain delivery and the store's last flush.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.watcher.abort();
+        tracing::info!("draining delivery");
+        let _ = self.stop_tx.send(true);
+        let _ = self.alarm_task.await;
+        if let Some(t) = self.spend_task {
+            if let Err(e) = t.await {
+                tracing::error!(error = %e, "budget state task failed");
+            }
         }
-    }
-    for t in tasks {
-        match t.await {
-            Ok(r) => r?,
-            Err(e) => tracing::error!(error = %e, "delivery task failed"),
+        for t in self.tasks {
+            match t.await {
+                Ok(r) => r?,
+                Err(e) => tracing::error!(error = %e, "delivery task failed"),
+            }
         }
-    }
-    if let Some(t) = store_task {
-        match t.await {
+        match self.store_task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "log group store: final flush failed (the journal keeps the records)")
             }
             Err(e) => tracing::error!(error = %e, "log group store task failed"),
         }
+        Ok(())
     }
-    Ok(())
 }

@@ -4,10 +4,10 @@
 //! Handlers are thin: each spawns the call so that it runs to completion (and is
 //! recorded) even if the client goes away, and answers only after the record is durable.
 
-use crate::app::Shared;
-use crate::capture::{Call, Outcome, Refusal};
+use crate::capture::{Call, Refusal};
 use crate::http_util::{aws_error, json_response, read_body, set_header, BodyError, REQUEST_ID};
 use crate::identity::Caller;
+use crate::invoke::{Invoker, Refused};
 use crate::routing::Resolved;
 use crate::stream::StreamFormat;
 use axum::body::Body;
@@ -80,31 +80,21 @@ fn declared_len(headers: &HeaderMap) -> Option<usize> {
 }
 
 /// Record a failed call and answer with the AWS error.
-async fn fail(s: &Shared, call: &Call, f: Fail, output: Option<Output>) -> Response {
+async fn fail(core: &Invoker, call: &Call, f: Fail, output: Option<Output>) -> Response {
     let status = if f.code.as_str() == CLIENT_DISCONNECTED {
         499
     } else {
         f.code.status()
     };
-    let outcome = Outcome {
-        output,
-        error: Some((f.code.as_str().to_string(), f.message.clone())),
-        http_status: status,
-    };
-    let _ = s.recorder.commit(call.record(outcome)).await;
+    core.fail(call, f.code.as_str(), &f.message, status, output)
+        .await;
     aws_error(f.code, &f.message, &call.request_id)
 }
 
-async fn disconnected(s: &Shared, call: &Call, why: String) -> Response {
-    let outcome = Outcome {
-        output: None,
-        error: Some((
-            CLIENT_DISCONNECTED.into(),
-            format!("client disconnected while sending the request: {why}"),
-        )),
-        http_status: 499,
-    };
-    let _ = s.recorder.commit(call.record(outcome)).await;
+async fn disconnected(core: &Invoker, call: &Call, why: String) -> Response {
+    let message = format!("client disconnected while sending the request: {why}");
+    core.fail(call, CLIENT_DISCONNECTED, &message, 499, None)
+        .await;
     aws_error(
         AwsErrorCode::ValidationException,
         "request body incomplete",
@@ -114,27 +104,30 @@ async fn disconnected(s: &Shared, call: &Call, why: String) -> Response {
 
 /// Read and size-check the body; `Err` is the finished error response.
 async fn body_bytes(
-    s: &Shared,
-    call: &Call,
+    core: &Invoker,
+    call: &mut Call,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Bytes, Response> {
-    match read_body(body, s.config.max_body_bytes, declared_len(headers)).await {
-        Ok(b) => Ok(b),
+    match read_body(body, core.max_body_bytes(), declared_len(headers)).await {
+        Ok(b) => {
+            call.body_bytes = b.len();
+            Ok(b)
+        }
         Err(BodyError::TooLarge(n)) => Err(fail(
-            s,
+            core,
             call,
             Fail::new(
                 AwsErrorCode::ValidationException,
                 format!(
                     "1 validation error detected: Value at 'body' failed to satisfy constraint: Member must have length less than or equal to {} (got at least {n} bytes)",
-                    s.config.max_body_bytes
+                    core.max_body_bytes()
                 ),
             ),
             None,
         )
         .await),
-        Err(other) => Err(disconnected(s, call, other.describe()).await),
+        Err(other) => Err(disconnected(core, call, other.describe()).await),
     }
 }
 
@@ -157,21 +150,20 @@ pub fn denied_message(call: &Call) -> String {
     )
 }
 
-fn route(s: &Shared, call: &mut Call) -> Result<Resolved, Fail> {
-    if !call.caller.permissions.may_invoke(&call.model_id) {
-        return Err(Fail::new(
-            AwsErrorCode::AccessDeniedException,
-            denied_message(call),
-        ));
-    }
-    let r = s.routes.resolve(&call.model_id).ok_or_else(|| {
-        Fail::new(
+/// Admit the call through the core; a refusal is recorded (unless nothing can be) and
+/// answered in Bedrock's shape.
+async fn admit(core: &Invoker, call: &mut Call) -> Result<Resolved, Response> {
+    let f = match core.admit(call) {
+        Ok(r) => return Ok(r),
+        Err(Refused::Logging(e)) => return Err(refused(&e, &call.request_id)),
+        Err(Refused::Denied) => Fail::new(AwsErrorCode::AccessDeniedException, denied_message(call)),
+        Err(Refused::NoRoute) => Fail::new(
             AwsErrorCode::ResourceNotFoundException,
             format!("Could not resolve the foundation model from the provided model identifier {}: no route matches it.", call.model_id),
-        )
-    })?;
-    call.route = Some(r.info.clone());
-    Ok(r)
+        ),
+        Err(Refused::OverBudget(m)) => Fail::new(AwsErrorCode::ThrottlingException, m),
+    };
+    Err(fail(core, call, f, None).await)
 }
 
 fn json_content_type_ok(headers: &HeaderMap, name: &str) -> Result<(), Fail> {
@@ -213,41 +205,23 @@ where
     }
 }
 
-/// Await a provider call under the route's timeout; a timeout is `ModelTimeoutException`.
-async fn timed<T>(
-    limit: std::time::Duration,
-    fut: impl std::future::Future<Output = Result<T, ProviderError>>,
-) -> Result<T, Fail> {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(r) => r.map_err(Fail::from),
-        Err(_) => Err(model_timeout()),
-    }
-}
-
-fn model_timeout() -> Fail {
-    Fail::new(
-        AwsErrorCode::ModelTimeoutException,
-        "Model has timed out in processing the request.",
-    )
-}
-
 /// Parse a Converse body; on failure, the error response (recorded).
 async fn parse_converse(
-    s: &Shared,
+    core: &Invoker,
     call: &mut Call,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<ConverseRequest, Response> {
     if let Err(f) = json_content_type_ok(headers, "Content-Type") {
-        return Err(fail(s, call, f, None).await);
+        return Err(fail(core, call, f, None).await);
     }
-    let bytes = body_bytes(s, call, headers, body).await?;
+    let bytes = body_bytes(core, call, headers, body).await?;
     call.input.input_content_type = Some("application/json".into());
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => {
             return Err(fail(
-                s,
+                core,
                 call,
                 Fail::new(
                     AwsErrorCode::ValidationException,
@@ -265,7 +239,7 @@ async fn parse_converse(
         Ok(r) => r,
         Err(e) => {
             return Err(fail(
-                s,
+                core,
                 call,
                 Fail::new(
                     AwsErrorCode::ValidationException,
@@ -282,7 +256,7 @@ async fn parse_converse(
     call.performance_config = req.performance_config.clone();
     if let Err(m) = req.validate() {
         return Err(fail(
-            s,
+            core,
             call,
             Fail::new(AwsErrorCode::ValidationException, m),
             None,
@@ -294,14 +268,14 @@ async fn parse_converse(
 
 /// `POST /model/{modelId}/converse`
 pub async fn converse(
-    State(s): State<Shared>,
+    State(core): State<Invoker>,
     Path(model_id): Path<String>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let call = s.begin(
+    let call = crate::http_util::begin_call(
         Operation::Converse,
         "bedrock-runtime",
         model_id,
@@ -309,49 +283,33 @@ pub async fn converse(
         &headers,
         addr,
     );
-    spawn_call(converse_call(s, call, headers, body)).await
+    spawn_call(converse_call(core, call, headers, body)).await
 }
 
-async fn converse_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) -> Response {
-    let req = match parse_converse(&s, &mut call, &headers, body).await {
+async fn converse_call(core: Invoker, mut call: Call, headers: HeaderMap, body: Body) -> Response {
+    let req = match parse_converse(&core, &mut call, &headers, body).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let r = match route(&s, &mut call) {
+    let r = match admit(&core, &mut call).await {
         Ok(r) => r,
-        Err(f) => return fail(&s, &call, f, None).await,
+        Err(resp) => return resp,
     };
-    if let Err(e) = s.recorder.ready(&call) {
-        return refused(&e, &call.request_id);
-    }
-    if let Err(m) = crate::spend::admit(&s, &mut call) {
-        return fail(
-            &s,
-            &call,
-            Fail::new(AwsErrorCode::ThrottlingException, m),
-            None,
-        )
-        .await;
-    }
-    let result = timed(r.timeout, r.provider.converse(&r.info.upstream_model, &req)).await;
+    let result = Invoker::model(&r, r.provider.converse(&r.info.upstream_model, &req)).await;
     let resp = match result {
         Ok(resp) => resp,
-        Err(f) => return fail(&s, &call, f, None).await,
+        Err(e) => return fail(&core, &call, e.into(), None).await,
     };
     call.set_usage(resp.usage);
     let body = resp.to_json();
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let outcome = Outcome {
-        output: Some(Output {
-            output_content_type: Some("application/json".into()),
-            output_body_json: Some(body),
-            output_body_s3_path: None,
-            output_token_count: None,
-        }),
-        error: None,
-        http_status: 200,
+    let output = Output {
+        output_content_type: Some("application/json".into()),
+        output_body_json: Some(body),
+        output_body_s3_path: None,
+        output_token_count: None,
     };
-    if let Err(e) = s.recorder.commit(call.record(outcome)).await {
+    if let Err(e) = core.finish(&call, output).await {
         return aws_error(
             AwsErrorCode::InternalServerException,
             &e.to_string(),
@@ -478,14 +436,14 @@ impl StreamFormat for ChunkFormat {
 
 /// `POST /model/{modelId}/converse-stream`
 pub async fn converse_stream(
-    State(s): State<Shared>,
+    State(core): State<Invoker>,
     Path(model_id): Path<String>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut call = s.begin(
+    let mut call = crate::http_util::begin_call(
         Operation::ConverseStream,
         "bedrock-runtime",
         model_id,
@@ -494,47 +452,32 @@ pub async fn converse_stream(
         addr,
     );
     call.stream = true;
-    spawn_call(converse_stream_call(s, call, headers, body)).await
+    spawn_call(converse_stream_call(core, call, headers, body)).await
 }
 
 async fn converse_stream_call(
-    s: Shared,
+    core: Invoker,
     mut call: Call,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let req = match parse_converse(&s, &mut call, &headers, body).await {
+    let req = match parse_converse(&core, &mut call, &headers, body).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let r = match route(&s, &mut call) {
+    let r = match admit(&core, &mut call).await {
         Ok(r) => r,
-        Err(f) => return fail(&s, &call, f, None).await,
+        Err(resp) => return resp,
     };
-    if let Err(e) = s.recorder.ready(&call) {
-        return refused(&e, &call.request_id);
-    }
-    if let Err(m) = crate::spend::admit(&s, &mut call) {
-        return fail(
-            &s,
+    let (started, stream) = core
+        .open_stream(
             &call,
-            Fail::new(AwsErrorCode::ThrottlingException, m),
-            None,
+            Invoker::model(&r, r.provider.converse_stream(&r.info.upstream_model, &req)),
         )
         .await;
-    }
-    let (started, stream) = crate::stream::open(
-        &s,
-        &call,
-        timed(
-            r.timeout,
-            r.provider.converse_stream(&r.info.upstream_model, &req),
-        ),
-    )
-    .await;
     let stream = match stream {
         Ok(st) => st,
-        Err(f) => return fail(&s, &call, f, None).await,
+        Err(e) => return fail(&core, &call, e.into(), None).await,
     };
     let started = match started {
         Ok(st) => st,
@@ -543,7 +486,7 @@ async fn converse_stream_call(
     let (tx, rx) = mpsc::channel(64);
     let resp = stream_response(rx, &call, None);
     tokio::spawn(crate::stream::pump(
-        s,
+        core,
         started,
         call,
         stream,
@@ -556,7 +499,7 @@ async fn converse_stream_call(
 
 /// Native-body preamble: content type, body, metadata header, routing.
 async fn parse_invoke(
-    s: &Shared,
+    core: &Invoker,
     call: &mut Call,
     headers: &HeaderMap,
     body: Body,
@@ -564,16 +507,16 @@ async fn parse_invoke(
 ) -> Result<(Value, Resolved), Response> {
     for h in ["Content-Type", accept_header] {
         if let Err(f) = json_content_type_ok(headers, h) {
-            return Err(fail(s, call, f, None).await);
+            return Err(fail(core, call, f, None).await);
         }
     }
-    let bytes = body_bytes(s, call, headers, body).await?;
+    let bytes = body_bytes(core, call, headers, body).await?;
     call.input.input_content_type = Some("application/json".into());
     if let Some(md) = headers.get("x-amzn-bedrock-request-metadata") {
         match md.to_str().ok().and_then(|t| serde_json::from_str::<BTreeMap<String, String>>(t).ok()) {
             Some(m) if !m.is_empty() && m.len() <= 16 && m.iter().all(|(k, v)| valid_metadata(k, 1) && valid_metadata(v, 0)) => call.request_metadata = Some(m),
             _ => {
-                return Err(fail(s, call, Fail::new(AwsErrorCode::ValidationException, "X-Amzn-Bedrock-Request-Metadata must be a JSON object of 1 to 16 string pairs matching [a-zA-Z0-9\\s:_@$#=/+,-.]{0,256}"), None).await)
+                return Err(fail(core, call, Fail::new(AwsErrorCode::ValidationException, "X-Amzn-Bedrock-Request-Metadata must be a JSON object of 1 to 16 string pairs matching [a-zA-Z0-9\\s:_@$#=/+,-.]{0,256}"), None).await)
             }
         }
     }
@@ -585,39 +528,24 @@ async fn parse_invoke(
     }
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return Err(fail(s, call, Fail::new(AwsErrorCode::ValidationException, "Malformed input request: the body must be a JSON object, please reformat your input and try again."), None).await),
-        Err(e) => return Err(fail(s, call, Fail::new(AwsErrorCode::ValidationException, format!("Malformed input request: {e}, please reformat your input and try again.")), None).await),
+        Ok(_) => return Err(fail(core, call, Fail::new(AwsErrorCode::ValidationException, "Malformed input request: the body must be a JSON object, please reformat your input and try again."), None).await),
+        Err(e) => return Err(fail(core, call, Fail::new(AwsErrorCode::ValidationException, format!("Malformed input request: {e}, please reformat your input and try again.")), None).await),
     };
     call.input.input_body_json = Some(value.clone());
-    let r = match route(s, call) {
-        Ok(r) => r,
-        Err(f) => return Err(fail(s, call, f, None).await),
-    };
-    if let Err(e) = s.recorder.ready(call) {
-        return Err(refused(&e, &call.request_id));
-    }
-    if let Err(m) = crate::spend::admit(s, call) {
-        return Err(fail(
-            s,
-            call,
-            Fail::new(AwsErrorCode::ThrottlingException, m),
-            None,
-        )
-        .await);
-    }
+    let r = admit(core, call).await?;
     Ok((value, r))
 }
 
 /// `POST /model/{modelId}/invoke`
 pub async fn invoke(
-    State(s): State<Shared>,
+    State(core): State<Invoker>,
     Path(model_id): Path<String>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let call = s.begin(
+    let call = crate::http_util::begin_call(
         Operation::InvokeModel,
         "bedrock-runtime",
         model_id,
@@ -625,34 +553,30 @@ pub async fn invoke(
         &headers,
         addr,
     );
-    spawn_call(invoke_call(s, call, headers, body)).await
+    spawn_call(invoke_call(core, call, headers, body)).await
 }
 
-async fn invoke_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) -> Response {
-    let (value, r) = match parse_invoke(&s, &mut call, &headers, body, "Accept").await {
+async fn invoke_call(core: Invoker, mut call: Call, headers: HeaderMap, body: Body) -> Response {
+    let (value, r) = match parse_invoke(&core, &mut call, &headers, body, "Accept").await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let result = timed(r.timeout, r.provider.invoke(&r.info.upstream_model, &value)).await;
+    let result = Invoker::model(&r, r.provider.invoke(&r.info.upstream_model, &value)).await;
     let resp = match result {
         Ok(x) => x,
-        Err(f) => return fail(&s, &call, f, None).await,
+        Err(e) => return fail(&core, &call, e.into(), None).await,
     };
     let out_json: Option<Value> = serde_json::from_slice(&resp.body).ok();
     if let Some(u) = resp.usage {
         call.set_usage(u);
     }
-    let outcome = Outcome {
-        output: Some(Output {
-            output_content_type: Some(resp.content_type.clone()),
-            output_body_json: out_json,
-            output_body_s3_path: None,
-            output_token_count: None,
-        }),
-        error: None,
-        http_status: 200,
+    let output = Output {
+        output_content_type: Some(resp.content_type.clone()),
+        output_body_json: out_json,
+        output_body_s3_path: None,
+        output_token_count: None,
     };
-    if let Err(e) = s.recorder.commit(call.record(outcome)).await {
+    if let Err(e) = core.finish(&call, output).await {
         return aws_error(
             AwsErrorCode::InternalServerException,
             &e.to_string(),
@@ -687,14 +611,14 @@ async fn invoke_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) 
 
 /// `POST /model/{modelId}/invoke-with-response-stream`
 pub async fn invoke_stream(
-    State(s): State<Shared>,
+    State(core): State<Invoker>,
     Path(model_id): Path<String>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut call = s.begin(
+    let mut call = crate::http_util::begin_call(
         Operation::InvokeModelWithResponseStream,
         "bedrock-runtime",
         model_id,
@@ -703,27 +627,29 @@ pub async fn invoke_stream(
         addr,
     );
     call.stream = true;
-    spawn_call(invoke_stream_call(s, call, headers, body)).await
+    spawn_call(invoke_stream_call(core, call, headers, body)).await
 }
 
-async fn invoke_stream_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) -> Response {
+async fn invoke_stream_call(
+    core: Invoker,
+    mut call: Call,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let (value, r) =
-        match parse_invoke(&s, &mut call, &headers, body, "X-Amzn-Bedrock-Accept").await {
+        match parse_invoke(&core, &mut call, &headers, body, "X-Amzn-Bedrock-Accept").await {
             Ok(x) => x,
             Err(resp) => return resp,
         };
-    let (started, stream) = crate::stream::open(
-        &s,
-        &call,
-        timed(
-            r.timeout,
-            r.provider.invoke_stream(&r.info.upstream_model, &value),
-        ),
-    )
-    .await;
+    let (started, stream) = core
+        .open_stream(
+            &call,
+            Invoker::model(&r, r.provider.invoke_stream(&r.info.upstream_model, &value)),
+        )
+        .await;
     let stream = match stream {
         Ok(st) => st,
-        Err(f) => return fail(&s, &call, f, None).await,
+        Err(e) => return fail(&core, &call, e.into(), None).await,
     };
     let started = match started {
         Ok(st) => st,
@@ -732,7 +658,7 @@ async fn invoke_stream_call(s: Shared, mut call: Call, headers: HeaderMap, body:
     let (tx, rx) = mpsc::channel(64);
     let resp = stream_response(rx, &call, Some("application/json"));
     tokio::spawn(crate::stream::pump(
-        s,
+        core,
         started,
         call,
         stream,

@@ -11,8 +11,8 @@ use logbook_providers::converse::TokenUsage;
 use logbook_record::logging::data_type;
 use logbook_record::trail::TrailEvent;
 use logbook_record::{
-    millis_timestamp, record_timestamp, Destination, Identity, Input, InvocationRecord, LogbookExt,
-    Operation, Output, SCHEMA_TYPE, SCHEMA_VERSION,
+    estimate_tokens, millis_timestamp, record_timestamp, Destination, EstimatedUsage, Identity,
+    Input, InvocationRecord, LogbookExt, Operation, Output, SCHEMA_TYPE, SCHEMA_VERSION,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -68,8 +68,22 @@ pub struct Call {
     pub first_token: Option<Duration>,
     /// Token usage as the model reported it, set once by [`Call::set_usage`].
     pub usage: Option<TokenUsage>,
+    /// Size of the request body as received (budgets reserve by it).
+    pub body_bytes: usize,
+    /// The model was called (admission passed): a call that then produced output but no
+    /// usage report gets estimated counts.
+    pub model_called: bool,
     /// The call's budget reservations, released when the call (and every clone) ends.
     pub reservation: Option<Arc<logbook_ops::budgets::Reservation>>,
+}
+
+/// A call's token usage, typed by where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Usage {
+    /// The upstream's usage report.
+    Reported(TokenUsage),
+    /// Estimated from the bodies: the model answered but reported no usage.
+    Estimated(EstimatedUsage),
 }
 
 /// How a call ended.
@@ -103,8 +117,51 @@ impl Call {
             stream: false,
             first_token: None,
             usage: None,
+            body_bytes: 0,
+            model_called: false,
             reservation: None,
         }
+    }
+
+    /// Start a call from a client: its address and user agent noted.
+    pub fn from_client(
+        operation: Operation,
+        api: &'static str,
+        model_id: String,
+        caller: Caller,
+        client_ip: std::net::IpAddr,
+        user_agent: Option<&str>,
+    ) -> Self {
+        let mut call = Call::new(operation, api, model_id, caller);
+        call.client_ip = Some(client_ip.to_string());
+        call.user_agent = user_agent.map(|s| s.chars().take(512).collect());
+        call
+    }
+
+    /// The call's usage, by one rule: what the model reported; else, when the model was
+    /// called and produced output (a stream cut before its usage event, a model that
+    /// reports no counts), an estimate from the bodies; else none (refused or failed
+    /// before the model answered: nothing billed).
+    pub fn usage(&self, output: Option<&Output>) -> Option<Usage> {
+        if let Some(u) = &self.usage {
+            return Some(Usage::Reported(*u));
+        }
+        if !self.model_called {
+            return None;
+        }
+        let out = output.and_then(|o| o.output_body_json.as_ref())?;
+        Some(Usage::Estimated(EstimatedUsage {
+            input_tokens: self.estimated_input_tokens(),
+            output_tokens: estimate_tokens(out),
+        }))
+    }
+
+    /// The input's estimated tokens (see [`logbook_record::estimate_tokens`]).
+    pub fn estimated_input_tokens(&self) -> u64 {
+        self.input
+            .input_body_json
+            .as_ref()
+            .map_or(0, estimate_tokens)
     }
 
     /// The model's usage report. The record's token counts come from here and nowhere
@@ -133,18 +190,24 @@ impl Call {
             None => (None, None),
         };
         let mut input = self.input.clone();
-        if let Some(u) = &self.usage {
-            let chat = matches!(
-                self.operation,
-                Operation::Converse | Operation::ConverseStream | Operation::ChatCompletions
-            );
-            let cache = |n: Option<u64>| if chat { Some(n.unwrap_or(0)) } else { n };
-            input.input_token_count = Some(u.input_tokens);
-            input.cache_read_input_token_count = cache(u.cache_read_input_tokens);
-            input.cache_write_input_token_count = cache(u.cache_write_input_tokens);
-            if let Some(o) = outcome.output.as_mut() {
-                o.output_token_count = Some(u.output_tokens);
+        let mut estimated_usage = None;
+        match self.usage(outcome.output.as_ref()) {
+            Some(Usage::Reported(u)) => {
+                let chat = matches!(
+                    self.operation,
+                    Operation::Converse | Operation::ConverseStream | Operation::ChatCompletions
+                );
+                let cache = |n: Option<u64>| if chat { Some(n.unwrap_or(0)) } else { n };
+                input.input_token_count = Some(u.input_tokens);
+                input.cache_read_input_token_count = cache(u.cache_read_input_tokens);
+                input.cache_write_input_token_count = cache(u.cache_write_input_tokens);
+                if let Some(o) = outcome.output.as_mut() {
+                    o.output_token_count = Some(u.output_tokens);
+                }
             }
+            // Bedrock's count fields stay what the upstream reported: absent.
+            Some(Usage::Estimated(e)) => estimated_usage = Some(e),
+            None => {}
         }
         InvocationRecord {
             schema_type: SCHEMA_TYPE.into(),
@@ -189,6 +252,7 @@ impl Call {
                 cost: None,
                 price_catalog: None,
                 unpriced: None,
+                estimated_usage,
             },
         }
     }
@@ -454,6 +518,14 @@ impl Recorder {
             )),
             http_status: 200,
         });
+        if call.model_called && call.usage.is_none() {
+            // If the gateway stops mid-stream, the model has at least read the input;
+            // recovery adds what the client had received.
+            provisional.logbook.estimated_usage = Some(EstimatedUsage {
+                input_tokens: call.estimated_input_tokens(),
+                output_tokens: 0,
+            });
+        }
         self.pricing.price_record(&mut provisional);
         let Some(record) = self.prepare(provisional) else {
             // Logging is off here: nothing would be recorded, so nothing to start.
@@ -521,6 +593,11 @@ impl Recorder {
                 "the journal is unavailable; calls are refused until logging works again".into(),
             ))
         }
+    }
+
+    /// The node id stamped on every record.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     /// The logging mode.
@@ -724,7 +801,10 @@ pub enum Refusal {
 /// After a crash: every stream whose start entry has no record gets the record its start
 /// entry holds (`GatewayInterrupted`), appended now. Run before delivery or GC starts, so
 /// no start entry can have been collected. Returns how many were completed.
-pub async fn recover_interrupted_streams(journal: &Journal) -> Result<usize, RecordError> {
+pub async fn recover_interrupted_streams(
+    journal: &Journal,
+    pricing: &logbook_ops::Catalog,
+) -> Result<usize, RecordError> {
     let from = journal
         .first_available()
         .map_err(|e| RecordError(e.to_string()))?;
@@ -751,7 +831,11 @@ pub async fn recover_interrupted_streams(journal: &Journal) -> Result<usize, Rec
                 } else if h.logbook_entry.as_deref() == Some(STREAM_PROGRESS) {
                     if let Ok(p) = serde_json::from_slice::<StreamProgressEntry>(&e.payload) {
                         if let Some((_, r)) = open.get_mut(&p.request_id) {
-                            // What the client had received by then (the latest wins).
+                            // What the client had received by then (the latest wins):
+                            // the estimate of what the model generated.
+                            if let Some(est) = r.logbook.estimated_usage.as_mut() {
+                                est.output_tokens = estimate_tokens(&p.output_body_json);
+                            }
                             r.output = Some(Output {
                                 output_content_type: Some("application/json".into()),
                                 output_body_json: Some(p.output_body_json),
@@ -776,6 +860,10 @@ pub async fn recover_interrupted_streams(journal: &Journal) -> Result<usize, Rec
     let n = open.len();
     for mut record in open {
         let id = record.request_id.clone();
+        if record.logbook.estimated_usage.is_some() {
+            // Priced again with the output the client had received.
+            pricing.price_record(&mut record);
+        }
         journal
             .append(Box::new(move |seq| {
                 record.logbook.sequence = seq;

@@ -264,3 +264,18 @@ pub fn set_header(r: &mut Response, name: &'static str, value: &str) {
         r.headers_mut().insert(name, v);
     }
 }
+
+/// Start a call for an authenticated caller, noting the client's address and user agent.
+pub fn begin_call(
+    operation: logbook_record::Operation,
+    api: &'static str,
+    model_id: String,
+    caller: crate::identity::Caller,
+    headers: &http::HeaderMap,
+    addr: std::net::SocketAddr,
+) -> crate::capture::Call {
+    let user_agent = headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    crate::capture::Call::from_client(operation, api, model_id, caller, addr.ip(), user_agent)
+}

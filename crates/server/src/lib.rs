@@ -12,6 +12,7 @@ pub mod control;
 pub mod control_api;
 pub mod http_util;
 pub mod identity;
+pub mod invoke;
 pub mod listener;
 pub mod logs_api;
 pub mod metric_filters;

@@ -3,12 +3,12 @@
 //! the routed provider, and recorded with operation `ChatCompletions` / `Embeddings`; the
 //! record holds the OpenAI request and the (assembled) OpenAI response.
 
-use crate::app::Shared;
-use crate::capture::{Call, Outcome};
+use crate::capture::Call;
 use crate::http_util::{
     json_response, openai_error, openai_from_aws, read_body, set_header, BodyError,
 };
 use crate::identity::Caller;
+use crate::invoke::{Invoker, Refused};
 use crate::routing::Resolved;
 use crate::stream::StreamFormat;
 use axum::body::Body;
@@ -32,36 +32,26 @@ use tokio::sync::mpsc;
 
 const REQUEST_ID: &str = "x-request-id";
 
+/// Record a failed call (`code` is the AWS error code the record carries) and answer
+/// with the OpenAI error.
 async fn fail(
-    s: &Shared,
+    core: &Invoker,
     call: &Call,
     e: OpenAiError,
     code: &str,
     output: Option<Output>,
 ) -> Response {
-    let outcome = Outcome {
-        output,
-        error: Some((code.to_string(), e.message.clone())),
-        http_status: e.status,
-    };
-    let _ = s.recorder.commit(call.record(outcome)).await;
+    core.fail(call, code, &e.message, e.status, output).await;
     openai_error(&e, &call.request_id)
 }
 
-async fn fail_provider(s: &Shared, call: &Call, e: ProviderError) -> Response {
+async fn fail_provider(core: &Invoker, call: &Call, e: ProviderError) -> Response {
     let oe = openai_from_aws(e.code, &e.message);
-    fail(s, call, oe, e.code.as_str(), None).await
-}
-
-fn timeout_error() -> ProviderError {
-    ProviderError::new(
-        AwsErrorCode::ModelTimeoutException,
-        "the model did not answer in time",
-    )
+    fail(core, call, oe, e.code.as_str(), None).await
 }
 
 async fn read_json(
-    s: &Shared,
+    core: &Invoker,
     call: &mut Call,
     headers: &HeaderMap,
     body: Body,
@@ -70,25 +60,28 @@ async fn read_json(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let bytes = match read_body(body, s.config.max_body_bytes, declared).await {
-        Ok(b) => b,
+    let bytes = match read_body(body, core.max_body_bytes(), declared).await {
+        Ok(b) => {
+            call.body_bytes = b.len();
+            b
+        }
         Err(BodyError::TooLarge(n)) => {
             let e = OpenAiError {
                 status: 413,
                 message: format!(
                     "request body of {n} bytes exceeds the {} byte limit",
-                    s.config.max_body_bytes
+                    core.max_body_bytes()
                 ),
                 kind: "invalid_request_error",
                 code: Some("request_too_large"),
                 param: None,
             };
-            return Err(fail(s, call, e, "ValidationException", None).await);
+            return Err(fail(core, call, e, "ValidationException", None).await);
         }
         Err(other) => {
             let why = other.describe();
             let e = OpenAiError::invalid(format!("request body incomplete: {why}"), None);
-            return Err(fail(s, call, e, crate::bedrock::CLIENT_DISCONNECTED, None).await);
+            return Err(fail(core, call, e, crate::bedrock::CLIENT_DISCONNECTED, None).await);
         }
     };
     call.input.input_content_type = Some("application/json".into());
@@ -101,7 +94,7 @@ async fn read_json(
             Ok(v)
         }
         Ok(_) => Err(fail(
-            s,
+            core,
             call,
             OpenAiError::invalid("the request body must be a JSON object", None),
             "ValidationException",
@@ -109,7 +102,7 @@ async fn read_json(
         )
         .await),
         Err(e) => Err(fail(
-            s,
+            core,
             call,
             OpenAiError::invalid(
                 format!("We could not parse the JSON body of your request. ({e})"),
@@ -122,52 +115,41 @@ async fn read_json(
     }
 }
 
-async fn route(s: &Shared, call: &mut Call) -> Result<Resolved, Response> {
-    if !call.caller.permissions.may_invoke(&call.model_id) {
-        let e = OpenAiError {
-            status: 403,
-            message: crate::bedrock::denied_message(call),
-            kind: "permission_error",
-            code: Some("model_not_allowed"),
-            param: Some("model".into()),
-        };
-        return Err(fail(s, call, e, "AccessDeniedException", None).await);
-    }
-    match s.routes.resolve(&call.model_id) {
-        Some(r) => {
-            call.route = Some(r.info.clone());
-            if let Err(e) = s.recorder.ready(call) {
-                let (status, kind, code) = match e {
-                    crate::capture::Refusal::Unavailable(_) => {
-                        (503, "api_error", "logging_unavailable")
-                    }
-                    crate::capture::Refusal::LoggingOff(_) => {
-                        (403, "permission_error", "logging_required")
-                    }
-                };
-                let oe = OpenAiError {
-                    status,
-                    message: e.to_string(),
-                    kind,
-                    code: Some(code),
-                    param: None,
-                };
-                return Err(openai_error(&oe, &call.request_id));
-            }
-            if let Err(m) = crate::spend::admit(s, call) {
-                let e = OpenAiError {
-                    status: 429,
-                    message: m,
-                    kind: "insufficient_quota",
-                    code: Some("insufficient_quota"),
-                    param: None,
-                };
-                return Err(fail(s, call, e, "ThrottlingException", None).await);
-            }
-            Ok(r)
+/// Admit the call through the core; a refusal is recorded (unless nothing can be) and
+/// answered in OpenAI's shape.
+async fn admit(core: &Invoker, call: &mut Call) -> Result<Resolved, Response> {
+    let (e, code) = match core.admit(call) {
+        Ok(r) => return Ok(r),
+        Err(Refused::Logging(e)) => {
+            let (status, kind, code) = match e {
+                crate::capture::Refusal::Unavailable(_) => {
+                    (503, "api_error", "logging_unavailable")
+                }
+                crate::capture::Refusal::LoggingOff(_) => {
+                    (403, "permission_error", "logging_required")
+                }
+            };
+            let oe = OpenAiError {
+                status,
+                message: e.to_string(),
+                kind,
+                code: Some(code),
+                param: None,
+            };
+            return Err(openai_error(&oe, &call.request_id));
         }
-        None => {
-            let e = OpenAiError {
+        Err(Refused::Denied) => (
+            OpenAiError {
+                status: 403,
+                message: crate::bedrock::denied_message(call),
+                kind: "permission_error",
+                code: Some("model_not_allowed"),
+                param: Some("model".into()),
+            },
+            "AccessDeniedException",
+        ),
+        Err(Refused::NoRoute) => (
+            OpenAiError {
                 status: 404,
                 message: format!(
                     "The model `{}` does not exist or you do not have access to it.",
@@ -176,10 +158,21 @@ async fn route(s: &Shared, call: &mut Call) -> Result<Resolved, Response> {
                 kind: "invalid_request_error",
                 code: Some("model_not_found"),
                 param: Some("model".into()),
-            };
-            Err(fail(s, call, e, "ResourceNotFoundException", None).await)
-        }
-    }
+            },
+            "ResourceNotFoundException",
+        ),
+        Err(Refused::OverBudget(m)) => (
+            OpenAiError {
+                status: 429,
+                message: m,
+                kind: "insufficient_quota",
+                code: Some("insufficient_quota"),
+                param: None,
+            },
+            "ThrottlingException",
+        ),
+    };
+    Err(fail(core, call, e, code, None).await)
 }
 
 fn created(call: &Call) -> i64 {
@@ -213,13 +206,13 @@ where
 
 /// `POST /v1/chat/completions`
 pub async fn chat_completions(
-    State(s): State<Shared>,
+    State(core): State<Invoker>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let call = s.begin(
+    let call = crate::http_util::begin_call(
         Operation::ChatCompletions,
         "openai",
         String::new(),
@@ -227,11 +220,11 @@ pub async fn chat_completions(
         &headers,
         addr,
     );
-    spawn_call(chat_call(s, call, headers, body)).await
+    spawn_call(chat_call(core, call, headers, body)).await
 }
 
-async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) -> Response {
-    let v = match read_json(&s, &mut call, &headers, body).await {
+async fn chat_call(core: Invoker, mut call: Call, headers: HeaderMap, body: Body) -> Response {
+    let v = match read_json(&core, &mut call, &headers, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -239,12 +232,12 @@ async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) ->
         Ok(x) => x,
         Err(e) => {
             let oe = OpenAiError::invalid(e.message, e.param.as_deref());
-            return fail(&s, &call, oe, "ValidationException", None).await;
+            return fail(&core, &call, oe, "ValidationException", None).await;
         }
     };
     if let Err(m) = req.validate() {
         return fail(
-            &s,
+            &core,
             &call,
             OpenAiError::invalid(m, Some("messages")),
             "ValidationException",
@@ -253,24 +246,16 @@ async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) ->
         .await;
     }
     call.request_metadata = req.request_metadata.clone();
-    let r = match route(&s, &mut call).await {
+    let r = match admit(&core, &mut call).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
     let id = chat_id(&call);
     if !opts.stream {
-        let res = match tokio::time::timeout(
-            r.timeout,
-            r.provider.converse(&r.info.upstream_model, &req),
-        )
-        .await
-        {
-            Ok(x) => x,
-            Err(_) => Err(timeout_error()),
-        };
+        let res = Invoker::model(&r, r.provider.converse(&r.info.upstream_model, &req)).await;
         let resp = match res {
             Ok(x) => x,
-            Err(e) => return fail_provider(&s, &call, e).await,
+            Err(e) => return fail_provider(&core, &call, e).await,
         };
         call.set_usage(resp.usage);
         let mut out = converse_to_chat_response(&resp, &opts.model, &id, created(&call));
@@ -280,35 +265,27 @@ async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) ->
             }
         }
         let bytes = serde_json::to_vec(&out).unwrap_or_default();
-        let outcome = Outcome {
-            output: Some(Output {
-                output_content_type: Some("application/json".into()),
-                output_body_json: Some(out),
-                output_body_s3_path: None,
-                output_token_count: None,
-            }),
-            error: None,
-            http_status: 200,
+        let output = Output {
+            output_content_type: Some("application/json".into()),
+            output_body_json: Some(out),
+            output_body_s3_path: None,
+            output_token_count: None,
         };
-        if let Err(e) = s.recorder.commit(call.record(outcome)).await {
+        if let Err(e) = core.finish(&call, output).await {
             return logging_failed(&e, &call.request_id);
         }
         return json_response(bytes, "application/json", &call.request_id, REQUEST_ID);
     }
     call.stream = true;
-    let (started, stream) = crate::stream::open(
-        &s,
-        &call,
-        tokio::time::timeout(
-            r.timeout,
-            r.provider.converse_stream(&r.info.upstream_model, &req),
-        ),
-    )
-    .await;
+    let (started, stream) = core
+        .open_stream(
+            &call,
+            Invoker::model(&r, r.provider.converse_stream(&r.info.upstream_model, &req)),
+        )
+        .await;
     let stream = match stream {
-        Ok(Ok(st)) => st,
-        Ok(Err(e)) => return fail_provider(&s, &call, e).await,
-        Err(_) => return fail_provider(&s, &call, timeout_error()).await,
+        Ok(st) => st,
+        Err(e) => return fail_provider(&core, &call, e).await,
     };
     let started = match started {
         Ok(st) => st,
@@ -336,7 +313,7 @@ async fn chat_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) ->
         created: created(&call),
     };
     tokio::spawn(crate::stream::pump(
-        s, started, call, stream, r.timeout, format, tx,
+        core, started, call, stream, r.timeout, format, tx,
     ));
     resp
 }
@@ -431,13 +408,13 @@ impl StreamFormat for ChatFormat {
 
 /// `POST /v1/embeddings`
 pub async fn embeddings(
-    State(s): State<Shared>,
+    State(core): State<Invoker>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let call = s.begin(
+    let call = crate::http_util::begin_call(
         Operation::Embeddings,
         "openai",
         String::new(),
@@ -445,17 +422,22 @@ pub async fn embeddings(
         &headers,
         addr,
     );
-    spawn_call(embeddings_call(s, call, headers, body)).await
+    spawn_call(embeddings_call(core, call, headers, body)).await
 }
 
-async fn embeddings_call(s: Shared, mut call: Call, headers: HeaderMap, body: Body) -> Response {
-    let v = match read_json(&s, &mut call, &headers, body).await {
+async fn embeddings_call(
+    core: Invoker,
+    mut call: Call,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let v = match read_json(&core, &mut call, &headers, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };
     if v.get("model").and_then(Value::as_str).is_none() {
         return fail(
-            &s,
+            &core,
             &call,
             OpenAiError::invalid("you must provide a model parameter", Some("model")),
             "ValidationException",
@@ -472,7 +454,7 @@ async fn embeddings_call(s: Shared, mut call: Call, headers: HeaderMap, body: Bo
             .collect(),
         Some(Value::Array(a)) if !a.is_empty() => {
             return fail(
-                &s,
+                &core,
                 &call,
                 OpenAiError::invalid(
                     "token-array input is not supported; send strings",
@@ -485,7 +467,7 @@ async fn embeddings_call(s: Shared, mut call: Call, headers: HeaderMap, body: Bo
         }
         _ => {
             return fail(
-                &s,
+                &core,
                 &call,
                 OpenAiError::invalid(
                     "input must be a non-empty string or array of strings",
@@ -506,7 +488,7 @@ async fn embeddings_call(s: Shared, mut call: Call, headers: HeaderMap, body: Bo
         Some("base64") => true,
         Some(other) => {
             return fail(
-                &s,
+                &core,
                 &call,
                 OpenAiError::invalid(
                     format!("encoding_format {other:?} is not one of float, base64"),
@@ -518,22 +500,14 @@ async fn embeddings_call(s: Shared, mut call: Call, headers: HeaderMap, body: Bo
             .await
         }
     };
-    let r = match route(&s, &mut call).await {
+    let r = match admit(&core, &mut call).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let res = match tokio::time::timeout(
-        r.timeout,
-        r.provider.embed(&r.info.upstream_model, &inputs, dims),
-    )
-    .await
-    {
-        Ok(x) => x,
-        Err(_) => Err(timeout_error()),
-    };
+    let res = Invoker::model(&r, r.provider.embed(&r.info.upstream_model, &inputs, dims)).await;
     let emb = match res {
         Ok(x) => x,
-        Err(e) => return fail_provider(&s, &call, e).await,
+        Err(e) => return fail_provider(&core, &call, e).await,
     };
     let data: Vec<Value> = emb
         .vectors
@@ -557,26 +531,22 @@ async fn embeddings_call(s: Shared, mut call: Call, headers: HeaderMap, body: Bo
     });
     let bytes = serde_json::to_vec(&out).unwrap_or_default();
     call.set_usage(logbook_providers::TokenUsage::new(emb.input_tokens, 0));
-    let outcome = Outcome {
-        output: Some(Output {
-            output_content_type: Some("application/json".into()),
-            output_body_json: Some(out),
-            output_body_s3_path: None,
-            output_token_count: None,
-        }),
-        error: None,
-        http_status: 200,
+    let output = Output {
+        output_content_type: Some("application/json".into()),
+        output_body_json: Some(out),
+        output_body_s3_path: None,
+        output_token_count: None,
     };
-    if let Err(e) = s.recorder.commit(call.record(outcome)).await {
+    if let Err(e) = core.finish(&call, output).await {
         return logging_failed(&e, &call.request_id);
     }
     json_response(bytes, "application/json", &call.request_id, REQUEST_ID)
 }
 
 /// `GET /v1/models`
-pub async fn models(State(s): State<Shared>) -> Response {
-    let data: Vec<Value> = s
-        .routes
+pub async fn models(State(core): State<Invoker>) -> Response {
+    let data: Vec<Value> = core
+        .routes()
         .models()
         .await
         .into_iter()

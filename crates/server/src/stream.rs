@@ -8,9 +8,9 @@
 //! failed or the record could not be made durable, an error frame instead. A client that
 //! goes away stops the upstream and is recorded as `ClientDisconnected`.
 
-use crate::app::Shared;
 use crate::bedrock::CLIENT_DISCONNECTED;
-use crate::capture::{Call, Outcome, RecordError, StreamStart};
+use crate::capture::{Call, Outcome, StreamStart};
+use crate::invoke::Invoker;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -61,21 +61,10 @@ fn timeout_error() -> ProviderError {
     )
 }
 
-/// Open the upstream stream while the stream's start entry is journaled (durably, in strict
-/// mode). Both must succeed before a byte of the stream is released; a failed start means
-/// the stream is refused (the caller drops the upstream stream).
-pub async fn open<T>(
-    s: &Shared,
-    call: &Call,
-    upstream: impl std::future::Future<Output = T>,
-) -> (Result<StreamStart, RecordError>, T) {
-    tokio::join!(s.recorder.begin_stream(call), upstream)
-}
-
 /// Run a stream to its end, recording the call; frames go to `tx`. `start` (the journaled
 /// start entry) is held until the record is final.
 pub async fn pump<F: StreamFormat>(
-    s: Shared,
+    core: Invoker,
     start: StreamStart,
     mut call: Call,
     mut stream: BoxStream<'static, Result<F::Item, ProviderError>>,
@@ -126,7 +115,7 @@ pub async fn pump<F: StreamFormat>(
             && last_progress.elapsed() >= PROGRESS_EVERY
         {
             if let Some(p) = format.partial() {
-                s.recorder.stream_progress(&call.request_id, p);
+                core.recorder().stream_progress(&call.request_id, p);
             }
             last_progress = tokio::time::Instant::now();
             sent_since_progress = false;
@@ -147,7 +136,7 @@ pub async fn pump<F: StreamFormat>(
         error: recorded_error,
         http_status: if gone { 499 } else { 200 },
     };
-    let committed = s.recorder.commit(call.record(outcome)).await;
+    let committed = core.recorder().commit(call.record(outcome)).await;
     // Committed or not, the start entry stays in the journal: after a restart, a stream
     // whose record never became durable is recorded from it as interrupted.
     drop(start);

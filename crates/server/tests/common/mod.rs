@@ -1,29 +1,29 @@
-//! The application as `logbook serve` builds it, in process, for tests that drive the
-//! router directly: a temporary data folder, the journal (optionally on a simulated disk),
-//! the store, the query service, and the configured providers and routes.
+//! The application as `logbook serve` builds it (the same `AppState::build`), in process,
+//! for tests that drive the router directly: a temporary data folder, the journal
+//! (optionally on a simulated disk), delivery, the store, the query service, alarms, and
+//! the configured providers and routes.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::Request;
 use logbook_disk::sim::SimDisk;
-use logbook_journal::{Journal, JournalConfig};
-use logbook_server::app::{router, AppState};
-use logbook_server::capture::Recorder;
-use logbook_server::config::{Config, LoggingMode, OnFailure, ProviderConfig, RouteConfig};
-use logbook_server::control::LoggingConfigs;
-use logbook_server::identity::Principals;
-use logbook_server::routing::Routes;
+use logbook_journal::Journal;
+use logbook_server::app::{router, AppState, BuildOptions, Running};
+use logbook_server::config::{Config, OnFailure, ProviderConfig, RouteConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tower::ServiceExt;
 
 pub struct Harness {
-    pub dir: tempfile::TempDir,
+    /// Dropped first: the background tasks stop before the folder goes.
     pub rt: tokio::runtime::Runtime,
     pub app: axum::Router,
     pub journal: Journal,
     pub state: Arc<AppState>,
+    /// The background work `AppState::build` started (delivery, store ingest, alarms).
+    pub running: Running,
+    pub dir: tempfile::TempDir,
 }
 
 #[derive(Default)]
@@ -37,6 +37,8 @@ pub struct Options {
     pub routes: Vec<RouteConfig>,
 }
 
+/// The application exactly as `logbook serve` wires it (`AppState::build`), in a
+/// temporary data folder, without a listener.
 pub fn harness(opts: Options) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -47,6 +49,7 @@ pub fn harness(opts: Options) -> Harness {
     let mut config = Config::defaults(dir.path()).unwrap();
     config.auth_enforced = opts.auth;
     config.max_body_bytes = 64 * 1024;
+    config.segment_bytes = 256 * 1024;
     if let Some(f) = opts.on_failure {
         config.on_failure = f;
     }
@@ -54,82 +57,22 @@ pub fn harness(opts: Options) -> Harness {
     let mut routes = opts.routes;
     routes.append(&mut config.routes);
     config.routes = routes;
-    let mut jcfg = JournalConfig::new(dir.path().join("journal"));
-    jcfg.segment_bytes = 256 * 1024;
-    if let Some(d) = &opts.disk {
-        jcfg.disk = Arc::new(d.clone());
-    }
-    let journal = Journal::open(jcfg).unwrap();
-    let logging = Arc::new(
-        LoggingConfigs::open(
-            &dir.path().join("control"),
-            config.logging_default.clone(),
-            Default::default(),
-        )
-        .unwrap(),
-    );
-    let store = Arc::new(logbook_store::Store::open(dir.path().join("store")).unwrap());
-    store.ensure_group("/aws/bedrock/modelinvocations").unwrap();
-    let engine = Arc::new(
-        logbook_query::QueryService::new(
-            Arc::new(logbook_query::Engine::new(store.clone(), None)),
-            config.query.limits.clone(),
-        )
-        .unwrap(),
-    );
-    let buffers = logbook_server::http_util::BufferBudget::new(config.max_buffered_bytes);
-    let mut buckets = std::collections::HashMap::new();
-    for (name, spec) in &config.buckets {
-        let b = logbook_delivery::Bucket::open(name, spec, logbook_disk::RealDisk::shared());
-        buckets.insert(name.clone(), b.unwrap());
-    }
-    let metrics = Arc::new(logbook_ops::Metrics::new(None));
-    let state = Arc::new(AppState {
-        metrics: metrics.clone(),
-        budgets: logbook_ops::budgets::Budgets::new(Vec::new()),
-        metric_filters: Arc::new(
-            logbook_server::metric_filters::MetricFilters::open(&config.data_dir).unwrap(),
-        ),
-        alarms: Arc::new(
-            logbook_server::alarms::Alarms::open(
-                &config.data_dir,
-                Vec::new(),
-                Default::default(),
-                "us-east-1",
-                "123456789012",
-            )
-            .unwrap(),
-        ),
-        store,
-        engine,
-        queries: Default::default(),
-        buffers,
-        recorder: Recorder::new(
-            journal.clone(),
-            "test".into(),
-            config.on_failure,
-            LoggingMode::Strict,
-            logging.clone(),
-            false,
-        )
-        .with_metrics(metrics),
-        principals: Principals::new(&config, &[]),
-        routes: Routes::new(&config).unwrap(),
-        journal: journal.clone(),
-        destinations: Vec::new(),
-        logging,
-        buckets,
-        remote_log_groups: Default::default(),
-        gc: Default::default(),
-        budget: Default::default(),
-        config,
-    });
+    let build = BuildOptions {
+        journal_disk: opts
+            .disk
+            .map(|d| Arc::new(d) as Arc<dyn logbook_journal::Disk>),
+        // Faults injected into the journal's disk must not be taken by delivery.
+        bucket_disk: Some(logbook_disk::RealDisk::shared()),
+    };
+    let running = rt.block_on(AppState::build(config, build)).unwrap();
+    let state = running.state.clone();
     Harness {
-        dir,
-        rt,
         app: router(state.clone()),
-        journal,
+        journal: state.journal.clone(),
         state,
+        running,
+        rt,
+        dir,
     }
 }
 
