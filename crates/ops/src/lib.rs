@@ -9,6 +9,7 @@ pub mod alarms;
 pub mod budgets;
 pub mod metrics;
 pub mod pricing;
+pub mod series;
 
 pub use metrics::Metrics;
 pub use pricing::{Catalog, CatalogError, Priced};

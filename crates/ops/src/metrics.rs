@@ -112,6 +112,8 @@ pub struct Metrics {
     tpm: Family<ModelLabel, Counter>,
     cost: Family<ModelLabel, Counter<f64, AtomicU64>>,
     unpriced: Family<ModelLabel, Counter>,
+    /// One-minute aggregates of the series alarms watch.
+    series: crate::series::MinuteSeries,
 }
 
 impl Metrics {
@@ -133,6 +135,7 @@ impl Metrics {
             tpm: Family::default(),
             cost: Family::default(),
             unpriced: Family::default(),
+            series: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -219,8 +222,14 @@ impl Metrics {
         ModelLabel { model_id }
     }
 
+    /// The one-minute series alarms watch (fed by [`Metrics::observe`]).
+    pub fn series(&self) -> &crate::series::MinuteSeries {
+        &self.series
+    }
+
     /// Count one finished call from its record.
     pub fn observe(&self, r: &InvocationRecord) {
+        self.series.observe(r);
         let l = self.label(&r.model_id);
         let status = r.logbook.http_status;
         let throttled = status == 429 || r.error_code.as_deref() == Some("ThrottlingException");

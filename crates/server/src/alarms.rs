@@ -511,6 +511,52 @@ impl Alarms {
     }
 }
 
+/// The series of Bedrock's metrics the alarms watch with a statistic the in-memory
+/// series answer, and how far back each must reach.
+fn watched(list: &[Entry]) -> Vec<(logbook_ops::series::Key, i64)> {
+    let mut out: Vec<(logbook_ops::series::Key, i64)> = Vec::new();
+    for e in list {
+        let d = &e.def;
+        if d.namespace != logbook_query::metrics::NAMESPACE
+            || logbook_ops::series::SimpleStat::parse(&d.statistic).is_none()
+            || d.period % 60 != 0
+        {
+            continue;
+        }
+        let key = (d.metric_name.clone(), d.model_id.clone());
+        let keep = d.period * 1000 * i64::from(d.evaluation_periods);
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, k)) => *k = (*k).max(keep),
+            None => out.push((key, keep)),
+        }
+    }
+    out
+}
+
+/// The alarm's window from the in-memory series, when they cover it (else the records
+/// are queried): its N periods up to and including the current one, oldest first.
+fn from_series(
+    series: &logbook_ops::series::MinuteSeries,
+    d: &logbook_ops::alarms::AlarmDef,
+    now_ms: i64,
+) -> Option<Vec<Option<f64>>> {
+    if d.namespace != logbook_query::metrics::NAMESPACE {
+        return None;
+    }
+    let stat = logbook_ops::series::SimpleStat::parse(&d.statistic)?;
+    let n = i64::from(d.evaluation_periods);
+    let p = d.period * 1000;
+    let current = now_ms.div_euclid(p) * p;
+    let start = current - (n - 1) * p;
+    series.window(
+        &(d.metric_name.clone(), d.model_id.clone()),
+        stat,
+        p,
+        start,
+        n,
+    )
+}
+
 /// Evaluate every alarm each `every`, until `stop`.
 pub async fn run(
     s: Shared,
@@ -522,9 +568,17 @@ pub async fn run(
         if *stop.borrow() {
             return;
         }
-        for e in alarms.list() {
+        let list = alarms.list();
+        let series = s.metrics.series();
+        series.sync(&watched(&list), logbook_store::now_ms());
+        for e in list {
             let d = &e.def;
-            let values = match crate::metrics_api::window(&s, d).await {
+            let fast = from_series(series, d, logbook_store::now_ms());
+            let values = match fast {
+                Some(v) => Ok(v),
+                None => crate::metrics_api::window(&s, d).await,
+            };
+            let values = match values {
                 Ok(v) => v,
                 Err(err) => {
                     tracing::warn!(alarm = %d.alarm_name, error = %err, "alarm not evaluated");
@@ -653,5 +707,66 @@ mod tests {
         let mut bad = def("a1");
         bad.alarm_actions = vec!["arn:aws:sns:us-east-1:1:elsewhere".into()];
         assert!(a.put(bad).unwrap_err().contains("not declared"));
+    }
+
+    fn throttled(ts: &str) -> logbook_record::InvocationRecord {
+        let mut call = crate::capture::Call::new(
+            logbook_record::Operation::Converse,
+            "bedrock-runtime",
+            "m".into(),
+            crate::identity::Principals::new(
+                &crate::config::Config::defaults(std::path::Path::new("/nonexistent")).unwrap(),
+                &[],
+            )
+            .resolve(&http::HeaderMap::new()),
+        );
+        call.start_time = logbook_record::parse_timestamp(ts).unwrap();
+        let mut r = call.record(crate::capture::Outcome {
+            output: None,
+            error: Some(("ThrottlingException".into(), "budget".into())),
+            http_status: 429,
+        });
+        r.timestamp = ts.into();
+        r
+    }
+
+    #[test]
+    fn alarms_on_whole_minute_periods_are_evaluated_from_the_series_once_they_cover_the_window() {
+        // 2025-12-02T00:00:00Z
+        let t0: i64 = 1_764_633_600_000;
+        let series = logbook_ops::series::MinuteSeries::default();
+        let mut fast = def("seed-throttles");
+        fast.threshold = 10.0;
+        let mut pct = def("p99-latency");
+        pct.metric_name = "InvocationLatency".into();
+        pct.statistic = "p99".into();
+        let mut hi_res = def("ten-seconds");
+        hi_res.period = 10;
+        let entries: Vec<Entry> = [fast.clone(), pct.clone(), hi_res.clone()]
+            .into_iter()
+            .map(|def| Entry {
+                def,
+                state: logbook_ops::alarms::AlarmState::InsufficientData,
+                reason: String::new(),
+                state_updated_ms: 0,
+                config_updated_ms: 0,
+                declared: false,
+            })
+            .collect();
+        // Percentiles and sub-minute periods are left to the records' SQL.
+        let w = watched(&entries);
+        assert_eq!(w.len(), 1, "{w:?}");
+        series.sync(&w, t0 - 1);
+        for i in 0..11 {
+            series.observe(&throttled(&format!("2025-12-02T00:00:{:02}Z", 10 + i)));
+        }
+        // Not covered before it was watched: the SQL path answers.
+        assert_eq!(from_series(&series, &fast, t0 - 30_000), None);
+        let values = from_series(&series, &fast, t0 + 45_000).unwrap();
+        assert_eq!(values, vec![Some(11.0)]);
+        let (state, _) = fast.evaluate(&values, logbook_ops::alarms::AlarmState::Ok);
+        assert_eq!(state, logbook_ops::alarms::AlarmState::Alarm);
+        assert_eq!(from_series(&series, &pct, t0 + 45_000), None);
+        assert_eq!(from_series(&series, &hi_res, t0 + 45_000), None);
     }
 }

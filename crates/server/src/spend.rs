@@ -1,5 +1,5 @@
 //! The budgets' durable state. Every record is charged inside its journal append (in
-//! sequence order); once a second the state is written to `control/budgets.json` with the
+//! sequence order); every ten seconds the state is written to `control/budgets.json` with the
 //! last sequence it covers, and the journal is held from collection below that. At start
 //! the file is read and the journal replayed after it, so a kill loses no spend that was
 //! journaled. Warning thresholds crossed become `BudgetThresholdCrossed` trail events.
@@ -12,6 +12,11 @@ use logbook_record::InvocationRecord;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How often the state is written. Each write is two fsyncs on the journal's disk, which
+/// the calls' own fdatasyncs wait behind; a crash replays the journal since the last
+/// write, so a longer interval costs only a longer replay and journal held from GC.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(10);
 
 /// The holder name of the budgets in journal garbage collection.
 pub const GC_NAME: &str = "budgets";
@@ -73,10 +78,12 @@ pub async fn restore(
 }
 
 /// Write the state when it changed, hold the journal at it, and turn crossed thresholds
-/// into trail events; once a second, and a last time when `stop` turns true.
+/// into trail events: crossings once a second, the state every [`SNAPSHOT_EVERY`], and a
+/// last time when `stop` turns true.
 pub async fn run(s: Shared, budgets: Arc<Budgets>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let path = file(&s.config.data_dir);
     let mut reported: Reported = budgets.reported();
+    let mut written = std::time::Instant::now();
     loop {
         let stopping = *stop.borrow();
         // Events first, then the state that says they were reported.
@@ -110,7 +117,9 @@ pub async fn run(s: Shared, budgets: Arc<Budgets>, mut stop: tokio::sync::watch:
                 Err(e) => tracing::error!(error = %e, "budget threshold event not recorded"),
             }
         }
-        if let Some(snap) = budgets.snapshot_if_dirty(&reported) {
+        let due = stopping || written.elapsed() >= SNAPSHOT_EVERY;
+        if let Some(snap) = due.then(|| budgets.snapshot_if_dirty(&reported)).flatten() {
+            written = std::time::Instant::now();
             let through = snap.applied_through;
             let bytes = serde_json::to_vec_pretty(&snap).unwrap_or_default();
             let p = path.clone();
