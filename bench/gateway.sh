@@ -18,6 +18,7 @@ RAMP="${RAMP:-1000 2000 3000 4000 5000 6000 7000}"
 ONLY="${ONLY:-direct logbook ops litellm}"   # which targets to run
 LITELLM_RAMP="${LITELLM_RAMP:-100 200 400 600 800 1000}"
 BENCH_VENV="${BENCH_VENV:-$HOME/.cache/logbook/bench-venv}"
+BENCH_PY="${BENCH_PY:-python3}"
 OUT="bench/out"
 WORK="$(mktemp -d /tmp/logbook-bench.XXXXXX)"
 mkdir -p "$OUT"
@@ -113,9 +114,23 @@ case " $ONLY " in *" ops "*)
   start "logbook-ops" "$BIN/logbook" serve --listen 127.0.0.1:0 --data-dir "$WORK/ops-data" --config "$WORK/logbook-ops.toml"
   OPS_PID="$LAST_PID"
   OPS=$(url_of "logbook-ops")
-  load "logbook-strict-ops" "$OPS/v1/chat/completions" "$RATE" "$DUR"
+  # Plain strict mode beside it, started at the same time and loaded alternately with it
+  # after the same wait, so both see the same machine.
+  start "logbook-plain" "$BIN/logbook" serve --listen 127.0.0.1:0 --data-dir "$WORK/plain-data" --config "$WORK/logbook-strict.toml"
+  PLAIN_PID="$LAST_PID"
+  PLAIN=$(url_of "logbook-plain")
+  # Alarms on whole-minute periods are evaluated from in-memory series once the series
+  # cover their window (from the first minute boundary after start); before that, from
+  # the records. Measure the steady state unless OPS_WARM=0.
+  if [ "${OPS_WARM:-1}" = 1 ]; then sleep $(( 62 - 10#$(date +%S) )); fi
+  for round in 1 2; do
+    load "logbook-strict-plain" "$PLAIN/v1/chat/completions" "$RATE" "$DUR"
+    load "logbook-strict-ops" "$OPS/v1/chat/completions" "$RATE" "$DUR"
+  done
   echo "{\"label\":\"logbook-strict-ops-budgets\",\"budgets\":$(curl -s -H 'Authorization: Bearer sk-bench' "$OPS/logbook/budgets" || echo null)}" | tee -a "$RESULTS"
-  kill "$OPS_PID"; wait "$OPS_PID" 2>/dev/null || true
+  # Queries the alarms ran (0 when every evaluation came from the in-memory series).
+  echo "{\"label\":\"logbook-strict-ops-queries\",\"queries\":$(curl -s "$OPS/healthz" | "$BENCH_PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["queries"]))' 2>/dev/null || echo null)}" | tee -a "$RESULTS"
+  kill "$OPS_PID" "$PLAIN_PID"; wait "$OPS_PID" "$PLAIN_PID" 2>/dev/null || true
   ;;
 esac
 

@@ -374,22 +374,11 @@ impl Sim {
     }
 }
 
-fn seeds() -> Vec<u64> {
-    if let Ok(s) = std::env::var("SIM_SEED") {
-        return s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
-    }
-    let n: u64 = std::env::var("SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1500);
-    (0..n).collect()
-}
-
 #[test]
 fn simulation() {
     let t = std::time::Instant::now();
     let mut total = Stats::default();
-    let seeds = seeds();
+    let seeds = logbook_disk::sim::seeds(1500);
     for &seed in &seeds {
         let s = Sim::new(seed).run(150);
         total.acked += s.acked;
