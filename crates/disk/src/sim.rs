@@ -579,6 +579,19 @@ impl Drop for SimLock {
     }
 }
 
+/// The seeds a simulation runs: `SIM_SEED=a,b,c` replays those, `SIM_SEEDS=n` runs
+/// `0..n`, else `0..default`.
+pub fn seeds(default: u64) -> Vec<u64> {
+    if let Ok(s) = std::env::var("SIM_SEED") {
+        return s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    }
+    let n: u64 = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    (0..n).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -711,17 +724,4 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::StorageFull);
         assert_eq!(d.free_bytes(Path::new("/a")).unwrap(), 0);
     }
-}
-
-/// The seeds a simulation runs: `SIM_SEED=a,b,c` replays those, `SIM_SEEDS=n` runs
-/// `0..n`, else `0..default`.
-pub fn seeds(default: u64) -> Vec<u64> {
-    if let Ok(s) = std::env::var("SIM_SEED") {
-        return s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
-    }
-    let n: u64 = std::env::var("SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default);
-    (0..n).collect()
 }
