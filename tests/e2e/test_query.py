@@ -139,6 +139,85 @@ def test_logs_api_with_boto3(server):
     assert put["userIdentity"]["arn"] == server.admin["arn"]
 
 
+
+def test_log_event_paging_is_stable_and_follows_the_service(server):
+    """21 events in the same second, paged 3 at a time by boto3's paginators: every event
+    once, in one order on every call (issue #12: offsets over a sort that ties lost 8 of
+    21). GetLogEvents without startFromHead returns the last events, oldest first, and
+    pages backward; DescribeLogStreams lists the one stream."""
+    c = server.bedrock()
+    ids = []
+    for i in range(21):
+        r = c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"event {i}"}]}])
+        ids.append(r["ResponseMetadata"]["RequestId"])
+    lg = logs(server)
+    stream = "aws/bedrock/modelinvocations"
+
+    def rid(e):
+        return json.loads(e["message"])["requestId"]
+
+    pages = list(lg.get_paginator("filter_log_events").paginate(logGroupName=GROUP, PaginationConfig={"PageSize": 3}))
+    got = [rid(e) for p in pages for e in p["events"]]
+    assert sorted(got) == sorted(ids) and len(got) == 21, (len(got), len(set(got)))
+    assert all(len(p["events"]) <= 3 for p in pages)
+    # The same order on every call, ties included: by timestamp, then request id.
+    again = [rid(e) for e in lg.filter_log_events(logGroupName=GROUP)["events"]]
+    assert again == got
+    ts = [(e["timestamp"], rid(e)) for p in pages for e in p["events"]]
+    assert ts == sorted(ts)
+
+    # GetLogEvents from the head, forward, 3 at a time, until the token repeats (how the
+    # AWS SDKs' paginators for it stop; boto3 has none).
+    fwd, kw = [], {"startFromHead": True}
+    for _ in range(20):
+        p = lg.get_log_events(logGroupName=GROUP, logStreamName=stream, limit=3, **kw)
+        fwd += [rid(e) for e in p["events"]]
+        if kw.get("nextToken") == p["nextForwardToken"]:
+            break
+        kw = {"nextToken": p["nextForwardToken"]}
+    assert fwd == got
+    # Without startFromHead: the last 3, oldest first (as the service and moto do).
+    tail = lg.get_log_events(logGroupName=GROUP, logStreamName=stream, limit=3)
+    assert [rid(e) for e in tail["events"]] == got[-3:]
+    # ... and backward from there, page by page, to the head; then the token stays.
+    back, token = [], tail["nextBackwardToken"]
+    for _ in range(10):
+        p = lg.get_log_events(logGroupName=GROUP, logStreamName=stream, limit=3, nextToken=token)
+        if not p["events"]:
+            assert p["nextBackwardToken"] == lg.get_log_events(logGroupName=GROUP, logStreamName=stream, limit=3,
+                                                               nextToken=p["nextBackwardToken"])["nextBackwardToken"]
+            break
+        back = [rid(e) for e in p["events"]] + back
+        token = p["nextBackwardToken"]
+    assert back + [rid(e) for e in tail["events"]] == got
+    # Forward from the tail: nothing newer, the same token back.
+    end = lg.get_log_events(logGroupName=GROUP, logStreamName=stream, nextToken=tail["nextForwardToken"])
+    assert end["events"] == [] and end["nextForwardToken"] == tail["nextForwardToken"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lg.get_log_events(logGroupName=GROUP, logStreamName=stream, nextToken="x/1")
+    assert e.value.response["Error"]["Code"] == "InvalidParameterException"
+
+    # DescribeLogStreams: the one stream, with its first and last event times.
+    (s,) = lg.describe_log_streams(logGroupName=GROUP)["logStreams"]
+    assert s["logStreamName"] == stream and s["arn"].endswith(f":log-group:{GROUP}:log-stream:{stream}")
+    assert s["firstEventTimestamp"] == pages[0]["events"][0]["timestamp"]
+    assert s["lastEventTimestamp"] == pages[-1]["events"][-1]["timestamp"]
+    assert lg.describe_log_streams(logGroupName=GROUP, logStreamNamePrefix="other")["logStreams"] == []
+    assert len(list(lg.get_paginator("describe_log_streams").paginate(logGroupName=GROUP))) == 1
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        lg.describe_log_streams(logGroupName="/no/such/group")
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    # The AWS CLI lists it too.
+    a = server.admin
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=a["accessKeyId"], AWS_SECRET_ACCESS_KEY=a["secretAccessKey"],
+               AWS_DEFAULT_REGION="us-east-1")
+    import sys
+    aws = os.path.join(os.path.dirname(sys.executable), "aws")
+    p = subprocess.run([aws, "logs", "describe-log-streams", "--log-group-name", GROUP, "--endpoint-url", server.url],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["logStreams"][0]["logStreamName"] == stream
+
 def test_logging_config_routes_records_to_a_created_group(server):
     lg = logs(server)
     lg.create_log_group(logGroupName="/team/ads")

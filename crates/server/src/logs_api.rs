@@ -310,6 +310,7 @@ pub async fn handle(
         "DeleteRetentionPolicy" => retention(&s, &v, false).await,
         "FilterLogEvents" => events(&s, &v, true).await,
         "GetLogEvents" => events(&s, &v, false).await,
+        "DescribeLogStreams" => describe_streams(&s, &v).await,
         "StartQuery" => start_query(&s, &v).await,
         "GetQueryResults" => query_results(&s, &v),
         "StopQuery" => stop_query(&s, &v),
@@ -637,10 +638,28 @@ pub fn filter_pattern(p: &str) -> Result<Option<String>, String> {
     Ok((!terms.is_empty()).then(|| terms.join(" and ")))
 }
 
+/// A `GetLogEvents` position token: `f/` or `b/` and the event's index in the stream's
+/// ascending order, zero-padded to 56 digits as CloudWatch Logs' own tokens are.
+fn position_token(direction: char, index: usize) -> String {
+    format!("{direction}/{index:056}")
+}
+
+/// `FilterLogEvents` and `GetLogEvents`. Events are in one total order, ascending by
+/// timestamp and then request id (records share a timestamp to the second), so pages
+/// neither overlap nor skip and two calls return events that tie in the same order.
+///
+/// `GetLogEvents` follows the service: without `startFromHead` (or with it false) the
+/// *last* `limit` events, still oldest first; `nextForwardToken` / `nextBackwardToken`
+/// name the index after / before the page (moto implements the same), and at either end
+/// the token comes back unchanged, which is how SDK paginators stop.
 async fn events(s: &Shared, v: &Value, filter: bool) -> Result<Response, Response> {
     let name = group_of(v)?;
     if !filter {
-        let stream = str_field(v, "logStreamName")?.unwrap_or("");
+        let stream = str_field(v, "logStreamName")?
+            .map(str::to_string)
+            .or(str_field(v, "logStreamNameOrArn")?
+                .map(|a| a.rsplit(":log-stream:").next().unwrap_or(a).to_string()))
+            .unwrap_or_default();
         if stream != logbook_query::LOG_STREAM {
             return Err(err(
                 400,
@@ -655,15 +674,9 @@ async fn events(s: &Shared, v: &Value, filter: bool) -> Result<Response, Respons
     if !(1..=10_000).contains(&limit) {
         return Err(invalid("1 validation error detected: Value at 'limit' failed to satisfy constraint: Member must have value between 1 and 10000"));
     }
+    let limit = limit as usize;
     let token = str_field(v, "nextToken")?;
-    let offset: usize = match token {
-        Some(t) => t
-            .trim_start_matches(['f', 'b', '/'])
-            .parse()
-            .map_err(|_| invalid("The specified nextToken is not valid."))?,
-        None => 0,
-    };
-    let ascending = filter || v.get("startFromHead").and_then(Value::as_bool) == Some(true);
+    let bad_token = || invalid("The specified nextToken is not valid.");
     let mut q = String::new();
     if filter {
         if let Some(f) =
@@ -672,25 +685,62 @@ async fn events(s: &Shared, v: &Value, filter: bool) -> Result<Response, Respons
             q.push_str(&format!("filter {f} | "));
         }
     }
-    q.push_str(&format!(
-        "fields @timestamp, @message, requestId | sort @timestamp {}",
-        if ascending { "asc" } else { "desc" }
-    ));
-    let req = QueryRequest {
-        groups: vec![name],
+    let request = |query: String, n: usize| QueryRequest {
+        groups: vec![name.clone()],
         start_ms: start,
         end_ms: end,
-        query: q,
+        query,
         language: Language::Insights,
-        limit: offset + limit as usize,
+        limit: n,
         after_seq: *s.journal.committed().borrow(),
     };
-    let r = run_sync(s, req).await?;
-    let more = r.rows.len() == offset + limit as usize;
+    // The page, as a range of indexes in ascending order: [lo, lo + limit).
+    let lo: usize = if filter {
+        match token {
+            Some(t) => t.parse().map_err(|_| bad_token())?,
+            None => 0,
+        }
+    } else {
+        let head = v.get("startFromHead").and_then(Value::as_bool) == Some(true);
+        match token.map(|t| t.split_once('/')) {
+            Some(Some(("f", i))) => i.parse::<usize>().map_err(|_| bad_token())? + 1,
+            Some(Some(("b", i))) => {
+                let i: usize = i.parse().map_err(|_| bad_token())?;
+                if i == 0 {
+                    return Ok(ok(json!({"events": [],
+                        "nextForwardToken": position_token('f', 0),
+                        "nextBackwardToken": position_token('b', 0)})));
+                }
+                i.saturating_sub(limit)
+            }
+            Some(_) => return Err(bad_token()),
+            None if head => 0,
+            None => {
+                // The tail: how many events there are, then the last `limit`.
+                let r = run_sync(s, request(format!("{q}stats count(*) as n"), 1)).await?;
+                let n: usize = r
+                    .rows
+                    .first()
+                    .and_then(|row| row.first().cloned().flatten())
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                n.saturating_sub(limit)
+            }
+        }
+    };
+    // A backward page ends just before the token's index.
+    let hi = match token.and_then(|t| t.strip_prefix("b/")).filter(|_| !filter) {
+        Some(i) => i.parse::<usize>().map_err(|_| bad_token())?,
+        None => lo + limit,
+    };
+    q.push_str("fields @timestamp, @message, requestId | sort @timestamp asc, requestId asc");
+    let r = run_sync(s, request(q, hi + usize::from(filter))).await?;
+    let more = filter && r.rows.len() > hi;
     let evs: Vec<Value> = r
         .rows
         .iter()
-        .skip(offset)
+        .take(hi)
+        .skip(lo)
         .map(|row| {
             let ts = row
                 .first()
@@ -710,18 +760,95 @@ async fn events(s: &Shared, v: &Value, filter: bool) -> Result<Response, Respons
             e
         })
         .collect();
-    let next = offset + evs.len();
     let out = if filter {
         let mut o = json!({"events": evs, "searchedLogStreams": [{"logStreamName": logbook_query::LOG_STREAM, "searchedCompletely": !more}]});
         if more {
-            o["nextToken"] = json!(next.to_string());
+            o["nextToken"] = json!(hi.to_string());
         }
         o
+    } else if evs.is_empty() {
+        // Past the end going forward: the last event's position, so the token comes back
+        // unchanged and the paginator stops; an empty stream: position 0.
+        let at = if token.is_some_and(|t| t.starts_with("f/")) {
+            r.rows.len().saturating_sub(1)
+        } else {
+            0
+        };
+        json!({"events": evs, "nextForwardToken": position_token('f', at), "nextBackwardToken": position_token('b', at)})
     } else {
-        // GetLogEvents hands back a token even at the end (the same one when nothing is new).
-        json!({"events": evs, "nextForwardToken": format!("f/{next}"), "nextBackwardToken": format!("b/{offset}")})
+        json!({"events": evs,
+            "nextForwardToken": position_token('f', lo + evs.len() - 1),
+            "nextBackwardToken": position_token('b', lo)})
     };
     Ok(ok(out))
+}
+
+/// `DescribeLogStreams`: a log group holds one stream, `aws/bedrock/modelinvocations`
+/// (the name Bedrock writes to), with its first and last event times.
+async fn describe_streams(s: &Shared, v: &Value) -> Result<Response, Response> {
+    let name = group_of(v)?;
+    let Some(group) = s.store.groups().into_iter().find(|g| g.name == name) else {
+        return Err(err(
+            400,
+            "ResourceNotFoundException",
+            "The specified log group does not exist.",
+        ));
+    };
+    let limit = int_field(v, "limit")?.unwrap_or(50);
+    if !(1..=50).contains(&limit) {
+        return Err(invalid("1 validation error detected: Value at 'limit' failed to satisfy constraint: Member must have value between 1 and 50"));
+    }
+    match str_field(v, "orderBy")? {
+        None | Some("LogStreamName") | Some("LastEventTime") => {}
+        Some(o) => {
+            return Err(invalid(&format!(
+                "1 validation error detected: Value '{o}' at 'orderBy' failed to satisfy constraint: Member must satisfy enum value set: [LogStreamName, LastEventTime]"
+            )))
+        }
+    }
+    let prefix = str_field(v, "logStreamNamePrefix")?.unwrap_or("");
+    if !prefix.is_empty() && str_field(v, "orderBy")? == Some("LastEventTime") {
+        return Err(invalid(
+            "Cannot order by LastEventTime with a logStreamNamePrefix.",
+        ));
+    }
+    // One stream: a token means the (only) page was already returned.
+    if !logbook_query::LOG_STREAM.starts_with(prefix) || str_field(v, "nextToken")?.is_some() {
+        return Ok(ok(json!({"logStreams": []})));
+    }
+    let after_seq = *s.journal.committed().borrow();
+    let r = run_sync(
+        s,
+        QueryRequest {
+            groups: vec![name.clone()],
+            start_ms: 0,
+            end_ms: i64::MAX / 2,
+            query: "stats min(@timestamp) as first, max(@timestamp) as last, count(*) as n".into(),
+            language: Language::Insights,
+            limit: 1,
+            after_seq,
+        },
+    )
+    .await?;
+    let cell = |i: usize| r.rows.first().and_then(|row| row.get(i).cloned().flatten());
+    let mut stream = json!({
+        "logStreamName": logbook_query::LOG_STREAM,
+        "creationTime": group.creation_time,
+        "arn": format!("{}:log-stream:{}", arn(s, &name), logbook_query::LOG_STREAM),
+        "storedBytes": 0,
+    });
+    let events: u64 = cell(2).and_then(|n| n.parse().ok()).unwrap_or(0);
+    if events > 0 {
+        if let (Some(first), Some(last)) = (
+            cell(0).and_then(|t| display_to_millis(&t)),
+            cell(1).and_then(|t| display_to_millis(&t)),
+        ) {
+            stream["firstEventTimestamp"] = json!(first);
+            stream["lastEventTimestamp"] = json!(last);
+            stream["lastIngestionTime"] = json!(last);
+        }
+    }
+    Ok(ok(json!({"logStreams": [stream]})))
 }
 
 /// `2025-03-11 00:38:02.000` → epoch ms.
