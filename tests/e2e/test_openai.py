@@ -89,6 +89,13 @@ def test_models_lists_routes(make_server):
     s = make_server('[[providers]]\nname = "m"\ntype = "mock"\n[[routes]]\nmodel = "team-model"\nprovider = "m"\n[[routes]]\nmodel = "gpt-*"\nprovider = "m"\n')
     ids = [m.id for m in s.openai().models.list()]
     assert ids[0] == "team-model" and "gpt-4o-mini" in ids and "amazon.nova-lite-v1:0" not in ids
+    # One model by id (GET /v1/models/{id}), as the SDK's retrieve asks for it.
+    m = s.openai().models.retrieve("gpt-4o-mini")
+    assert m.id == "gpt-4o-mini" and m.object == "model" and m.owned_by == "m"
+    assert s.openai().models.retrieve("team-model").id == "team-model"
+    with pytest.raises(openai.NotFoundError) as e:
+        s.openai().models.retrieve("amazon.nova-lite-v1:0")
+    assert e.value.code == "model_not_found"
 
 
 def test_openai_errors(make_server):

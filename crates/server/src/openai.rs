@@ -560,3 +560,36 @@ pub async fn models(State(core): State<Invoker>) -> Response {
         REQUEST_ID,
     )
 }
+
+/// `GET /v1/models/{model}`: the model when a route serves it (OpenAI's `model` object,
+/// owned by the provider that serves it), else OpenAI's 404 `model_not_found`.
+pub async fn model(
+    State(core): State<Invoker>,
+    axum::extract::Path(model): axum::extract::Path<String>,
+) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    match core.routes().resolve(&model) {
+        Some(r) => {
+            let body =
+                json!({"id": model, "object": "model", "created": 0, "owned_by": r.info.provider});
+            json_response(
+                serde_json::to_vec(&body).unwrap_or_default(),
+                "application/json",
+                &id,
+                REQUEST_ID,
+            )
+        }
+        None => openai_error(
+            &OpenAiError {
+                status: 404,
+                message: format!(
+                    "The model `{model}` does not exist or you do not have access to it."
+                ),
+                kind: "invalid_request_error",
+                code: Some("model_not_found"),
+                param: Some("model".into()),
+            },
+            &id,
+        ),
+    }
+}
