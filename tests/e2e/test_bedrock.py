@@ -339,3 +339,33 @@ def test_each_retry_is_its_own_record(server):
     assert len({r["requestId"] for r in recs}) == 3
     seqs = sorted(r["logbook"]["sequence"] for r in recs)
     assert seqs == list(range(seqs[0], seqs[0] + 3))
+
+
+def test_count_tokens_counts_as_the_model_reports_and_records_no_invocation(server):
+    """CountTokens (issue #12: it answered 404): through boto3, for a Converse request and
+    for an InvokeModel body; the mock counts as it reports usage, so the count equals the
+    inputTokens of the same request's answer. Nothing is invoked, so nothing is recorded."""
+    c = server.bedrock()
+    msgs = [{"role": "user", "content": [{"text": "count these words for me, please"}]}]
+    n = c.count_tokens(modelId="amazon.nova-lite-v1:0", input={"converse": {"messages": msgs}})["inputTokens"]
+    r = c.converse(modelId="amazon.nova-lite-v1:0", messages=msgs)
+    assert n > 0 and n == r["usage"]["inputTokens"], (n, r["usage"])
+    body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 20,
+                       "messages": [{"role": "user", "content": "hello there, how many tokens is this?"}]})
+    n2 = c.count_tokens(modelId=CLAUDE, input={"invokeModel": {"body": body}})["inputTokens"]
+    out = json.loads(c.invoke_model(modelId=CLAUDE, body=body)["body"].read())
+    assert n2 > 0 and n2 == out["usage"]["input_tokens"], (n2, out["usage"])
+    # Two invocations, two records: the counts wrote none.
+    recs = wait_records(server, 2)
+    time.sleep(0.5)
+    assert sorted(x["operation"] for x in read_records(server.data_dir)) == ["Converse", "InvokeModel"]
+    # Bad input (boto3 refuses these itself, so sent raw): AWS's ValidationException, and
+    # still nothing recorded.
+    for bad in [b"{}", b'{"input": {}}', b"not json", b'{"input": {"converse": {"messages": []}, "invokeModel": {"body": "e30="}}}',
+                b'{"input": {"invokeModel": {"body": "!!!"}}}', b'{"input": {"converse": {"messages": "x"}}}']:
+        r = requests.post(f"{server.url}/model/amazon.nova-lite-v1:0/count-tokens", data=bad, headers=server.auth_headers())
+        assert r.status_code == 400 and aws_error(r)[0] == "ValidationException", (bad, r.text)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        c.count_tokens(modelId=CLAUDE, input={"invokeModel": {"body": b"not json"}})
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    assert len(read_records(server.data_dir)) == len(recs)

@@ -8,7 +8,8 @@
 
 use crate::converse::{ConverseRequest, ConverseResponse, Message, StreamEvent, TokenUsage};
 use crate::{
-    ChunkStream, ConverseEventStream, EmbedResponse, InvokeResponse, Provider, ProviderError,
+    ChunkStream, ConverseEventStream, CountInput, EmbedResponse, InvokeResponse, Provider,
+    ProviderError,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -345,6 +346,31 @@ fn header_u64(resp: &reqwest::Response, name: &str) -> Option<u64> {
 impl Provider for BedrockProvider {
     fn kind(&self) -> &'static str {
         "bedrock"
+    }
+
+    /// Bedrock's own CountTokens (the body's blob is base64 in restJson).
+    async fn count_tokens(&self, model: &str, input: &CountInput) -> Result<u64, ProviderError> {
+        use base64::Engine;
+        let input = match input {
+            CountInput::Converse(req) => serde_json::json!({ "converse": req }),
+            CountInput::Invoke(body) => serde_json::json!({ "invokeModel": {
+                "body": base64::engine::general_purpose::STANDARD
+                    .encode(serde_json::to_vec(body).unwrap_or_default())
+            }}),
+        };
+        let body = serde_json::to_vec(&serde_json::json!({ "input": input })).unwrap_or_default();
+        let v: Value = self
+            .post(model, "count-tokens", body, "application/json", false)
+            .await?
+            .json()
+            .await
+            .map_err(transport_error)?;
+        v.get("inputTokens").and_then(Value::as_u64).ok_or_else(|| {
+            ProviderError::new(
+                logbook_wire::aws::AwsErrorCode::InternalServerException,
+                "Bedrock's CountTokens answer has no inputTokens",
+            )
+        })
     }
 
     async fn converse(

@@ -146,4 +146,23 @@ pub trait Provider: Send + Sync {
     async fn list_models(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// CountTokens: the input tokens the model would count for this request. A provider
+    /// whose upstream cannot count says so (`ValidationException`) rather than guess.
+    async fn count_tokens(&self, model: &str, input: &CountInput) -> Result<u64, ProviderError> {
+        let _ = input;
+        Err(ProviderError::validation(format!(
+            "The provider serving {model} ({}) cannot count tokens; CountTokens is served by Bedrock and the mock",
+            self.kind()
+        )))
+    }
+}
+
+/// What CountTokens counts: a Converse request, or an InvokeModel body.
+#[derive(Debug, Clone)]
+pub enum CountInput {
+    /// `input.converse`: messages, system, tools.
+    Converse(Box<ConverseRequest>),
+    /// `input.invokeModel.body`, decoded.
+    Invoke(Value),
 }

@@ -21,7 +21,8 @@ use crate::converse::{
 };
 use crate::native::{self, estimate_tokens, Family};
 use crate::{
-    ChunkStream, ConverseEventStream, EmbedResponse, InvokeResponse, Provider, ProviderError,
+    ChunkStream, ConverseEventStream, CountInput, EmbedResponse, InvokeResponse, Provider,
+    ProviderError,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -279,6 +280,25 @@ fn stream_error(after: usize) -> ProviderError {
 
 #[async_trait]
 impl Provider for MockProvider {
+    /// The mock counts as it reports usage, so CountTokens equals the `inputTokens` of
+    /// the same request's answer.
+    async fn count_tokens(&self, model: &str, input: &CountInput) -> Result<u64, ProviderError> {
+        match input {
+            CountInput::Converse(req) => {
+                req.validate().map_err(ProviderError::validation)?;
+                Ok(estimate_tokens(&req.all_text()))
+            }
+            CountInput::Invoke(body) => {
+                native::family(model, body).ok_or_else(|| {
+                    ProviderError::validation(format!(
+                        "Malformed input request: the mock provider does not recognise this body for model {model}"
+                    ))
+                })?;
+                Ok(estimate_tokens(&native::prompt_text(body)))
+            }
+        }
+    }
+
     fn kind(&self) -> &'static str {
         "mock"
     }

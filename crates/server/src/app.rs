@@ -607,6 +607,10 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/model/{model_id}/invoke", post(bedrock::invoke))
         .route(
+            "/model/{model_id}/count-tokens",
+            post(bedrock::count_tokens),
+        )
+        .route(
             "/model/{model_id}/invoke-with-response-stream",
             post(bedrock::invoke_stream),
         )

@@ -668,3 +668,89 @@ async fn invoke_stream_call(
     ));
     resp
 }
+
+/// `POST /model/{modelId}/count-tokens` (CountTokens): the input tokens the routed model
+/// would count for a Converse request (`input.converse`) or an InvokeModel body
+/// (`input.invokeModel.body`, base64 as restJson sends blobs). No model is invoked and
+/// nothing is billed, so no invocation record is written (Bedrock writes none either);
+/// the caller needs the same permission as to invoke the model.
+pub async fn count_tokens(
+    State(core): State<Invoker>,
+    Path(model_id): Path<String>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    use base64::Engine;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let fail = |code: AwsErrorCode, m: String| aws_error(code, &m, &request_id);
+    if let Err(f) = json_content_type_ok(&headers, "Content-Type") {
+        return fail(f.code, f.message);
+    }
+    let bytes = match read_body(body, core.max_body_bytes(), declared_len(&headers)).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(n)) => {
+            return fail(
+                AwsErrorCode::ValidationException,
+                format!("1 validation error detected: Value at 'body' failed to satisfy constraint: Member must have length less than or equal to {} (got at least {n} bytes)", core.max_body_bytes()),
+            )
+        }
+        Err(e) => return fail(AwsErrorCode::ValidationException, format!("request body incomplete: {}", e.describe())),
+    };
+    let malformed = |e: String| {
+        fail(
+            AwsErrorCode::ValidationException,
+            format!("Malformed input request: {e}, please reformat your input and try again."),
+        )
+    };
+    let v: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => return malformed(e.to_string()),
+    };
+    let input = match (v["input"].get("converse"), v["input"].get("invokeModel")) {
+        (Some(c), None) => match serde_json::from_value::<ConverseRequest>(c.clone()) {
+            Ok(r) => logbook_providers::CountInput::Converse(Box::new(r)),
+            Err(e) => return malformed(e.to_string()),
+        },
+        (None, Some(i)) => {
+            let decoded = i["body"]
+                .as_str()
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+            match decoded {
+                Some(body @ Value::Object(_)) => logbook_providers::CountInput::Invoke(body),
+                _ => return malformed("input.invokeModel.body must be a base64-encoded JSON object".into()),
+            }
+        }
+        _ => {
+            return fail(
+                AwsErrorCode::ValidationException,
+                "1 validation error detected: Value at 'input' must hold exactly one of converse or invokeModel".into(),
+            )
+        }
+    };
+    if !caller.permissions.may_invoke(&model_id) {
+        return fail(
+            AwsErrorCode::AccessDeniedException,
+            format!(
+                "User: {} is not authorized to perform: bedrock:CountTokens on resource: arn:aws:bedrock:{}::foundation-model/{model_id}",
+                caller.arn, caller.region
+            ),
+        );
+    }
+    let Some(r) = core.routes().resolve(&model_id) else {
+        return fail(
+            AwsErrorCode::ResourceNotFoundException,
+            format!("Could not resolve the foundation model from the provided model identifier {model_id}: no route matches it."),
+        );
+    };
+    match Invoker::model(&r, r.provider.count_tokens(&r.info.upstream_model, &input)).await {
+        Ok(n) => json_response(
+            serde_json::to_vec(&serde_json::json!({ "inputTokens": n })).unwrap_or_default(),
+            "application/json",
+            &request_id,
+            REQUEST_ID,
+        ),
+        Err(e) => fail(e.code, e.message),
+    }
+}
