@@ -143,6 +143,13 @@ class BedrockHandler(_Handler):
                    "stop_reason": "end_turn", "stop_sequence": None, "usage": {"input_tokens": 6, "output_tokens": 4}}
             return self.send_json(200, out, {"X-Amzn-Bedrock-Input-Token-Count": "6", "X-Amzn-Bedrock-Output-Token-Count": "4",
                                              "X-Amzn-Bedrock-Invocation-Latency": "12"})
+        if action == "count-tokens":
+            req = json.loads(body)["input"]
+            if "converse" in req:
+                return self.send_json(200, {"inputTokens": 11})
+            import base64
+            inner = json.loads(base64.b64decode(req["invokeModel"]["body"]))
+            return self.send_json(200, {"inputTokens": 20 + len(inner.get("messages", []))})
         if action == "invoke-with-response-stream":
             self.start_chunked("application/vnd.amazon.eventstream")
             chunks = [{"type": "message_start", "message": {"usage": {"input_tokens": 6, "output_tokens": 1}}},

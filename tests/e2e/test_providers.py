@@ -60,6 +60,14 @@ def test_bedrock_provider_signs_and_passes_every_operation(make_server):
         e = s.openai().embeddings.create(model="amazon.titan-embed-text-v2:0", input=["a", "b"], dimensions=4, encoding_format="float")
         assert e.data[0].embedding == [0.25] * 4 and e.usage.prompt_tokens == 4
 
+        # CountTokens is Bedrock's own, signed, the body's blob base64 as restJson sends it.
+        n = c.count_tokens(modelId=CLAUDE, input={"converse": {"messages": [{"role": "user", "content": [{"text": "count"}]}]}})
+        assert n["inputTokens"] == 11
+        assert up.requests[-1][:2] == ("count-tokens", CLAUDE)
+        assert up.requests[-1][2]["input"]["converse"]["messages"][0]["content"][0]["text"] == "count"
+        body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
+        assert c.count_tokens(modelId=CLAUDE, input={"invokeModel": {"body": body}})["inputTokens"] == 21
+
         up.fail_next = ("ThrottlingException", 429, "Too many requests, please wait before trying again.")
         with pytest.raises(botocore.exceptions.ClientError) as err:
             c.converse(modelId=CLAUDE, messages=[{"role": "user", "content": [{"text": "x"}]}])
@@ -107,6 +115,12 @@ def test_anthropic_provider_converse_tools_invoke_and_openai(make_server):
         # Bedrock's totalTokens counts the cache reads and writes too: 8 + 5 + 2 + 1.
         assert r["usage"] == {"inputTokens": 8, "outputTokens": 5, "totalTokens": 16, "cacheReadInputTokens": 2, "cacheWriteInputTokens": 1}
         path, headers, body = up.requests[-1]
+        # An upstream that cannot count tokens says so; it does not guess.
+        sent = len(up.requests)
+        with pytest.raises(botocore.exceptions.ClientError) as err:
+            c.count_tokens(modelId=CLAUDE, input={"converse": {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}})
+        assert err.value.response["Error"]["Code"] == "ValidationException" and "cannot count tokens" in err.value.response["Error"]["Message"]
+        assert len(up.requests) == sent
         assert path == "/v1/messages" and body["model"] == "claude-sonnet-4-5" and body["system"] == "sys" and body["max_tokens"] == 4096
 
         tools = {"tools": [{"toolSpec": {"name": "weather", "inputSchema": {"json": {"type": "object"}}}}]}
