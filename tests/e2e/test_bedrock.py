@@ -369,3 +369,28 @@ def test_count_tokens_counts_as_the_model_reports_and_records_no_invocation(serv
         c.count_tokens(modelId=CLAUDE, input={"invokeModel": {"body": b"not json"}})
     assert e.value.response["Error"]["Code"] == "ValidationException"
     assert len(read_records(server.data_dir)) == len(recs)
+
+
+def test_the_mock_refuses_native_bodies_bedrock_would_refuse(server):
+    """Issue #12: an Anthropic body with no messages got a 200 from the mock; Bedrock
+    answers ValidationException. Each refusal is one record, as any failed call."""
+    c = server.bedrock()
+    good = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    bad = [
+        (dict(good, messages=[]), "at least one message"),
+        ({k: v for k, v in good.items() if k != "max_tokens"}, "required key [max_tokens]"),
+        (dict(good, messages=[{"role": "system", "content": "x"}]), "'user' or 'assistant'"),
+        (dict(good, messages=[{"role": "assistant", "content": "x"}]), "first message"),
+    ]
+    for body, words in bad:
+        for call in (c.invoke_model, c.invoke_model_with_response_stream):
+            with pytest.raises(botocore.exceptions.ClientError) as e:
+                call(modelId=CLAUDE, body=json.dumps(body))
+            err = e.value.response["Error"]
+            assert err["Code"] == "ValidationException" and words in err["Message"], (body, err)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        c.count_tokens(modelId=CLAUDE, input={"invokeModel": {"body": json.dumps(dict(good, messages=[]))}})
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    assert json.loads(c.invoke_model(modelId=CLAUDE, body=json.dumps(good))["body"].read())["type"] == "message"
+    recs = wait_records(server, 2 * len(bad) + 1)
+    assert sorted(r.get("errorCode", "ok") for r in recs) == ["ValidationException"] * (2 * len(bad)) + ["ok"]

@@ -289,11 +289,12 @@ impl Provider for MockProvider {
                 Ok(estimate_tokens(&req.all_text()))
             }
             CountInput::Invoke(body) => {
-                native::family(model, body).ok_or_else(|| {
+                let fam = native::family(model, body).ok_or_else(|| {
                     ProviderError::validation(format!(
                         "Malformed input request: the mock provider does not recognise this body for model {model}"
                     ))
                 })?;
+                native::validate(fam, body).map_err(ProviderError::validation)?;
                 Ok(estimate_tokens(&native::prompt_text(body)))
             }
         }
@@ -351,6 +352,7 @@ impl Provider for MockProvider {
                 "Malformed input request: the mock provider does not recognise this body for model {model}; supported: Anthropic Messages, Titan text, Titan/Cohere embeddings, Llama-style prompt, Nova messages"
             ))
         })?;
+        native::validate(fam, body).map_err(ProviderError::validation)?;
         let input_tokens = estimate_tokens(&prompt);
         let text = answer_text(model, &prompt, &d);
         let output_tokens = estimate_tokens(&text);
@@ -430,6 +432,7 @@ impl Provider for MockProvider {
                 "Malformed input request: the mock provider does not recognise this body for model {model}"
             ))
         })?;
+        native::validate(fam, body).map_err(ProviderError::validation)?;
         let input_tokens = estimate_tokens(&prompt);
         let text = answer_text(model, &prompt, &d);
         let output_tokens = estimate_tokens(&text);

@@ -48,6 +48,81 @@ pub fn family(model_id: &str, body: &Value) -> Option<Family> {
     None
 }
 
+/// Check a native body as Bedrock's model would before answering (the mock's strictness):
+/// the keys each family requires, with their types. `Err` is the `ValidationException`
+/// message.
+pub fn validate(fam: Family, body: &Value) -> Result<(), String> {
+    let missing = |k: &str| {
+        format!("Malformed input request: #: required key [{k}] not found, please reformat your input and try again.")
+    };
+    let wrong = |k: &str, t: &str| {
+        format!("Malformed input request: #/{k}: expected type: {t}, please reformat your input and try again.")
+    };
+    let string = |k: &str| match body.get(k) {
+        None => Err(missing(k)),
+        Some(Value::String(_)) => Ok(()),
+        Some(_) => Err(wrong(k, "String")),
+    };
+    let messages = || -> Result<&Vec<Value>, String> {
+        match body.get("messages") {
+            None => Err(missing("messages")),
+            Some(Value::Array(a)) if a.is_empty() => {
+                Err("messages: at least one message is required".into())
+            }
+            Some(Value::Array(a)) => Ok(a),
+            Some(_) => Err(wrong("messages", "JSONArray")),
+        }
+    };
+    match fam {
+        Family::AnthropicMessages => {
+            string("anthropic_version")?;
+            match body.get("max_tokens") {
+                None => return Err(missing("max_tokens")),
+                Some(v) if v.as_u64().is_some_and(|n| n >= 1) => {}
+                Some(_) => return Err("max_tokens: must be an integer of at least 1".into()),
+            }
+            let msgs = messages()?;
+            for (i, m) in msgs.iter().enumerate() {
+                match m.get("role").and_then(Value::as_str) {
+                    Some("user" | "assistant") => {}
+                    Some(r) => {
+                        return Err(format!(
+                            "messages.{i}.role: Input should be 'user' or 'assistant' (got {r:?})"
+                        ))
+                    }
+                    None => return Err(format!("messages.{i}.role: Field required")),
+                }
+                match m.get("content") {
+                    Some(Value::String(_)) | Some(Value::Array(_)) => {}
+                    Some(_) => {
+                        return Err(format!(
+                            "messages.{i}.content: Input should be a valid string or list"
+                        ))
+                    }
+                    None => return Err(format!("messages.{i}.content: Field required")),
+                }
+            }
+            if msgs
+                .first()
+                .and_then(|m| m.get("role"))
+                .and_then(Value::as_str)
+                != Some("user")
+            {
+                return Err("messages: the first message must use the \"user\" role".into());
+            }
+            Ok(())
+        }
+        Family::Nova => messages().map(|_| ()),
+        Family::TitanText | Family::TitanEmbed => string("inputText"),
+        Family::Prompt => string("prompt"),
+        Family::CohereEmbed => match body.get("texts") {
+            Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => Ok(()),
+            Some(_) => Err(wrong("texts", "JSONArray of strings, not empty")),
+            None => Err(missing("texts")),
+        },
+    }
+}
+
 fn u(v: &Value, path: &[&str]) -> Option<u64> {
     let mut cur = v;
     for p in path {
@@ -217,5 +292,46 @@ mod tests {
             ]),
             Some(TokenUsage::new(571, 281))
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod validate_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn anthropic_bodies_are_checked_as_bedrock_does() {
+        let ok = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [{"type": "text", "text": "yo"}]}]});
+        assert_eq!(validate(Family::AnthropicMessages, &ok), Ok(()));
+        let with = |k: &str, v: Value| {
+            let mut b = ok.clone();
+            b[k] = v;
+            validate(Family::AnthropicMessages, &b).unwrap_err()
+        };
+        assert!(with("messages", json!([])).contains("at least one message"));
+        assert!(with("max_tokens", json!(0)).contains("max_tokens"));
+        assert!(
+            with("messages", json!([{"role": "system", "content": "x"}]))
+                .contains("'user' or 'assistant'")
+        );
+        assert!(
+            with("messages", json!([{"role": "assistant", "content": "x"}]))
+                .contains("first message")
+        );
+        assert!(with("messages", json!([{"role": "user"}])).contains("content: Field required"));
+        assert!(with("messages", json!("x")).contains("JSONArray"));
+        let mut b = ok.clone();
+        b.as_object_mut().unwrap().remove("max_tokens");
+        assert!(validate(Family::AnthropicMessages, &b)
+            .unwrap_err()
+            .contains("required key [max_tokens]"));
+        assert!(validate(Family::TitanText, &json!({"inputText": 3}))
+            .unwrap_err()
+            .contains("String"));
+        assert_eq!(validate(Family::Prompt, &json!({"prompt": "p"})), Ok(()));
+        assert!(validate(Family::Nova, &json!({"messages": []})).is_err());
     }
 }

@@ -511,6 +511,22 @@ impl Alarms {
     }
 }
 
+/// The instant an alarm's window ends at. Alarms look at the period as it fills, so they
+/// fire within one evaluation of a breach; but in the first moments of a period (one
+/// evaluation interval and two seconds), the window is the periods just completed, so a
+/// datapoint recorded at the very end of a period is always evaluated once its period
+/// is whole (as CloudWatch evaluates complete periods), never skipped because the
+/// period turned before an evaluation saw it.
+fn evaluated_at(now_ms: i64, period_ms: i64, every: Duration) -> i64 {
+    let current = now_ms.div_euclid(period_ms) * period_ms;
+    let grace = every.as_millis() as i64 + 2_000;
+    if now_ms - current < grace.min(period_ms / 2) {
+        current - 1
+    } else {
+        now_ms
+    }
+}
+
 /// The series of Bedrock's metrics the alarms watch with a statistic the in-memory
 /// series answer, and how far back each must reach.
 fn watched(list: &[Entry]) -> Vec<(logbook_ops::series::Key, i64)> {
@@ -573,10 +589,11 @@ pub async fn run(
         series.sync(&watched(&list), logbook_store::now_ms());
         for e in list {
             let d = &e.def;
-            let fast = from_series(series, d, logbook_store::now_ms());
+            let at = evaluated_at(logbook_store::now_ms(), d.period * 1000, every);
+            let fast = from_series(series, d, at);
             let values = match fast {
                 Some(v) => Ok(v),
-                None => crate::metrics_api::window(&s, d).await,
+                None => crate::metrics_api::window(&s, d, at).await,
             };
             let values = match values {
                 Ok(v) => v,
@@ -728,6 +745,21 @@ mod tests {
         });
         r.timestamp = ts.into();
         r
+    }
+
+    #[test]
+    fn a_period_is_evaluated_whole_in_the_first_moments_of_the_next() {
+        let every = Duration::from_millis(300);
+        let t0: i64 = 1_764_633_600_000; // a minute boundary
+                                         // Early in a period: the one just completed.
+        assert_eq!(evaluated_at(t0 + 100, 10_000, every), t0 - 1);
+        assert_eq!(evaluated_at(t0 + 2_299, 10_000, every), t0 - 1);
+        // Later: the period as it fills.
+        assert_eq!(evaluated_at(t0 + 2_300, 10_000, every), t0 + 2_300);
+        assert_eq!(evaluated_at(t0 + 9_999, 10_000, every), t0 + 9_999);
+        // Short periods keep at least half of each period for itself.
+        assert_eq!(evaluated_at(t0 + 500, 1_000, every), t0 + 500);
+        assert_eq!(evaluated_at(t0 + 100, 1_000, every), t0 - 1);
     }
 
     #[test]

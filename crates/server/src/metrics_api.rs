@@ -929,16 +929,16 @@ async fn get_metric_data(s: &Shared, v: &Value) -> Result<Value, ApiError> {
     ]))
 }
 
-/// The values an alarm looks at: its N periods up to and including the current one
-/// (oldest first), `None` where a period has no data.
+/// The values an alarm looks at: its N periods up to and including the one holding
+/// `at_ms` (oldest first), `None` where a period has no data.
 pub async fn window(
     s: &Shared,
     d: &logbook_ops::alarms::AlarmDef,
+    at_ms: i64,
 ) -> Result<Vec<Option<f64>>, String> {
     let n = d.evaluation_periods as i64;
     let p = d.period * 1000;
-    let now = logbook_store::now_ms();
-    let current = now.div_euclid(p) * p;
+    let current = at_ms.div_euclid(p) * p;
     let start = current - (n - 1) * p;
     let stat = Stat::parse(&d.statistic).map_err(|e| e.to_string())?;
     let rows = any_series(
