@@ -394,3 +394,53 @@ def test_the_mock_refuses_native_bodies_bedrock_would_refuse(server):
     assert json.loads(c.invoke_model(modelId=CLAUDE, body=json.dumps(good))["body"].read())["type"] == "message"
     recs = wait_records(server, 2 * len(bad) + 1)
     assert sorted(r.get("errorCode", "ok") for r in recs) == ["ValidationException"] * (2 * len(bad)) + ["ok"]
+
+
+WEATHER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "minLength": 2},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        "unit": {"enum": ["celsius", "fahrenheit"]},
+        "hourly": {"type": "boolean"},
+        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+        "where": {"type": "object", "properties": {"lat": {"type": "number"}}, "required": ["lat"]},
+    },
+    "required": ["city", "days", "unit"],
+    "additionalProperties": False,
+}
+
+
+def test_mock_tool_calls_satisfy_the_tools_json_schema_on_every_api(server):
+    """Issue #12: the mock's tool input was always {"query": ...}, so structured-output
+    helpers that validate it failed. Now it satisfies the tool's schema: through Converse,
+    the OpenAI chat API, and an Anthropic InvokeModel body (where [mock:tool] was ignored)."""
+    import jsonschema
+    c = server.bedrock()
+    r = c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": "weather in Oslo [mock:tool=get_weather]"}]}],
+                   toolConfig={"tools": [{"toolSpec": {"name": "get_weather", "inputSchema": {"json": WEATHER_SCHEMA}}}]})
+    (block,) = r["output"]["message"]["content"]
+    assert r["stopReason"] == "tool_use" and block["toolUse"]["name"] == "get_weather"
+    jsonschema.validate(block["toolUse"]["input"], WEATHER_SCHEMA)
+
+    o = server.openai().chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "weather [mock:tool=get_weather]"}],
+        tools=[{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_SCHEMA}}])
+    jsonschema.validate(json.loads(o.choices[0].message.tool_calls[0].function.arguments), WEATHER_SCHEMA)
+
+    body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50,
+            "tools": [{"name": "get_weather", "description": "w", "input_schema": WEATHER_SCHEMA}],
+            "messages": [{"role": "user", "content": "weather in Oslo [mock:tool=get_weather]"}]}
+    out = json.loads(c.invoke_model(modelId=CLAUDE, body=json.dumps(body))["body"].read())
+    assert out["stop_reason"] == "tool_use"
+    (use,) = out["content"]
+    assert use["type"] == "tool_use" and use["name"] == "get_weather" and use["id"].startswith("toolu_")
+    jsonschema.validate(use["input"], WEATHER_SCHEMA)
+    # After the tool's result, the mock answers in text.
+    body["messages"] += [{"role": "assistant", "content": [use]},
+                         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use["id"], "content": "sunny"}]}]
+    out = json.loads(c.invoke_model(modelId=CLAUDE, body=json.dumps(body))["body"].read())
+    assert out["stop_reason"] == "end_turn" and out["content"][0]["type"] == "text"
+    # A directive naming a tool that is not offered: text, as before.
+    body = dict(body, messages=[{"role": "user", "content": "x [mock:tool=other]"}])
+    assert json.loads(c.invoke_model(modelId=CLAUDE, body=json.dumps(body))["body"].read())["content"][0]["type"] == "text"

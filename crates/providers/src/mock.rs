@@ -178,8 +178,10 @@ impl MockProvider {
             .and_then(Value::as_array)
             .and_then(|tools| {
                 tools.iter().find_map(|t| {
-                    let name = t.get("toolSpec")?.get("name")?.as_str()?;
-                    (Some(name) == d.tool.as_deref()).then(|| name.to_string())
+                    let spec = t.get("toolSpec")?;
+                    let name = spec.get("name")?.as_str()?;
+                    let schema = spec.get("inputSchema").and_then(|s| s.get("json")).cloned();
+                    (Some(name) == d.tool.as_deref()).then(|| (name.to_string(), schema))
                 })
             });
         // After a tool result the mock answers in text.
@@ -188,11 +190,11 @@ impl MockProvider {
             .last()
             .is_some_and(|m| m.content.iter().any(|b| b.contains_key("toolResult")));
         let (content, stop) = match offered_tool {
-            Some(name) if !had_result => {
+            Some((name, schema)) if !had_result => {
                 let mut m = Map::new();
                 m.insert(
                     "toolUse".into(),
-                    json!({"toolUseId": format!("tooluse_mock{:08x}", seed(&prompt) as u32), "name": name, "input": {"query": prompt.chars().take(40).collect::<String>()}}),
+                    json!({"toolUseId": format!("tooluse_mock{:08x}", seed(&prompt) as u32), "name": name, "input": tool_input(schema.as_ref(), &prompt)}),
                 );
                 (vec![m], "tool_use")
             }
@@ -357,16 +359,38 @@ impl Provider for MockProvider {
         let text = answer_text(model, &prompt, &d);
         let output_tokens = estimate_tokens(&text);
         let resp = match fam {
-            Family::AnthropicMessages => json!({
-                "id": format!("msg_mock{:016x}", seed(&prompt)),
-                "type": "message",
-                "role": "assistant",
-                "model": format!("mock:{model}"),
-                "content": [{"type": "text", "text": text}],
-                "stop_reason": "end_turn",
-                "stop_sequence": null,
-                "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}
-            }),
+            Family::AnthropicMessages => {
+                // `[mock:tool=NAME]` with NAME among the body's tools (and no tool result
+                // last): a tool call whose input satisfies the tool's `input_schema`.
+                let last_is_result = body["messages"]
+                    .as_array()
+                    .and_then(|m| m.last())
+                    .and_then(|m| m["content"].as_array())
+                    .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"));
+                let tool = body["tools"].as_array().and_then(|tools| {
+                    tools.iter().find(|t| {
+                        t["name"].as_str().is_some() && t["name"].as_str() == d.tool.as_deref()
+                    })
+                });
+                let (content, stop) = match tool {
+                    Some(t) if !last_is_result => (
+                        json!([{"type": "tool_use", "id": format!("toolu_mock{:016x}", seed(&prompt)),
+                            "name": t["name"], "input": tool_input(t.get("input_schema"), &prompt)}]),
+                        "tool_use",
+                    ),
+                    _ => (json!([{"type": "text", "text": text}]), "end_turn"),
+                };
+                json!({
+                    "id": format!("msg_mock{:016x}", seed(&prompt)),
+                    "type": "message",
+                    "role": "assistant",
+                    "model": format!("mock:{model}"),
+                    "content": content,
+                    "stop_reason": stop,
+                    "stop_sequence": null,
+                    "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}
+                })
+            }
             Family::TitanText => json!({
                 "inputTextTokenCount": input_tokens,
                 "results": [{"tokenCount": output_tokens, "outputText": text, "completionReason": "FINISH"}]
@@ -526,8 +550,146 @@ impl Provider for MockProvider {
     }
 }
 
+/// A tool call's input for the mock: a value that satisfies the tool's JSON schema (its
+/// required and listed properties, types, enums, consts, bounds and minimum lengths), with
+/// strings taken from the prompt, so structured-output helpers that validate the input
+/// accept it. `{"query": prompt}` when there is no schema.
+pub fn tool_input(schema: Option<&Value>, prompt: &str) -> Value {
+    let hint: String = prompt.chars().take(40).collect();
+    match schema {
+        Some(s) if s.is_object() => instance(s, &hint, 0),
+        _ => json!({ "query": hint }),
+    }
+}
+
+/// A JSON value valid against `schema` (the common JSON Schema keywords; depth-bounded).
+fn instance(schema: &Value, hint: &str, depth: u32) -> Value {
+    if depth > 8 {
+        return Value::Null;
+    }
+    if let Some(c) = schema.get("const") {
+        return c.clone();
+    }
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    for k in ["anyOf", "oneOf", "allOf"] {
+        if let Some(first) = schema
+            .get(k)
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+        {
+            return instance(first, hint, depth + 1);
+        }
+    }
+    let ty = match schema.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        // A list of types: the first that is not null.
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null"),
+        _ if schema.get("properties").is_some() => "object",
+        _ => "string",
+    };
+    match ty {
+        "object" => {
+            let mut out = Map::new();
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (k, v) in props {
+                    out.insert(k.clone(), instance(v, hint, depth + 1));
+                }
+            }
+            if let Some(req) = schema.get("required").and_then(Value::as_array) {
+                for k in req.iter().filter_map(Value::as_str) {
+                    out.entry(k.to_string())
+                        .or_insert_with(|| Value::String(hint.to_string()));
+                }
+            }
+            Value::Object(out)
+        }
+        "array" => {
+            let n = schema
+                .get("minItems")
+                .and_then(Value::as_u64)
+                .unwrap_or(1)
+                .clamp(1, 8);
+            let item = schema
+                .get("items")
+                .cloned()
+                .unwrap_or(json!({"type": "string"}));
+            Value::Array((0..n).map(|_| instance(&item, hint, depth + 1)).collect())
+        }
+        "integer" | "number" => {
+            let min = schema
+                .get("minimum")
+                .and_then(Value::as_f64)
+                .or_else(|| {
+                    schema
+                        .get("exclusiveMinimum")
+                        .and_then(Value::as_f64)
+                        .map(|m| m + 1.0)
+                })
+                .unwrap_or(1.0);
+            let max = schema.get("maximum").and_then(Value::as_f64).or_else(|| {
+                schema
+                    .get("exclusiveMaximum")
+                    .and_then(Value::as_f64)
+                    .map(|m| m - 1.0)
+            });
+            let v = max.map_or(min, |m| min.min(m));
+            if ty == "integer" {
+                json!(v.ceil() as i64)
+            } else {
+                json!(v)
+            }
+        }
+        "boolean" => Value::Bool(true),
+        "null" => Value::Null,
+        _ => {
+            let mut t = if hint.is_empty() {
+                "mock".to_string()
+            } else {
+                hint.to_string()
+            };
+            let min = schema.get("minLength").and_then(Value::as_u64).unwrap_or(0) as usize;
+            while t.chars().count() < min {
+                t.push('x');
+            }
+            if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
+                t = t.chars().take(max as usize).collect();
+            }
+            Value::String(t)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tool_inputs_satisfy_common_schema_forms() {
+        let s = json!({"type": "object", "required": ["a", "b", "c", "d"], "properties": {
+            "a": {"anyOf": [{"type": "integer", "exclusiveMinimum": 3}, {"type": "string"}]},
+            "b": {"type": ["null", "string"], "maxLength": 3},
+            "c": {"const": 7},
+            "d": {"type": "array", "items": {"type": "object", "properties": {"x": {"type": "number", "maximum": -2}}}}
+        }});
+        let v = tool_input(Some(&s), "hello world");
+        assert_eq!(v["a"], json!(4));
+        assert_eq!(v["b"], json!("hel"));
+        assert_eq!(v["c"], json!(7));
+        assert_eq!(v["d"], json!([{"x": -2.0}]));
+        assert_eq!(tool_input(None, "q"), json!({"query": "q"}));
+        // Self-nesting schemas end (depth-bounded) instead of recursing forever.
+        let deep = json!({"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object"}}}}}}}}}}}}}}}}}}});
+        assert!(tool_input(Some(&deep), "x").is_object());
+    }
+
     use super::*;
 
     #[test]
