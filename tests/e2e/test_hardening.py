@@ -755,3 +755,18 @@ def test_a_call_is_in_the_answer_of_a_query_made_right_after_it(make_server):
                                  queryString=f"filter requestId = '{rid}' | stats count(*) as n")["queryId"]
             res = wait_query(lg, qid)
             assert res["results"] == [[{"field": "n", "value": "1"}]], res
+
+
+def test_a_reader_cannot_count_tokens_and_nobody_unauthenticated_can(make_server):
+    """CountTokens needs the permission to invoke the model (bedrock:CountTokens is
+    granted with it): a logs:read principal is refused, an unsigned request too, and
+    neither writes anything."""
+    s = make_server(READER_CONFIG)
+    msgs = {"converse": {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}}
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s.bedrock(key="AKIAREADER", secret="reader-secret").count_tokens(modelId="amazon.nova-lite-v1:0", input=msgs)
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    r = requests.post(f"{s.url}/model/amazon.nova-lite-v1:0/count-tokens", json={"input": msgs})
+    assert r.status_code in (401, 403) and r.headers.get("x-amzn-errortype"), r.text
+    assert app_bedrock(s).count_tokens(modelId="amazon.nova-lite-v1:0", input=msgs)["inputTokens"] > 0
+    assert read_records(str(s.data_dir)) == []

@@ -556,17 +556,25 @@ impl Provider for MockProvider {
 /// accept it. `{"query": prompt}` when there is no schema.
 pub fn tool_input(schema: Option<&Value>, prompt: &str) -> Value {
     let hint: String = prompt.chars().take(40).collect();
+    // The schema comes from the caller: arrays of arrays with large `minItems` would
+    // multiply without bound, so the value has at most this many nodes.
+    let mut budget = TOOL_INPUT_NODES;
     match schema {
-        Some(s) if s.is_object() => instance(s, &hint, 0),
+        Some(s) if s.is_object() => instance(s, &hint, 0, &mut budget),
         _ => json!({ "query": hint }),
     }
 }
 
-/// A JSON value valid against `schema` (the common JSON Schema keywords; depth-bounded).
-fn instance(schema: &Value, hint: &str, depth: u32) -> Value {
-    if depth > 8 {
+/// Most nodes in a generated tool input.
+const TOOL_INPUT_NODES: usize = 1_000;
+
+/// A JSON value valid against `schema` (the common JSON Schema keywords; depth- and
+/// size-bounded: past the bounds, `null`).
+fn instance(schema: &Value, hint: &str, depth: u32, budget: &mut usize) -> Value {
+    if depth > 8 || *budget == 0 {
         return Value::Null;
     }
+    *budget -= 1;
     if let Some(c) = schema.get("const") {
         return c.clone();
     }
@@ -583,7 +591,7 @@ fn instance(schema: &Value, hint: &str, depth: u32) -> Value {
             .and_then(Value::as_array)
             .and_then(|a| a.first())
         {
-            return instance(first, hint, depth + 1);
+            return instance(first, hint, depth + 1, budget);
         }
     }
     let ty = match schema.get("type") {
@@ -602,7 +610,7 @@ fn instance(schema: &Value, hint: &str, depth: u32) -> Value {
             let mut out = Map::new();
             if let Some(props) = schema.get("properties").and_then(Value::as_object) {
                 for (k, v) in props {
-                    out.insert(k.clone(), instance(v, hint, depth + 1));
+                    out.insert(k.clone(), instance(v, hint, depth + 1, budget));
                 }
             }
             if let Some(req) = schema.get("required").and_then(Value::as_array) {
@@ -623,7 +631,11 @@ fn instance(schema: &Value, hint: &str, depth: u32) -> Value {
                 .get("items")
                 .cloned()
                 .unwrap_or(json!({"type": "string"}));
-            Value::Array((0..n).map(|_| instance(&item, hint, depth + 1)).collect())
+            Value::Array(
+                (0..n)
+                    .map(|_| instance(&item, hint, depth + 1, budget))
+                    .collect(),
+            )
         }
         "integer" | "number" => {
             let min = schema
@@ -688,6 +700,19 @@ mod tests {
         // Self-nesting schemas end (depth-bounded) instead of recursing forever.
         let deep = json!({"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object", "properties": {"n": {"type": "object"}}}}}}}}}}}}}}}}}}});
         assert!(tool_input(Some(&deep), "x").is_object());
+        // Nested arrays that would multiply (8^8 values) stay within the node budget.
+        let mut wide = json!({"type": "string"});
+        for _ in 0..9 {
+            wide = json!({"type": "array", "minItems": 8, "items": wide});
+        }
+        let v = tool_input(
+            Some(&json!({"type": "object", "properties": {"w": wide}})),
+            "x",
+        );
+        // Unbounded, it would be 8^9 strings (over 500 MB). Bounded: each of the budget's
+        // nodes holds at most 8 children (`null` past the budget), a few bytes each.
+        let len = serde_json::to_string(&v).unwrap().len();
+        assert!(len < 50 * TOOL_INPUT_NODES, "{len}");
     }
 
     use super::*;

@@ -527,6 +527,9 @@ fn evaluated_at(now_ms: i64, period_ms: i64, every: Duration) -> i64 {
     }
 }
 
+/// The longest window kept in memory for an alarm (a day).
+const SERIES_KEEP_MAX_MS: i64 = 86_400_000;
+
 /// The series of Bedrock's metrics the alarms watch with a statistic the in-memory
 /// series answer, and how far back each must reach.
 fn watched(list: &[Entry]) -> Vec<(logbook_ops::series::Key, i64)> {
@@ -541,6 +544,11 @@ fn watched(list: &[Entry]) -> Vec<(logbook_ops::series::Key, i64)> {
         }
         let key = (d.metric_name.clone(), d.model_id.clone());
         let keep = d.period * 1000 * i64::from(d.evaluation_periods);
+        // Windows over a day (up to the 7 days alarms allow) read the records instead, so
+        // the series' memory stays bounded: at most a day of minutes per watched series.
+        if keep > SERIES_KEEP_MAX_MS {
+            continue;
+        }
         match out.iter_mut().find(|(k, _)| *k == key) {
             Some((_, k)) => *k = (*k).max(keep),
             None => out.push((key, keep)),
@@ -785,7 +793,17 @@ mod tests {
                 declared: false,
             })
             .collect();
-        // Percentiles and sub-minute periods are left to the records' SQL.
+        // Percentiles, sub-minute periods and windows over a day are left to the records.
+        let mut week = def("weekly");
+        week.metric_name = "Invocations".into();
+        week.period = 86_400;
+        week.evaluation_periods = 2;
+        let mut with_week = entries.clone();
+        with_week.push(Entry {
+            def: week,
+            ..entries[0].clone()
+        });
+        assert_eq!(watched(&with_week).len(), 1);
         let w = watched(&entries);
         assert_eq!(w.len(), 1, "{w:?}");
         series.sync(&w, t0 - 1);

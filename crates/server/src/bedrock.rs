@@ -301,22 +301,14 @@ async fn converse_call(core: Invoker, mut call: Call, headers: HeaderMap, body: 
         Err(e) => return fail(&core, &call, e.into(), None).await,
     };
     call.set_usage(resp.usage);
-    let body = resp.to_json();
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let output = Output {
-        output_content_type: Some("application/json".into()),
-        output_body_json: Some(body),
-        output_body_s3_path: None,
-        output_token_count: None,
-    };
-    if let Err(e) = core.finish(&call, output).await {
-        return aws_error(
+    match core.finish_json(&call, resp.to_json()).await {
+        Ok(bytes) => json_response(bytes, "application/json", &call.request_id, REQUEST_ID),
+        Err(e) => aws_error(
             AwsErrorCode::InternalServerException,
             &e.to_string(),
             &call.request_id,
-        );
+        ),
     }
-    json_response(bytes, "application/json", &call.request_id, REQUEST_ID)
 }
 
 fn stream_response(

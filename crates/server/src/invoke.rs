@@ -169,6 +169,23 @@ impl Invoker {
         self.recorder.commit(call.record(outcome)).await.map(|_| ())
     }
 
+    /// Record a call that answered with the JSON `body` (the record's output), and hand
+    /// back its bytes for the response: the body is serialized once.
+    pub async fn finish_json(
+        &self,
+        call: &Call,
+        body: serde_json::Value,
+    ) -> Result<Vec<u8>, RecordError> {
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let output = Output {
+            output_content_type: Some("application/json".into()),
+            output_body_json: Some(body),
+            output_body_s3_path: None,
+            output_token_count: None,
+        };
+        self.finish(call, output).await.map(|()| bytes)
+    }
+
     /// Record a call that failed with `code` (the AWS error code, also for other APIs)
     /// and the message its client got, answered with `http_status`.
     pub async fn fail(

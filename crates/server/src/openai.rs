@@ -264,17 +264,10 @@ async fn chat_call(core: Invoker, mut call: Call, headers: HeaderMap, body: Body
                 o.insert("system_fingerprint".into(), json!("logbook-mock"));
             }
         }
-        let bytes = serde_json::to_vec(&out).unwrap_or_default();
-        let output = Output {
-            output_content_type: Some("application/json".into()),
-            output_body_json: Some(out),
-            output_body_s3_path: None,
-            output_token_count: None,
+        return match core.finish_json(&call, out).await {
+            Ok(bytes) => json_response(bytes, "application/json", &call.request_id, REQUEST_ID),
+            Err(e) => logging_failed(&e, &call.request_id),
         };
-        if let Err(e) = core.finish(&call, output).await {
-            return logging_failed(&e, &call.request_id);
-        }
-        return json_response(bytes, "application/json", &call.request_id, REQUEST_ID);
     }
     call.stream = true;
     let (started, stream) = core
@@ -529,18 +522,11 @@ async fn embeddings_call(
         "model": call.model_id,
         "usage": {"prompt_tokens": emb.input_tokens, "total_tokens": emb.input_tokens}
     });
-    let bytes = serde_json::to_vec(&out).unwrap_or_default();
     call.set_usage(logbook_providers::TokenUsage::new(emb.input_tokens, 0));
-    let output = Output {
-        output_content_type: Some("application/json".into()),
-        output_body_json: Some(out),
-        output_body_s3_path: None,
-        output_token_count: None,
-    };
-    if let Err(e) = core.finish(&call, output).await {
-        return logging_failed(&e, &call.request_id);
+    match core.finish_json(&call, out).await {
+        Ok(bytes) => json_response(bytes, "application/json", &call.request_id, REQUEST_ID),
+        Err(e) => logging_failed(&e, &call.request_id),
     }
-    json_response(bytes, "application/json", &call.request_id, REQUEST_ID)
 }
 
 /// `GET /v1/models`
