@@ -9,6 +9,7 @@ use std::process::ExitCode;
 mod query_cmd;
 mod report_cmd;
 mod status_cmd;
+mod verify_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +66,18 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Prove a bucket untouched, offline: every checkpoint's signature and chain, every
+    /// object each lists, the Merkle roots recomputed from the lines, and no unlisted
+    /// object (exit 1 on any finding). With --proof, check a proof from `logbook prove`.
+    Verify(verify_cmd::VerifyArgs),
+    /// Print an inclusion proof of one record (or trail event), or a consistency proof
+    /// between two checkpoints, for `logbook verify --proof`.
+    Prove(verify_cmd::ProveArgs),
+    /// Checkpoint signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: verify_cmd::KeysCommand,
     },
 }
 
@@ -410,6 +423,9 @@ fn run() -> anyhow::Result<()> {
             out.flush()?;
             std::process::exit(1);
         }
+        Command::Verify(args) => verify_cmd::verify(args),
+        Command::Prove(args) => verify_cmd::prove(args),
+        Command::Keys { command } => verify_cmd::keys_cmd(command),
         Command::Serve(args) => {
             let config = load(&args)?;
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -14,6 +14,7 @@ use base64::Engine;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use logbook_journal::Entry;
+use logbook_notary::Notary;
 use logbook_record::layout::{self, BodySide};
 use logbook_record::{parse_timestamp, LARGE_BODY_BYTES, SCHEMA_TYPE};
 use serde_json::Value;
@@ -25,6 +26,8 @@ struct Group {
     first_seq: u64,
     first_time_ms: u64,
     gz: GzEncoder<Vec<u8>>,
+    /// Leaf indices of its lines, when the archive keeps a tamper-evident log.
+    leaves: Vec<u64>,
 }
 
 #[derive(serde::Deserialize)]
@@ -58,6 +61,7 @@ pub struct ArchiveFormat {
     node_id: String,
     groups: BTreeMap<(String, String, String), Group>,
     pub(crate) data_objects: Vec<(String, Vec<u8>)>,
+    notary: Option<Notary>,
 }
 
 impl ArchiveFormat {
@@ -71,7 +75,14 @@ impl ArchiveFormat {
             node_id: node_id.into(),
             groups: BTreeMap::new(),
             data_objects: Vec::new(),
+            notary: None,
         }
+    }
+
+    /// Keep a tamper-evident log of every line written (see `logbook_notary`).
+    pub fn with_notary(mut self, notary: Notary) -> Self {
+        self.notary = Some(notary);
+        self
     }
 
     /// Write the images, documents and videos of a Converse request to
@@ -231,7 +242,11 @@ impl Format for ArchiveFormat {
                 first_seq: e.seq,
                 first_time_ms: e.time_ms,
                 gz: GzEncoder::new(Vec::new(), Compression::fast()),
+                leaves: Vec::new(),
             });
+        if let Some(n) = &mut self.notary {
+            group.leaves.push(n.leaf(&line, e.time_ms));
+        }
         group.gz.write_all(&line)?;
         group.gz.write_all(b"\n")?;
         Ok(line.len() + 1)
@@ -239,13 +254,22 @@ impl Format for ArchiveFormat {
 
     fn take(&mut self) -> Result<Vec<(String, Vec<u8>)>, DeliveryError> {
         let mut out = std::mem::take(&mut self.data_objects);
+        if let Some(n) = &mut self.notary {
+            for (key, bytes) in &out {
+                n.object(key.clone(), bytes, &[]);
+            }
+        }
         for ((prefix, account, region), g) in std::mem::take(&mut self.groups) {
             let t =
                 OffsetDateTime::from_unix_timestamp_nanos(i128::from(g.first_time_ms) * 1_000_000)
                     .unwrap_or_else(|_| OffsetDateTime::now_utc());
             let key =
                 layout::log_object_key(&prefix, &account, &region, t, &self.node_id, g.first_seq);
-            out.push((key, g.gz.finish()?));
+            let bytes = g.gz.finish()?;
+            if let Some(n) = &mut self.notary {
+                n.object(key.clone(), &bytes, &g.leaves);
+            }
+            out.push((key, bytes));
         }
         Ok(out)
     }
@@ -253,6 +277,36 @@ impl Format for ArchiveFormat {
     fn reset(&mut self) {
         self.groups.clear();
         self.data_objects.clear();
+        if let Some(n) = &mut self.notary {
+            n.reset();
+        }
+    }
+
+    fn state(&self, position: u64) -> Option<Vec<u8>> {
+        self.notary.as_ref().map(|n| n.state(position))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<u64, DeliveryError> {
+        match &mut self.notary {
+            Some(n) => n
+                .restore(state)
+                .map_err(|e| DeliveryError::Config(e.to_string())),
+            None => Ok(0),
+        }
+    }
+
+    fn commit(&mut self) {
+        if let Some(n) = &mut self.notary {
+            n.commit();
+        }
+    }
+
+    fn checkpoint(&mut self, now_ms: u64, force: bool) -> Option<(String, Vec<u8>)> {
+        self.notary.as_mut()?.checkpoint(now_ms, force)
+    }
+
+    fn checkpoint_due_in(&self, now_ms: u64) -> Option<std::time::Duration> {
+        self.notary.as_ref().map(|n| n.due_in(now_ms))
     }
 }
 

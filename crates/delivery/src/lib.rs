@@ -130,6 +130,33 @@ pub trait Format: Send + Sync + 'static {
     fn take(&mut self) -> Result<Vec<Self::Item>, DeliveryError>;
     /// Forget everything added since the last `take` (after a failed write).
     fn reset(&mut self);
+    /// For a format that keeps a tamper-evident log (`logbook_notary`): its state, to be
+    /// stored once this batch's objects are durable and before the cursor moves to
+    /// `position`. `None` for the rest.
+    fn state(&self, _position: u64) -> Option<Vec<u8>> {
+        None
+    }
+    /// Take up a stored state; returns the journal position it reached.
+    fn restore(&mut self, _state: &[u8]) -> Result<u64, DeliveryError> {
+        Ok(0)
+    }
+    /// The state last returned by [`Format::state`] is durable.
+    fn commit(&mut self) {}
+    /// A signed checkpoint to write when one is due (`force`: now).
+    fn checkpoint(&mut self, _now_ms: u64, _force: bool) -> Option<Self::Item> {
+        None
+    }
+    /// How long until a checkpoint is due (`None`: the format writes none).
+    fn checkpoint_due_in(&self, _now_ms: u64) -> Option<Duration> {
+        None
+    }
+}
+
+/// Unix time in ms.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Counters of one destination (Bedrock's `ModelInvocationLogs*Delivery{Success,Failure}`).
@@ -362,7 +389,21 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
         // A destination added (or re-added) after segments were collected cannot owe
         // anything older than what is still on disk: GC waited for every destination
         // that existed at the time.
-        let start = cursor.load()?.max(journal.first_available()?);
+        let mut start = cursor.load()?.max(journal.first_available()?);
+        let mut format = format;
+        let state = Self::state_path(&journal, &config.name);
+        match journal.disk().read(&state) {
+            Ok(bytes) => {
+                let reached = format
+                    .restore(&bytes)
+                    .map_err(|e| DeliveryError::Config(format!("{}: {e}", state.display())))?;
+                // The state is stored after the objects it lists are durable and before the
+                // cursor: a crash between the two leaves the cursor behind it.
+                start = start.max(reached);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
         cursor.store(start)?;
         gc.set(&config.name, start);
         let stats = Arc::new(DestinationStats::default());
@@ -382,6 +423,43 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
     /// Shared counters.
     pub fn stats(&self) -> Arc<DestinationStats> {
         self.stats.clone()
+    }
+
+    /// Where a destination's tamper-evident log keeps its state.
+    pub fn state_path(journal: &Journal, name: &str) -> std::path::PathBuf {
+        journal.dir().join("notary").join(format!("{name}.json"))
+    }
+
+    /// Store the format's log state, if it keeps one, for journal position `position`.
+    async fn store_state(&self, format: &mut F, position: u64) -> Result<(), DeliveryError> {
+        let Some(bytes) = format.state(position) else {
+            return Ok(());
+        };
+        let disk = self.journal.disk().clone();
+        let path = Self::state_path(&self.journal, &self.config.name);
+        tokio::task::spawn_blocking(move || -> Result<(), DeliveryError> {
+            if let Some(dir) = path.parent() {
+                disk.create_dir_all(dir)?;
+            }
+            disk.write_atomic(&path, &bytes)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| DeliveryError::Task(e.to_string()))??;
+        format.commit();
+        Ok(())
+    }
+
+    /// Write a checkpoint if one is due (`force`: now), then store the state that says so.
+    /// A crash between the two writes the same checkpoint again.
+    async fn checkpoint(&self, format: &mut F, force: bool) -> Result<(), DeliveryError> {
+        let Some(item) = format.checkpoint(now_ms(), force) else {
+            return Ok(());
+        };
+        // Not counted as a log object (Bedrock's delivery metrics count logs).
+        self.target.put(item).await?;
+        let position = self.stats.cursor.load(Ordering::Relaxed);
+        self.store_state(format, position).await
     }
 
     async fn put(&self, item: F::Item) -> Result<(), DeliveryError> {
@@ -480,6 +558,7 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
             self.put(item).await?;
         }
         let next = batch.reader.position();
+        self.store_state(&mut batch.format, next).await?;
         let cursor = self.cursor.clone();
         tokio::task::spawn_blocking(move || cursor.store(next))
             .await
@@ -500,7 +579,7 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
         if let Err(e) = self.journal.collect_garbage(min) {
             tracing::warn!(error = %e, "journal garbage collection failed");
         }
-        Ok(())
+        self.checkpoint(&mut batch.format, false).await
     }
 
     /// Deliver until `shutdown` turns true, then flush what is pending and return.
@@ -607,7 +686,24 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
                 }
             }
             if stopping && b.reader.position() >= *committed.borrow() && b.started.is_none() {
+                // A last checkpoint, so the log's newest state is signed; if it cannot be
+                // written, the next start writes it (what it lists is in the stored state).
+                if let Err(e) = self.checkpoint(&mut b.format, true).await {
+                    b.format.reset();
+                    tracing::error!(destination = %self.config.name, error = %e, "the checkpoint at shutdown could not be written; the next start writes it");
+                }
                 return Ok(());
+            }
+            if b.started.is_none() && !stopping {
+                // Idle: a checkpoint is still written on time, so its absence means something.
+                if let Err(e) = self.checkpoint(&mut b.format, false).await {
+                    b.format.reset();
+                    self.stats.failed(&e);
+                    tracing::error!(destination = %self.config.name, error = %e, "writing a checkpoint failed; will retry");
+                    self.wait_to_retry(&mut backoff, &e).await;
+                    batch = Some(b);
+                    continue;
+                }
             }
             if full || (!drained && !stopping) {
                 batch = Some(b);
@@ -616,6 +712,11 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
             let deadline = b
                 .started
                 .map(|s| self.config.max_object_age.saturating_sub(s.elapsed()));
+            let checkpoint_due = b.format.checkpoint_due_in(now_ms());
+            let deadline = match (deadline, checkpoint_due) {
+                (Some(a), Some(c)) => Some(a.min(c)),
+                (a, c) => a.or(c),
+            };
             batch = Some(b);
             if stopping {
                 continue;

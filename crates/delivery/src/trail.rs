@@ -6,6 +6,7 @@ use crate::{DeliveryError, Format};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use logbook_journal::Entry;
+use logbook_notary::Notary;
 use logbook_record::trail::trail_object_key;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -24,12 +25,14 @@ struct Group {
     first_time_ms: u64,
     gz: GzEncoder<Vec<u8>>,
     n: usize,
+    leaves: Vec<u64>,
 }
 
 /// CloudTrail objects.
 pub struct TrailFormat {
     node_id: String,
     groups: BTreeMap<(String, String), Group>,
+    notary: Option<Notary>,
 }
 
 impl TrailFormat {
@@ -38,7 +41,14 @@ impl TrailFormat {
         TrailFormat {
             node_id: node_id.into(),
             groups: BTreeMap::new(),
+            notary: None,
         }
+    }
+
+    /// Keep a tamper-evident log of every event written (see `logbook_notary`).
+    pub fn with_notary(mut self, notary: Notary) -> Self {
+        self.notary = Some(notary);
+        self
     }
 }
 
@@ -64,6 +74,7 @@ impl Format for TrailFormat {
                 first_time_ms: e.time_ms,
                 gz,
                 n: 0,
+                leaves: Vec::new(),
             }
         });
         if g.n > 0 {
@@ -71,6 +82,9 @@ impl Format for TrailFormat {
         }
         g.gz.write_all(&e.payload)?;
         g.n += 1;
+        if let Some(n) = &mut self.notary {
+            g.leaves.push(n.leaf(&e.payload, e.time_ms));
+        }
         Ok(e.payload.len() + 1)
     }
 
@@ -81,15 +95,47 @@ impl Format for TrailFormat {
             let t =
                 OffsetDateTime::from_unix_timestamp_nanos(i128::from(g.first_time_ms) * 1_000_000)
                     .unwrap_or_else(|_| OffsetDateTime::now_utc());
-            out.push((
-                trail_object_key(&account, &region, t, &self.node_id, g.first_seq),
-                g.gz.finish()?,
-            ));
+            let key = trail_object_key(&account, &region, t, &self.node_id, g.first_seq);
+            let bytes = g.gz.finish()?;
+            if let Some(n) = &mut self.notary {
+                n.object(key.clone(), &bytes, &g.leaves);
+            }
+            out.push((key, bytes));
         }
         Ok(out)
     }
 
     fn reset(&mut self) {
         self.groups.clear();
+        if let Some(n) = &mut self.notary {
+            n.reset();
+        }
+    }
+
+    fn state(&self, position: u64) -> Option<Vec<u8>> {
+        self.notary.as_ref().map(|n| n.state(position))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<u64, DeliveryError> {
+        match &mut self.notary {
+            Some(n) => n
+                .restore(state)
+                .map_err(|e| DeliveryError::Config(e.to_string())),
+            None => Ok(0),
+        }
+    }
+
+    fn commit(&mut self) {
+        if let Some(n) = &mut self.notary {
+            n.commit();
+        }
+    }
+
+    fn checkpoint(&mut self, now_ms: u64, force: bool) -> Option<(String, Vec<u8>)> {
+        self.notary.as_mut()?.checkpoint(now_ms, force)
+    }
+
+    fn checkpoint_due_in(&self, now_ms: u64) -> Option<std::time::Duration> {
+        self.notary.as_ref().map(|n| n.due_in(now_ms))
     }
 }

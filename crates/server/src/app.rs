@@ -148,6 +148,54 @@ fn owner_only(dir: &std::path::Path) {
     }
 }
 
+/// The key that signs checkpoints: read from `path`, or, when the file does not exist, a
+/// new one written there (0600) with its public key beside it (`<name>.pub.pem`).
+pub fn signing_key(path: &std::path::Path) -> Result<logbook_notary::SigningKey, ServeError> {
+    use logbook_notary::SigningKey;
+    let bad =
+        |m: String| ServeError::Config(format!("integrity signing key {}: {m}", path.display()));
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let pem = SigningKey::generate_pem().map_err(|e| bad(e.to_string()))?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+                owner_only(dir);
+            }
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                o.mode(0o600);
+            }
+            let mut f = o
+                .open(path)
+                .map_err(io(format!("create {}", path.display())))?;
+            std::io::Write::write_all(&mut f, pem.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(io(format!("write {}", path.display())))?;
+            let key = SigningKey::from_pem(&pem).map_err(|e| bad(e.to_string()))?;
+            let public = public_key_path(path);
+            std::fs::write(&public, key.public_pem())
+                .map_err(io(format!("write {}", public.display())))?;
+            tracing::info!(key_id = key.id(), public_key = %public.display(), "generated a checkpoint signing key; keep a copy of the public key where auditors can get it");
+            pem
+        }
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    SigningKey::from_pem(&text).map_err(|e| bad(e.to_string()))
+}
+
+/// `signing-key.pem` -> `signing-key.pub.pem`.
+pub fn public_key_path(private: &std::path::Path) -> std::path::PathBuf {
+    let stem = private.file_stem().map_or_else(
+        || "signing-key".into(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    private.with_file_name(format!("{stem}.pub.pem"))
+}
+
 /// An exclusive lock on a whole data folder (`<data>/LOCK`), held for as long as the
 /// value lives: one writer per data folder. Taken before anything in the folder is opened,
 /// so a second `serve` (or `import`) cannot touch a live server's journal.
@@ -753,6 +801,24 @@ impl AppState {
         // repair (zero) a live server's tail.
         let lock = DataLock::acquire(&config.data_dir)?;
         let node = node_id(&config)?;
+        let signer = match &config.integrity {
+            Some(i) => Some(Arc::new(signing_key(&i.signing_key)?)),
+            None => None,
+        };
+        let notary = |log: &str| {
+            signer
+                .as_ref()
+                .zip(config.integrity.as_ref())
+                .map(|(k, i)| {
+                    logbook_notary::Notary::new(
+                        log,
+                        &node,
+                        k.clone(),
+                        i.checkpoint_every,
+                        logbook_delivery::now_ms(),
+                    )
+                })
+        };
         let mut jcfg = JournalConfig::new(config.data_dir.join("journal"));
         jcfg.segment_bytes = config.segment_bytes;
         if let Some(d) = opts.journal_disk {
@@ -872,7 +938,13 @@ impl AppState {
                 store.clone(),
                 journal.clone(),
                 dcfg(format!("archive-{name}")),
-                ArchiveFormat::new(name, is_default, &config.archive_prefix, &node),
+                {
+                    let f = ArchiveFormat::new(name, is_default, &config.archive_prefix, &node);
+                    match notary("records") {
+                        Some(n) => f.with_notary(n),
+                        None => f,
+                    }
+                },
                 gc.clone(),
             )?;
             destinations.push((format!("archive-{name}"), archive.stats()));
@@ -882,7 +954,10 @@ impl AppState {
                     store,
                     journal.clone(),
                     dcfg("trail".into()),
-                    TrailFormat::new(&node),
+                    match notary("trail") {
+                        Some(n) => TrailFormat::new(&node).with_notary(n),
+                        None => TrailFormat::new(&node),
+                    },
                     gc.clone(),
                 )?;
                 destinations.push(("trail".into(), trail.stats()));

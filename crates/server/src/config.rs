@@ -88,6 +88,19 @@ struct RawArchive {
     permanent_retry_ms: Option<u64>,
 }
 
+/// `[integrity]`: the tamper-evident logs of the archive and the trail.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntegrity {
+    /// Keep them (default true).
+    enabled: Option<bool>,
+    /// The Ed25519 signing key, PKCS#8 PEM (default `<data>/integrity/signing-key.pem`,
+    /// generated on first start).
+    signing_key: Option<String>,
+    /// Longest time between checkpoints (default 300,000 ms).
+    checkpoint_every_ms: Option<u64>,
+}
+
 /// `[pricing]`: the price catalog. The shipped catalog holds unless `builtin = false`; a
 /// `catalog` file and inline `[[pricing.price]]` entries (the catalog file's format)
 /// override it, in that order. Records name the result, e.g. `2026-11-30+acme-7`.
@@ -558,6 +571,8 @@ struct RawConfig {
     #[serde(default)]
     archive: RawArchive,
     #[serde(default)]
+    integrity: RawIntegrity,
+    #[serde(default)]
     journal: RawJournal,
     #[serde(default)]
     store: RawStore,
@@ -712,6 +727,15 @@ pub struct QueryConfig {
     pub start_query_timeout: Duration,
 }
 
+/// `[integrity]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrityConfig {
+    /// The signing key file (created with a new key when missing).
+    pub signing_key: PathBuf,
+    /// Longest time between checkpoints.
+    pub checkpoint_every: Duration,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -766,6 +790,8 @@ pub struct Config {
     pub max_object_age: Duration,
     /// Retry a destination's permanent failure this often.
     pub permanent_retry: Duration,
+    /// Tamper-evident logs of the archive and the trail (`None`: off).
+    pub integrity: Option<IntegrityConfig>,
     /// Buckets: name -> local folder.
     pub buckets: HashMap<String, BucketSpec>,
     /// Providers.
@@ -1349,6 +1375,22 @@ impl Config {
             permanent_retry: Duration::from_millis(
                 raw.archive.permanent_retry_ms.unwrap_or(60_000),
             ),
+            integrity: raw
+                .integrity
+                .enabled
+                .unwrap_or(true)
+                .then(|| IntegrityConfig {
+                    signing_key: raw.integrity.signing_key.map_or_else(
+                        || data_dir.join("integrity").join("signing-key.pem"),
+                        |p| data_dir.join(p),
+                    ),
+                    checkpoint_every: Duration::from_millis(
+                        raw.integrity
+                            .checkpoint_every_ms
+                            .unwrap_or(300_000)
+                            .max(1_000),
+                    ),
+                }),
             buckets,
             providers,
             routes,

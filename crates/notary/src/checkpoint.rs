@@ -1,0 +1,248 @@
+//! Checkpoints: a signed statement of a log's tree (size, root hash, time, key id) and of
+//! the objects delivered since the previous checkpoint, each with its SHA-256 and the
+//! leaves it holds. Written to the bucket beside the logs, as CloudTrail writes its digest
+//! files, under [`checkpoint_key`].
+
+use crate::keys::{PublicKey, SigningKey};
+use crate::merkle::Hash;
+use crate::NotaryError;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+/// The checkpoint format version.
+pub const VERSION: u32 = 1;
+
+/// Where checkpoints live in a bucket.
+pub const PREFIX: &str = "LogbookCheckpoints/";
+
+/// A delivered object a checkpoint covers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectEntry {
+    /// Its key in the bucket.
+    pub key: String,
+    /// SHA-256 of its bytes as stored, hex.
+    pub sha256: String,
+    /// The leaves it holds, in the order of its lines: runs of `[first index, count]`
+    /// (empty for an offloaded body, which no line is).
+    pub leaves: Vec<[u64; 2]>,
+}
+
+impl ObjectEntry {
+    /// Leaves held.
+    pub fn leaf_count(&self) -> u64 {
+        self.leaves.iter().map(|r| r[1]).sum()
+    }
+
+    /// The leaf indices, in line order.
+    pub fn indices(&self) -> impl Iterator<Item = u64> + '_ {
+        self.leaves
+            .iter()
+            .flat_map(|r| r[0]..r[0].saturating_add(r[1]))
+    }
+}
+
+/// The tree a previous checkpoint signed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Previous {
+    /// Its size.
+    pub tree_size: u64,
+    /// Its root, hex.
+    pub root_hash: String,
+}
+
+/// A signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    /// [`VERSION`].
+    pub logbook_checkpoint_version: u32,
+    /// The log: `records` (invocation records of this bucket) or `trail`.
+    pub log: String,
+    /// The node that wrote it.
+    pub node: String,
+    /// Leaves in the tree.
+    pub tree_size: u64,
+    /// RFC 6962 root hash, hex.
+    pub root_hash: String,
+    /// When it was signed, RFC 3339.
+    pub time: String,
+    /// When it was signed, Unix ms.
+    pub time_ms: u64,
+    /// When the log began, Unix ms (objects older than this were never in it).
+    pub since_ms: u64,
+    /// Journal time of the newest entry the tree holds, Unix ms (0: none yet).
+    pub last_entry_ms: u64,
+    /// The previous checkpoint's tree (none for the first).
+    pub previous: Option<Previous>,
+    /// The longest the node waits between checkpoints while it runs, ms.
+    pub every_ms: u64,
+    /// Objects delivered since the previous checkpoint.
+    pub objects: Vec<ObjectEntry>,
+    /// The signing key's id.
+    pub key_id: String,
+    /// Ed25519 signature of [`Checkpoint::signing_text`], base64.
+    pub signature: String,
+}
+
+/// The key of a checkpoint: sorted by log, then tree size, then time.
+pub fn checkpoint_key(node: &str, log: &str, tree_size: u64, time_ms: u64) -> String {
+    format!("{PREFIX}{node}/{log}/{tree_size:020}_{time_ms:016}.json")
+}
+
+impl Checkpoint {
+    /// What the signature covers: every field but the signature, one per line, the
+    /// objects by their SHA-256 over one line each.
+    pub fn signing_text(&self) -> Vec<u8> {
+        let mut objects = Sha256::new();
+        for o in &self.objects {
+            let runs: Vec<String> = o
+                .leaves
+                .iter()
+                .map(|r| format!("{}+{}", r[0], r[1]))
+                .collect();
+            objects.update(format!("{}\t{}\t{}\n", o.key, o.sha256, runs.join(",")));
+        }
+        let previous = self.previous.as_ref().map_or("-".to_string(), |p| {
+            format!("{}:{}", p.tree_size, p.root_hash)
+        });
+        format!(
+            "logbook-checkpoint/{}\nlog={}\nnode={}\ntreeSize={}\nrootHash={}\ntimeMs={}\nsinceMs={}\nlastEntryMs={}\nprevious={}\neveryMs={}\nobjects={}\nkeyId={}\n",
+            self.logbook_checkpoint_version,
+            self.log,
+            self.node,
+            self.tree_size,
+            self.root_hash,
+            self.time_ms,
+            self.since_ms,
+            self.last_entry_ms,
+            previous,
+            self.every_ms,
+            hex::encode(objects.finalize()),
+            self.key_id
+        )
+        .into_bytes()
+    }
+
+    /// Sign it with `key` (sets the key id and the signature).
+    pub fn sign(&mut self, key: &SigningKey) {
+        self.key_id = key.id().to_string();
+        let sig = key.sign(&self.signing_text());
+        self.signature = base64::engine::general_purpose::STANDARD.encode(sig);
+    }
+
+    /// Check the signature with whichever of `keys` has its key id.
+    pub fn verify(&self, keys: &[PublicKey]) -> Result<(), NotaryError> {
+        if self.logbook_checkpoint_version != VERSION {
+            return Err(NotaryError::Invalid(format!(
+                "checkpoint format version {} is not one this build reads ({VERSION})",
+                self.logbook_checkpoint_version
+            )));
+        }
+        let Some(key) = keys.iter().find(|k| k.id() == self.key_id) else {
+            let given: Vec<&str> = keys.iter().map(PublicKey::id).collect();
+            return Err(NotaryError::Invalid(format!(
+                "signed by key {}, which is not among the public keys given ({})",
+                self.key_id,
+                given.join(", ")
+            )));
+        };
+        let sig = base64::engine::general_purpose::STANDARD
+            .decode(&self.signature)
+            .map_err(|_| NotaryError::Invalid("signature is not base64".into()))?;
+        if !key.verify(&self.signing_text(), &sig) {
+            return Err(NotaryError::Invalid(format!(
+                "signature does not match its contents (key {})",
+                self.key_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Its root hash.
+    pub fn root(&self) -> Result<Hash, NotaryError> {
+        parse_hash(&self.root_hash)
+    }
+}
+
+/// A hex SHA-256.
+pub fn parse_hash(s: &str) -> Result<Hash, NotaryError> {
+    let mut h = [0u8; 32];
+    hex::decode_to_slice(s, &mut h)
+        .map_err(|_| NotaryError::Invalid(format!("{s:?} is not a hex SHA-256")))?;
+    Ok(h)
+}
+
+/// Runs of consecutive indices.
+pub fn runs(indices: &[u64]) -> Vec<[u64; 2]> {
+    let mut out: Vec<[u64; 2]> = Vec::new();
+    for &i in indices {
+        match out.last_mut() {
+            Some(r) if r[0] + r[1] == i => r[1] += 1,
+            _ => out.push([i, 1]),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(key: &SigningKey) -> Checkpoint {
+        let mut c = Checkpoint {
+            logbook_checkpoint_version: VERSION,
+            log: "records".into(),
+            node: "n1".into(),
+            tree_size: 3,
+            root_hash: hex::encode([7u8; 32]),
+            time: "2026-12-02T00:00:00.000Z".into(),
+            time_ms: 1,
+            since_ms: 0,
+            last_entry_ms: 1,
+            previous: None,
+            every_ms: 60_000,
+            objects: vec![ObjectEntry {
+                key: "a".into(),
+                sha256: hex::encode([1u8; 32]),
+                leaves: runs(&[0, 1, 2]),
+            }],
+            key_id: String::new(),
+            signature: String::new(),
+        };
+        c.sign(key);
+        c
+    }
+
+    #[test]
+    fn a_signed_checkpoint_verifies_and_any_change_breaks_it() {
+        let k = SigningKey::from_pem(&SigningKey::generate_pem().unwrap()).unwrap();
+        let c = sample(&k);
+        c.verify(&[k.public()]).unwrap();
+        let mut d = c.clone();
+        d.tree_size = 4;
+        assert!(d
+            .verify(&[k.public()])
+            .unwrap_err()
+            .to_string()
+            .contains("does not match"));
+        let mut d = c.clone();
+        d.objects[0].leaves = vec![[0, 2]];
+        assert!(d.verify(&[k.public()]).is_err());
+        let mut d = c.clone();
+        d.objects[0].key = "b".into();
+        assert!(d.verify(&[k.public()]).is_err());
+        let other = SigningKey::from_pem(&SigningKey::generate_pem().unwrap()).unwrap();
+        let e = c.verify(&[other.public()]).unwrap_err().to_string();
+        assert!(e.contains(k.id()) && e.contains("not among"), "{e}");
+        // Rotation: with both keys given, the old checkpoint still verifies.
+        c.verify(&[other.public(), k.public()]).unwrap();
+    }
+
+    #[test]
+    fn runs_compress_consecutive_indices() {
+        assert_eq!(runs(&[0, 1, 2, 5, 6, 9]), vec![[0, 3], [5, 2], [9, 1]]);
+        assert!(runs(&[]).is_empty());
+    }
+}
