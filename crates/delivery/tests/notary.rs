@@ -33,7 +33,7 @@ fn record(i: u64, big: bool) -> Vec<u8> {
         "schemaVersion": "1.0",
         "timestamp": "2026-12-02T10:00:00Z",
         "accountId": "123456789012",
-        "region": if i % 3 == 0 { "eu-west-1" } else { "us-east-1" },
+        "region": if i.is_multiple_of(3) { "eu-west-1" } else { "us-east-1" },
         "requestId": format!("req-{i:04}"),
         "operation": "InvokeModel",
         "modelId": "m",
@@ -103,7 +103,7 @@ async fn run(
     let mut i = from;
     for _ in 0..rounds {
         for _ in 0..12 {
-            let p = if i % 7 == 0 {
+            let p = if i.is_multiple_of(7) {
                 event(i)
             } else {
                 record(i, i == 20)
@@ -281,7 +281,7 @@ fn tamper(dir: &Path, rng: &mut StdRng) -> (u32, String) {
                 std::fs::write(&p, &b[..n]).unwrap();
                 format!("truncate object {} to {n} bytes", p.display())
             }),
-            10 => pick(rng, &is_records).and_then(|p| {
+            10 => pick(rng, &is_records).map(|p| {
                 // Drop the last line (recompressed).
                 let text = gunzip(&p);
                 let lines: Vec<&[u8]> = text
@@ -294,7 +294,7 @@ fn tamper(dir: &Path, rng: &mut StdRng) -> (u32, String) {
                     out.push(b'\n');
                 }
                 gzip(&p, &out);
-                Some(format!("drop the last line of {}", p.display()))
+                format!("drop the last line of {}", p.display())
             }),
             _ => pick(rng, &is_checkpoint).map(|p| {
                 let mut b = std::fs::read(&p).unwrap();
@@ -332,7 +332,7 @@ async fn an_untouched_bucket_verifies_and_every_tampering_is_detected() {
     // Two runs: the second takes up the stored log state.
     let n = run(&journal, &bucket, &key, 0, 5).await;
     let n = run(&journal, &bucket, &key, n, 5).await;
-    let events = (0..n).filter(|i| i % 7 == 0).count() as u64;
+    let events = (0..n).filter(|i| i.is_multiple_of(7)).count() as u64;
 
     let mut opts = Options {
         keys: vec![key.public()],
