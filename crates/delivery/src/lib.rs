@@ -431,9 +431,9 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
     }
 
     /// Store the format's log state, if it keeps one, for journal position `position`.
-    async fn store_state(&self, format: &mut F, position: u64) -> Result<(), DeliveryError> {
+    async fn store_state(&self, format: &mut F, position: u64) -> Result<bool, DeliveryError> {
         let Some(bytes) = format.state(position) else {
-            return Ok(());
+            return Ok(false);
         };
         let disk = self.journal.disk().clone();
         let path = Self::state_path(&self.journal, &self.config.name);
@@ -447,7 +447,7 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
         .await
         .map_err(|e| DeliveryError::Task(e.to_string()))??;
         format.commit();
-        Ok(())
+        Ok(true)
     }
 
     /// Write a checkpoint if one is due (`force`: now), then store the state that says so.
@@ -459,7 +459,7 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
         // Not counted as a log object (Bedrock's delivery metrics count logs).
         self.target.put(item).await?;
         let position = self.stats.cursor.load(Ordering::Relaxed);
-        self.store_state(format, position).await
+        self.store_state(format, position).await.map(|_| ())
     }
 
     async fn put(&self, item: F::Item) -> Result<(), DeliveryError> {
@@ -558,7 +558,13 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
             self.put(item).await?;
         }
         let next = batch.reader.position();
-        self.store_state(&mut batch.format, next).await?;
+        if self.store_state(&mut batch.format, next).await? {
+            // The stored state is where a restart resumes (its objects are durable), so a
+            // retry after a failed cursor store resumes there too: from the old cursor, the
+            // batch's lines would be added to the tree a second time (found by the system
+            // simulation, seed 69).
+            self.stats.cursor.store(next, Ordering::Relaxed);
+        }
         let cursor = self.cursor.clone();
         tokio::task::spawn_blocking(move || cursor.store(next))
             .await

@@ -86,9 +86,15 @@ pub struct Checkpoint {
     pub signature: String,
 }
 
-/// The key of a checkpoint: sorted by log, then tree size, then time.
-pub fn checkpoint_key(node: &str, log: &str, tree_size: u64, time_ms: u64) -> String {
-    format!("{PREFIX}{node}/{log}/{tree_size:020}_{time_ms:016}.json")
+/// The key of a checkpoint: sorted by log, then tree size, then time; the last part,
+/// from its contents, keeps two checkpoints signed in the same millisecond apart (an idle
+/// one right after one listing objects overwrote it: found by the system simulation).
+pub fn checkpoint_key(c: &Checkpoint) -> String {
+    let tag = hex::encode(&Sha256::digest(c.signing_text())[..4]);
+    format!(
+        "{PREFIX}{}/{}/{:020}_{:016}_{tag}.json",
+        c.node, c.log, c.tree_size, c.time_ms
+    )
 }
 
 impl Checkpoint {

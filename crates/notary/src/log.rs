@@ -200,6 +200,11 @@ impl Notary {
             return None;
         }
         let s = &mut self.working;
+        // Strictly after the last one, whatever the clock says.
+        let now_ms = s
+            .last
+            .as_ref()
+            .map_or(now_ms, |l| now_ms.max(l.time_ms + 1));
         let size = s.frontier.size();
         let root = hex::encode(s.frontier.root());
         let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
@@ -235,7 +240,7 @@ impl Notary {
             root_hash: root,
             time_ms: now_ms,
         });
-        let key = crate::checkpoint::checkpoint_key(&self.node, &self.log, size, now_ms);
+        let key = crate::checkpoint::checkpoint_key(&c);
         let mut bytes = serde_json::to_vec_pretty(&c).unwrap_or_default();
         bytes.push(b'\n');
         Some((key, bytes))

@@ -13,7 +13,10 @@
 //! * the store's manifest names only files that exist and parse, its rows hold no record
 //!   twice, and every record below its durable cursor is there;
 //! * no cursor is behind the oldest journal segment kept (GC never removed what a sink
-//!   still needed).
+//!   still needed);
+//! * the bucket verifies (`logbook_notary::verify`): every checkpoint's signature and
+//!   chain, every object it lists present with its hash, the Merkle roots recomputed from
+//!   the lines, no object its checkpoints should list but do not.
 //!
 //! A failing seed replays exactly: `SIM_SEED=<n> cargo test -p logbook-store --test
 //! system_simulation`.
@@ -26,6 +29,7 @@ use logbook_delivery::{Bucket, Destination, DestinationConfig, Format, GcCoordin
 use logbook_disk::sim::{Faults, SimDisk};
 use logbook_disk::Disk;
 use logbook_journal::{Journal, JournalConfig, Stepper};
+use logbook_notary::{Notary, SigningKey};
 use logbook_store::Store;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -78,6 +82,7 @@ struct Sim {
     rt: tokio::runtime::Runtime,
     log: Vec<String>,
     stats: Stats,
+    key: Arc<SigningKey>,
 }
 
 fn record(id: &str) -> Vec<u8> {
@@ -139,6 +144,7 @@ impl Sim {
                 .unwrap(),
             log: Vec::new(),
             stats: Stats::default(),
+            key: Arc::new(SigningKey::from_pem(&SigningKey::generate_pem().unwrap()).unwrap()),
         }
     }
 
@@ -176,13 +182,8 @@ impl Sim {
                     gc,
                 };
                 // Every destination registers its cursor at startup, before any GC.
-                self.destination(
-                    &p,
-                    "archive",
-                    ArchiveFormat::new("b", true, "", "node1"),
-                    false,
-                )?;
-                self.destination(&p, "trail", TrailFormat::new("node1"), false)?;
+                self.destination(&p, "archive", self.archive(), false)?;
+                self.destination(&p, "trail", self.trail(), false)?;
                 Ok(p)
             })();
             match r {
@@ -198,6 +199,103 @@ impl Sim {
             }
         }
         self.fail("the process does not start on a disk that behaves".into());
+    }
+
+    /// The archive's format, with its tamper-evident log (checkpoints only when a run
+    /// ends: an hour never passes here, so the schedule does not depend on the clock).
+    fn archive(&self) -> ArchiveFormat {
+        ArchiveFormat::new("b", true, "", "node1").with_notary(self.notary("records"))
+    }
+
+    fn trail(&self) -> TrailFormat {
+        TrailFormat::new("node1").with_notary(self.notary("trail"))
+    }
+
+    fn notary(&self, log: &str) -> Notary {
+        let now = logbook_delivery::now_ms();
+        Notary::new(
+            log,
+            "node1",
+            self.key.clone(),
+            Duration::from_secs(3600),
+            now,
+        )
+    }
+
+    /// The offline verifier over a copy of the bucket's files.
+    fn verify(&self) -> Result<(), String> {
+        use object_store::ObjectStoreExt;
+        let mem = Arc::new(object_store::memory::InMemory::new());
+        let mut stack = vec![self.bucket.clone()];
+        let mut checkpoints = 0;
+        let mut files = Vec::new();
+        while let Some(dir) = stack.pop() {
+            for name in self.shared.list(&dir).unwrap_or_default() {
+                let path = dir.join(&name);
+                if self.shared.is_dir(&path) {
+                    stack.push(path);
+                } else if !name.contains('#') && !path.to_string_lossy().contains(".logbook-probe")
+                {
+                    let key = path
+                        .strip_prefix(&self.bucket)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    checkpoints += usize::from(key.starts_with("LogbookCheckpoints/"));
+                    files.push((key, self.shared.read(&path).unwrap_or_default()));
+                }
+            }
+        }
+        if checkpoints == 0 {
+            return Ok(());
+        }
+        let opts = logbook_notary::verify::Options {
+            keys: vec![self.key.public()],
+            ..Default::default()
+        };
+        let dump = files.clone();
+        let report = self.rt.block_on(async {
+            for (k, b) in files {
+                mem.put(&object_store::path::Path::from(k.as_str()), b.into())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            logbook_notary::verify::verify_bucket(mem, "b", &opts)
+                .await
+                .map_err(|e| e.to_string())
+        })?;
+        if report.findings > 0 {
+            let mut detail = report.lines.join("\n");
+            for (k, b) in &dump {
+                if k.starts_with("LogbookCheckpoints/") {
+                    let c: logbook_notary::Checkpoint = serde_json::from_slice(b).unwrap();
+                    let objs: Vec<String> = c
+                        .objects
+                        .iter()
+                        .map(|o| format!("{}{:?}", &o.key[o.key.len() - 24..], o.leaves))
+                        .collect();
+                    detail.push_str(&format!("\n  {k}: {objs:?}"));
+                } else {
+                    detail.push_str(&format!("\n  object {k}"));
+                }
+            }
+            for name in ["archive", "trail"] {
+                let st = self
+                    .shared
+                    .read(
+                        &Path::new(JOURNAL)
+                            .join("notary")
+                            .join(format!("{name}.json")),
+                    )
+                    .unwrap_or_default();
+                detail.push_str(&format!(
+                    "\n  state {name}: {}",
+                    String::from_utf8_lossy(&st)
+                ));
+            }
+            return Err(detail);
+        }
+        Ok(())
     }
 
     fn append(&mut self, k: u64) {
@@ -470,8 +568,11 @@ impl Sim {
                     stack.push(path);
                     continue;
                 }
-                // The object store's staging files, and the destination's probe.
-                if name.contains('#') || path.to_string_lossy().contains(".logbook-probe") {
+                // The object store's staging files, the destination's probe, checkpoints.
+                if name.contains('#')
+                    || path.to_string_lossy().contains(".logbook-probe")
+                    || path.to_string_lossy().contains("LogbookCheckpoints")
+                {
                     continue;
                 }
                 let key = path
@@ -611,6 +712,10 @@ impl Sim {
                 ));
             }
         }
+        // The Merkle logs: what the checkpoints say is what the bucket holds.
+        if let Err(why) = self.quiet(|| self.verify()) {
+            self.fail(format!("the bucket does not verify:\n{why}"));
+        }
         self.log.push(format!(
             "check ok: journal {first}..{end}, cursors {cursors:?}, {} objects, {rows} rows",
             objects.len()
@@ -633,10 +738,10 @@ impl Sim {
                     let k = 1 + self.disk.random(6);
                     self.append(k)
                 }
-                45..=49 => self.deliver("archive", ArchiveFormat::new("b", true, "", "node1")),
-                50..=54 => self.deliver_live("archive", ArchiveFormat::new("b", true, "", "node1")),
-                55..=57 => self.deliver("trail", TrailFormat::new("node1")),
-                58..=59 => self.deliver_live("trail", TrailFormat::new("node1")),
+                45..=49 => self.deliver("archive", self.archive()),
+                50..=54 => self.deliver_live("archive", self.archive()),
+                55..=57 => self.deliver("trail", self.trail()),
+                58..=59 => self.deliver_live("trail", self.trail()),
                 60..=64 => self.ingest(false),
                 65..=74 => self.ingest(true),
                 75..=77 => self.compact(),
