@@ -126,3 +126,95 @@ def test_bad_keys_and_proofs_get_precise_errors(tmp_path):
         raise AssertionError("started with a corrupt signing key")
     except RuntimeError as e:
         assert "integrity signing key" in str(e) and "garbage.pem" in str(e), str(e)
+
+
+READERS = """
+[server]
+account_id = "123456789012"
+
+[integrity]
+checkpoint_every_ms = 1000
+
+[[principals]]
+arn = "arn:aws:iam::123456789012:user/ops"
+access_key_id = "AKIAOPS000000000000"
+secret_access_key = "ops-secret"
+api_key = "sk-ops-reader"
+permissions = ["invoke:*", "logs:read"]
+
+[[principals]]
+arn = "arn:aws:iam::123456789012:user/app"
+access_key_id = "AKIAAPP000000000000"
+secret_access_key = "app-secret"
+permissions = ["invoke:*"]
+"""
+
+
+def test_every_read_of_records_is_an_audited_data_event(tmp_path):
+    import time
+
+    import requests
+    from botocore.config import Config as BotoConfig
+    s = Server(tmp_path / "data", READERS).start()
+    data = s.data_dir
+    creds = dict(endpoint_url=s.url, region_name="us-east-1", config=BotoConfig(retries={"total_max_attempts": 1}))
+    ops = dict(aws_access_key_id="AKIAOPS000000000000", aws_secret_access_key="ops-secret", **creds)
+    app = dict(aws_access_key_id="AKIAAPP000000000000", aws_secret_access_key="app-secret", **creds)
+    try:
+        rt = boto3.client("bedrock-runtime", **ops)
+        for i in range(3):
+            rt.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"audit {i}"}]}])
+        logs = boto3.client("logs", **ops)
+        group = "/aws/bedrock/modelinvocations"
+        deadline = time.time() + 20
+        while len(logs.filter_log_events(logGroupName=group)["events"]) < 3:
+            assert time.time() < deadline
+            time.sleep(0.2)
+        got = logs.get_log_events(logGroupName=group, logStreamName="aws/bedrock/modelinvocations", startFromHead=True)
+        assert len(got["events"]) == 3
+        q = logs.start_query(logGroupName=group, startTime=0, endTime=int(time.time()) + 60,
+                             queryString="fields @timestamp, modelId | limit 2")
+        while (res := logs.get_query_results(queryId=q["queryId"]))["status"] in ("Scheduled", "Running"):
+            time.sleep(0.1)
+        assert len(res["results"]) == 2
+        ptr = next(f["value"] for f in res["results"][0] if f["field"] == "@ptr")
+        assert "modelId" in logs.get_log_record(logRecordPointer=ptr)["logRecord"]
+        r = requests.post(s.url + "/logbook/query", headers={"Authorization": "Bearer sk-ops-reader"},
+                          json={"query": "SELECT count(*) AS n FROM invocations", "language": "sql", "start": 0})
+        assert r.status_code == 200, r.text
+        # The app principal may invoke but not read: denied, and the denial is audited too.
+        denied = boto3.client("logs", **app)
+        try:
+            denied.filter_log_events(logGroupName=group)
+            raise AssertionError("an invoke-only principal read the logs")
+        except denied.exceptions.ClientError as e:
+            assert e.response["Error"]["Code"] == "AccessDeniedException"
+    finally:
+        s.stop()
+    t = logbook("trail", "--data-dir", data, "--config", os.path.join(data, "logbook.toml"), "--category", "data", "--format", "json")
+    assert t.returncode == 0, t.stderr
+    events = [json.loads(l) for l in t.stdout.splitlines() if l.strip()]  # JSON Lines
+    by = {}
+    for e in events:
+        by.setdefault(e["eventName"], []).append(e)
+        assert e["eventCategory"] == "Data" and e["managementEvent"] is False and e["readOnly"] is True
+        assert e["eventSource"] == "logs.amazonaws.com"
+    refused = [e for e in by["FilterLogEvents"] if "errorCode" in e]
+    assert [(e["userIdentity"]["arn"], e["errorCode"]) for e in refused] == [
+        ("arn:aws:iam::123456789012:user/app", "AccessDeniedException")]
+    ok = [e for e in by["FilterLogEvents"] if "errorCode" not in e]
+    assert {"recordsReturned": 3} in [e["additionalEventData"] for e in ok]
+    assert all(e["requestParameters"]["logGroupName"] == group for e in ok)
+    assert by["GetLogEvents"][0]["additionalEventData"] == {"recordsReturned": 3}
+    assert by["StartQuery"][0]["requestParameters"]["queryString"].startswith("fields @timestamp")
+    assert any(e["additionalEventData"] == {"recordsReturned": 2} for e in by["GetQueryResults"])
+    assert by["GetLogRecord"][0]["additionalEventData"] == {"recordsReturned": 1}
+    assert by["LogbookQuery"][0]["requestParameters"]["query"] == "SELECT count(*) AS n FROM invocations"
+    assert by["LogbookQuery"][0]["additionalEventData"] == {"recordsReturned": 1}
+    # Management events are not data events.
+    m = [json.loads(l) for l in logbook("trail", "--data-dir", data, "--config", os.path.join(data, "logbook.toml"),
+                                        "--category", "management", "--format", "json").stdout.splitlines() if l.strip()]
+    assert all(e["eventCategory"] == "Management" for e in m)
+    # The audit events are in the signed trail: the bucket verifies.
+    v = logbook("verify", "--data-dir", data, "--config", os.path.join(data, "logbook.toml"))
+    assert v.returncode == 0, v.stdout + v.stderr

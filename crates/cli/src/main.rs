@@ -155,6 +155,10 @@ struct TrailArgs {
     /// Only this principal ARN (a trailing * matches a prefix).
     #[arg(long)]
     principal: Option<String>,
+    /// Only management events (changes, control-plane reads) or data events (every read
+    /// of records: queries, log-event reads, record fetches, reports).
+    #[arg(long, value_parser = ["management", "data"])]
+    category: Option<String>,
     /// Output format.
     #[arg(long, default_value = "table", value_parser = ["table", "json"])]
     format: String,
@@ -330,6 +334,7 @@ fn run() -> anyhow::Result<()> {
                 until,
                 event_name: args.event_name.clone(),
                 principal: args.principal.clone(),
+                category: args.category.clone(),
             };
             let events = logbook_server::tools::trail_events(&config, &filter)?;
             let mut out = std::io::stdout();

@@ -89,8 +89,11 @@ pub struct TrailEvent {
     pub management_event: bool,
     /// Account the event belongs to.
     pub recipient_account_id: String,
-    /// `Management`.
+    /// `Management`, or `Data` for reads of records.
     pub event_category: String,
+    /// What the call returned, for reads of records (`{"recordsReturned": n}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_event_data: Option<Value>,
 }
 
 /// Key of a CloudTrail object.

@@ -374,6 +374,7 @@ pub(crate) fn service_event(
         management_event: true,
         recipient_account_id: s.config.account_id.clone(),
         event_category: "Management".into(),
+        additional_event_data: None,
     }
 }
 

@@ -79,6 +79,7 @@ pub(crate) fn event(
         management_event: true,
         recipient_account_id: c.caller.account_id.clone(),
         event_category: "Management".into(),
+        additional_event_data: None,
     }
 }
 

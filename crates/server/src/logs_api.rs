@@ -233,6 +233,73 @@ pub fn is_mutating(op: &str) -> bool {
     )
 }
 
+/// Operations that read records: each is a data event in the trail (CloudTrail data-event
+/// style: who, which groups, the query text, how many records came back), durable before
+/// the answer leaves, denied ones too.
+pub fn is_data_read(op: &str) -> bool {
+    matches!(
+        op,
+        "FilterLogEvents" | "GetLogEvents" | "StartQuery" | "GetQueryResults" | "GetLogRecord"
+    )
+}
+
+/// How many records (events, rows) an answer of `op` carries.
+fn records_returned(op: &str, body: &[u8]) -> Option<usize> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let n = |k: &str| v.get(k).and_then(Value::as_array).map(Vec::len);
+    match op {
+        "FilterLogEvents" | "GetLogEvents" => n("events"),
+        "GetQueryResults" => n("results"),
+        "GetLogRecord" => Some(usize::from(v.get("logRecord").is_some())),
+        "StartQuery" => Some(0),
+        "LogbookQuery" | "LogbookChargebackReport" => n("rows"),
+        _ => None,
+    }
+}
+
+/// Audit a read of records, then answer; if the event cannot be made durable, the read
+/// is refused (no unaudited read).
+async fn audit_read(
+    recorder: &crate::capture::Recorder,
+    caller: Caller,
+    headers: &HeaderMap,
+    addr: SocketAddr,
+    op: &str,
+    params: Value,
+    r: Response,
+) -> Response {
+    let (parts, body) = r.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return err(500, "ServiceUnavailableException", &e.to_string()),
+    };
+    let c = crate::control_api::ctx(caller, headers, addr);
+    let mut ev = crate::control_api::event(&c, op, true, params, Value::Null, None);
+    ev.event_source = "logs.amazonaws.com".into();
+    ev.management_event = false;
+    ev.event_category = "Data".into();
+    if parts.status.is_success() {
+        ev.additional_event_data = Some(match records_returned(op, &bytes) {
+            Some(n) => json!({"recordsReturned": n}),
+            None => json!({"bytesReturned": bytes.len()}),
+        });
+    } else {
+        ev.error_code = parts
+            .headers
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+    }
+    if let Err(e) = recorder.commit_event(ev).await {
+        return err(
+            500,
+            "ServiceUnavailableException",
+            &format!("the read could not be audited: {e}"),
+        );
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
 /// The API's one route: `POST /` with `X-Amz-Target`.
 pub async fn handle(
     State(s): State<Shared>,
@@ -296,11 +363,13 @@ pub async fn handle(
         );
         return if mutating {
             audit(&s, caller, &headers, addr, &op, v, r).await
+        } else if is_data_read(&op) {
+            audit_read(&s.recorder, caller, &headers, addr, &op, v, r).await
         } else {
             r
         };
     }
-    let audit_caller = mutating.then(|| caller.clone());
+    let audit_caller = (mutating || is_data_read(&op)).then(|| caller.clone());
     let params = v.clone();
     let r = match op.as_str() {
         "CreateLogGroup" => create(&s, &v).await,
@@ -326,7 +395,8 @@ pub async fn handle(
     };
     let r = r.unwrap_or_else(|e| e);
     match audit_caller {
-        Some(c) => audit(&s, c, &headers, addr, &op, params, r).await,
+        Some(c) if mutating => audit(&s, c, &headers, addr, &op, params, r).await,
+        Some(c) => audit_read(&s.recorder, c, &headers, addr, &op, params, r).await,
         None => r,
     }
 }
@@ -1082,13 +1152,61 @@ async fn log_record(s: &Shared, v: &Value) -> Result<Response, Response> {
 /// "limit"}`; answers `{"columns", "rows", "statistics"}` (rows of strings or nulls).
 pub async fn http_query(
     State(s): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
     let v = match reader_request(&caller, body).await {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return audit_denied(&s, caller, &headers, addr, "LogbookQuery", r).await,
     };
+    let params = audited_params(
+        &v,
+        &["query", "language", "logGroups", "start", "end", "limit"],
+    );
+    let r = http_query_run(&s, &v).await;
+    audit_read(
+        &s.recorder,
+        caller,
+        &headers,
+        addr,
+        "LogbookQuery",
+        params,
+        r,
+    )
+    .await
+}
+
+/// The parameters of a read worth keeping in its audit event.
+fn audited_params(v: &Value, keys: &[&str]) -> Value {
+    let mut m = serde_json::Map::new();
+    for k in keys {
+        if let Some(x) = v.get(*k) {
+            m.insert((*k).to_string(), x.clone());
+        }
+    }
+    Value::Object(m)
+}
+
+/// A `/logbook/*` read refused before it ran: audited when the caller lacked permission.
+async fn audit_denied(
+    s: &Shared,
+    caller: Caller,
+    headers: &HeaderMap,
+    addr: SocketAddr,
+    op: &str,
+    r: Response,
+) -> Response {
+    if r.status() == http::StatusCode::FORBIDDEN {
+        audit_read(&s.recorder, caller, headers, addr, op, Value::Null, r).await
+    } else {
+        r
+    }
+}
+
+async fn http_query_run(s: &Shared, v: &Value) -> Response {
+    let v = v.clone();
     let run = async {
         let query = str_field(&v, "query")?
             .ok_or_else(|| invalid("'query' is required"))?
@@ -1124,7 +1242,7 @@ pub async fn http_query(
             limit: int_field(&v, "limit")?.map_or(QUERY_LIMIT, |l| l.clamp(1, 1_000_000) as usize),
             after_seq: *s.journal.committed().borrow(),
         };
-        let r = run_sync(&s, req).await?;
+        let r = run_sync(s, req).await?;
         Ok(ok(json!({
             "columns": r.columns,
             "rows": r.rows,
@@ -1165,14 +1283,27 @@ async fn reader_request(caller: &Caller, body: Body) -> Result<Value, Response> 
 /// period only, UTC, JSON).
 pub async fn http_chargeback(
     State(s): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
-    use logbook_query::report::{Chargeback, Dimension, Period};
+    let op = "LogbookChargebackReport";
     let v = match reader_request(&caller, body).await {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return audit_denied(&s, caller, &headers, addr, op, r).await,
     };
+    let params = audited_params(
+        &v,
+        &["by", "period", "tz", "start", "end", "format", "logGroups"],
+    );
+    let r = http_chargeback_run(&s, &v).await;
+    audit_read(&s.recorder, caller, &headers, addr, op, params, r).await
+}
+
+async fn http_chargeback_run(s: &Shared, v: &Value) -> Response {
+    use logbook_query::report::{Chargeback, Dimension, Period};
+    let v = v.clone();
     let run = async {
         let q = |e: logbook_query::QueryError| invalid(&e.to_string());
         let by: Vec<String> = match v.get("by") {

@@ -101,6 +101,9 @@ pub struct TrailFilter {
     pub event_name: Option<String>,
     /// Only this principal: an exact ARN, or a prefix ending in `*`.
     pub principal: Option<String>,
+    /// Only this `eventCategory`: `Management` (changes, control-plane reads) or `Data`
+    /// (reads of records: queries, log-event reads, record fetches, reports).
+    pub category: Option<String>,
 }
 
 /// Every audit event of the data folder: delivered CloudTrail objects in the archive
@@ -147,6 +150,11 @@ pub fn trail_events(config: &Config, filter: &TrailFilter) -> Result<Vec<Value>,
         filter.since.is_none_or(|s| t.is_some_and(|t| t >= s))
             && filter.until.is_none_or(|u| t.is_some_and(|t| t < u))
             && filter.event_name.as_deref().is_none_or(|n| n == name)
+            && filter.category.as_deref().is_none_or(|c| {
+                e.get("eventCategory")
+                    .and_then(Value::as_str)
+                    .is_some_and(|x| x.eq_ignore_ascii_case(c))
+            })
             && filter
                 .principal
                 .as_deref()
