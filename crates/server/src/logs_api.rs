@@ -1364,7 +1364,7 @@ async fn http_chargeback_run(s: &Shared, v: &Value) -> Response {
             limit: 1_000_000,
             after_seq: *s.journal.committed().borrow(),
         };
-        let r = run_sync(&s, req).await?;
+        let r = run_sync(s, req).await?;
         let engine_err = |e: logbook_query::QueryError| query_err(e);
         let (text, content_type) = match format {
             "focus" => (
