@@ -62,6 +62,7 @@ pub struct ArchiveFormat {
     groups: BTreeMap<(String, String, String), Group>,
     pub(crate) data_objects: Vec<(String, Vec<u8>)>,
     notary: Option<Notary>,
+    redactor: Option<std::sync::Arc<logbook_redact::Redactor>>,
 }
 
 impl ArchiveFormat {
@@ -76,7 +77,15 @@ impl ArchiveFormat {
             groups: BTreeMap::new(),
             data_objects: Vec::new(),
             notary: None,
+            redactor: None,
         }
+    }
+
+    /// Mask the bodies of what this bucket receives (`logbook_redact`), before they are
+    /// written and hashed.
+    pub fn with_redactor(mut self, r: std::sync::Arc<logbook_redact::Redactor>) -> Self {
+        self.redactor = Some(r);
+        self
     }
 
     /// Keep a tamper-evident log of every line written (see `logbook_notary`).
@@ -229,11 +238,15 @@ impl Format for ArchiveFormat {
         }
         let account = head.account_id.unwrap_or_else(|| "000000000000".into());
         let region = head.region.unwrap_or_else(|| "us-east-1".into());
-        let has_media = e.payload.windows(8).any(|w| w == b"\"bytes\":");
-        let line = if e.payload.len() > LARGE_BODY_BYTES || has_media {
-            self.offload(&e.payload, &prefix, &account, &region)?
+        let payload = match &self.redactor {
+            Some(r) => r.redact_record(&e.payload).into_owned(),
+            None => e.payload,
+        };
+        let has_media = payload.windows(8).any(|w| w == b"\"bytes\":");
+        let line = if payload.len() > LARGE_BODY_BYTES || has_media {
+            self.offload(&payload, &prefix, &account, &region)?
         } else {
-            e.payload
+            payload
         };
         let group = self
             .groups

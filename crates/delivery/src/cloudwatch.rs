@@ -67,6 +67,7 @@ pub struct CloudWatchFormat {
     node_id: String,
     batcher: Batcher,
     offloads: Vec<CloudWatchItem>,
+    redactor: Option<std::sync::Arc<logbook_redact::Redactor>>,
 }
 
 impl CloudWatchFormat {
@@ -77,7 +78,14 @@ impl CloudWatchFormat {
             node_id: node_id.into(),
             batcher: Batcher::default(),
             offloads: Vec::new(),
+            redactor: None,
         }
+    }
+
+    /// Mask the bodies of what this group receives (`logbook_redact`).
+    pub fn with_redactor(mut self, r: std::sync::Arc<logbook_redact::Redactor>) -> Self {
+        self.redactor = Some(r);
+        self
     }
 
     /// The event's message: the record, its large bodies moved to the large-data bucket
@@ -174,7 +182,11 @@ impl Format for CloudWatchFormat {
             .and_then(parse_timestamp)
             .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
             .unwrap_or(e.time_ms as i64);
-        let msg = self.message(&e.payload, dest.large_data.as_ref(), &account, &region)?;
+        let payload = match &self.redactor {
+            Some(r) => r.redact_record(&e.payload).into_owned(),
+            None => e.payload,
+        };
+        let msg = self.message(&payload, dest.large_data.as_ref(), &account, &region)?;
         let message = String::from_utf8(msg)
             .map_err(|_| DeliveryError::Config("a record is not UTF-8".into()))?;
         let event = LogEvent {

@@ -38,6 +38,8 @@ pub struct AppState {
     pub journal: Journal,
     /// Delivery counters, by destination name.
     pub destinations: Vec<(String, Arc<DestinationStats>)>,
+    /// What redaction masked, per destination and detector.
+    pub redactions: Vec<(String, Arc<logbook_redact::Counts>)>,
     /// Logging configurations per (account, region).
     pub logging: Arc<LoggingConfigs>,
     /// Declared buckets.
@@ -605,6 +607,8 @@ async fn healthz(State(s): State<Shared>) -> Response {
             "timedOut": s.engine.stats.timed_out.load(Ordering::Relaxed),
             "cancelled": s.engine.stats.cancelled.load(Ordering::Relaxed),
         },
+        // What redaction masked, per destination and detector.
+        "redactions": s.redactions.iter().map(|(d, c)| (d.clone(), serde_json::Value::Object(c.snapshot().into_iter().map(|(k, v)| (k, v.into())).collect()))).collect::<serde_json::Map<_, _>>(),
         // Fail-open calls served without a durable record since the start.
         "unrecordedCalls": s.recorder.unrecorded(),
         "mode": match s.recorder.mode() { LoggingMode::Strict => "strict", LoggingMode::Async => "async" },
@@ -887,6 +891,7 @@ impl AppState {
                 source: std::io::Error::other(e.to_string()),
             })?;
         }
+        let mut redactions: Vec<(String, Arc<logbook_redact::Counts>)> = Vec::new();
         let store_task = {
             let gc2 = gc.clone();
             let j = journal.clone();
@@ -898,10 +903,15 @@ impl AppState {
             });
             // Register the store's cursor before any destination may collect garbage.
             gc.set("store", store.durable_seq().max(journal.first_available()?));
+            let mut ingest_config = config.store_ingest.clone();
+            ingest_config.redactor = config.redaction.for_name(config.redaction.store.as_ref());
+            if let Some(r) = &ingest_config.redactor {
+                redactions.push(("log-groups".to_string(), r.counts()));
+            }
             let ingest = logbook_store::ingest::run(
                 store.clone(),
                 journal.clone(),
-                config.store_ingest.clone(),
+                ingest_config,
                 on_durable,
                 stop_rx.clone(),
             );
@@ -940,7 +950,14 @@ impl AppState {
                 journal.clone(),
                 dcfg(format!("archive-{name}")),
                 {
-                    let f = ArchiveFormat::new(name, is_default, &config.archive_prefix, &node);
+                    let mut f = ArchiveFormat::new(name, is_default, &config.archive_prefix, &node);
+                    if let Some(r) = config
+                        .redaction
+                        .for_name(config.redaction.buckets.get(name))
+                    {
+                        redactions.push((format!("archive-{name}"), r.counts()));
+                        f = f.with_redactor(r);
+                    }
                     match notary("records") {
                         Some(n) => f.with_notary(n),
                         None => f,
@@ -990,7 +1007,19 @@ impl AppState {
                     retry_base: Duration::from_millis(100),
                     permanent_retry: config.permanent_retry,
                 },
-                CloudWatchFormat::new(name, &node),
+                {
+                    let f = CloudWatchFormat::new(name, &node);
+                    match config
+                        .redaction
+                        .for_name(config.redaction.log_groups.get(name))
+                    {
+                        Some(r) => {
+                            redactions.push((format!("cloudwatch-{name}"), r.counts()));
+                            f.with_redactor(r)
+                        }
+                        None => f,
+                    }
+                },
                 gc.clone(),
             )?;
             destinations.push((format!("cloudwatch-{name}"), dest.stats()));
@@ -1082,6 +1111,7 @@ impl AppState {
             invoker,
             journal,
             destinations,
+            redactions,
             logging,
             buckets,
             remote_log_groups,

@@ -68,6 +68,25 @@ struct RawStore {
     /// Flush the log group store's in-memory tail to Parquet when its oldest record is
     /// this old (default 60 s; the journal keeps the records meanwhile).
     flush_age_ms: Option<u64>,
+    /// Redaction profile for the embedded log groups (what queries and analysts see).
+    redact: Option<String>,
+}
+
+/// `[redaction.<profile>]`: detectors and custom patterns.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedaction {
+    #[serde(default)]
+    detectors: Vec<String>,
+    #[serde(default)]
+    custom: Vec<RawCustomPattern>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCustomPattern {
+    name: String,
+    pattern: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +105,8 @@ struct RawArchive {
     max_object_age_ms: Option<u64>,
     /// Wait after a failure that retrying will not fix (access denied, no such bucket).
     permanent_retry_ms: Option<u64>,
+    /// Redaction profile for the default archive bucket (when it is not in [[buckets]]).
+    redact: Option<String>,
 }
 
 /// `[integrity]`: the tamper-evident logs of the archive and the trail.
@@ -331,6 +352,8 @@ struct RawBucket {
     /// `AES256` (SSE-S3) or `aws:kms` (SSE-KMS).
     sse: Option<String>,
     sse_kms_key_id: Option<String>,
+    /// Redaction profile applied to what this bucket receives.
+    redact: Option<String>,
 }
 
 impl RawBucket {
@@ -426,6 +449,8 @@ impl RawBucket {
 #[serde(deny_unknown_fields)]
 struct RawLogGroup {
     name: String,
+    /// Redaction profile applied to what this log group receives.
+    redact: Option<String>,
     /// CloudWatch Logs endpoint (default: AWS's for the region).
     endpoint: Option<String>,
     region: Option<String>,
@@ -572,6 +597,8 @@ struct RawConfig {
     archive: RawArchive,
     #[serde(default)]
     integrity: RawIntegrity,
+    #[serde(default)]
+    redaction: BTreeMap<String, RawRedaction>,
     #[serde(default)]
     journal: RawJournal,
     #[serde(default)]
@@ -727,6 +754,47 @@ pub struct QueryConfig {
     pub start_query_timeout: Duration,
 }
 
+/// A redaction profile, validated (compiled once to check it; each destination compiles
+/// its own, so its counts are its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedactionProfile {
+    /// Built-in detector names (or "all").
+    pub detectors: Vec<String>,
+    /// Custom (name, pattern).
+    pub custom: Vec<(String, String)>,
+}
+
+impl RedactionProfile {
+    /// Compile it.
+    pub fn compile(&self) -> Result<logbook_redact::Redactor, logbook_redact::RedactError> {
+        logbook_redact::Redactor::new(&self.detectors, &self.custom)
+    }
+}
+
+/// Where redaction applies: destination -> profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Redaction {
+    /// Profiles by name.
+    pub profiles: BTreeMap<String, RedactionProfile>,
+    /// Bucket name -> profile.
+    pub buckets: BTreeMap<String, String>,
+    /// Remote (CloudWatch Logs) log group -> profile.
+    pub log_groups: BTreeMap<String, String>,
+    /// Profile of the embedded log groups.
+    pub store: Option<String>,
+}
+
+impl Redaction {
+    /// The compiled profile for a destination, if it has one.
+    pub fn for_name(
+        &self,
+        profile: Option<&String>,
+    ) -> Option<std::sync::Arc<logbook_redact::Redactor>> {
+        let p = self.profiles.get(profile?)?;
+        p.compile().ok().map(std::sync::Arc::new)
+    }
+}
+
 /// `[integrity]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IntegrityConfig {
@@ -792,6 +860,8 @@ pub struct Config {
     pub permanent_retry: Duration,
     /// Tamper-evident logs of the archive and the trail (`None`: off).
     pub integrity: Option<IntegrityConfig>,
+    /// Redaction per destination.
+    pub redaction: Redaction,
     /// Buckets: name -> local folder.
     pub buckets: HashMap<String, BucketSpec>,
     /// Providers.
@@ -928,6 +998,47 @@ impl Config {
             }
         };
         let mut buckets = HashMap::new();
+        let mut redaction = Redaction::default();
+        for (name, p) in raw.redaction {
+            let profile = RedactionProfile {
+                detectors: p.detectors,
+                custom: p.custom.into_iter().map(|c| (c.name, c.pattern)).collect(),
+            };
+            if let Err(e) = profile.compile() {
+                errors.push(format!("redaction.{name}: {e}"));
+            }
+            redaction.profiles.insert(name, profile);
+        }
+        let use_profile = |errors: &mut Vec<String>, what: String, p: &Option<String>| {
+            if let Some(p) = p {
+                if !redaction.profiles.contains_key(p) {
+                    errors.push(format!(
+                        "{what}: redaction profile {p:?} is not declared in [redaction.{p}]"
+                    ));
+                }
+            }
+        };
+        if let Some(a) = &raw.archive.redact {
+            use_profile(&mut errors, "archive.redact".into(), &Some(a.clone()));
+        }
+        use_profile(&mut errors, "store.redact".into(), &raw.store.redact);
+        let mut bucket_redact = BTreeMap::new();
+        let mut group_redact = BTreeMap::new();
+        for b in &raw.buckets {
+            use_profile(&mut errors, format!("bucket {:?}", b.name), &b.redact);
+            if let Some(p) = &b.redact {
+                bucket_redact.insert(b.name.clone(), p.clone());
+            }
+        }
+        for g in &raw.log_groups {
+            use_profile(&mut errors, format!("log group {:?}", g.name), &g.redact);
+            if let Some(p) = &g.redact {
+                group_redact.insert(g.name.clone(), p.clone());
+            }
+        }
+        redaction.buckets = bucket_redact;
+        redaction.log_groups = group_redact;
+        redaction.store = raw.store.redact.clone();
         for b in raw.buckets {
             let name = b.name.clone();
             match b.spec(data_dir, &region) {
@@ -1102,6 +1213,9 @@ impl Config {
                     archive_bucket.clone(),
                     BucketSpec::Local(data_dir.join("archive")),
                 );
+                if let Some(p) = &raw.archive.redact {
+                    redaction.buckets.insert(archive_bucket.clone(), p.clone());
+                }
             } else {
                 errors.push(format!(
                     "archive.bucket {archive_bucket:?} is not declared in [[buckets]]"
@@ -1375,6 +1489,7 @@ impl Config {
             permanent_retry: Duration::from_millis(
                 raw.archive.permanent_retry_ms.unwrap_or(60_000),
             ),
+            redaction,
             integrity: raw
                 .integrity
                 .enabled

@@ -19,6 +19,8 @@ pub struct IngestConfig {
     pub flush_age: Duration,
     /// Run retention this often.
     pub retention_every: Duration,
+    /// Mask record bodies before they enter the log groups (`logbook_redact`).
+    pub redactor: Option<std::sync::Arc<logbook_redact::Redactor>>,
 }
 
 impl Default for IngestConfig {
@@ -28,6 +30,7 @@ impl Default for IngestConfig {
             flush_bytes: 128 << 20,
             flush_age: Duration::from_secs(60),
             retention_every: Duration::from_secs(60),
+            redactor: None,
         }
     }
 }
@@ -54,6 +57,7 @@ pub async fn run(
         let upto = *committed.borrow_and_update();
         // Read what is committed, in chunks, off the async threads.
         let st = store.clone();
+        let redactor = config.redactor.clone();
         let (r, res) = tokio::task::spawn_blocking(move || {
             let res = (|| -> Result<(), StoreError> {
                 loop {
@@ -69,6 +73,13 @@ pub async fn run(
                         // of any group, or none at all, still move the cursor.
                         st.advance_to(upto);
                         return Ok(());
+                    }
+                    if let Some(r) = &redactor {
+                        for e in &mut chunk {
+                            if let std::borrow::Cow::Owned(p) = r.redact_record(&e.payload) {
+                                e.payload = p;
+                            }
+                        }
                     }
                     st.add_entries(&chunk);
                 }
