@@ -64,6 +64,7 @@ pub fn query(
         },
         limit,
         after_seq: 0,
+        content: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

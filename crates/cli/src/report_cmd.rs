@@ -69,6 +69,7 @@ pub fn chargeback(config: &logbook_server::Config, a: Args) -> anyhow::Result<()
         language: Language::Sql,
         limit: usize::MAX / 2,
         after_seq: 0,
+        content: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -142,23 +142,32 @@ fn key_time(key: &str, kind: Kind) -> Option<(u64, u64)> {
     }
 }
 
-/// The leaves of an object: its exact lines (records) or events (trail).
-fn lines(bytes: &[u8], kind: Kind) -> Result<Vec<Vec<u8>>, String> {
-    let mut text = Vec::new();
+/// Call `f` with each leaf of an object, in order: its exact lines (records) or events
+/// (trail), borrowed from one decompressed buffer (no copy per line).
+fn each_line(bytes: &[u8], kind: Kind, mut f: impl FnMut(&[u8])) -> Result<(), String> {
+    if kind == Kind::Data {
+        return Ok(());
+    }
+    // gzip's trailer holds the uncompressed size (mod 2^32): one allocation.
+    let hint = bytes
+        .len()
+        .checked_sub(4)
+        .and_then(|i| bytes.get(i..))
+        .and_then(|t| <[u8; 4]>::try_from(t).ok())
+        .map_or(0, |t| u32::from_le_bytes(t) as usize);
+    let mut text = Vec::with_capacity(hint.min(1 << 30));
     GzDecoder::new(bytes)
         .read_to_end(&mut text)
         .map_err(|e| format!("not a gzip object ({e})"))?;
     match kind {
-        Kind::Data => Ok(Vec::new()),
+        Kind::Data => {}
         Kind::Records => {
             if !text.is_empty() && text.last() != Some(&b'\n') {
                 return Err("its last line is not whole".into());
             }
-            Ok(text
-                .split(|b| *b == b'\n')
+            text.split(|b| *b == b'\n')
                 .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec)
-                .collect())
+                .for_each(f);
         }
         Kind::Trail => {
             #[derive(serde::Deserialize)]
@@ -168,12 +177,10 @@ fn lines(bytes: &[u8], kind: Kind) -> Result<Vec<Vec<u8>>, String> {
             }
             let o: Obj<'_> = serde_json::from_slice(&text)
                 .map_err(|e| format!("not a CloudTrail object ({e})"))?;
-            Ok(o.records
-                .iter()
-                .map(|r| r.get().as_bytes().to_vec())
-                .collect())
+            o.records.iter().for_each(|r| f(r.get().as_bytes()));
         }
     }
+    Ok(())
 }
 
 /// One log (one node's `records` or `trail`) as the bucket holds it.
@@ -237,14 +244,15 @@ type Digested = (String, Result<Vec<Hash>, String>, Option<(usize, Vec<u8>)>);
 /// An object's SHA-256, its leaves' hashes, and the line `find` looks for.
 fn digest(bytes: &[u8], kind: Kind, find: &Find) -> Digested {
     let sha = hex::encode(Sha256::digest(bytes));
-    let ls = lines(bytes, kind);
-    let hit = ls.as_ref().ok().and_then(|ls| {
-        ls.iter()
-            .position(|l| find.matches(l))
-            .map(|i| (i, ls[i].clone()))
+    let mut hashes = Vec::new();
+    let mut hit = None;
+    let r = each_line(bytes, kind, |l| {
+        if hit.is_none() && find.matches(l) {
+            hit = Some((hashes.len(), l.to_vec()));
+        }
+        hashes.push(leaf_hash(l));
     });
-    let hashes = ls.map(|ls| ls.iter().map(|l| leaf_hash(l)).collect::<Vec<_>>());
-    (sha, hashes, hit)
+    (sha, r.map(|()| hashes), hit)
 }
 
 /// Read the checkpoints (verifying each) and list the log-space objects.

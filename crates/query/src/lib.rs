@@ -192,6 +192,49 @@ pub struct QueryRequest {
     /// before this sequence (the journal's committed position when the query arrived, so
     /// the caller's own earlier calls are in the answer). 0: no wait.
     pub after_seq: u64,
+    /// What the caller may see of record bodies.
+    pub content: Content,
+}
+
+/// What a query may see of record bodies (prompts, answers): everything, bodies passed
+/// through a redaction profile, or none. Applied to the log groups' rows before the
+/// query's own plan, so no filter, aggregate or alias can reach what the caller may not
+/// see; the SQL `archive` table (raw objects) is only there for `Full`.
+#[derive(Debug, Clone, Default)]
+pub enum Content {
+    /// Bodies as recorded.
+    #[default]
+    Full,
+    /// Bodies (and `@message`) masked by this profile.
+    Redacted(Arc<logbook_redact::Redactor>),
+    /// No bodies: they read as null, and `@message` is the record without them.
+    Metadata,
+}
+
+/// The columns that hold bodies.
+const BODY_COLUMNS: [&str; 3] = ["input_body_json", "output_body_json", "message"];
+
+fn apply_content(mut df: DataFrame, content: &Content) -> Result<DataFrame, QueryError> {
+    match content {
+        Content::Full => {}
+        Content::Metadata => {
+            for c in ["input_body_json", "output_body_json"] {
+                df = df.with_column(c, lit(ScalarValue::Utf8(None)))?;
+            }
+            let strip = datafusion::logical_expr::ScalarUDF::from(udf::StripBodies::default());
+            df = df.with_column("message", strip.call(vec![ident("message")]))?;
+        }
+        Content::Redacted(r) => {
+            for c in BODY_COLUMNS {
+                let f = datafusion::logical_expr::ScalarUDF::from(udf::Redact::new(
+                    r.clone(),
+                    c == "message",
+                ));
+                df = df.with_column(c, f.call(vec![ident(c)]))?;
+            }
+        }
+    }
+    Ok(df)
 }
 
 /// The longest a query waits for ingest to reach its `after_seq` before it runs anyway.
@@ -364,7 +407,8 @@ impl Engine {
                 None => d,
             });
         }
-        out.ok_or_else(|| QueryError::Invalid("name at least one log group".into()))
+        let out = out.ok_or_else(|| QueryError::Invalid("name at least one log group".into()))?;
+        apply_content(out, &req.content)
     }
 
     /// Run a query in this thread's runtime, without limits (the CLI, tests). Servers run
@@ -396,7 +440,7 @@ impl Engine {
                     let raw = self.raw_union(&ctx, req, &mut stats, &mut fields).await?;
                     ctx.register_table("invocations", raw.into_view())?;
                 }
-                if let Some(bucket) = &self.archive {
+                if let (Some(bucket), Content::Full) = (&self.archive, &req.content) {
                     ctx.register_table(
                         "archive",
                         Arc::new(archive::table(bucket.clone(), self.partitions).await?),
@@ -477,6 +521,7 @@ impl Engine {
             language: Language::Sql,
             limit: 1,
             after_seq: 0,
+            content: Default::default(),
         };
         let ctx = self.context(env);
         let mut stats = QueryStats::default();

@@ -19,6 +19,127 @@ pub fn all() -> Vec<ScalarUDF> {
     ]
 }
 
+/// `redact(text)`: a body (JSON text) or a whole record (`@message`) with a redaction
+/// profile applied. Built per query for callers whose content level is `redacted`.
+#[derive(Debug)]
+pub struct Redact {
+    redactor: Arc<logbook_redact::Redactor>,
+    record: bool,
+    signature: Signature,
+}
+
+impl Redact {
+    /// Mask with `redactor`; `record`: the text is a whole record (only bodies masked).
+    pub fn new(redactor: Arc<logbook_redact::Redactor>, record: bool) -> Self {
+        Redact {
+            redactor,
+            record,
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl PartialEq for Redact {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.redactor, &o.redactor) && self.record == o.record
+    }
+}
+impl Eq for Redact {}
+impl std::hash::Hash for Redact {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (Arc::as_ptr(&self.redactor) as usize).hash(h);
+        self.record.hash(h);
+    }
+}
+
+impl ScalarUDFImpl for Redact {
+    fn name(&self) -> &str {
+        if self.record {
+            "redact_record"
+        } else {
+            "redact"
+        }
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let text = strings(&args.args[0], args.number_rows)?;
+        let Some(text) = text.as_any().downcast_ref::<StringArray>() else {
+            return exec_err!("redact: expected text");
+        };
+        let mut b = StringBuilder::with_capacity(text.len(), text.len() * 64);
+        for i in 0..text.len() {
+            if text.is_null(i) {
+                b.append_null();
+            } else if self.record {
+                let r = self.redactor.redact_record(text.value(i).as_bytes());
+                b.append_value(String::from_utf8_lossy(&r));
+            } else {
+                b.append_value(self.redactor.redact_text(text.value(i)));
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(b.finish())))
+    }
+}
+
+/// `strip_bodies(record)`: a whole record (`@message`) without its bodies (the
+/// `*Body*` members of `input` and `output`), for callers whose content level is
+/// `metadata`: they still see who called what, when, and what it cost.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct StripBodies {
+    signature: Signature,
+}
+
+impl Default for StripBodies {
+    fn default() -> Self {
+        StripBodies {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+/// `record` without its bodies.
+pub fn strip_bodies(record: &str) -> Option<String> {
+    let mut v: Value = serde_json::from_str(record).ok()?;
+    for side in ["input", "output"] {
+        if let Some(Value::Object(o)) = v.get_mut(side) {
+            o.retain(|k, _| !k.contains("Body") || k.ends_with("S3Path"));
+        }
+    }
+    serde_json::to_string(&v).ok()
+}
+
+impl ScalarUDFImpl for StripBodies {
+    fn name(&self) -> &str {
+        "strip_bodies"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let text = strings(&args.args[0], args.number_rows)?;
+        let Some(text) = text.as_any().downcast_ref::<StringArray>() else {
+            return exec_err!("strip_bodies: expected text");
+        };
+        let mut b = StringBuilder::with_capacity(text.len(), text.len() * 64);
+        for i in 0..text.len() {
+            if text.is_null(i) {
+                b.append_null();
+            } else {
+                b.append_option(strip_bodies(text.value(i)));
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(b.finish())))
+    }
+}
+
 /// Walk a dotted path (`messages.0.content`) into a JSON value.
 pub fn walk<'v>(mut v: &'v Value, path: &str) -> Option<&'v Value> {
     if path.is_empty() {

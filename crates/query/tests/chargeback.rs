@@ -58,6 +58,7 @@ fn run(e: &Engine, rt: &tokio::runtime::Runtime, c: &Chargeback) -> logbook_quer
             language: Language::Sql,
             limit: 1_000_000,
             after_seq: 0,
+            content: Default::default(),
         }))
         .unwrap();
     c.report(&r).unwrap()
@@ -222,6 +223,7 @@ fn the_focus_export_has_the_spec_columns_and_the_same_total() {
             language: Language::Sql,
             limit: 1_000_000,
             after_seq: 0,
+            content: Default::default(),
         }))
         .unwrap();
     let csv = c.focus_csv(&r).unwrap();

@@ -116,6 +116,7 @@ fn run(e: &Engine, q: &str) -> Result<(Vec<String>, Vec<Vec<Option<String>>>), Q
         },
         limit: 10_000,
         after_seq: 0,
+        content: Default::default(),
     }))?;
     Ok((r.columns, r.rows))
 }

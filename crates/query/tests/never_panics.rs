@@ -147,6 +147,7 @@ proptest! {
                 language: Language::Insights,
                 limit: 100,
                 after_seq: 0,
+                content: Default::default(),
             }));
         });
     }
@@ -399,6 +400,7 @@ fn fuzz(strategy: impl Strategy<Value = String>, language: Language, cases: u32)
                 language,
                 limit: 100,
                 after_seq: 0,
+                content: Default::default(),
             }));
             let mut reach = reach.borrow_mut();
             match &r {

@@ -43,6 +43,7 @@ fn count(e: &Engine, rt: &tokio::runtime::Runtime, q: &str, language: Language) 
             language,
             limit: 10,
             after_seq: 0,
+            content: Default::default(),
         }))
         .unwrap();
     r.rows[0]
@@ -223,6 +224,7 @@ fn files_written_before_the_cost_columns_still_read_and_costs_sum_exactly() {
             language,
             limit: 10,
             after_seq: 0,
+            content: Default::default(),
         }))
         .unwrap()
         .rows

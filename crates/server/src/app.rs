@@ -40,6 +40,9 @@ pub struct AppState {
     pub destinations: Vec<(String, Arc<DestinationStats>)>,
     /// What redaction masked, per destination and detector.
     pub redactions: Vec<(String, Arc<logbook_redact::Counts>)>,
+    /// The profile reads at content level `redacted` go through (`[redaction.analyst]`,
+    /// else every built-in detector).
+    pub analyst_redactor: Arc<logbook_redact::Redactor>,
     /// Logging configurations per (account, region).
     pub logging: Arc<LoggingConfigs>,
     /// Declared buckets.
@@ -1104,6 +1107,14 @@ impl AppState {
             Arc::new(config.pricing.clone()),
             config.max_body_bytes,
         );
+        let analyst_redactor = match config.redaction.for_name(Some(&"analyst".to_string())) {
+            Some(r) => r,
+            None => Arc::new(
+                logbook_redact::Redactor::new(&["all".to_string()], &[])
+                    .map_err(|e| ServeError::Config(e.to_string()))?,
+            ),
+        };
+        redactions.push(("reads".to_string(), analyst_redactor.counts()));
         let state = Arc::new(AppState {
             principals: Principals::new(&config, &extra),
             config,
@@ -1112,6 +1123,7 @@ impl AppState {
             journal,
             destinations,
             redactions,
+            analyst_redactor,
             logging,
             buckets,
             remote_log_groups,

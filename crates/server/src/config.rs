@@ -719,10 +719,24 @@ pub struct PrincipalConfig {
 
 /// The permissions a principal can be granted.
 pub fn valid_permission(p: &str) -> bool {
-    match p.strip_prefix("invoke:") {
-        Some(glob) => !glob.is_empty() && globset::Glob::new(glob).is_ok(),
-        None => matches!(p, "logging:read" | "logging:manage" | "logs:read"),
+    if let Some(glob) = p.strip_prefix("invoke:") {
+        return !glob.is_empty() && globset::Glob::new(glob).is_ok();
     }
+    if let Some(level) = p.strip_prefix("content:") {
+        return matches!(level, "full" | "redacted" | "metadata");
+    }
+    if let Some(r) = p.strip_prefix("role:") {
+        return crate::identity::role(r).is_some();
+    }
+    if p != "logs:read" {
+        if let Some(rest) = p.strip_prefix("logs:") {
+            let (action, resource) = rest.split_once(':').unwrap_or((rest, "*"));
+            return crate::identity::LOG_ACTIONS.contains(&action)
+                && !resource.is_empty()
+                && globset::Glob::new(resource).is_ok();
+        }
+    }
+    matches!(p, "logging:read" | "logging:manage" | "logs:read")
 }
 
 /// Every permission (the generated admin has these).
@@ -1329,7 +1343,7 @@ impl Config {
                 .unwrap_or_else(|| vec!["invoke:*".to_string()]);
             for perm in &permissions {
                 if !valid_permission(perm) {
-                    errors.push(format!("principal {:?}: unknown permission {perm:?} (known: invoke:<model glob>, logging:read, logging:manage, logs:read)", p.arn));
+                    errors.push(format!("principal {:?}: unknown permission {perm:?} (known: invoke:<model glob>, logging:read, logging:manage, logs:read, logs:<Action>[:<log group or ARN glob>] with Action one of {}, content:full|redacted|metadata, role:admin|auditor|analyst|app)", p.arn, crate::identity::LOG_ACTIONS.join(" ")));
                 }
             }
             principals.push(PrincipalConfig {

@@ -18,6 +18,44 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// What a caller may see of record bodies when reading logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ContentLevel {
+    /// No bodies.
+    Metadata,
+    /// Bodies through the `[redaction.analyst]` profile (every built-in detector when
+    /// there is none).
+    Redacted,
+    /// Bodies as recorded.
+    #[default]
+    Full,
+}
+
+/// The read actions a `logs:<Action>[:<log group glob or ARN glob>]` permission names.
+pub const LOG_ACTIONS: [&str; 10] = [
+    "*",
+    "StartQuery",
+    "GetQueryResults",
+    "StopQuery",
+    "FilterLogEvents",
+    "GetLogEvents",
+    "GetLogRecord",
+    "DescribeLogGroups",
+    "DescribeLogStreams",
+    "DescribeMetricFilters",
+];
+
+/// Built-in roles and what they expand to.
+pub fn role(name: &str) -> Option<&'static [&'static str]> {
+    Some(match name {
+        "admin" => &["invoke:*", "logging:manage", "logs:read", "content:full"],
+        "auditor" => &["logging:read", "logs:read", "content:full"],
+        "analyst" => &["logs:read", "content:redacted"],
+        "app" => &["invoke:*"],
+        _ => return None,
+    })
+}
+
 /// What a principal may do.
 #[derive(Debug, Clone, Default)]
 pub struct Permissions {
@@ -26,22 +64,58 @@ pub struct Permissions {
     pub logging_read: bool,
     /// May change the logging configuration.
     pub logging_manage: bool,
-    /// May read logs (query APIs).
+    /// May read some logs (query APIs); which ones: [`Permissions::may_read`].
     pub logs_read: bool,
+    /// (action, log group glob) grants.
+    logs: Vec<(String, GlobMatcher)>,
+    /// What reads may see of bodies (the most restrictive level given).
+    pub content: ContentLevel,
 }
 
 impl Permissions {
     /// From permission strings (already validated).
     pub fn from_strings(list: &[String]) -> Self {
         let mut p = Permissions::default();
+        let mut content: Option<ContentLevel> = None;
+        let mut expanded: Vec<String> = Vec::new();
         for s in list {
+            match s.strip_prefix("role:").and_then(role) {
+                Some(r) => expanded.extend(r.iter().map(|x| x.to_string())),
+                None => expanded.push(s.clone()),
+            }
+        }
+        for s in &expanded {
+            if let Some(level) = s.strip_prefix("content:") {
+                let l = match level {
+                    "metadata" => ContentLevel::Metadata,
+                    "redacted" => ContentLevel::Redacted,
+                    _ => ContentLevel::Full,
+                };
+                content = Some(content.map_or(l, |c| c.min(l)));
+                continue;
+            }
+            if s != "logs:read" {
+                if let Some(rest) = s.strip_prefix("logs:") {
+                    let (action, resource) = rest.split_once(':').unwrap_or((rest, "*"));
+                    if let Ok(g) = Glob::new(resource) {
+                        p.logs.push((action.to_string(), g.compile_matcher()));
+                        p.logs_read = true;
+                    }
+                    continue;
+                }
+            }
             match s.as_str() {
                 "logging:manage" => {
                     p.logging_manage = true;
                     p.logging_read = true;
                 }
                 "logging:read" => p.logging_read = true,
-                "logs:read" => p.logs_read = true,
+                "logs:read" => {
+                    p.logs_read = true;
+                    if let Ok(g) = Glob::new("*") {
+                        p.logs.push(("*".into(), g.compile_matcher()));
+                    }
+                }
                 other => {
                     if let Some(g) = other
                         .strip_prefix("invoke:")
@@ -52,7 +126,21 @@ impl Permissions {
                 }
             }
         }
+        p.content = content.unwrap_or_default();
         p
+    }
+
+    /// May the caller perform the read `action` on log group `group` (whose ARN, in the
+    /// caller's account and region, is `arn`)?
+    pub fn may_read(&self, action: &str, group: &str, arn: &str) -> bool {
+        self.logs
+            .iter()
+            .any(|(a, r)| (a == "*" || a == action) && (r.is_match(group) || r.is_match(arn)))
+    }
+
+    /// Is the read `action` granted on any group?
+    pub fn may_act(&self, action: &str) -> bool {
+        self.logs.iter().any(|(a, _)| a == "*" || a == action)
     }
 
     /// Every permission.

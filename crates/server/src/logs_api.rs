@@ -233,6 +233,93 @@ pub fn is_mutating(op: &str) -> bool {
     )
 }
 
+/// What `caller` may see of bodies, as the query engine applies it.
+fn content_for(s: &Shared, caller: &Caller) -> logbook_query::Content {
+    use crate::identity::ContentLevel;
+    match caller.permissions.content {
+        ContentLevel::Full => logbook_query::Content::Full,
+        ContentLevel::Metadata => logbook_query::Content::Metadata,
+        ContentLevel::Redacted => logbook_query::Content::Redacted(s.analyst_redactor.clone()),
+    }
+}
+
+/// The ARN of log group `name` in the caller's account and region (a caller's globs
+/// never match another account's groups).
+fn caller_arn(caller: &Caller, name: &str) -> String {
+    format!(
+        "arn:aws:logs:{}:{}:log-group:{name}",
+        caller.region, caller.account_id
+    )
+}
+
+fn denied(caller: &Caller, action: &str, group: Option<&str>) -> Response {
+    let on = group.map_or(String::new(), |g| {
+        format!(" on resource: {}", caller_arn(caller, g))
+    });
+    err(
+        400,
+        "AccessDeniedException",
+        &format!(
+            "User: {} is not authorized to perform: logs:{action}{on} because no identity-based policy allows the logs:{action} action",
+            caller.arn
+        ),
+    )
+}
+
+/// May `caller` perform the read `action` on every group in `groups` (none: on any)?
+fn check_scope(caller: &Caller, action: &str, groups: &[String]) -> Result<(), Response> {
+    let p = &caller.permissions;
+    if groups.is_empty() {
+        // Actions not about one group (GetQueryResults, StopQuery): any grant of it.
+        return if p.may_act(action) {
+            Ok(())
+        } else {
+            Err(denied(caller, action, None))
+        };
+    }
+    for g in groups {
+        if !p.may_read(action, g, &caller_arn(caller, g)) {
+            return Err(denied(caller, action, Some(g)));
+        }
+    }
+    Ok(())
+}
+
+/// The groups a read request names.
+fn requested_groups(op: &str, v: &Value) -> Result<Vec<String>, Response> {
+    let mut out = Vec::new();
+    match op {
+        "FilterLogEvents" | "GetLogEvents" | "DescribeLogStreams" => out.push(group_of(v)?),
+        "DescribeMetricFilters" => {
+            if let Some(g) = str_field(v, "logGroupName")? {
+                out.push(g.to_string());
+            }
+        }
+        "StartQuery" => {
+            if let Some(g) = str_field(v, "logGroupName")? {
+                out.push(g.to_string());
+            }
+            for key in ["logGroupNames", "logGroupIdentifiers"] {
+                if let Some(list) = v.get(key).and_then(Value::as_array) {
+                    out.extend(
+                        list.iter()
+                            .filter_map(Value::as_str)
+                            .map(group_from_identifier),
+                    );
+                }
+            }
+        }
+        "GetLogRecord" => {
+            if let Some((_, g)) = str_field(v, "logRecordPointer")?.and_then(|p| p.rsplit_once('@'))
+            {
+                out.push(g.to_string());
+            }
+        }
+        _ => {}
+    }
+    Ok(out)
+}
+
 /// Operations that read records: each is a data event in the trail (CloudTrail data-event
 /// style: who, which groups, the query text, how many records came back), durable before
 /// the answer leaves, denied ones too.
@@ -369,21 +456,32 @@ pub async fn handle(
             r
         };
     }
+    if !mutating && op != "DescribeLogGroups" {
+        let scoped = requested_groups(&op, &v).and_then(|g| check_scope(&caller, &op, &g));
+        if let Err(r) = scoped {
+            return if is_data_read(&op) {
+                audit_read(&s.recorder, caller, &headers, addr, &op, v, r).await
+            } else {
+                r
+            };
+        }
+    }
+    let content = content_for(&s, &caller);
     let audit_caller = (mutating || is_data_read(&op)).then(|| caller.clone());
     let params = v.clone();
     let r = match op.as_str() {
         "CreateLogGroup" => create(&s, &v).await,
         "DeleteLogGroup" => delete(&s, &v).await,
-        "DescribeLogGroups" => describe(&s, &v),
+        "DescribeLogGroups" => describe(&s, &v, &caller),
         "PutRetentionPolicy" => retention(&s, &v, true).await,
         "DeleteRetentionPolicy" => retention(&s, &v, false).await,
-        "FilterLogEvents" => events(&s, &v, true).await,
-        "GetLogEvents" => events(&s, &v, false).await,
+        "FilterLogEvents" => events(&s, &v, true, content).await,
+        "GetLogEvents" => events(&s, &v, false, content).await,
         "DescribeLogStreams" => describe_streams(&s, &v).await,
-        "StartQuery" => start_query(&s, &v).await,
+        "StartQuery" => start_query(&s, &v, content).await,
         "GetQueryResults" => query_results(&s, &v),
         "StopQuery" => stop_query(&s, &v),
-        "GetLogRecord" => log_record(&s, &v).await,
+        "GetLogRecord" => log_record(&s, &v, content).await,
         "PutMetricFilter" => put_metric_filter(&s, &v),
         "DescribeMetricFilters" => describe_metric_filters(&s, &v),
         "DeleteMetricFilter" => delete_metric_filter(&s, &v),
@@ -587,7 +685,7 @@ async fn retention(s: &Shared, v: &Value, put: bool) -> Result<Response, Respons
     Ok(ok(json!({})))
 }
 
-fn describe(s: &Shared, v: &Value) -> Result<Response, Response> {
+fn describe(s: &Shared, v: &Value, caller: &Caller) -> Result<Response, Response> {
     let prefix = str_field(v, "logGroupNamePrefix")?.unwrap_or("");
     let pattern = str_field(v, "logGroupNamePattern")?;
     let limit = int_field(v, "limit")?.unwrap_or(50);
@@ -606,6 +704,12 @@ fn describe(s: &Shared, v: &Value) -> Result<Response, Response> {
         .groups()
         .into_iter()
         .filter(|g| g.name.starts_with(prefix))
+        // Only the groups the caller may read (none of another account's).
+        .filter(|g| {
+            caller
+                .permissions
+                .may_read("DescribeLogGroups", &g.name, &caller_arn(caller, &g.name))
+        })
         .filter(|g| pattern.is_none_or(|p| g.name.to_lowercase().contains(&p.to_lowercase())))
         .collect();
     let page: Vec<Value> = all
@@ -722,7 +826,12 @@ fn position_token(direction: char, index: usize) -> String {
 /// *last* `limit` events, still oldest first; `nextForwardToken` / `nextBackwardToken`
 /// name the index after / before the page (moto implements the same), and at either end
 /// the token comes back unchanged, which is how SDK paginators stop.
-async fn events(s: &Shared, v: &Value, filter: bool) -> Result<Response, Response> {
+async fn events(
+    s: &Shared,
+    v: &Value,
+    filter: bool,
+    content: logbook_query::Content,
+) -> Result<Response, Response> {
     let name = group_of(v)?;
     if !filter {
         let stream = str_field(v, "logStreamName")?
@@ -763,6 +872,7 @@ async fn events(s: &Shared, v: &Value, filter: bool) -> Result<Response, Respons
         language: Language::Insights,
         limit: n,
         after_seq: *s.journal.committed().borrow(),
+        content: content.clone(),
     };
     // The page, as a range of indexes in ascending order: [lo, lo + limit).
     let lo: usize = if filter {
@@ -897,6 +1007,7 @@ async fn describe_streams(s: &Shared, v: &Value) -> Result<Response, Response> {
             language: Language::Insights,
             limit: 1,
             after_seq,
+            content: Default::default(),
         },
     )
     .await?;
@@ -926,7 +1037,11 @@ fn display_to_millis(s: &str) -> Option<i64> {
     logbook_store::schema::parse_millis(&format!("{}Z", s.replacen(' ', "T", 1)))
 }
 
-async fn start_query(s: &Shared, v: &Value) -> Result<Response, Response> {
+async fn start_query(
+    s: &Shared,
+    v: &Value,
+    content: logbook_query::Content,
+) -> Result<Response, Response> {
     let language = str_field(v, "queryLanguage")?.unwrap_or("CWLI");
     let lang = match language {
         "CWLI" => Language::Insights,
@@ -994,6 +1109,7 @@ async fn start_query(s: &Shared, v: &Value) -> Result<Response, Response> {
         language: lang,
         limit: limit as usize,
         after_seq: *s.journal.committed().borrow(),
+        content,
     };
     // Refused at once when too many queries are in flight, as CloudWatch does.
     let admission = s.engine.admit(&req).map_err(query_err)?;
@@ -1130,7 +1246,11 @@ fn stop_query(s: &Shared, v: &Value) -> Result<Response, Response> {
     })
 }
 
-async fn log_record(s: &Shared, v: &Value) -> Result<Response, Response> {
+async fn log_record(
+    s: &Shared,
+    v: &Value,
+    content: logbook_query::Content,
+) -> Result<Response, Response> {
     let ptr = req_str(v, "logRecordPointer")?;
     let rec = s
         .engine
@@ -1140,8 +1260,26 @@ async fn log_record(s: &Shared, v: &Value) -> Result<Response, Response> {
             QueryError::Invalid(m) => invalid(&m),
             other => query_err(other),
         })?;
+    let is_body = |k: &str| k == "@message" || k.contains("BodyJson");
     let obj: serde_json::Map<String, Value> = rec
         .into_iter()
+        .filter_map(|(k, v)| match &content {
+            logbook_query::Content::Full => Some((k, v)),
+            logbook_query::Content::Metadata if k == "@message" => {
+                Some((k, logbook_query::udf::strip_bodies(&v).unwrap_or_default()))
+            }
+            logbook_query::Content::Metadata => (!is_body(&k)).then_some((k, v)),
+            logbook_query::Content::Redacted(r) => {
+                let v = if k == "@message" {
+                    String::from_utf8_lossy(&r.redact_record(v.as_bytes())).into_owned()
+                } else if is_body(&k) {
+                    r.redact_text(&v).into_owned()
+                } else {
+                    v
+                };
+                Some((k, v))
+            }
+        })
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
     Ok(ok(json!({ "logRecord": obj })))
@@ -1165,7 +1303,10 @@ pub async fn http_query(
         &v,
         &["query", "language", "logGroups", "start", "end", "limit"],
     );
-    let r = http_query_run(&s, &v).await;
+    let r = match http_groups(&s, &v).and_then(|g| check_scope(&caller, "StartQuery", &g)) {
+        Ok(()) => http_query_run(&s, &v, content_for(&s, &caller)).await,
+        Err(r) => r,
+    };
     audit_read(
         &s.recorder,
         caller,
@@ -1205,7 +1346,27 @@ async fn audit_denied(
     }
 }
 
-async fn http_query_run(s: &Shared, v: &Value) -> Response {
+/// The groups a `/logbook/*` read names (default: its default).
+fn http_groups(s: &Shared, v: &Value) -> Result<Vec<String>, Response> {
+    match v.get("logGroups") {
+        None | Some(Value::Null) => {
+            let d = crate::config::DEFAULT_LOG_GROUP.to_string();
+            Ok(if s.store.has_group(&d) {
+                vec![d]
+            } else {
+                Vec::new()
+            })
+        }
+        Some(Value::Array(a)) => Ok(a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect()),
+        Some(_) => Err(invalid("logGroups must be a list of strings")),
+    }
+}
+
+async fn http_query_run(s: &Shared, v: &Value, content: logbook_query::Content) -> Response {
     let v = v.clone();
     let run = async {
         let query = str_field(&v, "query")?
@@ -1241,6 +1402,7 @@ async fn http_query_run(s: &Shared, v: &Value) -> Response {
             language,
             limit: int_field(&v, "limit")?.map_or(QUERY_LIMIT, |l| l.clamp(1, 1_000_000) as usize),
             after_seq: *s.journal.committed().borrow(),
+            content,
         };
         let r = run_sync(s, req).await?;
         Ok(ok(json!({
@@ -1297,7 +1459,14 @@ pub async fn http_chargeback(
         &v,
         &["by", "period", "tz", "start", "end", "format", "logGroups"],
     );
-    let r = http_chargeback_run(&s, &v).await;
+    let groups = match v.get("logGroups") {
+        None | Some(Value::Null) => s.store.groups().into_iter().map(|g| g.name).collect(),
+        _ => http_groups(&s, &v).unwrap_or_default(),
+    };
+    let r = match check_scope(&caller, "StartQuery", &groups) {
+        Ok(()) => http_chargeback_run(&s, &v).await,
+        Err(r) => r,
+    };
     audit_read(&s.recorder, caller, &headers, addr, op, params, r).await
 }
 
@@ -1363,6 +1532,7 @@ async fn http_chargeback_run(s: &Shared, v: &Value) -> Response {
             language: Language::Sql,
             limit: 1_000_000,
             after_seq: *s.journal.committed().borrow(),
+            content: Default::default(),
         };
         let r = run_sync(s, req).await?;
         let engine_err = |e: logbook_query::QueryError| query_err(e);

@@ -330,6 +330,7 @@ async fn series(
         } else {
             0
         },
+        content: Default::default(),
     };
     let r = s
         .engine
@@ -419,6 +420,7 @@ async fn filter_series(
             } else {
                 0
             },
+            content: Default::default(),
         };
         let r = match s.engine.run(req, s.config.query.http_timeout).await {
             Ok(r) => r,
@@ -568,6 +570,7 @@ async fn governance_series(
                 } else {
                     0
                 },
+                content: Default::default(),
             };
             let r = s
                 .engine
@@ -786,6 +789,7 @@ async fn list_metrics(s: &Shared, v: &Value) -> Result<Value, ApiError> {
             language: Language::Sql,
             limit: 10_000,
             after_seq: *s.journal.committed().borrow(),
+            content: Default::default(),
         };
         let r = s
             .engine
