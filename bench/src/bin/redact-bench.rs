@@ -17,7 +17,10 @@ fn main() -> anyhow::Result<()> {
     let mut out: Vec<String> = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        out = lines.iter().map(|l| r.redact_text(l).into_owned()).collect();
+        out = lines
+            .iter()
+            .map(|l| r.redact_text(l).into_owned())
+            .collect();
         best = best.min(t.elapsed().as_secs_f64());
     }
     let mut found: BTreeMap<String, (u64, u64)> = BTreeMap::new();

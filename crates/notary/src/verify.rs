@@ -386,32 +386,71 @@ async fn check_objects(
             }
         }
     }
-    // Objects are fetched concurrently (I/O) and digested on every core (decompression and
-    // hashing are the cost), a chunk at a time, in a stable order.
-    let mut fetched = futures::stream::iter(work.into_iter().map(|(id, o, kind)| {
+    // Objects are fetched concurrently (I/O) and digested by one worker thread per core
+    // (decompression and hashing are the cost) while the next ones are read.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, bytes::Bytes, Kind)>(workers * 2);
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let (rtx, rrx) = std::sync::mpsc::channel::<(usize, Digested)>();
+    let pool: Vec<_> = (0..workers)
+        .map(|_| {
+            let rx = rx.clone();
+            let rtx = rtx.clone();
+            let find = find.clone();
+            std::thread::spawn(move || loop {
+                let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok((i, bytes, kind)) = job else {
+                    break;
+                };
+                if rtx.send((i, digest(&bytes, kind, &find))).is_err() {
+                    break;
+                }
+            })
+        })
+        .collect();
+    drop(rtx);
+    let mut slots: Vec<Option<Option<Digested>>> = work.iter().map(|_| None).collect();
+    let mut fetched = futures::stream::iter(work.iter().enumerate().map(|(i, (_, o, kind))| {
         let store = store.clone();
-        async move {
-            let got = get(&store, &o.key).await;
-            (id, o, kind, got)
-        }
+        let key = o.key.clone();
+        let kind = *kind;
+        async move { (i, kind, get(&store, &key).await) }
     }))
-    .buffered(16)
-    .chunks(16);
+    .buffered(16);
+    let mut failed = None;
+    while let Some((i, kind, got)) = fetched.next().await {
+        match got {
+            Ok(Some(bytes)) => {
+                if tx.send((i, bytes, kind)).is_err() {
+                    failed = Some(NotaryError::Bucket("a verifier thread stopped".into()));
+                    break;
+                }
+            }
+            Ok(None) => slots[i] = Some(None),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    drop(fetched);
+    for (i, d) in rrx {
+        slots[i] = Some(Some(d));
+    }
+    for h in pool {
+        let _ = h.join();
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
     let mut results = Vec::new();
-    while let Some(chunk) = fetched.next().await {
-        let digested: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
-                .into_iter()
-                .map(|(id, o, kind, got)| {
-                    s.spawn(move || {
-                        let checked = got.map(|b| b.map(|bytes| digest(&bytes, kind, find)));
-                        (id, o, checked)
-                    })
-                })
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
-        results.extend(digested);
+    for ((id, o, _), slot) in work.into_iter().zip(slots) {
+        let checked: Result<Option<Digested>, NotaryError> = match slot {
+            Some(x) => Ok(x),
+            None => Err(NotaryError::Bucket(format!("{}: not digested", o.key))),
+        };
+        results.push((id, o, checked));
     }
     for (id, o, checked) in results {
         report.objects.0 += 1;
