@@ -26,6 +26,7 @@ mod http;
 pub mod mock;
 pub mod native;
 pub mod openai;
+pub mod responses;
 pub mod translate;
 
 pub use converse::{ConverseRequest, ConverseResponse, StreamEvent, TokenUsage};

@@ -43,6 +43,8 @@ pub enum Operation {
     ChatCompletions,
     /// `POST /v1/embeddings`
     Embeddings,
+    /// `POST /v1/responses` (OpenAI Responses API, with or without `stream`)
+    Responses,
 }
 
 impl Operation {
@@ -55,6 +57,7 @@ impl Operation {
             Operation::ConverseStream => "ConverseStream",
             Operation::ChatCompletions => "ChatCompletions",
             Operation::Embeddings => "Embeddings",
+            Operation::Responses => "Responses",
         }
     }
 }

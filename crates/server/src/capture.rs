@@ -195,7 +195,10 @@ impl Call {
             Some(Usage::Reported(u)) => {
                 let chat = matches!(
                     self.operation,
-                    Operation::Converse | Operation::ConverseStream | Operation::ChatCompletions
+                    Operation::Converse
+                        | Operation::ConverseStream
+                        | Operation::ChatCompletions
+                        | Operation::Responses
                 );
                 let cache = |n: Option<u64>| if chat { Some(n.unwrap_or(0)) } else { n };
                 input.input_token_count = Some(u.input_tokens);

@@ -311,6 +311,192 @@ async fn chat_call(core: Invoker, mut call: Call, headers: HeaderMap, body: Body
     resp
 }
 
+/// `POST /v1/responses`: the Responses API, streamed or not, through the chat translation.
+pub async fn responses(
+    State(core): State<Invoker>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let call = crate::http_util::begin_call(
+        Operation::Responses,
+        "openai",
+        String::new(),
+        caller,
+        &headers,
+        addr,
+    );
+    spawn_call(responses_call(core, call, headers, body)).await
+}
+
+async fn responses_call(core: Invoker, mut call: Call, headers: HeaderMap, body: Body) -> Response {
+    use logbook_providers::responses::{chat_to_response, responses_to_chat, EventWriter};
+    let v = match read_json(&core, &mut call, &headers, body).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let translated = responses_to_chat(&v).and_then(|chat| chat_to_converse(&chat));
+    let (req, opts) = match translated {
+        Ok(x) => x,
+        Err(e) => {
+            let oe = OpenAiError::invalid(e.message, e.param.as_deref());
+            return fail(&core, &call, oe, "ValidationException", None).await;
+        }
+    };
+    if let Err(m) = req.validate() {
+        return fail(
+            &core,
+            &call,
+            OpenAiError::invalid(m, Some("input")),
+            "ValidationException",
+            None,
+        )
+        .await;
+    }
+    call.request_metadata = req.request_metadata.clone();
+    let r = match admit(&core, &mut call).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let id = call.request_id.replace('-', "");
+    if !opts.stream {
+        let res = Invoker::model(&r, r.provider.converse(&r.info.upstream_model, &req)).await;
+        let resp = match res {
+            Ok(x) => x,
+            Err(e) => return fail_provider(&core, &call, e).await,
+        };
+        call.set_usage(resp.usage);
+        let chat = converse_to_chat_response(&resp, &opts.model, &id, created(&call));
+        let out = chat_to_response(&chat, &id, created(&call), &v);
+        return match core.finish_json(&call, out).await {
+            Ok(bytes) => json_response(bytes, "application/json", &call.request_id, REQUEST_ID),
+            Err(e) => logging_failed(&e, &call.request_id),
+        };
+    }
+    call.stream = true;
+    let (started, stream) = core
+        .open_stream(
+            &call,
+            Invoker::model(&r, r.provider.converse_stream(&r.info.upstream_model, &req)),
+        )
+        .await;
+    let stream = match stream {
+        Ok(st) => st,
+        Err(e) => return fail_provider(&core, &call, e).await,
+    };
+    let started = match started {
+        Ok(st) => st,
+        Err(e) => return logging_failed(&e, &call.request_id),
+    };
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let mut resp = Response::new(Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ));
+    set_header(
+        &mut resp,
+        "content-type",
+        "text/event-stream; charset=utf-8",
+    );
+    set_header(&mut resp, "cache-control", "no-cache");
+    set_header(&mut resp, REQUEST_ID, &call.request_id);
+    let format = ResponsesFormat {
+        writer: EventWriter::new(&id, &opts.model, created(&call), &v),
+        asm: Assembler::new(),
+        model: opts.model.clone(),
+        id,
+        created: created(&call),
+        req: v,
+        completed: None,
+    };
+    tokio::spawn(crate::stream::pump(
+        core, started, call, stream, r.timeout, format, tx,
+    ));
+    resp
+}
+
+/// Responses API events as server-sent events (`event:` and `data:` lines). What ends the
+/// stream, `response.completed`, is sent once the record is durable; the record holds the
+/// assembled `response` object.
+struct ResponsesFormat {
+    writer: logbook_providers::responses::EventWriter,
+    asm: Assembler,
+    model: String,
+    id: String,
+    created: i64,
+    req: Value,
+    completed: Option<Value>,
+}
+
+fn named_sse(v: &Value) -> Bytes {
+    let kind = v.get("type").and_then(Value::as_str).unwrap_or("message");
+    let mut out = format!("event: {kind}\n").into_bytes();
+    out.extend_from_slice(&sse::data_event(&serde_json::to_vec(v).unwrap_or_default()));
+    Bytes::from(out)
+}
+
+impl ResponsesFormat {
+    fn response(&self) -> Value {
+        let chat =
+            converse_to_chat_response(&self.asm.finish(), &self.model, &self.id, self.created);
+        logbook_providers::responses::chat_to_response(&chat, &self.id, self.created, &self.req)
+    }
+}
+
+impl StreamFormat for ResponsesFormat {
+    type Item = StreamEvent;
+
+    fn frames(
+        &mut self,
+        ev: StreamEvent,
+        call: &mut Call,
+    ) -> Result<Vec<(Bytes, bool)>, ProviderError> {
+        self.asm.push(&ev);
+        if matches!(ev, StreamEvent::ContentBlockDelta { .. }) {
+            call.mark_first_token();
+        }
+        let is_final = matches!(
+            ev,
+            StreamEvent::MessageStop { .. } | StreamEvent::Metadata { .. }
+        );
+        Ok(self
+            .writer
+            .on_event(&ev)
+            .iter()
+            .map(|e| (named_sse(e), is_final))
+            .collect())
+    }
+
+    fn output(&mut self, call: &mut Call) -> Output {
+        if let Some(u) = self.asm.usage() {
+            call.set_usage(u);
+        }
+        let response = self.response();
+        self.completed = Some(self.writer.completed(response.clone()));
+        Output {
+            output_content_type: Some("application/json".into()),
+            output_body_json: Some(response),
+            output_body_s3_path: None,
+            output_token_count: None,
+        }
+    }
+
+    fn partial(&self) -> Option<Value> {
+        Some(self.response())
+    }
+
+    fn error_frame(&self, code: AwsErrorCode, message: &str) -> Option<Bytes> {
+        let oe = openai_from_aws(code, message);
+        Some(named_sse(
+            &self.writer.failed(oe.code.unwrap_or(oe.kind), &oe.message),
+        ))
+    }
+
+    fn trailer(&self) -> Vec<Bytes> {
+        self.completed.iter().map(named_sse).collect()
+    }
+}
+
 /// The call could not be logged durably (fail-closed): OpenAI's shape for it.
 fn logging_failed(e: &crate::capture::RecordError, request_id: &str) -> Response {
     openai_error(

@@ -32,6 +32,7 @@ const PATHS: &[&str] = &[
     "/model/{}/invoke",
     "/model/{}/invoke-with-response-stream",
     "/v1/chat/completions",
+    "/v1/responses",
     "/v1/embeddings",
     "/logging/modelinvocations",
     "/model/{}/count-tokens",
@@ -204,6 +205,10 @@ fn valid_calls_still_work_under_the_harness() {
         br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#.to_vec()
     )
     .is_success());
+    for stream in ["false", "true"] {
+        let body = format!(r#"{{"model":"m","input":"hi","stream":{stream}}}"#);
+        assert!(call(&h, "/v1/responses", None, body.into_bytes()).is_success());
+    }
 }
 
 proptest! {
