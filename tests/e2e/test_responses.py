@@ -109,3 +109,28 @@ def test_what_logbook_does_not_keep_is_refused_precisely(server):
             break
         time.sleep(0.1)
     assert len(bad) == 3
+
+
+def test_legacy_completions_with_the_sdk(server):
+    c = server.openai()
+    r = c.completions.create(model="gpt-3.5-turbo-instruct", prompt="Once upon a time", max_tokens=20)
+    assert r.object == "text_completion" and r.id.startswith("cmpl-")
+    assert r.choices[0].text and r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    text = "".join(ch.choices[0].text for ch in c.completions.create(
+        model="gpt-3.5-turbo-instruct", prompt="Once upon a time", max_tokens=20, stream=True) if ch.choices)
+    assert text
+    with pytest.raises(openai.BadRequestError) as e:
+        c.completions.create(model="gpt-3.5-turbo-instruct", prompt="x", echo=True)
+    assert e.value.body["param"] == "echo"
+    import time
+    end = time.time() + 20
+    while time.time() < end:
+        recs = [x for x in read_records(server.data_dir) if x["operation"] == "Completions"]
+        if len(recs) >= 3:
+            break
+        time.sleep(0.1)
+    ok = [x for x in recs if "errorCode" not in x]
+    assert len(ok) == 2 and all(x["output"]["outputBodyJson"]["object"] == "text_completion" for x in ok)
+    streamed = next(x for x in ok if x["logbook"]["stream"])
+    assert streamed["output"]["outputBodyJson"]["choices"][0]["text"] == text

@@ -21,6 +21,7 @@ use serde_json::Value;
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod completions;
 pub mod converse;
 mod http;
 pub mod mock;

@@ -45,6 +45,8 @@ pub enum Operation {
     Embeddings,
     /// `POST /v1/responses` (OpenAI Responses API, with or without `stream`)
     Responses,
+    /// `POST /v1/completions` (OpenAI's legacy Completions API)
+    Completions,
 }
 
 impl Operation {
@@ -58,6 +60,7 @@ impl Operation {
             Operation::ChatCompletions => "ChatCompletions",
             Operation::Embeddings => "Embeddings",
             Operation::Responses => "Responses",
+            Operation::Completions => "Completions",
         }
     }
 }

@@ -199,6 +199,7 @@ impl Call {
                         | Operation::ConverseStream
                         | Operation::ChatCompletions
                         | Operation::Responses
+                        | Operation::Completions
                 );
                 let cache = |n: Option<u64>| if chat { Some(n.unwrap_or(0)) } else { n };
                 input.input_token_count = Some(u.input_tokens);

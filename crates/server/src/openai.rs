@@ -220,15 +220,47 @@ pub async fn chat_completions(
         &headers,
         addr,
     );
-    spawn_call(chat_call(core, call, headers, body)).await
+    spawn_call(chat_call(core, call, headers, body, false)).await
 }
 
-async fn chat_call(core: Invoker, mut call: Call, headers: HeaderMap, body: Body) -> Response {
+/// `POST /v1/completions`: the legacy Completions API, through the chat translation.
+pub async fn completions(
+    State(core): State<Invoker>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let call = crate::http_util::begin_call(
+        Operation::Completions,
+        "openai",
+        String::new(),
+        caller,
+        &headers,
+        addr,
+    );
+    spawn_call(chat_call(core, call, headers, body, true)).await
+}
+
+/// A chat call; `legacy`: the request and the answers are in the Completions API's shape.
+async fn chat_call(
+    core: Invoker,
+    mut call: Call,
+    headers: HeaderMap,
+    body: Body,
+    legacy: bool,
+) -> Response {
+    use logbook_providers::completions::{chat_to_completion, completions_to_chat};
     let v = match read_json(&core, &mut call, &headers, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let (req, opts) = match chat_to_converse(&v) {
+    let chat = if legacy {
+        completions_to_chat(&v)
+    } else {
+        Ok(v.clone())
+    };
+    let (req, opts) = match chat.and_then(|c| chat_to_converse(&c)) {
         Ok(x) => x,
         Err(e) => {
             let oe = OpenAiError::invalid(e.message, e.param.as_deref());
@@ -263,6 +295,9 @@ async fn chat_call(core: Invoker, mut call: Call, headers: HeaderMap, body: Body
             if let Some(o) = out.as_object_mut() {
                 o.insert("system_fingerprint".into(), json!("logbook-mock"));
             }
+        }
+        if legacy {
+            out = chat_to_completion(&out);
         }
         return match core.finish_json(&call, out).await {
             Ok(bytes) => json_response(bytes, "application/json", &call.request_id, REQUEST_ID),
@@ -304,6 +339,7 @@ async fn chat_call(core: Invoker, mut call: Call, headers: HeaderMap, body: Body
         model: opts.model.clone(),
         id: id.clone(),
         created: created(&call),
+        legacy,
     };
     tokio::spawn(crate::stream::pump(
         core, started, call, stream, r.timeout, format, tx,
@@ -520,6 +556,18 @@ struct ChatFormat {
     model: String,
     id: String,
     created: i64,
+    /// Completions API chunks and record instead of chat ones.
+    legacy: bool,
+}
+
+impl ChatFormat {
+    fn shape(&self, chat: Value) -> Value {
+        if self.legacy {
+            logbook_providers::completions::chat_to_completion(&chat)
+        } else {
+            chat
+        }
+    }
 }
 
 fn sse(v: &Value) -> Bytes {
@@ -545,8 +593,8 @@ impl StreamFormat for ChatFormat {
         Ok(self
             .writer
             .on_event(&ev)
-            .iter()
-            .map(|c| (sse(c), is_final))
+            .into_iter()
+            .map(|c| (sse(&self.shape(c)), is_final))
             .collect())
     }
 
@@ -554,8 +602,12 @@ impl StreamFormat for ChatFormat {
         if let Some(u) = self.asm.usage() {
             call.set_usage(u);
         }
-        let out =
-            converse_to_chat_response(&self.asm.finish(), &self.model, &self.id, self.created);
+        let out = self.shape(converse_to_chat_response(
+            &self.asm.finish(),
+            &self.model,
+            &self.id,
+            self.created,
+        ));
         Output {
             output_content_type: Some("application/json".into()),
             output_body_json: Some(out),
@@ -565,12 +617,12 @@ impl StreamFormat for ChatFormat {
     }
 
     fn partial(&self) -> Option<Value> {
-        Some(converse_to_chat_response(
+        Some(self.shape(converse_to_chat_response(
             &self.asm.finish(),
             &self.model,
             &self.id,
             self.created,
-        ))
+        )))
     }
 
     fn error_frame(&self, code: AwsErrorCode, message: &str) -> Option<Bytes> {

@@ -33,6 +33,7 @@ const PATHS: &[&str] = &[
     "/model/{}/invoke-with-response-stream",
     "/v1/chat/completions",
     "/v1/responses",
+    "/v1/completions",
     "/v1/embeddings",
     "/logging/modelinvocations",
     "/model/{}/count-tokens",
@@ -208,6 +209,8 @@ fn valid_calls_still_work_under_the_harness() {
     for stream in ["false", "true"] {
         let body = format!(r#"{{"model":"m","input":"hi","stream":{stream}}}"#);
         assert!(call(&h, "/v1/responses", None, body.into_bytes()).is_success());
+        let body = format!(r#"{{"model":"m","prompt":"hi","stream":{stream}}}"#);
+        assert!(call(&h, "/v1/completions", None, body.into_bytes()).is_success());
     }
 }
 
