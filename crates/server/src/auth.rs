@@ -230,9 +230,13 @@ pub async fn authenticate(
             Ok(x) => x,
             Err(e) => return body_failure(&path, &parts.headers, &e, s.config.max_body_bytes),
         };
-        let result = s
-            .principals
-            .authenticate(parts.method.as_str(), &uri, &parts.headers, &bytes);
+        let result = s.principals.authenticate(
+            parts.method.as_str(),
+            &uri,
+            parts.uri.authority().map(|a| a.as_str()),
+            &parts.headers,
+            &bytes,
+        );
         match result {
             Ok(caller) => {
                 let mut req = Request::from_parts(parts, Body::from(bytes));
@@ -248,10 +252,13 @@ pub async fn authenticate(
             }
         }
     } else {
-        match s
-            .principals
-            .authenticate(parts.method.as_str(), &uri, &parts.headers, b"")
-        {
+        match s.principals.authenticate(
+            parts.method.as_str(),
+            &uri,
+            parts.uri.authority().map(|a| a.as_str()),
+            &parts.headers,
+            b"",
+        ) {
             Ok(caller) => {
                 let mut req = Request::from_parts(parts, with_deadline(body, deadline));
                 req.extensions_mut().insert(caller);

@@ -363,17 +363,26 @@ impl Principals {
         Ok(())
     }
 
-    /// Authenticate a request (enforced mode). `body` is needed for SigV4 only.
+    /// Authenticate a request (enforced mode). `body` is needed for SigV4 only;
+    /// `authority` is the request URI's authority (HTTP/2's `:authority`, which arrives in
+    /// no header).
     pub fn authenticate(
         &self,
         method: &str,
         uri: &str,
+        authority: Option<&str>,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Caller, AuthFailure> {
         if Self::is_sigv4(headers) {
             Self::no_session_token(headers)?;
-            let pairs = Self::pairs(headers);
+            let mut pairs = Self::pairs(headers);
+            if let Some(a) = authority {
+                if !headers.contains_key(http::header::HOST) {
+                    pairs.push(("host".into(), a.to_string()));
+                }
+                pairs.push((":authority".into(), a.to_string()));
+            }
             let req = SignedRequest {
                 method,
                 uri,
@@ -533,20 +542,20 @@ mod tests {
     fn enforced_authentication_and_permissions() {
         let p = principals("enforce");
         assert_eq!(
-            p.authenticate("POST", "/x", &HeaderMap::new(), b"")
+            p.authenticate("POST", "/x", None, &HeaderMap::new(), b"")
                 .unwrap_err(),
             AuthFailure::Missing
         );
         assert_eq!(
-            p.authenticate("POST", "/x", &headers("Bearer nope"), b"")
+            p.authenticate("POST", "/x", None, &headers("Bearer nope"), b"")
                 .unwrap_err(),
             AuthFailure::BadApiKey
         );
         let bot = p
-            .authenticate("POST", "/x", &headers("Bearer sk-secret"), b"")
+            .authenticate("POST", "/x", None, &headers("Bearer sk-secret"), b"")
             .unwrap();
         assert!(bot.permissions.may_invoke("anything") && !bot.permissions.logging_read);
-        let e = p.authenticate("POST", "/x", &headers("AWS4-HMAC-SHA256 Credential=AKIAALICE/20240101/eu-west-1/bedrock/aws4_request, SignedHeaders=host, Signature=00ff"), b"").unwrap_err();
+        let e = p.authenticate("POST", "/x", None, &headers("AWS4-HMAC-SHA256 Credential=AKIAALICE/20240101/eu-west-1/bedrock/aws4_request, SignedHeaders=host, Signature=00ff"), b"").unwrap_err();
         assert_eq!(e.code(), "IncompleteSignatureException"); // no X-Amz-Date
         let alice =
             Permissions::from_strings(&["invoke:anthropic.*".into(), "logging:read".into()]);

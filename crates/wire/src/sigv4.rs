@@ -215,7 +215,11 @@ pub fn precheck(
             skew.whole_minutes()
         )));
     }
-    if !h.signed_headers.iter().any(|s| s == "host") {
+    if !h
+        .signed_headers
+        .iter()
+        .any(|s| s == "host" || s == ":authority")
+    {
         return Err(AuthError::Incomplete(
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.".into(),
         ));
@@ -288,7 +292,38 @@ pub fn verify(
         Some(d) => SignableBody::Precomputed(d.to_string()),
         None => SignableBody::Bytes(req.body),
     };
-    let host = header("host").unwrap_or("localhost");
+    if h.signed_headers.iter().any(|n| n.starts_with(':')) {
+        // HTTP/2 clients (the AWS SDK for JavaScript v3's default handler) sign the
+        // `:authority` pseudo-header; aws-sigv4's header names cannot hold it.
+        let Some(payload_hash) = body_hash
+            .map(str::to_string)
+            .or_else(|| Some(hex::encode(sha2::Sha256::digest(req.body))))
+        else {
+            return Err(mismatch());
+        };
+        let expected = pseudo_header_signature(
+            req.method,
+            req.uri,
+            &signed,
+            &h,
+            &payload_hash,
+            amz_date,
+            &secret,
+            std::time::SystemTime::from(signed_at),
+        );
+        return if ct_eq(
+            expected.as_bytes(),
+            h.signature.to_ascii_lowercase().as_bytes(),
+        ) {
+            Ok(h)
+        } else {
+            Err(mismatch())
+        };
+    }
+    // The host the client signed: its Host header, or HTTP/2's `:authority`.
+    let host = header("host")
+        .or_else(|| header(":authority"))
+        .ok_or_else(mismatch)?;
     let url = format!("http://{host}{}", req.uri);
     let identity = aws_credential_types::Credentials::new(
         &h.access_key_id,
@@ -320,6 +355,117 @@ pub fn verify(
     } else {
         Err(mismatch())
     }
+}
+
+/// `aws-sigv4`'s path normalization (RFC 3986 §5.2.4 dot segments, empty segments
+/// dropped, a trailing slash kept).
+fn normalize_path(path: &str) -> String {
+    if path.is_empty() {
+        return "/".into();
+    }
+    let p = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    if !(p.contains('.') || p.contains("//")) {
+        return p;
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut r = out.join("/");
+    if !r.starts_with('/') {
+        r.insert(0, '/');
+    }
+    if p.ends_with('/') && !r.ends_with('/') {
+        r.push('/');
+    }
+    r
+}
+
+/// `aws-sigv4`'s header value trimming: outer spaces removed, inner runs of spaces
+/// collapsed to one.
+fn trim_all(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut space = false;
+    for c in v.trim_matches(' ').chars() {
+        if c == ' ' {
+            if !space {
+                out.push(' ');
+            }
+            space = true;
+        } else {
+            out.push(c);
+            space = false;
+        }
+    }
+    out
+}
+
+/// The SigV4 signature of a request whose signed headers include a pseudo-header, built
+/// as `aws-sigv4` builds it (double-encoded, normalized path; sorted, encoded query;
+/// trimmed header values joined by commas), with its signing key and HMAC.
+#[allow(clippy::too_many_arguments)]
+fn pseudo_header_signature(
+    method: &str,
+    uri: &str,
+    signed: &[(&str, &str)],
+    h: &SigV4Header,
+    payload_hash: &str,
+    amz_date: &str,
+    secret: &str,
+    time: std::time::SystemTime,
+) -> String {
+    use aws_smithy_http::label::{fmt_string, EncodingStrategy};
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let path = fmt_string(normalize_path(path), EncodingStrategy::Greedy);
+    let mut params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| {
+            (
+                aws_smithy_http::query::fmt_string(&k),
+                aws_smithy_http::query::fmt_string(&v),
+            )
+        })
+        .collect();
+    params.sort();
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut names: Vec<String> = h.signed_headers.iter().map(|n| n.to_lowercase()).collect();
+    names.sort();
+    names.dedup();
+    let mut headers = String::new();
+    for n in &names {
+        let values: Vec<String> = signed
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| trim_all(v))
+            .collect();
+        headers.push_str(&format!("{n}:{}\n", values.join(",")));
+    }
+    let creq = format!(
+        "{method}\n{path}\n{}\n{headers}\n{}\n{payload_hash}",
+        query.join("&"),
+        names.join(";")
+    );
+    let scope = format!(
+        "{}/{}/{}/aws4_request",
+        amz_date.get(..8).unwrap_or_default(),
+        h.region,
+        h.service
+    );
+    let sts = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        hex::encode(sha2::Sha256::digest(creq.as_bytes()))
+    );
+    let key = aws_sigv4::sign::v4::generate_signing_key(secret, time, &h.region, &h.service);
+    aws_sigv4::sign::v4::calculate_signature(key, sts.as_bytes())
 }
 
 #[cfg(test)]
@@ -487,6 +633,178 @@ mod tests {
         };
         assert!(matches!(
             verify(&other_path, now, skew, "bedrock", secret),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    /// aws-sigv4 signs `uri` (path and query) with `headers`; our own canonical request
+    /// (used for pseudo-headers) must give the signature it gave.
+    fn same_signature_as_aws_sigv4(path_and_query: &str, headers: &[(&str, &str)]) {
+        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_790_000_000);
+        let identity =
+            aws_credential_types::Credentials::new("AKIDTEST", "s3cret", None, None, "t").into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("bedrock")
+            .time(at)
+            .settings(SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
+        let url = format!("http://127.0.0.1:4700{path_and_query}");
+        let body = b"{}";
+        let signable = SignableRequest::new(
+            "POST",
+            &url,
+            headers.iter().copied(),
+            SignableBody::Bytes(body),
+        )
+        .unwrap();
+        let (instr, _) = sign(signable, &params).unwrap().into_parts();
+        let mut req = http::Request::builder().uri(&url).body(()).unwrap();
+        instr.apply_to_request_http1x(&mut req);
+        let mut all: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for (k, v) in req.headers() {
+            all.push((k.to_string(), v.to_str().unwrap().to_string()));
+        }
+        let auth = all
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .unwrap()
+            .1
+            .clone();
+        let h = parse_authorization(&auth).unwrap();
+        let signed: Vec<(&str, &str)> = all
+            .iter()
+            .filter(|(k, _)| h.signed_headers.iter().any(|n| n.eq_ignore_ascii_case(k)))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let amz_date = all
+            .iter()
+            .find(|(k, _)| k == "x-amz-date")
+            .unwrap()
+            .1
+            .clone();
+        let ours = pseudo_header_signature(
+            "POST",
+            path_and_query,
+            &signed,
+            &h,
+            &hex::encode(sha2::Sha256::digest(body)),
+            &amz_date,
+            "s3cret",
+            at,
+        );
+        assert_eq!(ours, h.signature, "{path_and_query} {headers:?}");
+    }
+
+    #[test]
+    fn our_canonical_request_matches_aws_sigv4() {
+        for uri in [
+            "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+            "/model/a/../b/./c//d/converse",
+            "/x/",
+            "/q?b=2&a=1&a=0&c=&sp=a%20b&plus=a+b&u=%C3%A9",
+            "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.x/invoke",
+        ] {
+            same_signature_as_aws_sigv4(
+                uri,
+                &[
+                    ("host", "127.0.0.1:4700"),
+                    ("content-type", "application/json"),
+                    ("x-amz-user-agent", "  several   spaces  inside "),
+                ],
+            );
+        }
+    }
+
+    #[test]
+    fn a_signed_authority_pseudo_header_verifies_and_tampering_does_not() {
+        let now = std::time::SystemTime::now();
+        let amz = time::OffsetDateTime::from(now)
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .unwrap();
+        let body = br#"{"messages":[]}"#;
+        let hash = hex::encode(sha2::Sha256::digest(body));
+        let mut h = SigV4Header {
+            access_key_id: "AKIDTEST".into(),
+            date: amz[..8].to_string(),
+            region: "us-east-1".into(),
+            service: "bedrock".into(),
+            signed_headers: vec![
+                ":authority".into(),
+                "x-amz-content-sha256".into(),
+                "x-amz-date".into(),
+            ],
+            signature: String::new(),
+        };
+        let signed = [
+            (":authority", "127.0.0.1:4700"),
+            ("x-amz-content-sha256", hash.as_str()),
+            ("x-amz-date", amz.as_str()),
+        ];
+        let at = std::time::SystemTime::from(signed_at(&amz).unwrap());
+        h.signature = pseudo_header_signature(
+            "POST",
+            "/model/m/converse",
+            &signed,
+            &h,
+            &hash,
+            &amz,
+            "s3cret",
+            at,
+        );
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=AKIDTEST/{}/us-east-1/bedrock/aws4_request, SignedHeaders=:authority;x-amz-content-sha256;x-amz-date, Signature={}",
+            &amz[..8],
+            h.signature
+        );
+        let headers: Vec<(String, String)> = signed
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain([("authorization".to_string(), auth)])
+            .collect();
+        let req = SignedRequest {
+            method: "POST",
+            uri: "/model/m/converse",
+            headers: &headers,
+            body,
+        };
+        let secret = |k: &str| (k == "AKIDTEST").then(|| "s3cret".to_string());
+        let skew = std::time::Duration::from_secs(900);
+        verify(&req, now, skew, "bedrock", secret).unwrap();
+        let moved: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| {
+                let v = if k == ":authority" {
+                    "evil:4700".to_string()
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        let bad = SignedRequest {
+            headers: &moved,
+            ..req.clone()
+        };
+        assert!(matches!(
+            verify(&bad, now, skew, "bedrock", secret),
+            Err(AuthError::Invalid(_))
+        ));
+        let other = SignedRequest {
+            uri: "/model/m/invoke",
+            ..req
+        };
+        assert!(matches!(
+            verify(&other, now, skew, "bedrock", secret),
             Err(AuthError::Invalid(_))
         ));
     }
