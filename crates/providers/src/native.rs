@@ -4,6 +4,9 @@
 use crate::converse::TokenUsage;
 use serde_json::Value;
 
+/// The `anthropic_version` Bedrock's Claude bodies carry.
+pub const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
+
 /// A model family's native body format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {

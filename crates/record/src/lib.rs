@@ -47,6 +47,8 @@ pub enum Operation {
     Responses,
     /// `POST /v1/completions` (OpenAI's legacy Completions API)
     Completions,
+    /// `POST /v1/messages` (the Anthropic Messages API, with or without `stream`)
+    Messages,
 }
 
 impl Operation {
@@ -61,6 +63,7 @@ impl Operation {
             Operation::Embeddings => "Embeddings",
             Operation::Responses => "Responses",
             Operation::Completions => "Completions",
+            Operation::Messages => "Messages",
         }
     }
 }

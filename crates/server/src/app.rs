@@ -673,6 +673,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/responses", post(openai::responses))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/messages", post(crate::anthropic_api::messages))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*model}", get(openai::model))

@@ -100,6 +100,13 @@ fn failure_response(path: &str, f: &AuthFailure) -> Response {
             &f.message(),
         );
     }
+    if path == "/v1/messages" {
+        let message = match f {
+            AuthFailure::Missing => "x-api-key header is required".to_string(),
+            other => format!("invalid x-api-key ({})", other.message()),
+        };
+        return crate::anthropic_api::anthropic_error(401, "authentication_error", &message, &id);
+    }
     if path.starts_with("/v1/") {
         openai_error(
             &OpenAiError {
@@ -137,6 +144,18 @@ pub fn api_error(
             code,
             message,
         );
+    }
+    if path == "/v1/messages" {
+        let kind = match status {
+            401 => "authentication_error",
+            403 => "permission_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            408 | 400 => "invalid_request_error",
+            _ => "api_error",
+        };
+        return crate::anthropic_api::anthropic_error(status, kind, message, &id);
     }
     if path.starts_with("/v1/") {
         let (kind, c) = match status {

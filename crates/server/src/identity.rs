@@ -249,10 +249,22 @@ pub fn api_key_id(key: &str) -> String {
     hex::encode(&h[..6])
 }
 
+/// An API key: `Authorization: Bearer <key>` (OpenAI clients), else `x-api-key: <key>`
+/// (Anthropic clients).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    auth.strip_prefix("Bearer ")
-        .or_else(|| auth.strip_prefix("bearer "))
+    if let Some(auth) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return auth
+            .strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty());
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|k| !k.is_empty())
 }

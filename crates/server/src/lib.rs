@@ -2,6 +2,7 @@
 //! into a Bedrock `ModelInvocationLog` record, and the wiring of journal and delivery.
 
 pub mod alarms;
+pub mod anthropic_api;
 pub mod app;
 pub mod auth;
 pub mod bedrock;

@@ -34,6 +34,7 @@ const PATHS: &[&str] = &[
     "/v1/chat/completions",
     "/v1/responses",
     "/v1/completions",
+    "/v1/messages",
     "/v1/embeddings",
     "/logging/modelinvocations",
     "/model/{}/count-tokens",
@@ -244,7 +245,12 @@ proptest! {
             (status, headers, axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap())
         });
         prop_assert!(status == 400 || status == 401 || status == 403, "{path}: {status}");
-        if path.starts_with("/v1/") {
+        if path == "/v1/messages" {
+            // Anthropic's shape.
+            let v: Value = serde_json::from_slice(&bytes).unwrap();
+            prop_assert_eq!(v["type"].as_str(), Some("error"));
+            prop_assert_eq!(v["error"]["type"].as_str(), Some("authentication_error"));
+        } else if path.starts_with("/v1/") {
             let v: Value = serde_json::from_slice(&bytes).unwrap();
             prop_assert_eq!(v["error"]["code"].as_str(), Some("invalid_api_key"));
         } else {

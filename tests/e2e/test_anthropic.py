@@ -1,0 +1,87 @@
+"""The Anthropic Messages API front door (issue #12) through the real anthropic SDK: plain,
+streamed (the SDK's stream helper), tool use, the API key in x-api-key, errors in
+Anthropic's shape, and one record per call."""
+
+import time
+
+import anthropic
+import pytest
+
+from conftest import read_records
+
+
+def client(server, key=None):
+    return anthropic.Anthropic(base_url=server.url, api_key=key or server.admin["apiKey"], max_retries=0)
+
+
+def records(server, op="Messages", n=1, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        recs = [r for r in read_records(server.data_dir) if r["operation"] == op]
+        if len(recs) >= n:
+            return recs
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {n} {op} records")
+
+
+def test_a_message_with_the_sdk_is_recorded(server):
+    c = client(server)
+    m = c.messages.create(model="claude-3-5-haiku-20241022", max_tokens=64, system="Be brief.",
+                          messages=[{"role": "user", "content": "Hello, Claude"}])
+    assert m.type == "message" and m.role == "assistant" and m.content[0].type == "text" and m.content[0].text
+    assert m.stop_reason in ("end_turn", "max_tokens") and m.usage.input_tokens > 0 and m.usage.output_tokens > 0
+    rec = records(server)[0]
+    assert rec["modelId"] == "claude-3-5-haiku-20241022"
+    assert rec["input"]["inputBodyJson"]["messages"][0]["content"] == "Hello, Claude"
+    assert rec["input"]["inputTokenCount"] == m.usage.input_tokens
+    assert rec["output"]["outputTokenCount"] == m.usage.output_tokens
+    assert rec["output"]["outputBodyJson"]["content"][0]["text"] == m.content[0].text
+    # The key sent in x-api-key is in no record and no log line.
+    import json as _json
+    key = server.admin["apiKey"]
+    assert key not in _json.dumps(read_records(server.data_dir)) and key not in server.stderr()
+
+
+def test_a_streamed_message_and_its_record(server):
+    c = client(server)
+    text = ""
+    with c.messages.stream(model="claude-3-5-haiku-20241022", max_tokens=64,
+                           messages=[{"role": "user", "content": "Tell me a story"}]) as s:
+        for t in s.text_stream:
+            text += t
+        final = s.get_final_message()
+    assert text and final.content[0].text == text
+    assert final.usage.output_tokens > 0
+    rec = records(server)[0]
+    assert rec["logbook"]["stream"] is True
+    assert rec["output"]["outputTokenCount"] == final.usage.output_tokens
+    events = rec["output"]["outputBodyJson"]
+    assert events[0]["type"] == "message_start" and events[-1]["type"] == "message_stop"
+
+
+def test_tool_use_round_trip(server):
+    c = client(server)
+    tools = [{"name": "get_weather", "description": "Weather", "input_schema": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    m = c.messages.create(model="claude-3-5-haiku-20241022", max_tokens=128, tools=tools,
+                          messages=[{"role": "user", "content": "[mock:tool=get_weather] weather in Oslo?"}])
+    use = [b for b in m.content if b.type == "tool_use"]
+    assert m.stop_reason == "tool_use" and use and use[0].name == "get_weather" and isinstance(use[0].input["city"], str)
+    follow = c.messages.create(model="claude-3-5-haiku-20241022", max_tokens=128, tools=tools, messages=[
+        {"role": "user", "content": "[mock:tool=get_weather] weather in Oslo?"},
+        {"role": "assistant", "content": [b.model_dump() for b in m.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use[0].id, "content": "3 C"}]},
+    ])
+    assert follow.content[0].type == "text"
+
+
+def test_errors_are_in_anthropics_shape(server):
+    with pytest.raises(anthropic.AuthenticationError) as e:
+        client(server, key="sk-wrong").messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "authentication_error"
+    c = client(server)
+    with pytest.raises(anthropic.BadRequestError) as e:
+        c.messages.create(model="claude-3-5-haiku-20241022", max_tokens=5, messages=[])
+    assert e.value.body["error"]["type"] == "invalid_request_error"
+    recs = records(server)
+    assert [r.get("errorCode") for r in recs] == ["ValidationException"]
