@@ -75,6 +75,20 @@ def test_tool_use_round_trip(server):
     assert follow.content[0].type == "text"
 
 
+def test_count_tokens_counts_and_writes_no_record(server):
+    c = client(server)
+    r = c.messages.count_tokens(model="claude-3-5-haiku-20241022", system="Be brief.",
+                                messages=[{"role": "user", "content": "Hello, Claude, how are you today?"}])
+    assert r.input_tokens > 0
+    # It agrees with what a call would be counted, and no record was written.
+    m = c.messages.create(model="claude-3-5-haiku-20241022", max_tokens=16, system="Be brief.",
+                          messages=[{"role": "user", "content": "Hello, Claude, how are you today?"}])
+    assert m.usage.input_tokens == r.input_tokens
+    assert len(records(server)) == 1
+    with pytest.raises(anthropic.BadRequestError):
+        c.messages.count_tokens(model="claude-3-5-haiku-20241022", messages="not a list")
+
+
 def test_errors_are_in_anthropics_shape(server):
     with pytest.raises(anthropic.AuthenticationError) as e:
         client(server, key="sk-wrong").messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}])

@@ -261,6 +261,76 @@ async fn messages_call(core: Invoker, mut call: Call, headers: HeaderMap, body: 
     resp
 }
 
+/// `POST /v1/messages/count_tokens`: the input tokens the routed model would count for
+/// this Messages request (`{"input_tokens": n}`). No model is invoked, so no record is
+/// written (as for Bedrock's CountTokens); the caller needs the permission to invoke it.
+pub async fn count_tokens(
+    State(core): State<Invoker>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let bytes = match read_body(body, core.max_body_bytes(), declared).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(n)) => {
+            let m = format!(
+                "request body of {n} bytes exceeds the {} byte limit",
+                core.max_body_bytes()
+            );
+            return anthropic_error(413, "request_too_large", &m, &request_id);
+        }
+        Err(e) => {
+            let m = format!("request body incomplete: {}", e.describe());
+            return anthropic_error(400, "invalid_request_error", &m, &request_id);
+        }
+    };
+    let request: Value = match serde_json::from_slice(&bytes) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return anthropic_error(
+                400,
+                "invalid_request_error",
+                "the request body is not a JSON object",
+                &request_id,
+            )
+        }
+    };
+    let (model, _, mut native) = match native_body(&request) {
+        Ok(x) => x,
+        Err(m) => return anthropic_error(400, "invalid_request_error", &m, &request_id),
+    };
+    // Counting needs no output budget; a request without one is still countable.
+    if let Some(o) = native.as_object_mut() {
+        o.entry("max_tokens").or_insert(json!(1));
+    }
+    if !caller.permissions.may_invoke(&model) {
+        let m = format!("{} may not invoke {model}", caller.arn);
+        return anthropic_error(403, "permission_error", &m, &request_id);
+    }
+    let Some(r) = core.routes().resolve(&model) else {
+        let m = format!("model: {model} (no route serves this model)");
+        return anthropic_error(404, "not_found_error", &m, &request_id);
+    };
+    let input = logbook_providers::CountInput::Invoke(native);
+    match Invoker::model(&r, r.provider.count_tokens(&r.info.upstream_model, &input)).await {
+        Ok(n) => json_response(
+            serde_json::to_vec(&json!({ "input_tokens": n })).unwrap_or_default(),
+            "application/json",
+            &request_id,
+            REQUEST_ID,
+        ),
+        Err(e) => {
+            let (status, kind) = anthropic_error_type(e.code.as_str());
+            anthropic_error(status, kind, &e.message, &request_id)
+        }
+    }
+}
+
 /// Messages stream events as Anthropic's SSE; `message_stop` (which ends the stream) is
 /// held until the record is durable. The record holds the events.
 struct EventsFormat {

@@ -674,6 +674,10 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/responses", post(openai::responses))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/messages", post(crate::anthropic_api::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(crate::anthropic_api::count_tokens),
+        )
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*model}", get(openai::model))

@@ -100,7 +100,7 @@ fn failure_response(path: &str, f: &AuthFailure) -> Response {
             &f.message(),
         );
     }
-    if path == "/v1/messages" {
+    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
         let message = match f {
             AuthFailure::Missing => "x-api-key header is required".to_string(),
             other => format!("invalid x-api-key ({})", other.message()),
@@ -145,7 +145,7 @@ pub fn api_error(
             message,
         );
     }
-    if path == "/v1/messages" {
+    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
         let kind = match status {
             401 => "authentication_error",
             403 => "permission_error",
