@@ -48,6 +48,13 @@ def test_log_groups_get_masked_text_while_the_archive_keeps_it(tmp_path):
             assert needle not in ev[0]["message"]
         counts = s.health()["redactions"]["log-groups"]
         assert counts["email"] >= 1 and counts["card"] >= 1 and counts["EMPLOYEE"] >= 1 and counts["aws_access_key"] >= 1, counts
+        # The same counts in /metrics, as Prometheus reads them.
+        import requests
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families
+        text = requests.get(s.url + "/metrics", headers=s.auth_headers(), timeout=10).text
+        fam = {f.name: f for f in text_string_to_metric_families(text)}["logbook_redactions"]
+        got = {(x.labels["destination"], x.labels["detector"]): x.value for x in fam.samples if x.name.endswith("_total")}
+        assert got[("log-groups", "email")] == counts["email"] and got[("log-groups", "EMPLOYEE")] == counts["EMPLOYEE"], got
     finally:
         s.stop()
 

@@ -94,6 +94,41 @@ impl prometheus_client::collector::Collector for DeliveryCollector {
     }
 }
 
+/// A labelled counter read at scrape time: (labels, value).
+pub type LabelledSource = Arc<dyn Fn() -> Vec<(Vec<(String, String)>, u64)> + Send + Sync>;
+
+struct LabelledCollector {
+    name: &'static str,
+    help: &'static str,
+    source: LabelledSource,
+}
+
+impl std::fmt::Debug for LabelledCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LabelledCollector({})", self.name)
+    }
+}
+
+impl prometheus_client::collector::Collector for LabelledCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let samples = (self.source)();
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            self.name,
+            self.help,
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (labels, value) in samples {
+            let c = ConstCounter::new(value);
+            c.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// The metrics of the calls served.
 #[derive(Debug)]
 pub struct Metrics {
@@ -207,6 +242,13 @@ impl Metrics {
             registry.register_collector(Box::new(DeliveryCollector(d)));
         }
         Metrics { registry, ..m }
+    }
+
+    /// Add a counter family whose samples `source` reads at each scrape (`name` without
+    /// `_total`).
+    pub fn add_counters(&mut self, name: &'static str, help: &'static str, source: LabelledSource) {
+        self.registry
+            .register_collector(Box::new(LabelledCollector { name, help, source }));
     }
 
     fn label(&self, model: &str) -> ModelLabel {

@@ -1062,9 +1062,38 @@ impl AppState {
             }
         }
         let routes = Arc::new(Routes::new(&config)?);
-        let metrics = Arc::new(logbook_ops::Metrics::new(Some(delivery_metrics(
-            destinations.clone(),
-        ))));
+        let analyst_redactor = match config.redaction.for_name(Some(&"analyst".to_string())) {
+            Some(r) => r,
+            None => Arc::new(
+                logbook_redact::Redactor::new(&["all".to_string()], &[])
+                    .map_err(|e| ServeError::Config(e.to_string()))?,
+            ),
+        };
+        redactions.push(("reads".to_string(), analyst_redactor.counts()));
+        let mut metrics = logbook_ops::Metrics::new(Some(delivery_metrics(destinations.clone())));
+        {
+            let r = redactions.clone();
+            metrics.add_counters(
+                "logbook_redactions",
+                "Values masked by redaction, per destination and detector",
+                Arc::new(move || {
+                    r.iter()
+                        .flat_map(|(dest, c)| {
+                            c.snapshot().into_iter().map(move |(detector, n)| {
+                                (
+                                    vec![
+                                        ("destination".to_string(), dest.clone()),
+                                        ("detector".to_string(), detector),
+                                    ],
+                                    n,
+                                )
+                            })
+                        })
+                        .collect()
+                }),
+            );
+        }
+        let metrics = Arc::new(metrics);
         let recorder = Recorder::new(
             journal.clone(),
             node.clone(),
@@ -1114,14 +1143,6 @@ impl AppState {
             Arc::new(config.pricing.clone()),
             config.max_body_bytes,
         );
-        let analyst_redactor = match config.redaction.for_name(Some(&"analyst".to_string())) {
-            Some(r) => r,
-            None => Arc::new(
-                logbook_redact::Redactor::new(&["all".to_string()], &[])
-                    .map_err(|e| ServeError::Config(e.to_string()))?,
-            ),
-        };
-        redactions.push(("reads".to_string(), analyst_redactor.counts()));
         let state = Arc::new(AppState {
             principals: Principals::new(&config, &extra),
             config,
