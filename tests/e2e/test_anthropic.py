@@ -73,6 +73,14 @@ def test_tool_use_round_trip(server):
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use[0].id, "content": "3 C"}]},
     ])
     assert follow.content[0].type == "text"
+    # Streamed: the tool call arrives as a tool_use block with input_json_delta fragments.
+    with c.messages.stream(model="claude-3-5-haiku-20241022", max_tokens=128, tools=tools,
+                           messages=[{"role": "user", "content": "[mock:tool=get_weather] and Bergen?"}]) as s:
+        kinds = [e.type for e in s]
+        final = s.get_final_message()
+    assert "input_json" in kinds, kinds
+    assert final.stop_reason == "tool_use" and final.content[0].type == "tool_use"
+    assert isinstance(final.content[0].input["city"], str)
 
 
 def test_count_tokens_counts_and_writes_no_record(server):

@@ -360,20 +360,8 @@ impl Provider for MockProvider {
         let output_tokens = estimate_tokens(&text);
         let resp = match fam {
             Family::AnthropicMessages => {
-                // `[mock:tool=NAME]` with NAME among the body's tools (and no tool result
-                // last): a tool call whose input satisfies the tool's `input_schema`.
-                let last_is_result = body["messages"]
-                    .as_array()
-                    .and_then(|m| m.last())
-                    .and_then(|m| m["content"].as_array())
-                    .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"));
-                let tool = body["tools"].as_array().and_then(|tools| {
-                    tools.iter().find(|t| {
-                        t["name"].as_str().is_some() && t["name"].as_str() == d.tool.as_deref()
-                    })
-                });
-                let (content, stop) = match tool {
-                    Some(t) if !last_is_result => (
+                let (content, stop) = match anthropic_tool(body, &d) {
+                    Some(t) => (
                         json!([{"type": "tool_use", "id": format!("toolu_mock{:016x}", seed(&prompt)),
                             "name": t["name"], "input": tool_input(t.get("input_schema"), &prompt)}]),
                         "tool_use",
@@ -471,12 +459,31 @@ impl Provider for MockProvider {
         match fam {
             Family::AnthropicMessages => {
                 chunks.push(json!({"type":"message_start","message":{"id": format!("msg_mock{:016x}", seed(&prompt)),"type":"message","role":"assistant","content":[],"model": format!("mock:{model}"),"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":input_tokens,"output_tokens":1}}}));
-                chunks.push(json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}));
-                for p in &parts {
-                    chunks.push(json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":p}}));
-                }
+                let stop = match anthropic_tool(body, &d) {
+                    // A tool call, streamed as Anthropic does: the input as JSON fragments.
+                    Some(t) => {
+                        let input = tool_input(t.get("input_schema"), &prompt).to_string();
+                        chunks.push(json!({"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id": format!("toolu_mock{:016x}", seed(&prompt)),"name": t["name"],"input":{}}}));
+                        let cut = input
+                            .char_indices()
+                            .map(|(i, _)| i)
+                            .nth(input.chars().count() / 2)
+                            .unwrap_or(0);
+                        for frag in [&input[..cut], &input[cut..]] {
+                            chunks.push(json!({"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":frag}}));
+                        }
+                        "tool_use"
+                    }
+                    None => {
+                        chunks.push(json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}));
+                        for p in &parts {
+                            chunks.push(json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":p}}));
+                        }
+                        "end_turn"
+                    }
+                };
                 chunks.push(json!({"type":"content_block_stop","index":0}));
-                chunks.push(json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":output_tokens}}));
+                chunks.push(json!({"type":"message_delta","delta":{"stop_reason":stop,"stop_sequence":null},"usage":{"output_tokens":output_tokens}}));
                 chunks.push(
                     json!({"type":"message_stop","amazon-bedrock-invocationMetrics": metrics}),
                 );
@@ -679,6 +686,24 @@ fn instance(schema: &Value, hint: &str, depth: u32, budget: &mut usize) -> Value
             Value::String(t)
         }
     }
+}
+
+/// `[mock:tool=NAME]` with NAME among an Anthropic body's tools, and no tool result last:
+/// the tool to call (its input will satisfy the tool's `input_schema`).
+fn anthropic_tool<'a>(body: &'a Value, d: &Directives) -> Option<&'a Value> {
+    let last_is_result = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_array())
+        .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"));
+    if last_is_result {
+        return None;
+    }
+    body["tools"].as_array().and_then(|tools| {
+        tools
+            .iter()
+            .find(|t| t["name"].as_str().is_some() && t["name"].as_str() == d.tool.as_deref())
+    })
 }
 
 #[cfg(test)]
