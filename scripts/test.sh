@@ -18,17 +18,17 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
-step "node test dependencies (s3rver, a second S3 implementation; the AWS SDK for JavaScript)"
-NODE_DIR="${LOGBOOK_TEST_NODE:-$HOME/.cache/logbook/node}"
-if [ ! -x "$NODE_DIR/node_modules/.bin/s3rver" ]; then
-  mkdir -p "$NODE_DIR"
-  npm install --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error s3rver@3.7.1
+step "node test clients (npm ci from tests/node/package-lock.json)"
+# s3rver (a second S3 implementation), the AWS SDK for JavaScript v3 (runtime, bedrock,
+# cloudwatch-logs) and the OpenAI SDK for Node, installed outside the clone and
+# reinstalled only when the committed lockfile changes.
+NODE_DIR="${LOGBOOK_TEST_NODE:-$HOME/.cache/logbook/node-clients}"
+mkdir -p "$NODE_DIR"
+if ! cmp -s tests/node/package-lock.json "$NODE_DIR/package-lock.json" || [ ! -d "$NODE_DIR/node_modules" ]; then
+  cp tests/node/package.json tests/node/package-lock.json "$NODE_DIR/"
+  npm ci --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error
 fi
 export S3RVER_BIN="$NODE_DIR/node_modules/.bin/s3rver"
-# The AWS SDK for JavaScript v3 (its default HTTP/2 handler against an http:// endpoint).
-if [ ! -f "$NODE_DIR/node_modules/@aws-sdk/client-bedrock-runtime/package.json" ]; then
-  npm install --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error @aws-sdk/client-bedrock-runtime@3.1164.0
-fi
 export LOGBOOK_NODE_MODULES="$NODE_DIR/node_modules"
 
 step "cargo fmt --check"

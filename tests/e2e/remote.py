@@ -82,7 +82,7 @@ class S3rver(_Server):
 
     def __init__(self, log_dir):
         binary = os.environ.get("S3RVER_BIN") or os.path.expanduser(
-            "~/.cache/logbook/node/node_modules/.bin/s3rver")
+            "~/.cache/logbook/node-clients/node_modules/.bin/s3rver")
         if not os.path.exists(binary):
             raise RuntimeError("s3rver is not installed: run scripts/test.sh (it installs it with npm)")
         self.port = free_port()

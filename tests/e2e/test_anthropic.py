@@ -107,3 +107,18 @@ def test_errors_are_in_anthropics_shape(server):
     assert e.value.body["error"]["type"] == "invalid_request_error"
     recs = records(server)
     assert [r.get("errorCode") for r in recs] == ["ValidationException"]
+
+
+def test_anthropic_bedrock_client_signs_invoke_model(server):
+    """anthropic[bedrock]: the same SDK pointed at Bedrock (SigV4, InvokeModel) instead."""
+    c = anthropic.AnthropicBedrock(aws_access_key=server.admin["accessKeyId"], aws_secret_key=server.admin["secretAccessKey"],
+                                   aws_region="us-east-1", base_url=server.url, max_retries=0)
+    model = "anthropic.claude-3-5-haiku-20241022-v1:0"
+    m = c.messages.create(model=model, max_tokens=64, messages=[{"role": "user", "content": "via bedrock"}])
+    assert m.content[0].type == "text" and "via bedrock" in m.content[0].text
+    with c.messages.stream(model=model, max_tokens=64, messages=[{"role": "user", "content": "via bedrock stream"}]) as s:
+        text = "".join(s.text_stream)
+    assert "via bedrock stream" in text
+    recs = records(server, op="InvokeModel") + records(server, op="InvokeModelWithResponseStream")
+    assert sorted((r["operation"], r["modelId"]) for r in recs) == [
+        ("InvokeModel", model), ("InvokeModelWithResponseStream", model)]
