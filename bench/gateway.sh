@@ -47,8 +47,8 @@ url_of() { # name: wait for its "listening on" line and echo the URL
   echo "$1 did not start:" >&2; cat "$WORK/$1.err" >&2; return 1
 }
 
-load() { # label url rate secs [kind]
-  "$BIN/loadgen" --label "$1" --url "$2" --rate "$3" --duration "$4" --kind "${5:-openai-chat}" | tee -a "$RESULTS"
+load() { # label url rate secs [kind] [extra loadgen flags]
+  "$BIN/loadgen" --label "$1" --url "$2" --rate "$3" --duration "$4" --kind "${5:-openai-chat}" ${6:-} | tee -a "$RESULTS"
 }
 
 echo "# machine: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB, $(uname -r), $(date -u +%FT%TZ)" | tee -a "$RESULTS"
@@ -153,6 +153,20 @@ case " $ONLY " in *" integrity "*)
   done
   echo "{\"label\":\"logbook-strict-proof-redactions\",\"health\":$(curl -s "$PROOF/healthz" | "$BENCH_PY" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["redactions"]))' 2>/dev/null || echo null)}" | tee -a "$RESULTS"
   kill "$PROOF_PID" "$BARE_PID"; wait "$PROOF_PID" "$BARE_PID" 2>/dev/null || true
+  ;;
+esac
+
+# Issue #12: the same strict server over HTTP/1.1 and over HTTP/2 (cleartext, prior
+# knowledge), loaded alternately.
+case " $ONLY " in *" http2 "*)
+  start "logbook-h2" "$BIN/logbook" serve --listen 127.0.0.1:0 --data-dir "$WORK/h2-data" --config "$WORK/logbook-strict.toml"
+  H2_PID="$LAST_PID"; H2=$(url_of "logbook-h2")
+  sleep 5
+  for round in 1 2; do
+    load "logbook-strict-http1" "$H2/v1/chat/completions" "$RATE" "$DUR"
+    load "logbook-strict-http2" "$H2/v1/chat/completions" "$RATE" "$DUR" openai-chat --http2
+  done
+  kill "$H2_PID"; wait "$H2_PID" 2>/dev/null || true
   ;;
 esac
 

@@ -31,6 +31,10 @@ struct Args {
     /// Label in the output.
     #[arg(long, default_value = "")]
     label: String,
+    /// Speak HTTP/2 over cleartext with prior knowledge (as the AWS SDK for JavaScript
+    /// does against an http:// endpoint) instead of HTTP/1.1.
+    #[arg(long)]
+    http2: bool,
 }
 
 fn body(kind: &str) -> Vec<u8> {
@@ -117,7 +121,11 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let client = reqwest::Client::builder().pool_max_idle_per_host(args.max_in_flight).build()?;
+        let mut builder = reqwest::Client::builder().pool_max_idle_per_host(args.max_in_flight);
+        if args.http2 {
+            builder = builder.http2_prior_knowledge();
+        }
+        let client = builder.build()?;
         let body = Arc::new(body(&args.kind));
         if args.warmup > 0 {
             phase(&client, &args, &body, args.warmup, None).await;
