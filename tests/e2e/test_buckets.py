@@ -135,3 +135,12 @@ def test_a_remote_archive_bucket_is_read_back_by_sql_trail_and_import(make_serve
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "imported 12 records" in out.stdout, out.stdout
+    # The checkpoints were written to the S3 bucket beside the logs, and the bucket
+    # verifies offline through the S3 client (the /logbook/query above is a data event
+    # in the trail log too).
+    cps = [o["Key"] for o in s3.list_objects_v2(Bucket="corp-archive", Prefix="LogbookCheckpoints/").get("Contents", [])]
+    assert any("/records/" in k for k in cps) and any("/trail/" in k for k in cps), cps
+    out = subprocess.run([BIN, "verify", "--data-dir", s.data_dir, "--config", s.config_path],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "/records: 12 leaves" in out.stdout, out.stdout
