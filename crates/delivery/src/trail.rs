@@ -112,30 +112,5 @@ impl Format for TrailFormat {
         }
     }
 
-    fn state(&self, position: u64) -> Option<Vec<u8>> {
-        self.notary.as_ref().map(|n| n.state(position))
-    }
-
-    fn restore(&mut self, state: &[u8]) -> Result<u64, DeliveryError> {
-        match &mut self.notary {
-            Some(n) => n
-                .restore(state)
-                .map_err(|e| DeliveryError::Config(e.to_string())),
-            None => Ok(0),
-        }
-    }
-
-    fn commit(&mut self) {
-        if let Some(n) = &mut self.notary {
-            n.commit();
-        }
-    }
-
-    fn checkpoint(&mut self, now_ms: u64, force: bool) -> Option<(String, Vec<u8>)> {
-        self.notary.as_mut()?.checkpoint(now_ms, force)
-    }
-
-    fn checkpoint_due_in(&self, now_ms: u64) -> Option<std::time::Duration> {
-        self.notary.as_ref().map(|n| n.due_in(now_ms))
-    }
+    crate::notarized_format!();
 }

@@ -86,60 +86,6 @@ impl ScalarUDFImpl for Redact {
     }
 }
 
-/// `strip_bodies(record)`: a whole record (`@message`) without its bodies (the
-/// `*Body*` members of `input` and `output`), for callers whose content level is
-/// `metadata`: they still see who called what, when, and what it cost.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct StripBodies {
-    signature: Signature,
-}
-
-impl Default for StripBodies {
-    fn default() -> Self {
-        StripBodies {
-            signature: Signature::any(1, Volatility::Immutable),
-        }
-    }
-}
-
-/// `record` without its bodies.
-pub fn strip_bodies(record: &str) -> Option<String> {
-    let mut v: Value = serde_json::from_str(record).ok()?;
-    for side in ["input", "output"] {
-        if let Some(Value::Object(o)) = v.get_mut(side) {
-            o.retain(|k, _| !k.contains("Body") || k.ends_with("S3Path"));
-        }
-    }
-    serde_json::to_string(&v).ok()
-}
-
-impl ScalarUDFImpl for StripBodies {
-    fn name(&self) -> &str {
-        "strip_bodies"
-    }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let text = strings(&args.args[0], args.number_rows)?;
-        let Some(text) = text.as_any().downcast_ref::<StringArray>() else {
-            return exec_err!("strip_bodies: expected text");
-        };
-        let mut b = StringBuilder::with_capacity(text.len(), text.len() * 64);
-        for i in 0..text.len() {
-            if text.is_null(i) {
-                b.append_null();
-            } else {
-                b.append_option(strip_bodies(text.value(i)));
-            }
-        }
-        Ok(ColumnarValue::Array(Arc::new(b.finish())))
-    }
-}
-
 /// Walk a dotted path (`messages.0.content`) into a JSON value.
 pub fn walk<'v>(mut v: &'v Value, path: &str) -> Option<&'v Value> {
     if path.is_empty() {
@@ -219,6 +165,53 @@ udf_boilerplate!(
     "regex_extract",
     Signature::any(3, Volatility::Immutable)
 );
+
+// `strip_bodies(record)`: a whole record (`@message`) without its bodies (the `*Body*`
+// members of `input` and `output`), for callers whose content level is `metadata`: they
+// still see who called what, when, and what it cost.
+udf_boilerplate!(
+    StripBodies,
+    "strip_bodies",
+    Signature::any(1, Volatility::Immutable)
+);
+
+/// `record` without its bodies.
+pub fn strip_bodies(record: &str) -> Option<String> {
+    let mut v: Value = serde_json::from_str(record).ok()?;
+    for side in ["input", "output"] {
+        if let Some(Value::Object(o)) = v.get_mut(side) {
+            o.retain(|k, _| !k.contains("Body") || k.ends_with("S3Path"));
+        }
+    }
+    serde_json::to_string(&v).ok()
+}
+
+impl ScalarUDFImpl for StripBodies {
+    fn name(&self) -> &str {
+        "strip_bodies"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let text = strings(&args.args[0], args.number_rows)?;
+        let Some(text) = text.as_any().downcast_ref::<StringArray>() else {
+            return exec_err!("strip_bodies: expected text");
+        };
+        let mut b = StringBuilder::with_capacity(text.len(), text.len() * 64);
+        for i in 0..text.len() {
+            if text.is_null(i) {
+                b.append_null();
+            } else {
+                b.append_option(strip_bodies(text.value(i)));
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(b.finish())))
+    }
+}
 
 impl ScalarUDFImpl for JsonGet {
     fn name(&self) -> &str {

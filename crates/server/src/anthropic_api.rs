@@ -11,7 +11,7 @@
 //! Errors are in Anthropic's shape: `{"type": "error", "error": {"type", "message"}}`.
 
 use crate::capture::Call;
-use crate::http_util::{json_response, read_body, set_header, BodyError};
+use crate::http_util::{json_response, read_body, BodyError};
 use crate::identity::Caller;
 use crate::invoke::{Invoker, Refused};
 use crate::stream::StreamFormat;
@@ -26,7 +26,6 @@ use logbook_record::{Operation, Output};
 use logbook_wire::aws::AwsErrorCode;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use tokio::sync::mpsc;
 
 const REQUEST_ID: &str = "request-id";
 
@@ -240,17 +239,7 @@ async fn messages_call(core: Invoker, mut call: Call, headers: HeaderMap, body: 
         Ok(s) => s,
         Err(e) => return anthropic_error(500, "api_error", &e.to_string(), &call.request_id),
     };
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
-    let mut resp = Response::new(Body::from_stream(
-        tokio_stream::wrappers::ReceiverStream::new(rx),
-    ));
-    set_header(
-        &mut resp,
-        "content-type",
-        "text/event-stream; charset=utf-8",
-    );
-    set_header(&mut resp, "cache-control", "no-cache");
-    set_header(&mut resp, REQUEST_ID, &call.request_id);
+    let (tx, resp) = crate::http_util::sse_response(REQUEST_ID, &call.request_id);
     let format = EventsFormat {
         events: Vec::new(),
         model,

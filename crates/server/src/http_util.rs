@@ -259,6 +259,29 @@ pub fn json_response(
 }
 
 /// Insert a header, ignoring values that are not valid header text.
+/// A server-sent-events response fed by the returned channel: `text/event-stream`, no
+/// caching, the request id under `id_header`.
+pub fn sse_response(
+    id_header: &'static str,
+    request_id: &str,
+) -> (
+    tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::convert::Infallible>>,
+    Response,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let mut resp = Response::new(axum::body::Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    ));
+    set_header(
+        &mut resp,
+        "content-type",
+        "text/event-stream; charset=utf-8",
+    );
+    set_header(&mut resp, "cache-control", "no-cache");
+    set_header(&mut resp, id_header, request_id);
+    (tx, resp)
+}
+
 pub fn set_header(r: &mut Response, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         r.headers_mut().insert(name, v);

@@ -4,9 +4,7 @@
 //! record holds the OpenAI request and the (assembled) OpenAI response.
 
 use crate::capture::Call;
-use crate::http_util::{
-    json_response, openai_error, openai_from_aws, read_body, set_header, BodyError,
-};
+use crate::http_util::{json_response, openai_error, openai_from_aws, read_body, BodyError};
 use crate::identity::Caller;
 use crate::invoke::{Invoker, Refused};
 use crate::routing::Resolved;
@@ -26,9 +24,7 @@ use logbook_wire::aws::AwsErrorCode;
 use logbook_wire::openai::OpenAiError;
 use logbook_wire::sse;
 use serde_json::{json, Value};
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use tokio::sync::mpsc;
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -322,17 +318,7 @@ async fn chat_call(
             return logging_failed(&e, &call.request_id);
         }
     };
-    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
-    let mut resp = Response::new(Body::from_stream(
-        tokio_stream::wrappers::ReceiverStream::new(rx),
-    ));
-    set_header(
-        &mut resp,
-        "content-type",
-        "text/event-stream; charset=utf-8",
-    );
-    set_header(&mut resp, "cache-control", "no-cache");
-    set_header(&mut resp, REQUEST_ID, &call.request_id);
+    let (tx, resp) = crate::http_util::sse_response(REQUEST_ID, &call.request_id);
     let format = ChatFormat {
         writer: ChunkWriter::new(&id, &opts.model, created(&call), opts.include_usage),
         asm: Assembler::new(),
@@ -425,17 +411,7 @@ async fn responses_call(core: Invoker, mut call: Call, headers: HeaderMap, body:
         Ok(st) => st,
         Err(e) => return logging_failed(&e, &call.request_id),
     };
-    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
-    let mut resp = Response::new(Body::from_stream(
-        tokio_stream::wrappers::ReceiverStream::new(rx),
-    ));
-    set_header(
-        &mut resp,
-        "content-type",
-        "text/event-stream; charset=utf-8",
-    );
-    set_header(&mut resp, "cache-control", "no-cache");
-    set_header(&mut resp, REQUEST_ID, &call.request_id);
+    let (tx, resp) = crate::http_util::sse_response(REQUEST_ID, &call.request_id);
     let format = ResponsesFormat {
         writer: EventWriter::new(&id, &opts.model, created(&call), &v),
         asm: Assembler::new(),
