@@ -142,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..a.records {
         let r = record(i, &a.bucket, &a.group, a.record_bytes, &mut rng);
         bytes += r.len() as u64;
-        pending.push(journal.submit(Box::new(move |_| r))?);
+        pending.push(journal.submit(logbook_journal::Kind::Record, Box::new(move |_| r))?);
         if pending.len() >= 4096 {
             for mut p in pending.drain(..) {
                 while p.try_result().is_none() {

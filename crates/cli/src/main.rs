@@ -74,7 +74,7 @@ enum Command {
     /// Print an inclusion proof of one record (or trail event), or a consistency proof
     /// between two checkpoints, for `logbook verify --proof`.
     Prove(verify_cmd::ProveArgs),
-    /// Checkpoint signing keys.
+    /// Checkpoint signing keys and encryption master keys.
     Keys {
         #[command(subcommand)]
         command: verify_cmd::KeysCommand,

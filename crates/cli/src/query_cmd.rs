@@ -9,18 +9,20 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Open the store read-only and add the records still only in the journal (the tail a
 /// running server holds in memory), so a query sees every committed record.
-pub fn open_for_query(data_dir: &Path) -> anyhow::Result<Arc<Store>> {
-    let store = Store::open_read_only(data_dir.join("store"))?;
+pub fn open_for_query(config: &logbook_server::Config) -> anyhow::Result<Arc<Store>> {
+    let data_dir = &config.data_dir;
+    let keys = Arc::new(config.keyring().map_err(anyhow::Error::msg)?);
+    let store = Store::open_read_only(data_dir.join("store"), keys.clone())?;
     let mut chunk = Vec::new();
     let journal = data_dir.join("journal");
     if journal.exists() {
-        logbook_journal::scan(&journal, store.next_seq(), |e| {
+        logbook_journal::scan(&journal, &keys, store.next_seq(), |e| {
             chunk.push(e);
             if chunk.len() >= 4096 {
                 store.add_entries(&chunk);
@@ -44,7 +46,7 @@ pub fn query(
     limit: usize,
     text: &str,
 ) -> anyhow::Result<()> {
-    let store = open_for_query(&config.data_dir)?;
+    let store = open_for_query(config)?;
     let archive = match config.buckets.get(&config.archive_bucket) {
         Some(spec) => Some(
             logbook_bucket::Bucket::open(&config.archive_bucket, spec, RealDisk::shared())?.store(),
@@ -412,7 +414,8 @@ fn parse_object(o: &ObjectMeta, src: &Source, rt: &tokio::runtime::Handle) -> Fi
 pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> anyhow::Result<()> {
     let src = self::source(config, source)?;
     let _lock = logbook_server::app::DataLock::acquire(&config.data_dir)?;
-    let store = match Store::open(config.data_dir.join("store")) {
+    let keys = Arc::new(config.keyring().map_err(anyhow::Error::msg)?);
+    let store = match Store::open_on(logbook_store::RealDisk::shared(), config.data_dir.join("store"), keys) {
         Ok(s) => s,
         Err(logbook_store::StoreError::Locked(p)) => bail!(
             "the log group store {} is in use by a running `logbook serve`; stop it first (imports write the store directly)",

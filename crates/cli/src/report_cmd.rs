@@ -37,7 +37,7 @@ pub fn dimensions(by: &[String]) -> anyhow::Result<Vec<Dimension>> {
 
 /// Run the report and print it.
 pub fn chargeback(config: &logbook_server::Config, a: Args) -> anyhow::Result<()> {
-    let store = crate::query_cmd::open_for_query(&config.data_dir)?;
+    let store = crate::query_cmd::open_for_query(config)?;
     let groups = if a.groups.is_empty() {
         store.groups().into_iter().map(|g| g.name).collect()
     } else {

@@ -78,6 +78,18 @@ pub enum KeysCommand {
         /// The private key file.
         key: PathBuf,
     },
+    /// Write a new master key for encryption at rest (`[encryption] master_key_file`):
+    /// 32 random bytes, base64, in a new file readable only by its owner.
+    GenerateMaster {
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the id of a master key (what journal segments and store files record).
+    MasterId {
+        /// The master key file.
+        key: PathBuf,
+    },
 }
 
 fn read(path: &PathBuf) -> anyhow::Result<String> {
@@ -212,6 +224,32 @@ pub fn keys_cmd(cmd: KeysCommand) -> anyhow::Result<()> {
                 out.display(),
                 public.display()
             )?;
+        }
+        KeysCommand::GenerateMaster { out } => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let text = logbook_seal::MasterKey::generate_text()?;
+            let id = logbook_seal::MasterKey::parse(&text)?.id().to_string();
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true) // never overwrite a key: the data it sealed needs it
+                .mode(0o600)
+                .open(&out)
+                .with_context(|| format!("create {} (it must not exist)", out.display()))?;
+            writeln!(f, "{text}")?;
+            f.sync_all()?;
+            writeln!(
+                std::io::stdout(),
+                "master key id {id}\nmaster key {}\nkeep a copy somewhere safe: without it, what it encrypted cannot be read",
+                out.display()
+            )?;
+        }
+        KeysCommand::MasterId { key } => {
+            let k = logbook_seal::MasterKey::parse(&read(&key)?)
+                .with_context(|| key.display().to_string())?;
+            writeln!(std::io::stdout(), "{}", k.id())?;
         }
         KeysCommand::Public { key } => {
             let k =

@@ -13,10 +13,11 @@ use crate::{DeliveryError, Format};
 use base64::Engine;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use logbook_journal::Entry;
+use logbook_journal::{Entry, Kind};
 use logbook_notary::Notary;
 use logbook_record::layout::{self, BodySide};
-use logbook_record::{parse_timestamp, LARGE_BODY_BYTES, SCHEMA_TYPE};
+use logbook_record::raw::{text, RawRecord};
+use logbook_record::{parse_timestamp, LARGE_BODY_BYTES};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -28,29 +29,6 @@ struct Group {
     gz: GzEncoder<Vec<u8>>,
     /// Leaf indices of its lines, when the archive keeps a tamper-evident log.
     leaves: Vec<u64>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Dest {
-    bucket: String,
-    key_prefix: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Ext {
-    destination: Option<Dest>,
-}
-
-/// The part of a record the archive needs to place it.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Head {
-    schema_type: Option<String>,
-    account_id: Option<String>,
-    region: Option<String>,
-    logbook: Option<Ext>,
 }
 
 /// Bedrock invocation logs for one bucket.
@@ -221,23 +199,25 @@ impl Format for ArchiveFormat {
     type Item = (String, Vec<u8>);
 
     fn add(&mut self, e: Entry) -> Result<usize, DeliveryError> {
-        let head: Head = match serde_json::from_slice(&e.payload) {
-            Ok(h) => h,
-            Err(_) => return Ok(0), // not a record (other destinations take it)
-        };
-        if head.schema_type.as_deref() != Some(SCHEMA_TYPE) {
-            return Ok(0);
+        if e.kind != Kind::Record {
+            return Ok(0); // other destinations take it
         }
-        let (bucket, prefix) = match head.logbook.and_then(|l| l.destination) {
-            Some(d) => (d.bucket, d.key_prefix.unwrap_or_default()),
+        let Ok(head) = RawRecord::parse(&e.payload) else {
+            return Ok(0);
+        };
+        let (bucket, prefix) = match head.destination() {
+            Some(d) => (
+                text(d.bucket).unwrap_or_default(),
+                text(d.key_prefix).unwrap_or_default(),
+            ),
             None if self.is_default => (self.bucket.clone(), self.default_prefix.clone()),
             None => return Ok(0),
         };
         if bucket != self.bucket {
             return Ok(0);
         }
-        let account = head.account_id.unwrap_or_else(|| "000000000000".into());
-        let region = head.region.unwrap_or_else(|| "us-east-1".into());
+        let account = text(head.account_id).unwrap_or_else(|| "000000000000".into());
+        let region = text(head.region).unwrap_or_else(|| "us-east-1".into());
         let payload = match &self.redactor {
             Some(r) => r.redact_record(&e.payload).into_owned(),
             None => e.payload,

@@ -16,8 +16,9 @@ use crate::archive::ArchiveFormat;
 use crate::{Bucket, DeliveryError, Format, Target, Written};
 use async_trait::async_trait;
 use logbook_cloudwatch::{Batcher, LogEvent, LogsClient, MAX_EVENT_BYTES};
-use logbook_journal::Entry;
-use logbook_record::{parse_timestamp, S3Location, LARGE_BODY_BYTES, SCHEMA_TYPE};
+use logbook_journal::{Entry, Kind};
+use logbook_record::raw::{text, RawRecord};
+use logbook_record::{parse_timestamp, S3Location, LARGE_BODY_BYTES};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,29 +37,6 @@ pub enum CloudWatchItem {
     },
     /// One `PutLogEvents` batch.
     Events(Vec<LogEvent>),
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Dest {
-    log_group: Option<String>,
-    large_data: Option<S3Location>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Ext {
-    destination: Option<Dest>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Head {
-    schema_type: Option<String>,
-    timestamp: Option<String>,
-    account_id: Option<String>,
-    region: Option<String>,
-    logbook: Option<Ext>,
 }
 
 /// Records for one log group, as `PutLogEvents` batches.
@@ -162,22 +140,24 @@ impl Format for CloudWatchFormat {
     type Item = CloudWatchItem;
 
     fn add(&mut self, e: Entry) -> Result<usize, DeliveryError> {
-        let Ok(head) = serde_json::from_slice::<Head>(&e.payload) else {
-            return Ok(0);
-        };
-        if head.schema_type.as_deref() != Some(SCHEMA_TYPE) {
+        if e.kind != Kind::Record {
             return Ok(0);
         }
-        let Some(dest) = head.logbook.and_then(|l| l.destination) else {
+        let Ok(head) = RawRecord::parse(&e.payload) else {
             return Ok(0);
         };
-        if dest.log_group.as_deref() != Some(self.group.as_str()) {
+        let Some(dest) = head.destination() else {
+            return Ok(0);
+        };
+        if text(dest.log_group).as_deref() != Some(self.group.as_str()) {
             return Ok(0);
         }
-        let account = head.account_id.unwrap_or_else(|| "000000000000".into());
-        let region = head.region.unwrap_or_else(|| "us-east-1".into());
-        let timestamp_ms = head
-            .timestamp
+        let large_data: Option<S3Location> = dest
+            .large_data
+            .and_then(|v| serde_json::from_str(v.get()).ok());
+        let account = text(head.account_id).unwrap_or_else(|| "000000000000".into());
+        let region = text(head.region).unwrap_or_else(|| "us-east-1".into());
+        let timestamp_ms = text(head.timestamp)
             .as_deref()
             .and_then(parse_timestamp)
             .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
@@ -186,7 +166,7 @@ impl Format for CloudWatchFormat {
             Some(r) => r.redact_record(&e.payload).into_owned(),
             None => e.payload,
         };
-        let msg = self.message(&payload, dest.large_data.as_ref(), &account, &region)?;
+        let msg = self.message(&payload, large_data.as_ref(), &account, &region)?;
         let message = String::from_utf8(msg)
             .map_err(|_| DeliveryError::Config("a record is not UTF-8".into()))?;
         let event = LogEvent {
@@ -331,6 +311,8 @@ mod tests {
 
     fn entry(seq: u64, payload: Vec<u8>) -> Entry {
         Entry {
+            kind: logbook_journal::Kind::Record,
+            version: 1,
             seq,
             time_ms: 1_700_000_000_000,
             payload,

@@ -5,20 +5,12 @@
 use crate::{DeliveryError, Format};
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use logbook_journal::Entry;
+use logbook_journal::{Entry, Kind};
 use logbook_notary::Notary;
-use logbook_record::trail::trail_object_key;
+use logbook_record::trail::{trail_object_key, TrailHead};
 use std::collections::BTreeMap;
 use std::io::Write;
 use time::OffsetDateTime;
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Head {
-    event_version: Option<String>,
-    recipient_account_id: Option<String>,
-    aws_region: Option<String>,
-}
 
 struct Group {
     first_seq: u64,
@@ -56,12 +48,12 @@ impl Format for TrailFormat {
     type Item = (String, Vec<u8>);
 
     fn add(&mut self, e: Entry) -> Result<usize, DeliveryError> {
-        let Ok(head) = serde_json::from_slice::<Head>(&e.payload) else {
-            return Ok(0);
-        };
-        if head.event_version.is_none() {
+        if e.kind != Kind::TrailEvent {
             return Ok(0);
         }
+        let Some(head) = TrailHead::parse(&e.payload) else {
+            return Ok(0);
+        };
         let account = head
             .recipient_account_id
             .unwrap_or_else(|| "000000000000".into());

@@ -12,7 +12,7 @@ use logbook_bucket::{Bucket, BucketSpec};
 use logbook_delivery::archive::ArchiveFormat;
 use logbook_delivery::trail::TrailFormat;
 use logbook_delivery::{Destination, DestinationConfig, GcCoordinator};
-use logbook_journal::{Journal, JournalConfig, RealDisk};
+use logbook_journal::{Journal, JournalConfig, Kind, RealDisk};
 use logbook_notary::verify::{self, Options, Proof};
 use logbook_notary::{Checkpoint, Notary, SigningKey};
 use rand::rngs::StdRng;
@@ -103,12 +103,12 @@ async fn run(
     let mut i = from;
     for _ in 0..rounds {
         for _ in 0..12 {
-            let p = if i.is_multiple_of(7) {
-                event(i)
+            let (kind, p) = if i.is_multiple_of(7) {
+                (Kind::TrailEvent, event(i))
             } else {
-                record(i, i == 20)
+                (Kind::Record, record(i, i == 20))
             };
-            journal.append(Box::new(move |_| p)).await.unwrap();
+            journal.append(kind, Box::new(move |_| p)).await.unwrap();
             i += 1;
         }
         tokio::time::sleep(Duration::from_millis(30)).await;

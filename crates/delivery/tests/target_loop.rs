@@ -101,7 +101,9 @@ async fn journal_with(dir: &std::path::Path, n: u64) -> Journal {
     let j = Journal::open(JournalConfig::new(dir.join("journal"))).unwrap();
     for i in 0..n {
         let p = format!("{{\"n\":{i}}}").into_bytes();
-        j.append(Box::new(move |_| p)).await.unwrap();
+        j.append(logbook_journal::Kind::Record, Box::new(move |_| p))
+            .await
+            .unwrap();
     }
     j
 }

@@ -15,12 +15,23 @@
 //! segment size (so appends never change its size and fdatasync has no metadata to write;
 //! the next one is prepared in the background), holding a run of entries:
 //!
+//! a 128-byte segment header (format version, and when encrypted the master key id and
+//! the segment's wrapped data key), then a run of typed entries:
+//!
 //! ```text
-//! len: u32 LE | crc: u32 LE | seq: u64 LE | time_ms: u64 LE | payload (len bytes)
+//! len: u32 | crc: u32 | seq: u64 | time_ms: u64 | kind: u16 | version: u16 | payload
 //! ```
-//! An all-zero header marks the end of the data. A torn entry found on open is zeroed.
-//! `crc` is CRC-32C over `seq | time_ms | payload`. Sequence numbers start at 1 and
-//! increase by one across segments with no gaps. `time_ms` is the Unix time of the append.
+//! (details, and the older format 1 that is still read, in [`format`]). An all-zero entry
+//! header marks the end of the data. A torn entry found on open is zeroed. Sequence
+//! numbers start at 1 and increase by one across segments with no gaps. `time_ms` is the
+//! Unix time of the append. Every entry says what it is ([`Kind`]) and which version of
+//! that kind's shape its payload has, so consumers dispatch on the kind.
+//!
+//! # Encryption at rest
+//! With a master key in [`JournalConfig::keys`], every new segment gets a random data key,
+//! stored in its header wrapped under the master key, and every payload is sealed with
+//! AES-256-GCM ([`logbook_seal`]). A segment whose master key is not configured refuses
+//! to open, naming the key id.
 //!
 //! Cursors: `DIR/cursors/<name>`: the next sequence number the destination needs, as
 //! decimal text, replaced atomically (write temp, fsync, rename, fsync folder).
@@ -38,7 +49,57 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, watch};
 
-const HEADER: usize = 24;
+pub mod format;
+pub use format::{Entry, FORMAT_VERSION};
+use format::{Frame, SegmentFormat, SegmentHeader};
+pub use logbook_seal::{Keyring, SealError};
+
+/// What a journal entry is. Stored with every entry (as a `u16`), with the version of
+/// the kind's payload shape, so that readers dispatch on it instead of looking inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// An invocation record (Bedrock's `ModelInvocationLog`, JSON).
+    Record,
+    /// An audit event (CloudTrail's event shape, JSON).
+    TrailEvent,
+    /// A streamed call's start (its record so far), for recovery after a crash.
+    StreamStarted,
+    /// A streamed call's progress (the output so far), for recovery after a crash.
+    StreamProgress,
+    /// A kind this build does not know (written by a newer one, or unrecognised in a
+    /// format-1 segment): passed over by every consumer.
+    Unknown(u16),
+}
+
+impl Kind {
+    /// The stored code.
+    pub fn code(self) -> u16 {
+        match self {
+            Kind::Record => 1,
+            Kind::TrailEvent => 2,
+            Kind::StreamStarted => 3,
+            Kind::StreamProgress => 4,
+            Kind::Unknown(c) => c,
+        }
+    }
+
+    /// The kind a stored code names.
+    pub fn from_code(c: u16) -> Kind {
+        match c {
+            1 => Kind::Record,
+            2 => Kind::TrailEvent,
+            3 => Kind::StreamStarted,
+            4 => Kind::StreamProgress,
+            other => Kind::Unknown(other),
+        }
+    }
+
+    /// The version of this kind's payload shape that this build writes (and the newest
+    /// it reads).
+    pub fn version(self) -> u16 {
+        1
+    }
+}
 /// Read-ahead of journal readers. Tiny under test, so entries constantly straddle buffer
 /// boundaries (the case where stale read-ahead meets fresh data).
 #[cfg(not(test))]
@@ -70,6 +131,16 @@ pub enum JournalError {
     /// A payload larger than [`MAX_PAYLOAD`].
     #[error("record of {0} bytes exceeds the journal's limit")]
     TooLarge(usize),
+    /// A segment's data key cannot be unwrapped (its master key is not configured), or an
+    /// entry does not authenticate.
+    #[error("journal segment {segment}: {source}")]
+    Sealed {
+        /// Segment file.
+        segment: String,
+        /// The cause.
+        #[source]
+        source: SealError,
+    },
     /// A committed entry failed its checksum or sequence check.
     #[error("journal corrupt in {file} at offset {offset}: {reason}")]
     Corrupt {
@@ -110,6 +181,9 @@ pub struct JournalConfig {
     pub max_batch: usize,
     /// In async mode, the longest time between write and fsync.
     pub async_sync_interval: Duration,
+    /// Master keys: with an active one, new segments are encrypted; every key a segment
+    /// on disk names must be here to read it.
+    pub keys: Arc<Keyring>,
 }
 
 impl JournalConfig {
@@ -122,25 +196,16 @@ impl JournalConfig {
             mode: SyncMode::Strict,
             max_batch: 4096,
             async_sync_interval: Duration::from_millis(100),
+            keys: Arc::new(Keyring::default()),
         }
     }
-}
-
-/// One entry read back from the journal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Sequence number.
-    pub seq: u64,
-    /// Append time, Unix milliseconds.
-    pub time_ms: u64,
-    /// The payload as appended.
-    pub payload: Vec<u8>,
 }
 
 /// Builds an entry's payload once its sequence number is known.
 pub type Encoder = Box<dyn FnOnce(u64) -> Vec<u8> + Send>;
 
 struct Append {
+    kind: Kind,
     encode: Encoder,
     done: oneshot::Sender<Result<u64, JournalError>>,
 }
@@ -169,6 +234,7 @@ struct Shared {
     stats: JournalStats,
     /// Serialises garbage collection with segment rolling.
     segments_lock: Mutex<()>,
+    keys: Arc<Keyring>,
 }
 
 /// Handle to an open journal. Cheap to clone; the writer stops when every handle is gone.
@@ -256,100 +322,98 @@ fn buffered(
     ))
 }
 
-fn crc(seq: u64, time_ms: u64, payload: &[u8]) -> u32 {
-    let c = crc32c::crc32c(&seq.to_le_bytes());
-    let c = crc32c::crc32c_append(c, &time_ms.to_le_bytes());
-    crc32c::crc32c_append(c, payload)
-}
-
-fn encode_frame(buf: &mut Vec<u8>, seq: u64, time_ms: u64, payload: &[u8]) {
-    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&crc(seq, time_ms, payload).to_le_bytes());
-    buf.extend_from_slice(&seq.to_le_bytes());
-    buf.extend_from_slice(&time_ms.to_le_bytes());
-    buf.extend_from_slice(payload);
-}
-
-/// Outcome of reading one frame.
-enum Frame {
-    Entry(Entry, u64),
-    /// Clean end of file.
-    End,
-    /// Zero bytes where a header belongs: the end of the data written so far in a
-    /// pre-filled segment (more may be written there later).
-    Zeros,
-    /// A torn or corrupt frame starting at this offset.
-    Bad(String),
-}
-
-fn read_frame<R: Read>(r: &mut R, expect_seq: Option<u64>) -> io::Result<Frame> {
-    let mut h = [0u8; HEADER];
+/// Read a segment's header (the first bytes of the file).
+fn read_segment_header(disk: &dyn Disk, path: &Path) -> Result<SegmentHeader, JournalError> {
+    let f = disk.open_read(path).map_err(io_err("open segment"))?;
+    let mut h = vec![0u8; format::SEGMENT_HEADER];
     let mut got = 0;
-    while got < HEADER {
-        let n = r.read(&mut h[got..])?;
+    while got < h.len() {
+        let n = f
+            .read_at(&mut h[got..], got as u64)
+            .map_err(io_err("read segment header"))?;
         if n == 0 {
-            return Ok(if got == 0 {
-                Frame::End
-            } else if h[..got].iter().all(|&b| b == 0) {
-                Frame::Zeros
-            } else {
-                Frame::Bad("truncated header".into())
-            });
+            break;
         }
         got += n;
     }
-    if h.iter().all(|&b| b == 0) {
-        // Segments are pre-filled with zeros; sequence numbers start at 1, so an all-zero
-        // header is never an entry: it is where the data ends (for now).
-        return Ok(Frame::Zeros);
-    }
-    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-    let want_crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-    let mut s = [0u8; 8];
-    s.copy_from_slice(&h[8..16]);
-    let seq = u64::from_le_bytes(s);
-    s.copy_from_slice(&h[16..24]);
-    let time_ms = u64::from_le_bytes(s);
-    if len > MAX_PAYLOAD {
-        return Ok(Frame::Bad(format!("length {len} over limit")));
-    }
-    if let Some(e) = expect_seq {
-        if seq != e {
-            return Ok(Frame::Bad(format!("sequence {seq}, expected {e}")));
-        }
-    }
-    let mut payload = vec![0u8; len];
-    if let Err(e) = r.read_exact(&mut payload) {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            return Ok(Frame::Bad("truncated payload".into()));
-        }
-        return Err(e);
-    }
-    if crc(seq, time_ms, &payload) != want_crc {
-        return Ok(Frame::Bad("checksum mismatch".into()));
-    }
-    Ok(Frame::Entry(
-        Entry {
-            seq,
-            time_ms,
-            payload,
-        },
-        (HEADER + len) as u64,
-    ))
+    h.truncate(got);
+    format::parse_segment_header(&h).map_err(|reason| JournalError::Corrupt {
+        file: path.display().to_string(),
+        offset: 0,
+        reason,
+    })
 }
 
-/// Scan a segment; return (valid length, last seq) and whether a bad tail was found.
+/// Whether a segment has any non-zero byte after its header's place.
+fn has_data_after_header(disk: &dyn Disk, path: &Path) -> Result<bool, JournalError> {
+    let f = disk.open_read(path).map_err(io_err("open segment"))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = format::SEGMENT_HEADER as u64;
+    loop {
+        let n = f.read_at(&mut buf, off).map_err(io_err("read segment"))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(true);
+        }
+        off += n as u64;
+    }
+}
+
+/// A segment's format with its data key unwrapped.
+fn open_format(
+    disk: &dyn Disk,
+    path: &Path,
+    keys: &Keyring,
+) -> Result<SegmentFormat, JournalError> {
+    let h = read_segment_header(disk, path)?;
+    format::segment_format(&h, keys).map_err(|source| JournalError::Sealed {
+        segment: path.display().to_string(),
+        source,
+    })
+}
+
+/// A buffered reader over a segment's entries, and the segment's format.
+fn open_entries(
+    disk: &dyn Disk,
+    path: &Path,
+    keys: &Keyring,
+    capacity: usize,
+) -> Result<(io::BufReader<FileCursor>, SegmentFormat), JournalError> {
+    let fmt = open_format(disk, path, keys)?;
+    let mut r = buffered(disk, path, capacity).map_err(io_err("open segment"))?;
+    r.seek(SeekFrom::Start(fmt.data_start()))
+        .map_err(io_err("seek segment"))?;
+    Ok((r, fmt))
+}
+
+fn tampered(path: &Path, offset: u64, reason: String) -> JournalError {
+    JournalError::Corrupt {
+        file: path.display().to_string(),
+        offset,
+        reason: format!("an entry fails authentication ({reason}): altered on disk"),
+    }
+}
+
+/// Scan a segment of `fmt`; return (end of the valid entries, last seq) and whether a
+/// bad tail was found.
 fn scan_segment(
     disk: &dyn Disk,
     path: &Path,
     first_seq: u64,
+    fmt: &SegmentFormat,
 ) -> Result<(u64, Option<u64>, bool), JournalError> {
     let mut r = buffered(disk, path, 1 << 20).map_err(io_err("open segment"))?;
-    let mut off = 0u64;
+    let mut off = fmt.data_start();
+    r.seek(SeekFrom::Start(off))
+        .map_err(io_err("seek segment"))?;
     let mut last = None;
     let mut expect = first_seq;
     loop {
-        match read_frame(&mut r, Some(expect)).map_err(io_err("scan segment"))? {
+        match format::read_frame(&mut r, fmt, Some(expect), MAX_PAYLOAD)
+            .map_err(io_err("scan segment"))?
+        {
             Frame::Entry(e, n) => {
                 off += n;
                 last = Some(e.seq);
@@ -357,6 +421,7 @@ fn scan_segment(
             }
             Frame::End | Frame::Zeros => return Ok((off, last, false)),
             Frame::Bad(_) => return Ok((off, last, true)),
+            Frame::Tampered(reason) => return Err(tampered(path, off, reason)),
         }
     }
 }
@@ -400,29 +465,55 @@ fn create_segment_file(
     disk: &dyn Disk,
     path: &Path,
     size: u64,
+    header: &[u8],
 ) -> Result<(Arc<dyn DiskFile>, u64), JournalError> {
     let f = disk.create(path).map_err(io_err("create segment"))?;
     // Pre-fill only with ample headroom: on a nearly full disk, taking a segment's worth
     // of space would starve the writes that matter (data appended to a plain file is just
     // as safe, only its fdatasync is a little slower).
     let free = disk.free_bytes(path).unwrap_or(0);
-    if free < size.saturating_mul(4) {
-        return Ok((f, 0));
-    }
-    match zero_fill(&*f, 0, size).and_then(|()| f.sync_all()) {
-        Ok(()) => Ok((f, size)),
-        Err(e) => {
-            // Give the space back first, then say so.
-            f.set_len(0).map_err(io_err("reset segment"))?;
-            tracing::warn!(error = %e, "cannot pre-fill journal segment; appending to a plain file");
-            Ok((f, 0))
+    if free >= size.saturating_mul(4) {
+        match zero_fill(&*f, 0, size)
+            .and_then(|()| f.write_at(header, 0))
+            .and_then(|()| f.sync_all())
+        {
+            Ok(()) => return Ok((f, size)),
+            Err(e) => {
+                // Give the space back first, then say so.
+                f.set_len(0).map_err(io_err("reset segment"))?;
+                tracing::warn!(error = %e, "cannot pre-fill journal segment; appending to a plain file");
+            }
         }
     }
+    // The header is durable before any entry follows it.
+    f.write_at(header, 0)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err("write segment header"))?;
+    Ok((f, 0))
+}
+
+/// A new segment's header and format: encrypted under a fresh data key when the keyring
+/// has an active master key.
+fn new_segment(keys: &Keyring) -> Result<(Vec<u8>, SegmentFormat), JournalError> {
+    let dk = keys.new_data_key().map_err(|source| JournalError::Sealed {
+        segment: "(new)".into(),
+        source,
+    })?;
+    Ok(match dk {
+        Some((key, wrapped)) => (
+            format::encode_segment_header(Some(&wrapped)).to_vec(),
+            SegmentFormat::V2(Some(Arc::new(key))),
+        ),
+        None => (
+            format::encode_segment_header(None).to_vec(),
+            SegmentFormat::V2(None),
+        ),
+    })
 }
 
 /// The next segment, being prepared by its own thread.
 struct Spare {
-    rx: mpsc::Receiver<PathBuf>,
+    rx: mpsc::Receiver<(PathBuf, SegmentFormat)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -444,8 +535,11 @@ fn prepare_spare(shared: &Arc<Shared>, size: u64, n: u64, inline: bool) -> Spare
     let disk = disk.clone();
     let shared = shared.clone();
     let work = move || {
-        if let Ok((_, filled)) = create_segment_file(&*disk, &path, size) {
-            if filled == size && tx.send(path.clone()).is_ok() {
+        let Ok((header, fmt)) = new_segment(&shared.keys) else {
+            return; // the roll creates one itself, and reports the error
+        };
+        if let Ok((_, filled)) = create_segment_file(&*disk, &path, size, &header) {
+            if filled == size && tx.send((path.clone(), fmt)).is_ok() {
                 shared.stats.spares_ready.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -470,6 +564,9 @@ struct Writer {
     /// Prepare spare segments on the writer's own thread (stepped mode).
     inline_spare: bool,
     file: Arc<dyn DiskFile>,
+    /// The active segment's format (and data key).
+    format: SegmentFormat,
+    /// Where the next entry goes in the active segment.
     seg_len: u64,
     next_seq: u64,
     config: JournalConfig,
@@ -499,8 +596,8 @@ impl Writer {
             }
             got
         });
-        let (file, prefilled) = match ready {
-            Some(spare) => {
+        let (file, prefilled, fmt) = match ready {
+            Some((spare, fmt)) => {
                 self.disk
                     .rename(&spare, &path)
                     .map_err(io_err("install segment"))?;
@@ -508,18 +605,20 @@ impl Writer {
                     .disk
                     .open_write(&path)
                     .map_err(io_err("open segment"))?;
-                (f, self.config.segment_bytes)
+                (f, self.config.segment_bytes, fmt)
             }
             // Not ready yet: never stall appends waiting for it.
             None => {
-                let f = self.disk.create(&path).map_err(io_err("create segment"))?;
-                (f, 0)
+                let (header, fmt) = new_segment(&self.shared.keys)?;
+                let (f, _) = create_segment_file(&*self.disk, &path, 0, &header)?;
+                (f, 0, fmt)
             }
         };
         sync_dir(&*self.disk, &segments_dir(&self.dir))?;
         self.file = file;
         self.prefilled = prefilled;
-        self.seg_len = 0;
+        self.seg_len = fmt.data_start();
+        self.format = fmt;
         self.shared.stats.rolls.fetch_add(1, Ordering::Relaxed);
         self.spare = Some(prepare_spare(
             &self.shared,
@@ -620,7 +719,7 @@ impl Writer {
             if let Some(t) = sp.thread.take() {
                 let _ = t.join();
             }
-            while let Ok(path) = sp.rx.try_recv() {
+            while let Ok((path, _)) = sp.rx.try_recv() {
                 let _ = self.disk.remove_file(&path);
             }
         }
@@ -651,8 +750,10 @@ impl Writer {
                 let _ = a.done.send(Err(JournalError::TooLarge(payload.len())));
                 continue;
             }
-            let len = (buf.len() + HEADER + payload.len()) as u64;
-            if self.seg_len > 0 && self.seg_len + len > self.config.segment_bytes {
+            let len = (buf.len() + format::framed_len(&self.format, payload.len())) as u64;
+            if self.seg_len > self.format.data_start()
+                && self.seg_len + len > self.config.segment_bytes
+            {
                 // Commit what this batch has so far into the current segment, then seal it.
                 self.commit(buf, batch);
                 if self.next_seq != seq {
@@ -676,7 +777,19 @@ impl Writer {
                     continue;
                 }
             }
-            encode_frame(buf, seq, t, &payload);
+            let key = match &self.format {
+                SegmentFormat::V2(k) => k.as_deref(),
+                SegmentFormat::V1 => None, // never appended to (see `prepare`)
+            };
+            let mark = buf.len();
+            if let Err(source) = format::encode_frame(buf, key, seq, t, a.kind, &payload) {
+                buf.truncate(mark);
+                let _ = a.done.send(Err(JournalError::Sealed {
+                    segment: "(active)".into(),
+                    source,
+                }));
+                continue;
+            }
             self.next_seq += 1;
             batch.push((seq, a.done));
         }
@@ -807,15 +920,48 @@ impl Journal {
         // failed folder fsync): make it so before appending to what it lists.
         sync_dir(&*disk, &sdir)?;
         let segs = list_segments(&*disk, &dir)?;
-        let (file, seg_len, next_seq, prefilled) = match segs.last() {
+        // Every segment must be readable with the configured keys: say so now, naming the
+        // missing master key, rather than when a destination reaches it.
+        for (_, path) in segs.iter().take(segs.len().saturating_sub(1)) {
+            open_format(&*disk, path, &config.keys)?;
+        }
+        let (file, format, seg_len, next_seq, prefilled) = match segs.last() {
             None => {
-                let (f, prefilled) =
-                    create_segment_file(&*disk, &segment_path(&dir, 1), config.segment_bytes)?;
+                let (header, fmt) = new_segment(&config.keys)?;
+                let (f, prefilled) = create_segment_file(
+                    &*disk,
+                    &segment_path(&dir, 1),
+                    config.segment_bytes,
+                    &header,
+                )?;
                 sync_dir(&*disk, &sdir)?;
-                (f, 0, 1, prefilled)
+                let start = fmt.data_start();
+                (f, fmt, start, 1, prefilled)
             }
             Some((first, path)) => {
-                let (valid, last, torn) = scan_segment(&*disk, path, *first)?;
+                let header = match read_segment_header(&*disk, path) {
+                    Ok(h) => h,
+                    // A header torn by a crash while the segment was being created (its
+                    // header is synced before any entry is written): no entry can be in
+                    // it. Anything else after the header is real damage.
+                    Err(e) if !has_data_after_header(&*disk, path)? => {
+                        tracing::warn!(segment = %path.display(), error = %e, "journal segment with a torn header and no entries: starting it again");
+                        SegmentHeader::Blank
+                    }
+                    Err(e) => return Err(e),
+                };
+                let fmt = format::segment_format(&header, &config.keys).map_err(|source| {
+                    JournalError::Sealed {
+                        segment: path.display().to_string(),
+                        source,
+                    }
+                })?;
+                let blank = header == SegmentHeader::Blank;
+                let (valid, last, torn) = if blank {
+                    (0, None, false) // no entries; started again below
+                } else {
+                    scan_segment(&*disk, path, *first, &fmt)?
+                };
                 let f = disk.open_write(path).map_err(io_err("open segment"))?;
                 let file_len = f.len().map_err(io_err("stat segment"))?;
                 if torn {
@@ -831,7 +977,30 @@ impl Journal {
                 // sync it before building on it. (Found by the simulation, seed 0.)
                 rewrite(&*f, 0, valid).map_err(io_err("rewrite recovered tail"))?;
                 f.sync_all().map_err(io_err("fsync recovered tail"))?;
-                (f, valid, last.map(|s| s + 1).unwrap_or(*first), file_len)
+                let next = last.map(|s| s + 1).unwrap_or(*first);
+                // The writer appends only to a segment of today's format sealed as
+                // configured: anything else (a format-1 segment, encryption switched on or
+                // off, a rotated master key, a header never made durable) is sealed as it
+                // is and entries go on in a new segment — or, when it holds no entry, it
+                // is started again in place.
+                let wanted = config.keys.active_id();
+                let matches = match &header {
+                    SegmentHeader::V2(k) => k.as_ref().map(|k| k.master_key_id.as_str()) == wanted,
+                    SegmentHeader::V1 | SegmentHeader::Blank => false,
+                };
+                if matches {
+                    (f, fmt, valid, next, file_len)
+                } else {
+                    drop(f);
+                    let target = segment_path(&dir, next);
+                    // (When it holds no entry, `target` is `path`: created again, empty.)
+                    let (header, fmt) = new_segment(&config.keys)?;
+                    let (f, prefilled) =
+                        create_segment_file(&*disk, &target, config.segment_bytes, &header)?;
+                    sync_dir(&*disk, &sdir)?;
+                    let start = fmt.data_start();
+                    (f, fmt, start, next, prefilled)
+                }
             }
         };
         let shared = Arc::new(Shared {
@@ -840,6 +1009,7 @@ impl Journal {
             healthy: AtomicBool::new(true),
             stats: JournalStats::default(),
             segments_lock: Mutex::new(()),
+            keys: config.keys.clone(),
         });
         let (ctx, crx) = watch::channel(next_seq);
         let (tx, rx) = mpsc::channel();
@@ -854,6 +1024,7 @@ impl Journal {
             disk,
             inline_spare,
             file,
+            format,
             seg_len,
             next_seq,
             config,
@@ -875,7 +1046,7 @@ impl Journal {
 
     /// Queue one entry whose payload is built from its sequence number; the receiver gets
     /// the sequence number once the entry is durable (strict) or written (async).
-    pub fn submit(&self, encode: Encoder) -> Result<Acknowledgement, JournalError> {
+    pub fn submit(&self, kind: Kind, encode: Encoder) -> Result<Acknowledgement, JournalError> {
         if !self.is_healthy() {
             return Err(JournalError::Unavailable(
                 "an earlier fsync failed; restart required".into(),
@@ -883,15 +1054,15 @@ impl Journal {
         }
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Append { encode, done })
+            .send(Append { kind, encode, done })
             .map_err(|_| JournalError::Unavailable("journal writer stopped".into()))?;
         Ok(Acknowledgement(wait))
     }
 
-    /// Append one entry whose payload is built from its sequence number. Resolves with the
-    /// sequence number once the entry is durable (strict) or written (async).
-    pub async fn append(&self, encode: Encoder) -> Result<u64, JournalError> {
-        self.submit(encode)?
+    /// Append one entry of `kind` whose payload is built from its sequence number. Resolves
+    /// with the sequence number once the entry is durable (strict) or written (async).
+    pub async fn append(&self, kind: Kind, encode: Encoder) -> Result<u64, JournalError> {
+        self.submit(kind, encode)?
             .0
             .await
             .map_err(|_| JournalError::Unavailable("journal writer stopped".into()))?
@@ -954,7 +1125,17 @@ impl Journal {
 
     /// A reader positioned at `seq`.
     pub fn reader(&self, seq: u64) -> Reader {
-        Reader::new(self.shared.disk.clone(), self.shared.dir.clone(), seq)
+        Reader::new(
+            self.shared.disk.clone(),
+            self.shared.dir.clone(),
+            self.shared.keys.clone(),
+            seq,
+        )
+    }
+
+    /// The master keys the journal reads and writes with.
+    pub fn keys(&self) -> &Arc<Keyring> {
+        &self.shared.keys
     }
 
     /// Delete sealed segments all of whose entries are below `min_cursor`.
@@ -985,15 +1166,17 @@ impl Journal {
 pub struct Reader {
     disk: Arc<dyn Disk>,
     dir: PathBuf,
+    keys: Arc<Keyring>,
     next: u64,
-    open: Option<(io::BufReader<FileCursor>, u64)>,
+    open: Option<(io::BufReader<FileCursor>, SegmentFormat)>,
 }
 
 impl Reader {
-    fn new(disk: Arc<dyn Disk>, dir: PathBuf, next: u64) -> Self {
+    fn new(disk: Arc<dyn Disk>, dir: PathBuf, keys: Arc<Keyring>, next: u64) -> Self {
         Reader {
             disk,
             dir,
+            keys,
             next,
             open: None,
         }
@@ -1013,23 +1196,25 @@ impl Reader {
                 reason: format!("no segment holds sequence {seq} (already collected?)"),
             });
         };
-        let mut r = buffered(&*self.disk, &path, READ_BUFFER).map_err(io_err("open segment"))?;
+        let (mut r, fmt) = open_entries(&*self.disk, &path, &self.keys, READ_BUFFER)?;
         let mut cur = first;
-        let mut off = 0u64;
+        let mut off = fmt.data_start();
+        let hl = fmt.header_len();
         while cur < seq {
             // Skip entries before `seq` by their headers.
-            let mut h = [0u8; HEADER];
-            r.read_exact(&mut h).map_err(|e| JournalError::Corrupt {
-                file: path.display().to_string(),
-                offset: off,
-                reason: format!("cannot skip to sequence {seq}: {e}"),
-            })?;
+            let mut h = [0u8; format::HEADER_V2];
+            r.read_exact(&mut h[..hl])
+                .map_err(|e| JournalError::Corrupt {
+                    file: path.display().to_string(),
+                    offset: off,
+                    reason: format!("cannot skip to sequence {seq}: {e}"),
+                })?;
             let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as i64;
             r.seek_relative(len).map_err(io_err("skip entry"))?;
-            off += HEADER as u64 + len as u64;
+            off += hl as u64 + len as u64;
             cur += 1;
         }
-        self.open = Some((r, first));
+        self.open = Some((r, fmt));
         Ok(())
     }
 
@@ -1045,11 +1230,13 @@ impl Reader {
         // Whether the read-ahead at this position was already dropped once.
         let mut fresh = false;
         for _attempt in 0..6 {
-            let Some((r, _)) = self.open.as_mut() else {
+            let Some((r, fmt)) = self.open.as_mut() else {
                 break;
             };
             let pos = r.stream_position().map_err(io_err("read position"))?;
-            match read_frame(r, Some(self.next)).map_err(io_err("read entry"))? {
+            match format::read_frame(r, fmt, Some(self.next), MAX_PAYLOAD)
+                .map_err(io_err("read entry"))?
+            {
                 Frame::Entry(e, _) => {
                     self.next += 1;
                     return Ok(Some(e));
@@ -1077,6 +1264,7 @@ impl Reader {
                         reason: format!("at sequence {}: {reason}", self.next),
                     })
                 }
+                Frame::Tampered(reason) => return Err(tampered(&self.dir, pos, reason)),
             }
         }
         Err(JournalError::Corrupt {
@@ -1088,36 +1276,46 @@ impl Reader {
 
     fn open_next(&mut self) -> Result<(), JournalError> {
         let path = segment_path(&self.dir, self.next);
-        let r = buffered(&*self.disk, &path, READ_BUFFER).map_err(io_err("open next segment"))?;
-        self.open = Some((r, self.next));
+        self.open = Some(open_entries(&*self.disk, &path, &self.keys, READ_BUFFER)?);
         Ok(())
     }
 }
 
 /// Read every entry from `from` on, without opening the journal for writing (safe while a
 /// server has it open). Stops quietly at the end or at a torn tail.
-pub fn scan(dir: &Path, from: u64, f: impl FnMut(Entry)) -> Result<(), JournalError> {
-    scan_on(&RealDisk, dir, from, f)
+pub fn scan(
+    dir: &Path,
+    keys: &Keyring,
+    from: u64,
+    f: impl FnMut(Entry),
+) -> Result<(), JournalError> {
+    scan_on(&RealDisk, dir, keys, from, f)
 }
 
 /// [`scan`] on a given [`Disk`].
 pub fn scan_on(
     disk: &dyn Disk,
     dir: &Path,
+    keys: &Keyring,
     from: u64,
     mut f: impl FnMut(Entry),
 ) -> Result<(), JournalError> {
     for (first, path) in list_segments(disk, dir)? {
-        let mut r = match buffered(disk, &path, READ_BUFFER) {
+        let (mut r, fmt) = match open_entries(disk, &path, keys, READ_BUFFER) {
             Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // collected meanwhile
-            Err(e) => return Err(io_err("open segment")(e)),
+            // collected meanwhile
+            Err(JournalError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                continue
+            }
+            Err(e) => return Err(e),
         };
         let mut expect = first;
         let mut fresh = false;
         loop {
             let pos = r.stream_position().map_err(io_err("scan position"))?;
-            match read_frame(&mut r, Some(expect)).map_err(io_err("scan segment"))? {
+            match format::read_frame(&mut r, &fmt, Some(expect), MAX_PAYLOAD)
+                .map_err(io_err("scan segment"))?
+            {
                 Frame::Entry(e, _) => {
                     expect = e.seq + 1;
                     fresh = false;
@@ -1125,6 +1323,7 @@ pub fn scan_on(
                         f(e);
                     }
                 }
+                Frame::Tampered(reason) => return Err(tampered(&path, pos, reason)),
                 // Read-ahead may be staler than the file: look once more before stopping.
                 Frame::Zeros | Frame::Bad(_) if !fresh => {
                     r.seek(SeekFrom::Start(pos)).map_err(io_err("scan seek"))?;

@@ -2,6 +2,10 @@ use super::*;
 use proptest::prelude::*;
 use std::fs::{self, OpenOptions};
 
+/// Bytes of an entry header and of a segment header (format 2).
+const HEADER: usize = format::HEADER_V2;
+const START: usize = format::SEGMENT_HEADER;
+
 fn payload(i: u64) -> Vec<u8> {
     format!(
         "{{\"n\":{i},\"pad\":\"{}\"}}",
@@ -29,7 +33,11 @@ fn append_n(j: &Journal, rt: &tokio::runtime::Runtime, from: u64, n: u64) -> Vec
     rt.block_on(async {
         let mut out = Vec::new();
         for i in from..from + n {
-            out.push(j.append(Box::new(move |_| payload(i))).await.unwrap());
+            out.push(
+                j.append(Kind::Record, Box::new(move |_| payload(i)))
+                    .await
+                    .unwrap(),
+            );
         }
         out
     })
@@ -74,7 +82,7 @@ fn payload_sees_its_own_sequence() {
     let j = Journal::open(small(dir.path())).unwrap();
     rt.block_on(async {
         for _ in 0..5 {
-            j.append(Box::new(|seq| seq.to_string().into_bytes()))
+            j.append(Kind::Record, Box::new(|seq| seq.to_string().into_bytes()))
                 .await
                 .unwrap();
         }
@@ -95,7 +103,9 @@ fn concurrent_appends_share_fsyncs() {
         for i in 0..n {
             let j = j.clone();
             hs.push(tokio::spawn(async move {
-                j.append(Box::new(move |_| payload(i))).await.unwrap()
+                j.append(Kind::Record, Box::new(move |_| payload(i)))
+                    .await
+                    .unwrap()
             }));
         }
         let mut out = Vec::new();
@@ -143,7 +153,7 @@ fn torn_tail_is_cut_at_every_byte() {
     let ends: Vec<usize> = {
         // Byte offsets where each entry ends.
         let mut v = Vec::new();
-        let mut off = 0;
+        let mut off = START;
         for i in 0..3 {
             off += HEADER + payload(i).len();
             v.push(off);
@@ -181,7 +191,7 @@ fn corrupt_byte_in_tail_is_cut() {
     }
     let seg = segment_path(dir.path(), 1);
     let mut bytes = fs::read(&seg).unwrap();
-    let end_of_third: usize = (0..3).map(|i| HEADER + payload(i).len()).sum();
+    let end_of_third: usize = START + (0..3).map(|i| HEADER + payload(i).len()).sum::<usize>();
     bytes[end_of_third - 2] ^= 0xff; // inside the third entry's payload
     fs::write(&seg, &bytes).unwrap();
     let j = reopen(&cfg);
@@ -248,7 +258,7 @@ fn oversized_payload_is_refused_without_consuming_a_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
     let j = Journal::open(small(dir.path())).unwrap();
-    let r = rt.block_on(j.append(Box::new(|_| vec![0u8; MAX_PAYLOAD + 1])));
+    let r = rt.block_on(j.append(Kind::Record, Box::new(|_| vec![0u8; MAX_PAYLOAD + 1])));
     assert!(matches!(r, Err(JournalError::TooLarge(_))));
     assert_eq!(append_n(&j, &rt, 0, 1), vec![1]);
 }
@@ -272,7 +282,7 @@ proptest! {
                 j = Journal::open(cfg.clone()).unwrap();
             } else {
                 let d = data.clone();
-                let s = rt.block_on(j.append(Box::new(move |_| d))).unwrap();
+                let s = rt.block_on(j.append(Kind::Record, Box::new(move |_| d))).unwrap();
                 model.push(data);
                 prop_assert_eq!(s, model.len() as u64);
             }
@@ -291,7 +301,7 @@ fn read_only_scan_sees_committed_entries_while_open() {
     let j = Journal::open(cfg).unwrap();
     append_n(&j, &rt, 0, 20);
     let mut seen = Vec::new();
-    scan(dir.path(), 5, |e| seen.push(e.seq)).unwrap();
+    scan(dir.path(), &Keyring::default(), 5, |e| seen.push(e.seq)).unwrap();
     assert_eq!(seen, (5..=20).collect::<Vec<_>>());
 }
 
@@ -307,7 +317,7 @@ fn segments_are_prefilled_and_keep_their_size_across_reopen_and_torn_tails() {
     let seg = segment_path(dir.path(), 1);
     assert_eq!(fs::metadata(&seg).unwrap().len(), 64 * 1024);
     // Garbage where the next entry would go (a torn write) is zeroed, not truncated.
-    let valid: usize = (0..10).map(|i| HEADER + payload(i).len()).sum();
+    let valid: usize = START + (0..10).map(|i| HEADER + payload(i).len()).sum::<usize>();
     {
         use std::os::unix::fs::FileExt;
         let f = OpenOptions::new().write(true).open(&seg).unwrap();
@@ -319,7 +329,7 @@ fn segments_are_prefilled_and_keep_their_size_across_reopen_and_torn_tails() {
     append_n(&j, &rt, 10, 5);
     assert_eq!(read_all(&j, 1).len(), 15);
     let mut seen = Vec::new();
-    scan(dir.path(), 1, |e| seen.push(e.seq)).unwrap();
+    scan(dir.path(), &Keyring::default(), 1, |e| seen.push(e.seq)).unwrap();
     assert_eq!(seen, (1..=15).collect::<Vec<_>>());
 }
 
@@ -403,11 +413,14 @@ fn entries_carry_their_append_time() {
 fn scanning_a_missing_journal_finds_nothing_and_a_broken_one_fails() {
     let dir = tempfile::tempdir().unwrap();
     let mut seen = 0;
-    scan(&dir.path().join("absent"), 1, |_| seen += 1).unwrap();
+    scan(&dir.path().join("absent"), &Keyring::default(), 1, |_| {
+        seen += 1
+    })
+    .unwrap();
     assert_eq!(seen, 0);
     // `segments` that is a file, not a folder: an error, never "no entries".
     fs::write(dir.path().join("segments"), b"x").unwrap();
-    assert!(scan(dir.path(), 1, |_| seen += 1).is_err());
+    assert!(scan(dir.path(), &Keyring::default(), 1, |_| seen += 1).is_err());
     assert!(list_segments(&RealDisk, dir.path()).is_err());
 }
 
@@ -419,7 +432,7 @@ fn payloads_up_to_the_limit_are_taken_and_one_byte_more_is_refused() {
     cfg.segment_bytes = 1 << 20;
     let j = Journal::open(cfg).unwrap();
     let big = rt
-        .block_on(j.append(Box::new(|_| vec![7u8; MAX_PAYLOAD])))
+        .block_on(j.append(Kind::Record, Box::new(|_| vec![7u8; MAX_PAYLOAD])))
         .unwrap();
     let e = read_all(&j, big).remove(0);
     assert_eq!(
@@ -438,7 +451,7 @@ fn payloads_up_to_the_limit_are_taken_and_one_byte_more_is_refused() {
         MAX_PAYLOAD,
         "and recovered"
     );
-    let r = rt.block_on(j.append(Box::new(|_| vec![0u8; MAX_PAYLOAD + 1])));
+    let r = rt.block_on(j.append(Kind::Record, Box::new(|_| vec![0u8; MAX_PAYLOAD + 1])));
     assert!(matches!(r, Err(JournalError::TooLarge(n)) if n == MAX_PAYLOAD + 1));
     // Still healthy, and the next sequence is the next number.
     assert_eq!(append_n(&j, &rt, 0, 1), [big + 1]);
@@ -477,12 +490,16 @@ fn sim_journal(disk: &logbook_disk::sim::SimDisk, mode: SyncMode) -> (Journal, S
 }
 
 fn submit(j: &Journal, i: u64) -> Acknowledgement {
-    j.submit(Box::new(move |_| payload(i))).unwrap()
+    j.submit(Kind::Record, Box::new(move |_| payload(i)))
+        .unwrap()
 }
 
 fn scan_seqs(disk: &logbook_disk::sim::SimDisk) -> Vec<u64> {
     let mut seen = Vec::new();
-    scan_on(disk, Path::new("/j"), 1, |e| seen.push(e.seq)).unwrap();
+    scan_on(disk, Path::new("/j"), &Keyring::default(), 1, |e| {
+        seen.push(e.seq)
+    })
+    .unwrap();
     seen
 }
 
@@ -563,7 +580,7 @@ fn a_failed_fsync_makes_the_journal_unhealthy() {
     assert!(!j.is_healthy());
     disk.set_faults(Default::default());
     assert!(
-        j.submit(Box::new(|_| payload(2))).is_err(),
+        j.submit(Kind::Record, Box::new(|_| payload(2))).is_err(),
         "refused up front"
     );
 }
@@ -602,14 +619,16 @@ fn an_unreadable_cursor_is_an_error_not_a_fresh_start() {
 
 #[test]
 fn a_segment_fills_exactly_before_it_rolls() {
-    // Frames of 24 + 10 bytes; a segment of exactly three.
+    // A header, then frames of 28 + 10 bytes; a segment of exactly three.
     let disk = logbook_disk::sim::SimDisk::new(5);
     let mut cfg = JournalConfig::new("/j");
     cfg.disk = Arc::new(disk.clone());
-    cfg.segment_bytes = 3 * (24 + 10);
+    cfg.segment_bytes = (START + 3 * (HEADER + 10)) as u64;
     let (j, mut stepper) = Journal::open_stepped(cfg).unwrap();
     for _ in 0..4 {
-        let _ = j.submit(Box::new(|_| vec![b'x'; 10])).unwrap();
+        let _ = j
+            .submit(Kind::Record, Box::new(|_| vec![b'x'; 10]))
+            .unwrap();
         stepper.step();
     }
     let firsts: Vec<u64> = list_segments(&disk, Path::new("/j"))
@@ -635,7 +654,7 @@ fn a_scan_while_the_writer_appends_sees_everything_committed_before_it() {
             let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
-                rt.block_on(j.append(Box::new(move |_| payload(i))))
+                rt.block_on(j.append(Kind::Record, Box::new(move |_| payload(i))))
                     .unwrap();
             }
         })
@@ -643,7 +662,7 @@ fn a_scan_while_the_writer_appends_sees_everything_committed_before_it() {
     for _ in 0..200 {
         let committed = *j.committed().borrow();
         let mut seen = Vec::new();
-        scan(dir.path(), 1, |e| seen.push(e.seq)).unwrap();
+        scan(dir.path(), &Keyring::default(), 1, |e| seen.push(e.seq)).unwrap();
         assert!(
             seen.len() as u64 + 1 >= committed,
             "scan stopped at {} of {}",
@@ -674,7 +693,7 @@ fn segments_are_prefilled_only_with_room_for_four() {
     };
     // Exactly four segments' worth free: pre-filled; one byte less: a plain file.
     assert_eq!(open(4 * size), size);
-    assert_eq!(open(4 * size - 1), 0);
+    assert_eq!(open(4 * size - 1), START as u64); // just its header
     drop(disk);
 }
 
@@ -733,7 +752,9 @@ fn a_segment_ending_in_a_few_zero_bytes_is_read_across() {
         "zeroed, not cut"
     );
     // Big enough to roll at once.
-    let _ = j.submit(Box::new(|_| vec![b'y'; 4000])).unwrap();
+    let _ = j
+        .submit(Kind::Record, Box::new(|_| vec![b'y'; 4000]))
+        .unwrap();
     stepper.step();
     assert_eq!(
         list_segments(&disk, Path::new("/j")).unwrap().len(),
@@ -818,12 +839,219 @@ fn a_scan_skips_a_segment_collected_meanwhile_and_fails_on_one_it_cannot_read() 
         kind: io::ErrorKind::NotFound,
     };
     let mut seen = Vec::new();
-    scan_on(&skip, Path::new("/j"), 1, |e| seen.push(e.seq)).unwrap();
+    scan_on(&skip, Path::new("/j"), &Keyring::default(), 1, |e| {
+        seen.push(e.seq)
+    })
+    .unwrap();
     assert!(!seen.is_empty() && !seen.contains(&gone.0), "{seen:?}");
     let broken = FailOpen {
         inner: disk.clone(),
         path: gone.1,
         kind: io::ErrorKind::PermissionDenied,
     };
-    assert!(scan_on(&broken, Path::new("/j"), 1, |_| {}).is_err());
+    assert!(scan_on(&broken, Path::new("/j"), &Keyring::default(), 1, |_| {}).is_err());
+}
+
+fn master(b: u8) -> logbook_seal::MasterKey {
+    logbook_seal::MasterKey::from_bytes(&[b; 32]).unwrap()
+}
+
+fn keyed(dir: &std::path::Path, active: Option<u8>, old: &[u8]) -> JournalConfig {
+    let mut c = small(dir);
+    c.keys = Arc::new(Keyring::new(
+        active.map(master),
+        old.iter().map(|&b| master(b)).collect(),
+    ));
+    c
+}
+
+#[test]
+fn every_entry_keeps_its_kind_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let j = Journal::open(small(dir.path())).unwrap();
+    let kinds = [
+        Kind::Record,
+        Kind::TrailEvent,
+        Kind::StreamStarted,
+        Kind::StreamProgress,
+        Kind::Unknown(77),
+    ];
+    rt.block_on(async {
+        for k in kinds {
+            j.append(k, Box::new(|_| b"{}".to_vec())).await.unwrap();
+        }
+    });
+    let got: Vec<(Kind, u16)> = read_all(&j, 1)
+        .iter()
+        .map(|e| (e.kind, e.version))
+        .collect();
+    assert_eq!(got, kinds.map(|k| (k, 1)));
+    for c in 0..10 {
+        assert_eq!(Kind::from_code(c).code(), c);
+    }
+}
+
+#[test]
+fn an_encrypted_journal_keeps_no_plaintext_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let mut cfg = keyed(dir.path(), Some(1), &[]);
+    cfg.segment_bytes = 800;
+    {
+        let j = Journal::open(cfg.clone()).unwrap();
+        rt.block_on(async {
+            for i in 0..40u64 {
+                let p = format!("{{\"secret\":\"prompt number {i}\"}}").into_bytes();
+                j.append(Kind::Record, Box::new(move |_| p)).await.unwrap();
+            }
+        });
+        assert!(list_segments(&RealDisk, dir.path()).unwrap().len() > 2);
+    }
+    for (_, p) in list_segments(&RealDisk, dir.path()).unwrap() {
+        let b = fs::read(&p).unwrap();
+        assert!(!b.windows(6).any(|w| w == b"secret"), "plaintext in {p:?}");
+        assert!(!b.windows(6).any(|w| w == b"prompt"));
+        let id = master(1).id().to_string();
+        assert!(
+            b.windows(id.len()).any(|w| w == id.as_bytes()),
+            "key id stored"
+        );
+    }
+    let j = Journal::open(cfg.clone()).unwrap();
+    let all = read_all(&j, 1);
+    assert_eq!(all.len(), 40);
+    assert_eq!(all[7].payload, b"{\"secret\":\"prompt number 7\"}");
+    let mut n = 0;
+    scan(dir.path(), &cfg.keys, 1, |_| n += 1).unwrap();
+    assert_eq!(n, 40);
+    drop(j);
+    // No key, or another key: the journal refuses to open and names the missing key.
+    for c in [small(dir.path()), keyed(dir.path(), Some(2), &[])] {
+        let e = Journal::open(c).unwrap_err().to_string();
+        assert!(e.contains(master(1).id()), "{e}");
+        assert!(e.contains("configured"), "{e}");
+    }
+    let e = scan(dir.path(), &Keyring::default(), 1, |_| {}).unwrap_err();
+    assert!(e.to_string().contains(master(1).id()), "{e}");
+}
+
+#[test]
+fn rotating_or_switching_off_the_key_starts_a_new_segment_and_rewrites_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let one = keyed(dir.path(), Some(1), &[]);
+    {
+        let j = Journal::open(one).unwrap();
+        append_n(&j, &rt, 0, 3);
+    }
+    let before = fs::read(segment_path(dir.path(), 1)).unwrap();
+    // Rotated: key 2 active, key 1 kept for reading.
+    let two = keyed(dir.path(), Some(2), &[1]);
+    {
+        let j = Journal::open(two.clone()).unwrap();
+        append_n(&j, &rt, 3, 3);
+        assert_eq!(read_all(&j, 1).len(), 6);
+    }
+    assert_eq!(
+        fs::read(segment_path(dir.path(), 1)).unwrap(),
+        before,
+        "old data untouched"
+    );
+    let h = read_segment_header(&RealDisk, &segment_path(dir.path(), 4)).unwrap();
+    assert!(matches!(h, SegmentHeader::V2(Some(ref w)) if w.master_key_id == master(2).id()));
+    // Encryption off, old keys kept for reading: plain segments from here on.
+    let off = keyed(dir.path(), None, &[1, 2]);
+    {
+        let j = Journal::open(off.clone()).unwrap();
+        append_n(&j, &rt, 6, 2);
+        let all = read_all(&j, 1);
+        assert_eq!(all.len(), 8);
+        assert_eq!(all[7].payload, payload(7));
+    }
+    let h = read_segment_header(&RealDisk, &segment_path(dir.path(), 7)).unwrap();
+    assert_eq!(h, SegmentHeader::V2(None));
+    // Without key 1 the oldest segment cannot be read: refused, naming it.
+    let e = Journal::open(keyed(dir.path(), None, &[2])).unwrap_err();
+    assert!(e.to_string().contains(master(1).id()), "{e}");
+}
+
+#[test]
+fn an_altered_encrypted_entry_is_reported_never_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let cfg = keyed(dir.path(), Some(1), &[]);
+    {
+        let j = Journal::open(cfg.clone()).unwrap();
+        append_n(&j, &rt, 0, 3);
+    }
+    let seg = segment_path(dir.path(), 1);
+    let mut b = fs::read(&seg).unwrap();
+    // Flip a ciphertext byte of the second entry and fix its CRC, as an attacker would.
+    let first_len = HEADER + payload(0).len() + logbook_seal::OVERHEAD;
+    let at = START + first_len;
+    let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    b[at + HEADER + 20] ^= 1;
+    let c = crc32c::crc32c_append(
+        crc32c::crc32c(&b[at + 8..at + HEADER]),
+        &b[at + HEADER..at + HEADER + len],
+    );
+    b[at + 4..at + 8].copy_from_slice(&c.to_le_bytes());
+    fs::write(&seg, &b).unwrap();
+    let e = Journal::open(cfg.clone()).unwrap_err().to_string();
+    assert!(e.contains("authentication"), "{e}");
+    // Nothing was cut: the bytes are as the attacker left them.
+    assert_eq!(fs::read(&seg).unwrap(), b);
+}
+
+/// A data folder written before entries had kinds (format 1), kept in
+/// `tests/fixtures/data-v1` (see `make_data_v1.py` there).
+#[test]
+fn a_format_1_journal_still_opens_and_goes_on_in_format_2() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/data-v1/journal");
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["segments", "cursors"] {
+        fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for f in fs::read_dir(src.join(sub)).unwrap() {
+            let f = f.unwrap();
+            fs::copy(f.path(), dir.path().join(sub).join(f.file_name())).unwrap();
+        }
+    }
+    let rt = rt();
+    let cfg = keyed(dir.path(), Some(3), &[]);
+    let j = Journal::open(cfg.clone()).unwrap();
+    assert_eq!(*j.committed().borrow(), 10);
+    let kinds: Vec<Kind> = read_all(&j, 1).iter().map(|e| e.kind).collect();
+    use Kind::*;
+    assert_eq!(
+        kinds,
+        [
+            Record,
+            Record,
+            Record,
+            Record,
+            Record,
+            Record,
+            StreamStarted,
+            Record,
+            TrailEvent
+        ]
+    );
+    append_n(&j, &rt, 0, 2);
+    let all = read_all(&j, 1);
+    assert_eq!(all.len(), 11);
+    assert_eq!((all[9].seq, all[9].kind), (10, Record));
+    drop(j);
+    // The old segment was sealed as it was; the new entries are in an encrypted one.
+    assert_eq!(
+        read_segment_header(&RealDisk, &segment_path(dir.path(), 7)).unwrap(),
+        SegmentHeader::V1
+    );
+    assert!(matches!(
+        read_segment_header(&RealDisk, &segment_path(dir.path(), 10)).unwrap(),
+        SegmentHeader::V2(Some(_))
+    ));
+    let mut seqs = Vec::new();
+    scan(dir.path(), &cfg.keys, 1, |e| seqs.push(e.seq)).unwrap();
+    assert_eq!(seqs, (1..=11).collect::<Vec<_>>());
 }

@@ -17,7 +17,7 @@
 
 use logbook_disk::sim::{Faults, SimDisk};
 use logbook_disk::Disk;
-use logbook_journal::{scan_on, Acknowledgement, Journal, JournalConfig, Stepper};
+use logbook_journal::{scan_on, Acknowledgement, Journal, JournalConfig, Keyring, Kind, Stepper};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -69,6 +69,11 @@ impl Sim {
         cfg.disk = std::sync::Arc::new(disk.clone());
         cfg.segment_bytes = 128 + disk.random(2048);
         cfg.max_batch = 1 + disk.random(12) as usize;
+        // Half the schedules run encrypted (the frames are longer; the promises the same).
+        if seed % 2 == 1 {
+            let key = logbook_seal::MasterKey::from_bytes(&[seed as u8; 32]).ok();
+            cfg.keys = std::sync::Arc::new(Keyring::new(key, vec![]));
+        }
         let faults = match disk.random(4) {
             0 => Faults::default(),
             1 => Faults {
@@ -140,7 +145,7 @@ impl Sim {
             let id = self.next_id;
             self.next_id += 1;
             self.submitted.insert(id);
-            match j.submit(Box::new(move |seq| payload(id, seq))) {
+            match j.submit(Kind::Record, Box::new(move |seq| payload(id, seq))) {
                 Ok(a) => acks.push((id, a)),
                 Err(_) => self.stats.failed += 1,
             }
@@ -258,7 +263,9 @@ impl Sim {
         };
         let mut seen = Vec::new();
         disk.set_faults(Faults::default());
-        let r = scan_on(&disk, Path::new("/data/journal"), 1, |e| seen.push(e));
+        let r = scan_on(&disk, Path::new("/data/journal"), &self.cfg.keys, 1, |e| {
+            seen.push(e)
+        });
         disk.set_faults(self.faults);
         if let Err(e) = r {
             self.fail(format!("scan: {e}"));

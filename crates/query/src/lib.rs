@@ -276,6 +276,41 @@ pub struct Engine {
 
 use datafusion::execution::runtime_env::RuntimeEnv;
 
+/// The id under which [`StoreDecryption`] is registered with DataFusion.
+const DECRYPTION_FACTORY: &str = "logbook-store";
+
+/// Opens the store's encrypted Parquet files for DataFusion: each file's data key is in
+/// its own footer metadata, wrapped by a master key of the store's keyring
+/// ([`logbook_store::KeyRetriever`]). Files that are not encrypted read as before.
+#[derive(Debug)]
+struct StoreDecryption(Arc<logbook_store::Keyring>);
+
+#[async_trait::async_trait]
+impl datafusion::execution::parquet_encryption::EncryptionFactory for StoreDecryption {
+    async fn get_file_encryption_properties(
+        &self,
+        _config: &datafusion::config::EncryptionFactoryOptions,
+        _schema: &datafusion::arrow::datatypes::SchemaRef,
+        _file_path: &object_store::path::Path,
+    ) -> datafusion::error::Result<
+        Option<Arc<datafusion::parquet::encryption::encrypt::FileEncryptionProperties>>,
+    > {
+        Ok(None) // queries never write
+    }
+
+    async fn get_file_decryption_properties(
+        &self,
+        _config: &datafusion::config::EncryptionFactoryOptions,
+        _file_path: &object_store::path::Path,
+    ) -> datafusion::error::Result<
+        Option<Arc<datafusion::parquet::encryption::decrypt::FileDecryptionProperties>>,
+    > {
+        logbook_store::decryption_properties(&self.0)
+            .map(Some)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+    }
+}
+
 /// The log stream every record belongs to (Bedrock's documented stream name).
 pub const LOG_STREAM: &str = "aws/bedrock/modelinvocations";
 
@@ -287,6 +322,10 @@ impl Engine {
     pub fn new(store: Arc<Store>, archive: Option<Arc<dyn object_store::ObjectStore>>) -> Engine {
         let partitions = std::thread::available_parallelism().map_or(2, |n| n.get());
         let runtime = Arc::new(RuntimeEnv::default());
+        runtime.register_parquet_encryption_factory(
+            DECRYPTION_FACTORY,
+            Arc::new(StoreDecryption(store.keys().clone())),
+        );
         // Building a disabled disk manager creates nothing, so it cannot fail in practice;
         // should it, queries keep the default one.
         let no_spill = datafusion::execution::disk_manager::DiskManagerBuilder::default()
@@ -313,6 +352,10 @@ impl Engine {
             disk_manager: self.no_spill.clone(),
             cache_manager: self.runtime.cache_manager.clone(),
             object_store_registry: self.runtime.object_store_registry.clone(),
+            parquet_encryption_factory_registry: self
+                .runtime
+                .parquet_encryption_factory_registry
+                .clone(),
         })
     }
 
@@ -323,6 +366,15 @@ impl Engine {
         // Filters are not pushed into the Parquet scan: measured on 1M records (BENCHMARKS.md)
         // it made aggregates ~15% slower and did not speed up the needle search.
         let ctx = SessionContext::new_with_config_rt(cfg, env);
+        if self.store.keys().ids().next().is_some() {
+            // Some files may be encrypted: let DataFusion ask for their keys.
+            ctx.state_ref()
+                .write()
+                .table_options_mut()
+                .parquet
+                .crypto
+                .factory_id = Some(DECRYPTION_FACTORY.into());
+        }
         for f in udf::all() {
             ctx.register_udf(f);
         }

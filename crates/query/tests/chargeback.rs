@@ -42,6 +42,8 @@ fn entry(seq: u64, c: &Call) -> logbook_journal::Entry {
         v["requestMetadata"] = serde_json::json!({"team": m, "app": "x"});
     }
     logbook_journal::Entry {
+        kind: logbook_journal::Kind::Record,
+        version: 1,
         seq,
         time_ms: 0,
         payload: v.to_string().into_bytes(),

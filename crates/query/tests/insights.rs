@@ -92,7 +92,7 @@ fn engine() -> (tempfile::TempDir, Engine, Vec<Rec>) {
         .map(|(i, r)| {
             let mut v: serde_json::Value = serde_json::from_str(&line(r)).unwrap();
             v["logbook"] = serde_json::json!({"destination": {"bucket": "", "keyPrefix": "", "logGroup": "/aws/bedrock/invocations"}});
-            logbook_journal::Entry { seq: i as u64, time_ms: 0, payload: v.to_string().into_bytes() }
+            logbook_journal::Entry { kind: logbook_journal::Kind::Record, version: 1, seq: i as u64, time_ms: 0, payload: v.to_string().into_bytes() }
         })
         .collect();
     store.add_entries(&entries);

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 pub mod layout;
 pub mod logging;
 pub mod money;
+pub mod raw;
 pub mod trail;
 
 /// `schemaType` of every record.

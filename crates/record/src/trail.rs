@@ -119,6 +119,26 @@ pub fn trail_object_key(
     )
 }
 
+/// What the trail delivery needs to place a journaled event, parsed the same way
+/// everywhere.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrailHead {
+    /// `eventVersion`.
+    pub event_version: String,
+    /// `recipientAccountId`.
+    pub recipient_account_id: Option<String>,
+    /// `awsRegion`.
+    pub aws_region: Option<String>,
+}
+
+impl TrailHead {
+    /// Parse an event; `None` when it is not one (no `eventVersion`).
+    pub fn parse(payload: &[u8]) -> Option<TrailHead> {
+        serde_json::from_slice(payload).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

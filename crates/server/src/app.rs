@@ -834,8 +834,18 @@ impl AppState {
                     )
                 })
         };
+        // Encryption at rest: the master keys, read once (a missing or unreadable key file
+        // stops the start with its name).
+        let keys = Arc::new(config.keyring().map_err(|e| ServeError::Io {
+            context: "encryption".into(),
+            source: std::io::Error::other(e),
+        })?);
+        if let Some(id) = keys.active_id() {
+            tracing::info!(master_key = id, "journal and store encrypted at rest");
+        }
         let mut jcfg = JournalConfig::new(config.data_dir.join("journal"));
         jcfg.segment_bytes = config.segment_bytes;
+        jcfg.keys = keys.clone();
         if let Some(d) = opts.journal_disk {
             jcfg.disk = d;
         }
@@ -888,11 +898,14 @@ impl AppState {
         }
         // Log groups: the live store, fed from the journal.
         let store = Arc::new(
-            logbook_store::Store::open(config.data_dir.join("store")).map_err(|e| {
-                ServeError::Io {
-                    context: "log group store".into(),
-                    source: std::io::Error::other(e.to_string()),
-                }
+            logbook_store::Store::open_on(
+                logbook_store::RealDisk::shared(),
+                config.data_dir.join("store"),
+                keys.clone(),
+            )
+            .map_err(|e| ServeError::Io {
+                context: "log group store".into(),
+                source: std::io::Error::other(e.to_string()),
             })?,
         );
         for g in &config.log_groups {

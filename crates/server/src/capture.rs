@@ -6,7 +6,7 @@ use crate::config::{LoggingMode, OnFailure};
 use crate::control::LoggingConfigs;
 use crate::identity::Caller;
 use logbook_delivery::GcCoordinator;
-use logbook_journal::{Journal, JournalError};
+use logbook_journal::{Journal, JournalError, Kind};
 use logbook_providers::converse::TokenUsage;
 use logbook_record::logging::data_type;
 use logbook_record::trail::TrailEvent;
@@ -288,8 +288,8 @@ pub struct RecordError(pub String);
 /// the stream started and before its record was complete.
 pub const GATEWAY_INTERRUPTED: &str = "GatewayInterrupted";
 
-/// The `logbookEntry` kind of a stream's start entry. Entries of this kind carry neither
-/// `schemaType` nor `eventVersion`, so every destination passes them over.
+/// The `logbookEntry` field of a stream's start entry (journal kind
+/// [`Kind::StreamStarted`]; the field stays so that format-1 journals are recognised).
 pub const STREAM_STARTED: &str = "streamStarted";
 
 /// The `logbookEntry` kind of a stream's progress entry: the output assembled so far,
@@ -556,7 +556,10 @@ impl Recorder {
             }),
             progress,
         };
-        let result = self.journal.append(Box::new(move |_| bytes)).await;
+        let result = self
+            .journal
+            .append(Kind::StreamStarted, Box::new(move |_| bytes))
+            .await;
         match self.settle(result, &call.request_id) {
             // Fail-open and not journaled: nothing to hold.
             Ok(0) => Ok(StreamStart::none()),
@@ -635,12 +638,15 @@ impl Recorder {
         let (budgets, crossings) = (self.budgets.clone(), self.crossings.clone());
         let result = self
             .journal
-            .append(Box::new(move |seq| {
-                record.logbook.sequence = seq;
-                // In sequence order, so the budgets' state is "every record up to seq".
-                charge(&budgets, &crossings, &record, seq);
-                record.to_json_bytes()
-            }))
+            .append(
+                Kind::Record,
+                Box::new(move |seq| {
+                    record.logbook.sequence = seq;
+                    // In sequence order, so the budgets' state is "every record up to seq".
+                    charge(&budgets, &crossings, &record, seq);
+                    record.to_json_bytes()
+                }),
+            )
             .await;
         let lost = result.is_err();
         let settled = self.settle(result, &request_id);
@@ -725,7 +731,10 @@ impl Recorder {
         let journal = self.journal.clone();
         let id = request_id.to_string();
         tokio::spawn(async move {
-            if let Err(e) = journal.append(Box::new(move |_| bytes)).await {
+            if let Err(e) = journal
+                .append(Kind::StreamProgress, Box::new(move |_| bytes))
+                .await
+            {
                 tracing::warn!(request_id = %id, error = %e, "stream progress not journaled");
             }
         });
@@ -735,7 +744,10 @@ impl Recorder {
     pub async fn commit_event(&self, event: TrailEvent) -> Result<u64, RecordError> {
         let id = event.request_id.clone();
         let bytes = serde_json::to_vec(&event).unwrap_or_default();
-        let result = self.journal.append(Box::new(move |_| bytes)).await;
+        let result = self
+            .journal
+            .append(Kind::TrailEvent, Box::new(move |_| bytes))
+            .await;
         match result {
             Ok(seq) => Ok(seq),
             // An audit event is never dropped silently, whatever the invocation policy.
@@ -819,20 +831,15 @@ pub async fn recover_interrupted_streams(
             #[derive(serde::Deserialize)]
             #[serde(rename_all = "camelCase")]
             struct Head {
-                logbook_entry: Option<String>,
-                schema_type: Option<String>,
                 request_id: Option<String>,
             }
             let mut open: BTreeMap<String, (u64, InvocationRecord)> = BTreeMap::new();
             while let Some(e) = reader.next_entry(upto)? {
-                let Ok(h) = serde_json::from_slice::<Head>(&e.payload) else {
-                    continue;
-                };
-                if h.logbook_entry.as_deref() == Some(STREAM_STARTED) {
+                if e.kind == Kind::StreamStarted {
                     if let Ok(s) = serde_json::from_slice::<StreamStartEntry>(&e.payload) {
                         open.insert(s.request_id, (e.seq, s.record));
                     }
-                } else if h.logbook_entry.as_deref() == Some(STREAM_PROGRESS) {
+                } else if e.kind == Kind::StreamProgress {
                     if let Ok(p) = serde_json::from_slice::<StreamProgressEntry>(&e.payload) {
                         if let Some((_, r)) = open.get_mut(&p.request_id) {
                             // What the client had received by then (the latest wins):
@@ -848,8 +855,11 @@ pub async fn recover_interrupted_streams(
                             });
                         }
                     }
-                } else if h.schema_type.as_deref() == Some(SCHEMA_TYPE) && !open.is_empty() {
-                    if let Some(id) = h.request_id {
+                } else if e.kind == Kind::Record && !open.is_empty() {
+                    if let Some(id) = serde_json::from_slice::<Head>(&e.payload)
+                        .ok()
+                        .and_then(|h| h.request_id)
+                    {
                         open.remove(&id);
                     }
                 }
@@ -869,10 +879,13 @@ pub async fn recover_interrupted_streams(
             pricing.price_record(&mut record);
         }
         journal
-            .append(Box::new(move |seq| {
-                record.logbook.sequence = seq;
-                record.to_json_bytes()
-            }))
+            .append(
+                Kind::Record,
+                Box::new(move |seq| {
+                    record.logbook.sequence = seq;
+                    record.to_json_bytes()
+                }),
+            )
             .await
             .map_err(|e| RecordError(e.to_string()))?;
         tracing::warn!(request_id = %id, "a stream interrupted by a stop of the gateway is recorded as GatewayInterrupted");

@@ -109,6 +109,18 @@ struct RawArchive {
     redact: Option<String>,
 }
 
+/// `[encryption]`: encryption at rest of the journal and the store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEncryption {
+    /// The active master key: a file holding 64 hex digits or the base64 of 32 bytes
+    /// (`logbook keys generate-master`). `LOGBOOK_MASTER_KEY` overrides it.
+    master_key_file: Option<String>,
+    /// Earlier master keys, kept to read what they encrypted.
+    #[serde(default)]
+    old_master_key_files: Vec<String>,
+}
+
 /// `[integrity]`: the tamper-evident logs of the archive and the trail.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -598,6 +610,8 @@ struct RawConfig {
     #[serde(default)]
     integrity: RawIntegrity,
     #[serde(default)]
+    encryption: RawEncryption,
+    #[serde(default)]
     redaction: BTreeMap<String, RawRedaction>,
     #[serde(default)]
     journal: RawJournal,
@@ -809,6 +823,41 @@ impl Redaction {
     }
 }
 
+/// `[encryption]`, validated: where the master keys are (read at start).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncryptionConfig {
+    /// The active master key's file.
+    pub master_key_file: Option<PathBuf>,
+    /// Earlier master keys' files.
+    pub old_master_key_files: Vec<PathBuf>,
+}
+
+impl EncryptionConfig {
+    /// Read the master keys: the active one from `env_key` (the value of
+    /// `LOGBOOK_MASTER_KEY`, when set) or the file, the old ones from their files.
+    pub fn keyring(&self, env_key: Option<&str>) -> Result<logbook_seal::Keyring, String> {
+        let read = |p: &PathBuf| -> Result<logbook_seal::MasterKey, String> {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read master key file {}: {e}", p.display()))?;
+            logbook_seal::MasterKey::parse(&text)
+                .map_err(|e| format!("master key file {}: {e}", p.display()))
+        };
+        let active = match env_key.map(str::trim).filter(|k| !k.is_empty()) {
+            Some(k) => Some(
+                logbook_seal::MasterKey::parse(k)
+                    .map_err(|e| format!("{}: {e}", logbook_seal::MASTER_KEY_ENV))?,
+            ),
+            None => self.master_key_file.as_ref().map(read).transpose()?,
+        };
+        let old = self
+            .old_master_key_files
+            .iter()
+            .map(read)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(logbook_seal::Keyring::new(active, old))
+    }
+}
+
 /// `[integrity]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IntegrityConfig {
@@ -874,6 +923,8 @@ pub struct Config {
     pub permanent_retry: Duration,
     /// Tamper-evident logs of the archive and the trail (`None`: off).
     pub integrity: Option<IntegrityConfig>,
+    /// Encryption at rest.
+    pub encryption: EncryptionConfig,
     /// Redaction per destination.
     pub redaction: Redaction,
     /// Buckets: name -> local folder.
@@ -950,6 +1001,12 @@ fn account_of_arn(arn: &str) -> Option<String> {
 }
 
 impl Config {
+    /// The master keys of `[encryption]`, with `LOGBOOK_MASTER_KEY` from the environment.
+    pub fn keyring(&self) -> Result<logbook_seal::Keyring, String> {
+        let env = std::env::var(logbook_seal::MASTER_KEY_ENV).ok();
+        self.encryption.keyring(env.as_deref())
+    }
+
     /// Defaults with no file.
     pub fn defaults(data_dir: &Path) -> Result<Config, ConfigError> {
         Self::from_raw(RawConfig::default(), data_dir)
@@ -1520,6 +1577,15 @@ impl Config {
                             .max(1_000),
                     ),
                 }),
+            encryption: EncryptionConfig {
+                master_key_file: raw.encryption.master_key_file.map(|p| data_dir.join(p)),
+                old_master_key_files: raw
+                    .encryption
+                    .old_master_key_files
+                    .iter()
+                    .map(|p| data_dir.join(p))
+                    .collect(),
+            },
             buckets,
             providers,
             routes,

@@ -51,19 +51,10 @@ pub async fn restore(
     let mut reader = journal.reader(from);
     let b = budgets.clone();
     tokio::task::spawn_blocking(move || -> Result<(u64, Vec<Crossing>), String> {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Head {
-            schema_type: Option<String>,
-        }
         let mut n = 0;
         let mut crossed = Vec::new();
         while let Some(e) = reader.next_entry(upto).map_err(|e| e.to_string())? {
-            let is_record = serde_json::from_slice::<Head>(&e.payload)
-                .ok()
-                .and_then(|h| h.schema_type)
-                .is_some_and(|t| t == logbook_record::SCHEMA_TYPE);
-            if !is_record {
+            if e.kind != logbook_journal::Kind::Record {
                 continue;
             }
             if let Ok(r) = serde_json::from_slice::<InvocationRecord>(&e.payload) {

@@ -118,9 +118,10 @@ pub fn trail_events(config: &Config, filter: &TrailFilter) -> Result<Vec<Value>,
         let from = Cursor::new(&journal, "trail")
             .load()
             .map_err(|e| ToolError(e.to_string()))?;
-        logbook_journal::scan(&journal, from, |e| {
-            if let Ok(v) = serde_json::from_slice::<Value>(&e.payload) {
-                if v.get("eventVersion").is_some() {
+        let keys = config.keyring().map_err(ToolError)?;
+        logbook_journal::scan(&journal, &keys, from, |e| {
+            if e.kind == logbook_journal::Kind::TrailEvent {
+                if let Ok(v) = serde_json::from_slice::<Value>(&e.payload) {
                     events.push(v);
                 }
             }

@@ -180,7 +180,10 @@ mod tests {
             let store = Arc::new(Store::open(dir.path().join("store")).unwrap());
             for i in 0..10 {
                 let p = format!("{{\"eventName\":\"Something\",\"n\":{i}}}").into_bytes();
-                journal.append(Box::new(move |_| p)).await.unwrap();
+                journal
+                    .append(logbook_journal::Kind::Record, Box::new(move |_| p))
+                    .await
+                    .unwrap();
             }
             let seen = Arc::new(AtomicU64::new(0));
             let s2 = seen.clone();

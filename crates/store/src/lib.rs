@@ -10,6 +10,13 @@
 //!
 //! Retention is per group in CloudWatch's allowed day counts; expired files are dropped
 //! and queries cut the remaining rows at the same boundary.
+//!
+//! Encryption at rest: with an active master key, each Parquet file is written with
+//! Parquet modular encryption (AES-GCM, footer and every column) under its own data key;
+//! the data key, wrapped by the master key, is the file's footer key metadata, and the
+//! master key's id is also in the manifest entry of the file. Readers unwrap it through
+//! [`KeyRetriever`]: any configured master key with that id will do, so rotation rewrites
+//! nothing. The manifest carries the store's format version ([`FORMAT_VERSION`]).
 
 use arrow_array::RecordBatch;
 pub use logbook_disk::{Disk, RealDisk};
@@ -27,6 +34,11 @@ pub mod ingest;
 pub mod schema;
 
 pub use groups::{validate_group_name, validate_retention, RETENTION_DAYS};
+pub use logbook_seal::Keyring;
+
+/// The store's on-disk format: 2 adds the manifest's `formatVersion` and the files'
+/// `keyId` (a manifest without a version is format 1, read as it is).
+pub const FORMAT_VERSION: u32 = 2;
 pub use schema::{parse_row, Row};
 
 /// Store errors.
@@ -59,6 +71,12 @@ pub enum StoreError {
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] logbook_journal::JournalError),
+    /// A file is encrypted under a master key that is not configured.
+    #[error("store file {0}: {1}")]
+    Sealed(String, logbook_seal::SealError),
+    /// The store was written by a newer build.
+    #[error("the store's format {0} is newer than this build reads ({FORMAT_VERSION})")]
+    TooNew(u32),
 }
 
 /// One Parquet file of a group.
@@ -75,6 +93,9 @@ pub struct FileMeta {
     pub rows: u64,
     /// Bytes on disk.
     pub bytes: u64,
+    /// The master key that wraps the file's data key (absent: not encrypted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// A log group's metadata and files.
@@ -104,11 +125,52 @@ impl GroupMeta {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Manifest {
+    /// The store's format ([`FORMAT_VERSION`]; 1 when absent).
+    #[serde(default = "format_1")]
+    format_version: u32,
     /// The next journal sequence not yet in a file.
     next_seq: u64,
     /// The next file number.
     next_file: u64,
     groups: BTreeMap<String, GroupMeta>,
+}
+
+fn format_1() -> u32 {
+    1
+}
+
+/// Unwraps a Parquet file's data key (its footer key metadata, a
+/// [`logbook_seal::WrappedKey`] in text form) with the configured master keys.
+#[derive(Debug, Clone)]
+pub struct KeyRetriever(pub Arc<Keyring>);
+
+impl parquet::encryption::decrypt::KeyRetriever for KeyRetriever {
+    fn retrieve_key(&self, key_metadata: &[u8]) -> parquet::errors::Result<Vec<u8>> {
+        let w = std::str::from_utf8(key_metadata)
+            .ok()
+            .and_then(logbook_seal::WrappedKey::from_text)
+            .ok_or_else(|| {
+                parquet::errors::ParquetError::General(
+                    "not a Logbook data key in the file's key metadata".into(),
+                )
+            })?;
+        self.0
+            .unwrap_key(&w)
+            .map(|k| k.bytes().to_vec())
+            .map_err(|e| parquet::errors::ParquetError::General(e.to_string()))
+    }
+}
+
+/// Parquet decryption through the keyring (harmless on a file that is not encrypted).
+pub fn decryption_properties(
+    keys: &Arc<Keyring>,
+) -> Result<Arc<parquet::encryption::decrypt::FileDecryptionProperties>, StoreError> {
+    Ok(
+        parquet::encryption::decrypt::FileDecryptionProperties::with_key_retriever(Arc::new(
+            KeyRetriever(keys.clone()),
+        ))
+        .build()?,
+    )
 }
 
 /// A group as listed (DescribeLogGroups).
@@ -201,6 +263,7 @@ pub struct Store {
     retired: Mutex<Vec<(std::time::Instant, PathBuf)>>,
     writable: Option<logbook_disk::LockGuard>,
     disk: Arc<dyn Disk>,
+    keys: Arc<Keyring>,
     /// Counters.
     pub stats: StoreStats,
 }
@@ -208,10 +271,39 @@ pub struct Store {
 fn read_manifest(disk: &dyn Disk, dir: &Path) -> Result<Manifest, StoreError> {
     let p = dir.join("manifest.json");
     match disk.read(&p) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Manifest(p, e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
+        Ok(b) => {
+            let m: Manifest = serde_json::from_slice(&b).map_err(|e| StoreError::Manifest(p, e))?;
+            if m.format_version > FORMAT_VERSION {
+                return Err(StoreError::TooNew(m.format_version));
+            }
+            Ok(m)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest {
+            format_version: FORMAT_VERSION,
+            ..Manifest::default()
+        }),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Every file's master key must be configured: say which one is not, up front.
+fn check_keys(manifest: &Manifest, keys: &Keyring) -> Result<(), StoreError> {
+    let have: HashSet<&str> = keys.ids().collect();
+    for g in manifest.groups.values() {
+        for f in &g.files {
+            if let Some(id) = &f.key_id {
+                if !have.contains(id.as_str()) {
+                    let e = if have.is_empty() {
+                        logbook_seal::SealError::NoKeys(id.clone())
+                    } else {
+                        logbook_seal::SealError::MissingKey(id.clone())
+                    };
+                    return Err(StoreError::Sealed(f.path.clone(), e));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A whole Parquet file, read through the store's disk.
@@ -219,7 +311,9 @@ fn read_bytes(disk: &dyn Disk, path: &Path) -> Result<bytes::Bytes, StoreError> 
     Ok(bytes::Bytes::from(disk.read(path)?))
 }
 
-fn writer_props() -> WriterProperties {
+fn writer_props(
+    encryption: Option<Arc<parquet::encryption::encrypt::FileEncryptionProperties>>,
+) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(32 * 1024));
@@ -228,6 +322,9 @@ fn writer_props() -> WriterProperties {
             b = b.set_column_dictionary_enabled(c.name.into(), false);
         }
     }
+    if let Some(e) = encryption {
+        b = b.with_file_encryption_properties(e);
+    }
     b.build()
 }
 
@@ -235,17 +332,25 @@ impl Store {
     /// Open the store for writing: takes the folder's lock (one writer per folder), removes
     /// files no manifest names (left by a crash mid-flush).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
-        Store::open_on(RealDisk::shared(), dir)
+        Store::open_on(RealDisk::shared(), dir, Arc::new(Keyring::default()))
     }
 
-    /// [`Store::open`] on a given [`Disk`].
-    pub fn open_on(disk: Arc<dyn Disk>, dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
+    /// [`Store::open`] on a given [`Disk`], encrypting new files when `keys` has an active
+    /// master key and reading files sealed under any of its keys.
+    pub fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: impl Into<PathBuf>,
+        keys: Arc<Keyring>,
+    ) -> Result<Store, StoreError> {
         let dir = dir.into();
         disk.create_dir_all(&dir.join("groups"))?;
         let Some(lock) = disk.try_lock(&dir.join("LOCK"))? else {
             return Err(StoreError::Locked(dir));
         };
-        let manifest = read_manifest(&*disk, &dir)?;
+        let mut manifest = read_manifest(&*disk, &dir)?;
+        check_keys(&manifest, &keys)?;
+        // Format 2 only adds to format 1: the next manifest written says so.
+        manifest.format_version = FORMAT_VERSION;
         let known: HashSet<&str> = manifest
             .groups
             .values()
@@ -263,16 +368,20 @@ impl Store {
         }
         disk.sync_dir(&dir.join("groups"))?;
         disk.sync_dir(&dir)?;
-        let s = Store::with(disk, dir, manifest, Some(lock));
+        let s = Store::with(disk, dir, manifest, Some(lock), keys);
         Ok(s)
     }
 
     /// Open the store read-only (safe while a server writes it).
-    pub fn open_read_only(dir: impl Into<PathBuf>) -> Result<Store, StoreError> {
+    pub fn open_read_only(
+        dir: impl Into<PathBuf>,
+        keys: Arc<Keyring>,
+    ) -> Result<Store, StoreError> {
         let dir = dir.into();
         let disk = RealDisk::shared();
         let manifest = read_manifest(&*disk, &dir)?;
-        Ok(Store::with(disk, dir, manifest, None))
+        check_keys(&manifest, &keys)?;
+        Ok(Store::with(disk, dir, manifest, None, keys))
     }
 
     fn with(
@@ -280,10 +389,12 @@ impl Store {
         dir: PathBuf,
         manifest: Manifest,
         writable: Option<logbook_disk::LockGuard>,
+        keys: Arc<Keyring>,
     ) -> Store {
         let next = manifest.next_seq;
         Store {
             disk,
+            keys,
             dir,
             state: RwLock::new(State {
                 manifest,
@@ -316,6 +427,29 @@ impl Store {
     /// The folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The master keys files are sealed and opened with.
+    pub fn keys(&self) -> &Arc<Keyring> {
+        &self.keys
+    }
+
+    /// A reader of one of the store's Parquet files (decrypting when it is encrypted).
+    fn parquet_reader(
+        &self,
+        path: &Path,
+    ) -> Result<
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<bytes::Bytes>,
+        StoreError,
+    > {
+        let file = read_bytes(&*self.disk, path)?;
+        let opts = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+            .with_file_decryption_properties(decryption_properties(&self.keys)?);
+        Ok(
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(
+                file, opts,
+            )?,
+        )
     }
 
     /// The next journal sequence the store has not seen (files and tail).
@@ -491,6 +625,9 @@ impl Store {
         };
         let mut rows = Vec::with_capacity(entries.len());
         for e in entries {
+            if e.kind != logbook_journal::Kind::Record {
+                continue;
+            }
             let Ok(line) = std::str::from_utf8(&e.payload) else {
                 continue;
             };
@@ -559,7 +696,25 @@ impl Store {
         self.disk.create_dir_all(&gdir)?;
         let name = format!("{}-{file_no:012}.parquet", groups::hour_name(hour));
         let path = gdir.join(&name);
-        let mut w = ArrowWriter::try_new(Vec::new(), schema::schema(), Some(writer_props()))?;
+        let sealed = self
+            .keys
+            .new_data_key()
+            .map_err(|e| StoreError::Sealed(name.clone(), e))?;
+        let (encryption, key_id) = match sealed {
+            Some((dk, wrapped)) => (
+                Some(
+                    parquet::encryption::encrypt::FileEncryptionProperties::builder(
+                        dk.bytes().to_vec(),
+                    )
+                    .with_footer_key_metadata(wrapped.to_text().into_bytes())
+                    .build()?,
+                ),
+                Some(wrapped.master_key_id),
+            ),
+            None => (None, None),
+        };
+        let mut w =
+            ArrowWriter::try_new(Vec::new(), schema::schema(), Some(writer_props(encryption)))?;
         let (mut min, mut max, mut rows) = (i64::MAX, i64::MIN, 0u64);
         for b in batches {
             if let Some((lo, hi)) = fields::time_range(b) {
@@ -580,6 +735,7 @@ impl Store {
             max_ts: max,
             rows,
             bytes,
+            key_id,
         })
     }
 
@@ -695,11 +851,10 @@ impl Store {
         for (g, hour, old) in plan {
             let mut batches = Vec::new();
             for f in &old {
-                let file = read_bytes(&*self.disk, &self.dir.join(&f.path))?;
-                let reader =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
-                        .with_batch_size(8192)
-                        .build()?;
+                let reader = self
+                    .parquet_reader(&self.dir.join(&f.path))?
+                    .with_batch_size(8192)
+                    .build()?;
                 for b in reader {
                     batches.push(b?);
                 }
@@ -808,8 +963,7 @@ impl Store {
             collect(b.column(schema::REQUEST_ID).as_ref(), &mut out);
         }
         for (path, _) in &snap.files {
-            let f = read_bytes(&*self.disk, path)?;
-            let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)?;
+            let b = self.parquet_reader(path)?;
             let mask =
                 parquet::arrow::ProjectionMask::roots(b.parquet_schema(), [schema::REQUEST_ID]);
             for batch in b.with_projection(mask).build()? {
@@ -971,9 +1125,16 @@ mod tests {
     }
 
     fn entry(seq: u64, l: String) -> Entry {
+        let kind = if l.contains("eventVersion") {
+            logbook_journal::Kind::TrailEvent
+        } else {
+            logbook_journal::Kind::Record
+        };
         Entry {
             seq,
             time_ms: 0,
+            kind,
+            version: 1,
             payload: l.into_bytes(),
         }
     }
@@ -1036,7 +1197,7 @@ mod tests {
         assert_eq!(s.tail_size().0, 0);
         // A second writer is refused while the first holds the lock.
         assert!(matches!(Store::open(d.path()), Err(StoreError::Locked(_))));
-        let ro = Store::open_read_only(d.path()).unwrap();
+        let ro = Store::open_read_only(d.path(), Arc::new(Keyring::default())).unwrap();
         assert_eq!(
             ro.snapshot("g1", i64::MIN, i64::MAX).unwrap().files.len(),
             2
@@ -1118,5 +1279,120 @@ mod tests {
             s.delete_group("g"),
             Err(StoreError::NoSuchGroup(_))
         ));
+    }
+
+    fn keyring(active: Option<u8>, old: &[u8]) -> Arc<Keyring> {
+        let k = |b: u8| logbook_seal::MasterKey::from_bytes(&[b; 32]).unwrap();
+        Arc::new(Keyring::new(
+            active.map(k),
+            old.iter().map(|&b| k(b)).collect(),
+        ))
+    }
+
+    #[test]
+    fn encrypted_files_hold_no_plaintext_and_need_their_key() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open_on(RealDisk::shared(), d.path(), keyring(Some(1), &[])).unwrap();
+        s.create_group("g").unwrap();
+        for (i, ts) in ["2025-03-11T00:01:00Z", "2025-03-11T00:30:00Z"]
+            .iter()
+            .enumerate()
+        {
+            s.add_entries(&[entry(
+                i as u64,
+                line(&format!("secret-request-{i}"), ts, Some("g"), "model-x", 1),
+            )]);
+            s.flush().unwrap();
+        }
+        let snap = s.snapshot("g", i64::MIN, i64::MAX).unwrap();
+        let id = keyring(Some(1), &[]).active_id().unwrap().to_string();
+        for (path, meta) in &snap.files {
+            assert_eq!(meta.key_id.as_deref(), Some(id.as_str()));
+            let b = std::fs::read(path).unwrap();
+            assert_eq!(&b[b.len() - 4..], b"PARE", "encrypted footer");
+            for needle in [&b"secret-request"[..], b"model-x", b"request_id"] {
+                assert!(
+                    !b.windows(needle.len()).any(|w| w == needle),
+                    "plaintext in {path:?}"
+                );
+            }
+        }
+        // Compaction reads and writes encrypted files.
+        assert_eq!(s.compact(parse_millis("2025-03-12T00:00:00Z")).unwrap(), 2);
+        assert_eq!(s.request_ids("g").unwrap().len(), 2);
+        drop(s);
+        // Rotated: new key active, the old one kept: reads, and new files use the new key.
+        let s = Store::open_on(RealDisk::shared(), d.path(), keyring(Some(2), &[1])).unwrap();
+        s.add_entries(&[entry(
+            5,
+            line("r5", "2025-03-11T02:00:00Z", Some("g"), "m", 1),
+        )]);
+        s.flush().unwrap();
+        let ids: BTreeSet<Option<String>> = s
+            .snapshot("g", i64::MIN, i64::MAX)
+            .unwrap()
+            .files
+            .iter()
+            .map(|f| f.1.key_id.clone())
+            .collect();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        assert_eq!(s.request_ids("g").unwrap().len(), 3);
+        drop(s);
+        // Key 1 missing: refused at open, naming it (and no file removed).
+        for keys in [keyring(Some(2), &[]), keyring(None, &[])] {
+            let e = Store::open_on(RealDisk::shared(), d.path(), keys.clone())
+                .err()
+                .unwrap();
+            assert!(e.to_string().contains(&id), "{e}");
+            let e = Store::open_read_only(d.path(), keys).err().unwrap();
+            assert!(e.to_string().contains(&id), "{e}");
+        }
+        let s = Store::open_read_only(d.path(), keyring(None, &[1, 2])).unwrap();
+        assert_eq!(s.request_ids("g").unwrap().len(), 3);
+    }
+
+    /// A store written before the manifest had a format version (kept in
+    /// `tests/fixtures/data-v1`).
+    #[test]
+    fn a_format_1_store_still_opens() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/data-v1/store");
+        let d = tempfile::tempdir().unwrap();
+        let copy = |from: &Path, to: &Path| {
+            std::fs::create_dir_all(to).unwrap();
+            for f in std::fs::read_dir(from).unwrap() {
+                let f = f.unwrap();
+                if f.path().is_file() {
+                    std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+                }
+            }
+        };
+        copy(&src, d.path());
+        let g = "/aws/bedrock/modelinvocations";
+        let gdir = groups::dir_name(g);
+        copy(
+            &src.join("groups").join(&gdir),
+            &d.path().join("groups").join(&gdir),
+        );
+        let s = Store::open_on(RealDisk::shared(), d.path(), keyring(Some(4), &[])).unwrap();
+        assert_eq!(s.next_seq(), 10);
+        assert_eq!(s.request_ids(g).unwrap().len(), 7);
+        // Written on: the manifest gets today's format, the old file stays as it was.
+        s.add_entries(&[entry(
+            10,
+            line("new", "2026-12-02T20:00:00Z", Some(g), "m", 1),
+        )]);
+        s.flush().unwrap();
+        assert_eq!(s.request_ids(g).unwrap().len(), 8);
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.path().join("manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(m["formatVersion"], FORMAT_VERSION);
+        // A manifest from a newer build is refused, not misread.
+        let mut newer = m.clone();
+        newer["formatVersion"] = serde_json::json!(FORMAT_VERSION + 1);
+        drop(s);
+        std::fs::write(d.path().join("manifest.json"), newer.to_string()).unwrap();
+        let e = Store::open(d.path()).err().unwrap();
+        assert!(matches!(e, StoreError::TooNew(_)), "{e}");
     }
 }

@@ -9,8 +9,6 @@ use arrow_array::builder::{
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use std::sync::{Arc, OnceLock};
 
 /// The kind of a column.
@@ -155,148 +153,7 @@ pub enum RowError {
     Invalid(&'static str),
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawRecord<'a> {
-    #[serde(borrow)]
-    schema_type: Option<&'a RawValue>,
-    #[serde(borrow)]
-    schema_version: Option<&'a RawValue>,
-    #[serde(borrow)]
-    timestamp: Option<&'a RawValue>,
-    #[serde(borrow)]
-    account_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    identity: Option<RawIdentity<'a>>,
-    #[serde(borrow)]
-    region: Option<&'a RawValue>,
-    #[serde(borrow)]
-    request_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    operation: Option<&'a RawValue>,
-    #[serde(borrow)]
-    model_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    input: Option<RawInput<'a>>,
-    #[serde(borrow)]
-    output: Option<RawOutput<'a>>,
-    #[serde(borrow)]
-    request_metadata: Option<&'a RawValue>,
-    #[serde(borrow)]
-    inference_region: Option<&'a RawValue>,
-    #[serde(borrow)]
-    error_code: Option<&'a RawValue>,
-    #[serde(borrow)]
-    logbook: Option<RawExt<'a>>,
-}
-
-#[derive(Deserialize)]
-struct RawIdentity<'a> {
-    #[serde(borrow)]
-    arn: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawInput<'a> {
-    #[serde(borrow)]
-    input_content_type: Option<&'a RawValue>,
-    #[serde(borrow)]
-    input_token_count: Option<&'a RawValue>,
-    #[serde(borrow)]
-    cache_read_input_token_count: Option<&'a RawValue>,
-    #[serde(borrow)]
-    cache_write_input_token_count: Option<&'a RawValue>,
-    #[serde(borrow)]
-    input_body_json: Option<&'a RawValue>,
-    #[serde(borrow)]
-    input_body_s3_path: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawOutput<'a> {
-    #[serde(borrow)]
-    output_content_type: Option<&'a RawValue>,
-    #[serde(borrow)]
-    output_token_count: Option<&'a RawValue>,
-    #[serde(borrow)]
-    output_body_json: Option<&'a RawValue>,
-    #[serde(borrow)]
-    output_body_s3_path: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawExt<'a> {
-    #[serde(borrow)]
-    latency_ms: Option<&'a RawValue>,
-    #[serde(borrow)]
-    time_to_first_token_ms: Option<&'a RawValue>,
-    #[serde(borrow)]
-    http_status: Option<&'a RawValue>,
-    #[serde(borrow)]
-    stream: Option<&'a RawValue>,
-    #[serde(borrow)]
-    provider: Option<&'a RawValue>,
-    #[serde(borrow)]
-    api: Option<&'a RawValue>,
-    #[serde(borrow)]
-    error_message: Option<&'a RawValue>,
-    #[serde(borrow)]
-    destination: Option<RawDestination<'a>>,
-    #[serde(borrow)]
-    cost: Option<&'a RawValue>,
-    #[serde(borrow)]
-    price_catalog: Option<&'a RawValue>,
-    #[serde(borrow)]
-    unpriced: Option<&'a RawValue>,
-    #[serde(borrow)]
-    principal_tags: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawDestination<'a> {
-    #[serde(borrow)]
-    log_group: Option<&'a RawValue>,
-}
-
-/// A record's text value: JSON strings unquoted, `null` as none, anything else verbatim.
-fn text(v: Option<&RawValue>) -> Option<String> {
-    let raw = v?.get();
-    if raw.starts_with('"') {
-        serde_json::from_str::<String>(raw).ok()
-    } else if raw == "null" {
-        None
-    } else {
-        Some(raw.to_string())
-    }
-}
-
-fn int(v: Option<&RawValue>) -> Option<i64> {
-    let raw = v?.get();
-    let s = raw.trim_matches('"');
-    s.parse::<i64>().ok().or_else(|| {
-        s.parse::<f64>()
-            .ok()
-            .filter(|f| f.is_finite())
-            .map(|f| f as i64)
-    })
-}
-
-fn boolean(v: Option<&RawValue>) -> Option<bool> {
-    match v?.get() {
-        "true" | "\"true\"" => Some(true),
-        "false" | "\"false\"" => Some(false),
-        _ => None,
-    }
-}
-
-fn json(v: Option<&RawValue>) -> Option<String> {
-    let raw = v?.get();
-    (raw != "null").then(|| raw.to_string())
-}
+use logbook_record::raw::{boolean, int, json, text, RawRecord};
 
 /// A cost's decimal string as the `DECIMAL(38, 12)` column's integer
 /// ([`logbook_record::money::parse`]).
@@ -343,12 +200,8 @@ impl Row {
 /// Split one record (a JSON line) into column values. Records without a usable
 /// `timestamp` or with a `schemaType` other than `ModelInvocationLog` are refused.
 pub fn parse_row(line: &str) -> Result<Row, RowError> {
-    let r: RawRecord = serde_json::from_str(line)?;
-    if let Some(t) = text(r.schema_type) {
-        if t != "ModelInvocationLog" {
-            return Err(RowError::Invalid("schemaType is not ModelInvocationLog"));
-        }
-    }
+    // Refuses a `schemaType` other than `ModelInvocationLog`.
+    let r = RawRecord::parse(line.as_bytes())?;
     let ts = text(r.timestamp)
         .as_deref()
         .and_then(parse_millis)

@@ -111,6 +111,11 @@ impl Sim {
         cfg.disk = shared.clone();
         cfg.segment_bytes = 1024 + disk.random(8192);
         cfg.max_batch = 1 + disk.random(8) as usize;
+        // Half the schedules encrypt the journal and the store at rest.
+        if seed % 2 == 1 {
+            let key = logbook_seal::MasterKey::from_bytes(&[seed as u8; 32]).ok();
+            cfg.keys = Arc::new(logbook_seal::Keyring::new(key, vec![]));
+        }
         let faults = match disk.random(3) {
             0 => Faults::default(),
             1 => Faults {
@@ -169,8 +174,8 @@ impl Sim {
             let r = (|| -> Result<Process, String> {
                 let (journal, stepper) =
                     Journal::open_stepped(self.cfg.clone()).map_err(|e| e.to_string())?;
-                let store =
-                    Store::open_on(self.shared.clone(), STORE).map_err(|e| e.to_string())?;
+                let store = Store::open_on(self.shared.clone(), STORE, self.cfg.keys.clone())
+                    .map_err(|e| e.to_string())?;
                 store.ensure_group(GROUP).map_err(|e| e.to_string())?;
                 let gc = Arc::new(GcCoordinator::default());
                 let first = journal.first_available().map_err(|e| e.to_string())?;
@@ -312,7 +317,12 @@ impl Sim {
             };
             self.submitted.insert(id.clone());
             let body = if trail { trail_event(&id) } else { record(&id) };
-            match p.journal.submit(Box::new(move |_| body)) {
+            let kind = if trail {
+                logbook_journal::Kind::TrailEvent
+            } else {
+                logbook_journal::Kind::Record
+            };
+            match p.journal.submit(kind, Box::new(move |_| body)) {
                 Ok(a) => acks.push((id, a)),
                 Err(_) => self.stats.failed += 1,
             }
@@ -613,7 +623,7 @@ impl Sim {
         // The journal: every acknowledged entry not yet collected is there, in order.
         let mut present = BTreeMap::new();
         let scan = self.quiet(|| {
-            logbook_journal::scan_on(&*self.shared, Path::new(JOURNAL), 1, |e| {
+            logbook_journal::scan_on(&*self.shared, Path::new(JOURNAL), &self.cfg.keys, 1, |e| {
                 present.insert(e.seq, e.payload);
             })
         });

@@ -120,7 +120,7 @@ async fn delivers_in_bedrock_layout_and_offloads_large_bodies() {
         };
         let len = if i == 3 { 200_000 } else { 10 };
         let p = record(i, acct, len);
-        j.append(Box::new(move |_| p)).await.unwrap();
+        j.append(Kind::Record, Box::new(move |_| p)).await.unwrap();
     }
     let stats = deliver(&j, root.path()).await;
     assert_eq!(stats.entries.load(Ordering::Relaxed), 10);
@@ -172,7 +172,7 @@ async fn redelivery_after_lost_cursor_overwrites_instead_of_duplicating() {
     let j = Journal::open(small(jdir.path())).unwrap();
     for i in 0..20 {
         let p = record(i, "111111111111", 10);
-        j.append(Box::new(move |_| p)).await.unwrap();
+        j.append(Kind::Record, Box::new(move |_| p)).await.unwrap();
     }
     deliver(&j, root.path()).await;
     let before = files(root.path());
@@ -190,10 +190,13 @@ async fn skips_entries_that_are_not_invocation_records() {
     let jdir = tempfile::tempdir().unwrap();
     let root = tempfile::tempdir().unwrap();
     let j = Journal::open(small(jdir.path())).unwrap();
-    j.append(Box::new(|_| br#"{"eventVersion":"1.08"}"#.to_vec()))
-        .await
-        .unwrap();
-    j.append(Box::new(|_| record(1, "111111111111", 1)))
+    j.append(
+        Kind::TrailEvent,
+        Box::new(|_| br#"{"eventVersion":"1.08"}"#.to_vec()),
+    )
+    .await
+    .unwrap();
+    j.append(Kind::Record, Box::new(|_| record(1, "111111111111", 1)))
         .await
         .unwrap();
     deliver(&j, root.path()).await;
@@ -211,8 +214,10 @@ async fn records_go_to_the_bucket_and_prefix_they_name() {
     stamped["logbook"]["destination"] =
         serde_json::json!({"bucket": "other", "keyPrefix": "team-a/"});
     let stamped = serde_json::to_vec(&stamped).unwrap();
-    j.append(Box::new(move |_| stamped)).await.unwrap();
-    j.append(Box::new(|_| record(2, "111111111111", 1)))
+    j.append(Kind::Record, Box::new(move |_| stamped))
+        .await
+        .unwrap();
+    j.append(Kind::Record, Box::new(|_| record(2, "111111111111", 1)))
         .await
         .unwrap();
     let default_root = tempfile::tempdir().unwrap();
@@ -251,9 +256,11 @@ async fn trail_objects_hold_cloudtrail_records() {
     let j = Journal::open(small(jdir.path())).unwrap();
     for i in 0..3 {
         let ev = serde_json::to_vec(&serde_json::json!({"eventVersion": "1.09", "eventName": format!("E{i}"), "recipientAccountId": "123456789012", "awsRegion": "us-east-1"})).unwrap();
-        j.append(Box::new(move |_| ev)).await.unwrap();
+        j.append(Kind::TrailEvent, Box::new(move |_| ev))
+            .await
+            .unwrap();
     }
-    j.append(Box::new(|_| record(9, "123456789012", 1)))
+    j.append(Kind::Record, Box::new(|_| record(9, "123456789012", 1)))
         .await
         .unwrap();
     run_format(
@@ -301,7 +308,9 @@ async fn converse_media_goes_to_data_objects_with_s3_uris() {
             {"document": {"format": "pdf", "name": "d", "source": {"bytes": png}}}]}]}},
         "logbook": {}
     })).unwrap();
-    j.append(Box::new(move |_| rec)).await.unwrap();
+    j.append(Kind::Record, Box::new(move |_| rec))
+        .await
+        .unwrap();
     deliver(&j, root.path()).await;
     let fs = files(root.path());
     let media: Vec<_> = fs
@@ -334,7 +343,7 @@ async fn a_destination_added_after_gc_starts_at_the_oldest_segment() {
     let j = Journal::open(cfg).unwrap();
     for i in 0..30 {
         let p = record(i, "111111111111", 10);
-        j.append(Box::new(move |_| p)).await.unwrap();
+        j.append(Kind::Record, Box::new(move |_| p)).await.unwrap();
     }
     // The first destination delivers everything; GC removes the old segments.
     let a = tempfile::tempdir().unwrap();
@@ -342,7 +351,7 @@ async fn a_destination_added_after_gc_starts_at_the_oldest_segment() {
     assert!(j.first_available().unwrap() > 1);
     for i in 30..35 {
         let p = record(i, "111111111111", 10);
-        j.append(Box::new(move |_| p)).await.unwrap();
+        j.append(Kind::Record, Box::new(move |_| p)).await.unwrap();
     }
     // A new bucket's destination (no cursor yet) must not fail on collected segments.
     let b = tempfile::tempdir().unwrap();
@@ -366,7 +375,7 @@ async fn a_read_error_is_counted_and_retried_not_fatal() {
     let j = Journal::open(cfg).unwrap();
     for i in 0..40 {
         let p = record(i, "111111111111", 10);
-        j.append(Box::new(move |_| p)).await.unwrap();
+        j.append(Kind::Record, Box::new(move |_| p)).await.unwrap();
     }
     // Corrupt a committed entry in the first (sealed) segment.
     let first = jdir.path().join("segments").join(format!("{:020}.seg", 1));
@@ -461,7 +470,7 @@ async fn a_poison_entry_is_parked_and_the_rest_is_delivered() {
         } else {
             record(i, "111111111111", 10)
         };
-        j.append(Box::new(move |_| p)).await.unwrap();
+        j.append(Kind::Record, Box::new(move |_| p)).await.unwrap();
     }
     let (stats, r) = run_until(&j, root.path(), |s| {
         s.cursor.load(Ordering::Relaxed) == 6 && s.consecutive_failures.load(Ordering::Relaxed) == 0
@@ -495,7 +504,7 @@ async fn an_outage_parks_nothing() {
     let j = Journal::open(small(jdir.path())).unwrap();
     for i in 1..=3u64 {
         let p = record(i, "111111111111", 10);
-        j.append(Box::new(move |_| p)).await.unwrap();
+        j.append(Kind::Record, Box::new(move |_| p)).await.unwrap();
     }
     // The bucket folder becomes a file after it was opened: every write fails, the
     // probe too.
@@ -522,6 +531,8 @@ fn the_offload_boundary_is_exactly_100_kb() {
     for (n, offloaded) in [(102_392, false), (102_393, true)] {
         let mut f = ArchiveFormat::new("bkt", true, "", "node");
         f.add(logbook_journal::Entry {
+            kind: logbook_journal::Kind::Record,
+            version: 1,
             seq: 1,
             time_ms: 1_736_445_600_000,
             payload: record(1, "111111111111", n),

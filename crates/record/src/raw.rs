@@ -1,0 +1,209 @@
+//! The one parser of a journaled record, shared by every consumer (the archive, the
+//! CloudWatch delivery, the store): each member borrowed as raw JSON, so reading the few a
+//! consumer needs costs one pass over the bytes and no copy of the bodies. Field names
+//! are Bedrock's (`ModelInvocationLog`), plus Logbook's `logbook` extension.
+#![allow(missing_docs)] // the members are the record's own, documented in lib.rs
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawRecord<'a> {
+    #[serde(borrow)]
+    pub schema_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub schema_version: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub timestamp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub account_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub identity: Option<RawIdentity<'a>>,
+    #[serde(borrow)]
+    pub region: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub request_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub operation: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub model_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub input: Option<RawInput<'a>>,
+    #[serde(borrow)]
+    pub output: Option<RawOutput<'a>>,
+    #[serde(borrow)]
+    pub request_metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub inference_region: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub error_code: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub logbook: Option<RawExt<'a>>,
+}
+
+#[derive(Deserialize)]
+pub struct RawIdentity<'a> {
+    #[serde(borrow)]
+    pub arn: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawInput<'a> {
+    #[serde(borrow)]
+    pub input_content_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub input_token_count: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub cache_read_input_token_count: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub cache_write_input_token_count: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub input_body_json: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub input_body_s3_path: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawOutput<'a> {
+    #[serde(borrow)]
+    pub output_content_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub output_token_count: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub output_body_json: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub output_body_s3_path: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawExt<'a> {
+    #[serde(borrow)]
+    pub latency_ms: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub time_to_first_token_ms: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub http_status: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub stream: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub provider: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub api: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub error_message: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub destination: Option<RawDestination<'a>>,
+    #[serde(borrow)]
+    pub cost: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub price_catalog: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub unpriced: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub principal_tags: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawDestination<'a> {
+    #[serde(borrow)]
+    pub bucket: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub key_prefix: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub log_group: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub large_data: Option<&'a RawValue>,
+}
+
+/// A record's text value: JSON strings unquoted, `null` as none, anything else verbatim.
+pub fn text(v: Option<&RawValue>) -> Option<String> {
+    let raw = v?.get();
+    if raw.starts_with('"') {
+        serde_json::from_str::<String>(raw).ok()
+    } else if raw == "null" {
+        None
+    } else {
+        Some(raw.to_string())
+    }
+}
+
+pub fn int(v: Option<&RawValue>) -> Option<i64> {
+    let raw = v?.get();
+    let s = raw.trim_matches('"');
+    s.parse::<i64>().ok().or_else(|| {
+        s.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(|f| f as i64)
+    })
+}
+
+pub fn boolean(v: Option<&RawValue>) -> Option<bool> {
+    match v?.get() {
+        "true" | "\"true\"" => Some(true),
+        "false" | "\"false\"" => Some(false),
+        _ => None,
+    }
+}
+
+pub fn json(v: Option<&RawValue>) -> Option<String> {
+    let raw = v?.get();
+    (raw != "null").then(|| raw.to_string())
+}
+
+impl<'a> RawRecord<'a> {
+    /// Parse a record. A payload that is not a JSON object, or whose `schemaType` is
+    /// present and not `ModelInvocationLog`, is refused.
+    pub fn parse(payload: &'a [u8]) -> Result<RawRecord<'a>, serde_json::Error> {
+        let r: RawRecord = serde_json::from_slice(payload)?;
+        if let Some(t) = text(r.schema_type) {
+            if t != crate::SCHEMA_TYPE {
+                return Err(serde::de::Error::custom(
+                    "schemaType is not ModelInvocationLog",
+                ));
+            }
+        }
+        Ok(r)
+    }
+
+    /// The `logbook.destination` the logging configuration chose, if any.
+    pub fn destination(&self) -> Option<&RawDestination<'a>> {
+        self.logbook.as_ref().and_then(|l| l.destination.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_consumers_need_and_refuses_what_is_not_a_record() {
+        let line = br#"{"schemaType":"ModelInvocationLog","timestamp":"2025-03-11T00:38:02Z","accountId":"123456789012","region":"eu-west-1","input":{"inputBodyJson":{"a":"\u00e9"},"inputTokenCount":"12"},"logbook":{"stream":true,"destination":{"bucket":"b","keyPrefix":"p/","logGroup":"/g","largeData":{"bucket":"l"}}}}"#;
+        let r = RawRecord::parse(line).unwrap();
+        assert_eq!(text(r.account_id).as_deref(), Some("123456789012"));
+        assert_eq!(text(r.region).as_deref(), Some("eu-west-1"));
+        let d = r.destination().unwrap();
+        assert_eq!(text(d.bucket).as_deref(), Some("b"));
+        assert_eq!(text(d.key_prefix).as_deref(), Some("p/"));
+        assert_eq!(text(d.log_group).as_deref(), Some("/g"));
+        assert_eq!(d.large_data.map(|v| v.get()), Some(r#"{"bucket":"l"}"#));
+        let i = r.input.as_ref().unwrap();
+        assert_eq!(int(i.input_token_count), Some(12));
+        assert_eq!(
+            json(i.input_body_json).as_deref(),
+            Some(r#"{"a":"\u00e9"}"#)
+        );
+        assert_eq!(boolean(r.logbook.as_ref().unwrap().stream), Some(true));
+        assert!(RawRecord::parse(br#"{"schemaType":"Other"}"#).is_err());
+        assert!(RawRecord::parse(b"[1]").is_err());
+        assert!(RawRecord::parse(b"{").is_err());
+        assert!(
+            RawRecord::parse(br#"{"eventVersion":"1.09"}"#).is_ok_and(|r| r.schema_type.is_none())
+        );
+    }
+}
