@@ -135,19 +135,23 @@ case " $ONLY " in *" ops "*)
 esac
 
 # Issue #11: strict mode with tamper evidence (a checkpoint every second), redaction of
-# every built-in detector on the archive and the log groups, against strict mode with
-# both off; loaded alternately after the same wait.
+# every built-in detector on the archive and the log groups, and encryption at rest of the
+# journal and the store, against strict mode with all three off; loaded alternately after
+# the same wait.
 case " $ONLY " in *" integrity "*)
   { cat "$WORK/logbook-strict.toml"; printf '[integrity]\nenabled = false\n'; } > "$WORK/logbook-bare.toml"
+  rm -f "$WORK/proof-master.key"
+  "$BIN/logbook" keys generate-master --out "$WORK/proof-master.key" >&2
   { cat "$WORK/logbook-strict.toml"
     printf '[integrity]\ncheckpoint_every_ms = 1000\n[redaction.all]\ndetectors = ["all"]\n'
+    printf '[encryption]\nmaster_key_file = "%s"\n' "$WORK/proof-master.key"
     printf '[archive]\nredact = "all"\n[store]\nredact = "all"\n'; } > "$WORK/logbook-proof.toml"
   start "logbook-proof" "$BIN/logbook" serve --listen 127.0.0.1:0 --data-dir "$WORK/proof-data" --config "$WORK/logbook-proof.toml"
   PROOF_PID="$LAST_PID"; PROOF=$(url_of "logbook-proof")
   start "logbook-bare" "$BIN/logbook" serve --listen 127.0.0.1:0 --data-dir "$WORK/bare-data" --config "$WORK/logbook-bare.toml"
   BARE_PID="$LAST_PID"; BARE=$(url_of "logbook-bare")
   sleep 5
-  for round in 1 2; do
+  for round in 1 2 3; do
     load "logbook-strict-bare" "$BARE/v1/chat/completions" "$RATE" "$DUR"
     load "logbook-strict-proof" "$PROOF/v1/chat/completions" "$RATE" "$DUR"
   done

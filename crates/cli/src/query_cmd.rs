@@ -19,6 +19,7 @@ pub fn open_for_query(config: &logbook_server::Config) -> anyhow::Result<Arc<Sto
     let data_dir = &config.data_dir;
     let keys = Arc::new(config.keyring().map_err(anyhow::Error::msg)?);
     let store = Store::open_read_only(data_dir.join("store"), keys.clone())?;
+    store.set_body_retention(config.body_retention.clone())?;
     let mut chunk = Vec::new();
     let journal = data_dir.join("journal");
     if journal.exists() {

@@ -438,6 +438,20 @@ impl Engine {
                 .gt_eq(ts(lo))
                 .and(ident("timestamp").lt_eq(ts(end))),
         )?;
+        if let Some(bc) = snap.body_cutoff {
+            // Past the group's body retention: no bodies, whatever the file still holds
+            // (the tail, or a file not yet written again without them).
+            let old = ident("timestamp").lt(ts(bc));
+            for c in ["input_body_json", "output_body_json"] {
+                let e = datafusion::logical_expr::when(old.clone(), lit(ScalarValue::Utf8(None)))
+                    .otherwise(ident(c))?;
+                df = df.with_column(c, e)?;
+            }
+            let strip = datafusion::logical_expr::ScalarUDF::from(udf::StripBodies::default());
+            let e = datafusion::logical_expr::when(old, strip.call(vec![ident("message")]))
+                .otherwise(ident("message"))?;
+            df = df.with_column("message", e)?;
+        }
         df = df.with_column("log_group", lit(group.to_string()))?;
         Ok(df)
     }

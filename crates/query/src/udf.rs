@@ -175,16 +175,7 @@ udf_boilerplate!(
     Signature::any(1, Volatility::Immutable)
 );
 
-/// `record` without its bodies.
-pub fn strip_bodies(record: &str) -> Option<String> {
-    let mut v: Value = serde_json::from_str(record).ok()?;
-    for side in ["input", "output"] {
-        if let Some(Value::Object(o)) = v.get_mut(side) {
-            o.retain(|k, _| !k.contains("Body") || k.ends_with("S3Path"));
-        }
-    }
-    serde_json::to_string(&v).ok()
-}
+pub use logbook_record::raw::strip_bodies;
 
 impl ScalarUDFImpl for StripBodies {
     fn name(&self) -> &str {

@@ -177,6 +177,19 @@ impl<'a> RawRecord<'a> {
     }
 }
 
+/// A whole record without its bodies (the `*Body*` members of `input` and `output`; the
+/// `*BodyS3Path` pointers stay): what a reader whose content level is `metadata` sees, and
+/// what a log group keeps after its body retention. `None` when `record` is not JSON.
+pub fn strip_bodies(record: &str) -> Option<String> {
+    let mut v: serde_json::Value = serde_json::from_str(record).ok()?;
+    for side in ["input", "output"] {
+        if let Some(serde_json::Value::Object(o)) = v.get_mut(side) {
+            o.retain(|k, _| !k.contains("Body") || k.ends_with("S3Path"));
+        }
+    }
+    serde_json::to_string(&v).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

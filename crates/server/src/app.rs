@@ -908,6 +908,12 @@ impl AppState {
                 source: std::io::Error::other(e.to_string()),
             })?,
         );
+        store
+            .set_body_retention(config.body_retention.clone())
+            .map_err(|e| ServeError::Io {
+                context: "body retention".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         for g in &config.log_groups {
             store.ensure_group(g).map_err(|e| ServeError::Io {
                 context: format!("log group {g}"),

@@ -70,6 +70,12 @@ struct RawStore {
     flush_age_ms: Option<u64>,
     /// Redaction profile for the embedded log groups (what queries and analysts see).
     redact: Option<String>,
+    /// Days the embedded log groups keep bodies (prompts and answers), apart from how
+    /// long they keep records; CloudWatch's retention values.
+    body_retention_days: Option<u32>,
+    /// The same by group name, overriding `body_retention_days`.
+    #[serde(default)]
+    group_body_retention_days: BTreeMap<String, u32>,
 }
 
 /// `[redaction.<profile>]`: detectors and custom patterns.
@@ -925,6 +931,8 @@ pub struct Config {
     pub integrity: Option<IntegrityConfig>,
     /// Encryption at rest.
     pub encryption: EncryptionConfig,
+    /// How long the embedded log groups keep bodies.
+    pub body_retention: logbook_store::BodyRetention,
     /// Redaction per destination.
     pub redaction: Redaction,
     /// Buckets: name -> local folder.
@@ -1128,6 +1136,25 @@ impl Config {
                 "journal.max_bytes {journal_max_bytes} must be at least 4 segments ({} bytes with logging.segment_bytes = {segment_bytes})",
                 4 * segment_bytes
             ));
+        }
+        for (g, d) in raw
+            .store
+            .body_retention_days
+            .iter()
+            .map(|d| ("body_retention_days".to_string(), d))
+            .chain(
+                raw.store
+                    .group_body_retention_days
+                    .iter()
+                    .map(|(g, d)| (format!("group_body_retention_days.{g:?}"), d)),
+            )
+        {
+            if !logbook_store::RETENTION_DAYS.contains(d) {
+                errors.push(format!(
+                    "store.{g} = {d}: must be one of CloudWatch's retention values {:?}",
+                    logbook_store::RETENTION_DAYS
+                ));
+            }
         }
         let pricing = raw.pricing.catalog().unwrap_or_else(|e| {
             errors.push(e);
@@ -1577,6 +1604,10 @@ impl Config {
                             .max(1_000),
                     ),
                 }),
+            body_retention: logbook_store::BodyRetention {
+                default_days: raw.store.body_retention_days,
+                groups: raw.store.group_body_retention_days.clone(),
+            },
             encryption: EncryptionConfig {
                 master_key_file: raw.encryption.master_key_file.map(|p| data_dir.join(p)),
                 old_master_key_files: raw
@@ -1737,6 +1768,15 @@ mod tests {
                 "unknown field",
             ),
             ("[journal]\nmax_bytes = 1000", "at least 4 segments"),
+            (
+                "[store]\nbody_retention_days = 2",
+                "store.body_retention_days = 2",
+            ),
+            (
+                "[store.group_body_retention_days]\n\"/g\" = 4",
+                "retention values",
+            ),
+            ("[encryption]\nmaster_key = \"x\"", "unknown field"),
         ] {
             let e = parse(bad).unwrap_err();
             assert!(e.to_string().contains(says), "{bad}: {e}");

@@ -49,7 +49,9 @@ pub async fn run(
     let start = store.next_seq().max(journal.first_available()?);
     let mut reader = journal.reader(start);
     let mut committed = journal.committed();
-    let mut last_retention = std::time::Instant::now();
+    // The first pass of retention (and body retention) runs at start, so a changed
+    // configuration applies at once.
+    let mut last_retention: Option<std::time::Instant> = None;
     let mut last_flush = std::time::Instant::now();
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -128,8 +130,8 @@ pub async fn run(
                 Err(e) => return Err(StoreError::Invalid(format!("flush task: {e}"))),
             }
         }
-        if last_retention.elapsed() >= config.retention_every {
-            last_retention = std::time::Instant::now();
+        if last_retention.is_none_or(|t| t.elapsed() >= config.retention_every) {
+            last_retention = Some(std::time::Instant::now());
             let st = store.clone();
             let r = tokio::task::spawn_blocking(move || {
                 st.apply_retention(now_ms())?;

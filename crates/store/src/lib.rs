@@ -96,6 +96,10 @@ pub struct FileMeta {
     /// The master key that wraps the file's data key (absent: not encrypted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// The file was written again without bodies (its rows are past the group's body
+    /// retention).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bodies_removed: bool,
 }
 
 /// A log group's metadata and files.
@@ -173,6 +177,24 @@ pub fn decryption_properties(
     )
 }
 
+/// How long log groups keep bodies (prompts and answers), in days, apart from how long
+/// they keep records: a default for every group and overrides by group name. Set from the
+/// configuration at each start (it is not stored in the manifest).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodyRetention {
+    /// For every group without an override (none: bodies stay as long as records).
+    pub default_days: Option<u32>,
+    /// By group name.
+    pub groups: BTreeMap<String, u32>,
+}
+
+impl BodyRetention {
+    /// The days a group keeps bodies.
+    pub fn days(&self, group: &str) -> Option<u32> {
+        self.groups.get(group).copied().or(self.default_days)
+    }
+}
+
 /// A group as listed (DescribeLogGroups).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupInfo {
@@ -197,6 +219,9 @@ pub struct Snapshot {
     pub tail: Vec<RecordBatch>,
     /// Rows older than this (epoch ms) are past retention and must not be returned.
     pub retention_cutoff: Option<i64>,
+    /// Rows older than this (epoch ms) are past body retention: their bodies must not be
+    /// returned (files wholly past it have none any more).
+    pub body_cutoff: Option<i64>,
     /// Discovered dotted field paths.
     pub fields: BTreeSet<String>,
 }
@@ -264,6 +289,7 @@ pub struct Store {
     writable: Option<logbook_disk::LockGuard>,
     disk: Arc<dyn Disk>,
     keys: Arc<Keyring>,
+    body_retention: RwLock<BodyRetention>,
     /// Counters.
     pub stats: StoreStats,
 }
@@ -395,6 +421,7 @@ impl Store {
         Store {
             disk,
             keys,
+            body_retention: RwLock::new(BodyRetention::default()),
             dir,
             state: RwLock::new(State {
                 manifest,
@@ -432,6 +459,26 @@ impl Store {
     /// The master keys files are sealed and opened with.
     pub fn keys(&self) -> &Arc<Keyring> {
         &self.keys
+    }
+
+    /// Set how long groups keep bodies (validated as CloudWatch's retention days).
+    pub fn set_body_retention(&self, r: BodyRetention) -> Result<(), StoreError> {
+        for d in r.default_days.iter().chain(r.groups.values()) {
+            validate_retention(*d).map_err(StoreError::Invalid)?;
+        }
+        *self
+            .body_retention
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = r;
+        Ok(())
+    }
+
+    /// How long `group` keeps bodies, in days.
+    pub fn body_retention_days(&self, group: &str) -> Option<u32> {
+        self.body_retention
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .days(group)
     }
 
     /// A reader of one of the store's Parquet files (decrypting when it is encrypted).
@@ -583,9 +630,11 @@ impl Store {
             .groups
             .get(name)
             .ok_or_else(|| StoreError::NoSuchGroup(name.into()))?;
-        let cutoff = g
-            .retention_in_days
-            .map(|d| now_ms() - i64::from(d) * 86_400_000);
+        let now = now_ms();
+        let cutoff = g.retention_in_days.map(|d| now - i64::from(d) * 86_400_000);
+        let body_cutoff = self
+            .body_retention_days(name)
+            .map(|d| now - i64::from(d) * 86_400_000);
         let lo = start.max(cutoff.unwrap_or(i64::MIN));
         let files = g
             .files
@@ -613,6 +662,7 @@ impl Store {
             files,
             tail,
             retention_cutoff: cutoff,
+            body_cutoff,
             fields,
         })
     }
@@ -736,6 +786,7 @@ impl Store {
             rows,
             bytes,
             key_id,
+            bodies_removed: false,
         })
     }
 
@@ -859,7 +910,8 @@ impl Store {
                     batches.push(b?);
                 }
             }
-            let meta = self.write_file(&g, hour, file_no, &batches)?;
+            let mut meta = self.write_file(&g, hour, file_no, &batches)?;
+            meta.bodies_removed = old.iter().all(|f| f.bodies_removed);
             file_no += 1;
             merged.push((g, old, meta));
         }
@@ -904,10 +956,18 @@ impl Store {
         });
     }
 
-    /// Drop files past their group's retention; returns the files removed.
+    /// Drop files past their group's retention, and write the files past its body
+    /// retention again without bodies; returns the files removed (not those rewritten).
     pub fn apply_retention(&self, now: i64) -> Result<usize, StoreError> {
         self.check_writable()?;
         let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let stripped = self.remove_old_bodies(now)?;
+        if stripped > 0 {
+            tracing::info!(
+                files = stripped,
+                "log group files past body retention written again without bodies"
+            );
+        }
         let mut st = self.write();
         let mut m = st.manifest.clone();
         let mut gone = Vec::new();
@@ -942,6 +1002,75 @@ impl Store {
             return Ok(0);
         }
         self.persist(&m)?;
+        st.manifest = m;
+        drop(st);
+        self.retire(gone.iter().map(|p| self.dir.join(p)).collect());
+        Ok(gone.len())
+    }
+
+    /// Files whose every row is past its group's body retention, written again without
+    /// bodies: the new file is fsync'd and named in the manifest before the old one goes
+    /// (after the grace period of files read by running queries). The caller holds the
+    /// flush lock. Returns the files rewritten.
+    fn remove_old_bodies(&self, now: i64) -> Result<usize, StoreError> {
+        let (plan, mut file_no) = {
+            let st = self.read();
+            let mut plan: Vec<(String, FileMeta)> = Vec::new();
+            for (g, meta) in &st.manifest.groups {
+                let Some(days) = self.body_retention_days(g) else {
+                    continue;
+                };
+                let cutoff = now - i64::from(days) * 86_400_000;
+                // Files past the group's retention are about to go entirely.
+                let dropped = meta
+                    .retention_in_days
+                    .map_or(i64::MIN, |d| now - i64::from(d) * 86_400_000);
+                plan.extend(
+                    meta.files
+                        .iter()
+                        .filter(|f| !f.bodies_removed && f.max_ts < cutoff && f.max_ts >= dropped)
+                        .map(|f| (g.clone(), f.clone())),
+                );
+            }
+            (plan, st.manifest.next_file)
+        };
+        if plan.is_empty() {
+            return Ok(0);
+        }
+        let mut done: Vec<(String, FileMeta, FileMeta)> = Vec::new();
+        for (g, old) in plan {
+            let mut batches = Vec::new();
+            let reader = self
+                .parquet_reader(&self.dir.join(&old.path))?
+                .with_batch_size(8192)
+                .build()?;
+            for b in reader {
+                batches.push(schema::without_bodies(&b?)?);
+            }
+            let mut meta = self.write_file(&g, partition_of(old.min_ts, now), file_no, &batches)?;
+            file_no += 1;
+            meta.bodies_removed = true;
+            done.push((g, old, meta));
+        }
+        for g in done.iter().map(|d| &d.0).collect::<BTreeSet<_>>() {
+            self.sync_dir(&self.group_dir(g))?;
+        }
+        let mut st = self.write();
+        let mut m = st.manifest.clone();
+        m.next_file = file_no;
+        let mut gone = Vec::new();
+        for (g, old, meta) in &done {
+            if let Some(gm) = m.groups.get_mut(g) {
+                if let Some(f) = gm.files.iter_mut().find(|f| f.path == old.path) {
+                    *f = meta.clone();
+                    gone.push(old.path.clone());
+                }
+            }
+        }
+        if let Err(e) = self.persist(&m) {
+            st.manifest.next_file = file_no; // as in `flush`
+            return Err(e);
+        }
         st.manifest = m;
         drop(st);
         self.retire(gone.iter().map(|p| self.dir.join(p)).collect());
@@ -1394,5 +1523,112 @@ mod tests {
         std::fs::write(d.path().join("manifest.json"), newer.to_string()).unwrap();
         let e = Store::open(d.path()).err().unwrap();
         assert!(matches!(e, StoreError::TooNew(_)), "{e}");
+    }
+
+    #[test]
+    fn bodies_go_after_their_retention_and_records_stay() {
+        assert_eq!(schema::COLUMNS[schema::INPUT_BODY].name, "input_body_json");
+        assert_eq!(
+            schema::COLUMNS[schema::OUTPUT_BODY].name,
+            "output_body_json"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open_on(RealDisk::shared(), d.path(), keyring(Some(1), &[])).unwrap();
+        s.create_group("g").unwrap();
+        s.create_group("keep").unwrap();
+        let now = parse_millis("2025-03-20T12:00:00Z");
+        for (i, (g, ts)) in [
+            ("g", "2025-03-11T00:01:00Z"),
+            ("g", "2025-03-19T23:00:00Z"),
+            ("keep", "2025-03-11T00:01:00Z"),
+        ]
+        .iter()
+        .enumerate()
+        {
+            s.add_entries(&[entry(i as u64, line(&format!("r{i}"), ts, Some(g), "m", 1))]);
+        }
+        s.flush().unwrap();
+        assert!(matches!(
+            s.set_body_retention(BodyRetention {
+                default_days: Some(2),
+                groups: BTreeMap::new()
+            }),
+            Err(StoreError::Invalid(_))
+        ));
+        s.set_body_retention(BodyRetention {
+            default_days: Some(7),
+            groups: BTreeMap::from([("keep".to_string(), 3653)]),
+        })
+        .unwrap();
+        assert!(s
+            .snapshot("g", i64::MIN, i64::MAX)
+            .unwrap()
+            .body_cutoff
+            .is_some());
+        // Nothing is dropped (no record retention), one file is written again.
+        assert_eq!(s.apply_retention(now).unwrap(), 0);
+        let files = s.snapshot("g", i64::MIN, i64::MAX).unwrap().files;
+        assert_eq!(files.len(), 2);
+        let (old, new): (Vec<_>, Vec<_>) = files.iter().partition(|f| f.1.bodies_removed);
+        assert_eq!((old.len(), new.len()), (1, 1));
+        assert_eq!(old[0].1.rows, 1);
+        assert!(old[0].1.key_id.is_some(), "still encrypted");
+        let rows = |path: &Path| -> Vec<RecordBatch> {
+            s.parquet_reader(path)
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(|b| b.unwrap())
+                .collect()
+        };
+        let b = &rows(&old[0].0)[0];
+        assert!(b.column(schema::INPUT_BODY).is_null(0));
+        let msg = b
+            .column(schema::MESSAGE)
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .unwrap()
+            .value(0)
+            .to_string();
+        assert!(
+            !msg.contains("inputBodyJson") && msg.contains("\"requestId\":\"r0\""),
+            "{msg}"
+        );
+        let b = &rows(&new[0].0)[0];
+        assert!(
+            !b.column(schema::INPUT_BODY).is_null(0),
+            "a recent record keeps its bodies"
+        );
+        // The group that keeps bodies ten years kept them; a second pass changes nothing.
+        assert!(s
+            .snapshot("keep", i64::MIN, i64::MAX)
+            .unwrap()
+            .files
+            .iter()
+            .all(|f| !f.1.bodies_removed));
+        assert_eq!(s.apply_retention(now).unwrap(), 0);
+        assert_eq!(
+            s.snapshot("g", i64::MIN, i64::MAX)
+                .unwrap()
+                .files
+                .iter()
+                .filter(|f| f.1.bodies_removed)
+                .count(),
+            1
+        );
+        assert_eq!(s.request_ids("g").unwrap().len(), 2);
+        drop(s);
+        // Reopened: the rewritten file is the one in the manifest.
+        let s = Store::open_on(RealDisk::shared(), d.path(), keyring(Some(1), &[])).unwrap();
+        assert_eq!(
+            s.snapshot("g", i64::MIN, i64::MAX)
+                .unwrap()
+                .files
+                .iter()
+                .filter(|f| f.1.bodies_removed)
+                .count(),
+            1
+        );
+        assert_eq!(s.request_ids("g").unwrap().len(), 2);
     }
 }

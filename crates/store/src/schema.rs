@@ -309,6 +309,32 @@ pub fn to_batch(rows: &[Row]) -> Result<RecordBatch, arrow_schema::ArrowError> {
     RecordBatch::try_new(schema(), arrays)
 }
 
+/// Column index of `input_body_json`.
+pub const INPUT_BODY: usize = 15;
+/// Column index of `output_body_json`.
+pub const OUTPUT_BODY: usize = 19;
+
+/// `batch` with its bodies gone: the body columns null and `message` the record without
+/// its bodies ([`logbook_record::raw::strip_bodies`]).
+pub fn without_bodies(batch: &RecordBatch) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let n = batch.num_rows();
+    let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+    for i in [INPUT_BODY, OUTPUT_BODY] {
+        cols[i] = arrow_array::new_null_array(&DataType::Utf8, n);
+    }
+    let msg = cols[MESSAGE]
+        .as_any()
+        .downcast_ref::<arrow_array::StringArray>()
+        .ok_or_else(|| arrow_schema::ArrowError::SchemaError("message is not text".into()))?;
+    let mut b = StringBuilder::with_capacity(n, n * 512);
+    for v in msg.iter() {
+        // A message that is not JSON (never written by Logbook) goes rather than stays.
+        b.append_option(v.and_then(logbook_record::raw::strip_bodies));
+    }
+    cols[MESSAGE] = Arc::new(b.finish());
+    RecordBatch::try_new(batch.schema(), cols)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
