@@ -151,7 +151,7 @@ case " $ONLY " in *" integrity "*)
   start "logbook-bare" "$BIN/logbook" serve --listen 127.0.0.1:0 --data-dir "$WORK/bare-data" --config "$WORK/logbook-bare.toml"
   BARE_PID="$LAST_PID"; BARE=$(url_of "logbook-bare")
   sleep 5
-  for round in 1 2 3; do
+  for round in $(seq "${ROUNDS:-3}"); do
     load "logbook-strict-bare" "$BARE/v1/chat/completions" "$RATE" "$DUR"
     load "logbook-strict-proof" "$PROOF/v1/chat/completions" "$RATE" "$DUR"
   done

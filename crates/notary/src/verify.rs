@@ -142,6 +142,15 @@ fn key_time(key: &str, kind: Kind) -> Option<(u64, u64)> {
     }
 }
 
+/// The most an object's text may take once decompressed. Delivery writes objects of
+/// `[archive] max_object_bytes` (5 MiB by default) plus at most one record; bodies over
+/// 100 KB are offloaded to their own objects, which are not read as text.
+#[cfg(not(test))]
+pub const MAX_OBJECT_TEXT: usize = 1 << 30;
+/// Small under test, so the bound is cheap to exercise.
+#[cfg(test)]
+pub const MAX_OBJECT_TEXT: usize = 1 << 20;
+
 /// Call `f` with each leaf of an object, in order: its exact lines (records) or events
 /// (trail), borrowed from one decompressed buffer (no copy per line).
 fn each_line(bytes: &[u8], kind: Kind, mut f: impl FnMut(&[u8])) -> Result<(), String> {
@@ -155,10 +164,19 @@ fn each_line(bytes: &[u8], kind: Kind, mut f: impl FnMut(&[u8])) -> Result<(), S
         .and_then(|i| bytes.get(i..))
         .and_then(|t| <[u8; 4]>::try_from(t).ok())
         .map_or(0, |t| u32::from_le_bytes(t) as usize);
-    let mut text = Vec::with_capacity(hint.min(1 << 30));
+    let mut text = Vec::with_capacity(hint.min(MAX_OBJECT_TEXT));
+    // An object planted in the bucket could be a gzip bomb: read at most the limit (and
+    // one byte more, to know), never what it claims.
     GzDecoder::new(bytes)
+        .take(MAX_OBJECT_TEXT as u64 + 1)
         .read_to_end(&mut text)
         .map_err(|e| format!("not a gzip object ({e})"))?;
+    if text.len() > MAX_OBJECT_TEXT {
+        return Err(format!(
+            "it decompresses to more than {} MiB, far over what delivery writes (refused unread: a gzip bomb?)",
+            MAX_OBJECT_TEXT >> 20
+        ));
+    }
     match kind {
         Kind::Data => {}
         Kind::Records => {
@@ -926,5 +944,34 @@ pub fn verify_proof(proof: &Proof, keys: &[PublicKey]) -> Result<String, NotaryE
                 new.node, new.log, new.tree_size, new.time, old.tree_size, old.time
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gz(text: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(text).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_unread() {
+        // Lines up to the limit are read...
+        let mut ok = b"{}\n".repeat(MAX_OBJECT_TEXT / 3);
+        ok.truncate(MAX_OBJECT_TEXT - MAX_OBJECT_TEXT % 3);
+        let mut n = 0;
+        each_line(&gz(&ok), Kind::Records, |_| n += 1).unwrap();
+        assert_eq!(n, MAX_OBJECT_TEXT / 3);
+        // ...one byte more is refused, whatever the trailer claims, without reading on.
+        let bomb = gz(&vec![b'\n'; 64 * MAX_OBJECT_TEXT]);
+        assert!(bomb.len() < MAX_OBJECT_TEXT / 8, "{}", bomb.len());
+        let e = each_line(&bomb, Kind::Records, |_| {}).unwrap_err();
+        assert!(e.contains("gzip bomb"), "{e}");
+        let e = each_line(&bomb, Kind::Trail, |_| {}).unwrap_err();
+        assert!(e.contains("gzip bomb"), "{e}");
     }
 }
