@@ -95,7 +95,7 @@ def test_encrypted_at_rest_rotation_and_a_missing_key(tmp_path):
         assert files_with(f"{data}/journal/**/*", k1), "segments name their master key"
         manifest = json.load(open(data / "store" / "manifest.json"))
         kids = {f.get("keyId") for g in manifest["groups"].values() for f in g["files"]}
-        assert kids == {k1} and manifest["formatVersion"] == 2
+        assert kids == {k1} and manifest["formatVersion"] == 3
     finally:
         s.stop()
     recs = read_records(str(data))

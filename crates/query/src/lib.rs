@@ -438,6 +438,16 @@ impl Engine {
                 .gt_eq(ts(lo))
                 .and(ident("timestamp").lt_eq(ts(end))),
         )?;
+        // `message` as recorded: the store keeps each body once.
+        let rebuild = datafusion::logical_expr::ScalarUDF::from(udf::RebuildMessage::default());
+        df = df.with_column(
+            "message",
+            rebuild.call(vec![
+                ident("message"),
+                ident("input_body_json"),
+                ident("output_body_json"),
+            ]),
+        )?;
         if let Some(bc) = snap.body_cutoff {
             // Past the group's body retention: no bodies, whatever the file still holds
             // (the tail, or a file not yet written again without them).

@@ -177,6 +177,56 @@ udf_boilerplate!(
 
 pub use logbook_record::raw::strip_bodies;
 
+// `rebuild_message(message, input_body_json, output_body_json)`: the record as journaled,
+// from the store's `message` (each body cut out, a mark in its place) and the body columns
+// (`logbook_store::schema::rebuild_message`). Applied where a group's rows are read, so
+// every query, filter and export sees `@message` byte for byte as recorded.
+udf_boilerplate!(
+    RebuildMessage,
+    "rebuild_message",
+    Signature::any(3, Volatility::Immutable)
+);
+
+impl ScalarUDFImpl for RebuildMessage {
+    fn name(&self) -> &str {
+        "rebuild_message"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let cols = [0, 1, 2].map(|i| strings(&args.args[i], args.number_rows));
+        let [m, inb, outb] = cols;
+        let (m, inb, outb) = (m?, inb?, outb?);
+        let (Some(m), Some(inb), Some(outb)) = (
+            m.as_any().downcast_ref::<StringArray>(),
+            inb.as_any().downcast_ref::<StringArray>(),
+            outb.as_any().downcast_ref::<StringArray>(),
+        ) else {
+            return exec_err!("rebuild_message: expected text");
+        };
+        let mut b = StringBuilder::with_capacity(m.len(), m.value_data().len() * 2);
+        for i in 0..m.len() {
+            if m.is_null(i) {
+                b.append_null();
+                continue;
+            }
+            fn get(a: &StringArray, i: usize) -> Option<&str> {
+                a.is_valid(i).then(|| a.value(i))
+            }
+            b.append_value(logbook_store::schema::rebuild_message(
+                m.value(i),
+                get(inb, i),
+                get(outb, i),
+            ));
+        }
+        Ok(ColumnarValue::Array(Arc::new(b.finish())))
+    }
+}
+
 impl ScalarUDFImpl for StripBodies {
     fn name(&self) -> &str {
         "strip_bodies"

@@ -46,18 +46,23 @@ pub fn flatten(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
 
 /// Add the paths found in a sample of a batch's records.
 pub fn discover_batch(b: &RecordBatch, out: &mut BTreeSet<String>) {
-    let Some(msgs) = b
-        .column(crate::schema::MESSAGE)
-        .as_any()
-        .downcast_ref::<StringArray>()
-    else {
+    let text = |c: usize| b.column(c).as_any().downcast_ref::<StringArray>();
+    let (Some(msgs), Some(inb), Some(outb)) = (
+        text(crate::schema::MESSAGE),
+        text(crate::schema::INPUT_BODY),
+        text(crate::schema::OUTPUT_BODY),
+    ) else {
         return;
     };
     let n = msgs.len();
     let step = (n / SAMPLE_ROWS).max(1);
     for i in (0..n).step_by(step).take(SAMPLE_ROWS) {
         if msgs.is_valid(i) {
-            if let Ok(v) = serde_json::from_str::<Value>(msgs.value(i)) {
+            fn get(a: &StringArray, i: usize) -> Option<&str> {
+                a.is_valid(i).then(|| a.value(i))
+            }
+            let m = crate::schema::rebuild_message(msgs.value(i), get(inb, i), get(outb, i));
+            if let Ok(v) = serde_json::from_str::<Value>(&m) {
                 flatten(&v, "", out);
             }
         }

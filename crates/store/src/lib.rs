@@ -37,8 +37,10 @@ pub use groups::{validate_group_name, validate_retention, RETENTION_DAYS};
 pub use logbook_seal::Keyring;
 
 /// The store's on-disk format: 2 adds the manifest's `formatVersion` and the files'
-/// `keyId` (a manifest without a version is format 1, read as it is).
-pub const FORMAT_VERSION: u32 = 2;
+/// `keyId` (a manifest without a version is format 1, read as it is); 3 keeps each body
+/// once (`message` holds marks where the bodies were, [`schema::rebuild_message`]).
+/// Files of every earlier format read as they are.
+pub const FORMAT_VERSION: u32 = 3;
 pub use schema::{parse_row, Row};
 
 /// Store errors.

@@ -188,13 +188,78 @@ impl Row {
         self.strs.get(REQUEST_ID).and_then(|s| s.as_deref())
     }
 
-    /// The whole record.
-    pub fn message(&self) -> &str {
-        self.strs
-            .get(MESSAGE)
-            .and_then(|s| s.as_deref())
-            .unwrap_or("")
+    /// The whole record, as journaled (the stored `message` with its bodies put back).
+    pub fn message(&self) -> std::borrow::Cow<'_, str> {
+        let get = |i: usize| self.strs.get(i).and_then(|s| s.as_deref());
+        rebuild_message(
+            get(MESSAGE).unwrap_or(""),
+            get(INPUT_BODY),
+            get(OUTPUT_BODY),
+        )
     }
+}
+
+/// Where the input body was cut out of a stored `message`: a literal control character,
+/// which JSON text can never hold (inside strings it must be escaped, outside them only
+/// whitespace may appear), so it cannot be confused with the record's own bytes.
+pub const INPUT_BODY_MARK: char = '\u{1}';
+/// Where the output body was cut out of a stored `message`.
+pub const OUTPUT_BODY_MARK: char = '\u{2}';
+
+/// `line` with the text of each present, non-null body replaced by its mark. A body whose
+/// text cannot be located in `line` (never the case for a value parsed from it) is kept.
+fn skeleton(line: &str, bodies: [(Option<&serde_json::value::RawValue>, char); 2]) -> String {
+    let base = line.as_ptr() as usize;
+    let mut cuts: Vec<(usize, usize, char)> = bodies
+        .iter()
+        .filter_map(|(raw, mark)| {
+            let t = (*raw)?.get();
+            if t == "null" {
+                return None; // stored as null: nothing to put back
+            }
+            let start = (t.as_ptr() as usize).checked_sub(base)?;
+            let end = start.checked_add(t.len())?;
+            (line.get(start..end) == Some(t)).then_some((start, end, *mark))
+        })
+        .collect();
+    cuts.sort_unstable();
+    let mut out = String::with_capacity(line.len());
+    let mut at = 0;
+    for (start, end, mark) in cuts {
+        if start < at {
+            continue; // overlapping spans cannot come from one parse; keep the text
+        }
+        out.push_str(&line[at..start]);
+        out.push(mark);
+        at = end;
+    }
+    out.push_str(&line[at..]);
+    out
+}
+
+/// The record as it was journaled, from a stored `message` and the body columns: byte
+/// for byte. A `message` without marks (files written before bodies were kept once, or
+/// rewritten without bodies) is returned as it is; a mark whose body is missing becomes
+/// `null`, so the result is always JSON.
+pub fn rebuild_message<'a>(
+    message: &'a str,
+    input_body: Option<&str>,
+    output_body: Option<&str>,
+) -> std::borrow::Cow<'a, str> {
+    if !message.contains([INPUT_BODY_MARK, OUTPUT_BODY_MARK]) {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let mut out = String::with_capacity(
+        message.len() + input_body.map_or(4, str::len) + output_body.map_or(4, str::len),
+    );
+    for c in message.chars() {
+        match c {
+            INPUT_BODY_MARK => out.push_str(input_body.unwrap_or("null")),
+            OUTPUT_BODY_MARK => out.push_str(output_body.unwrap_or("null")),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Split one record (a JSON line) into column values. Records without a usable
@@ -239,7 +304,15 @@ pub fn parse_row(line: &str) -> Result<Row, RowError> {
     strs[26] = text(ext.and_then(|e| e.provider));
     strs[27] = text(ext.and_then(|e| e.api));
     strs[28] = text(ext.and_then(|e| e.error_message));
-    strs[MESSAGE] = Some(line.to_string());
+    // Each body is kept once, in its own column: `message` holds the record with a mark
+    // where each body was, and `rebuild_message` puts them back, byte for byte.
+    strs[MESSAGE] = Some(skeleton(
+        line,
+        [
+            (input.and_then(|i| i.input_body_json), INPUT_BODY_MARK),
+            (output.and_then(|o| o.output_body_json), OUTPUT_BODY_MARK),
+        ],
+    ));
     strs[COST] = text(ext.and_then(|e| e.cost));
     strs[31] = text(ext.and_then(|e| e.price_catalog));
     strs[32] = text(ext.and_then(|e| e.unpriced));
@@ -322,14 +395,25 @@ pub fn without_bodies(batch: &RecordBatch) -> Result<RecordBatch, arrow_schema::
     for i in [INPUT_BODY, OUTPUT_BODY] {
         cols[i] = arrow_array::new_null_array(&DataType::Utf8, n);
     }
-    let msg = cols[MESSAGE]
-        .as_any()
-        .downcast_ref::<arrow_array::StringArray>()
-        .ok_or_else(|| arrow_schema::ArrowError::SchemaError("message is not text".into()))?;
+    let text = |i: usize| {
+        batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<arrow_array::StringArray>()
+            .cloned()
+            .ok_or_else(|| arrow_schema::ArrowError::SchemaError("not a text column".into()))
+    };
+    let (msg, inb, outb) = (text(MESSAGE)?, text(INPUT_BODY)?, text(OUTPUT_BODY)?);
     let mut b = StringBuilder::with_capacity(n, n * 512);
-    for v in msg.iter() {
+    fn get(a: &arrow_array::StringArray, i: usize) -> Option<&str> {
+        use arrow_array::Array;
+        a.is_valid(i).then(|| a.value(i))
+    }
+    for i in 0..n {
         // A message that is not JSON (never written by Logbook) goes rather than stays.
-        b.append_option(v.and_then(logbook_record::raw::strip_bodies));
+        b.append_option(get(&msg, i).and_then(|m| {
+            logbook_record::raw::strip_bodies(&rebuild_message(m, get(&inb, i), get(&outb, i)))
+        }));
     }
     cols[MESSAGE] = Arc::new(b.finish());
     RecordBatch::try_new(batch.schema(), cols)
@@ -340,6 +424,63 @@ mod tests {
     use super::*;
 
     const LINE: &str = r#"{"schemaType":"ModelInvocationLog","schemaVersion":"1.0","timestamp":"2025-03-11T00:38:02Z","accountId":"123456789012","identity":{"arn":"arn:aws:iam::123456789012:user/alice"},"region":"us-east-1","requestId":"r-1","operation":"Converse","modelId":"amazon.nova-lite-v1:0","input":{"inputContentType":"application/json","inputBodyJson":{"messages":[{"role":"user","content":[{"text":"hi \"there\""}]}]},"inputTokenCount":4},"output":{"outputContentType":"application/json","outputBodyJson":{"stopReason":"end_turn"},"outputTokenCount":38},"requestMetadata":{"team":"search"},"logbook":{"latencyMs":12,"stream":false,"httpStatus":200,"destination":{"bucket":"b","keyPrefix":"","logGroup":"g1"}}}"#;
+
+    #[test]
+    fn each_body_is_kept_once_and_the_record_comes_back_byte_for_byte() {
+        let r = parse_row(LINE).unwrap();
+        let m = r.strs[MESSAGE].as_deref().unwrap();
+        let (i, o) = (
+            r.strs[INPUT_BODY].as_deref(),
+            r.strs[OUTPUT_BODY].as_deref(),
+        );
+        assert!(!m.contains("hi \\\"there") && m.contains(INPUT_BODY_MARK));
+        assert!(m.len() + i.unwrap().len() + o.unwrap().len() - 2 == LINE.len());
+        assert_eq!(rebuild_message(m, i, o), LINE);
+        // Whitespace, escapes, non-ASCII, a null body, no output at all, keys in another
+        // order: every line comes back exactly.
+        for line in [
+            r#"{ "timestamp" : "2025-03-11T00:38:02Z", "input" : { "inputBodyJson" : { "a" : [ 1 , 2 ] , "é" : "\u0001\n" } } }"#,
+            r#"{"timestamp":"2025-03-11T00:38:02Z","input":{"inputBodyJson":null},"output":{"outputBodyJson":"just text"}}"#,
+            r#"{"output":{"outputBodyJson":[]},"timestamp":"2025-03-11T00:38:02Z","input":{"inputBodyJson":{}}}"#,
+            r#"{"timestamp":"2025-03-11T00:38:02Z","input":{"inputTokenCount":3}}"#,
+        ] {
+            let r = parse_row(line).unwrap();
+            let m = r.strs[MESSAGE].as_deref().unwrap();
+            let got = rebuild_message(
+                m,
+                r.strs[INPUT_BODY].as_deref(),
+                r.strs[OUTPUT_BODY].as_deref(),
+            );
+            assert_eq!(got, line);
+        }
+        // A message of an older file (no marks) is read as it is; a mark without its body
+        // reads as null, so the result stays JSON.
+        assert!(matches!(
+            rebuild_message(LINE, None, None),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let lost = rebuild_message(m, None, o);
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&lost).unwrap()["input"]["inputBodyJson"]
+                .is_null()
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bodies_come_back_exactly(a in "\\PC{0,40}", b in proptest::collection::vec(-5i64..5, 0..6), sp in " {0,2}") {
+            let line = serde_json::json!({"timestamp": "2025-03-11T00:38:02Z",
+                "input": {"inputBodyJson": {"t": a, "n": b}}, "output": {"outputBodyJson": [a]}}).to_string()
+                .replace(':', &format!(":{sp}"));
+            if let Ok(r) = parse_row(&line) {
+                let m = r.strs[MESSAGE].as_deref().unwrap();
+                proptest::prop_assert_eq!(
+                    rebuild_message(m, r.strs[INPUT_BODY].as_deref(), r.strs[OUTPUT_BODY].as_deref()),
+                    line.as_str()
+                );
+            }
+        }
+    }
 
     #[test]
     fn splits_a_record_into_columns() {
