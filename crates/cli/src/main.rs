@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod coverage_cmd;
 mod query_cmd;
 mod report_cmd;
 mod status_cmd;
@@ -44,6 +45,23 @@ enum Command {
         /// Output format.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
+    },
+    /// Coverage: for every account/region, logging on, destinations declared and
+    /// delivering (asked of the running server), no drift from the file; alarms on the
+    /// metrics that catch failing calls. Exit 1 on any gap (for cron and CI), 2 on trouble.
+    Coverage {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The running server's base URL (for delivery health).
+        #[arg(long, env = "LOGBOOK_URL", default_value = "http://127.0.0.1:4700")]
+        url: String,
+        /// Output format.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+        /// A metric that must have an alarm (repeatable; default InvocationClientErrors
+        /// and InvocationThrottles).
+        #[arg(long = "require-alarm")]
+        require_alarm: Vec<String>,
     },
     /// Query log groups with the Logs Insights language (or SQL with --sql).
     Query(QueryArgs),
@@ -310,6 +328,40 @@ fn run() -> anyhow::Result<()> {
             }
             if h.get("status").and_then(serde_json::Value::as_str) != Some("ok") {
                 anyhow::bail!("the server is not ok");
+            }
+            Ok(())
+        }
+        Command::Coverage {
+            data,
+            url,
+            format,
+            require_alarm,
+        } => {
+            let trouble = |e: &dyn std::fmt::Display| -> ! {
+                let _ = writeln!(std::io::stderr(), "logbook: {e}");
+                std::process::exit(2)
+            };
+            let config = load_data(&data).unwrap_or_else(|e| trouble(&format!("{e:#}")));
+            let metrics = if require_alarm.is_empty() {
+                coverage_cmd::DEFAULT_ALARM_METRICS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                require_alarm
+            };
+            let health = status_cmd::fetch(&url).map_err(|e| format!("{e:#}"));
+            let c = coverage_cmd::check(&config, health, &metrics)
+                .unwrap_or_else(|e| trouble(&format!("{e:#}")));
+            let mut out = std::io::stdout();
+            if format == "json" {
+                writeln!(out, "{}", serde_json::to_string_pretty(&c)?)?;
+            } else {
+                write!(out, "{}", coverage_cmd::render(&c))?;
+            }
+            out.flush()?;
+            if !c.gaps.is_empty() {
+                std::process::exit(1);
             }
             Ok(())
         }

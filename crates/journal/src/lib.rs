@@ -235,6 +235,8 @@ struct Shared {
     /// Serialises garbage collection with segment rolling.
     segments_lock: Mutex<()>,
     keys: Arc<Keyring>,
+    /// One past the last committed entry of kind [`Kind::Record`] (0: none since open).
+    records_committed: AtomicU64,
 }
 
 /// Handle to an open journal. Cheap to clone; the writer stops when every handle is gone.
@@ -573,6 +575,8 @@ struct Writer {
     shared: Arc<Shared>,
     committed: watch::Sender<u64>,
     dirty_since: Option<Instant>,
+    /// The last record (kind) written since the last commit, not yet committed.
+    record_pending: Option<u64>,
     /// Bytes of the active segment pre-filled with zeros.
     prefilled: u64,
     /// The next segment, being prepared in the background.
@@ -791,6 +795,9 @@ impl Writer {
                 continue;
             }
             self.next_seq += 1;
+            if a.kind == Kind::Record {
+                self.record_pending = Some(seq);
+            }
             batch.push((seq, a.done));
         }
         self.commit(buf, batch);
@@ -821,12 +828,18 @@ impl Writer {
                     .entries
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 self.committed.send_replace(self.next_seq);
+                if let Some(r) = self.record_pending.take() {
+                    self.shared
+                        .records_committed
+                        .fetch_max(r + 1, Ordering::SeqCst);
+                }
                 for (seq, done) in batch.drain(..) {
                     let _ = done.send(Ok(seq));
                 }
             }
             Err(e) => {
                 buf.clear();
+                self.record_pending = None;
                 self.fail(batch, &e);
             }
         }
@@ -1010,6 +1023,7 @@ impl Journal {
             stats: JournalStats::default(),
             segments_lock: Mutex::new(()),
             keys: config.keys.clone(),
+            records_committed: AtomicU64::new(0),
         });
         let (ctx, crx) = watch::channel(next_seq);
         let (tx, rx) = mpsc::channel();
@@ -1031,6 +1045,7 @@ impl Journal {
             shared: shared.clone(),
             committed: ctx,
             dirty_since: None,
+            record_pending: None,
             prefilled,
             spare,
             abandoned: Vec::new(),
@@ -1086,6 +1101,13 @@ impl Journal {
     /// The next sequence number that will be assigned; every entry below it is readable.
     pub fn committed(&self) -> watch::Receiver<u64> {
         self.committed.clone()
+    }
+
+    /// One past the last committed invocation record ([`Kind::Record`]) since the journal
+    /// was opened (0 when none): what a reader that wants to see every record written so
+    /// far waits for. Entries of other kinds (a read's own audit event) are not waited for.
+    pub fn records_committed(&self) -> u64 {
+        self.shared.records_committed.load(Ordering::SeqCst)
     }
 
     /// The journal folder.

@@ -1055,3 +1055,20 @@ fn a_format_1_journal_still_opens_and_goes_on_in_format_2() {
     scan(dir.path(), &cfg.keys, 1, |e| seqs.push(e.seq)).unwrap();
     assert_eq!(seqs, (1..=11).collect::<Vec<_>>());
 }
+
+#[test]
+fn records_committed_counts_records_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let j = Journal::open(small(dir.path())).unwrap();
+    assert_eq!(j.records_committed(), 0);
+    rt.block_on(async {
+        let r = j.append(Kind::Record, Box::new(|_| b"{}".to_vec())).await.unwrap();
+        assert_eq!(j.records_committed(), r + 1);
+        // A read's own audit event (or a stream's progress) is not waited for.
+        j.append(Kind::TrailEvent, Box::new(|_| b"{}".to_vec())).await.unwrap();
+        j.append(Kind::StreamProgress, Box::new(|_| b"{}".to_vec())).await.unwrap();
+        assert_eq!(j.records_committed(), r + 1);
+        assert_eq!(*j.committed().borrow(), r + 3);
+    });
+}

@@ -627,6 +627,17 @@ pub async fn run(
     }
 }
 
+/// The alarms a data folder holds, read without changing anything.
+pub fn stored(data_dir: &std::path::Path) -> Result<Vec<Entry>, String> {
+    let path = data_dir.join("control").join("alarms.json");
+    let st: Stored = match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    Ok(st.alarms.into_values().collect())
+}
+
 /// `logbook alarms`: states and recent history, read from the data folder (no server
 /// needed).
 pub fn report(data_dir: &std::path::Path, history: usize) -> Result<String, String> {

@@ -181,6 +181,39 @@ impl LoggingConfigs {
         Ok(out)
     }
 
+    /// The configuration in force for each `account/region` a data folder knows of (every
+    /// declared one, every stored one, and `extra`), read without changing anything (for
+    /// `logbook coverage` while a server runs). `None`: logging is off there.
+    pub fn in_force_stored(
+        control_dir: &Path,
+        default: &LoggingConfig,
+        declared: &BTreeMap<String, LoggingConfig>,
+        extra: &[String],
+    ) -> Result<BTreeMap<String, Option<LoggingConfig>>, StoreError> {
+        let path = control_dir.join("logging-configs.json");
+        let stored: Stored = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| StoreError(format!("{} is corrupt: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
+            Err(e) => return Err(StoreError(format!("read {}: {e}", path.display()))),
+        };
+        let mut out = BTreeMap::new();
+        for k in declared
+            .keys()
+            .chain(stored.entries.keys())
+            .chain(extra.iter())
+        {
+            let config = match stored.entries.get(k) {
+                Some(e) => e.config.clone(),
+                // A declaration not applied yet (no server started since) is what the
+                // next start puts in force.
+                None => Some(declared.get(k).cloned().unwrap_or_else(|| default.clone())),
+            };
+            out.insert(k.clone(), config);
+        }
+        Ok(out)
+    }
+
     /// The configuration in force for (account, region); `None` means logging is off.
     pub fn effective(&self, account: &str, region: &str) -> Option<LoggingConfig> {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());

@@ -871,7 +871,7 @@ async fn events(
         query,
         language: Language::Insights,
         limit: n,
-        after_seq: *s.journal.committed().borrow(),
+        after_seq: s.journal.records_committed(),
         content: content.clone(),
     };
     // The page, as a range of indexes in ascending order: [lo, lo + limit).
@@ -996,7 +996,7 @@ async fn describe_streams(s: &Shared, v: &Value) -> Result<Response, Response> {
     if !logbook_query::LOG_STREAM.starts_with(prefix) || str_field(v, "nextToken")?.is_some() {
         return Ok(ok(json!({"logStreams": []})));
     }
-    let after_seq = *s.journal.committed().borrow();
+    let after_seq = s.journal.records_committed();
     let r = run_sync(
         s,
         QueryRequest {
@@ -1108,7 +1108,7 @@ async fn start_query(
         query,
         language: lang,
         limit: limit as usize,
-        after_seq: *s.journal.committed().borrow(),
+        after_seq: s.journal.records_committed(),
         content,
     };
     // Refused at once when too many queries are in flight, as CloudWatch does.
@@ -1401,7 +1401,7 @@ async fn http_query_run(s: &Shared, v: &Value, content: logbook_query::Content) 
             query,
             language,
             limit: int_field(&v, "limit")?.map_or(QUERY_LIMIT, |l| l.clamp(1, 1_000_000) as usize),
-            after_seq: *s.journal.committed().borrow(),
+            after_seq: s.journal.records_committed(),
             content,
         };
         let r = run_sync(s, req).await?;
@@ -1531,7 +1531,7 @@ async fn http_chargeback_run(s: &Shared, v: &Value) -> Response {
             query: sql,
             language: Language::Sql,
             limit: 1_000_000,
-            after_seq: *s.journal.committed().borrow(),
+            after_seq: s.journal.records_committed(),
             content: Default::default(),
         };
         let r = run_sync(s, req).await?;

@@ -326,7 +326,7 @@ async fn series(
         language: Language::Sql,
         limit: 100_000,
         after_seq: if fresh {
-            *s.journal.committed().borrow()
+            s.journal.records_committed()
         } else {
             0
         },
@@ -416,7 +416,7 @@ async fn filter_series(
             language: Language::Insights,
             limit: 100_000,
             after_seq: if fresh {
-                *s.journal.committed().borrow()
+                s.journal.records_committed()
             } else {
                 0
             },
@@ -566,7 +566,7 @@ async fn governance_series(
                 language: Language::Sql,
                 limit: 100_000,
                 after_seq: if fresh {
-                    *s.journal.committed().borrow()
+                    s.journal.records_committed()
                 } else {
                     0
                 },
@@ -788,7 +788,7 @@ async fn list_metrics(s: &Shared, v: &Value) -> Result<Value, ApiError> {
             query: metrics::models_sql().into(),
             language: Language::Sql,
             limit: 10_000,
-            after_seq: *s.journal.committed().borrow(),
+            after_seq: s.journal.records_committed(),
             content: Default::default(),
         };
         let r = s
