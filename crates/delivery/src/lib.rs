@@ -434,6 +434,12 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
                 // The state is stored after the objects it lists are durable and before the
                 // cursor: a crash between the two leaves the cursor behind it.
                 start = start.max(reached);
+                // What we just read may not be durable (renamed into place just before a
+                // folder fsync that failed): make it so before the cursor is moved to it,
+                // or a crash would bring back an older state behind a newer cursor, and the
+                // entries between them would be in the bucket but in no checkpoint. (Found
+                // by the system simulation, seed 1001.)
+                journal.disk().write_atomic(&state, &bytes)?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),

@@ -32,6 +32,8 @@ pub struct Faults {
     pub sync_ppm: u32,
     /// `create`, `rename`, `remove_file`.
     pub meta_ppm: u32,
+    /// `read_at` (and so `Disk::read`): EIO, as a failing sector returns it.
+    pub read_ppm: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +298,10 @@ fn inode(st: &mut State, ino: u64) -> io::Result<&mut Inode> {
 impl DiskFile for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.with(|st, ino| {
+            let fail = st.faults.read_ppm;
+            if st.fault(fail) {
+                return Err(eio("simulated read failure"));
+            }
             let node = inode(st, ino)?;
             let off = offset as usize;
             if off >= node.data.len() {
@@ -687,6 +693,7 @@ mod tests {
                 write_ppm: 200_000,
                 sync_ppm: 200_000,
                 meta_ppm: 100_000,
+                read_ppm: 100_000,
             });
             d.create_dir_all(Path::new("/a")).unwrap();
             let mut log = Vec::new();
@@ -706,7 +713,7 @@ mod tests {
                 .list(Path::new("/a"))
                 .unwrap()
                 .into_iter()
-                .map(|n| d.read(&Path::new("/a").join(&n)).unwrap())
+                .map(|n| d.read(&Path::new("/a").join(&n)).ok())
                 .collect();
             (log, files, d.stats())
         };

@@ -1063,12 +1063,65 @@ fn records_committed_counts_records_only() {
     let j = Journal::open(small(dir.path())).unwrap();
     assert_eq!(j.records_committed(), 0);
     rt.block_on(async {
-        let r = j.append(Kind::Record, Box::new(|_| b"{}".to_vec())).await.unwrap();
+        let r = j
+            .append(Kind::Record, Box::new(|_| b"{}".to_vec()))
+            .await
+            .unwrap();
         assert_eq!(j.records_committed(), r + 1);
         // A read's own audit event (or a stream's progress) is not waited for.
-        j.append(Kind::TrailEvent, Box::new(|_| b"{}".to_vec())).await.unwrap();
-        j.append(Kind::StreamProgress, Box::new(|_| b"{}".to_vec())).await.unwrap();
+        j.append(Kind::TrailEvent, Box::new(|_| b"{}".to_vec()))
+            .await
+            .unwrap();
+        j.append(Kind::StreamProgress, Box::new(|_| b"{}".to_vec()))
+            .await
+            .unwrap();
         assert_eq!(j.records_committed(), r + 1);
         assert_eq!(*j.committed().borrow(), r + 3);
     });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    /// Hostile segment bytes: whatever a file holds, reading its header and its frames
+    /// never panics, and a header that is not exactly one of ours is refused with a reason.
+    #[test]
+    fn any_segment_bytes_are_read_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400),
+                                                magic in any::<bool>(), keyed in any::<bool>()) {
+        let mut b = bytes;
+        if magic && b.len() >= 8 {
+            b[..8].copy_from_slice(&format::MAGIC);
+        }
+        let keys = if keyed { Keyring::new(Some(master(9)), vec![]) } else { Keyring::default() };
+        match format::parse_segment_header(&b) {
+            Ok(h) => {
+                // Whatever it says, asking for its key and reading frames after it is safe.
+                if let Ok(fmt) = format::segment_format(&h, &keys) {
+                    let mut r = std::io::Cursor::new(&b[(fmt.data_start() as usize).min(b.len())..]);
+                    for _ in 0..8 {
+                        match format::read_frame(&mut r, &fmt, None, MAX_PAYLOAD).unwrap() {
+                            format::Frame::Entry(..) => {}
+                            _ => break,
+                        }
+                    }
+                }
+            }
+            Err(reason) => prop_assert!(!reason.is_empty()),
+        }
+    }
+
+    /// A real header with any one byte changed is refused (checksum) or, if the change is
+    /// in the magic, read as a format-1 segment whose frames then fail their checks.
+    #[test]
+    fn a_changed_header_byte_is_never_trusted(at in 0usize..128, flip in 1u8..=255) {
+        let ring = Keyring::new(Some(master(3)), vec![]);
+        let (_, w) = ring.new_data_key().unwrap().unwrap();
+        let mut h = format::encode_segment_header(Some(&w)).to_vec();
+        h[at] ^= flip;
+        match format::parse_segment_header(&h) {
+            Ok(format::SegmentHeader::V1) => prop_assert!(at < 8),
+            Ok(format::SegmentHeader::Blank) => prop_assert!(at < 8),
+            Ok(other) => prop_assert!(false, "accepted a changed header: {:?}", other),
+            Err(reason) => prop_assert!(reason.contains("checksum") || reason.contains("format"), "{}", reason),
+        }
+    }
 }

@@ -121,13 +121,25 @@ impl Sim {
             1 => Faults {
                 write_ppm: 5_000,
                 sync_ppm: 5_000,
+                read_ppm: 0,
                 meta_ppm: 5_000,
             },
             _ => Faults {
                 write_ppm: 15_000,
                 sync_ppm: 10_000,
                 meta_ppm: 10_000,
+                read_ppm: 0,
             },
+        };
+        // One schedule in seven also fails reads (EIO). Decided by the seed, not drawn, so
+        // every other seed (the regression seeds among them) replays as before.
+        let faults = if seed % 7 == 3 && faults != Faults::default() {
+            Faults {
+                read_ppm: 1_000,
+                ..faults
+            }
+        } else {
+            faults
         };
         let max_object_bytes = 600 + disk.random(6000) as usize;
         Sim {
@@ -643,9 +655,14 @@ impl Sim {
             }
         }
         // Cursors: never behind what GC kept.
+        // (Read without faults: a failing read is the system's to handle, not the check's.)
+        let load = |name: &str| {
+            self.quiet(|| journal.cursor(name).load())
+                .unwrap_or_else(|e| self.fail(format!("{name}'s cursor: {e}")))
+        };
         let cursors = [
-            ("archive", journal.cursor("archive").load().unwrap_or(1)),
-            ("trail", journal.cursor("trail").load().unwrap_or(1)),
+            ("archive", load("archive")),
+            ("trail", load("trail")),
             ("store", store.durable_seq().max(1)),
         ];
         for (name, c) in cursors {
@@ -827,7 +844,7 @@ fn system_simulation() {
 ///   confirmed, its health and GC position behind (no progress).
 #[test]
 fn regression_seeds() {
-    for seed in [0, 69, 127] {
+    for seed in [0, 69, 127, 1001] {
         Sim::new(seed).run(120);
     }
 }
