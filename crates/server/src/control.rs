@@ -76,6 +76,17 @@ fn key(account: &str, region: &str) -> String {
     format!("{account}/{region}")
 }
 
+/// What a data folder has stored, read without changing anything.
+fn read_stored(control_dir: &Path) -> Result<Stored, StoreError> {
+    let path = control_dir.join("logging-configs.json");
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| StoreError(format!("{} is corrupt: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored::default()),
+        Err(e) => Err(StoreError(format!("read {}: {e}", path.display()))),
+    }
+}
+
 fn hash(c: &LoggingConfig) -> String {
     hex::encode(&Sha256::digest(serde_json::to_vec(c).unwrap_or_default())[..8])
 }
@@ -91,12 +102,7 @@ impl LoggingConfigs {
         std::fs::create_dir_all(control_dir)
             .map_err(|e| StoreError(format!("create {}: {e}", control_dir.display())))?;
         let path = control_dir.join("logging-configs.json");
-        let mut stored: Stored = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| StoreError(format!("{} is corrupt: {e}", path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
-            Err(e) => return Err(StoreError(format!("read {}: {e}", path.display()))),
-        };
+        let mut stored = read_stored(control_dir)?;
         let mut changed = false;
         for (k, decl) in &declared {
             let h = hash(decl);
@@ -155,13 +161,7 @@ impl LoggingConfigs {
         default: &LoggingConfig,
         declared: &BTreeMap<String, LoggingConfig>,
     ) -> Result<Vec<Drift>, StoreError> {
-        let path = control_dir.join("logging-configs.json");
-        let stored: Stored = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| StoreError(format!("{} is corrupt: {e}", path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
-            Err(e) => return Err(StoreError(format!("read {}: {e}", path.display()))),
-        };
+        let stored = read_stored(control_dir)?;
         let mut out = Vec::new();
         for (k, decl) in declared {
             let live = match stored.entries.get(k) {
@@ -190,13 +190,7 @@ impl LoggingConfigs {
         declared: &BTreeMap<String, LoggingConfig>,
         extra: &[String],
     ) -> Result<BTreeMap<String, Option<LoggingConfig>>, StoreError> {
-        let path = control_dir.join("logging-configs.json");
-        let stored: Stored = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| StoreError(format!("{} is corrupt: {e}", path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
-            Err(e) => return Err(StoreError(format!("read {}: {e}", path.display()))),
-        };
+        let stored = read_stored(control_dir)?;
         let mut out = BTreeMap::new();
         for k in declared
             .keys()

@@ -904,27 +904,45 @@ impl Store {
         for (g, hour, old) in plan {
             let mut batches = Vec::new();
             for f in &old {
-                let reader = self
-                    .parquet_reader(&self.dir.join(&f.path))?
-                    .with_batch_size(8192)
-                    .build()?;
-                for b in reader {
-                    batches.push(b?);
-                }
+                batches.extend(self.read_file(f, Ok)?);
             }
             let mut meta = self.write_file(&g, hour, file_no, &batches)?;
             meta.bodies_removed = old.iter().all(|f| f.bodies_removed);
             file_no += 1;
             merged.push((g, old, meta));
         }
-        for g in merged.iter().map(|m| &m.0).collect::<BTreeSet<_>>() {
+        self.replace_files(merged, file_no)
+    }
+
+    /// Every batch of one of the store's files, each passed through `map`.
+    fn read_file(
+        &self,
+        f: &FileMeta,
+        map: impl Fn(RecordBatch) -> Result<RecordBatch, StoreError>,
+    ) -> Result<Vec<RecordBatch>, StoreError> {
+        let reader = self
+            .parquet_reader(&self.dir.join(&f.path))?
+            .with_batch_size(8192)
+            .build()?;
+        reader.map(|b| map(b?)).collect()
+    }
+
+    /// Put new files (already written and fsync'd) in the place of old ones: the folders
+    /// are fsync'd, the manifest names the new files instead of the old ones, and the old
+    /// ones are retired. The caller holds the flush lock. Returns the files replaced.
+    fn replace_files(
+        &self,
+        replaced: Vec<(String, Vec<FileMeta>, FileMeta)>,
+        file_no: u64,
+    ) -> Result<usize, StoreError> {
+        for g in replaced.iter().map(|m| &m.0).collect::<BTreeSet<_>>() {
             self.sync_dir(&self.group_dir(g))?;
         }
         let mut st = self.write();
         let mut m = st.manifest.clone();
         m.next_file = file_no;
         let mut gone = Vec::new();
-        for (g, old, meta) in &merged {
+        for (g, old, meta) in &replaced {
             if let Some(gm) = m.groups.get_mut(g) {
                 let olds: HashSet<&str> = old.iter().map(|f| f.path.as_str()).collect();
                 gm.files.retain(|f| !olds.contains(f.path.as_str()));
@@ -1039,44 +1057,15 @@ impl Store {
         if plan.is_empty() {
             return Ok(0);
         }
-        let mut done: Vec<(String, FileMeta, FileMeta)> = Vec::new();
+        let mut done = Vec::new();
         for (g, old) in plan {
-            let mut batches = Vec::new();
-            let reader = self
-                .parquet_reader(&self.dir.join(&old.path))?
-                .with_batch_size(8192)
-                .build()?;
-            for b in reader {
-                batches.push(schema::without_bodies(&b?)?);
-            }
+            let batches = self.read_file(&old, |b| Ok(schema::without_bodies(&b)?))?;
             let mut meta = self.write_file(&g, partition_of(old.min_ts, now), file_no, &batches)?;
             file_no += 1;
             meta.bodies_removed = true;
-            done.push((g, old, meta));
+            done.push((g, vec![old], meta));
         }
-        for g in done.iter().map(|d| &d.0).collect::<BTreeSet<_>>() {
-            self.sync_dir(&self.group_dir(g))?;
-        }
-        let mut st = self.write();
-        let mut m = st.manifest.clone();
-        m.next_file = file_no;
-        let mut gone = Vec::new();
-        for (g, old, meta) in &done {
-            if let Some(gm) = m.groups.get_mut(g) {
-                if let Some(f) = gm.files.iter_mut().find(|f| f.path == old.path) {
-                    *f = meta.clone();
-                    gone.push(old.path.clone());
-                }
-            }
-        }
-        if let Err(e) = self.persist(&m) {
-            st.manifest.next_file = file_no; // as in `flush`
-            return Err(e);
-        }
-        st.manifest = m;
-        drop(st);
-        self.retire(gone.iter().map(|p| self.dir.join(p)).collect());
-        Ok(gone.len())
+        self.replace_files(done, file_no)
     }
 
     /// Every request id in a group (files and tail), for import's de-duplication.
