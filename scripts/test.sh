@@ -18,6 +18,17 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
+step "a real browser for the console tests (Debian's chromium, headless)"
+# Playwright (from tests/requirements.txt) drives the system Chromium; it downloads no
+# browser of its own. Installed from Debian's packages when missing (needs root or sudo).
+export LOGBOOK_CHROMIUM="${LOGBOOK_CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$LOGBOOK_CHROMIUM" ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+"$LOGBOOK_CHROMIUM" --version
+
 step "node test clients (npm ci from tests/node/package-lock.json)"
 # s3rver (a second S3 implementation), the AWS SDK for JavaScript v3 (runtime, bedrock,
 # cloudwatch-logs) and the OpenAI SDK for Node, installed outside the clone and

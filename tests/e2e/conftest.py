@@ -172,3 +172,10 @@ def make_server(tmp_path):
     yield make
     for s in started:
         s.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name the folder the console tests saved their screenshots in."""
+    shots = os.environ.get("LOGBOOK_SCREENSHOTS") or os.path.join("/tmp", "logbook-console-screenshots")
+    if os.path.isdir(shots) and os.listdir(shots):
+        terminalreporter.write_line(f"console screenshots: {shots}")

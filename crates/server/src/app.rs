@@ -69,6 +69,8 @@ pub struct AppState {
     pub alarms: Arc<crate::alarms::Alarms>,
     /// Metric filters over log groups.
     pub metric_filters: Arc<crate::metric_filters::MetricFilters>,
+    /// Console sessions.
+    pub sessions: crate::console::Sessions,
 }
 
 /// Shared state handle.
@@ -700,6 +702,24 @@ pub fn router(state: Shared) -> Router {
             "/logbook/report/chargeback",
             post(crate::logs_api::http_chargeback),
         )
+        .route("/console", get(crate::console::page))
+        .route("/console/", get(crate::console::page))
+        .route("/console/assets/{name}", get(crate::console::asset))
+        .route(
+            "/console/api/session",
+            get(crate::console::session)
+                .post(crate::console::sign_in)
+                .delete(crate::console::sign_out),
+        )
+        .route("/console/api/query", post(crate::logs_api::http_query))
+        .route(
+            "/console/api/chargeback",
+            post(crate::logs_api::http_chargeback),
+        )
+        .route("/console/api/budgets", get(budgets_status))
+        .route("/console/api/alarms", get(crate::console::alarms))
+        .route("/console/api/logging", get(crate::control_api::get))
+        .route("/console/api/trail", get(crate::console::trail))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -1162,6 +1182,7 @@ impl AppState {
             Arc::new(config.pricing.clone()),
             config.max_body_bytes,
         );
+        let config_console = config.console.clone();
         let state = Arc::new(AppState {
             principals: Principals::new(&config, &extra),
             config,
@@ -1183,6 +1204,10 @@ impl AppState {
             metrics,
             budgets: budgets.clone(),
             alarms: alarms.clone(),
+            sessions: crate::console::Sessions::new(
+                config_console.session_idle,
+                config_console.session_max,
+            ),
             metric_filters,
         });
         let alarm_task = tokio::spawn(crate::alarms::run(

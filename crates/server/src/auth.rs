@@ -204,6 +204,10 @@ pub async fn authenticate(
     if path == "/healthz" {
         return next.run(req).await;
     }
+    if crate::console::is_console(&path) {
+        // The console signs in with its own session cookie; see `console::gate`.
+        return crate::console::gate(&s, req, next).await;
+    }
     let deadline = tokio::time::Instant::now() + s.config.body_timeout;
     let (parts, body) = req.into_parts();
     let sigv4 = Principals::is_sigv4(&parts.headers);

@@ -597,6 +597,35 @@ struct RawPrincipal {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawConsole {
+    enabled: Option<bool>,
+    session_idle_secs: Option<u64>,
+    session_max_secs: Option<u64>,
+}
+
+/// The web console (`[console]`).
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// Served at `/console` (default: yes).
+    pub enabled: bool,
+    /// A session ends after this long without a request (default 30 minutes).
+    pub session_idle: Duration,
+    /// A session ends this long after sign-in, however active (default 12 hours).
+    pub session_max: Duration,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: true,
+            session_idle: Duration::from_secs(30 * 60),
+            session_max: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawAuth {
     mode: Option<String>,
 }
@@ -646,6 +675,8 @@ struct RawConfig {
     principals: Vec<RawPrincipal>,
     #[serde(default)]
     auth: RawAuth,
+    #[serde(default)]
+    console: RawConsole,
     /// `[logging_config.default]` and `[logging_config."<region>"]`, in the API's shape.
     #[serde(default)]
     logging_config: BTreeMap<String, toml::Value>,
@@ -957,6 +988,8 @@ pub struct Config {
     pub require_logging: bool,
     /// Verify every caller (default). `false` only when the file says `[auth] mode = "off"`.
     pub auth_enforced: bool,
+    /// The web console.
+    pub console: ConsoleConfig,
 }
 
 /// Replace `${VAR}` and `${VAR:-default}` from `vars`, skipping comment lines.
@@ -1634,6 +1667,19 @@ impl Config {
             logging_declared,
             require_logging: raw.logging.require_logging.unwrap_or(false),
             auth_enforced,
+            console: {
+                let d = ConsoleConfig::default();
+                ConsoleConfig {
+                    enabled: raw.console.enabled.unwrap_or(d.enabled),
+                    session_idle: raw
+                        .console
+                        .session_idle_secs
+                        .map_or(d.session_idle, |s| Duration::from_secs(s.clamp(1, 86_400))),
+                    session_max: raw.console.session_max_secs.map_or(d.session_max, |s| {
+                        Duration::from_secs(s.clamp(1, 30 * 86_400))
+                    }),
+                }
+            },
         })
     }
 }

@@ -243,6 +243,41 @@ pub struct Principals {
     enforced: bool,
 }
 
+/// What a console sign-in presents.
+#[derive(Clone)]
+pub enum SignIn {
+    /// A bearer API key.
+    ApiKey(String),
+    /// An access key pair.
+    KeyPair {
+        /// Access key id.
+        access_key_id: String,
+        /// Its secret.
+        secret_access_key: String,
+    },
+}
+
+impl std::fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignIn::ApiKey(_) => f.write_str("SignIn::ApiKey(..)"),
+            SignIn::KeyPair { access_key_id, .. } => {
+                write!(f, "SignIn::KeyPair({access_key_id}, ..)")
+            }
+        }
+    }
+}
+
+/// Compare two secrets in time that does not depend on where they differ (their digests
+/// are compared, so not even on their lengths).
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
+}
+
 /// Non-secret identifier of an API key: the first 12 hex characters of its SHA-256.
 pub fn api_key_id(key: &str) -> String {
     let h = Sha256::digest(key.as_bytes());
@@ -444,6 +479,60 @@ impl Principals {
         Err(AuthFailure::Missing)
     }
 
+    /// A console sign-in: an API key, or an access key id with its secret. With
+    /// authentication off, the claimed identity (as [`Principals::resolve`] takes it).
+    /// Every failure is the same [`AuthFailure::BadApiKey`], so a caller cannot tell which
+    /// part was wrong.
+    pub fn sign_in(&self, credential: &SignIn) -> Result<Caller, AuthFailure> {
+        let (arn_p, auth, access_key_id, api_key) = match credential {
+            SignIn::ApiKey(key) => {
+                let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+                (
+                    self.by_api_key_hash.get(&hash),
+                    "bearer",
+                    None,
+                    Some(api_key_id(key)),
+                )
+            }
+            SignIn::KeyPair {
+                access_key_id,
+                secret_access_key,
+            } => {
+                let p = self.by_access_key.get(access_key_id).filter(|p| {
+                    p.secret
+                        .as_deref()
+                        .is_some_and(|s| same_secret(s, secret_access_key))
+                });
+                (p, "sigv4", Some(access_key_id.clone()), None)
+            }
+        };
+        let (arn, account_id, permissions, tags) = match arn_p {
+            Some(p) => (
+                p.arn.clone(),
+                p.account_id.clone(),
+                p.permissions.clone(),
+                p.tags.clone(),
+            ),
+            None if !self.enforced => (
+                self.anonymous(&self.default_account),
+                self.default_account.clone(),
+                Arc::new(Permissions::all()),
+                BTreeMap::new(),
+            ),
+            None => return Err(AuthFailure::BadApiKey),
+        };
+        Ok(Caller {
+            arn,
+            account_id,
+            region: self.default_region.clone(),
+            auth,
+            access_key_id,
+            api_key_id: api_key,
+            permissions,
+            tags,
+        })
+    }
+
     /// The claimed identity, unverified (authentication off). Every permission.
     pub fn resolve(&self, headers: &HeaderMap) -> Caller {
         let all = Arc::new(Permissions::all());
@@ -547,6 +636,44 @@ mod tests {
         assert_eq!(
             p.resolve(&HeaderMap::new()).arn,
             "arn:aws:iam::000000000000:user/anonymous"
+        );
+    }
+
+    #[test]
+    fn console_sign_in_takes_a_key_or_a_pair_and_fails_alike_on_anything_else() {
+        let p = principals("enforce");
+        let ok = p.sign_in(&SignIn::ApiKey("sk-secret".into())).unwrap();
+        assert_eq!(
+            (ok.arn.as_str(), ok.auth),
+            ("arn:aws:iam::123456789012:user/bot", "bearer")
+        );
+        let ok = p
+            .sign_in(&SignIn::KeyPair {
+                access_key_id: "AKIAALICE".into(),
+                secret_access_key: "s".into(),
+            })
+            .unwrap();
+        assert!(ok.permissions.logging_read && !ok.permissions.logs_read);
+        for bad in [
+            SignIn::ApiKey("sk-wrong".into()),
+            SignIn::KeyPair {
+                access_key_id: "AKIAALICE".into(),
+                secret_access_key: "wrong".into(),
+            },
+            SignIn::KeyPair {
+                access_key_id: "AKIANOBODY".into(),
+                secret_access_key: "s".into(),
+            },
+        ] {
+            assert_eq!(p.sign_in(&bad).unwrap_err(), AuthFailure::BadApiKey);
+            assert!(!format!("{bad:?}").contains("wrong") && !format!("{bad:?}").contains("sk-"));
+        }
+        // Authentication off: as the APIs, anyone is taken at their word.
+        let off = principals("off");
+        let c = off.sign_in(&SignIn::ApiKey("anything".into())).unwrap();
+        assert!(c.arn.ends_with(":user/anonymous") && c.permissions.logs_read);
+        assert!(
+            same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("abc", "abcd")
         );
     }
 

@@ -9,6 +9,7 @@ pub mod bedrock;
 pub mod budget;
 pub mod capture;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod control_api;
 pub mod http_util;

@@ -346,7 +346,7 @@ fn records_returned(op: &str, body: &[u8]) -> Option<usize> {
 
 /// Audit a read of records, then answer; if the event cannot be made durable, the read
 /// is refused (no unaudited read).
-async fn audit_read(
+pub(crate) async fn audit_read(
     recorder: &crate::capture::Recorder,
     caller: Caller,
     headers: &HeaderMap,
