@@ -259,7 +259,11 @@ def test_every_page_in_a_real_browser_and_one_truth_for_every_total(server, brow
 
     page.get_by_role("link", name="Alarms").click()
     page.wait_for_selector("#alarm-list")
-    assert "client-errors" in page.locator("main").inner_text()
+    row = page.locator("#alarm-list tbody tr").first.locator("td")
+    assert row.nth(0).inner_text() == "client-errors"
+    assert row.nth(1).inner_text() == "AWS/Bedrock InvocationClientErrors"
+    assert row.nth(2).inner_text() == "Sum GreaterThanThreshold 0 for 1/1 × 60s"
+    assert row.nth(3).inner_text() in ("OK", "ALARM", "INSUFFICIENT_DATA")
     shot(page, "alarms")
 
     page.get_by_role("link", name="Configuration").click()

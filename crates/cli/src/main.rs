@@ -7,15 +7,24 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod coverage_cmd;
+mod demo_cmd;
 mod query_cmd;
 mod report_cmd;
 mod status_cmd;
 mod verify_cmd;
 
+/// `logbook --version`: the package version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("LOGBOOK_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "logbook",
-    version,
+    version = VERSION,
     about = "Records every AI model call as a Bedrock invocation log"
 )]
 struct Cli {
@@ -45,6 +54,15 @@ enum Command {
         /// Output format.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
+    },
+    /// A server with embedded defaults filled with a realistic burst of traffic through its
+    /// own gateway (teams, apps, models, streams, errors, throttles, a budget warning, an
+    /// alarm); prints the console's address and a sign-in key, then keeps serving.
+    Demo(demo_cmd::DemoArgs),
+    /// Print a shell completion script: `logbook completions bash > /etc/bash_completion.d/logbook`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// Coverage: for every account/region, logging on, destinations declared and
     /// delivering (asked of the running server), no drift from the file; alarms on the
@@ -329,6 +347,13 @@ fn run() -> anyhow::Result<()> {
             if h.get("status").and_then(serde_json::Value::as_str) != Some("ok") {
                 anyhow::bail!("the server is not ok");
             }
+            Ok(())
+        }
+        Command::Demo(args) => demo_cmd::run(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "logbook", &mut std::io::stdout());
             Ok(())
         }
         Command::Coverage {

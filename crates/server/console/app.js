@@ -575,9 +575,10 @@ async function alarms(main) {
   try { a = await api('GET', 'alarms'); } catch (e) { failure(main, e); return; }
   if (!a.alarms.length) main.append(h('p', { class: 'note', text: 'No alarms. Create them with aws cloudwatch put-metric-alarm or [[alarms]] in the configuration.' }));
   else {
-    const t = table(null, ['Alarm', 'Metric', 'Condition', 'State', 'Reason', 'Since'], a.alarms.map((x) => [x.def.alarmName,
-      `${x.def.namespace} ${x.def.metricName}${x.def.modelId ? ' (' + x.def.modelId + ')' : ''}`,
-      `${x.def.statistic} ${x.def.comparisonOperator} ${x.def.threshold} for ${x.def.datapointsToAlarm}/${x.def.evaluationPeriods} × ${x.def.period}s`,
+    // Definitions are in PutMetricAlarm's member names.
+    const t = table(null, ['Alarm', 'Metric', 'Condition', 'State', 'Reason', 'Since'], a.alarms.map((x) => [x.def.AlarmName,
+      `${x.def.Namespace} ${x.def.MetricName}${x.def.ModelId ? ' (' + x.def.ModelId + ')' : ''}`,
+      `${x.def.Statistic} ${x.def.ComparisonOperator} ${x.def.Threshold} for ${x.def.DatapointsToAlarm}/${x.def.EvaluationPeriods} × ${x.def.Period}s`,
       x.state, x.reason, fmtTime(x.stateUpdatedMs, true)]));
     t.querySelectorAll('tbody tr').forEach((tr) => { const c = tr.children[3]; c.className = 'state-' + c.textContent; });
     t.id = 'alarm-list';

@@ -1,0 +1,108 @@
+"""Console benchmark (issue #14): N generated records imported into the default log group,
+a release server over them, and Debian's headless Chromium (Playwright) timing what a
+person waits for:
+
+  * overview: from navigation to the page's numbers and charts painted (the totals, the
+    series chart, the top tables), and the browser's first contentful paint of the shell;
+  * explorer: from clicking "Run query" on `stats ... by bin(1d)` to the chart painted.
+
+The peer is DuckDB (PyPI) answering the overview's main aggregate over the same records as
+Parquet written from the archive, in the same run. Prints one JSON line per figure.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import duckdb
+from playwright.sync_api import sync_playwright
+
+BIN = os.environ["LOGBOOK_BIN"]
+SRC = os.environ["SRC"]
+WORK = os.environ["WORK"]
+N = int(os.environ.get("N", "1000000"))
+REPEAT = int(os.environ.get("REPEAT", "5"))
+CHROMIUM = os.environ.get("LOGBOOK_CHROMIUM", "/usr/bin/chromium")
+DATA = os.path.join(WORK, "console-data")
+
+
+def emit(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+if not os.path.exists(os.path.join(DATA, "store", "manifest.json")):
+    t = time.perf_counter()
+    p = subprocess.run([BIN, "import", SRC, "--data-dir", DATA], capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(p.stderr)
+    emit(what="import", seconds=round(time.perf_counter() - t, 1))
+
+srv = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", DATA], stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL)
+try:
+    url = srv.stdout.readline().decode().split("listening on ", 1)[1].strip()
+    key = json.load(open(os.path.join(DATA, "admin-credentials.json")))["apiKey"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = ctx.new_page()
+        page.set_default_timeout(600_000)
+        page.goto(url + "/console")
+        # The generated records end on 2026-11-01: look at the last 365 days.
+        page.evaluate("() => localStorage.setItem('logbook.range', '31536000000')")
+        page.get_by_label("API key", exact=True).fill(key)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_selector("#card-p99")
+        overview, fcp = [], []
+        for i in range(REPEAT + 1):
+            t = time.perf_counter()
+            page.goto(url + "/console#/overview")
+            page.reload()
+            page.wait_for_selector("#card-cost")
+            page.wait_for_selector("#card-p99")
+            page.wait_for_selector("figure.chart svg polyline")
+            page.wait_for_selector("#recent-h")
+            dt = time.perf_counter() - t
+            paint = page.evaluate("() => (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime || null")
+            if i:  # the first is a warm-up
+                overview.append(dt)
+                fcp.append(paint)
+        calls = page.locator("#card-calls").inner_text()
+        emit(what="overview_data_painted", records=N, calls_shown=calls, median_s=round(statistics.median(overview), 3),
+             runs=[round(x, 3) for x in overview])
+        emit(what="overview_first_contentful_paint", median_ms=round(statistics.median(fcp), 1))
+        page.goto(url + "/console#/explorer")
+        q = page.get_by_label("Query", exact=False).first
+        q.fill("stats count(*) as calls, sum(outputTokenCount) as out by bin(1d)")
+        page.get_by_label("Show as").select_option("chart")
+        runs = []
+        for i in range(REPEAT + 1):
+            page.evaluate("() => { const r = document.getElementById('results'); while (r.firstChild) r.firstChild.remove(); }")
+            t = time.perf_counter()
+            page.get_by_role("button", name="Run query").click()
+            page.wait_for_selector("#results svg polyline")
+            if i:
+                runs.append(time.perf_counter() - t)
+        emit(what="explorer_query_to_chart", records=N, median_s=round(statistics.median(runs), 3), runs=[round(x, 3) for x in runs])
+        browser.close()
+finally:
+    srv.terminate()
+    srv.wait()
+
+# The peer: DuckDB, the overview's series aggregate over the same records as Parquet.
+parquet = os.path.join(WORK, "records.parquet")
+db = duckdb.connect()
+if not os.path.exists(parquet):
+    db.execute(f"COPY (SELECT * FROM read_json_auto('{SRC}/AWSLogs/**/*.json.gz', union_by_name=true)) TO '{parquet}' (FORMAT parquet)")
+sql = (f"SELECT date_trunc('day', CAST(timestamp AS TIMESTAMP)) AS d, count(*), count(errorCode), "
+       f"sum(input.inputTokenCount), sum(output.outputTokenCount) FROM '{parquet}' GROUP BY 1")
+ts = []
+for i in range(REPEAT + 1):
+    t = time.perf_counter()
+    db.execute(sql).fetchall()
+    if i:
+        ts.append(time.perf_counter() - t)
+emit(what="duckdb_overview_series_aggregate", records=N, median_s=round(statistics.median(ts), 3))
