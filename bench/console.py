@@ -56,22 +56,26 @@ try:
         page.get_by_label("API key", exact=True).fill(key)
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_selector("#card-p99")
-        overview, fcp = [], []
+        top, overview, fcp = [], [], []
         for i in range(REPEAT + 1):
-            t = time.perf_counter()
             page.goto(url + "/console#/overview")
+            t = time.perf_counter()
             page.reload()
             page.wait_for_selector("#card-cost")
             page.wait_for_selector("#card-p99")
             page.wait_for_selector("figure.chart svg polyline")
-            page.wait_for_selector("#recent-h")
+            t_top = time.perf_counter() - t
+            page.wait_for_selector("#recent[data-loaded]")
             dt = time.perf_counter() - t
             paint = page.evaluate("() => (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime || null")
             if i:  # the first is a warm-up
+                top.append(t_top)
                 overview.append(dt)
                 fcp.append(paint)
         calls = page.locator("#card-calls").inner_text()
-        emit(what="overview_data_painted", records=N, calls_shown=calls, median_s=round(statistics.median(overview), 3),
+        emit(what="overview_cards_and_charts_painted", records=N, calls_shown=calls, median_s=round(statistics.median(top), 3),
+             runs=[round(x, 3) for x in top])
+        emit(what="overview_whole_page_painted", records=N, median_s=round(statistics.median(overview), 3),
              runs=[round(x, 3) for x in overview])
         emit(what="overview_first_contentful_paint", median_ms=round(statistics.median(fcp), 1))
         page.goto(url + "/console#/explorer")
@@ -83,9 +87,12 @@ try:
             page.evaluate("() => { const r = document.getElementById('results'); while (r.firstChild) r.firstChild.remove(); }")
             t = time.perf_counter()
             page.get_by_role("button", name="Run query").click()
-            page.wait_for_selector("#results svg polyline")
+            page.wait_for_selector("#results svg", timeout=120_000)
+            dt = time.perf_counter() - t
+            if page.locator("#results svg polyline").count() < 1:
+                sys.exit("no chart: " + page.locator("#results").inner_text()[:300])
             if i:
-                runs.append(time.perf_counter() - t)
+                runs.append(dt)
         emit(what="explorer_query_to_chart", records=N, median_s=round(statistics.median(runs), 3), runs=[round(x, 3) for x in runs])
         browser.close()
 finally:
@@ -96,7 +103,8 @@ finally:
 parquet = os.path.join(WORK, "records.parquet")
 db = duckdb.connect()
 if not os.path.exists(parquet):
-    db.execute(f"COPY (SELECT * FROM read_json_auto('{SRC}/AWSLogs/**/*.json.gz', union_by_name=true)) TO '{parquet}' (FORMAT parquet)")
+    db.execute(f"COPY (SELECT * FROM read_json('{SRC}/AWSLogs/**/*.json.gz', format='newline_delimited')) "
+               f"TO '{parquet}' (FORMAT parquet, COMPRESSION zstd)")
 sql = (f"SELECT date_trunc('day', CAST(timestamp AS TIMESTAMP)) AS d, count(*), count(errorCode), "
        f"sum(input.inputTokenCount), sum(output.outputTokenCount) FROM '{parquet}' GROUP BY 1")
 ts = []

@@ -233,17 +233,15 @@ async function overview(main) {
   const cards = h('div', { class: 'cards', id: 'cards' });
   const charts = h('div', { class: 'charts' });
   const tops = h('div', { class: 'grid3' });
-  const recent = h('section', { 'aria-labelledby': 'recent-h' });
+  const recent = h('section', { id: 'recent', 'aria-labelledby': 'recent-h' });
   main.append(cards, h('h2', { text: 'Over time' }), charts, h('h2', { text: 'Top' }), tops, recent);
   const card = (label, value, id) => h('div', { class: 'card' }, h('div', { class: 'label', text: label }), h('div', { class: 'value', id, text: value }));
-  const [cb, stats, series, byModel, byTeam, byPrincipal, errors] = await Promise.allSettled([
+  // Queries run one after another on the server's query threads: ask first for what the
+  // top of the page shows, then for the tables below it.
+  const [cb, stats, series] = await Promise.allSettled([
     chargeback([], 'day'),
     query('stats count(*) as calls, count(errorCode) as errors, pct(logbook.latencyMs, 50) as p50, pct(logbook.latencyMs, 99) as p99'),
     query(`stats count(*) as calls, count(errorCode) as errors, sum(inputTokenCount) as inputTokens, sum(outputTokenCount) as outputTokens, pct(logbook.latencyMs, 50) as p50, pct(logbook.latencyMs, 99) as p99 by bin(${bin})`),
-    chargeback(['model'], 'month'),
-    chargeback(['team'], 'month'),
-    chargeback(['principal'], 'month'),
-    query(`filter ispresent(errorCode) | ${LIST_FIELDS} | sort @timestamp desc | limit 20`),
   ]);
   if (cb.status === 'fulfilled') {
     const t = cb.value.total;
@@ -265,6 +263,13 @@ async function overview(main) {
     const days = cb.value.rows.map((x) => ({ t: parseTs(x.period + 'T00:00:00Z'), values: [Number(x.cost)] }));
     charts.append(lineChart(`Cost per day (${cb.value.timeZone})`, ['cost'], days, (v) => Number(v).toFixed(4)));
   }
+  if (S.page !== 'overview') return;
+  const [byModel, byTeam, byPrincipal, errors] = await Promise.allSettled([
+    chargeback(['model'], 'month'),
+    chargeback(['team'], 'month'),
+    chargeback(['principal'], 'month'),
+    query(`filter ispresent(errorCode) | ${LIST_FIELDS} | sort @timestamp desc | limit 20`),
+  ]);
   const top = (title, res) => {
     const sec = h('section', null, h('h2', { text: title }));
     if (res.status !== 'fulfilled') { failure(sec, res.reason); return sec; }
@@ -287,6 +292,7 @@ async function overview(main) {
     const ri = res.columns.indexOf('requestId');
     recent.append(res.rows.length ? table(null, res.columns, res.rows, { action: (row) => openButton(row[ri]) }) : h('p', { class: 'note', text: 'No errors in this period.' }));
   } else failure(recent, errors.reason);
+  recent.setAttribute('data-loaded', 'true');
 }
 
 const FIELDS = ['@timestamp', '@message', '@logStream', '@log', 'requestId', 'modelId', 'operation', 'region', 'accountId',
