@@ -276,6 +276,7 @@ def test_every_page_in_a_real_browser_and_one_truth_for_every_total(server, brow
     trail = page.locator("#trail").inner_text()
     # The sign-in and the console's own reads are in the trail.
     assert "ConsoleLogin" in trail and "LogbookQuery" in trail and "DescribeAlarms" in trail
+    assert "PutMetricAlarm" in trail and "monitoring.amazonaws.com" in trail
     page.get_by_label("Event name").fill("ConsoleLogin")
     page.get_by_role("button", name="Apply").click()
     expect(page.locator("#trail-count")).to_contain_text("1 events")
@@ -351,6 +352,13 @@ def test_permissions_hold_page_by_page(server, browser):
     watch.clean()
     ctx.close()
 
+    # An alarm change the analyst may not make is refused, and the refusal is in the trail.
+    r = requests.post(s.url + "/", headers={"Authorization": "Bearer sk-analyst-console",
+                                            "content-type": "application/x-amz-json-1.0",
+                                            "x-amz-target": "GraniteServiceVersion20100801.DeleteAlarms"},
+                      data=json.dumps({"AlarmNames": ["anything"]}), timeout=5)
+    assert r.status_code == 403, r.text
+
     # The auditor sees the analyst's reads in the trail: console reads are audited.
     ctx, page, watch = new_page(browser)
     sign_in(page, s.url, "sk-auditor-console")
@@ -359,6 +367,8 @@ def test_permissions_hold_page_by_page(server, browser):
     page.get_by_role("button", name="Apply").click()
     expect(page.locator("#trail")).to_contain_text("LogbookQuery")
     assert "ConsoleLogin" in page.locator("#trail").inner_text()
+    row = page.locator("#trail tbody tr", has_text="DeleteAlarms")
+    assert row.count() == 1 and "AccessDenied" in row.inner_text()
     watch.clean()
     ctx.close()
 

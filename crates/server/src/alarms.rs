@@ -150,6 +150,29 @@ impl Alarms {
         self
     }
 
+    /// The alarms named, as they are now (to undo a change whose audit failed).
+    pub fn snapshot(&self, names: &[String]) -> Vec<Entry> {
+        let st = self.lock();
+        names
+            .iter()
+            .filter_map(|n| st.alarms.get(n).cloned())
+            .collect()
+    }
+
+    /// Put the alarms `names` back as `previous` held them (absent when not in it).
+    pub fn restore(&self, names: &[String], previous: Vec<Entry>) -> Result<(), String> {
+        {
+            let mut st = self.lock();
+            for n in names {
+                st.alarms.remove(n);
+            }
+            for e in previous {
+                st.alarms.insert(e.def.alarm_name.clone(), e);
+            }
+        }
+        self.save().map_err(|e| e.to_string())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Stored> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -405,7 +405,11 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|t| t.strip_prefix(crate::metrics_api::TARGET_PREFIX))
     {
-        return crate::metrics_api::handle_json(&s, &caller, op, &body).await;
+        let who = crate::metrics_api::Who {
+            headers: &headers,
+            addr,
+        };
+        return crate::metrics_api::handle_json(&s, &caller, op, &body, who).await;
     }
     let Some(op) = headers
         .get("x-amz-target")

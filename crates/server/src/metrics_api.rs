@@ -19,7 +19,7 @@
 use crate::app::Shared;
 use crate::identity::Caller;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use ciborium::Value;
@@ -1211,9 +1211,15 @@ fn set_alarm_state(s: &Shared, v: &Value) -> Result<Value, ApiError> {
 pub async fn handle(
     State(s): State<Shared>,
     Path((service, op)): Path<(String, String)>,
+    ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
     Extension(caller): Extension<Caller>,
+    headers: http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let who = Who {
+        headers: &headers,
+        addr,
+    };
     if service != SERVICE {
         return error_response(
             Protocol::Cbor,
@@ -1226,7 +1232,7 @@ pub async fn handle(
         );
     }
     match parse_cbor(&body) {
-        Ok(v) => run(&s, &caller, &op, &v, Protocol::Cbor).await,
+        Ok(v) => run(&s, &caller, &op, &v, Protocol::Cbor, who).await,
         Err(e) => error_response(Protocol::Cbor, e),
     }
 }
@@ -1250,7 +1256,13 @@ fn parse_cbor(body: &[u8]) -> Result<Value, ApiError> {
 
 /// `POST /` with `X-Amz-Target: GraniteServiceVersion20100801.<op>` (JSON 1.0), handed
 /// over by the `/` dispatcher; `body` is already read.
-pub async fn handle_json(s: &Shared, caller: &Caller, op: &str, body: &[u8]) -> Response {
+pub async fn handle_json(
+    s: &Shared,
+    caller: &Caller,
+    op: &str,
+    body: &[u8],
+    who: Who<'_>,
+) -> Response {
     let v: Value = if body.is_empty() {
         Value::Map(Vec::new())
     } else {
@@ -1269,10 +1281,76 @@ pub async fn handle_json(s: &Shared, caller: &Caller, op: &str, body: &[u8]) -> 
             }
         }
     };
-    run(s, caller, op, &v, Protocol::Json).await
+    run(s, caller, op, &v, Protocol::Json, who).await
 }
 
-async fn run(s: &Shared, caller: &Caller, op: &str, v: &Value, proto: Protocol) -> Response {
+/// Where a call came from, for its audit event.
+#[derive(Clone, Copy)]
+pub struct Who<'a> {
+    /// The request's headers (user agent).
+    pub headers: &'a http::HeaderMap,
+    /// The peer.
+    pub addr: std::net::SocketAddr,
+}
+
+/// The alarms a change names.
+fn alarm_names(op: &str, v: &Value) -> Vec<String> {
+    match op {
+        "DeleteAlarms" => strings(v, "AlarmNames").unwrap_or_default(),
+        _ => text(v, "AlarmName")
+            .ok()
+            .flatten()
+            .map(|n| vec![n.to_string()])
+            .unwrap_or_default(),
+    }
+}
+
+/// Every change to alarms is a management event in the trail (`monitoring.amazonaws.com`,
+/// as CloudTrail names CloudWatch's), refusals too. When the event cannot be made
+/// durable, the change is undone and the caller told: no unaudited change.
+async fn audited_change(
+    s: &Shared,
+    caller: &Caller,
+    op: &str,
+    v: &Value,
+    who: Who<'_>,
+    change: impl FnOnce() -> Result<Value, ApiError>,
+) -> Result<Value, ApiError> {
+    let names = alarm_names(op, v);
+    let before = s.alarms.snapshot(&names);
+    let r = manage(caller, op).and_then(|()| change());
+    let c = crate::control_api::ctx(caller.clone(), who.headers, who.addr);
+    let mut ev =
+        crate::control_api::event(&c, op, false, to_json(v), serde_json::Value::Null, None);
+    ev.event_source = "monitoring.amazonaws.com".into();
+    if let Err(e) = &r {
+        ev.error_code = Some(e.code.to_string());
+        ev.error_message = Some(e.message.clone());
+    }
+    if let Err(e) = s.recorder.commit_event(ev).await {
+        if r.is_ok() {
+            if let Err(undo) = s.alarms.restore(&names, before) {
+                tracing::error!(error = %undo, "could not undo an alarm change whose audit failed");
+            }
+        }
+        return Err(ApiError {
+            status: 500,
+            code: "InternalServiceFault",
+            query_code: "InternalServiceError",
+            message: format!("the call could not be audited: {e}"),
+        });
+    }
+    r
+}
+
+async fn run(
+    s: &Shared,
+    caller: &Caller,
+    op: &str,
+    v: &Value,
+    proto: Protocol,
+    who: Who<'_>,
+) -> Response {
     if !caller.permissions.logs_read {
         return error_response(
             proto,
@@ -1293,18 +1371,21 @@ async fn run(s: &Shared, caller: &Caller, op: &str, v: &Value, proto: Protocol) 
         "ListMetrics" => list_metrics(s, v).await,
         "DescribeAlarms" => describe_alarms(s, v),
         "DescribeAlarmHistory" => describe_alarm_history(s, v),
-        "PutMetricAlarm" => manage(caller, op).and_then(|()| put_metric_alarm(s, v)),
-        "DeleteAlarms" => manage(caller, op).and_then(|()| {
-            let names = strings(v, "AlarmNames")?;
-            s.alarms.delete(&names).map_err(|e| ApiError {
-                status: 404,
-                code: "ResourceNotFound",
-                query_code: "ResourceNotFound",
-                message: e,
-            })?;
-            Ok(Value::Map(Vec::new()))
-        }),
-        "SetAlarmState" => manage(caller, op).and_then(|()| set_alarm_state(s, v)),
+        "PutMetricAlarm" => audited_change(s, caller, op, v, who, || put_metric_alarm(s, v)).await,
+        "DeleteAlarms" => {
+            audited_change(s, caller, op, v, who, || {
+                let names = strings(v, "AlarmNames")?;
+                s.alarms.delete(&names).map_err(|e| ApiError {
+                    status: 404,
+                    code: "ResourceNotFound",
+                    query_code: "ResourceNotFound",
+                    message: e,
+                })?;
+                Ok(Value::Map(Vec::new()))
+            })
+            .await
+        }
+        "SetAlarmState" => audited_change(s, caller, op, v, who, || set_alarm_state(s, v)).await,
         _ => Err(ApiError {
             status: 400,
             code: "UnknownOperationException",

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{harness, send, Harness, Options};
+use common::{harness, send, send_with, Harness, Options};
 use logbook_disk::sim::{Faults, SimDisk};
 use logbook_server::config::{OnFailure, ProviderConfig, RouteConfig};
 use serde_json::Value;
@@ -252,4 +252,75 @@ fn a_logging_change_that_cannot_be_audited_is_rolled_back() {
         format!("{:?}", reloaded.effective(&account, &region)),
         audited
     );
+}
+
+#[test]
+fn an_alarm_change_that_cannot_be_audited_is_undone() {
+    let disk = SimDisk::new(5);
+    let h = harness(Options {
+        disk: Some(disk.clone()),
+        ..Options::default()
+    });
+    let put = |threshold: u32| {
+        let body = format!(
+            r#"{{"AlarmName":"errors","Namespace":"AWS/Bedrock","MetricName":"InvocationClientErrors","Statistic":"Sum","Period":60,"EvaluationPeriods":1,"Threshold":{threshold},"ComparisonOperator":"GreaterThanThreshold"}}"#
+        );
+        send_with(
+            &h,
+            "POST",
+            "/",
+            &[
+                ("content-type", "application/x-amz-json-1.0"),
+                (
+                    "x-amz-target",
+                    "GraniteServiceVersion20100801.PutMetricAlarm",
+                ),
+            ],
+            body.into_bytes(),
+        )
+    };
+    let threshold = |h: &Harness| {
+        h.state
+            .alarms
+            .list()
+            .iter()
+            .find(|e| e.def.alarm_name == "errors")
+            .map(|e| e.def.threshold)
+    };
+    // Audited: the alarm is there, and its change is an event.
+    let (s, _, b) = put(1);
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(threshold(&h), Some(1.0));
+
+    // Not audited: refused, and the alarm is what it was.
+    disk.set_faults(Faults {
+        sync_ppm: ALWAYS,
+        ..Faults::default()
+    });
+    let (s, _, b) = put(7);
+    assert_eq!(s, 500, "{}", String::from_utf8_lossy(&b));
+    assert!(String::from_utf8_lossy(&b).contains("could not be audited"));
+    assert_eq!(threshold(&h), Some(1.0), "the unaudited change was undone");
+    // A new alarm whose audit fails is not left behind either.
+    let body = br#"{"AlarmName":"fresh","Namespace":"AWS/Bedrock","MetricName":"Invocations","Statistic":"Sum","Period":60,"EvaluationPeriods":1,"Threshold":1,"ComparisonOperator":"GreaterThanThreshold"}"#;
+    let (s, _, _) = send_with(
+        &h,
+        "POST",
+        "/",
+        &[
+            ("content-type", "application/x-amz-json-1.0"),
+            (
+                "x-amz-target",
+                "GraniteServiceVersion20100801.PutMetricAlarm",
+            ),
+        ],
+        body.to_vec(),
+    );
+    assert_eq!(s, 500);
+    assert!(h
+        .state
+        .alarms
+        .list()
+        .iter()
+        .all(|e| e.def.alarm_name != "fresh"));
 }

@@ -76,6 +76,34 @@ pub fn harness(opts: Options) -> Harness {
     }
 }
 
+/// Send one request with extra headers from loopback; the status, headers and body.
+#[allow(dead_code)]
+pub fn send_with(
+    h: &Harness,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (http::StatusCode, http::HeaderMap, Vec<u8>) {
+    let mut req = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut req = req.body(Body::from(body)).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
+    h.rt.block_on(async {
+        let resp = h.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        (status, headers, bytes)
+    })
+}
+
 /// Send one request from loopback; the status, headers and body.
 pub fn send(
     h: &Harness,
