@@ -1008,7 +1008,12 @@ fn an_altered_encrypted_entry_is_reported_never_cut() {
 /// `tests/fixtures/data-v1` (see `make_data_v1.py` there).
 #[test]
 fn a_format_1_journal_still_opens_and_goes_on_in_format_2() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/data-v1/journal");
+    // The package folder at run time (cargo and nextest set it), not where the test
+    // binary was compiled: a target dir shared between clones keeps binaries built
+    // elsewhere.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let src = Path::new(&manifest).join("../../tests/fixtures/data-v1/journal");
     let dir = tempfile::tempdir().unwrap();
     for sub in ["segments", "cursors"] {
         fs::create_dir_all(dir.path().join(sub)).unwrap();

@@ -1475,7 +1475,12 @@ mod tests {
     /// `tests/fixtures/data-v1`).
     #[test]
     fn a_format_1_store_still_opens() {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/data-v1/store");
+        // The package folder at run time (cargo and nextest set it), not where the test
+        // binary was compiled: a target dir shared between clones keeps binaries built
+        // elsewhere.
+        let manifest = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        let src = Path::new(&manifest).join("../../tests/fixtures/data-v1/store");
         let d = tempfile::tempdir().unwrap();
         let copy = |from: &Path, to: &Path| {
             std::fs::create_dir_all(to).unwrap();
