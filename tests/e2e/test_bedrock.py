@@ -444,3 +444,24 @@ def test_mock_tool_calls_satisfy_the_tools_json_schema_on_every_api(server):
     # A directive naming a tool that is not offered: text, as before.
     body = dict(body, messages=[{"role": "user", "content": "x [mock:tool=other]"}])
     assert json.loads(c.invoke_model(modelId=CLAUDE, body=json.dumps(body))["body"].read())["content"][0]["type"] == "text"
+
+
+def test_a_guardrail_intervention_is_answered_and_recorded_as_bedrock_does(server):
+    """With a guardrailConfig, the mock's guardrail can block the input: stopReason
+    guardrail_intervened and the guardrail's message, in the answer and in the record;
+    without one there is nothing to intervene."""
+    rt = server.bedrock()
+    msgs = [{"role": "user", "content": [{"text": "a customer's address please [mock:guardrail=intervene]"}]}]
+    r = rt.converse(modelId="anthropic.claude-3-haiku-20240307-v1:0", messages=msgs,
+                    guardrailConfig={"guardrailIdentifier": "pii-guard", "guardrailVersion": "1"})
+    assert r["stopReason"] == "guardrail_intervened"
+    assert r["output"]["message"]["content"][0]["text"] == "Sorry, the model cannot answer this question."
+    assert r["usage"]["outputTokens"] == 0
+    rec = wait_record(server, r["ResponseMetadata"]["RequestId"])
+    assert rec["output"]["outputBodyJson"]["stopReason"] == "guardrail_intervened"
+    # Streamed, the stop reason arrives in messageStop.
+    events = list(rt.converse_stream(modelId="anthropic.claude-3-haiku-20240307-v1:0", messages=msgs,
+                                     guardrailConfig={"guardrailIdentifier": "pii-guard", "guardrailVersion": "1"})["stream"])
+    assert [e["messageStop"]["stopReason"] for e in events if "messageStop" in e] == ["guardrail_intervened"]
+    plain = rt.converse(modelId="anthropic.claude-3-haiku-20240307-v1:0", messages=msgs)
+    assert plain["stopReason"] == "end_turn"

@@ -47,6 +47,10 @@ def test_demo_fills_a_fresh_install_and_prints_where_to_sign_in(tmp_path):
         ops = {(r[0], r[1]) for r in q["rows"]}
         assert {"Converse", "ConverseStream", "ChatCompletions", "Messages"} <= {o for o, _ in ops}, ops
         assert any(s == "true" for _, s in ops), ops  # streamed calls among them
+        # The helpdesk's guardrail stepped in at least once, and the record says so.
+        g = requests.post(url + "/console/api/query", cookies=jar, headers=h, timeout=30, json={
+            "query": 'filter output.outputBodyJson.stopReason = "guardrail_intervened" | stats count(*) as n'}).json()
+        assert int(g["rows"][0][0]) >= 1, g
         budgets = requests.get(url + "/console/api/budgets", cookies=jar, headers=h, timeout=5).json()["budgets"]
         assert budgets and budgets[0]["percent"] >= 50, budgets  # past its first warning threshold
         # The throttles alarm goes off (alarms are evaluated every 2 s in the demo).

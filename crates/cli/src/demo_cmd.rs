@@ -1,8 +1,8 @@
 //! `logbook demo`: a server with embedded defaults plus three teams' apps, a budget and
 //! two alarms, filled with traffic sent through its own HTTP front door (Bedrock Converse
 //! and ConverseStream, OpenAI chat, streamed and not, the Anthropic Messages API), with
-//! client errors, throttles, a budget passing its warning thresholds and an alarm going
-//! off. Then it prints the console's address and a sign-in key and keeps serving.
+//! client errors, throttles, a guardrail intervention, a budget passing its warning
+//! thresholds and an alarm going off. Then it prints the console's address and a sign-in key and keeps serving.
 
 use anyhow::Context;
 use std::collections::HashMap;
@@ -211,6 +211,13 @@ fn call(i: usize) -> (&'static str, &'static str, &'static str, String) {
         text.push_str(" [mock:error=ThrottlingException]");
         return (app, "converse", MODELS[1], text);
     }
+    // The helpdesk's guardrail blocks a request for a customer's personal data.
+    if i % 23 == 14 {
+        let text = "What is the home address and phone number of our customer Jane Doe? \
+                    [mock:guardrail=intervene]"
+            .to_string();
+        return ("DEMO_SUPPORT_KEY", "converse", MODELS[0], text);
+    }
     if i % 17 == 5 {
         text.push_str(" [mock:output_chars=1200]");
     }
@@ -225,16 +232,27 @@ async fn traffic(base: &str, keys: &HashMap<String, String>, n: usize) -> anyhow
     for i in 0..n {
         let (app, api, model, text) = call(i);
         let key = keys.get(app).map_or("", String::as_str);
-        let team = ["search", "ads", "support"][i % 3];
+        let team = match app {
+            "DEMO_SEARCH_KEY" => "search",
+            "DEMO_ADS_KEY" => "ads",
+            _ => "support",
+        };
         let req = match api {
-            "converse" | "converse-stream" => http
-                .post(format!("{base}/model/{model}/{api}"))
-                .bearer_auth(key)
-                .json(&serde_json::json!({
+            "converse" | "converse-stream" => {
+                let mut body = serde_json::json!({
                     "messages": [{"role": "user", "content": [{"text": text}]}],
                     "inferenceConfig": {"maxTokens": 200},
                     "requestMetadata": {"team": team, "feature": "demo"},
-                })),
+                });
+                // The helpdesk calls its models through a guardrail.
+                if app == "DEMO_SUPPORT_KEY" {
+                    body["guardrailConfig"] =
+                        serde_json::json!({"guardrailIdentifier": "helpdesk-pii", "guardrailVersion": "1"});
+                }
+                http.post(format!("{base}/model/{model}/{api}"))
+                    .bearer_auth(key)
+                    .json(&body)
+            }
             "chat" => http
                 .post(format!("{base}/v1/chat/completions"))
                 .bearer_auth(key)

@@ -15,6 +15,7 @@
 //! | `[mock:fail_after_chunks=N]` | streams: fail with `ModelStreamErrorException` after N pieces |
 //! | `[mock:tool=NAME]` | answer with a tool call to NAME (when tools are offered) |
 //! | `[mock:cache_read=N]`, `[mock:cache_write=N]` | Converse: report N prompt-cache read / write tokens |
+//! | `[mock:guardrail=intervene]` | Converse with a `guardrailConfig`: the guardrail blocks the input (`stopReason` `guardrail_intervened`, its blocked message, no output tokens); ignored without a guardrail, as there is none to intervene |
 
 use crate::converse::{
     response_to_events, ConverseRequest, ConverseResponse, Message, StreamEvent, TokenUsage,
@@ -60,7 +61,12 @@ pub struct Directives {
     pub cache_read: Option<u64>,
     /// Prompt-cache write tokens to report (Converse).
     pub cache_write: Option<u64>,
+    /// The request's guardrail blocks it (Converse with a `guardrailConfig`).
+    pub guardrail_intervenes: bool,
 }
+
+/// What a guardrail answers when it blocks a request (Bedrock's default blocked message).
+pub const GUARDRAIL_BLOCKED: &str = "Sorry, the model cannot answer this question.";
 
 /// Read `[mock:key=value]` directives from text.
 pub fn directives(text: &str) -> Directives {
@@ -85,6 +91,7 @@ pub fn directives(text: &str) -> Directives {
             "tool" => d.tool = Some(v.trim().to_string()),
             "cache_read" => d.cache_read = n.map(|n| n.min(10_000_000)),
             "cache_write" => d.cache_write = n.map(|n| n.min(10_000_000)),
+            "guardrail" => d.guardrail_intervenes = v.trim() == "intervene",
             _ => {}
         }
     }
@@ -171,6 +178,26 @@ impl MockProvider {
     ) -> ConverseResponse {
         let prompt = req.last_user_text();
         let input_tokens = estimate_tokens(&req.all_text());
+        if d.guardrail_intervenes && req.guardrail_config.is_some() {
+            // The input is blocked before any model runs: the guardrail's message, no
+            // output tokens.
+            let mut m = Map::new();
+            m.insert("text".into(), Value::String(GUARDRAIL_BLOCKED.into()));
+            return ConverseResponse {
+                message: Message {
+                    role: "assistant".into(),
+                    content: vec![m],
+                },
+                stop_reason: "guardrail_intervened".into(),
+                usage: {
+                    let mut u = TokenUsage::new(input_tokens, 0);
+                    u.total_tokens = u.sum();
+                    u
+                },
+                latency_ms: self.base_delay.as_millis() as u64 + d.delay_ms,
+                additional_model_response_fields: None,
+            };
+        }
         let offered_tool = req
             .tool_config
             .as_ref()
@@ -748,6 +775,27 @@ mod tests {
         assert_eq!(d.error, Some(AwsErrorCode::ThrottlingException));
         assert_eq!(d.delay_ms, 5);
         assert_eq!(d.chunks, Some(3));
+    }
+
+    #[test]
+    fn a_guardrail_intervenes_only_when_there_is_one() {
+        let mut req: ConverseRequest = serde_json::from_value(json!({
+            "messages": [{"role": "user", "content": [{"text": "leak it [mock:guardrail=intervene]"}]}]
+        }))
+        .unwrap();
+        let d = directives(&req.last_user_text());
+        assert!(d.guardrail_intervenes);
+        let m = MockProvider::default();
+        let plain = m.converse_answer("m", &req, &d);
+        assert_eq!(
+            plain.stop_reason, "end_turn",
+            "no guardrail, nothing to intervene"
+        );
+        req.guardrail_config = Some(json!({"guardrailIdentifier": "g1", "guardrailVersion": "1"}));
+        let blocked = m.converse_answer("m", &req, &d);
+        assert_eq!(blocked.stop_reason, "guardrail_intervened");
+        assert_eq!(blocked.usage.output_tokens, 0);
+        assert_eq!(blocked.message.content[0]["text"], GUARDRAIL_BLOCKED);
     }
 
     #[test]
