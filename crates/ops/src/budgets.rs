@@ -123,12 +123,18 @@ impl Scope {
     }
 }
 
-/// A refusal: the budget that would be passed.
+/// A refusal: the budget that would be passed. The message says whether the budget is
+/// spent, or whether this call's worst case (its reservation, from its output-token
+/// limit) would pass what is left.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("Budget {name:?} is exhausted: {spent} of {limit} USD spent this {period} ({reserved} USD reserved by calls in flight); the call was not made.")]
+#[error("Budget {name:?} {verdict}: {spent} of {limit} USD spent this {period}, {reserved} USD reserved by calls in flight, and this call may cost up to {estimate} USD; the call was not made.")]
 pub struct Refused {
     /// Budget name.
     pub name: String,
+    /// `is spent`, or `would be passed by this call`.
+    pub verdict: &'static str,
+    /// This call's reservation (its worst-case cost), USD.
+    pub estimate: String,
     /// Spent this period, USD.
     pub spent: String,
     /// Reserved by calls in flight, USD.
@@ -326,6 +332,12 @@ impl Budgets {
             if a.spent + a.reserved + estimate > spec.limit || a.spent >= spec.limit {
                 return Err(Refused {
                     name: spec.name.clone(),
+                    verdict: if a.spent >= spec.limit {
+                        "is spent"
+                    } else {
+                        "would be passed by this call"
+                    },
+                    estimate: usd(estimate),
                     spent: usd(a.spent),
                     reserved: usd(a.reserved),
                     limit: usd(spec.limit),
@@ -626,6 +638,12 @@ mod tests {
         let e = b.admit(&f, parse_usd("0.6").unwrap(), now).unwrap_err();
         assert_eq!(e.name, "search");
         assert!(e.to_string().contains("0.6 USD reserved"), "{e}");
+        // Not spent: this call's worst case would pass it, and the message says so.
+        assert!(
+            e.to_string().contains("would be passed by this call")
+                && e.to_string().contains("may cost up to 0.6 USD"),
+            "{e}"
+        );
         drop(r1);
         let r2 = b.admit(&f, parse_usd("0.6").unwrap(), now).unwrap();
         let mut r = rec(
