@@ -122,3 +122,36 @@ def test_anthropic_bedrock_client_signs_invoke_model(server):
     recs = records(server, op="InvokeModel") + records(server, op="InvokeModelWithResponseStream")
     assert sorted((r["operation"], r["modelId"]) for r in recs) == [
         ("InvokeModel", model), ("InvokeModelWithResponseStream", model)]
+
+
+def test_messages_reach_an_openai_compatible_upstream_through_converse(make_server):
+    """A provider that takes no native Claude body is reached through the Converse
+    translation: the Anthropic SDK talks Messages, the upstream hears OpenAI chat, and the
+    answer, stream, tool call and record come back in the Messages API's shape."""
+    from fake_openai import FakeOpenAI
+    from test_openai import upstream_config
+
+    with FakeOpenAI() as up:
+        s = make_server(upstream_config(up.url), env={"UPSTREAM_KEY": "sk-upstream-secret"})
+        c = client(s)
+        m = c.messages.create(model="gpt-4o-mini", max_tokens=50, system="Be brief.",
+                              messages=[{"role": "user", "content": "hello upstream"}])
+        path, _, body = up.requests[-1]
+        assert path == "/v1/chat/completions" and body["model"] == "gpt-4o-mini" and body["max_tokens"] == 50
+        assert body["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello upstream"}]
+        assert m.type == "message" and m.content[0].text == "upstream says hi" and m.stop_reason == "end_turn"
+        assert m.usage.input_tokens == 9 and m.usage.output_tokens == 4  # OpenAI's 11 less its 2 cached
+        with c.messages.stream(model="gpt-4o", max_tokens=50, messages=[{"role": "user", "content": "stream it"}]) as st:
+            text = "".join(st.text_stream)
+            final = st.get_final_message()
+        assert text == "upstream says hi" and final.usage.output_tokens == 4
+        tools = [{"name": "weather", "description": "w", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+        t = c.messages.create(model="gpt-4o", max_tokens=50, tools=tools, messages=[{"role": "user", "content": "weather?"}])
+        assert t.stop_reason == "tool_use" and t.content[0].type == "tool_use" and t.content[0].input == {"city": "Oslo"}
+        recs = records(s, n=3)
+        assert [r["modelId"] for r in recs] == ["gpt-4o-mini", "gpt-4o", "gpt-4o"]
+        assert recs[0]["output"]["outputBodyJson"]["content"][0]["text"] == "upstream says hi"
+        assert recs[0]["input"]["inputTokenCount"] == 9 and recs[0]["logbook"]["provider"] == "up"
+        assert recs[1]["logbook"]["stream"] is True and recs[1]["output"]["outputTokenCount"] == 4
+        assert [e["type"] for e in recs[1]["output"]["outputBodyJson"]][-1] == "message_stop"
+        assert all("errorCode" not in r for r in recs)

@@ -320,7 +320,7 @@ impl Budgets {
         f: &CallFacts<'_>,
         estimate: i128,
         now_ms: i64,
-    ) -> Result<Reservation, Refused> {
+    ) -> Result<Reservation, Box<Refused>> {
         let mut held = Vec::new();
         let mut st = self.lock();
         let matching: Vec<usize> = (0..self.specs.len())
@@ -330,7 +330,7 @@ impl Budgets {
             self.roll(&mut st, i, now_ms);
             let (spec, a) = (&self.specs[i], &st.accounts[i]);
             if a.spent + a.reserved + estimate > spec.limit || a.spent >= spec.limit {
-                return Err(Refused {
+                return Err(Box::new(Refused {
                     name: spec.name.clone(),
                     verdict: if a.spent >= spec.limit {
                         "is spent"
@@ -346,7 +346,7 @@ impl Budgets {
                         BudgetPeriod::Week => "week",
                         BudgetPeriod::Month => "month",
                     },
-                });
+                }));
             }
         }
         for i in matching {

@@ -24,6 +24,7 @@ pub mod bedrock;
 pub mod completions;
 pub mod converse;
 mod http;
+pub mod messages;
 pub mod mock;
 pub mod native;
 pub mod openai;

@@ -8,6 +8,11 @@
 //! `amazon-bedrock-invocationMetrics` left out). The record has operation `Messages`, the
 //! Messages request and the Anthropic response (or the stream's events).
 //!
+//! A provider that takes no native Claude body (an OpenAI-compatible upstream) is reached
+//! through Converse instead (`logbook_providers::messages`): the request becomes a
+//! Converse request, and the Converse answer or stream becomes a Messages answer or
+//! Messages stream events, recorded as such.
+//!
 //! Errors are in Anthropic's shape: `{"type": "error", "error": {"type", "message"}}`.
 
 use crate::capture::Call;
@@ -190,6 +195,52 @@ async fn messages_call(core: Invoker, mut call: Call, headers: HeaderMap, body: 
             return fail(&core, &call, "ThrottlingException", &m).await;
         }
     };
+    // A provider that takes no native Claude body (an OpenAI-compatible upstream) is
+    // reached through Converse, the translation every provider serves.
+    if !matches!(r.provider.kind(), "bedrock" | "anthropic" | "mock") {
+        let req = match logbook_providers::messages::request_to_converse(&request) {
+            Ok(x) => x,
+            Err(m) => return fail(&core, &call, "ValidationException", &m).await,
+        };
+        let id = format!("msg_{}", call.request_id.replace('-', ""));
+        if !stream {
+            let res = Invoker::model(&r, r.provider.converse(&r.info.upstream_model, &req)).await;
+            let resp = match res {
+                Ok(x) => x,
+                Err(e) => return fail(&core, &call, e.code.as_str(), &e.message).await,
+            };
+            call.set_usage(resp.usage);
+            let out = logbook_providers::messages::response_from_converse(&resp, &model, &id);
+            return match core.finish_json(&call, out).await {
+                Ok(bytes) => json_response(bytes, "application/json", &call.request_id, REQUEST_ID),
+                Err(e) => anthropic_error(500, "api_error", &e.to_string(), &call.request_id),
+            };
+        }
+        call.stream = true;
+        let (started, st) = core
+            .open_stream(
+                &call,
+                Invoker::model(&r, r.provider.converse_stream(&r.info.upstream_model, &req)),
+            )
+            .await;
+        let st = match st {
+            Ok(s) => s,
+            Err(e) => return fail(&core, &call, e.code.as_str(), &e.message).await,
+        };
+        let started = match started {
+            Ok(s) => s,
+            Err(e) => return anthropic_error(500, "api_error", &e.to_string(), &call.request_id),
+        };
+        let (tx, resp) = crate::http_util::sse_response(REQUEST_ID, &call.request_id);
+        let format = FromConverse {
+            tr: logbook_providers::messages::EventTranslator::new(&id, &model),
+            events: Vec::new(),
+        };
+        tokio::spawn(crate::stream::pump(
+            core, started, call, st, r.timeout, format, tx,
+        ));
+        return resp;
+    }
     if !stream {
         let res = Invoker::model(&r, r.provider.invoke(&r.info.upstream_model, &native_body)).await;
         let resp = match res {
@@ -366,6 +417,59 @@ impl StreamFormat for EventsFormat {
         if let Some(u) = native::usage_from_chunks(&self.events) {
             call.set_usage(u);
         }
+        Output {
+            output_content_type: Some("application/json".into()),
+            output_body_json: Some(Value::Array(std::mem::take(&mut self.events))),
+            output_body_s3_path: None,
+            output_token_count: None,
+        }
+    }
+
+    fn partial(&self) -> Option<Value> {
+        Some(Value::Array(self.events.clone()))
+    }
+
+    fn error_frame(&self, code: AwsErrorCode, message: &str) -> Option<Bytes> {
+        let (_, kind) = anthropic_error_type(code.as_str());
+        Some(sse(
+            &json!({"type": "error", "error": {"type": kind, "message": message}}),
+        ))
+    }
+}
+
+/// Messages stream events made from a Converse stream (providers without native bodies).
+struct FromConverse {
+    tr: logbook_providers::messages::EventTranslator,
+    events: Vec<Value>,
+}
+
+impl StreamFormat for FromConverse {
+    type Item = logbook_providers::converse::StreamEvent;
+
+    fn frames(
+        &mut self,
+        ev: Self::Item,
+        call: &mut Call,
+    ) -> Result<Vec<(Bytes, bool)>, ProviderError> {
+        use logbook_providers::converse::StreamEvent;
+        match &ev {
+            StreamEvent::ContentBlockDelta { .. } => call.mark_first_token(),
+            StreamEvent::Metadata { usage, .. } => call.set_usage(*usage),
+            _ => {}
+        }
+        let out = self.tr.events(&ev);
+        let frames = out
+            .iter()
+            .map(|v| {
+                let last = v.get("type").and_then(Value::as_str) == Some("message_stop");
+                (sse(v), last)
+            })
+            .collect();
+        self.events.extend(out);
+        Ok(frames)
+    }
+
+    fn output(&mut self, _call: &mut Call) -> Output {
         Output {
             output_content_type: Some("application/json".into()),
             output_body_json: Some(Value::Array(std::mem::take(&mut self.events))),
