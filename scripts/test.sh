@@ -62,3 +62,9 @@ export LOGBOOK_BIN="$CARGO_TARGET_DIR/debug/logbook"
 step "end-to-end tests with real clients"
 cd tests/e2e
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+
+step "the OpenAI, Responses and Anthropic protocol tests again, over HTTP/2 (prior knowledge)"
+if [ "$#" -eq 0 ]; then
+  LOGBOOK_E2E_HTTP=2 "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
+    test_openai.py test_responses.py test_anthropic.py
+fi

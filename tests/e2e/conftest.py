@@ -15,6 +15,18 @@ import requests
 from botocore.config import Config as BotoConfig
 
 BIN = os.environ.get("LOGBOOK_BIN", "target/debug/logbook")
+# LOGBOOK_E2E_HTTP=2: the SDKs whose transport can (OpenAI, Anthropic) talk HTTP/2 with
+# prior knowledge to the same port; scripts/test.sh runs their protocol tests once more so.
+HTTP2 = os.environ.get("LOGBOOK_E2E_HTTP") == "2"
+
+
+def sdk_http_client():
+    """The SDKs' own transport (httpx2), over HTTP/2 when LOGBOOK_E2E_HTTP=2; else None
+    (the SDK's default, HTTP/1.1)."""
+    if not HTTP2:
+        return None
+    import httpx2
+    return httpx2.Client(http1=False, http2=True, timeout=60)
 
 
 class Server:
@@ -101,7 +113,7 @@ class Server:
         import openai
         if key is None:
             key = self.admin["apiKey"] if self.admin else "sk-test-key"
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0)
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, http_client=sdk_http_client())
 
 
 def archive_files(data_dir, bucket_dir="archive"):

@@ -7,11 +7,12 @@ import time
 import anthropic
 import pytest
 
-from conftest import read_records
+from conftest import read_records, sdk_http_client
 
 
 def client(server, key=None):
-    return anthropic.Anthropic(base_url=server.url, api_key=key or server.admin["apiKey"], max_retries=0)
+    return anthropic.Anthropic(base_url=server.url, api_key=key or server.admin["apiKey"], max_retries=0,
+                               http_client=sdk_http_client())
 
 
 def records(server, op="Messages", n=1, timeout=20):

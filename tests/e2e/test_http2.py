@@ -48,3 +48,51 @@ def test_openai_and_anthropic_sdks_over_http2(server):
         assert r.http_version == "HTTP/2" and r.status_code == 200
     ops = sorted(r["operation"] for r in wait_ops(server, 5))
     assert ops == ["ChatCompletions", "ChatCompletions", "Messages", "Messages", "Responses"], ops
+
+
+def test_an_idle_http2_connection_does_not_hold_up_the_shutdown(server):
+    """A client that keeps its HTTP/2 connection open and reads nothing (as SDKs pool
+    them) must not make SIGTERM wait out the 30 s drain meant for calls in flight."""
+    import signal
+    http = h2_client()
+    o = openai.OpenAI(base_url=server.url + "/v1", api_key=server.admin["apiKey"], http_client=http, max_retries=0)
+    o.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "then idle"}])
+    t = time.time()
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(timeout=60)
+    took = time.time() - t
+    http.close()
+    assert server.proc.returncode == 0
+    assert took < 15, f"shutdown took {took:.1f} s with an idle HTTP/2 connection"
+    assert len(read_records(server.data_dir)) == 1
+
+
+def test_a_stream_in_flight_finishes_before_the_shutdown_on_both_versions(server):
+    """SIGTERM waits for calls in flight, streams included (their bodies are counted until
+    they end), over HTTP/1.1 and HTTP/2 alike."""
+    import signal
+    import threading
+    http2 = h2_client()
+    results = {}
+
+    def run(name, http_client):
+        o = openai.OpenAI(base_url=server.url + "/v1", api_key=server.admin["apiKey"], http_client=http_client,
+                          max_retries=0)
+        text = "".join(c.choices[0].delta.content or "" for c in o.chat.completions.create(
+            model="gpt-4o-mini", stream=True,
+            messages=[{"role": "user", "content": f"{name} [mock:chunks=6] [mock:chunk_delay_ms=300]"}]) if c.choices)
+        results[name] = text
+
+    threads = [threading.Thread(target=run, args=("h1", None)), threading.Thread(target=run, args=("h2", http2))]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # both streams are under way
+    server.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=60)
+    server.proc.wait(timeout=60)
+    http2.close()
+    assert server.proc.returncode == 0
+    assert "h1" in results.get("h1", "") and "h2" in results.get("h2", ""), results
+    recs = read_records(server.data_dir)
+    assert len(recs) == 2 and all("errorCode" not in r for r in recs), recs
