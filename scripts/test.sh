@@ -23,7 +23,14 @@ step "a real browser for the console tests (Debian's chromium, headless)"
 # browser of its own. Installed from Debian's packages when missing (needs root or sudo).
 export LOGBOOK_CHROMIUM="${LOGBOOK_CHROMIUM:-/usr/bin/chromium}"
 if [ ! -x "$LOGBOOK_CHROMIUM" ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null; then
+      echo "chromium is missing and installing it needs root: run 'apt-get install chromium' as root, or set LOGBOOK_CHROMIUM" >&2
+      exit 1
+    fi
+    SUDO="sudo"
+  fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
