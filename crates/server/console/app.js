@@ -263,7 +263,7 @@ async function overview(main) {
     const days = cb.value.rows.map((x) => ({ t: parseTs(x.period + 'T00:00:00Z'), values: [Number(x.cost)] }));
     charts.append(lineChart(`Cost per day (${cb.value.timeZone})`, ['cost'], days, (v) => Number(v).toFixed(4)));
   }
-  if (S.page !== 'overview') return;
+  if (!main.isConnected) return; // navigated away (or re-rendered) meanwhile
   const [byModel, byTeam, byPrincipal, errors] = await Promise.allSettled([
     chargeback(['model'], 'month'),
     chargeback(['team'], 'month'),
@@ -660,11 +660,17 @@ const PAGES = { overview, explorer, cost, alarms, config, trail };
 
 async function route() {
   if (!S.who) return;
+  // A newer navigation makes this one stale: it must not take the focus when it ends.
+  const nav = (S.nav = (S.nav || 0) + 1);
   const hash = location.hash.replace(/^#\/?/, '') || 'overview';
   const [path, qs] = hash.split('?');
   const [name, arg] = path.split('/');
   const params = new URLSearchParams(qs || '');
-  const main = clear($('main'));
+  // Each navigation renders into its own element: a slower, stale one renders into an
+  // element no longer on the page.
+  const root = clear($('main'));
+  const main = h('div', { class: 'page' });
+  root.append(main);
   document.querySelectorAll('#nav a').forEach((a) => {
     if (a.dataset.page === name || (name === 'record' && a.dataset.page === 'explorer')) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
@@ -677,8 +683,8 @@ async function route() {
       document.title = label + ' · Logbook';
       await PAGES[name](main, params);
     } else main.append(h('p', { class: 'error', text: 'No such page.' }));
-  } catch (e) { if (!(e instanceof ApiError && e.status === 401)) failure(main, e); }
-  main.focus({ preventScroll: true });
+  } catch (e) { if (!(e instanceof ApiError && e.status === 401) && nav === S.nav) failure(main, e); }
+  if (nav === S.nav && !root.contains(document.activeElement)) root.focus({ preventScroll: true });
 }
 
 function showSignIn(message) {
