@@ -378,6 +378,12 @@ struct EventsFormat {
     model: String,
 }
 
+/// The Messages API's stream error event.
+fn error_event(code: AwsErrorCode, message: &str) -> Bytes {
+    let (_, kind) = anthropic_error_type(code.as_str());
+    sse(&json!({"type": "error", "error": {"type": kind, "message": message}}))
+}
+
 fn sse(v: &Value) -> Bytes {
     let kind = v.get("type").and_then(Value::as_str).unwrap_or("message");
     let data = serde_json::to_string(v).unwrap_or_default();
@@ -430,10 +436,7 @@ impl StreamFormat for EventsFormat {
     }
 
     fn error_frame(&self, code: AwsErrorCode, message: &str) -> Option<Bytes> {
-        let (_, kind) = anthropic_error_type(code.as_str());
-        Some(sse(
-            &json!({"type": "error", "error": {"type": kind, "message": message}}),
-        ))
+        Some(error_event(code, message))
     }
 }
 
@@ -483,10 +486,7 @@ impl StreamFormat for FromConverse {
     }
 
     fn error_frame(&self, code: AwsErrorCode, message: &str) -> Option<Bytes> {
-        let (_, kind) = anthropic_error_type(code.as_str());
-        Some(sse(
-            &json!({"type": "error", "error": {"type": kind, "message": message}}),
-        ))
+        Some(error_event(code, message))
     }
 }
 

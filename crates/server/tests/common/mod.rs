@@ -77,7 +77,6 @@ pub fn harness(opts: Options) -> Harness {
 }
 
 /// Send one request with extra headers from loopback; the status, headers and body.
-#[allow(dead_code)]
 pub fn send_with(
     h: &Harness,
     method: &str,
@@ -112,21 +111,9 @@ pub fn send(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> (http::StatusCode, http::HeaderMap, Vec<u8>) {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(ct) = content_type {
-        req = req.header("content-type", ct);
-    }
-    let mut req = req.body(Body::from(body)).unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
-    h.rt.block_on(async {
-        let resp = h.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap()
-            .to_vec();
-        (status, headers, bytes)
-    })
+    let headers: Vec<(&str, &str)> = content_type
+        .map(|ct| ("content-type", ct))
+        .into_iter()
+        .collect();
+    send_with(h, method, path, &headers, body)
 }
