@@ -78,6 +78,7 @@ struct Stored {
 pub struct Alarms {
     path: PathBuf,
     inner: Mutex<Stored>,
+    saving: Mutex<()>,
     /// Action ARNs the configuration declares.
     pub targets: BTreeMap<String, ActionTarget>,
     http: reqwest::Client,
@@ -131,6 +132,7 @@ impl Alarms {
         let a = Alarms {
             path,
             inner: Mutex::new(st),
+            saving: Mutex::new(()),
             targets,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -178,6 +180,9 @@ impl Alarms {
     }
 
     fn save(&self) -> std::io::Result<()> {
+        // One save at a time: two writers of the same temporary file (the evaluator and
+        // an API call) would rename it from under each other (ENOENT).
+        let _one = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let bytes = {
             let st = self.lock();
             serde_json::to_vec_pretty(&*st).map_err(std::io::Error::other)?
