@@ -3,7 +3,10 @@ on loopback) are read back with boto3 and compared with what the clients were se
 
 import gzip
 import json
+import os
 import time
+
+import duckdb
 
 import boto3
 import botocore.exceptions
@@ -55,10 +58,10 @@ def control(server):
                         config=BotoConfig(retries={"total_max_attempts": 1}))
 
 
-def test_records_land_in_an_s3_compatible_bucket_exactly_as_served(make_server, moto):
+def test_records_land_in_an_s3_compatible_bucket_exactly_as_served(make_server, moto, tmp_path):
     s3 = moto.s3()
     s3.create_bucket(Bucket="corp-logs")
-    config = bucket_config("corp-logs", moto, sse="AES256") + (
+    config = bucket_config("corp-logs", moto, sse="AES256") + "parquet = true\n" + (
         '[logging_config.default]\ns3Config = { bucketName = "corp-logs", keyPrefix = "bedrock/" }\n')
     s = make_server(config)
     c = s.bedrock()
@@ -78,6 +81,22 @@ def test_records_land_in_an_s3_compatible_bucket_exactly_as_served(make_server, 
             assert s3.head_object(Bucket="corp-logs", Key=key)["ServerSideEncryption"] == "AES256"
     # Nothing of it went to the local archive.
     assert s.health()["status"] == "ok"
+    # The open layout is in the same bucket: Parquet under Hive partitions, each call once.
+    s.stop()
+    local = tmp_path / "copy"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="corp-logs", Prefix="bedrock/logbook-parquet/v1/").get("Contents", [])]
+    assert keys and all(k.endswith(".parquet") and "/account_id=" in k and "/dt=" in k for k in keys), keys
+    for k in keys:
+        if moto.sse:
+            assert s3.head_object(Bucket="corp-logs", Key=k)["ServerSideEncryption"] == "AES256"
+        dest = local / k
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(s3.get_object(Bucket="corp-logs", Key=k)["Body"].read())
+    con = duckdb.connect()
+    con.execute(open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "open-layout", "duckdb.sql")).read()
+                .replace("<location>", str(local / "bedrock")))
+    got = sorted(r[0] for r in con.execute("SELECT request_id FROM invocations WHERE region = 'us-east-1'").fetchall())
+    assert got == sorted(served)
 
 
 def test_the_permission_check_writes_to_the_remote_bucket_as_bedrock_does(make_server, moto):

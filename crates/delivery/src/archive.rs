@@ -195,6 +195,22 @@ impl ArchiveFormat {
     }
 }
 
+/// The key prefix under which `bucket` takes `record`, or `None` when the record is for
+/// another bucket. A record names its bucket and prefix in `logbook.destination`; one that
+/// names none goes to the default bucket (`is_default`) under `default_prefix`.
+pub(crate) fn prefix_for(
+    record: &RawRecord,
+    bucket: &str,
+    is_default: bool,
+    default_prefix: &str,
+) -> Option<String> {
+    match record.destination() {
+        Some(d) => (text(d.bucket).unwrap_or_default() == bucket)
+            .then(|| text(d.key_prefix).unwrap_or_default()),
+        None => is_default.then(|| default_prefix.to_string()),
+    }
+}
+
 impl Format for ArchiveFormat {
     type Item = (String, Vec<u8>);
 
@@ -205,17 +221,10 @@ impl Format for ArchiveFormat {
         let Ok(head) = RawRecord::parse(&e.payload) else {
             return Ok(0);
         };
-        let (bucket, prefix) = match head.destination() {
-            Some(d) => (
-                text(d.bucket).unwrap_or_default(),
-                text(d.key_prefix).unwrap_or_default(),
-            ),
-            None if self.is_default => (self.bucket.clone(), self.default_prefix.clone()),
-            None => return Ok(0),
+        let Some(prefix) = prefix_for(&head, &self.bucket, self.is_default, &self.default_prefix)
+        else {
+            return Ok(0); // another bucket's
         };
-        if bucket != self.bucket {
-            return Ok(0);
-        }
         let account = text(head.account_id).unwrap_or_else(|| "000000000000".into());
         let region = text(head.region).unwrap_or_else(|| "us-east-1".into());
         let payload = match &self.redactor {
@@ -279,4 +288,4 @@ impl Format for ArchiveFormat {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

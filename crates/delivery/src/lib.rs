@@ -7,7 +7,8 @@
 //! duplicates (see ARCHITECTURE.md).
 //!
 //! Formats: [`archive::ArchiveFormat`] (Bedrock invocation logs, S3 layout),
-//! [`trail::TrailFormat`] (CloudTrail events for control-plane calls).
+//! [`trail::TrailFormat`] (CloudTrail events for control-plane calls),
+//! [`parquet::ParquetFormat`] (the open layout: Hive-partitioned Parquet).
 
 use async_trait::async_trait;
 pub use logbook_bucket::{Bucket, BucketError};
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 
 pub mod archive;
 pub mod cloudwatch;
+pub mod parquet;
 pub mod trail;
 
 /// Delivery errors.
@@ -42,6 +44,9 @@ pub enum DeliveryError {
     /// A record names a bucket this server does not know (fix the configuration).
     #[error("{0}")]
     Config(String),
+    /// A batch could not be encoded (a Parquet file of the open layout).
+    #[error("encoding: {0}")]
+    Encode(String),
     /// A background task failed.
     #[error("task: {0}")]
     Task(String),
@@ -56,7 +61,7 @@ impl DeliveryError {
         match self {
             DeliveryError::Bucket(e) => e.is_permanent(),
             DeliveryError::CloudWatch(e) => e.is_permanent(),
-            DeliveryError::Config(_) => true,
+            DeliveryError::Config(_) | DeliveryError::Encode(_) => true,
             DeliveryError::Journal(_) | DeliveryError::Io(_) | DeliveryError::Task(_) => false,
         }
     }

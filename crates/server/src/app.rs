@@ -13,6 +13,7 @@ use axum::Router;
 use http::HeaderMap;
 use logbook_delivery::archive::ArchiveFormat;
 use logbook_delivery::cloudwatch::{CloudWatchFormat, CloudWatchTarget};
+use logbook_delivery::parquet::ParquetFormat;
 use logbook_delivery::trail::TrailFormat;
 use logbook_delivery::Bucket;
 use logbook_delivery::{Destination, DestinationConfig, DestinationStats, GcCoordinator};
@@ -1016,6 +1017,31 @@ impl AppState {
             )?;
             destinations.push((format!("archive-{name}"), archive.stats()));
             tasks.push(tokio::spawn(archive.run(stop_rx.clone())));
+            if config.parquet_buckets.contains(name) {
+                // The open layout: the same records as Hive-partitioned Parquet, with its
+                // own cursor (journal GC waits for it as for any destination).
+                let open = Destination::new(
+                    store.clone(),
+                    journal.clone(),
+                    dcfg(format!("parquet-{name}")),
+                    {
+                        let f = ParquetFormat::new(name, is_default, &config.archive_prefix, &node);
+                        match config
+                            .redaction
+                            .for_name(config.redaction.buckets.get(name))
+                        {
+                            Some(r) => {
+                                redactions.push((format!("parquet-{name}"), r.counts()));
+                                f.with_redactor(r)
+                            }
+                            None => f,
+                        }
+                    },
+                    gc.clone(),
+                )?;
+                destinations.push((format!("parquet-{name}"), open.stats()));
+                tasks.push(tokio::spawn(open.run(stop_rx.clone())));
+            }
             if is_default {
                 let trail = Destination::new(
                     store,

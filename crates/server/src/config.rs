@@ -113,6 +113,9 @@ struct RawArchive {
     permanent_retry_ms: Option<u64>,
     /// Redaction profile for the default archive bucket (when it is not in [[buckets]]).
     redact: Option<String>,
+    /// Write the open layout (Hive-partitioned Parquet) in the default archive bucket
+    /// (when it is not in [[buckets]]).
+    parquet: Option<bool>,
 }
 
 /// `[encryption]`: encryption at rest of the journal and the store.
@@ -372,6 +375,8 @@ struct RawBucket {
     sse_kms_key_id: Option<String>,
     /// Redaction profile applied to what this bucket receives.
     redact: Option<String>,
+    /// Also write the open layout (Hive-partitioned Parquet) beside the archive.
+    parquet: Option<bool>,
 }
 
 impl RawBucket {
@@ -968,6 +973,8 @@ pub struct Config {
     pub redaction: Redaction,
     /// Buckets: name -> local folder.
     pub buckets: HashMap<String, BucketSpec>,
+    /// Buckets that also get the open layout (`logbook_delivery::parquet`).
+    pub parquet_buckets: BTreeSet<String>,
     /// Providers.
     pub providers: Vec<ProviderConfig>,
     /// Routes, first match wins.
@@ -1151,8 +1158,12 @@ impl Config {
         redaction.buckets = bucket_redact;
         redaction.log_groups = group_redact;
         redaction.store = raw.store.redact.clone();
+        let mut parquet_buckets = BTreeSet::new();
         for b in raw.buckets {
             let name = b.name.clone();
+            if b.parquet == Some(true) {
+                parquet_buckets.insert(name.clone());
+            }
             match b.spec(data_dir, &region) {
                 Ok(spec) => {
                     if buckets.insert(name.clone(), spec).is_some() {
@@ -1352,6 +1363,9 @@ impl Config {
                     "archive.bucket {archive_bucket:?} is not declared in [[buckets]]"
                 ));
             }
+        }
+        if raw.archive.parquet == Some(true) {
+            parquet_buckets.insert(archive_bucket.clone());
         }
         let mut providers = Vec::new();
         for p in raw.providers {
@@ -1651,6 +1665,7 @@ impl Config {
                     .collect(),
             },
             buckets,
+            parquet_buckets,
             providers,
             routes,
             principals,
@@ -1721,6 +1736,21 @@ mod tests {
             "a = \"v\"\n# ${MISSING}\nb = \"d\""
         );
         assert!(interpolate("a = \"${MISSING}\"", &vars).is_err());
+    }
+
+    #[test]
+    fn the_open_layout_is_chosen_per_bucket() {
+        let parse = |t: &str| Config::parse(t, &HashMap::new(), Path::new("/d"));
+        let c = parse("[[buckets]]\nname = \"a\"\npath = \"a\"\nparquet = true\n[[buckets]]\nname = \"b\"\npath = \"b\"\n").unwrap();
+        assert_eq!(c.parquet_buckets.iter().collect::<Vec<_>>(), ["a"]);
+        let c = parse("[archive]\nparquet = true\n").unwrap();
+        assert_eq!(
+            c.parquet_buckets.iter().collect::<Vec<_>>(),
+            ["logbook-archive"]
+        );
+        assert!(parse("").unwrap().parquet_buckets.is_empty());
+        let e = parse("[[buckets]]\nname = \"a\"\npath = \"a\"\nparquet = \"yes\"\n").unwrap_err();
+        assert!(e.to_string().contains("parquet"), "{e}");
     }
 
     #[test]

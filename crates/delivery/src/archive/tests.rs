@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-fn small(dir: &std::path::Path) -> JournalConfig {
+pub(crate) fn small(dir: &std::path::Path) -> JournalConfig {
     let mut c = JournalConfig::new(dir);
     c.segment_bytes = 1024 * 1024;
     c
 }
 
-fn record(i: u64, account: &str, body_len: usize) -> Vec<u8> {
+pub(crate) fn record(i: u64, account: &str, body_len: usize) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "schemaType": "ModelInvocationLog", "schemaVersion": "1.0",
         "timestamp": "2025-01-09T18:00:00Z", "accountId": account,
@@ -30,7 +30,7 @@ fn record(i: u64, account: &str, body_len: usize) -> Vec<u8> {
 }
 
 /// A local bucket in `root`, written through the real disk.
-fn local_bucket(root: &std::path::Path) -> Bucket {
+pub(crate) fn local_bucket(root: &std::path::Path) -> Bucket {
     Bucket::open(
         "bkt",
         &BucketSpec::Local(root.to_path_buf()),
@@ -39,7 +39,7 @@ fn local_bucket(root: &std::path::Path) -> Bucket {
     .unwrap()
 }
 
-fn files(root: &std::path::Path) -> Vec<PathBuf> {
+pub(crate) fn files(root: &std::path::Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -76,7 +76,7 @@ async fn deliver(journal: &Journal, root: &std::path::Path) -> Arc<DestinationSt
     .await
 }
 
-async fn run_format<F: crate::Format<Item = (String, Vec<u8>)>>(
+pub(crate) async fn run_format<F: crate::Format<Item = (String, Vec<u8>)>>(
     journal: &Journal,
     root: &std::path::Path,
     name: &str,
