@@ -291,19 +291,71 @@ fn to_batch(rows: &[Row]) -> Result<RecordBatch, DeliveryError> {
     RecordBatch::try_new(schema(), arrays).map_err(err)
 }
 
-/// One file's bytes.
-fn to_parquet(rows: &[Row]) -> Result<Vec<u8>, DeliveryError> {
-    let batch = to_batch(rows)?;
-    let err = |e: parquet::errors::ParquetError| DeliveryError::Encode(format!("parquet: {e}"));
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(err)?))
-        .set_created_by(format!("logbook {}", env!("CARGO_PKG_VERSION")))
-        .build();
-    let mut out = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut out, schema(), Some(props)).map_err(err)?;
-    w.write(&batch).map_err(err)?;
-    w.close().map_err(err)?;
-    Ok(out)
+/// Records (bytes of JSON) per row group: rows are encoded and compressed into the file
+/// as each row group fills, so a batch held in memory is mostly compressed bytes.
+pub const ROW_GROUP_BYTES: usize = 8 * 1024 * 1024;
+
+fn parquet_err(e: parquet::errors::ParquetError) -> DeliveryError {
+    DeliveryError::Encode(format!("parquet: {e}"))
+}
+
+/// A file being written: whole row groups already encoded, plus the rows of the next.
+struct FileWriter {
+    /// In a mutex only to be `Sync`, as a `Format` must be (the writer is not); never
+    /// contended: one destination task owns its format.
+    writer: std::sync::Mutex<ArrowWriter<Vec<u8>>>,
+    rows: Vec<Row>,
+    row_bytes: usize,
+}
+
+impl FileWriter {
+    fn new() -> Result<Self, DeliveryError> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).map_err(parquet_err)?,
+            ))
+            .set_created_by(format!("logbook {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        Ok(FileWriter {
+            writer: std::sync::Mutex::new(
+                ArrowWriter::try_new(Vec::new(), schema(), Some(props)).map_err(parquet_err)?,
+            ),
+            rows: Vec::new(),
+            row_bytes: 0,
+        })
+    }
+
+    fn push(&mut self, row: Row, bytes: usize) -> Result<(), DeliveryError> {
+        self.rows.push(row);
+        self.row_bytes += bytes;
+        if self.row_bytes >= ROW_GROUP_BYTES {
+            self.end_row_group()?;
+        }
+        Ok(())
+    }
+
+    fn end_row_group(&mut self) -> Result<(), DeliveryError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let batch = to_batch(&self.rows)?;
+        let w = self.writer.get_mut().unwrap_or_else(|p| p.into_inner());
+        w.write(&batch).map_err(parquet_err)?;
+        w.flush().map_err(parquet_err)?;
+        self.rows.clear();
+        self.row_bytes = 0;
+        Ok(())
+    }
+
+    /// The whole file, footer included.
+    fn finish(mut self) -> Result<Vec<u8>, DeliveryError> {
+        self.end_row_group()?;
+        self.writer
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .into_inner()
+            .map_err(parquet_err)
+    }
 }
 
 /// A partition value as Hive writes it in a path: `%XX` for anything but ASCII letters,
@@ -366,7 +418,7 @@ fn day_of(ms: i64) -> String {
 struct Group {
     first_seq: u64,
     first_time_ms: u64,
-    rows: Vec<Row>,
+    file: FileWriter,
 }
 
 /// The open layout of one bucket.
@@ -427,15 +479,15 @@ impl Format for ParquetFormat {
         let region = text(r.region).unwrap_or_else(|| "us-east-1".into());
         let row = row(&r, &payload, e.time_ms as i64);
         let day = day_of(row.timestamp_ms);
-        let group = self
-            .groups
-            .entry((prefix, account, region, day))
-            .or_insert_with(|| Group {
+        let group = match self.groups.entry((prefix, account, region, day)) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => v.insert(Group {
                 first_seq: e.seq,
                 first_time_ms: e.time_ms,
-                rows: Vec::new(),
-            });
-        group.rows.push(row);
+                file: FileWriter::new()?,
+            }),
+        };
+        group.file.push(row, payload.len())?;
         Ok(payload.len() + 1)
     }
 
@@ -454,7 +506,7 @@ impl Format for ParquetFormat {
                 &self.node_id,
                 g.first_seq,
             );
-            out.push((key, to_parquet(&g.rows)?));
+            out.push((key, g.file.finish()?));
         }
         Ok(out)
     }

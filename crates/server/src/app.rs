@@ -1023,7 +1023,11 @@ impl AppState {
                 let open = Destination::new(
                     store.clone(),
                     journal.clone(),
-                    dcfg(format!("parquet-{name}")),
+                    DestinationConfig {
+                        max_object_bytes: config.parquet_max_object_bytes,
+                        max_object_age: config.parquet_max_object_age,
+                        ..dcfg(format!("parquet-{name}"))
+                    },
                     {
                         let f = ParquetFormat::new(name, is_default, &config.archive_prefix, &node);
                         match config

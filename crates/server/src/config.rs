@@ -116,6 +116,10 @@ struct RawArchive {
     /// Write the open layout (Hive-partitioned Parquet) in the default archive bucket
     /// (when it is not in [[buckets]]).
     parquet: Option<bool>,
+    /// Roll an open-layout file at this many bytes of records (default 64 MiB).
+    parquet_max_object_bytes: Option<usize>,
+    /// Roll an open-layout file when its first record is this old (default 5 minutes).
+    parquet_max_object_age_ms: Option<u64>,
 }
 
 /// `[encryption]`: encryption at rest of the journal and the store.
@@ -975,6 +979,10 @@ pub struct Config {
     pub buckets: HashMap<String, BucketSpec>,
     /// Buckets that also get the open layout (`logbook_delivery::parquet`).
     pub parquet_buckets: BTreeSet<String>,
+    /// Roll open-layout files at this size (analytics engines want big files).
+    pub parquet_max_object_bytes: usize,
+    /// Roll open-layout files at this age.
+    pub parquet_max_object_age: Duration,
     /// Providers.
     pub providers: Vec<ProviderConfig>,
     /// Routes, first match wins.
@@ -1631,6 +1639,13 @@ impl Config {
             archive_prefix: raw.archive.key_prefix.unwrap_or_default(),
             max_object_bytes: raw.archive.max_object_bytes.unwrap_or(5 * 1024 * 1024),
             max_object_age: Duration::from_millis(raw.archive.max_object_age_ms.unwrap_or(60_000)),
+            parquet_max_object_bytes: raw
+                .archive
+                .parquet_max_object_bytes
+                .unwrap_or(64 * 1024 * 1024),
+            parquet_max_object_age: Duration::from_millis(
+                raw.archive.parquet_max_object_age_ms.unwrap_or(300_000),
+            ),
             permanent_retry: Duration::from_millis(
                 raw.archive.permanent_retry_ms.unwrap_or(60_000),
             ),
@@ -1748,7 +1763,15 @@ mod tests {
             c.parquet_buckets.iter().collect::<Vec<_>>(),
             ["logbook-archive"]
         );
-        assert!(parse("").unwrap().parquet_buckets.is_empty());
+        let d = parse("").unwrap();
+        assert!(d.parquet_buckets.is_empty());
+        assert_eq!(d.parquet_max_object_bytes, 64 * 1024 * 1024);
+        assert_eq!(d.parquet_max_object_age, Duration::from_secs(300));
+        let c =
+            parse("[archive]\nparquet_max_object_bytes = 1000\nparquet_max_object_age_ms = 20\n")
+                .unwrap();
+        assert_eq!(c.parquet_max_object_bytes, 1000);
+        assert_eq!(c.parquet_max_object_age, Duration::from_millis(20));
         let e = parse("[[buckets]]\nname = \"a\"\npath = \"a\"\nparquet = \"yes\"\n").unwrap_err();
         assert!(e.to_string().contains("parquet"), "{e}");
     }

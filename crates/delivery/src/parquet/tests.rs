@@ -281,3 +281,43 @@ fn hostile_partition_values_cannot_leave_their_folder() {
     assert_eq!(k.matches('/').count(), 5, "{k}");
     assert!(!k.contains("/../"), "{k}");
 }
+
+#[test]
+fn a_big_batch_is_written_in_row_groups_and_reads_back_whole() {
+    let mut f = ParquetFormat::new("bkt", true, "", "n");
+    let body = "y".repeat(500_000);
+    for seq in 1..=20u64 {
+        let mut v: serde_json::Value = serde_json::from_slice(&full_record(
+            "2026-12-03T10:00:00Z",
+            &seq.to_string(),
+            "eu-west-1",
+        ))
+        .unwrap();
+        v["input"]["inputBodyJson"] = serde_json::json!({ "t": body });
+        let e = Entry {
+            seq,
+            time_ms: seq,
+            kind: EntryKind::Record,
+            version: 1,
+            payload: serde_json::to_vec(&v).unwrap(),
+        };
+        f.add(e).unwrap();
+    }
+    let out = f.take().unwrap();
+    assert_eq!(out.len(), 1);
+    let bytes = bytes::Bytes::from(out[0].1.clone());
+    // 20 records of about 500 KB: about 10 MB, so two row groups of at most 8 MiB.
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+    assert_eq!(reader.metadata().num_row_groups(), 2);
+    let batches: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
+    let ids: Vec<Option<String>> = batches
+        .iter()
+        .flat_map(|b| strings(b, "request_id"))
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=20).map(|i| Some(i.to_string())).collect::<Vec<_>>()
+    );
+    // Compressed: the file is far smaller than the records it holds.
+    assert!(out[0].1.len() < 1_000_000, "{}", out[0].1.len());
+}
