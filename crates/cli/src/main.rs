@@ -283,7 +283,7 @@ struct ServeArgs {
     #[arg(long, value_parser = ["strict", "async"])]
     mode: Option<String>,
     /// Override archive.max_object_age_ms (how long records wait before an archive object is
-    /// written); it also caps archive.parquet_max_object_age_ms.
+    /// written); it also caps archive.parquet_max_object_age_ms and otlp.export_interval_ms.
     #[arg(long)]
     archive_max_age_ms: Option<u64>,
 }
@@ -304,6 +304,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<logbook_server::Config> {
     if let Some(ms) = args.archive_max_age_ms {
         config.max_object_age = std::time::Duration::from_millis(ms);
         config.parquet_max_object_age = config.parquet_max_object_age.min(config.max_object_age);
+        if let Some(o) = &mut config.otlp {
+            o.export_interval = o.export_interval.min(config.max_object_age);
+        }
     }
     Ok(config)
 }

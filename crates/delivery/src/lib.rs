@@ -44,6 +44,10 @@ pub enum DeliveryError {
     /// A record names a bucket this server does not know (fix the configuration).
     #[error("{0}")]
     Config(String),
+    /// A remote destination refused or could not be reached (an OTLP collector);
+    /// retried with backoff.
+    #[error("{0}")]
+    Remote(String),
     /// A batch could not be encoded (a Parquet file of the open layout).
     #[error("encoding: {0}")]
     Encode(String),
@@ -62,7 +66,10 @@ impl DeliveryError {
             DeliveryError::Bucket(e) => e.is_permanent(),
             DeliveryError::CloudWatch(e) => e.is_permanent(),
             DeliveryError::Config(_) | DeliveryError::Encode(_) => true,
-            DeliveryError::Journal(_) | DeliveryError::Io(_) | DeliveryError::Task(_) => false,
+            DeliveryError::Journal(_)
+            | DeliveryError::Io(_)
+            | DeliveryError::Task(_)
+            | DeliveryError::Remote(_) => false,
         }
     }
 }

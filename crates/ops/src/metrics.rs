@@ -273,19 +273,18 @@ impl Metrics {
     pub fn observe(&self, r: &InvocationRecord) {
         self.series.observe(r);
         let l = self.label(&r.model_id);
-        let status = r.logbook.http_status;
-        let throttled = status == 429 || r.error_code.as_deref() == Some("ThrottlingException");
-        if throttled {
-            self.throttles.get_or_create(&l).inc();
-            return;
+        let outcome =
+            logbook_record::CallOutcome::of(r.logbook.http_status, r.error_code.as_deref());
+        let counter = match outcome {
+            logbook_record::CallOutcome::Throttled => Some(&self.throttles),
+            logbook_record::CallOutcome::ClientError => Some(&self.client_errors),
+            logbook_record::CallOutcome::ServerError => Some(&self.server_errors),
+            logbook_record::CallOutcome::Ok => None,
+        };
+        if let Some(c) = counter {
+            c.get_or_create(&l).inc();
         }
-        let reached_model = r.logbook.provider.is_some();
-        if (400..500).contains(&status) {
-            self.client_errors.get_or_create(&l).inc();
-        } else if status >= 500 {
-            self.server_errors.get_or_create(&l).inc();
-        }
-        if !reached_model {
+        if !outcome.invoked(r.logbook.provider.is_some()) {
             return;
         }
         self.invocations.get_or_create(&l).inc();

@@ -211,6 +211,41 @@ pub struct EstimatedUsage {
 /// the one budgets reserve by.
 pub const BYTES_PER_TOKEN: u64 = 4;
 
+/// What a finished call counts as in Bedrock's metrics (reference §6), one rule for every
+/// consumer (the Prometheus and CloudWatch metrics, the OTLP export).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// `InvocationThrottles` (HTTP 429 or `ThrottlingException`), and nothing else.
+    Throttled,
+    /// A 4xx answer; also an invocation when the model was reached.
+    ClientError,
+    /// A 5xx answer; also an invocation when the model was reached.
+    ServerError,
+    /// Success.
+    Ok,
+}
+
+impl CallOutcome {
+    /// Classify by HTTP status and error code.
+    pub fn of(http_status: u16, error_code: Option<&str>) -> CallOutcome {
+        if http_status == 429 || error_code == Some("ThrottlingException") {
+            CallOutcome::Throttled
+        } else if (400..500).contains(&http_status) {
+            CallOutcome::ClientError
+        } else if http_status >= 500 {
+            CallOutcome::ServerError
+        } else {
+            CallOutcome::Ok
+        }
+    }
+
+    /// Does the call count in `Invocations` (and the token and latency metrics)? Only when
+    /// it reached a model and was not throttled.
+    pub fn invoked(self, reached_model: bool) -> bool {
+        reached_model && self != CallOutcome::Throttled
+    }
+}
+
 /// The tokens a JSON body's text is estimated to hold: the bytes of its string values
 /// (not its keys or punctuation, not base64 media), [`BYTES_PER_TOKEN`] bytes a token,
 /// rounded up.

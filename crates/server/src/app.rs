@@ -1105,6 +1105,51 @@ impl AppState {
             tasks.push(tokio::spawn(dest.run(stop_rx.clone())));
         }
 
+        // OpenTelemetry: one span per call, and the calls' metrics, to an OTLP collector.
+        if let Some(o) = &config.otlp {
+            let mut exporter = o.exporter.clone();
+            exporter.instance_id = node.clone();
+            let target = logbook_otel::OtlpTarget::new(&exporter)
+                .map_err(|e| ServeError::Config(e.to_string()))?;
+            let meters = target.metrics_handle();
+            let mut format = logbook_otel::SpanFormat::new(exporter.content);
+            if let Some(r) = config.redaction.for_name(o.redact.as_ref()) {
+                redactions.push(("otlp".to_string(), r.counts()));
+                format = format.with_redactor(r);
+            }
+            let dest = Destination::new(
+                target,
+                journal.clone(),
+                DestinationConfig {
+                    name: "otlp".into(),
+                    // Raw record bytes per export: far below a collector's 4 MiB limit
+                    // even with content on.
+                    max_object_bytes: 1024 * 1024,
+                    max_object_age: o.export_interval,
+                    retry_base: Duration::from_millis(100),
+                    permanent_retry: config.permanent_retry,
+                },
+                format,
+                gc.clone(),
+            )?;
+            destinations.push(("otlp".into(), dest.stats()));
+            let stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = dest.run(stop).await;
+                // Every span is exported: export the metrics they counted, once more.
+                if let Some(p) = meters {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Err(e) = p.force_flush() {
+                            tracing::warn!(error = %e, "the last OTLP metrics export failed");
+                        }
+                        let _ = p.shutdown();
+                    })
+                    .await;
+                }
+                r
+            }));
+        }
+
         let archive = buckets.get(&config.archive_bucket).map(Bucket::store);
         let engine = Arc::new(
             logbook_query::QueryService::new(

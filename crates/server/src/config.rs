@@ -604,6 +604,38 @@ struct RawPrincipal {
     tags: BTreeMap<String, String>,
 }
 
+/// Header values that are secrets (API keys): kept out of `Debug` output.
+#[derive(Default, Deserialize)]
+#[serde(transparent)]
+struct SecretHeaders(BTreeMap<String, String>);
+
+impl std::fmt::Debug for SecretHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+/// `[otlp]`: OpenTelemetry export.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOtlp {
+    endpoint: Option<String>,
+    /// `http/protobuf` (default) or `grpc`.
+    protocol: Option<String>,
+    #[serde(default)]
+    headers: SecretHeaders,
+    /// Prompts and responses on spans (default: no).
+    content: Option<bool>,
+    service_name: Option<String>,
+    metrics: Option<bool>,
+    metrics_interval_ms: Option<u64>,
+    /// Spans wait at most this long before they are exported (default 5 s).
+    export_interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    /// Redaction profile for content.
+    redact: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConsole {
@@ -686,6 +718,7 @@ struct RawConfig {
     auth: RawAuth,
     #[serde(default)]
     console: RawConsole,
+    otlp: Option<RawOtlp>,
     /// `[logging_config.default]` and `[logging_config."<region>"]`, in the API's shape.
     #[serde(default)]
     logging_config: BTreeMap<String, toml::Value>,
@@ -1005,6 +1038,19 @@ pub struct Config {
     pub auth_enforced: bool,
     /// The web console.
     pub console: ConsoleConfig,
+    /// OpenTelemetry export (`None`: off).
+    pub otlp: Option<OtlpExport>,
+}
+
+/// `[otlp]`, validated.
+#[derive(Debug, Clone)]
+pub struct OtlpExport {
+    /// Exporter settings (`instance_id` is filled in with the node id at start).
+    pub exporter: logbook_otel::OtlpConfig,
+    /// Spans wait at most this long.
+    pub export_interval: Duration,
+    /// Redaction profile for content.
+    pub redact: Option<String>,
 }
 
 /// Replace `${VAR}` and `${VAR:-default}` from `vars`, skipping comment lines.
@@ -1603,6 +1649,51 @@ impl Config {
                     .clamp(1, 60 * 60),
             ),
         };
+        let otlp = match raw.otlp {
+            None => None,
+            Some(o) => {
+                let endpoint = o.endpoint.unwrap_or_default();
+                if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                    errors.push(format!(
+                        "otlp.endpoint {endpoint:?} must be an http:// or https:// URL (the collector's base, e.g. http://127.0.0.1:4318)"
+                    ));
+                }
+                let protocol = match o.protocol.as_deref() {
+                    None | Some("http/protobuf") => logbook_otel::Protocol::HttpProtobuf,
+                    Some("grpc") => logbook_otel::Protocol::Grpc,
+                    Some(p) => {
+                        errors.push(format!(
+                            "otlp.protocol {p:?}: expected \"http/protobuf\" or \"grpc\""
+                        ));
+                        logbook_otel::Protocol::HttpProtobuf
+                    }
+                };
+                let metrics_interval = o.metrics_interval_ms.unwrap_or(60_000);
+                if metrics_interval < 1000 {
+                    errors.push(format!(
+                        "otlp.metrics_interval_ms {metrics_interval}: at least 1000"
+                    ));
+                }
+                use_profile(&mut errors, "otlp.redact".into(), &o.redact);
+                Some(OtlpExport {
+                    exporter: logbook_otel::OtlpConfig {
+                        endpoint,
+                        protocol,
+                        headers: o.headers.0,
+                        content: o.content.unwrap_or(false),
+                        service_name: o.service_name.unwrap_or_else(|| "logbook".into()),
+                        instance_id: String::new(),
+                        metrics_interval: Duration::from_millis(metrics_interval),
+                        metrics: o.metrics.unwrap_or(true),
+                        timeout: Duration::from_millis(o.timeout_ms.unwrap_or(10_000).max(100)),
+                    },
+                    export_interval: Duration::from_millis(
+                        o.export_interval_ms.unwrap_or(5_000).max(10),
+                    ),
+                    redact: o.redact,
+                })
+            }
+        };
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -1710,6 +1801,7 @@ impl Config {
                     }),
                 }
             },
+            otlp,
         })
     }
 }
