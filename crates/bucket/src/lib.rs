@@ -17,6 +17,8 @@
 
 use bytes::Bytes;
 use logbook_disk::Disk;
+pub mod lifecycle;
+
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;

@@ -109,6 +109,64 @@ pub fn render(h: &Value) -> String {
             }
         }
     }
+    if let Some(groups) = h
+        .get("store")
+        .and_then(|s| s.get("logGroups"))
+        .and_then(Value::as_object)
+    {
+        if !groups.is_empty() {
+            let _ = writeln!(out, "\nlog groups (records / bodies kept):");
+        }
+        let days = |v: Option<&Value>| {
+            v.and_then(Value::as_u64)
+                .map_or("forever".to_string(), |d| format!("{d} days"))
+        };
+        for (name, g) in groups {
+            let records = days(g.get("retentionInDays"));
+            let bodies = match g.get("bodyRetentionDays").and_then(Value::as_u64) {
+                Some(d) => format!("{d} days"),
+                None => "as long as the records".into(),
+            };
+            let _ = writeln!(
+                out,
+                "  {name}: {} records, {} bytes; records {records}, bodies {bodies}",
+                n(g, "records"),
+                n(g, "storedBytes"),
+            );
+        }
+    }
+    if let Some(rules) = h.get("lifecycle").and_then(Value::as_object) {
+        if !rules.is_empty() {
+            let _ = writeln!(out, "\nlifecycle:");
+        }
+        for (bucket, r) in rules {
+            let days = |k: &str| r.get(k).and_then(Value::as_u64);
+            let mut rule = Vec::new();
+            if let (Some(d), Some(to)) = (
+                days("transitionAfterDays"),
+                r.get("transitionTo").and_then(Value::as_str),
+            ) {
+                rule.push(format!("to {to} after {d} days"));
+            }
+            if let Some(d) = days("expireAfterDays") {
+                rule.push(format!("expire after {d} days"));
+            }
+            let _ = writeln!(
+                out,
+                "  {bucket}: {}; {} passes, {} moved ({} bytes), {} expired ({} bytes){}",
+                rule.join(", "),
+                n(r, "passes"),
+                n(r, "transitioned"),
+                n(r, "transitionedBytes"),
+                n(r, "expired"),
+                n(r, "expiredBytes"),
+                r.get("lastError")
+                    .and_then(Value::as_str)
+                    .map(|e| format!("; last pass failed: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
     let _ = writeln!(out, "\nmetrics (Bedrock's names):");
     let mut sums: std::collections::BTreeMap<String, u64> = Default::default();
     for d in ds.values() {
@@ -182,5 +240,27 @@ mod tests {
         assert!(!out.contains(
             "last error: CloudWatch Logs PutLogEvents: ResourceNotFoundException: nope\n  last"
         ));
+    }
+
+    #[test]
+    fn renders_lifecycle_rules_and_what_log_groups_keep() {
+        let h = serde_json::json!({
+            "status": "ok",
+            "destinations": {},
+            "store": {"logGroups": {
+                "/aws/bedrock/modelinvocations": {"retentionInDays": 365, "bodyRetentionDays": 30, "records": 12, "storedBytes": 4096},
+                "/team": {"retentionInDays": null, "bodyRetentionDays": null, "records": 0, "storedBytes": 0}}},
+            "lifecycle": {
+                "logbook-archive": {"transitionAfterDays": 30, "transitionTo": "cold", "expireAfterDays": 365,
+                    "passes": 3, "transitioned": 2, "transitionedBytes": 900, "expired": 1, "expiredBytes": 400, "lastError": null},
+                "team": {"transitionAfterDays": null, "transitionTo": null, "expireAfterDays": 7,
+                    "passes": 1, "transitioned": 0, "transitionedBytes": 0, "expired": 0, "expiredBytes": 0,
+                    "lastError": "bucket team: i/o: denied"}
+            }
+        });
+        let out = render(&h);
+        assert!(out.contains("log groups (records / bodies kept):\n  /aws/bedrock/modelinvocations: 12 records, 4096 bytes; records 365 days, bodies 30 days\n  /team: 0 records, 0 bytes; records forever, bodies as long as the records\n"), "{out}");
+        assert!(out.contains("lifecycle:\n  logbook-archive: to cold after 30 days, expire after 365 days; 3 passes, 2 moved (900 bytes), 1 expired (400 bytes)\n"), "{out}");
+        assert!(out.contains("  team: expire after 7 days; 1 passes, 0 moved (0 bytes), 0 expired (0 bytes); last pass failed: bucket team: i/o: denied\n"), "{out}");
     }
 }

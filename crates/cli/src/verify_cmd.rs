@@ -45,6 +45,13 @@ pub struct VerifyArgs {
     /// Print valid objects too.
     #[arg(long)]
     verbose: bool,
+    /// Where a lifecycle rule moved old objects: a declared bucket (default: the rule's
+    /// `transition_to`, when the bucket has one).
+    #[arg(long, conflicts_with = "cold_dir")]
+    cold_bucket: Option<String>,
+    /// A local folder holding the cold bucket.
+    #[arg(long)]
+    cold_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -136,6 +143,49 @@ fn store(args: &BucketArgs) -> anyhow::Result<(String, Arc<dyn object_store::Obj
     Ok((name, bucket.store()))
 }
 
+/// The cold bucket of `verify`: named, a folder, or the lifecycle rule's.
+fn cold_store(args: &VerifyArgs) -> anyhow::Result<Option<Arc<dyn object_store::ObjectStore>>> {
+    let open = |name: &str, spec: &logbook_server::config::BucketSpec| {
+        logbook_bucket::Bucket::open(name, spec, logbook_journal::RealDisk::shared())
+            .map(|b| Some(b.store()))
+            .map_err(|e| anyhow::anyhow!("cold bucket {name}: {e}"))
+    };
+    if let Some(dir) = &args.cold_dir {
+        if !dir.is_dir() {
+            bail!("{} is not a folder", dir.display());
+        }
+        return open(
+            &dir.display().to_string(),
+            &logbook_server::config::BucketSpec::Local(dir.clone()),
+        );
+    }
+    if args.bucket.bucket_dir.is_some() && args.cold_bucket.is_none() {
+        return Ok(None);
+    }
+    let config = crate::load_data(&args.bucket.data)?;
+    let hot = args
+        .bucket
+        .bucket
+        .clone()
+        .unwrap_or(config.archive_bucket.clone());
+    let cold = match &args.cold_bucket {
+        Some(c) => c.clone(),
+        None => match config
+            .lifecycle
+            .get(&hot)
+            .and_then(|r| r.transition_to.clone())
+        {
+            Some(c) => c,
+            None => return Ok(None),
+        },
+    };
+    let spec = config
+        .buckets
+        .get(&cold)
+        .with_context(|| format!("no bucket {cold:?} is declared"))?;
+    open(&cold, spec)
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -178,6 +228,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         trusted,
         verbose: args.verbose,
         now_ms: ms(time::OffsetDateTime::now_utc()),
+        cold: cold_store(&args)?,
     };
     let (name, store) = store(&args.bucket)?;
     let report = runtime()?.block_on(verify::verify_bucket(store, &name, &opts))?;

@@ -33,6 +33,9 @@ pub struct Options {
     pub verbose: bool,
     /// The current time (Unix ms), to say when a checkpoint is overdue.
     pub now_ms: u64,
+    /// Where a lifecycle rule moved old objects (same keys): a log object missing from
+    /// the bucket is looked for there. Checkpoints never move.
+    pub cold: Option<Arc<dyn ObjectStore>>,
 }
 
 /// The outcome.
@@ -430,9 +433,16 @@ async fn check_objects(
     let mut slots: Vec<Option<Option<Digested>>> = work.iter().map(|_| None).collect();
     let mut fetched = futures::stream::iter(work.iter().enumerate().map(|(i, (_, o, kind))| {
         let store = store.clone();
+        let cold = opts.cold.clone();
         let key = o.key.clone();
         let kind = *kind;
-        async move { (i, kind, get(&store, &key).await) }
+        async move {
+            let got = match (get(&store, &key).await, &cold) {
+                (Ok(None), Some(cold)) => get(cold, &key).await,
+                (got, _) => got,
+            };
+            (i, kind, got)
+        }
     }))
     .buffered(16);
     let mut failed = None;

@@ -18,7 +18,7 @@ use logbook_delivery::trail::TrailFormat;
 use logbook_delivery::Bucket;
 use logbook_delivery::{Destination, DestinationConfig, DestinationStats, GcCoordinator};
 use logbook_journal::{Journal, JournalConfig, SyncMode};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -72,6 +72,8 @@ pub struct AppState {
     pub metric_filters: Arc<crate::metric_filters::MetricFilters>,
     /// Console sessions.
     pub sessions: crate::console::Sessions,
+    /// Lifecycle rules' counters, by bucket.
+    pub lifecycle: BTreeMap<String, Arc<logbook_bucket::lifecycle::Stats>>,
 }
 
 /// Shared state handle.
@@ -106,6 +108,7 @@ pub struct Running {
     alarm_task: tokio::task::JoinHandle<()>,
     spend_task: Option<tokio::task::JoinHandle<()>>,
     watcher: tokio::task::JoinHandle<()>,
+    lifecycle_tasks: Vec<tokio::task::JoinHandle<()>>,
     _lock: DataLock,
 }
 
@@ -604,7 +607,35 @@ async fn healthz(State(s): State<Shared>) -> Response {
             "dropped": s.store.stats.dropped.load(Ordering::Relaxed),
             "flushes": s.store.stats.flushes.load(Ordering::Relaxed),
             "durableSeq": s.store.durable_seq(),
+            // What each group keeps: records for `retentionInDays`, bodies for
+            // `bodyRetentionDays` (none: as long as the records).
+            "logGroups": s.store.groups().into_iter().map(|g| {
+                let body = s.store.body_retention_days(&g.name);
+                (g.name, serde_json::json!({
+                    "retentionInDays": g.retention_in_days,
+                    "bodyRetentionDays": body,
+                    "records": g.records,
+                    "storedBytes": g.stored_bytes,
+                }))
+            }).collect::<serde_json::Map<_, _>>(),
         },
+        "lifecycle": s.lifecycle.iter().map(|(b, st)| {
+            let rule = &s.config.lifecycle[b];
+            let days = |d: Option<Duration>| d.map(|d| d.as_secs() / 86_400);
+            (b.clone(), serde_json::json!({
+                "transitionAfterDays": days(rule.transition_after),
+                "transitionTo": rule.transition_to,
+                "expireAfterDays": days(rule.expire_after),
+                "intervalSeconds": rule.interval.as_secs(),
+                "passes": st.passes.load(Ordering::Relaxed),
+                "transitioned": st.transitioned.load(Ordering::Relaxed),
+                "transitionedBytes": st.transitioned_bytes.load(Ordering::Relaxed),
+                "expired": st.expired.load(Ordering::Relaxed),
+                "expiredBytes": st.expired_bytes.load(Ordering::Relaxed),
+                "lastPassMs": st.last_pass_ms.load(Ordering::Relaxed),
+                "lastError": st.last_error(),
+            }))
+        }).collect::<serde_json::Map<_, _>>(),
         "queries": {
             "inFlight": s.engine.in_flight(),
             "memoryBytes": s.engine.memory_in_use(),
@@ -1242,6 +1273,7 @@ impl AppState {
             })?,
         );
         let alarm_every = config.alarm_every;
+        let config_lifecycle = config.lifecycle.clone();
         let metric_filters = Arc::new(
             crate::metric_filters::MetricFilters::open(&config.data_dir).map_err(|e| {
                 ServeError::Io {
@@ -1284,6 +1316,15 @@ impl AppState {
                 config_console.session_max,
             ),
             metric_filters,
+            lifecycle: config_lifecycle
+                .keys()
+                .map(|b| {
+                    (
+                        b.clone(),
+                        Arc::new(logbook_bucket::lifecycle::Stats::default()),
+                    )
+                })
+                .collect(),
         });
         let alarm_task = tokio::spawn(crate::alarms::run(
             state.clone(),
@@ -1295,6 +1336,12 @@ impl AppState {
             .then(|| tokio::spawn(crate::spend::run(state.clone(), budgets, stop_rx.clone())));
         // A destination that stalls, or recovers, is a service event in the trail.
         let watcher = tokio::spawn(watch_destinations(state.clone()));
+        // Lifecycle rules: a pass at start, then one per interval.
+        let lifecycle_tasks = state
+            .lifecycle
+            .keys()
+            .map(|b| tokio::spawn(crate::lifecycle::run(state.clone(), b.clone())))
+            .collect();
         Ok(Running {
             state,
             admin,
@@ -1304,6 +1351,7 @@ impl AppState {
             alarm_task,
             spend_task,
             watcher,
+            lifecycle_tasks,
             _lock: lock,
         })
     }
@@ -1349,6 +1397,10 @@ impl Running {
     /// Stop the background work and drain delivery and the store's last flush.
     pub async fn shutdown(self) -> Result<(), ServeError> {
         self.watcher.abort();
+        // A pass cut short is safe: every step of it is idempotent.
+        for t in &self.lifecycle_tasks {
+            t.abort();
+        }
         tracing::info!("draining delivery");
         let _ = self.stop_tx.send(true);
         let _ = self.alarm_task.await;

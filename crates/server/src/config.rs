@@ -381,6 +381,18 @@ struct RawBucket {
     redact: Option<String>,
     /// Also write the open layout (Hive-partitioned Parquet) beside the archive.
     parquet: Option<bool>,
+    /// Lifecycle rule (local buckets only).
+    lifecycle: Option<RawLifecycle>,
+}
+
+/// `lifecycle = { ... }` of a `[[buckets]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLifecycle {
+    transition_after_days: Option<u32>,
+    transition_to: Option<String>,
+    expire_after_days: Option<u32>,
+    interval_secs: Option<u64>,
 }
 
 impl RawBucket {
@@ -1012,6 +1024,8 @@ pub struct Config {
     pub buckets: HashMap<String, BucketSpec>,
     /// Buckets that also get the open layout (`logbook_delivery::parquet`).
     pub parquet_buckets: BTreeSet<String>,
+    /// Lifecycle rules, by bucket.
+    pub lifecycle: BTreeMap<String, logbook_bucket::lifecycle::Rule>,
     /// Roll open-layout files at this size (analytics engines want big files).
     pub parquet_max_object_bytes: usize,
     /// Roll open-layout files at this age.
@@ -1213,10 +1227,14 @@ impl Config {
         redaction.log_groups = group_redact;
         redaction.store = raw.store.redact.clone();
         let mut parquet_buckets = BTreeSet::new();
-        for b in raw.buckets {
+        let mut lifecycle_raw = Vec::new();
+        for mut b in raw.buckets {
             let name = b.name.clone();
             if b.parquet == Some(true) {
                 parquet_buckets.insert(name.clone());
+            }
+            if let Some(l) = b.lifecycle.take() {
+                lifecycle_raw.push((name.clone(), b.path.is_some(), l));
             }
             match b.spec(data_dir, &region) {
                 Ok(spec) => {
@@ -1420,6 +1438,69 @@ impl Config {
         }
         if raw.archive.parquet == Some(true) {
             parquet_buckets.insert(archive_bucket.clone());
+        }
+        let mut lifecycle = BTreeMap::new();
+        for (name, local, l) in lifecycle_raw {
+            let what = format!("bucket {name:?}: lifecycle");
+            if !local {
+                errors.push(format!(
+                    "{what} applies to local buckets; an S3 bucket has its own lifecycle rules (S3 Lifecycle configuration)"
+                ));
+                continue;
+            }
+            let days = |field: &str, v: Option<u32>, errors: &mut Vec<String>| match v {
+                Some(0) => {
+                    errors.push(format!("{what}.{field} must be at least 1"));
+                    None
+                }
+                Some(d) => Some(Duration::from_secs(u64::from(d) * 86_400)),
+                None => None,
+            };
+            let transition_after = days(
+                "transition_after_days",
+                l.transition_after_days,
+                &mut errors,
+            );
+            let expire_after = days("expire_after_days", l.expire_after_days, &mut errors);
+            match (&l.transition_to, l.transition_after_days) {
+                (Some(to), Some(_)) => {
+                    if *to == name {
+                        errors.push(format!("{what}.transition_to cannot be the bucket itself"));
+                    } else if !buckets.contains_key(to) {
+                        errors.push(format!(
+                            "{what}.transition_to {to:?} is not declared in [[buckets]]"
+                        ));
+                    }
+                }
+                (None, Some(_)) => errors.push(format!(
+                    "{what}: transition_after_days needs transition_to (the cold bucket)"
+                )),
+                (Some(_), None) => {
+                    errors.push(format!("{what}: transition_to needs transition_after_days"))
+                }
+                (None, None) => {}
+            }
+            if let (Some(t), Some(e)) = (l.transition_after_days, l.expire_after_days) {
+                if e <= t {
+                    errors.push(format!(
+                        "{what}: expire_after_days ({e}) must come after transition_after_days ({t})"
+                    ));
+                }
+            }
+            if l.transition_after_days.is_none() && l.expire_after_days.is_none() {
+                errors.push(format!(
+                    "{what} needs transition_after_days or expire_after_days"
+                ));
+            }
+            lifecycle.insert(
+                name,
+                logbook_bucket::lifecycle::Rule {
+                    transition_after,
+                    transition_to: l.transition_to,
+                    expire_after,
+                    interval: Duration::from_secs(l.interval_secs.unwrap_or(3600).max(1)),
+                },
+            );
         }
         let mut providers = Vec::new();
         for p in raw.providers {
@@ -1772,6 +1853,7 @@ impl Config {
             },
             buckets,
             parquet_buckets,
+            lifecycle,
             providers,
             routes,
             principals,

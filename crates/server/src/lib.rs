@@ -15,6 +15,7 @@ pub mod control_api;
 pub mod http_util;
 pub mod identity;
 pub mod invoke;
+pub mod lifecycle;
 pub mod listener;
 pub mod logs_api;
 pub mod metric_filters;
