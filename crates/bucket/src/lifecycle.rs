@@ -176,7 +176,15 @@ pub async fn apply(
         match a {
             Action::Transition(o) => {
                 let Some(cold) = cold else { continue };
-                let bytes = hot.get(&o.key).await?;
+                let bytes = match hot.get(&o.key).await {
+                    Ok(b) => b,
+                    // Gone since the listing (another pass, a person): nothing to move.
+                    Err(BucketError::Store {
+                        source: object_store::Error::NotFound { .. },
+                        ..
+                    }) => continue,
+                    Err(e) => return Err(e),
+                };
                 // Durable in the cold bucket before it goes from the hot one.
                 cold.put(&o.key, bytes.to_vec()).await?;
                 hot.delete(&o.key).await?;
@@ -214,6 +222,59 @@ impl Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn local(dir: &std::path::Path, name: &str) -> Bucket {
+        Bucket::open(
+            name,
+            &crate::BucketSpec::Local(dir.to_path_buf()),
+            logbook_disk::RealDisk::shared(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_pass_cut_short_is_finished_by_the_next_and_nothing_is_lost() {
+        let (h, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (hot, cold) = (local(h.path(), "hot"), local(c.path(), "cold"));
+        for k in [
+            "a/1.json.gz",
+            "a/2.json.gz",
+            "LogbookCheckpoints/n/records/1.json",
+        ] {
+            hot.put(k, k.as_bytes().to_vec()).await.unwrap();
+        }
+        let r = Rule {
+            transition_after: Some(Duration::from_secs(1)),
+            transition_to: Some("cold".into()),
+            expire_after: None,
+            interval: Duration::from_secs(1),
+        };
+        let later = SystemTime::now() + Duration::from_secs(10);
+        let actions = plan(&r, &list(&hot).await.unwrap(), &[], later);
+        assert_eq!(actions.len(), 2, "{actions:?}");
+        // A crash after the first object's cold copy and before its deletion.
+        cold.put("a/1.json.gz", b"a/1.json.gz".to_vec())
+            .await
+            .unwrap();
+        // And an object gone between the listing and the pass.
+        let stats = Stats::default();
+        hot.delete("a/2.json.gz").await.unwrap();
+        apply(&hot, Some(&cold), &actions, &stats).await.unwrap();
+        let keys = |l: Vec<Listed>| {
+            let mut k: Vec<String> = l.into_iter().map(|o| o.key).collect();
+            k.sort();
+            k
+        };
+        assert_eq!(
+            keys(list(&hot).await.unwrap()),
+            ["LogbookCheckpoints/n/records/1.json"]
+        );
+        assert_eq!(keys(list(&cold).await.unwrap()), ["a/1.json.gz"]);
+        assert_eq!(&cold.get("a/1.json.gz").await.unwrap()[..], b"a/1.json.gz");
+        assert_eq!(stats.transitioned.load(Ordering::Relaxed), 1);
+        // Again: nothing left to do.
+        assert!(plan(&r, &list(&hot).await.unwrap(), &[], later).is_empty());
+    }
 
     const DAY: Duration = Duration::from_secs(86_400);
 
