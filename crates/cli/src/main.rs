@@ -1,6 +1,11 @@
 //! `logbook`: the flight recorder for AI model calls.
 
 use anyhow::Context;
+
+/// mimalloc: it gives freed pages back to the system, where glibc's per-thread arenas held
+/// a steady `serve` about 50 MB higher (BENCHMARKS.md, resident memory).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;

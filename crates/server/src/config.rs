@@ -68,6 +68,8 @@ struct RawStore {
     /// Flush the log group store's in-memory tail to Parquet when its oldest record is
     /// this old (default 60 s; the journal keeps the records meanwhile).
     flush_age_ms: Option<u64>,
+    /// ... or when it holds this many bytes of Arrow memory (default 32 MiB).
+    flush_bytes: Option<usize>,
     /// Redaction profile for the embedded log groups (what queries and analysts see).
     redact: Option<String>,
     /// Days the embedded log groups keep bodies (prompts and answers), apart from how
@@ -1864,6 +1866,9 @@ impl Config {
                 let mut c = logbook_store::ingest::IngestConfig::default();
                 if let Some(ms) = raw.store.flush_age_ms {
                     c.flush_age = Duration::from_millis(ms.max(100));
+                }
+                if let Some(b) = raw.store.flush_bytes {
+                    c.flush_bytes = b.max(1 << 20);
                 }
                 c
             },

@@ -248,6 +248,40 @@ struct State {
 /// How long a file dropped from the manifest stays on disk for queries already running.
 const RETIRE_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// Small batches the tail of one group-hour holds before the newest are merged into one.
+///
+/// The gateway commits records a few at a time, so the ingest adds batches of one or two
+/// rows; each carries its 34 arrays' own buffers (about 10 KB of overhead), which made
+/// the tail's memory grow about 14 MB/s at 1,000 calls/s. Merging the newest
+/// `COALESCE_BATCHES` at a time copies a row about log32(n) times and keeps the overhead
+/// per 32 rows at first, then per 1,024, and so on.
+pub const COALESCE_BATCHES: usize = 32;
+
+/// Merge the newest [`COALESCE_BATCHES`] batches of `batches` into one, repeatedly, while
+/// there are that many of the same size class; returns `bytes` adjusted.
+fn coalesce(batches: &mut Vec<RecordBatch>, mut bytes: usize) -> usize {
+    while batches.len() >= COALESCE_BATCHES {
+        let tail = &batches[batches.len() - COALESCE_BATCHES..];
+        // Merge only runs of batches of similar size (an LSM's levels): never a big merged
+        // batch with small new ones, which would copy the big one again and again.
+        let newest_rows = tail[COALESCE_BATCHES - 1].num_rows().max(1);
+        let oldest_rows = tail[0].num_rows();
+        if oldest_rows > newest_rows * COALESCE_BATCHES {
+            break;
+        }
+        let before: usize = tail.iter().map(RecordBatch::get_array_memory_size).sum();
+        let Ok(merged) = arrow_select::concat::concat_batches(&schema::schema(), tail) else {
+            break;
+        };
+        let after = merged.get_array_memory_size();
+        let keep = batches.len() - COALESCE_BATCHES;
+        batches.truncate(keep);
+        batches.push(merged);
+        bytes = bytes.saturating_sub(before).saturating_add(after);
+    }
+    bytes
+}
+
 /// Hour of an epoch-ms timestamp.
 pub fn hour_of(ms: i64) -> i64 {
     ms.div_euclid(3_600_000).saturating_mul(3_600_000)
@@ -716,7 +750,9 @@ impl Store {
             let t = st.tails.entry(g).or_default();
             t.rows += rows.len() as u64;
             t.bytes += batch.get_array_memory_size();
-            t.hours.entry(hour).or_default().push(batch);
+            let batches = t.hours.entry(hour).or_default();
+            batches.push(batch);
+            t.bytes = coalesce(batches, t.bytes);
             if st.tail_since.is_none() {
                 st.tail_since = Some(now_ms());
             }
@@ -1257,6 +1293,55 @@ mod tests {
             version: 1,
             payload: l.into_bytes(),
         }
+    }
+
+    #[test]
+    fn a_tail_fed_one_record_at_a_time_is_merged_and_keeps_every_row_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.create_group("g").unwrap();
+        let n = 3000u64;
+        for i in 0..n {
+            s.add_entries(&[entry(
+                i,
+                line(
+                    &format!("r{i:05}"),
+                    "2025-03-11T00:38:02Z",
+                    Some("g"),
+                    "m",
+                    i,
+                ),
+            )]);
+        }
+        let (rows, bytes, _) = s.tail_size();
+        assert_eq!(rows, n);
+        let snap = s.snapshot("g", i64::MIN, i64::MAX).unwrap();
+        // Far fewer batches than adds, and the byte count is what they hold now.
+        assert!(snap.tail.len() < 100, "{} batches", snap.tail.len());
+        let held: usize = snap
+            .tail
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum();
+        assert_eq!(bytes, held);
+        // One batch per add would hold about 10 KB of buffers per record.
+        assert!(bytes < n as usize * 2_000, "{bytes} bytes for {n} records");
+        let ids: Vec<String> = snap
+            .tail
+            .iter()
+            .flat_map(|b| {
+                let a = b
+                    .column(schema::REQUEST_ID)
+                    .as_any()
+                    .downcast_ref::<arrow_array::StringArray>()
+                    .unwrap()
+                    .clone();
+                (0..arrow_array::Array::len(&a)).map(move |i| a.value(i).to_string())
+            })
+            .collect();
+        let want: Vec<String> = (0..n).map(|i| format!("r{i:05}")).collect();
+        assert_eq!(ids, want);
+        assert_eq!(s.flush().unwrap() as u64, n);
     }
 
     #[test]
