@@ -208,3 +208,20 @@ def test_a_bad_otlp_section_is_refused_at_start(tmp_path):
         with pytest.raises(Exception):
             s.start()
         assert msg in s.stderr(), (bad, s.stderr())
+
+
+def test_validate_names_an_unreachable_collector(tmp_path, receiver):
+    import subprocess
+    from conftest import BIN
+    from remote import free_port
+    good = tmp_path / "good.toml"
+    good.write_text(config(receiver))
+    p = subprocess.run([BIN, "validate", str(good)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text(config(receiver).replace(receiver.url, f"http://127.0.0.1:{free_port()}"))
+    p = subprocess.run([BIN, "validate", str(bad)], capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "OTLP collector http://127.0.0.1:" in p.stderr, p.stderr
+    # --offline checks the file only.
+    p = subprocess.run([BIN, "validate", "--offline", str(bad)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr

@@ -271,6 +271,19 @@ pub async fn check_remotes(config: &Config) -> Vec<String> {
             Err(e) => problems.push(format!("{what}: {e}")),
         }
     }
+    if let Some(o) = &config.otlp {
+        let what = format!("OTLP collector {}", o.exporter.endpoint);
+        let mut c = o.exporter.clone();
+        c.metrics = false; // an empty span export says enough; no metric reader
+        match logbook_otel::OtlpTarget::new(&c) {
+            Ok(t) => {
+                if let Err(e) = logbook_delivery::Target::probe(&t, "validate").await {
+                    problems.push(format!("{what}: an empty export failed: {e}"));
+                }
+            }
+            Err(e) => problems.push(format!("{what}: {e}")),
+        }
+    }
     problems
 }
 
