@@ -170,20 +170,22 @@ def test_a_collector_outage_and_a_killed_server_lose_no_span(tmp_path, receiver)
     data = tmp_path / "data"
     s = Server(data, config(receiver, metrics="false"))
     s.start()
-    c = s.bedrock()
-    ids = []
-    for i in range(6):
-        r = c.converse(modelId=NOVA, messages=[{"role": "user", "content": [{"text": f"during the outage {i}"}]}])
-        ids.append(r["ResponseMetadata"]["RequestId"])
-    # The destination fails and says so; the calls were answered all the same.
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        otlp = s.health()["destinations"]["otlp"]
-        if otlp["failures"] > 0 and otlp["backlog"]["entries"] > 0:
-            break
-        time.sleep(0.1)
-    assert otlp["failures"] > 0 and otlp["lastError"], otlp
-    s.kill9()
+    try:
+        c = s.bedrock()
+        ids = []
+        for i in range(6):
+            r = c.converse(modelId=NOVA, messages=[{"role": "user", "content": [{"text": f"during the outage {i}"}]}])
+            ids.append(r["ResponseMetadata"]["RequestId"])
+        # The destination fails and says so; the calls were answered all the same.
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            otlp = s.health()["destinations"]["otlp"]
+            if otlp["failures"] > 0 and otlp["backlog"]["entries"] > 0:
+                break
+            time.sleep(0.1)
+        assert otlp["failures"] > 0 and otlp["lastError"], otlp
+    finally:
+        s.kill9()
     receiver.fail = False
     s2 = Server(data, config(receiver, metrics="false"))
     s2.start()
