@@ -9,23 +9,9 @@ use anyhow::Context;
 use flate2::read::GzDecoder;
 use logbook_notary::{Notary, SigningKey};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn objects(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.is_dir() {
-            objects(&p, out)?;
-        } else if p.to_string_lossy().ends_with(".json.gz")
-            && p.to_string_lossy().contains("/BedrockModelInvocationLogs/")
-        {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
 
 fn main() -> anyhow::Result<()> {
     let (mut bucket, mut key, mut every) = (None::<PathBuf>, None::<PathBuf>, 50usize);
@@ -43,7 +29,7 @@ fn main() -> anyhow::Result<()> {
     let key = key.context("--key FILE is required")?;
     let key = Arc::new(SigningKey::from_pem(&std::fs::read_to_string(&key)?)?);
     let mut files = Vec::new();
-    objects(&bucket, &mut files)?;
+    logbook_bench::log_objects(&bucket, &mut files)?;
     files.sort();
     let now = || {
         std::time::SystemTime::now()

@@ -13,20 +13,6 @@ use logbook_journal::{Entry, Kind};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-fn objects(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.is_dir() {
-            objects(&p, out)?;
-        } else if p.to_string_lossy().ends_with(".json.gz")
-            && p.to_string_lossy().contains("/BedrockModelInvocationLogs/")
-        {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
 fn write(out: &Path, items: Vec<(String, Vec<u8>)>) -> anyhow::Result<u64> {
     let mut bytes = 0;
     for (key, data) in items {
@@ -53,7 +39,7 @@ fn main() -> anyhow::Result<()> {
     let src = src.context("--src DIR is required")?;
     let out = out.context("--out DIR is required")?;
     let mut files = Vec::new();
-    objects(&src, &mut files)?;
+    logbook_bench::log_objects(&src, &mut files)?;
     files.sort();
     let started = std::time::Instant::now();
     let mut f = ParquetFormat::new("bench", true, "", "bench-node");

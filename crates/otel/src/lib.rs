@@ -554,6 +554,9 @@ pub struct OtlpTarget {
     meters: Option<(SdkMeterProvider, Instruments)>,
 }
 
+/// The most a collector's answer to one export may hold.
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
 /// `opentelemetry-http`'s client, over the reqwest (0.12) the rest of Logbook uses.
 #[derive(Debug, Clone)]
 struct Http(reqwest::Client);
@@ -572,14 +575,18 @@ impl opentelemetry_http::HttpClient for Http {
         for (k, v) in &parts.headers {
             req = req.header(k, v);
         }
-        let resp = req.send().await?;
+        let mut resp = req.send().await?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        // A collector's answer is small; a huge one is refused rather than held.
-        let bytes = resp.bytes().await?;
-        if bytes.len() > 4 * 1024 * 1024 {
-            return Err("response body over 4 MiB".into());
+        // A collector's answer is small; a huge one is refused as it arrives, never held.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err("the collector's response is over 4 MiB".into());
+            }
+            bytes.extend_from_slice(&chunk);
         }
+        let bytes = bytes::Bytes::from(bytes);
         let mut out = opentelemetry_http::Response::builder().status(status);
         for (k, v) in &headers {
             out = out.header(k, v);

@@ -256,3 +256,39 @@ fn header_values_never_show_in_debug_output() {
         "{d}"
     );
 }
+
+/// A one-shot HTTP server answering any request with a `len`-byte body.
+async fn answering(len: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let _ = s.read(&mut buf).await;
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\ncontent-type: application/x-protobuf\r\n\r\n");
+        let _ = s.write_all(head.as_bytes()).await;
+        let _ = s.write_all(&vec![0u8; len]).await;
+    });
+    format!("http://{addr}/v1/traces")
+}
+
+#[tokio::test]
+async fn a_collector_answer_over_4_mib_is_refused_as_it_arrives() {
+    use opentelemetry_http::HttpClient as _;
+    let client = Http(reqwest::Client::new());
+    let req = |url: String| {
+        opentelemetry_http::Request::builder()
+            .method("POST")
+            .uri(url)
+            .body(bytes::Bytes::from_static(b"x"))
+            .unwrap()
+    };
+    let ok = client.send_bytes(req(answering(10).await)).await.unwrap();
+    assert_eq!(ok.body().len(), 10);
+    let e = client
+        .send_bytes(req(answering(MAX_RESPONSE_BYTES + 1).await))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("over 4 MiB"), "{e}");
+}
