@@ -15,9 +15,16 @@ import requests
 from botocore.config import Config as BotoConfig
 
 BIN = os.environ.get("LOGBOOK_BIN", "target/debug/logbook")
-# LOGBOOK_E2E_HTTP=2: the SDKs whose transport can (OpenAI, Anthropic) talk HTTP/2 with
-# prior knowledge to the same port; scripts/test.sh runs their protocol tests once more so.
+# LOGBOOK_E2E_HTTP=2: every call reaches Logbook over HTTP/2 with prior knowledge.
+# The SDKs whose transport can (OpenAI, Anthropic) speak it themselves; every other client
+# (boto3, the AWS CLI, requests, ...) goes through h2_forwarder.H2Forwarder, which
+# `Server.url` then names. scripts/test.sh runs the protocol tests once more so.
 HTTP2 = os.environ.get("LOGBOOK_E2E_HTTP") == "2"
+
+
+def http1_only(reason):
+    """Skip a test in the HTTP/2 run, saying why (the HTTP/2 side is tested elsewhere)."""
+    return pytest.mark.skipif(HTTP2, reason=reason)
 
 
 def sdk_http_client():
@@ -61,7 +68,13 @@ class Server:
             self.proc.wait()  # release its files (and any mount they live on)
             self._err.close()
             raise RuntimeError(f"server did not start: {line!r}; stderr: {open(self.stderr_path).read()}")
-        self.url = line.split("listening on ", 1)[1].strip()
+        self.direct_url = line.split("listening on ", 1)[1].strip()
+        self.url = self.direct_url
+        self.front = None
+        if HTTP2:
+            from h2_forwarder import H2Forwarder
+            self.front = H2Forwarder(self.direct_url)
+            self.url = self.front.url
         # Keep draining stdout so the server never blocks on a full pipe.
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()
         self.admin = None
@@ -70,6 +83,11 @@ class Server:
             with open(path) as f:
                 self.admin = json.load(f)
         return self
+
+    def _stop_front(self):
+        front, self.front = getattr(self, "front", None), None
+        if front:
+            front.stop()
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
@@ -81,11 +99,13 @@ class Server:
                 self.proc.wait()
         if getattr(self, "_err", None):
             self._err.close()
+        self._stop_front()
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         self._err.close()
+        self._stop_front()
 
     def health(self):
         return requests.get(self.url + "/healthz", timeout=5).json()

@@ -12,7 +12,7 @@ import botocore.exceptions
 import pytest
 import requests
 
-from conftest import read_records, record_for, wait_record, wait_records
+from conftest import http1_only, read_records, record_for, wait_record, wait_records
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 PRINCIPALS = """
@@ -275,6 +275,8 @@ def test_bad_invoke_input(server):
     assert len(wait_records(server, 3)) == 3
 
 
+@http1_only("httpx's HTTP/2 client sends the whole body before it reads the early 400 and "
+            "times out; test_http2.py checks Logbook's HTTP/2 side with a frame-level client")
 def test_oversized_body_is_refused_before_the_model(server):
     big = b'{"inputText": "' + b"a" * 25_000_001 + b'"}'
     r = requests.post(f"{server.url}/model/amazon.titan-text-express-v1/invoke", data=big, headers=server.auth_headers())
