@@ -59,6 +59,25 @@ pub enum BucketError {
 }
 
 impl BucketError {
+    /// Could this write have failed because of what was written rather than where: a name
+    /// or a size the store refuses (`ENAMETOOLONG`, `EFBIG`, `EINVAL` locally; any
+    /// answer from a remote store that is not about the bucket or the credentials)? Only
+    /// such failures can make a destination set an entry aside (park it): a local `EIO`,
+    /// a full disk or a failed fsync say nothing about the entry and are retried however
+    /// long they last.
+    pub fn may_be_the_item(&self) -> bool {
+        match self {
+            BucketError::Config { .. } => false,
+            BucketError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::InvalidFilename
+                    | std::io::ErrorKind::FileTooLarge
+                    | std::io::ErrorKind::InvalidInput
+            ),
+            BucketError::Store { .. } => !self.is_permanent(),
+        }
+    }
+
     /// Will the same write fail again however often it is retried (access denied, no such
     /// bucket, bad credentials, a bad declaration)? Such errors are reported at once and
     /// retried slowly; the rest (timeouts, 5xx, throttling, resets, local I/O) are retried

@@ -79,6 +79,19 @@ impl LogsError {
         }
     }
 
+    /// Could this call have failed because of what it carried (the service refused the
+    /// request itself: `InvalidParameterException`, a 400 or 413), rather than because
+    /// of the group, the credentials or the network? Only such failures can make a
+    /// destination park an entry.
+    pub fn may_be_the_item(&self) -> bool {
+        match self {
+            LogsError::Service { status, .. } => {
+                !self.is_permanent() && matches!(status, 400 | 413)
+            }
+            LogsError::Transport { .. } | LogsError::Config(_) => false,
+        }
+    }
+
     /// The exception's name, when the service gave one.
     pub fn code(&self) -> Option<&str> {
         match self {

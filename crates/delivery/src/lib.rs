@@ -74,6 +74,24 @@ impl DeliveryError {
     }
 }
 
+impl DeliveryError {
+    /// Could the entry being written be the cause (see `BucketError::may_be_the_item`)?
+    /// A destination parks an entry only after failures of this kind; the journal, the
+    /// local disk, the network, throttling and credentials never make it park.
+    pub fn may_be_the_item(&self) -> bool {
+        match self {
+            DeliveryError::Bucket(e) => e.may_be_the_item(),
+            DeliveryError::CloudWatch(e) => e.may_be_the_item(),
+            DeliveryError::Encode(_) => true,
+            DeliveryError::Config(_)
+            | DeliveryError::Journal(_)
+            | DeliveryError::Io(_)
+            | DeliveryError::Task(_)
+            | DeliveryError::Remote(_) => false,
+        }
+    }
+}
+
 /// What one write delivered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Written {
@@ -362,8 +380,12 @@ pub fn retry_wait(backoff: Duration, permanent: bool, permanent_wait: Duration) 
     half + Duration::from_millis(rand::rng().random_range(0..=ms))
 }
 
-/// Single-entry failures, while the destination answers a probe, after which an entry is
-/// parked instead of holding delivery (and journal GC) forever.
+/// Failures in a row of one entry written alone, each of a kind the entry itself may
+/// cause ([`DeliveryError::may_be_the_item`]), after which the entry is parked instead of
+/// holding delivery (and journal GC) forever, if the destination then answers a probe.
+/// Transient failures (a local EIO, a full disk, the network, throttling) never count,
+/// however many: a good record must not be set aside because the disk hiccuped (found by
+/// the system simulation: three unrelated faults in a row once parked a good record).
 pub const PARK_AFTER: u32 = 3;
 
 struct Batch<F> {
@@ -560,9 +582,16 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
         if c >= floor {
             return Ok(c);
         }
-        self.cursor.store(floor)?;
-        self.stats.cursor.store(floor, Ordering::Relaxed);
         tracing::error!(destination = %self.config.name, from = c, to = floor, "resuming past entries the journal's disk budget did not keep");
+        // Storing the new cursor may fail; delivery resumes at the floor all the same
+        // (what is below it is gone either way) and the next delivered batch stores a
+        // cursor past it. Giving up here would stop the destination for good.
+        match self.cursor.store(floor) {
+            Ok(()) => self.stats.cursor.store(floor, Ordering::Relaxed),
+            Err(e) => {
+                tracing::error!(destination = %self.config.name, error = %e, "storing the cursor at the floor failed; resuming there anyway")
+            }
+        }
         Ok(floor)
     }
 
@@ -573,28 +602,51 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
         *backoff = (*backoff * 2).min(MAX_BACKOFF);
     }
 
-    /// Set the entries `[from, to)` aside, durably, and move the cursor past them.
-    async fn park(&self, from: u64, to: u64) -> Result<u64, DeliveryError> {
+    /// Set aside, durably, the entries of `[from, to)` that this destination would write
+    /// (those `format` takes, or fails on), and move the cursor past the range. Entries
+    /// in the range that are another destination's (trail events in the archive's range,
+    /// another bucket's records) are skipped, not copied: they are not the problem, and
+    /// the parked count must say how many entries were actually set aside. Returns the
+    /// format, reset, for the next batch, whether parking worked or not.
+    async fn park(
+        &self,
+        from: u64,
+        to: u64,
+        format: F,
+    ) -> Result<(Result<u64, DeliveryError>, F), DeliveryError> {
         let dir = self.journal.dir().join("parked").join(&self.config.name);
         let mut reader = self.journal.reader(from);
         let cursor = self.cursor.clone();
         let disk = self.journal.disk().clone();
-        let n = tokio::task::spawn_blocking(move || -> Result<u64, DeliveryError> {
-            disk.create_dir_all(&dir)?;
-            let mut n = 0;
-            while let Some(e) = reader.next_entry(to)? {
-                let path = dir.join(format!("{:020}.json", e.seq));
-                let f = disk.create(&path)?;
-                f.write_at(&e.payload, 0)?;
-                f.sync_all()?;
-                n += 1;
-            }
-            disk.sync_dir(&dir)?;
-            cursor.store(to)?;
-            Ok(n)
+        let (n, format) = tokio::task::spawn_blocking(move || {
+            let mut format = format;
+            let r = (|| -> Result<u64, DeliveryError> {
+                disk.create_dir_all(&dir)?;
+                let mut n = 0;
+                while let Some(e) = reader.next_entry(to)? {
+                    let (seq, payload) = (e.seq, e.payload.clone());
+                    if matches!(format.add(e), Ok(0)) {
+                        continue;
+                    }
+                    let path = dir.join(format!("{seq:020}.json"));
+                    let f = disk.create(&path)?;
+                    f.write_at(&payload, 0)?;
+                    f.sync_all()?;
+                    n += 1;
+                }
+                disk.sync_dir(&dir)?;
+                cursor.store(to)?;
+                Ok(n)
+            })();
+            format.reset();
+            (r, format)
         })
         .await
-        .map_err(|e| DeliveryError::Task(e.to_string()))??;
+        .map_err(|e| DeliveryError::Task(e.to_string()))?;
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => return Ok((Err(e), format)),
+        };
         self.stats.cursor.store(to, Ordering::Relaxed);
         self.stats.parked.fetch_add(n, Ordering::Relaxed);
         self.stats.oldest_pending_ms.store(0, Ordering::Relaxed);
@@ -602,7 +654,7 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
         if let Err(e) = self.journal.collect_garbage(min) {
             tracing::warn!(error = %e, "journal garbage collection failed");
         }
-        Ok(n)
+        Ok((Ok(n), format))
     }
 
     async fn flush(&self, batch: &mut Batch<F>) -> Result<(), DeliveryError> {
@@ -657,6 +709,8 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
         // from an outage (and parked) instead of holding delivery forever.
         let mut isolate = false;
         let mut isolated_failures = 0u32;
+        // The isolated range the current streak of failures is about.
+        let mut streak_from: Option<u64> = None;
         loop {
             let max = if isolate {
                 1
@@ -707,13 +761,24 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
                         self.stats.succeeded();
                         isolate = false;
                         isolated_failures = 0;
+                        streak_from = None;
                     }
                     Err(e) => {
                         self.stats.failed(&e);
                         let from = self.resume_point()?;
                         let to = b.reader.position();
-                        if isolate {
-                            isolated_failures += 1;
+                        // A streak counts failures of one isolated entry (the same range)
+                        // that it may have caused itself; anything else starts it again.
+                        if isolate && e.may_be_the_item() {
+                            if streak_from == Some(from) {
+                                isolated_failures += 1;
+                            } else {
+                                streak_from = Some(from);
+                                isolated_failures = 1;
+                            }
+                        } else {
+                            streak_from = None;
+                            isolated_failures = 0;
                         }
                         isolate = self.stats.stalled();
                         if to > from
@@ -721,10 +786,26 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
                             && self.probe().await.is_ok()
                         {
                             // The destination takes writes; these entries alone do not.
-                            let n = self.park(from, to).await?;
-                            tracing::error!(destination = %self.config.name, from, to, entries = n, error = %e, "entries that cannot be delivered were parked");
-                            isolated_failures = 0;
-                            batch = Some(Batch::at(&self.journal, to, b.format));
+                            let (parked, format) = self.park(from, to, b.format).await?;
+                            match parked {
+                                Ok(n) => {
+                                    tracing::error!(destination = %self.config.name, from, to, entries = n, error = %e, "entries that cannot be delivered were parked");
+                                    isolated_failures = 0;
+                                    streak_from = None;
+                                    batch = Some(Batch::at(&self.journal, to, format));
+                                }
+                                Err(pe) => {
+                                    // Nothing moved: retry as after any failed write.
+                                    self.stats.failed(&pe);
+                                    tracing::error!(destination = %self.config.name, from, to, error = %pe, "parking entries that cannot be delivered failed; will retry");
+                                    if stopping {
+                                        return Err(pe);
+                                    }
+                                    self.wait_to_retry(&mut backoff, &pe).await;
+                                    let from = self.resume_point()?.max(from);
+                                    batch = Some(Batch::at(&self.journal, from, format));
+                                }
+                            }
                             continue;
                         }
                         if e.is_permanent() {

@@ -273,3 +273,95 @@ async fn a_failing_destination_holds_back_no_other_and_resumes_at_the_budget_flo
     t1.await.unwrap().unwrap();
     t2.await.unwrap().unwrap();
 }
+
+/// Answers its probe; fails `transient` writes (a local EIO) at first, and every write
+/// that holds `poison` with the error a file system gives for a name it cannot take.
+struct Picky {
+    transient: AtomicU64,
+    poison: Option<u64>,
+    got: Mutex<Vec<u64>>,
+}
+
+struct PickyTarget(Arc<Picky>);
+
+fn bucket_io(errno: i32) -> DeliveryError {
+    DeliveryError::Bucket(logbook_bucket::BucketError::Io {
+        bucket: "b".into(),
+        source: std::io::Error::from_raw_os_error(errno),
+    })
+}
+
+#[async_trait]
+impl Target for PickyTarget {
+    type Item = Vec<u64>;
+    async fn put(&self, item: Vec<u64>) -> Result<Written, DeliveryError> {
+        if self.0.transient.load(Ordering::SeqCst) > 0 {
+            self.0.transient.fetch_sub(1, Ordering::SeqCst);
+            return Err(bucket_io(5)); // EIO
+        }
+        if self.0.poison.is_some_and(|p| item.contains(&p)) {
+            return Err(bucket_io(36)); // ENAMETOOLONG
+        }
+        let n = item.len() as u64;
+        self.0.got.lock().unwrap().extend(item);
+        Ok(Written {
+            bytes: n,
+            rejected: 0,
+            large_data: 0,
+        })
+    }
+    async fn probe(&self, _name: &str) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+}
+
+async fn run_picky(transient: u64, poison: Option<u64>) -> (Arc<Picky>, u64, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal_with(dir.path(), 5).await;
+    let t = Arc::new(Picky {
+        transient: AtomicU64::new(transient),
+        poison,
+        got: Mutex::new(Vec::new()),
+    });
+    let mut cfg = config("picky", Duration::from_millis(1));
+    cfg.retry_base = Duration::from_millis(1);
+    let d = Destination::new(
+        PickyTarget(t.clone()),
+        j.clone(),
+        cfg,
+        Seqs::default(),
+        Arc::new(GcCoordinator::default()),
+    )
+    .unwrap();
+    let stats = d.stats();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(d.run(rx));
+    until(Duration::from_secs(20), || {
+        stats.cursor.load(Ordering::Relaxed) == 6
+    })
+    .await;
+    tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    (t, stats.parked.load(Ordering::Relaxed), dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_never_park_a_good_entry_however_many() {
+    // Ten EIOs in a row while the probe passes: batches shrink to one entry, but an
+    // EIO says nothing about the entry, so all five are delivered and none is parked.
+    let (t, parked, dir) = run_picky(10, None).await;
+    assert_eq!(parked, 0);
+    assert_eq!(*t.got.lock().unwrap(), (1..=5).collect::<Vec<u64>>());
+    assert!(!dir.path().join("journal").join("parked").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_the_destination_refuses_is_parked_alone_even_after_transient_failures() {
+    let (t, parked, dir) = run_picky(4, Some(3)).await;
+    assert_eq!(parked, 1);
+    assert_eq!(*t.got.lock().unwrap(), vec![1, 2, 4, 5]);
+    let kept = std::fs::read_dir(dir.path().join("journal").join("parked").join("picky"))
+        .unwrap()
+        .count();
+    assert_eq!(kept, 1);
+}

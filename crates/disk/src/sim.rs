@@ -145,6 +145,19 @@ fn not_found(path: &Path) -> io::Error {
     )
 }
 
+/// The longest file or folder name Linux file systems take (`NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+
+/// `ENAMETOOLONG` for a path with a component longer than [`NAME_MAX`] bytes, as a real
+/// file system refuses it: the one fault that is not random, so an entry whose object
+/// key has such a component can never be written (what parking is for).
+fn name_too_long(path: &Path) -> io::Result<()> {
+    if path.iter().any(|c| c.len() > NAME_MAX) {
+        return Err(io::Error::from_raw_os_error(36));
+    }
+    Ok(())
+}
+
 fn eio(what: &str) -> io::Error {
     io::Error::other(format!("simulated I/O error ({what})"))
 }
@@ -409,6 +422,7 @@ impl Disk for SimDisk {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut st = self.lock();
         st.stats.ops += 1;
+        name_too_long(path)?;
         for a in path.ancestors() {
             if a.as_os_str().is_empty() {
                 continue;
@@ -457,6 +471,7 @@ impl Disk for SimDisk {
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn DiskFile>> {
         let mut st = self.lock();
+        name_too_long(path)?;
         st.parent_exists(path)?;
         let fail = st.faults.meta_ppm;
         if st.fault(fail) {
@@ -487,6 +502,7 @@ impl Disk for SimDisk {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut st = self.lock();
         let ino = st.lookup(from)?;
+        name_too_long(to)?;
         st.parent_exists(to)?;
         let fail = st.faults.meta_ppm;
         if st.fault(fail) {
@@ -645,6 +661,30 @@ mod tests {
             }
         }
         assert!(torn > 50 && kept > 50 && lost > 50, "{torn} {kept} {lost}");
+    }
+
+    #[test]
+    fn a_name_longer_than_name_max_is_refused_as_a_real_file_system_does() {
+        let d = SimDisk::new(1);
+        let long = "a".repeat(NAME_MAX + 1);
+        let ok = "a".repeat(NAME_MAX);
+        d.create_dir_all(Path::new("/x")).unwrap();
+        for r in [
+            d.create_dir_all(&Path::new("/x").join(&long).join("y")),
+            d.create(&Path::new("/x").join(&long)).map(|_| ()),
+        ] {
+            assert_eq!(r.unwrap_err().raw_os_error(), Some(36));
+        }
+        d.create(&Path::new("/x").join(&ok)).unwrap();
+        let e = d
+            .rename(&Path::new("/x").join(&ok), &Path::new("/x").join(&long))
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(36));
+        assert!(
+            d.exists(&Path::new("/x").join(&ok)),
+            "a refused rename moves nothing"
+        );
+        d.create_dir_all(&Path::new("/x").join(&ok)).unwrap_err(); // a file by that name
     }
 
     #[test]
