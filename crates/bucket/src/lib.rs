@@ -60,11 +60,12 @@ pub enum BucketError {
 
 impl BucketError {
     /// Could this write have failed because of what was written rather than where: a name
-    /// or a size the store refuses (`ENAMETOOLONG`, `EFBIG`, `EINVAL` locally; any
-    /// answer from a remote store that is not about the bucket or the credentials)? Only
-    /// such failures can make a destination set an entry aside (park it): a local `EIO`,
-    /// a full disk or a failed fsync say nothing about the entry and are retried however
-    /// long they last.
+    /// or a size the store refuses (`ENAMETOOLONG`, `EFBIG`, `EINVAL` locally; a 4xx
+    /// from a remote store, such as S3's `KeyTooLongError` or `EntityTooLarge`, other
+    /// than a timeout or throttling)? Only such failures can make a destination set an
+    /// entry aside (park it): a local `EIO`, a full disk, a failed fsync, a 5xx, a
+    /// throttle or a broken connection say nothing about the entry and are retried
+    /// however long they last. A remote error that names no status is not the entry's.
     pub fn may_be_the_item(&self) -> bool {
         match self {
             BucketError::Config { .. } => false,
@@ -74,7 +75,11 @@ impl BucketError {
                     | std::io::ErrorKind::FileTooLarge
                     | std::io::ErrorKind::InvalidInput
             ),
-            BucketError::Store { .. } => !self.is_permanent(),
+            BucketError::Store { source, .. } => {
+                !self.is_permanent()
+                    && http_status(source)
+                        .is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429)
+            }
         }
     }
 
@@ -97,6 +102,24 @@ impl BucketError {
             ),
         }
     }
+}
+
+/// The HTTP status a remote store answered with, when its error says. `object_store`
+/// keeps the status in a type it does not export (`RetryError`), but every such error
+/// reads "... status code: <NNN> ..." somewhere in its chain.
+fn http_status(e: &object_store::Error) -> Option<u16> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if let Some(i) = text.find("status code: ") {
+            let rest = &text[i + "status code: ".len()..];
+            if let Some(code) = rest.get(..3).and_then(|d| d.parse::<u16>().ok()) {
+                return Some(code);
+            }
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// Server-side encryption of an S3 bucket's objects.
@@ -394,6 +417,57 @@ pub fn put_local(disk: &dyn Disk, file: &Path, data: &[u8]) -> std::io::Result<(
 
 #[cfg(test)]
 mod tests {
+    #[derive(Debug)]
+    struct Answer(&'static str);
+    impl std::fmt::Display for Answer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Answer {}
+
+    fn remote(text: &'static str) -> super::BucketError {
+        super::BucketError::Store {
+            bucket: "b".into(),
+            source: object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(Answer(text)),
+            },
+        }
+    }
+
+    fn local(errno: i32) -> super::BucketError {
+        super::BucketError::Io {
+            bucket: "b".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    #[test]
+    fn only_what_the_entry_can_cause_may_be_the_item() {
+        // The entry: a name or size the store refuses.
+        assert!(local(36).may_be_the_item()); // ENAMETOOLONG
+        assert!(local(27).may_be_the_item()); // EFBIG
+        assert!(remote("Error performing PUT http://s3/b/k in 1ms - Server returned non-2xx status code: 400 Bad Request: <Code>KeyTooLongError</Code>").may_be_the_item());
+        assert!(remote("... status code: 413 Payload Too Large: EntityTooLarge").may_be_the_item());
+        // Not the entry: the disk, the network, the service's load, the credentials.
+        assert!(!local(5).may_be_the_item()); // EIO
+        assert!(!local(28).may_be_the_item()); // ENOSPC
+        assert!(!remote("... status code: 503 Service Unavailable: SlowDown").may_be_the_item());
+        assert!(!remote("... status code: 500 Internal Server Error").may_be_the_item());
+        assert!(!remote("... status code: 429 Too Many Requests").may_be_the_item());
+        assert!(!remote("... status code: 408 Request Timeout").may_be_the_item());
+        assert!(!remote("error sending request: connection reset by peer").may_be_the_item());
+        let denied = super::BucketError::Store {
+            bucket: "b".into(),
+            source: object_store::Error::PermissionDenied {
+                path: "k".into(),
+                source: Box::new(Answer("status code: 403 Forbidden")),
+            },
+        };
+        assert!(!denied.may_be_the_item());
+    }
+
     use super::*;
 
     #[test]
