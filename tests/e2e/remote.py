@@ -247,3 +247,93 @@ class FaultyProxy:
                 t.cancel()
         self.loop.call_soon_threadsafe(_close)
         self.thread.join(timeout=10)
+
+
+class KmsGate:
+    """An HTTP front for an S3 server that plays a KMS key the credentials cannot use
+    (moto stores SSE-KMS objects without asking KMS). While `refuse` is set, a request
+    carrying `x-amz-server-side-encryption-aws-kms-key-id: <key>` gets S3's answer for
+    that case: 400 with `KMS.NotFoundException` (what S3 says for a key it cannot find or
+    use). Everything else passes to the server untouched, one request per connection
+    (`Connection: close` is set on the way), so a kept-alive connection cannot slip a
+    request past the gate."""
+
+    def __init__(self, target_port, key):
+        import asyncio
+        import threading
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.key = key.lower().encode()
+        self.refuse = True
+        self.refused = 0
+        self.passed = 0
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def pipe(reader, writer):
+            try:
+                while True:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                try:
+                    writer.close()
+                except Exception:
+                    pass
+
+        async def handle(cr, cw):
+            try:
+                head = await cr.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                cw.close()
+                return
+            lines = head.split(b"\r\n")
+            wanted = any(l.lower().startswith(b"x-amz-server-side-encryption-aws-kms-key-id:")
+                         and l.split(b":", 1)[1].strip().lower() == self.key for l in lines)
+            if wanted and self.refuse:
+                self.refused += 1
+                body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>KMS.NotFoundException</Code>'
+                        b"<Message>Invalid keyId " + self.key + b"</Message><RequestId>KMSGATE</RequestId></Error>")
+                cw.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+                try:
+                    await cw.drain()
+                finally:
+                    cw.close()
+                return
+            self.passed += 1
+            kept = [l for l in lines[:-2] if not l.lower().startswith(b"connection:")]
+            head = b"\r\n".join(kept) + b"\r\nConnection: close\r\n\r\n"
+            try:
+                ur, uw = await asyncio.open_connection("127.0.0.1", target_port)
+            except OSError:
+                cw.close()
+                return
+            uw.write(head)
+            await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
+
+        async def main():
+            self.server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+            ready.set()
+            try:
+                while True:
+                    await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass
+
+        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(main()), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def stop(self):
+        def _close():
+            self.server.close()
+            for t in __import__("asyncio").all_tasks(self.loop):
+                t.cancel()
+        self.loop.call_soon_threadsafe(_close)
+        self.thread.join(timeout=10)

@@ -336,3 +336,83 @@ def test_an_exhausted_journal_budget_fails_open_counting_and_auditing_the_loss(m
     assert events and sum(e["requestParameters"]["entries"] for e in events) == lost_now, events
     assert all(e["requestParameters"]["destination"] == name for e in events)
     assert "fail-open" in events[0]["errorMessage"]
+
+
+def test_an_sse_kms_key_the_credentials_cannot_use_is_refused_reported_and_loses_nothing(make_server, tmp_path):
+    """Issue #9, point 10: an SSE-KMS key that cannot be used (S3 answers 400
+    `KMS.NotFoundException`, played by `remote.KmsGate` in front of moto). `logbook
+    validate` names the bucket and the reason; PutModelInvocationLoggingConfiguration
+    answers Bedrock's ValidationException (the permission-check write fails first) and
+    changes nothing; a gateway started with it configured serves every call, reports a
+    permanent failure on that sink only (CloudWatch Logs gets every record meanwhile), and
+    once the key works the bucket gets every call exactly once, encrypted with that key."""
+    import subprocess
+    import botocore.exceptions
+    from conftest import BIN
+    from remote import KmsGate
+    from test_buckets import control
+    moto = Moto(tmp_path)
+    gate = KmsGate(moto.port, "alias/unusable")
+    try:
+        s3, logs = moto.s3(), moto.logs()
+        s3.create_bucket(Bucket="kms-logs")
+        logs.create_log_group(logGroupName=GROUP)
+
+        class ViaGate:
+            url, access_key, secret_key = gate.url, moto.access_key, moto.secret_key
+
+        kms = bucket_config("kms-logs", ViaGate, sse="aws:kms", sse_kms_key_id="alias/unusable")
+        path = tmp_path / "kms.toml"
+        path.write_text(kms)
+        p = subprocess.run([BIN, "validate", str(path)], capture_output=True, text=True, timeout=120)
+        assert p.returncode != 0
+        assert 'bucket "kms-logs"' in p.stderr and "KMS.NotFoundException" in p.stderr, p.stderr
+        assert "was refused" in p.stderr, p.stderr  # permanent, not "unreachable or failing"
+
+        tail = log_group_config(GROUP, moto) + "[archive]\nmax_object_age_ms = 200\npermanent_retry_ms = 500\n"
+        a = make_server(kms + tail, name="a")
+        before = control(a).get_model_invocation_logging_configuration().get("loggingConfig")
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            control(a).put_model_invocation_logging_configuration(
+                loggingConfig={"s3Config": {"bucketName": "kms-logs", "keyPrefix": "k"}})
+        assert e.value.response["Error"]["Code"] == "ValidationException"
+        assert "Failed to validate permissions for S3 bucket: kms-logs" in e.value.response["Error"]["Message"]
+        assert control(a).get_model_invocation_logging_configuration().get("loggingConfig") == before
+        a.stop()
+
+        b = make_server(kms + tail + cw_logging(GROUP, s3_bucket="kms-logs"), name="b")
+        c = b.bedrock()
+        served = [c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"kms {i}"}]}])
+                  ["ResponseMetadata"]["RequestId"] for i in range(6)]
+        name = "archive-kms-logs"
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            h = b.health()
+            d = h["destinations"][name]
+            if d["consecutiveFailures"] >= 3 and h["destinations"][f"cloudwatch-{GROUP}"]["records"] == 6:
+                break
+            time.sleep(0.2)
+        assert d["permanentFailure"] is True and d["stalled"] is True, d
+        assert "KMS.NotFoundException" in d["lastError"], d["lastError"]
+        assert d.get("parked", 0) == 0, d  # the key, not the entries: nothing is set aside
+        assert h["destinations"][f"cloudwatch-{GROUP}"]["consecutiveFailures"] == 0
+        assert sorted(json.loads(ev["message"])["requestId"] for ev in log_events(logs, GROUP)) == sorted(served)
+        assert gate.refused >= 3
+
+        gate.refuse = False  # the key policy is fixed
+        deadline = time.time() + 30
+        got = []
+        while time.time() < deadline:
+            got = s3_records(s3, "kms-logs")
+            if len(got) >= 6:
+                break
+            time.sleep(0.2)
+        assert sorted(r["requestId"] for _, r in got) == sorted(served), "every call once"
+        for key in {k for k, _ in got}:
+            head = s3.head_object(Bucket="kms-logs", Key=key)
+            assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == "alias/unusable", head
+        h = b.health()["destinations"][name]
+        assert h["consecutiveFailures"] == 0 and h["records"] == 6, h
+    finally:
+        gate.stop()
+        moto.stop()

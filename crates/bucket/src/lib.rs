@@ -38,8 +38,9 @@ pub enum BucketError {
         /// What is wrong.
         reason: String,
     },
-    /// The object store failed.
-    #[error("bucket {bucket}: {source}")]
+    /// The object store failed. S3's error code, when its answer has one, comes first:
+    /// the rest (the URL, the retries, the XML) is long, and health reports shorten it.
+    #[error("bucket {bucket}: {}{source}", code_first(.source))]
     Store {
         /// The bucket's name.
         bucket: String,
@@ -84,13 +85,20 @@ impl BucketError {
     }
 
     /// Will the same write fail again however often it is retried (access denied, no such
-    /// bucket, bad credentials, a bad declaration)? Such errors are reported at once and
-    /// retried slowly; the rest (timeouts, 5xx, throttling, resets, local I/O) are retried
-    /// with backoff.
+    /// bucket, bad credentials, an SSE-KMS key the credentials cannot use, a bad
+    /// declaration)? Such errors are reported at once and retried slowly; the rest
+    /// (timeouts, 5xx, throttling, resets, local I/O) are retried with backoff.
     pub fn is_permanent(&self) -> bool {
         match self {
             BucketError::Config { .. } => true,
             BucketError::Io { .. } => false,
+            // S3 answers 400 `KMS.NotFoundException`, `KMS.DisabledException`, ... for a
+            // key it cannot use: nothing a retry changes until someone fixes the key.
+            BucketError::Store { source, .. }
+                if s3_error_code(source).is_some_and(|c| c.starts_with("KMS.")) =>
+            {
+                true
+            }
             BucketError::Store { source, .. } => matches!(
                 source,
                 object_store::Error::NotFound { .. }
@@ -115,6 +123,26 @@ fn http_status(e: &object_store::Error) -> Option<u16> {
             let rest = &text[i + "status code: ".len()..];
             if let Some(code) = rest.get(..3).and_then(|d| d.parse::<u16>().ok()) {
                 return Some(code);
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn code_first(e: &object_store::Error) -> String {
+    s3_error_code(e).map_or_else(String::new, |c| format!("{c}: "))
+}
+
+/// The error code of an S3 error body (`<Code>...</Code>`) in a remote store's error.
+fn s3_error_code(e: &object_store::Error) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if let Some(i) = text.find("<Code>") {
+            let rest = &text[i + "<Code>".len()..];
+            if let Some(j) = rest.find("</Code>") {
+                return Some(rest[..j].to_string());
             }
         }
         cur = err.source();
@@ -466,6 +494,24 @@ mod tests {
             },
         };
         assert!(!denied.may_be_the_item());
+    }
+
+    #[test]
+    fn an_sse_kms_key_that_cannot_be_used_is_permanent_and_not_the_entry() {
+        let kms = remote("Error performing PUT http://s3/b/k in 2ms - Server returned non-2xx status code: 400 Bad Request: <?xml version=\"1.0\"?><Error><Code>KMS.NotFoundException</Code><Message>Invalid keyId k</Message></Error>");
+        assert!(kms.is_permanent());
+        assert!(
+            kms.to_string()
+                .starts_with("bucket b: KMS.NotFoundException: Generic S3 error"),
+            "{kms}"
+        );
+        assert!(
+            !kms.may_be_the_item(),
+            "every write fails alike: the key, not the entry"
+        );
+        let too_long =
+            remote("... status code: 400 Bad Request: <Error><Code>KeyTooLongError</Code></Error>");
+        assert!(!too_long.is_permanent() && too_long.may_be_the_item());
     }
 
     use super::*;
