@@ -58,7 +58,11 @@ class Server:
         if self.config_path:
             args += ["--config", self.config_path]
         env = dict(os.environ)
-        env.update(self.env or {})
+        for k, v in (self.env or {}).items():
+            if v is None:
+                env.pop(k, None)  # None: not set at all
+            else:
+                env[k] = v
         os.makedirs(self.data_dir, exist_ok=True)
         self._err = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._err, env=env)

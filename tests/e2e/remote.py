@@ -1,6 +1,7 @@
 """Real object-store servers on loopback for the remote-destination tests: moto's server
 (S3 and CloudWatch Logs), started and stopped by the test that needs it."""
 
+import json
 import os
 import signal
 import socket
@@ -337,3 +338,59 @@ class KmsGate:
                 t.cancel()
         self.loop.call_soon_threadsafe(_close)
         self.thread.join(timeout=10)
+
+
+class FakeImds:
+    """The EC2 instance metadata service (IMDSv2) on loopback, serving one role's
+    temporary credentials: `PUT /latest/api/token` first, then the role name and its
+    credentials with that token; a request without the token gets 401, as IMDSv2 answers.
+    Counts what it was asked."""
+
+    def __init__(self, role, creds):
+        import http.server
+        import threading
+        from datetime import datetime, timedelta, timezone
+        imds = self
+        self.hits = {"token": 0, "role": 0, "credentials": 0, "refused": 0}
+        token = "imds-token-" + str(free_port())
+        expires = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = json.dumps({"Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": creds["AccessKeyId"],
+                           "SecretAccessKey": creds["SecretAccessKey"], "Token": creds["SessionToken"],
+                           "Expiration": expires, "LastUpdated": expires}).encode()
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def reply(self, code, data=b""):
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_PUT(self):
+                if self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+                    imds.hits["token"] += 1
+                    return self.reply(200, token.encode())
+                self.reply(400)
+
+            def do_GET(self):
+                if self.headers.get("X-aws-ec2-metadata-token") != token:
+                    imds.hits["refused"] += 1
+                    return self.reply(401)
+                base = "/latest/meta-data/iam/security-credentials/"
+                if self.path == base:
+                    imds.hits["role"] += 1
+                    return self.reply(200, role.encode())
+                if self.path == base + role:
+                    imds.hits["credentials"] += 1
+                    return self.reply(200, body)
+                self.reply(404)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -416,3 +416,75 @@ def test_an_sse_kms_key_the_credentials_cannot_use_is_refused_reported_and_loses
     finally:
         gate.stop()
         moto.stop()
+
+
+def test_cloudwatch_logs_delivers_with_instance_credentials_from_imds(make_server, tmp_path):
+    """Issue #9, point 1: a `[[log_groups]]` entry without keys, on a machine without
+    AWS_* keys or a shared credentials file, takes the instance's role credentials from
+    the metadata service (IMDSv2, `remote.FakeImds`), as the AWS SDKs do on EC2. moto
+    checks every signature and the session token against the role session STS issued, so
+    a call signed with anything else is refused. Without a metadata service the gateway
+    refuses to start, naming the log group."""
+    import boto3
+    from remote import FakeImds
+    moto = Moto(tmp_path, env={"INITIAL_NO_AUTH_ACTION_COUNT": "4"})
+    imds = None
+    try:
+        iam = boto3.client("iam", endpoint_url=moto.url, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        role = iam.create_role(RoleName="logbook-instance", AssumeRolePolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                                                    "Action": "sts:AssumeRole"}]}))["Role"]
+        arn = iam.create_policy(PolicyName="logs", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))["Policy"]["Arn"]
+        iam.attach_role_policy(RoleName="logbook-instance", PolicyArn=arn)
+        sts = boto3.client("sts", endpoint_url=moto.url, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        creds = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="i-0123456789abcdef0")["Credentials"]
+        assert creds["AccessKeyId"].startswith("ASIA")
+        logs = boto3.client("logs", endpoint_url=moto.url, region_name="us-east-1",
+                            aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                            aws_session_token=creds["SessionToken"])
+        logs.create_log_group(logGroupName=GROUP)  # authenticated: the role session works
+        imds = FakeImds("logbook-instance", creds)
+        config = (f'[[log_groups]]\nname = "{GROUP}"\nendpoint = "{moto.url}"\nregion = "us-east-1"\n'
+                  + cw_logging(GROUP) + "[archive]\nmax_object_age_ms = 200\n")
+        no_keys = {k: None for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                                     "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
+                                     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")}
+        no_keys["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "no-such-file")
+        s = make_server(config, env=dict(no_keys, AWS_METADATA_ENDPOINT=imds.url), name="imds")
+        c = s.bedrock()
+        served = [c.converse(modelId="m", messages=[{"role": "user", "content": [{"text": f"ec2 {i}"}]}])
+                  ["ResponseMetadata"]["RequestId"] for i in range(4)]
+        deadline = time.time() + 30
+        got = []
+        while time.time() < deadline:
+            try:
+                got = [json.loads(e["message"])["requestId"] for e in log_events(logs, GROUP)]
+            except logs.exceptions.ResourceNotFoundException:
+                pass  # the stream is not there yet
+            if len(got) >= 4:
+                break
+            time.sleep(0.2)
+        assert sorted(got) == sorted(served)
+        d = s.health()["destinations"][f"cloudwatch-{GROUP}"]
+        assert d["consecutiveFailures"] == 0 and d["failures"] == 0, d
+        assert imds.hits["token"] >= 1 and imds.hits["credentials"] >= 1 and imds.hits["refused"] == 0, imds.hits
+        err = s.stderr()
+        assert creds["SecretAccessKey"] not in err and creds["SessionToken"] not in err
+        s.stop()
+
+        # No metadata service answers: a precise error at start, not a failing sink later.
+        from remote import free_port
+        try:
+            make_server(config, env=dict(no_keys, AWS_METADATA_ENDPOINT=f"http://127.0.0.1:{free_port()}"),
+                        name="nothing")
+            raise AssertionError("started without credentials")
+        except RuntimeError as e:
+            assert f'log group "{GROUP}": no credentials' in str(e), e
+    finally:
+        if imds:
+            imds.stop()
+        moto.stop()

@@ -200,11 +200,13 @@ async fn main() -> anyhow::Result<()> {
             let client = logbook_cloudwatch::LogsClient::new(logbook_cloudwatch::LogsEndpoint {
                 url: a.endpoint.clone().context("--endpoint")?,
                 region: "us-east-1".into(),
-                credentials: logbook_cloudwatch::AwsCredentials {
-                    access_key_id: "testing".into(),
-                    secret_access_key: "testing".into(),
-                    session_token: None,
-                },
+                credentials: logbook_cloudwatch::LogsCredentials::Static(
+                    logbook_cloudwatch::AwsCredentials {
+                        access_key_id: "testing".into(),
+                        secret_access_key: "testing".into(),
+                        session_token: None,
+                    },
+                ),
                 timeout: Duration::from_secs(60),
             })?;
             let mut c = cfg;

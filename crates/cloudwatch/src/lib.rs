@@ -205,6 +205,43 @@ impl Batcher {
     }
 }
 
+/// As whom to call CloudWatch Logs.
+#[derive(Clone)]
+pub enum LogsCredentials {
+    /// Keys from the declaration, the environment or the shared credentials file.
+    Static(AwsCredentials),
+    /// Temporary credentials from web identity (EKS), the container endpoint (ECS) or the
+    /// instance metadata service (EC2, IMDSv2), fetched and refreshed before they expire
+    /// by `object_store`'s providers, the same chain the S3 buckets use.
+    Provider(object_store::aws::AwsCredentialProvider),
+}
+
+impl LogsCredentials {
+    /// The credentials to sign the next request with.
+    pub async fn current(&self) -> Result<AwsCredentials, String> {
+        match self {
+            LogsCredentials::Static(c) => Ok(c.clone()),
+            LogsCredentials::Provider(p) => {
+                let c = p.get_credential().await.map_err(|e| e.to_string())?;
+                Ok(AwsCredentials {
+                    access_key_id: c.key_id.clone(),
+                    secret_access_key: c.secret_key.clone(),
+                    session_token: c.token.clone(),
+                })
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for LogsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogsCredentials::Static(c) => write!(f, "{}", c.access_key_id),
+            LogsCredentials::Provider(_) => f.write_str("(web identity, container or instance)"),
+        }
+    }
+}
+
 /// Where and as whom to call CloudWatch Logs.
 #[derive(Clone)]
 pub struct LogsEndpoint {
@@ -213,7 +250,7 @@ pub struct LogsEndpoint {
     /// The region to sign for.
     pub region: String,
     /// Credentials (never printed).
-    pub credentials: AwsCredentials,
+    pub credentials: LogsCredentials,
     /// Per-request timeout.
     pub timeout: Duration,
 }
@@ -223,7 +260,7 @@ impl std::fmt::Debug for LogsEndpoint {
         f.debug_struct("LogsEndpoint")
             .field("url", &self.url)
             .field("region", &self.region)
-            .field("access_key_id", &self.credentials.access_key_id)
+            .field("credentials", &self.credentials)
             .finish()
     }
 }
@@ -272,11 +309,20 @@ impl LogsClient {
             ("content-type", "application/x-amz-json-1.1"),
             ("x-amz-target", target.as_str()),
         ];
+        let credentials =
+            self.endpoint
+                .credentials
+                .current()
+                .await
+                .map_err(|e| LogsError::Transport {
+                    operation,
+                    message: format!("no credentials: {e}"),
+                })?;
         let signed = logbook_wire::credentials::sign_post(
             &url,
             &headers,
             &body,
-            &self.endpoint.credentials,
+            &credentials,
             &self.endpoint.region,
             "logs",
             SystemTime::now(),

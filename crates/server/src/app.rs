@@ -826,23 +826,30 @@ fn file_safe(name: &str) -> String {
 }
 
 /// A client for a `[[log_groups]]` declaration: its own credentials, else the environment,
-/// else the shared credentials file.
-pub fn logs_client(
+/// else the shared credentials file, else web identity (EKS), the container endpoint (ECS)
+/// or the instance metadata service (EC2), as the AWS SDKs look. Those last are temporary
+/// and refreshed as they expire; they are fetched once here (within a few seconds), so a
+/// machine with none of them is told at start, not at the first delivery.
+pub async fn logs_client(
     name: &str,
     spec: &crate::config::RemoteLogGroup,
 ) -> Result<logbook_cloudwatch::LogsClient, ServeError> {
     let credentials = match (&spec.access_key_id, &spec.secret_access_key) {
-        (Some(id), Some(secret)) => logbook_cloudwatch::AwsCredentials {
-            access_key_id: id.clone(),
-            secret_access_key: secret.clone(),
-            session_token: spec.session_token.clone(),
-        },
+        (Some(id), Some(secret)) => {
+            logbook_cloudwatch::LogsCredentials::Static(logbook_cloudwatch::AwsCredentials {
+                access_key_id: id.clone(),
+                secret_access_key: secret.clone(),
+                session_token: spec.session_token.clone(),
+            })
+        }
         _ => {
             let env: HashMap<String, String> = std::env::vars().collect();
-            logbook_wire::credentials::credentials_from(&env, |p| std::fs::read_to_string(p).ok())
-                .ok_or_else(|| ServeError::Config(format!(
-                    "log group {name:?}: no credentials (set access_key_id and secret_access_key, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a shared credentials file)"
-                )))?
+            match logbook_wire::credentials::credentials_from(&env, |p| {
+                std::fs::read_to_string(p).ok()
+            }) {
+                Some(c) => logbook_cloudwatch::LogsCredentials::Static(c),
+                None => ambient_credentials(name, &spec.region).await?,
+            }
         }
     };
     logbook_cloudwatch::LogsClient::new(logbook_cloudwatch::LogsEndpoint {
@@ -852,6 +859,32 @@ pub fn logs_client(
         timeout: Duration::from_secs(30),
     })
     .map_err(|e| ServeError::Config(format!("log group {name:?}: {e}")))
+}
+
+/// Web identity, container or instance credentials, through `object_store`'s chain (the
+/// one S3 buckets use): `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`,
+/// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` / `_FULL_URI`, else IMDSv2 at
+/// `AWS_METADATA_ENDPOINT` (default `http://169.254.169.254`).
+async fn ambient_credentials(
+    name: &str,
+    region: &str,
+) -> Result<logbook_cloudwatch::LogsCredentials, ServeError> {
+    let none = |why: String| {
+        ServeError::Config(format!(
+            "log group {name:?}: no credentials (set access_key_id and secret_access_key, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a shared credentials file, or run where web identity, container or instance credentials are available: {why})"
+        ))
+    };
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name("logbook-credentials")
+        .with_region(region)
+        .build()
+        .map_err(|e| none(e.to_string()))?;
+    let provider = s3.credentials().clone();
+    match tokio::time::timeout(Duration::from_secs(5), provider.get_credential()).await {
+        Ok(Ok(_)) => Ok(logbook_cloudwatch::LogsCredentials::Provider(provider)),
+        Ok(Err(e)) => Err(none(e.to_string())),
+        Err(_) => Err(none("none answered within 5 s".into())),
+    }
 }
 
 impl AppState {
@@ -1096,7 +1129,7 @@ impl AppState {
         // Log groups that live in a CloudWatch Logs service: one destination each.
         let mut remote_log_groups = HashMap::new();
         for (name, spec) in &config.remote_log_groups {
-            let client = logs_client(name, spec)?;
+            let client = logs_client(name, spec).await?;
             remote_log_groups.insert(name.clone(), client.clone());
             // The embedded store keeps a copy too, so Logbook's own queries see these records.
             store.ensure_group(name).map_err(|e| ServeError::Io {

@@ -256,7 +256,7 @@ pub async fn check_remotes(config: &Config) -> Vec<String> {
     }
     for (name, spec) in &config.remote_log_groups {
         let what = format!("log group {name:?} ({})", spec.endpoint);
-        let client = match crate::app::logs_client(name, spec) {
+        let client = match crate::app::logs_client(name, spec).await {
             Ok(c) => c,
             Err(e) => {
                 problems.push(format!("{what}: {e}"));
