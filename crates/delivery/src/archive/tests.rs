@@ -556,3 +556,24 @@ fn the_offload_boundary_is_exactly_100_kb() {
         assert_eq!(v["input"].get("inputBodyS3Path").is_some(), offloaded);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_counts_the_records_it_delivered_not_the_entries_it_skipped() {
+    // Trail events share the journal: the archive reads past them (entries) but
+    // delivers only records, and `/healthz`'s `records` must say so.
+    let jdir = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let j = Journal::open(small(jdir.path())).unwrap();
+    for i in 1..=6u64 {
+        let (kind, p) = if i % 2 == 0 {
+            (Kind::TrailEvent, br#"{"eventID":"e"}"#.to_vec())
+        } else {
+            (Kind::Record, record(i, "111111111111", 10))
+        };
+        j.append(kind, Box::new(move |_| p)).await.unwrap();
+    }
+    let (stats, r) = run_until(&j, root.path(), |s| s.cursor.load(Ordering::Relaxed) == 7).await;
+    r.unwrap();
+    assert_eq!(stats.entries.load(Ordering::Relaxed), 6);
+    assert_eq!(stats.records.load(Ordering::Relaxed), 3);
+}
