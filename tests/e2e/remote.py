@@ -140,14 +140,69 @@ def log_events(logs, group, stream="aws/bedrock/modelinvocations"):
         token = r["nextForwardToken"]
 
 
-class FaultyProxy:
+async def _pipe(reader, writer, budget=None):
+    """Copy `reader` to `writer` until either side ends (at most `budget` bytes when
+    given), then close `writer`."""
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            if budget is not None:
+                if budget <= 0:
+                    break
+                data = data[:budget]
+                budget -= len(data)
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        try:
+            writer.close()
+        except Exception:
+            pass
+
+
+class _LoopFront:
+    """A loopback TCP front on its own asyncio loop and thread: `_start(handle)` listens
+    on `self.port`, `stop()` closes it and cancels its connections."""
+
+    def _start(self, handle):
+        import asyncio
+        import threading
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def main():
+            self.server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+            ready.set()
+            try:
+                while True:
+                    await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass
+
+        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(main()), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def stop(self):
+        def _close():
+            self.server.close()
+            for t in __import__("asyncio").all_tasks(self.loop):
+                t.cancel()
+        self.loop.call_soon_threadsafe(_close)
+        self.thread.join(timeout=10)
+
+
+class FaultyProxy(_LoopFront):
     """A TCP proxy on loopback that, per connection and at random (seeded), passes traffic,
     delays it, resets the connection at once, or cuts it after some bytes."""
 
     def __init__(self, target_port, seed=7, p_reset=0.1, p_cut=0.1, p_delay=0.2):
         import asyncio
         import random
-        import threading
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.rng = random.Random(seed)
@@ -155,29 +210,6 @@ class FaultyProxy:
         self.p = (p_reset, p_cut, p_delay)
         self.counts = {"pass": 0, "reset": 0, "cut": 0, "delay": 0}
         self.enabled = True
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        async def pipe(reader, writer, budget=None):
-            try:
-                while True:
-                    data = await reader.read(65536)
-                    if not data:
-                        break
-                    if budget is not None:
-                        if budget <= 0:
-                            break
-                        data = data[:budget]
-                        budget -= len(data)
-                    writer.write(data)
-                    await writer.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                try:
-                    writer.close()
-                except Exception:
-                    pass
 
         async def handle(cr, cw):
             import socket as _s
@@ -206,22 +238,11 @@ class FaultyProxy:
                 await asyncio.sleep(self.rng.uniform(0.2, 1.5))
             else:
                 self.counts["pass"] += 1
-            await asyncio.gather(pipe(cr, uw), pipe(ur, cw, budget))
+            await asyncio.gather(_pipe(cr, uw), _pipe(ur, cw, budget))
 
         self._handle = handle
 
-        async def main():
-            self.server = await asyncio.start_server(handle, "127.0.0.1", self.port)
-            ready.set()
-            try:
-                while True:
-                    await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                pass
-
-        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(main()), daemon=True)
-        self.thread.start()
-        ready.wait(10)
+        self._start(handle)
 
     def down(self):
         """Stop listening: connections are refused, as if the endpoint's process died."""
@@ -241,16 +262,8 @@ class FaultyProxy:
         import asyncio
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
-    def stop(self):
-        def _close():
-            self.server.close()
-            for t in __import__("asyncio").all_tasks(self.loop):
-                t.cancel()
-        self.loop.call_soon_threadsafe(_close)
-        self.thread.join(timeout=10)
 
-
-class KmsGate:
+class KmsGate(_LoopFront):
     """An HTTP front for an S3 server that plays a KMS key the credentials cannot use
     (moto stores SSE-KMS objects without asking KMS). While `refuse` is set, a request
     carrying `x-amz-server-side-encryption-aws-kms-key-id: <key>` gets S3's answer for
@@ -261,31 +274,12 @@ class KmsGate:
 
     def __init__(self, target_port, key):
         import asyncio
-        import threading
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.key = key.lower().encode()
         self.refuse = True
         self.refused = 0
         self.passed = 0
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        async def pipe(reader, writer):
-            try:
-                while True:
-                    data = await reader.read(65536)
-                    if not data:
-                        break
-                    writer.write(data)
-                    await writer.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                try:
-                    writer.close()
-                except Exception:
-                    pass
 
         async def handle(cr, cw):
             try:
@@ -316,28 +310,9 @@ class KmsGate:
                 cw.close()
                 return
             uw.write(head)
-            await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
+            await asyncio.gather(_pipe(cr, uw), _pipe(ur, cw))
 
-        async def main():
-            self.server = await asyncio.start_server(handle, "127.0.0.1", self.port)
-            ready.set()
-            try:
-                while True:
-                    await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                pass
-
-        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(main()), daemon=True)
-        self.thread.start()
-        ready.wait(10)
-
-    def stop(self):
-        def _close():
-            self.server.close()
-            for t in __import__("asyncio").all_tasks(self.loop):
-                t.cancel()
-        self.loop.call_soon_threadsafe(_close)
-        self.thread.join(timeout=10)
+        self._start(handle)
 
 
 class FakeImds:

@@ -112,22 +112,26 @@ impl BucketError {
     }
 }
 
-/// The HTTP status a remote store answered with, when its error says. `object_store`
-/// keeps the status in a type it does not export (`RetryError`), but every such error
-/// reads "... status code: <NNN> ..." somewhere in its chain.
-fn http_status(e: &object_store::Error) -> Option<u16> {
+/// The first thing `find` reads in the text of `e` or of one of its sources.
+/// `object_store` keeps S3's status and answer in a type it does not export
+/// (`RetryError`), but they are in the text of the error chain.
+fn in_chain<T>(e: &object_store::Error, find: impl Fn(&str) -> Option<T>) -> Option<T> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        let text = err.to_string();
-        if let Some(i) = text.find("status code: ") {
-            let rest = &text[i + "status code: ".len()..];
-            if let Some(code) = rest.get(..3).and_then(|d| d.parse::<u16>().ok()) {
-                return Some(code);
-            }
+        if let Some(v) = find(&err.to_string()) {
+            return Some(v);
         }
         cur = err.source();
     }
     None
+}
+
+/// The HTTP status a remote store answered with ("... status code: <NNN> ...").
+fn http_status(e: &object_store::Error) -> Option<u16> {
+    in_chain(e, |text| {
+        let i = text.find("status code: ")?;
+        text[i + "status code: ".len()..].get(..3)?.parse().ok()
+    })
 }
 
 fn code_first(e: &object_store::Error) -> String {
@@ -136,18 +140,10 @@ fn code_first(e: &object_store::Error) -> String {
 
 /// The error code of an S3 error body (`<Code>...</Code>`) in a remote store's error.
 fn s3_error_code(e: &object_store::Error) -> Option<String> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let text = err.to_string();
-        if let Some(i) = text.find("<Code>") {
-            let rest = &text[i + "<Code>".len()..];
-            if let Some(j) = rest.find("</Code>") {
-                return Some(rest[..j].to_string());
-            }
-        }
-        cur = err.source();
-    }
-    None
+    in_chain(e, |text| {
+        let rest = &text[text.find("<Code>")? + "<Code>".len()..];
+        Some(rest[..rest.find("</Code>")?].to_string())
+    })
 }
 
 /// Server-side encryption of an S3 bucket's objects.
