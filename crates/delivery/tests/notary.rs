@@ -185,6 +185,22 @@ fn tamper(dir: &Path, rng: &mut StdRng) -> (u32, String) {
     };
     let is_records = |s: &str| s.contains("/BedrockModelInvocationLogs/") && !s.contains("/data/");
     let is_data = |s: &str| s.contains("/data/");
+    // Records objects older than the newest listed millisecond: a copy of one under a
+    // new name in its own millisecond is always detectable (the newest millisecond's
+    // own case, which may only be "not covered yet", is checked after the trials).
+    let newest_ms = all
+        .iter()
+        .filter(|p| is_records(&p.to_string_lossy()))
+        .filter_map(|p| Some(p.file_name()?.to_string_lossy().get(..19)?.to_string()))
+        .max()
+        .unwrap_or_default();
+    let is_older_records = |s: &str| {
+        is_records(s)
+            && s.rsplit('/')
+                .next()
+                .and_then(|n| n.get(..19))
+                .is_some_and(|n| n < newest_ms.as_str())
+    };
     // Checkpoints that list objects (an idle one, signing the same tree as the one before,
     // removes no evidence when deleted).
     let is_covering_checkpoint = |s: &str| {
@@ -268,7 +284,7 @@ fn tamper(dir: &Path, rng: &mut StdRng) -> (u32, String) {
                 gzip(&p, &out);
                 format!("insert a line into {}", p.display())
             }),
-            8 => pick(rng, &is_records).map(|p| {
+            8 => pick(rng, &is_older_records).map(|p| {
                 // Insert a whole object: a copy under a new name in the same hour.
                 let name = p.file_name().unwrap().to_string_lossy().to_string();
                 let forged = p.with_file_name(format!("{}_0000000000000000.json.gz", &name[..19]));
