@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # Reuse a target dir outside the clone (CI and newcomers share build artifacts).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logbook/target}"
 VENV="${LOGBOOK_TEST_VENV:-$HOME/.cache/logbook/venv}"
+# The Rust sink conformance suite starts moto's server from this venv too.
+export LOGBOOK_TEST_VENV="$VENV"
 mkdir -p "$CARGO_TARGET_DIR" "$(dirname "$VENV")"
 
 step() { printf '\n==> %s\n' "$*"; }

@@ -172,6 +172,24 @@ pub trait Format: Send + Sync + 'static {
     }
     /// The state last returned by [`Format::state`] is durable.
     fn commit(&mut self) {}
+    /// For a sink that keeps its own durable position beside what it wrote (the log-group
+    /// store's manifest names its files and the journal position they cover, in one
+    /// atomic replace): that position. A destination never resumes below it, so a crash
+    /// between the sink's write and the cursor's store re-delivers nothing to it.
+    fn resume_at(&self) -> Option<u64> {
+        None
+    }
+    /// Called after each run of [`Format::add`]s that read the journal up to where it was
+    /// committed (or up to the batch's size): a format that hands entries to its sink in
+    /// chunks (the store's tail, queryable at once) hands over the rest here.
+    fn filled(&mut self) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+    /// Is what this format holds big enough to write now, whatever the bytes `add`
+    /// reported (the store's tail, by its rows and Arrow memory)?
+    fn full(&self) -> bool {
+        false
+    }
     /// A signed checkpoint to write when one is due (`force`: now).
     fn checkpoint(&mut self, _now_ms: u64, _force: bool) -> Option<Self::Item> {
         None
@@ -416,7 +434,9 @@ impl<F: Format> Batch<F> {
     }
 
     fn fill(&mut self, upto: u64, max: usize) -> Result<(), DeliveryError> {
-        while self.raw_bytes < max {
+        // A full format stops the batch only once it holds an entry, so a batch rebuilt
+        // after a failed write always has something to flush again.
+        while self.raw_bytes < max && !(self.started.is_some() && self.format.full()) {
             let Some(e) = self.reader.next_entry(upto)? else {
                 break;
             };
@@ -429,7 +449,7 @@ impl<F: Format> Batch<F> {
             self.records += u64::from(n > 0);
             self.entries += 1;
         }
-        Ok(())
+        self.format.filled()
     }
 }
 
@@ -458,6 +478,9 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
         // anything older than what is still on disk: GC waited for every destination
         // that existed at the time.
         let mut start = cursor.load()?.max(journal.first_available()?);
+        if let Some(reached) = format.resume_at() {
+            start = start.max(reached);
+        }
         let mut format = format;
         let state = Self::state_path(&journal, &config.name);
         match journal.disk().read(&state) {
@@ -749,7 +772,7 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
                     Ordering::Relaxed,
                 );
             }
-            let full = b.raw_bytes >= max;
+            let full = b.raw_bytes >= max || b.format.full();
             let old = b
                 .started
                 .is_some_and(|s| s.elapsed() >= self.config.max_object_age);

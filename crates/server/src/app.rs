@@ -39,6 +39,8 @@ pub struct AppState {
     pub journal: Journal,
     /// Delivery counters, by destination name.
     pub destinations: Vec<(String, Arc<DestinationStats>)>,
+    /// The log-group store's delivery counters (its cursor is `store`).
+    pub store_delivery: Arc<DestinationStats>,
     /// What redaction masked, per destination and detector.
     pub redactions: Vec<(String, Arc<logbook_redact::Counts>)>,
     /// The profile reads at content level `redacted` go through (`[redaction.analyst]`,
@@ -76,6 +78,19 @@ pub struct AppState {
     pub lifecycle: BTreeMap<String, Arc<logbook_bucket::lifecycle::Stats>>,
 }
 
+impl AppState {
+    /// Every journal sink's counters: the destinations, then the log-group store.
+    pub fn sinks(&self) -> impl Iterator<Item = (&str, &Arc<DestinationStats>)> {
+        self.destinations
+            .iter()
+            .map(|(n, d)| (n.as_str(), d))
+            .chain(std::iter::once((
+                logbook_store::ingest::NAME,
+                &self.store_delivery,
+            )))
+    }
+}
+
 /// Shared state handle.
 pub type Shared = Arc<AppState>;
 
@@ -104,7 +119,8 @@ pub struct Running {
     pub admin: Option<crate::auth::AdminCredentials>,
     stop_tx: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<Result<(), logbook_delivery::DeliveryError>>>,
-    store_task: tokio::task::JoinHandle<Result<(), logbook_store::StoreError>>,
+    store_task: tokio::task::JoinHandle<Result<(), logbook_delivery::DeliveryError>>,
+    store_maintenance: tokio::task::JoinHandle<()>,
     alarm_task: tokio::task::JoinHandle<()>,
     spend_task: Option<tokio::task::JoinHandle<()>>,
     watcher: tokio::task::JoinHandle<()>,
@@ -303,7 +319,8 @@ async fn watch_destinations(s: Shared) {
     loop {
         tick.tick().await;
         crate::budget::enforce(&s).await;
-        for (name, d) in &s.destinations {
+        for (name, d) in s.sinks() {
+            let name = name.to_string();
             let p = d.parked.load(Ordering::Relaxed);
             let was_parked = parked.insert(name.clone(), p).unwrap_or(0);
             if p > was_parked {
@@ -410,6 +427,13 @@ fn destination_health(
         )
     } else if name == "trail" {
         ("trail", "TrailDeliverySuccess", "TrailDeliveryFailure")
+    } else if name == logbook_store::ingest::NAME {
+        // The embedded log groups: Logbook's own CloudWatch Logs.
+        (
+            "log-groups",
+            "LogGroupDeliverySuccess",
+            "LogGroupDeliveryFailure",
+        )
     } else {
         (
             "s3",
@@ -554,9 +578,8 @@ async fn healthz(State(s): State<Shared>) -> Response {
     // Less room than a large record takes: appends are failing or about to.
     let free = free_bytes(&s.config.data_dir.join("journal"));
     let disk_full = free.is_some_and(|f| f < DISK_FULL_BELOW);
-    let stalled: Vec<&String> = s
-        .destinations
-        .iter()
+    let stalled: Vec<&str> = s
+        .sinks()
         .filter(|(_, d)| d.stalled())
         .map(|(n, _)| n)
         .collect();
@@ -607,6 +630,8 @@ async fn healthz(State(s): State<Shared>) -> Response {
             "dropped": s.store.stats.dropped.load(Ordering::Relaxed),
             "flushes": s.store.stats.flushes.load(Ordering::Relaxed),
             "durableSeq": s.store.durable_seq(),
+            // Its place as a journal sink: cursor, backlog, failures, last error.
+            "delivery": destination_health(logbook_store::ingest::NAME, &s.store_delivery, committed, now_ms),
             // What each group keeps: records for `retentionInDays`, bodies for
             // `bodyRetentionDays` (none: as long as the records).
             "logGroups": s.store.groups().into_iter().map(|g| {
@@ -1006,30 +1031,31 @@ impl AppState {
             })?;
         }
         let mut redactions: Vec<(String, Arc<logbook_redact::Counts>)> = Vec::new();
-        let store_task = {
-            let gc2 = gc.clone();
-            let j = journal.clone();
-            let on_durable: logbook_store::ingest::OnDurable = Arc::new(move |next| {
-                let min = gc2.set("store", next);
-                if let Err(e) = j.collect_garbage(min) {
-                    tracing::warn!(error = %e, "journal garbage collection failed");
-                }
-            });
-            // Register the store's cursor before any destination may collect garbage.
-            gc.set("store", store.durable_seq().max(journal.first_available()?));
+        // The store is a sink like the others: the one journal follower (`Destination`)
+        // feeds it, from the store's own durable position, before any other destination
+        // may collect journal garbage.
+        let (store_task, store_maintenance, store_delivery) = {
             let mut ingest_config = config.store_ingest.clone();
             ingest_config.redactor = config.redaction.for_name(config.redaction.store.as_ref());
             if let Some(r) = &ingest_config.redactor {
                 redactions.push(("log-groups".to_string(), r.counts()));
             }
-            let ingest = logbook_store::ingest::run(
+            let dest = logbook_store::ingest::destination(
                 store.clone(),
                 journal.clone(),
-                ingest_config,
-                on_durable,
-                stop_rx.clone(),
-            );
-            tokio::spawn(ingest)
+                &ingest_config,
+                gc.clone(),
+            )?;
+            let stats = dest.stats();
+            (
+                tokio::spawn(dest.run(stop_rx.clone())),
+                tokio::spawn(logbook_store::ingest::maintain(
+                    store.clone(),
+                    ingest_config.retention_every,
+                    stop_rx.clone(),
+                )),
+                stats,
+            )
         };
 
         let bucket_disk = opts.bucket_disk.unwrap_or_else(|| journal.disk().clone());
@@ -1330,6 +1356,7 @@ impl AppState {
             invoker,
             journal,
             destinations,
+            store_delivery,
             redactions,
             analyst_redactor,
             logging,
@@ -1381,6 +1408,7 @@ impl AppState {
             stop_tx,
             tasks,
             store_task,
+            store_maintenance,
             alarm_task,
             spend_task,
             watcher,
@@ -1447,6 +1475,9 @@ impl Running {
                 Ok(r) => r?,
                 Err(e) => tracing::error!(error = %e, "delivery task failed"),
             }
+        }
+        if let Err(e) = self.store_maintenance.await {
+            tracing::error!(error = %e, "log group retention task failed");
         }
         match self.store_task.await {
             Ok(Ok(())) => {}

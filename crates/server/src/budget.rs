@@ -74,16 +74,23 @@ pub(crate) async fn enforce(s: &Shared) {
         .cloned()
         .collect();
     let describe = |name: &str| -> String {
-        match s.destinations.iter().find(|(_, d)| d.name() == name) {
-            Some((display, d)) => match d.last_error() {
+        let display = |d: &str| {
+            if d == logbook_store::ingest::NAME {
+                "the log group store".to_string()
+            } else {
+                d.to_string()
+            }
+        };
+        match s.sinks().find(|(_, d)| d.name() == name) {
+            Some((shown, d)) => match d.last_error() {
                 Some(e) => format!(
-                    "{display} (last error: {})",
+                    "{} (last error: {})",
+                    display(shown),
                     e.chars().take(200).collect::<String>()
                 ),
-                None => display.clone(),
+                None => display(shown),
             },
-            None if name == "store" => "the log group store".to_string(),
-            None => name.to_string(),
+            None => display(name),
         }
     };
     match s.config.on_failure {
@@ -151,7 +158,7 @@ pub(crate) async fn enforce(s: &Shared) {
                     tracing::error!(error = %e, "could not record a delivery loss in the trail; keeping the segments");
                     return;
                 }
-                if let Some((_, d)) = s.destinations.iter().find(|(_, d)| d.name() == name) {
+                if let Some((_, d)) = s.sinks().find(|(_, d)| d.name() == name) {
                     d.lost.fetch_add(n, Ordering::Relaxed);
                 }
                 s.budget.lost.fetch_add(n, Ordering::Relaxed);

@@ -1,12 +1,31 @@
-//! Feeding the store from the journal: every committed record goes to the tail of its log
-//! group within a poll interval; the tail is flushed to Parquet when it is big or old, and
-//! on shutdown. Retention and compaction (one file per closed hour) run periodically.
+//! Feeding the store from the journal. The store is a sink like the archive and
+//! CloudWatch Logs: [`StoreFormat`] and [`StoreTarget`] are run by the one journal
+//! follower, `logbook_delivery::Destination`, with its durable cursor, retries with
+//! backoff, health counters and its place in journal garbage collection.
+//!
+//! Every record read goes to the tail of its log group at once (queryable before it is
+//! in a file); the tail is flushed to Parquet when it is big or old, and on shutdown.
+//! The store's manifest names its files together with the journal position they cover
+//! (one atomic replace), and the destination never resumes below that position
+//! ([`logbook_delivery::Format::resume_at`]): a crash between a flush and the cursor's
+//! store adds nothing twice. Retention and compaction (one file per closed hour) are not
+//! part of following the journal: [`maintain`] runs them.
 
 use crate::{now_ms, Store, StoreError};
-use logbook_journal::Journal;
+use async_trait::async_trait;
+use logbook_delivery::{
+    DeliveryError, Destination, DestinationConfig, Format, GcCoordinator, Target, Written,
+};
+use logbook_journal::{Entry, Journal, Kind};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// The cursor name of the store's destination (journal GC and health call it this).
+pub const NAME: &str = "store";
+
+/// Entries handed to the store's tail at once (fewer, larger Arrow batches).
+const CHUNK: usize = 4096;
 
 /// When to flush and expire.
 #[derive(Debug, Clone)]
@@ -37,128 +56,205 @@ impl Default for IngestConfig {
     }
 }
 
-/// Called with the store's durable cursor after each flush (for journal GC).
-pub type OnDurable = Arc<dyn Fn(u64) + Send + Sync>;
+fn delivery_error(e: StoreError) -> DeliveryError {
+    // Every store failure is local (the disk, the folder, an encoding of the disk's
+    // state): retried with backoff, never a reason to park a record.
+    match e {
+        StoreError::Io(e) => DeliveryError::Io(e),
+        e => DeliveryError::Io(std::io::Error::other(e.to_string())),
+    }
+}
 
-/// Follow the journal into the store until `shutdown` turns true; then flush and return.
-pub async fn run(
+/// One flush of the store's tail to Parquet (and of its manifest, with the journal
+/// position it covers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreFlush;
+
+/// Journal entries into the store's tail.
+pub struct StoreFormat {
+    store: Arc<Store>,
+    redactor: Option<Arc<logbook_redact::Redactor>>,
+    pending: Vec<Entry>,
+    /// Entries below this are in the tail already (re-read after a failed flush).
+    seen: u64,
+    flush_rows: u64,
+    flush_bytes: usize,
+    full: bool,
+}
+
+impl StoreFormat {
+    /// Feed `store`, flushing at `config`'s rows and bytes, masking with its redactor.
+    pub fn new(store: Arc<Store>, config: &IngestConfig) -> Self {
+        let seen = store.next_seq();
+        StoreFormat {
+            store,
+            redactor: config.redactor.clone(),
+            pending: Vec::new(),
+            seen,
+            flush_rows: config.flush_rows,
+            flush_bytes: config.flush_bytes,
+            full: false,
+        }
+    }
+
+    fn hand_over(&mut self) {
+        if !self.pending.is_empty() {
+            self.store.add_entries(&self.pending);
+            self.pending.clear();
+        }
+        self.seen = self.store.next_seq();
+        let (rows, bytes, _) = self.store.tail_size();
+        self.full = rows >= self.flush_rows || bytes >= self.flush_bytes;
+    }
+}
+
+impl Format for StoreFormat {
+    type Item = StoreFlush;
+
+    fn add(&mut self, mut e: Entry) -> Result<usize, DeliveryError> {
+        if e.kind != Kind::Record {
+            // Not a record: it still moves the store's position (a query waiting for its
+            // own writes must not wait for entries that are no record of any group).
+            self.pending.push(e);
+            return Ok(0);
+        }
+        let n = e.payload.len();
+        if e.seq < self.seen {
+            // In the tail already: counted in the batch (so a batch rebuilt after a failed
+            // flush is as big as before and the tail does not grow while flushes fail),
+            // not added again.
+            return Ok(n);
+        }
+        if let Some(r) = &self.redactor {
+            if let std::borrow::Cow::Owned(p) = r.redact_record(&e.payload) {
+                e.payload = p;
+            }
+        }
+        self.pending.push(e);
+        if self.pending.len() >= CHUNK {
+            self.hand_over();
+        }
+        Ok(n)
+    }
+
+    fn filled(&mut self) -> Result<(), DeliveryError> {
+        self.hand_over();
+        Ok(())
+    }
+
+    fn full(&self) -> bool {
+        self.full
+    }
+
+    fn take(&mut self) -> Result<Vec<StoreFlush>, DeliveryError> {
+        self.hand_over();
+        let (rows, _, _) = self.store.tail_size();
+        if rows == 0 && self.store.next_seq() <= self.store.durable_seq() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![StoreFlush])
+    }
+
+    fn reset(&mut self) {
+        // What was handed over stays in the tail (it is committed journal content and a
+        // retry flushes it); what was not is read again.
+        self.pending.clear();
+        self.seen = self.store.next_seq();
+    }
+
+    fn resume_at(&self) -> Option<u64> {
+        Some(self.store.durable_seq())
+    }
+}
+
+/// The store, as a destination's target.
+#[derive(Clone)]
+pub struct StoreTarget {
+    store: Arc<Store>,
+}
+
+impl StoreTarget {
+    /// Flush `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        StoreTarget { store }
+    }
+}
+
+#[async_trait]
+impl Target for StoreTarget {
+    type Item = StoreFlush;
+
+    async fn put(&self, _item: StoreFlush) -> Result<Written, DeliveryError> {
+        let st = self.store.clone();
+        let (_, bytes) = tokio::task::spawn_blocking(move || st.flush_counted())
+            .await
+            .map_err(|e| DeliveryError::Task(e.to_string()))?
+            .map_err(delivery_error)?;
+        Ok(Written {
+            bytes,
+            ..Written::default()
+        })
+    }
+
+    async fn probe(&self, _name: &str) -> Result<(), DeliveryError> {
+        let st = self.store.clone();
+        tokio::task::spawn_blocking(move || st.probe())
+            .await
+            .map_err(|e| DeliveryError::Task(e.to_string()))?
+            .map_err(delivery_error)
+    }
+}
+
+/// The store's destination: follows `journal` from the store's durable position, with
+/// the cursor [`NAME`] registered in `gc`.
+pub fn destination(
     store: Arc<Store>,
     journal: Journal,
-    config: IngestConfig,
-    on_durable: OnDurable,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), StoreError> {
-    let start = store.next_seq().max(journal.first_available()?);
-    let mut reader = journal.reader(start);
-    let mut committed = journal.committed();
-    // The first pass of retention (and body retention) runs at start, so a changed
-    // configuration applies at once.
-    let mut last_retention: Option<std::time::Instant> = None;
-    let mut last_flush = std::time::Instant::now();
-    let mut backoff = Duration::from_millis(100);
+    config: &IngestConfig,
+    gc: Arc<GcCoordinator>,
+) -> Result<Destination<StoreFormat, StoreTarget>, DeliveryError> {
+    let dcfg = DestinationConfig {
+        name: NAME.into(),
+        max_object_bytes: config.flush_bytes,
+        max_object_age: config.flush_age,
+        retry_base: Duration::from_millis(100),
+        permanent_retry: Duration::from_secs(30),
+    };
+    Destination::new(
+        StoreTarget::new(store.clone()),
+        journal,
+        dcfg,
+        StoreFormat::new(store, config),
+        gc,
+    )
+}
+
+/// Apply retention (records and bodies) and compaction now and every `every` until
+/// `shutdown` turns true. The first pass runs at once, so a changed configuration
+/// applies at start.
+pub async fn maintain(store: Arc<Store>, every: Duration, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let stopping = *shutdown.borrow();
-        let upto = *committed.borrow_and_update();
-        // Read what is committed, in chunks, off the async threads.
         let st = store.clone();
-        let redactor = config.redactor.clone();
-        let (r, res) = tokio::task::spawn_blocking(move || {
-            let res = (|| -> Result<(), StoreError> {
-                loop {
-                    let mut chunk = Vec::new();
-                    while chunk.len() < 4096 {
-                        match reader.next_entry(upto)? {
-                            Some(e) => chunk.push(e),
-                            None => break,
-                        }
-                    }
-                    if chunk.is_empty() {
-                        // Everything before `upto` is read: entries that are no record
-                        // of any group, or none at all, still move the cursor.
-                        st.advance_to(upto);
-                        return Ok(());
-                    }
-                    if let Some(r) = &redactor {
-                        for e in &mut chunk {
-                            if let std::borrow::Cow::Owned(p) = r.redact_record(&e.payload) {
-                                e.payload = p;
-                            }
-                        }
-                    }
-                    st.add_entries(&chunk);
-                }
-            })();
-            (reader, res)
+        let r = tokio::task::spawn_blocking(move || {
+            st.apply_retention(now_ms())?;
+            st.compact(now_ms())
         })
-        .await
-        .map_err(|e| StoreError::Invalid(format!("ingest task: {e}")))?;
-        reader = r;
-        if let Err(e) = res {
-            tracing::error!(error = %e, "store: reading the journal failed; will retry");
-            reader = journal.reader(store.next_seq());
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-            continue;
+        .await;
+        match r {
+            Ok(Err(e)) => tracing::error!(error = %e, "store: retention or compaction failed"),
+            Err(e) => tracing::error!(error = %e, "store: retention task failed"),
+            Ok(Ok(_)) => {}
         }
-        let (rows, bytes, age) = store.tail_size();
-        // Entries that are not for any log group move the cursor too: without a flush now
-        // and then, a configuration that sends nothing to log groups would hold journal GC
-        // (and the journal's disk) forever.
-        let passed_over = rows == 0
-            && store.next_seq() > store.durable_seq()
-            && last_flush.elapsed() >= config.flush_age;
-        let due = rows >= config.flush_rows
-            || bytes >= config.flush_bytes
-            || (rows > 0 && age >= config.flush_age.as_millis() as i64)
-            || passed_over
-            || stopping;
-        if due && (rows > 0 || store.next_seq() > store.durable_seq()) {
-            let st = store.clone();
-            match tokio::task::spawn_blocking(move || st.flush()).await {
-                Ok(Ok(_)) => {
-                    backoff = Duration::from_millis(100);
-                    last_flush = std::time::Instant::now();
-                    on_durable(store.durable_seq());
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "store: flush failed; will retry");
-                    if stopping {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    continue;
-                }
-                Err(e) => return Err(StoreError::Invalid(format!("flush task: {e}"))),
-            }
+        if *shutdown.borrow() {
+            return;
         }
-        if last_retention.is_none_or(|t| t.elapsed() >= config.retention_every) {
-            last_retention = Some(std::time::Instant::now());
-            let st = store.clone();
-            let r = tokio::task::spawn_blocking(move || {
-                st.apply_retention(now_ms())?;
-                st.compact(now_ms())
-            })
-            .await;
-            if let Ok(Err(e)) = r {
-                tracing::error!(error = %e, "store: retention or compaction failed");
-            }
-        }
-        if stopping {
-            return Ok(());
-        }
-        let wait = config.flush_age.min(config.retention_every);
         tokio::select! {
-            r = committed.changed() => {
-                if r.is_err() {
-                    // The journal closed: flush what we have and stop.
-                    let st = store.clone();
-                    let _ = tokio::task::spawn_blocking(move || st.flush()).await;
-                    return Ok(());
+            _ = tokio::time::sleep(every) => {}
+            r = shutdown.changed() => {
+                if r.is_err() || *shutdown.borrow() {
+                    return;
                 }
             }
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => {}
         }
     }
 }
@@ -167,7 +263,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use logbook_journal::JournalConfig;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::Ordering;
 
     /// A configuration that sends nothing to log groups still moves the store's cursor,
     /// so it never holds journal garbage collection.
@@ -189,27 +285,26 @@ mod tests {
                     .await
                     .unwrap();
             }
-            let seen = Arc::new(AtomicU64::new(0));
-            let s2 = seen.clone();
-            let on_durable: OnDurable = Arc::new(move |next| {
-                s2.store(next, Ordering::SeqCst);
-            });
-            let (tx, rx) = watch::channel(false);
+            let gc = Arc::new(GcCoordinator::default());
             let config = IngestConfig {
                 flush_age: Duration::from_millis(50),
                 ..Default::default()
             };
-            let task = tokio::spawn(run(store.clone(), journal.clone(), config, on_durable, rx));
+            let dest = destination(store.clone(), journal.clone(), &config, gc.clone()).unwrap();
+            let stats = dest.stats();
+            let (tx, rx) = watch::channel(false);
+            let task = tokio::spawn(dest.run(rx));
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while seen.load(Ordering::SeqCst) < 11 && std::time::Instant::now() < deadline {
+            while stats.cursor.load(Ordering::SeqCst) < 11 && std::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             assert_eq!(
-                seen.load(Ordering::SeqCst),
+                stats.cursor.load(Ordering::SeqCst),
                 11,
                 "the cursor passed the ten entries"
             );
             assert_eq!(store.durable_seq(), 11);
+            assert_eq!(gc.cursors(), vec![(NAME.to_string(), 11)]);
             assert_eq!(store.stats.records.load(Ordering::Relaxed), 0);
             tx.send(true).unwrap();
             task.await.unwrap().unwrap();

@@ -544,39 +544,64 @@ impl Sim {
         out
     }
 
-    /// The store's ingest: read from its position to the committed end, flush, and
-    /// collect garbage at the minimum cursor.
+    /// The store's ingest. Without `flush`: read from its position to the committed end
+    /// into the tail (what a query sees at once). With it: one run of the store's real
+    /// destination (`logbook_store::ingest::destination`, the journal follower every sink
+    /// shares) until it has taken in and flushed what is committed; it stores its cursor
+    /// and collects garbage at the minimum cursor as `serve` does.
     fn ingest(&mut self, flush: bool) {
         let Some(p) = self.p.as_ref() else { return };
-        let upto = *p.journal.committed().borrow();
-        // As the server's ingest: from the store's position, or what the journal still has.
-        let from = p
-            .store
-            .next_seq()
-            .max(p.journal.first_available().unwrap_or(1));
-        let mut r = p.journal.reader(from);
-        let mut chunk = Vec::new();
-        loop {
-            match r.next_entry(upto) {
-                Ok(Some(e)) => chunk.push(e),
-                Ok(None) => break,
-                Err(e) => {
-                    self.log.push(format!("store: read failed: {e}"));
-                    return;
+        if !flush {
+            let upto = *p.journal.committed().borrow();
+            // As the server's ingest: from the store's position, or what the journal still has.
+            let from = p
+                .store
+                .next_seq()
+                .max(p.journal.first_available().unwrap_or(1));
+            let mut r = p.journal.reader(from);
+            let mut chunk = Vec::new();
+            loop {
+                match r.next_entry(upto) {
+                    Ok(Some(e)) => chunk.push(e),
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.log.push(format!("store: read failed: {e}"));
+                        return;
+                    }
                 }
             }
-        }
-        p.store.add_entries(&chunk);
-        if !flush {
+            p.store.add_entries(&chunk);
             self.log.push(format!("store: {} to the tail", chunk.len()));
             return;
         }
-        match p.store.flush() {
-            Ok(n) => {
+        let config = logbook_store::ingest::IngestConfig {
+            // Flushed when the run ends (drained), never by the clock.
+            flush_age: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let dest = match logbook_store::ingest::destination(
+            p.store.clone(),
+            p.journal.clone(),
+            &config,
+            p.gc.clone(),
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                self.stats.flush_failures += 1;
+                self.log.push(format!("store: cannot start: {e}"));
+                return;
+            }
+        };
+        let (_tx, stop) = tokio::sync::watch::channel(true);
+        match self.rt.block_on(dest.run(stop)) {
+            Ok(()) => {
                 self.stats.flushes += 1;
-                let min = p.gc.set("store", p.store.durable_seq());
-                let _ = p.journal.collect_garbage(min);
-                self.log.push(format!("store: flushed {n}, gc at {min}"));
+                let first = p.journal.first_available().unwrap_or(0);
+                self.stats.collected_to = self.stats.collected_to.max(first);
+                self.log.push(format!(
+                    "store: flushed to {}, journal from {first}",
+                    p.store.durable_seq()
+                ));
             }
             Err(e) => {
                 self.stats.flush_failures += 1;
@@ -701,6 +726,15 @@ impl Sim {
             self.quiet(|| journal.cursor(name).load())
                 .unwrap_or_else(|e| self.fail(format!("{name}'s cursor: {e}")))
         };
+        // The store's journal cursor is stored after the flush whose manifest covers it:
+        // never ahead of the manifest's position (else a restart would skip records).
+        let store_cursor = load("store");
+        if store_cursor > store.durable_seq().max(1) {
+            self.fail(format!(
+                "the store's cursor is at {store_cursor}, past its manifest's {}",
+                store.durable_seq()
+            ));
+        }
         let cursors = [
             ("archive", load("archive")),
             ("trail", load("trail")),
