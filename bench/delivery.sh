@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Delivery throughput (issue #9): one real Destination drains a journal pre-filled with N
-# records of about 2 KB to a local bucket, to moto's S3 and to moto's CloudWatch Logs
+# records of about 2 KB to a local bucket, the embedded log-group store, moto's S3 and
+# moto's CloudWatch Logs
 # (moto_server from the test venv, on loopback). Prints JSON lines and keeps them in
 # bench/out/.
 #
@@ -29,6 +30,7 @@ boto3.client("s3", **kw).create_bucket(Bucket="bench")
 boto3.client("logs", **kw).create_log_group(logGroupName="/bench")
 PY
 "$BIN" --target local --records "$N_LOCAL" | tee -a "$RESULTS"
+"$BIN" --target store --records "$N_LOCAL" | tee -a "$RESULTS"
 "$BIN" --target s3 --endpoint "$URL" --records "$N" | tee -a "$RESULTS"
 "$BIN" --target cloudwatch --endpoint "$URL" --records "$N" | tee -a "$RESULTS"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB; $(uname -r)" | tee -a "$RESULTS"

@@ -1,8 +1,11 @@
 //! Delivery throughput: a journal pre-filled with N records of about 2 KB, drained by one
-//! real `Destination` to a local bucket, an S3-compatible bucket, or a CloudWatch Logs
-//! group. Prints one JSON line: records/s and MB/s of record JSON delivered.
+//! real `Destination` to a local bucket, an S3-compatible bucket, a CloudWatch Logs
+//! group, or the embedded log-group store (its records queryable in the tail at once,
+//! flushed to Parquet at the store's default 32 MiB). Prints one JSON line: records/s and
+//! MB/s of record JSON delivered.
 //!
 //!   delivery-bench --target local --records 1000000
+//!   delivery-bench --target store --records 1000000
 //!   delivery-bench --target s3 --endpoint http://127.0.0.1:5000 --bucket bench --records 100000
 //!   delivery-bench --target cloudwatch --endpoint http://127.0.0.1:5000 --group /bench --records 100000
 
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 struct Args {
-    /// local | s3 | cloudwatch
+    /// local | s3 | cloudwatch | store
     #[arg(long)]
     target: String,
     #[arg(long, default_value_t = 100_000)]
@@ -217,6 +220,21 @@ async fn main() -> anyhow::Result<()> {
                 journal.clone(),
                 c,
                 CloudWatchFormat::new(&a.group, "bench"),
+                gc,
+            )?;
+            (d.stats(), tokio::spawn(d.run(rx)))
+        }
+        "store" => {
+            let store = Arc::new(logbook_store::Store::open(dir.join("store"))?);
+            store.ensure_group(&a.group)?;
+            let d = logbook_store::ingest::destination(
+                store,
+                journal.clone(),
+                &logbook_store::ingest::IngestConfig {
+                    // As the other targets: the last, partial batch is not held for long.
+                    flush_age: Duration::from_millis(200),
+                    ..Default::default()
+                },
                 gc,
             )?;
             (d.stats(), tokio::spawn(d.run(rx)))
