@@ -379,6 +379,75 @@ def test_permissions_hold_page_by_page(server, browser):
     assert q.status_code == 403 and "logs:read" in q.json()["message"]
 
 
+# Delays the next answer of one console API when the test asks (`window.__slow[name] = true`),
+# in the page itself, so the browser's own event loop keeps running meanwhile.
+SLOW_NEXT = """
+(() => {
+  const f = window.fetch.bind(window);
+  window.__slow = {};
+  window.fetch = (url, init) => {
+    const p = f(url, init);
+    const m = /\\/console\\/api\\/(trail|chargeback|query)/.exec(String(url));
+    if (!m || !window.__slow[m[1]]) return p;
+    window.__slow[m[1]] = false;
+    return p.then((r) => new Promise((res) => setTimeout(() => res(r), 1500)));
+  };
+})();
+"""
+
+
+def test_a_slow_earlier_answer_is_never_drawn_beside_a_newer_one(server, browser):
+    """A page's first load answering after the user already asked again (a filter applied,
+    a report re-run, a second Ctrl+Enter) is dropped: one table, the newest answer. A
+    suite run once caught the trail drawing both (two tables, a row twice)."""
+    s = server
+    rt = runtime(s)
+    rt.converse(modelId="m", messages=[{"role": "user", "content": [{"text": "one call"}]}],
+                requestMetadata={"team": "search"})
+    wait_count(s, 1)
+    ctx, page, watch = new_page(browser)
+    page.add_init_script(SLOW_NEXT)
+    sign_in(page, s.url, "sk-admin-console")
+    nav = page.locator("#nav")
+
+    # Trail: the unfiltered first load is slow; the filtered one answers first.
+    page.evaluate("window.__slow.trail = true")
+    nav.get_by_role("link", name="Trail").click()
+    page.get_by_label("Event name").fill("ConsoleLogin")
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_selector("#trail table")
+    page.wait_for_timeout(2500)
+    assert page.locator("#trail table").count() == 1
+    names = page.locator("#trail tbody tr td:nth-child(2)").all_inner_texts()
+    assert names and set(names) == {"ConsoleLogin"}, names
+
+    # Cost: the first report (by team) is slow; the one by model answers first.
+    page.evaluate("window.__slow.chargeback = true")
+    nav.get_by_role("link", name="Cost").click()
+    page.get_by_label("By", exact=True).fill("model")
+    page.get_by_role("button", name="Show report").click()
+    page.wait_for_selector("#report table")
+    page.wait_for_timeout(2500)
+    assert page.locator("#report table").count() == 1
+    assert "by model" in page.locator("#report table caption").inner_text()
+
+    # Explorer: a second Ctrl+Enter while the first query runs.
+    nav.get_by_role("link", name="Explorer").click()
+    q = page.get_by_label("Query", exact=False).first
+    q.fill("stats count(*) as first_query")
+    page.evaluate("window.__slow.query = true")
+    q.press("Control+Enter")
+    q.fill("stats count(*) as second_query")
+    q.press("Control+Enter")
+    page.wait_for_selector("#results table")
+    page.wait_for_timeout(2500)
+    assert page.locator("#results table").count() == 1
+    head = page.locator("#results table thead").inner_text()
+    assert "second_query" in head and "first_query" not in head, head
+    watch.clean()
+    ctx.close()
+
+
 def test_sign_in_sessions_and_csrf_are_strict(make_server):
     s = make_server(CONFIG + "\n[console]\nsession_idle_secs = 2\n")
     url = s.url + "/console/api/session"

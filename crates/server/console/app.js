@@ -39,6 +39,14 @@ class ApiError extends Error {
   constructor(status, code, message) { super(message); this.status = status; this.code = code; }
 }
 
+// A page's latest load only: `const fresh = latest(); ... const mine = fresh();` and after
+// each await `if (!mine()) return;`. An earlier, slower answer (the page's first load
+// arriving after a filter was applied) is dropped instead of being drawn beside the new one.
+function latest() {
+  let n = 0;
+  return () => { const mine = ++n; return () => mine === n; };
+}
+
 async function api(method, path, body, raw) {
   const init = { method, credentials: 'same-origin', headers: { 'x-logbook-csrf': S.csrf } };
   if (body !== undefined) {
@@ -352,20 +360,28 @@ function explorer(main, params) {
     }
   };
   view.addEventListener('change', draw);
+  const fresh = latest();
   const go = async () => {
     const q = ta.value.trim();
     if (!q) return;
+    // Ctrl+Enter can start a query while one runs: only the newest one's answer is drawn.
+    const mine = fresh();
     run.disabled = true;
     status('Running…');
     clear(out);
     try {
-      last = await query(q, { language: lang.value, limit: 10000 });
+      const res = await query(q, { language: lang.value, limit: 10000 });
+      if (!mine()) return;
+      last = res;
       remember(q); drawHistory();
       S.lastColumns = last.columns;
       csv.disabled = js.disabled = false;
       draw();
       status('');
-    } catch (e) { last = null; csv.disabled = js.disabled = true; failure(out, e); status(''); }
+    } catch (e) {
+      if (!mine()) return;
+      last = null; csv.disabled = js.disabled = true; clear(out); failure(out, e); status('');
+    }
     run.disabled = false;
   };
   run.addEventListener('click', go);
@@ -537,10 +553,14 @@ async function cost(main) {
   main.append(h('div', { class: 'row' }, h('label', { for: 'by', text: 'By' }), by, h('label', { for: 'period', text: 'Period' }), period, run, csv),
     h('p', { class: 'note', id: 'by-help', text: 'Dimensions, comma-separated: team, model, principal, region, account, api, operation, tag:KEY, meta:KEY. Days are cut in ' + tz() + '.' }), out);
   const dims = () => by.value.split(',').map((x) => x.trim()).filter(Boolean);
+  const fresh = latest();
   const go = async () => {
+    const mine = fresh();
     clear(out);
     try {
       const r = await chargeback(dims(), period.value);
+      if (!mine()) return;
+      clear(out);
       const cols = ['Period', ...r.by, 'Calls', 'Unpriced', 'Input', 'Output', 'Cache read', 'Cache write', 'Cost (' + r.currency + ')'];
       const row = (x) => [x.period, ...x.values, fmtInt(x.calls), fmtInt(x.unpricedCalls), fmtInt(x.inputTokens), fmtInt(x.outputTokens), fmtInt(x.cacheReadTokens), fmtInt(x.cacheWriteTokens), x.cost];
       const total = row(r.total);
@@ -548,7 +568,7 @@ async function cost(main) {
       out.append(table(`Chargeback by ${r.by.join(', ') || 'period'}, per ${r.period}, in ${r.timeZone}`, cols, [...r.rows.map(row), total],
         { num: ['Calls', 'Unpriced', 'Input', 'Output', 'Cache read', 'Cache write', cols[cols.length - 1]] }));
       out.append(h('p', { class: 'note', id: 'report-total', text: `Total: ${r.total.cost} ${r.currency} over ${fmtInt(r.total.calls)} calls.` }));
-    } catch (e) { failure(out, e); }
+    } catch (e) { if (mine()) { clear(out); failure(out, e); } }
   };
   run.addEventListener('click', go);
   csv.addEventListener('click', async () => {
@@ -629,12 +649,16 @@ async function trail(main, params) {
   main.append(h('div', { class: 'row' }, h('label', { for: 'ev-name', text: 'Event name' }), name, h('label', { for: 'ev-principal', text: 'Principal (ARN, * at the end for a prefix)' }), who,
     h('label', { for: 'ev-category', text: 'Category' }), cat, apply), out);
   let page = Number(params.get('page')) || 0;
+  const fresh = latest();
   const load = async () => {
+    const mine = fresh();
     clear(out);
     const r = range();
     const q = new URLSearchParams({ start: r.start, end: r.end, page, name: name.value.trim(), principal: who.value.trim(), category: cat.value });
     let t;
-    try { t = await api('GET', 'trail?' + q.toString()); } catch (e) { failure(out, e); return; }
+    try { t = await api('GET', 'trail?' + q.toString()); } catch (e) { if (mine()) { clear(out); failure(out, e); } return; }
+    if (!mine()) return;
+    clear(out);
     const pages = Math.max(1, Math.ceil(t.total / t.pageSize));
     out.append(h('p', { class: 'note', id: 'trail-count', text: `${fmtInt(t.total)} events · page ${t.page + 1} of ${pages} · newest first` }));
     const tb = h('tbody');
