@@ -365,3 +365,127 @@ async fn an_entry_the_destination_refuses_is_parked_alone_even_after_transient_f
         .count();
     assert_eq!(kept, 1);
 }
+
+/// A format that writes a checkpoint after every batch (as a notarized archive does when
+/// one is due): its marker item is `CHECKPOINT`.
+#[derive(Default)]
+struct Checkpointing {
+    seqs: Vec<u64>,
+    due: bool,
+}
+
+const CHECKPOINT: u64 = u64::MAX;
+
+impl Format for Checkpointing {
+    type Item = Vec<u64>;
+    fn add(&mut self, e: Entry) -> Result<usize, DeliveryError> {
+        self.seqs.push(e.seq);
+        Ok(e.payload.len())
+    }
+    fn take(&mut self) -> Result<Vec<Vec<u64>>, DeliveryError> {
+        self.due = true;
+        Ok(vec![std::mem::take(&mut self.seqs)])
+    }
+    fn reset(&mut self) {
+        self.seqs.clear();
+        self.due = false;
+    }
+    fn checkpoint(&mut self, _now_ms: u64, _force: bool) -> Option<Vec<u64>> {
+        std::mem::take(&mut self.due).then(|| vec![CHECKPOINT])
+    }
+}
+
+/// Refuses entry 1 `fail_first` times and entry 2 once, and the first checkpoint, all with
+/// an error the entry itself may cause; answers its probe only once entry 1 is in.
+struct Streaky {
+    fail_first: AtomicU64,
+    fail_second: AtomicU64,
+    fail_checkpoint: AtomicU64,
+    probe_ok: std::sync::atomic::AtomicBool,
+    got: Mutex<Vec<u64>>,
+}
+
+struct StreakyTarget(Arc<Streaky>);
+
+#[async_trait]
+impl Target for StreakyTarget {
+    type Item = Vec<u64>;
+    async fn put(&self, item: Vec<u64>) -> Result<Written, DeliveryError> {
+        let t = &self.0;
+        let refuse = |n: &AtomicU64| {
+            n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+                .is_ok()
+        };
+        if item == [CHECKPOINT] {
+            if refuse(&t.fail_checkpoint) {
+                return Err(bucket_io(36));
+            }
+            return Ok(Written::default());
+        }
+        if (item.contains(&1) && refuse(&t.fail_first))
+            || (item.contains(&2) && refuse(&t.fail_second))
+        {
+            return Err(bucket_io(36)); // ENAMETOOLONG: may be the entry's fault
+        }
+        if item.contains(&1) {
+            t.probe_ok.store(true, Ordering::SeqCst);
+        }
+        t.got.lock().unwrap().extend(item);
+        Ok(Written::default())
+    }
+    async fn probe(&self, _name: &str) -> Result<(), DeliveryError> {
+        if self.0.probe_ok.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(bucket_io(5))
+        }
+    }
+}
+
+/// A streak of failures belongs to one entry. Entry 1 fails five times while the
+/// destination does not answer its probe (so it is not parked), then goes in, but the
+/// checkpoint after it fails: the cursor has moved without a successful flush. Entry 2
+/// then fails once. That is its first failure, not the streak's sixth: it must be
+/// retried and delivered, not parked (counting across entries parked a good record
+/// after a single refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streak_of_failures_counts_one_entry_not_the_one_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal_with(dir.path(), 3).await;
+    let t = Arc::new(Streaky {
+        fail_first: AtomicU64::new(5),
+        fail_second: AtomicU64::new(1),
+        fail_checkpoint: AtomicU64::new(1),
+        probe_ok: std::sync::atomic::AtomicBool::new(false),
+        got: Mutex::new(Vec::new()),
+    });
+    let mut cfg = config("streaky", Duration::from_millis(1));
+    cfg.retry_base = Duration::from_millis(1);
+    let d = Destination::new(
+        StreakyTarget(t.clone()),
+        j.clone(),
+        cfg,
+        Checkpointing::default(),
+        Arc::new(GcCoordinator::default()),
+    )
+    .unwrap();
+    let stats = d.stats();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(d.run(rx));
+    until(Duration::from_secs(20), || {
+        stats.cursor.load(Ordering::Relaxed) == 4
+    })
+    .await;
+    tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(stats.parked.load(Ordering::Relaxed), 0, "nothing parked");
+    assert_eq!(*t.got.lock().unwrap(), vec![1, 2, 3]);
+    assert_eq!(t.fail_first.load(Ordering::SeqCst), 0);
+    assert_eq!(t.fail_second.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        t.fail_checkpoint.load(Ordering::SeqCst),
+        0,
+        "the checkpoint after entry 1 did fail"
+    );
+    assert!(!dir.path().join("journal").join("parked").exists());
+}

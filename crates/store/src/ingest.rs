@@ -265,6 +265,204 @@ mod tests {
     use logbook_journal::JournalConfig;
     use std::sync::atomic::Ordering;
 
+    fn record(seq: u64) -> Entry {
+        let payload = format!(
+            r#"{{"schemaType":"ModelInvocationLog","schemaVersion":"1.0","timestamp":"2026-12-03T08:00:00Z","accountId":"123456789012","region":"us-east-1","requestId":"r{seq}","operation":"Converse","modelId":"m","logbook":{{"destination":{{"logGroup":"g"}}}}}}"#
+        );
+        Entry {
+            seq,
+            time_ms: 0,
+            kind: Kind::Record,
+            version: 1,
+            payload: payload.into_bytes(),
+        }
+    }
+
+    /// The tail is flushed when it holds `flush_rows` records *or* `flush_bytes` bytes,
+    /// each on its own; an emptied tail is not full.
+    #[test]
+    fn the_store_is_full_by_rows_or_by_bytes() {
+        for (rows, bytes) in [(2, usize::MAX), (u64::MAX, 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(Store::open(dir.path()).unwrap());
+            store.ensure_group("g").unwrap();
+            let config = IngestConfig {
+                flush_rows: rows,
+                flush_bytes: bytes,
+                ..Default::default()
+            };
+            let mut f = StoreFormat::new(store.clone(), &config);
+            f.filled().unwrap();
+            assert!(!f.full(), "an empty tail is not full ({rows}, {bytes})");
+            assert!(f.add(record(1)).unwrap() > 0);
+            assert!(f.add(record(2)).unwrap() > 0);
+            f.filled().unwrap();
+            assert!(f.full(), "full at {rows} rows or {bytes} bytes");
+            assert_eq!(f.take().unwrap(), vec![StoreFlush]);
+            store.flush().unwrap();
+            f.filled().unwrap();
+            assert!(!f.full(), "flushed, so no longer full");
+            assert_eq!(f.take().unwrap(), vec![], "nothing left to flush");
+        }
+    }
+
+    /// Records reach the tail masked when the store has a redactor; entries that are no
+    /// record (trail events) count for nothing in the batch but still move the store's
+    /// position.
+    #[test]
+    fn records_are_masked_and_other_entries_only_move_the_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        store.ensure_group("g").unwrap();
+        let config = IngestConfig {
+            redactor: Some(Arc::new(
+                logbook_redact::Redactor::new(&["email".to_string()], &[]).unwrap(),
+            )),
+            ..Default::default()
+        };
+        let mut f = StoreFormat::new(store.clone(), &config);
+        let mut secret = record(1);
+        secret.payload = String::from_utf8(secret.payload)
+            .unwrap()
+            .replace(
+                r#""modelId":"m","#,
+                r#""modelId":"m","input":{"inputBodyJson":{"messages":[{"role":"user","content":[{"text":"mail jane@example.com"}]}]}},"#,
+            )
+            .into_bytes();
+        assert!(f.add(secret).unwrap() > 0);
+        let event = Entry {
+            seq: 2,
+            time_ms: 0,
+            kind: Kind::TrailEvent,
+            version: 1,
+            payload: br#"{"eventVersion":"1.09","eventID":"e"}"#.to_vec(),
+        };
+        assert_eq!(f.add(event).unwrap(), 0, "a trail event is not the store's");
+        f.filled().unwrap();
+        assert_eq!(store.next_seq(), 3, "the event moved the position");
+        let snap = store.snapshot("g", i64::MIN, i64::MAX).unwrap();
+        let bodies: Vec<String> = snap
+            .tail
+            .iter()
+            .flat_map(|b| {
+                let a = b
+                    .column(crate::schema::INPUT_BODY)
+                    .as_any()
+                    .downcast_ref::<arrow_array::StringArray>()
+                    .unwrap()
+                    .clone();
+                a.iter().flatten().map(str::to_string).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(bodies.len(), 1);
+        assert!(
+            !bodies[0].contains("jane@") && bodies[0].contains("mail "),
+            "{bodies:?}"
+        );
+    }
+
+    /// The store resumes at its manifest's position; re-read entries are counted in the
+    /// batch (so it is as big as before a failed flush) but not added again.
+    #[test]
+    fn the_store_resumes_at_its_manifest_and_adds_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        store.ensure_group("g").unwrap();
+        let mut f = StoreFormat::new(store.clone(), &IngestConfig::default());
+        assert_eq!(f.resume_at(), Some(0));
+        for i in 1..=3 {
+            f.add(record(i)).unwrap();
+        }
+        f.filled().unwrap();
+        store.flush().unwrap();
+        assert_eq!(f.resume_at(), Some(4));
+        f.reset();
+        let n = f.add(record(2)).unwrap();
+        assert_eq!(n, record(2).payload.len(), "counted in the batch");
+        f.add(record(4)).unwrap();
+        f.filled().unwrap();
+        let counts = store.request_id_counts("g").unwrap();
+        assert_eq!(counts.len(), 4);
+        assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    }
+
+    /// The store's destination takes the records in, flushes them once, counts what it
+    /// wrote, and its probe tells a writable store from one that is not.
+    #[test]
+    fn the_destination_flushes_counts_and_probes() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let journal = Journal::open(JournalConfig::new(dir.path().join("journal"))).unwrap();
+            let store = Arc::new(Store::open(dir.path().join("store")).unwrap());
+            store.ensure_group("g").unwrap();
+            for i in 1..=3 {
+                let p = record(i).payload;
+                journal
+                    .append(Kind::Record, Box::new(move |_| p))
+                    .await
+                    .unwrap();
+            }
+            let gc = Arc::new(GcCoordinator::default());
+            let dest =
+                destination(store.clone(), journal.clone(), &IngestConfig::default(), gc).unwrap();
+            let stats = dest.stats();
+            let (_tx, rx) = watch::channel(true);
+            dest.run(rx).await.unwrap();
+            assert_eq!(store.durable_seq(), 4);
+            assert_eq!(stats.records.load(Ordering::Relaxed), 3);
+            assert_eq!(stats.objects.load(Ordering::Relaxed), 1, "one flush");
+            let files: u64 = store.groups().iter().map(|g| g.stored_bytes).sum();
+            assert!(files > 0);
+            assert_eq!(
+                stats.bytes.load(Ordering::Relaxed),
+                files,
+                "the Parquet bytes written"
+            );
+            StoreTarget::new(store.clone())
+                .probe("store")
+                .await
+                .unwrap();
+            drop(store);
+            let ro = Arc::new(
+                Store::open_read_only(
+                    dir.path().join("store"),
+                    Arc::new(logbook_seal::Keyring::default()),
+                )
+                .unwrap(),
+            );
+            assert!(StoreTarget::new(ro).probe("store").await.is_err());
+        });
+    }
+
+    /// Retention runs beside the follower: a pass at start removes what is past it.
+    #[test]
+    fn maintenance_applies_retention_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        store.ensure_group("g").unwrap();
+        let mut old = record(1);
+        old.payload = String::from_utf8(old.payload)
+            .unwrap()
+            .replace("2026-12-03T08:00:00Z", "2020-01-01T00:00:00Z")
+            .into_bytes();
+        store.add_entries(&[old, record(2)]);
+        store.flush().unwrap();
+        store.set_retention("g", Some(1)).unwrap();
+        let (_tx, rx) = watch::channel(true);
+        rt.block_on(maintain(store.clone(), Duration::from_secs(3600), rx));
+        let ids = store.request_id_counts("g").unwrap();
+        assert!(!ids.contains_key("r1"), "past retention: {ids:?}");
+    }
+
     /// A configuration that sends nothing to log groups still moves the store's cursor,
     /// so it never holds journal garbage collection.
     #[test]

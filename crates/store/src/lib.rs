@@ -718,8 +718,15 @@ impl Store {
             return;
         }
         let mut rows = Vec::with_capacity(entries.len());
+        // Each sequence once, also within one chunk (a caller that handed an entry over
+        // twice in one call).
+        let mut next = seen;
         for e in entries {
-            if e.kind != logbook_journal::Kind::Record || e.seq < seen {
+            if e.seq < next {
+                continue;
+            }
+            next = e.seq + 1;
+            if e.kind != logbook_journal::Kind::Record {
                 continue;
             }
             let Ok(line) = std::str::from_utf8(&e.payload) else {
@@ -754,8 +761,15 @@ impl Store {
             by_key.entry((g, hour_of(r.timestamp))).or_default().push(r);
         }
         for ((g, hour), rows) in by_key {
-            let Ok(batch) = schema::to_batch(&rows) else {
-                continue;
+            let batch = match schema::to_batch(&rows) {
+                Ok(b) => b,
+                Err(e) => {
+                    // Never silent: counted with the records for no group, and said (the
+                    // archive and the journal still hold them).
+                    self.stats.dropped.fetch_add(rows.len() as u64, Relaxed);
+                    tracing::error!(group = %g, records = rows.len(), error = %e, "records could not be put in columns and are not in the log group");
+                    continue;
+                }
             };
             self.stats.records.fetch_add(rows.len() as u64, Relaxed);
             let t = st.tails.entry(g).or_default();
@@ -1329,6 +1343,47 @@ mod tests {
             version: 1,
             payload: l.into_bytes(),
         }
+    }
+
+    /// A follower that re-reads from its durable cursor hands over entries the tail
+    /// already holds: each is added once, whatever the chunks' overlap.
+    #[test]
+    fn entries_handed_over_again_are_added_once() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.create_group("g").unwrap();
+        let e = |i: u64| {
+            entry(
+                i,
+                line(&format!("r{i}"), "2025-03-11T00:38:02Z", Some("g"), "m", i),
+            )
+        };
+        s.add_entries(&[e(1), e(2), e(3)]);
+        s.add_entries(&[e(2), e(3), e(4)]);
+        s.add_entries(&[e(1), e(2)]);
+        s.add_entries(&[e(4), e(4)]);
+        assert_eq!(s.next_seq(), 5);
+        assert_eq!(s.tail_size().0, 4);
+        let counts = s.request_id_counts("g").unwrap();
+        assert_eq!(counts.len(), 4);
+        assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+        s.flush().unwrap();
+        s.add_entries(&[e(3), e(4), e(5)]);
+        let counts = s.request_id_counts("g").unwrap();
+        assert_eq!(counts.len(), 5);
+        assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    }
+
+    /// The probe tells a store that can write from one that cannot, and leaves nothing.
+    #[test]
+    fn the_probe_writes_nothing_that_stays_and_fails_on_a_read_only_store() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.probe().unwrap();
+        assert!(!d.path().join(".probe").exists());
+        drop(s);
+        let ro = Store::open_read_only(d.path(), Arc::new(Keyring::default())).unwrap();
+        assert!(ro.probe().is_err(), "a read-only store cannot take a write");
     }
 
     #[test]
