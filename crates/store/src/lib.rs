@@ -1361,16 +1361,16 @@ mod tests {
         s.add_entries(&[e(1), e(2), e(3)]);
         s.add_entries(&[e(2), e(3), e(4)]);
         s.add_entries(&[e(1), e(2)]);
-        s.add_entries(&[e(4), e(4)]);
-        assert_eq!(s.next_seq(), 5);
-        assert_eq!(s.tail_size().0, 4);
-        let counts = s.request_id_counts("g").unwrap();
-        assert_eq!(counts.len(), 4);
-        assert!(counts.values().all(|n| *n == 1), "{counts:?}");
-        s.flush().unwrap();
-        s.add_entries(&[e(3), e(4), e(5)]);
+        s.add_entries(&[e(4), e(5), e(5)]);
+        assert_eq!(s.next_seq(), 6);
+        assert_eq!(s.tail_size().0, 5);
         let counts = s.request_id_counts("g").unwrap();
         assert_eq!(counts.len(), 5);
+        assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+        s.flush().unwrap();
+        s.add_entries(&[e(4), e(5), e(6)]);
+        let counts = s.request_id_counts("g").unwrap();
+        assert_eq!(counts.len(), 6);
         assert!(counts.values().all(|n| *n == 1), "{counts:?}");
     }
 
