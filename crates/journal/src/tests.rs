@@ -1130,3 +1130,40 @@ proptest! {
         }
     }
 }
+
+/// A first segment whose header was torn while it was being created: with nothing but
+/// zeros after the header's place (a pre-filled segment, longer than one 64 KiB read), it
+/// is started again; with one byte of data anywhere after it, that is damage and the
+/// journal refuses to open rather than overwrite it.
+#[test]
+fn a_torn_header_is_started_again_only_when_nothing_follows_it() {
+    for data_at in [None, Some(150 * 1024)] {
+        let disk = logbook_disk::sim::SimDisk::new(11);
+        let dir = Path::new("/j");
+        disk.create_dir_all(&segments_dir(dir)).unwrap();
+        let seg = segment_path(dir, 1);
+        let f = disk.create(&seg).unwrap();
+        f.write_at(&vec![0u8; 200 * 1024], 0).unwrap();
+        // The torn header: the first 20 bytes of a real one (its magic, then zeros where
+        // the rest and its checksum belong).
+        f.write_at(&format::encode_segment_header(None)[..20], 0)
+            .unwrap();
+        if let Some(at) = data_at {
+            f.write_at(b"x", at).unwrap();
+        }
+        f.sync_all().unwrap();
+        disk.sync_dir(&segments_dir(dir)).unwrap();
+        let mut cfg = JournalConfig::new(dir);
+        cfg.disk = Arc::new(disk.clone());
+        match (data_at, Journal::open_stepped(cfg)) {
+            (None, Ok((j, mut stepper))) => {
+                let mut a = submit(&j, 1);
+                stepper.step();
+                assert_eq!(a.try_result().unwrap().unwrap(), 1, "started again");
+            }
+            (Some(_), Err(_)) => {}
+            (None, Err(e)) => panic!("a torn header with only zeros after it: {e}"),
+            (Some(at), Ok(_)) => panic!("data at {at} after a torn header was overwritten"),
+        }
+    }
+}
