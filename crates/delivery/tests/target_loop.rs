@@ -116,6 +116,41 @@ async fn until(deadline: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Run a destination named `name` over `j` until its cursor reaches `end`, then stop it;
+/// retries wait 1 ms. Returns its counters.
+async fn deliver_until<F, T>(
+    j: &Journal,
+    target: T,
+    format: F,
+    name: &str,
+    end: u64,
+) -> Arc<logbook_delivery::DestinationStats>
+where
+    F: Format<Item = Vec<u64>>,
+    T: Target<Item = Vec<u64>>,
+{
+    let mut cfg = config(name, Duration::from_millis(1));
+    cfg.retry_base = Duration::from_millis(1);
+    let d = Destination::new(
+        target,
+        j.clone(),
+        cfg,
+        format,
+        Arc::new(GcCoordinator::default()),
+    )
+    .unwrap();
+    let stats = d.stats();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(d.run(rx));
+    until(Duration::from_secs(20), || {
+        stats.cursor.load(Ordering::Relaxed) == end
+    })
+    .await;
+    tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    stats
+}
+
 #[test]
 fn retry_waits_are_jittered_below_the_backoff_and_permanent_ones_fixed() {
     let b = Duration::from_millis(800);
@@ -323,25 +358,7 @@ async fn run_picky(transient: u64, poison: Option<u64>) -> (Arc<Picky>, u64, tem
         poison,
         got: Mutex::new(Vec::new()),
     });
-    let mut cfg = config("picky", Duration::from_millis(1));
-    cfg.retry_base = Duration::from_millis(1);
-    let d = Destination::new(
-        PickyTarget(t.clone()),
-        j.clone(),
-        cfg,
-        Seqs::default(),
-        Arc::new(GcCoordinator::default()),
-    )
-    .unwrap();
-    let stats = d.stats();
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(d.run(rx));
-    until(Duration::from_secs(20), || {
-        stats.cursor.load(Ordering::Relaxed) == 6
-    })
-    .await;
-    tx.send(true).unwrap();
-    task.await.unwrap().unwrap();
+    let stats = deliver_until(&j, PickyTarget(t.clone()), Seqs::default(), "picky", 6).await;
     (t, stats.parked.load(Ordering::Relaxed), dir)
 }
 
@@ -459,25 +476,14 @@ async fn a_streak_of_failures_counts_one_entry_not_the_one_before() {
         probe_ok: std::sync::atomic::AtomicBool::new(false),
         got: Mutex::new(Vec::new()),
     });
-    let mut cfg = config("streaky", Duration::from_millis(1));
-    cfg.retry_base = Duration::from_millis(1);
-    let d = Destination::new(
+    let stats = deliver_until(
+        &j,
         StreakyTarget(t.clone()),
-        j.clone(),
-        cfg,
         Checkpointing::default(),
-        Arc::new(GcCoordinator::default()),
+        "streaky",
+        4,
     )
-    .unwrap();
-    let stats = d.stats();
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(d.run(rx));
-    until(Duration::from_secs(20), || {
-        stats.cursor.load(Ordering::Relaxed) == 4
-    })
     .await;
-    tx.send(true).unwrap();
-    task.await.unwrap().unwrap();
     assert_eq!(stats.parked.load(Ordering::Relaxed), 0, "nothing parked");
     assert_eq!(*t.got.lock().unwrap(), vec![1, 2, 3]);
     assert_eq!(t.fail_first.load(Ordering::SeqCst), 0);

@@ -388,15 +388,10 @@ mod tests {
 
     /// The store's destination takes the records in, flushes them once, counts what it
     /// wrote, and its probe tells a writable store from one that is not.
-    #[test]
-    fn the_destination_flushes_counts_and_probes() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn the_destination_flushes_counts_and_probes() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        {
             let journal = Journal::open(JournalConfig::new(dir.path().join("journal"))).unwrap();
             let store = Arc::new(Store::open(dir.path().join("store")).unwrap());
             store.ensure_group("g").unwrap();
@@ -436,7 +431,7 @@ mod tests {
                 .unwrap(),
             );
             assert!(StoreTarget::new(ro).probe("store").await.is_err());
-        });
+        }
     }
 
     /// Retention runs beside the follower: a pass at start removes what is past it.
@@ -476,15 +471,10 @@ mod tests {
 
     /// A configuration that sends nothing to log groups still moves the store's cursor,
     /// so it never holds journal garbage collection.
-    #[test]
-    fn entries_for_no_group_still_move_the_durable_cursor() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn entries_for_no_group_still_move_the_durable_cursor() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        {
             let journal = Journal::open(JournalConfig::new(dir.path().join("journal"))).unwrap();
             let store = Arc::new(Store::open(dir.path().join("store")).unwrap());
             for i in 0..10 {
@@ -517,6 +507,6 @@ mod tests {
             assert_eq!(store.stats.records.load(Ordering::Relaxed), 0);
             tx.send(true).unwrap();
             task.await.unwrap().unwrap();
-        });
+        }
     }
 }
