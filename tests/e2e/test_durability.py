@@ -366,6 +366,13 @@ def test_gc_waits_for_every_sink_and_collects_rolled_segments(tmp_path):
         held = sorted(p.name for p in seg_dir.glob("*.seg"))
         assert len(held) >= 10, f"segments should have rolled: {held}"
         assert held[0] == "00000000000000000001.seg", f"collected before the store had them: {held}"
+        # /healthz names the holder: the store is a sink of the same loop, with its own
+        # delivery counters, its cursor at the journal's start and a backlog.
+        h = s.health()
+        d = h["store"]["delivery"]
+        assert d["kind"] == "log-groups" and d["cursor"] == 1, d
+        assert d["backlog"]["entries"] >= n and d["failures"] == 0, d
+        assert h["journal"]["cursors"]["store"] == 1, h["journal"]["cursors"]
     finally:
         s.stop()
     left = sorted(p.name for p in seg_dir.glob("*.seg"))
