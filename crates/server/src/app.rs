@@ -76,6 +76,8 @@ pub struct AppState {
     pub sessions: crate::console::Sessions,
     /// Lifecycle rules' counters, by bucket.
     pub lifecycle: BTreeMap<String, Arc<logbook_bucket::lifecycle::Stats>>,
+    /// This replica's node-id claim in the cluster home (`[cluster]`).
+    pub claim: Option<Arc<std::sync::Mutex<crate::cluster::ClaimHealth>>>,
 }
 
 impl AppState {
@@ -125,7 +127,17 @@ pub struct Running {
     spend_task: Option<tokio::task::JoinHandle<()>>,
     watcher: tokio::task::JoinHandle<()>,
     lifecycle_tasks: Vec<tokio::task::JoinHandle<()>>,
+    cluster: Option<ClusterRun>,
     _lock: DataLock,
+}
+
+/// The claim's renewal while serving (`[cluster]`).
+struct ClusterRun {
+    /// Ends the renewals and releases the claim: sent after delivery drained.
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    /// Set when another process took the claim.
+    lost: watch::Receiver<bool>,
 }
 
 /// Errors starting the server.
@@ -584,8 +596,16 @@ async fn healthz(State(s): State<Shared>) -> Response {
         .map(|(n, _)| n)
         .collect();
     let over_budget = s.budget.refusing.load(Ordering::Relaxed);
-    let healthy = journal_ok && !disk_full && !over_budget;
-    let status = if !journal_ok {
+    let claim = s
+        .claim
+        .as_ref()
+        .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let claim_lost = claim.as_ref().is_some_and(|c| c.lost);
+    let healthy = journal_ok && !disk_full && !over_budget && !claim_lost;
+    let status = if claim_lost {
+        // Another process writes as this node now; this one is stopping.
+        "claim-lost"
+    } else if !journal_ok {
         "journal-unavailable"
     } else if disk_full {
         "disk-full"
@@ -674,6 +694,8 @@ async fn healthz(State(s): State<Shared>) -> Response {
         // Fail-open calls served without a durable record since the start.
         "unrecordedCalls": s.recorder.unrecorded(),
         "mode": match s.recorder.mode() { LoggingMode::Strict => "strict", LoggingMode::Async => "async" },
+        // Replicas: this node's claim in the cluster home (null when standing alone).
+        "cluster": claim,
     });
     let status = if healthy {
         http::StatusCode::OK
@@ -964,6 +986,30 @@ impl AppState {
             LoggingMode::Async => SyncMode::Async,
         };
         let journal = Journal::open(jcfg)?;
+        let bucket_disk = opts.bucket_disk.unwrap_or_else(|| journal.disk().clone());
+        // Replicas: claim this node id in the home bucket before anything is written to
+        // any bucket (object keys are derived from it).
+        let member = match &config.cluster {
+            None => None,
+            Some(c) => {
+                let spec = config.buckets.get(&c.home).ok_or_else(|| {
+                    ServeError::Config(format!("cluster.home {:?} is not declared", c.home))
+                })?;
+                let home = Bucket::open(&c.home, spec, bucket_disk.clone())
+                    .map_err(|e| ServeError::Config(format!("cluster home {}: {e}", c.home)))?;
+                Some(crate::cluster::join(c, &home, &node, &config.data_dir, &journal).await?)
+            }
+        };
+        let claim_health = member.as_ref().map(|m| m.health());
+        let cluster = member.map(|m| {
+            let (stop, stop_rx) = watch::channel(false);
+            let (lost_tx, lost) = watch::channel(false);
+            ClusterRun {
+                stop,
+                task: tokio::spawn(m.run(journal.clone(), stop_rx, lost_tx)),
+                lost,
+            }
+        });
         let logging = Arc::new(
             LoggingConfigs::open(
                 &config.data_dir.join("control"),
@@ -1058,7 +1104,6 @@ impl AppState {
             )
         };
 
-        let bucket_disk = opts.bucket_disk.unwrap_or_else(|| journal.disk().clone());
         let mut buckets: HashMap<String, Bucket> = HashMap::new();
         let mut destinations = Vec::new();
         let mut tasks = Vec::new();
@@ -1385,6 +1430,7 @@ impl AppState {
                     )
                 })
                 .collect(),
+            claim: claim_health,
         });
         let alarm_task = tokio::spawn(crate::alarms::run(
             state.clone(),
@@ -1413,6 +1459,7 @@ impl AppState {
             spend_task,
             watcher,
             lifecycle_tasks,
+            cluster,
             _lock: lock,
         })
     }
@@ -1438,12 +1485,21 @@ pub async fn serve(
         header_timeout: state.config.header_timeout,
         max_connections: state.config.max_connections,
     };
+    let lost = running.cluster.as_ref().map(|c| c.lost.clone());
     crate::listener::serve(
         listener,
         router(state),
         limits,
         async move {
-            shutdown_signal().await;
+            match lost {
+                Some(mut lost) => {
+                    tokio::select! {
+                        _ = shutdown_signal() => {}
+                        _ = lost.wait_for(|l| *l) => {}
+                    }
+                }
+                None => shutdown_signal().await,
+            }
             // Queries end now: a long query must not hold up the shutdown.
             queries.shutdown();
         },
@@ -1451,10 +1507,44 @@ pub async fn serve(
     )
     .await
     .map_err(io("serve"))?;
+    if running.claim_lost() {
+        // Another process writes as this node now: write nothing more (no drain; the
+        // journal keeps what was not delivered) and exit with an error.
+        running.abort();
+        return Err(ServeError::Config(
+            "this replica's node-id claim was taken by another process; it stopped without delivering its backlog (the journal keeps it)".into(),
+        ));
+    }
     running.shutdown().await
 }
 
 impl Running {
+    /// Whether another process took this replica's node-id claim.
+    pub fn claim_lost(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| *c.lost.borrow())
+    }
+
+    /// Stop every background task at once, without draining: nothing more is written to
+    /// any bucket (the journal keeps what was not delivered).
+    pub fn abort(self) {
+        self.watcher.abort();
+        for t in &self.lifecycle_tasks {
+            t.abort();
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.store_task.abort();
+        self.store_maintenance.abort();
+        self.alarm_task.abort();
+        if let Some(t) = &self.spend_task {
+            t.abort();
+        }
+        if let Some(c) = &self.cluster {
+            c.task.abort();
+        }
+    }
+
     /// Stop the background work and drain delivery and the store's last flush.
     pub async fn shutdown(self) -> Result<(), ServeError> {
         self.watcher.abort();
@@ -1485,6 +1575,14 @@ impl Running {
                 tracing::error!(error = %e, "log group store: final flush failed (the journal keeps the records)")
             }
             Err(e) => tracing::error!(error = %e, "log group store task failed"),
+        }
+        // Last: the claim is released with the journal's final position, once nothing
+        // more will be written as this node.
+        if let Some(c) = self.cluster {
+            let _ = c.stop.send(true);
+            if let Err(e) = c.task.await {
+                tracing::error!(error = %e, "node-id claim task failed");
+            }
         }
         Ok(())
     }

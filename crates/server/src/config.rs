@@ -629,6 +629,17 @@ impl std::fmt::Debug for SecretHeaders {
     }
 }
 
+/// `[cluster]`: replicas that share a home bucket.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    /// A declared bucket (`[[buckets]]`) whose conditional writes hold what the replicas
+    /// share; this replica claims its node id there.
+    home: Option<String>,
+    /// A node-id claim not renewed for this long is taken to be dead (default 30).
+    claim_ttl_secs: Option<u64>,
+}
+
 /// `[otlp]`: OpenTelemetry export.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -733,6 +744,7 @@ struct RawConfig {
     #[serde(default)]
     console: RawConsole,
     otlp: Option<RawOtlp>,
+    cluster: Option<RawCluster>,
     /// `[logging_config.default]` and `[logging_config."<region>"]`, in the API's shape.
     #[serde(default)]
     logging_config: BTreeMap<String, toml::Value>,
@@ -1056,6 +1068,17 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// OpenTelemetry export (`None`: off).
     pub otlp: Option<OtlpExport>,
+    /// Replicas sharing a home bucket (`None`: this gateway stands alone).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`, validated.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The home bucket's declared name.
+    pub home: String,
+    /// How long a node-id claim lives without renewal.
+    pub claim_ttl: Duration,
 }
 
 /// `[otlp]`, validated.
@@ -1441,6 +1464,34 @@ impl Config {
         if raw.archive.parquet == Some(true) {
             parquet_buckets.insert(archive_bucket.clone());
         }
+        let cluster = match raw.cluster {
+            None => None,
+            Some(c) => {
+                let ttl = c.claim_ttl_secs.unwrap_or(30);
+                if !(3..=3600).contains(&ttl) {
+                    errors.push(format!("cluster.claim_ttl_secs {ttl}: between 3 and 3600"));
+                }
+                match c.home {
+                    Some(home) if buckets.contains_key(&home) => Some(ClusterConfig {
+                        home,
+                        claim_ttl: Duration::from_secs(ttl),
+                    }),
+                    Some(home) => {
+                        errors.push(format!(
+                            "cluster.home {home:?} is not declared in [[buckets]]"
+                        ));
+                        None
+                    }
+                    None => {
+                        errors.push(
+                            "cluster.home: the bucket the replicas share (a name from [[buckets]])"
+                                .into(),
+                        );
+                        None
+                    }
+                }
+            }
+        };
         let mut lifecycle = BTreeMap::new();
         for (name, local, l) in lifecycle_raw {
             let what = format!("bucket {name:?}: lifecycle");
@@ -1889,6 +1940,7 @@ impl Config {
                 }
             },
             otlp,
+            cluster,
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bedrock;
 pub mod budget;
 pub mod capture;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod control;

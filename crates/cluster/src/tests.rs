@@ -1,0 +1,326 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::memory::InMemory;
+use object_store::{
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+use super::claim::{self, ClaimError, Claimant};
+use super::*;
+
+fn folder() -> (tempfile::TempDir, Arc<dyn SharedState>) {
+    let d = tempfile::tempdir().unwrap();
+    let s: Arc<dyn SharedState> = Arc::new(FolderState::new(d.path().join("home")));
+    (d, s)
+}
+
+fn memory() -> Arc<dyn SharedState> {
+    Arc::new(BucketState::new("memory", Arc::new(InMemory::new())))
+}
+
+/// Both implementations, for tests that hold for each.
+fn each() -> Vec<(Option<tempfile::TempDir>, Arc<dyn SharedState>)> {
+    let (d, f) = folder();
+    vec![(Some(d), f), (None, memory())]
+}
+
+#[tokio::test]
+async fn a_write_takes_effect_only_at_the_version_it_was_read_at() {
+    for (_keep, s) in each() {
+        assert!(s.read("a/b").await.unwrap().is_none());
+        let v1 = s
+            .write("a/b", Bytes::from_static(b"one"), None)
+            .await
+            .unwrap();
+        // "Only if absent" over an existing object: a conflict, and nothing changes.
+        let e = s
+            .write("a/b", Bytes::from_static(b"x"), None)
+            .await
+            .unwrap_err();
+        assert!(e.is_conflict(), "{e}");
+        let v2 = s
+            .write("a/b", Bytes::from_static(b"two"), Some(&v1))
+            .await
+            .unwrap();
+        assert_ne!(v1, v2);
+        // A stale version: a conflict, and nothing changes.
+        let e = s
+            .write("a/b", Bytes::from_static(b"stale"), Some(&v1))
+            .await
+            .unwrap_err();
+        assert!(e.is_conflict(), "{e}");
+        let (data, v) = s.read("a/b").await.unwrap().unwrap();
+        assert_eq!((&data[..], v), (&b"two"[..], v2.clone()));
+        // An update of an object that is gone is a conflict too, not a create.
+        s.remove("a/b").await.unwrap();
+        s.remove("a/b").await.unwrap();
+        let e = s
+            .write("a/b", Bytes::from_static(b"back"), Some(&v2))
+            .await
+            .unwrap_err();
+        assert!(e.is_conflict(), "{e}");
+        assert!(s.read("a/b").await.unwrap().is_none());
+        check_conditional_writes(&*s).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_updates_lose_nothing() {
+    // 16 writers add their own line to one object at once, each retrying its lost races:
+    // every line is there at the end, once.
+    for (_keep, s) in each() {
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                update(&*s, "shared/list", 1000, |cur| {
+                    let mut lines: Vec<String> = cur
+                        .map(|b| {
+                            String::from_utf8_lossy(b)
+                                .lines()
+                                .map(String::from)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    lines.push(format!("writer {i}"));
+                    Some(lines.join("\n").into_bytes())
+                })
+                .await
+                .unwrap()
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let (data, _) = s.read("shared/list").await.unwrap().unwrap();
+        let mut lines: Vec<String> = String::from_utf8_lossy(&data)
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.sort();
+        let mut want: Vec<String> = (0..16).map(|i| format!("writer {i}")).collect();
+        want.sort();
+        assert_eq!(lines, want);
+    }
+}
+
+#[tokio::test]
+async fn folder_state_keys_never_leave_the_folder() {
+    let (_d, s) = folder();
+    for bad in ["", "../x", "a/../../x", "a//b", "./a", "a\\b"] {
+        assert!(
+            s.write(bad, Bytes::from_static(b"x"), None).await.is_err(),
+            "{bad:?}"
+        );
+        assert!(s.read(bad).await.is_err(), "{bad:?}");
+    }
+}
+
+/// An S3-compatible store that ignores preconditions, as some do: every put overwrites.
+#[derive(Debug)]
+struct Unconditional(InMemory);
+
+impl std::fmt::Display for Unconditional {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Unconditional")
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Unconditional {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: PutPayload,
+        _opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.0
+            .put_opts(location, payload, PutOptions::default())
+            .await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.0.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.0.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.0.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.0.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.0.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_ignores_conditions_is_refused_naming_what_it_lacks() {
+    let s = BucketState::new(
+        "s3://ignores at http://x",
+        Arc::new(Unconditional(InMemory::new())),
+    );
+    let e = check_conditional_writes(&s).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, StateError::Unsupported { .. }), "{msg}");
+    assert!(msg.contains("If-None-Match"), "{msg}");
+    assert!(msg.contains("s3://ignores"), "{msg}");
+    // The probe leaves nothing behind.
+    let left: Vec<_> = futures::StreamExt::collect::<Vec<_>>(s.store.list(None)).await;
+    assert!(left.is_empty(), "{left:?}");
+}
+
+fn who(node: &str, dir: &str) -> Claimant {
+    Claimant {
+        node: node.into(),
+        host: "host-a".into(),
+        pid: 100,
+        data_dir: dir.into(),
+        ttl: Duration::from_secs(30),
+    }
+}
+
+const T0: u64 = 1_800_000_000_000;
+
+#[tokio::test]
+async fn a_live_claim_refuses_a_copy_and_a_stale_or_released_one_is_taken() {
+    for (_keep, s) in each() {
+        let a = who("n1", "/data/a");
+        let mut held = claim::claim(&*s, &a, 10, T0).await.unwrap();
+        // A copy of the folder elsewhere, while the holder renews: refused, named.
+        let copy = who("n1", "/data/copy");
+        held.renew(&*s, 20, T0 + 10_000).await.unwrap();
+        let e = claim::claim(&*s, &copy, 20, T0 + 20_000).await.unwrap_err();
+        assert!(matches!(e, ClaimError::Live { .. }), "{e}");
+        assert!(e.to_string().contains("/data/a"), "{e}");
+        // The same on another host with the same path.
+        let mut other_host = who("n1", "/data/a");
+        other_host.host = "host-b".into();
+        let e = claim::claim(&*s, &other_host, 20, T0 + 20_000)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClaimError::Live { .. }), "{e}");
+        // The holder dies; after the lease (30 s) a replica at the same position takes it.
+        let mut taken = claim::claim(&*s, &copy, 20, T0 + 40_001).await.unwrap();
+        // The old holder, back from a pause, has lost it and is told so on renewal.
+        let e = held.renew(&*s, 21, T0 + 40_002).await.unwrap_err();
+        assert!(matches!(e, ClaimError::Lost { .. }), "{e}");
+        // A clean stop releases it: the next start takes it at once.
+        taken.renew(&*s, 25, T0 + 41_000).await.unwrap();
+        taken.release(&*s, 26, T0 + 42_000).await.unwrap();
+        let again = claim::claim(&*s, &a, 26, T0 + 42_001).await.unwrap();
+        assert_eq!(again.body().journal_next, 26);
+        assert!(!again.body().released);
+    }
+}
+
+#[tokio::test]
+async fn the_same_folder_on_the_same_host_takes_its_claim_back_after_a_crash() {
+    for (_keep, s) in each() {
+        let a = who("n1", "/data/a");
+        let _crashed = claim::claim(&*s, &a, 5, T0).await.unwrap();
+        // Restarted a second later (its data folder lock proves the old process is gone).
+        let back = claim::claim(&*s, &a, 5, T0 + 1_000).await.unwrap();
+        assert_eq!(back.body().heartbeat_ms, T0 + 1_000);
+    }
+}
+
+#[tokio::test]
+async fn a_folder_behind_what_the_node_wrote_is_refused() {
+    for (_keep, s) in each() {
+        let a = who("n1", "/data/a");
+        let held = claim::claim(&*s, &a, 100, T0).await.unwrap();
+        held.release(&*s, 500, T0 + 1).await.unwrap();
+        // A backup of the folder taken at position 300, restored: it would rewrite keys.
+        let e = claim::claim(&*s, &a, 300, T0 + 2).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ClaimError::Behind {
+                    claimed: 500,
+                    ours: 300,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // Even when the holder's lease has long expired.
+        let e = claim::claim(&*s, &who("n1", "/data/b"), 499, T0 + 3_600_000)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClaimError::Behind { .. }), "{e}");
+        claim::claim(&*s, &a, 500, T0 + 3).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_foreign_or_corrupt_claim_object_is_never_overwritten() {
+    for (_keep, s) in each() {
+        for (node, body) in [
+            ("n-garbage", &b"\x00\x01 not json"[..]),
+            ("n-other", &br#"{"kind":"someone-else/1","node":"n-other"}"#[..]),
+            ("n-extra", &br#"{"kind":"logbook-node-claim/1","node":"n-extra","incarnation":"1","host":"h","pid":1,"dataDir":"/d","heartbeatMs":0,"journalNext":0,"released":true,"admin":true}"#[..]),
+        ] {
+            let k = claim::key(node);
+            s.write(&k, Bytes::copy_from_slice(body), None).await.unwrap();
+            let e = claim::claim(&*s, &who(node, "/d"), 0, T0).await.unwrap_err();
+            assert!(matches!(e, ClaimError::Foreign { .. }), "{node}: {e}");
+            let (data, _) = s.read(&k).await.unwrap().unwrap();
+            assert_eq!(&data[..], body, "{node}: left as it was");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_replicas_starting_at_once_with_one_node_id_exactly_one_wins() {
+    for (_keep, s) in each() {
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                claim::claim(&*s, &who("n1", &format!("/data/{i}")), 0, T0).await
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => won += 1,
+                Err(ClaimError::Live { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(won, 1);
+    }
+}

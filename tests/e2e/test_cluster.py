@@ -1,0 +1,171 @@
+"""Replicas that share a home bucket (issue #13, points 1 and 7): node-id claims, and a
+bucket that cannot do conditional writes refused at start. Real S3 servers (moto's and
+s3rver) on loopback, real `logbook serve` processes."""
+
+import json
+import shutil
+import signal
+import time
+
+import pytest
+
+from conftest import Server
+from remote import Moto, S3rver, bucket_config
+
+CLAIMS = "logbook/cluster/nodes/"
+
+
+def cluster_config(bucket, s3_server, ttl=30):
+    return bucket_config("shared", s3_server, remote=bucket) + (
+        f'[cluster]\nhome = "shared"\nclaim_ttl_secs = {ttl}\n')
+
+
+def converse(server, text):
+    return server.bedrock().converse(
+        modelId="m", messages=[{"role": "user", "content": [{"text": text}]}])
+
+
+def claim_of(s3, bucket, node):
+    body = s3.get_object(Bucket=bucket, Key=f"{CLAIMS}{node}.json")["Body"].read()
+    return json.loads(body)
+
+
+def start_fails(data_dir, config_text):
+    s = Server(data_dir, config_text)
+    with pytest.raises(RuntimeError) as e:
+        s.start()
+    return str(e.value)
+
+
+@pytest.fixture
+def moto(tmp_path):
+    m = Moto(tmp_path)
+    yield m
+    m.stop()
+
+
+def test_a_copy_of_a_running_replicas_data_folder_refuses_to_start(make_server, moto, tmp_path):
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="home")
+    config = cluster_config("home", moto)
+    a = make_server(config, name="a")
+    node = open(tmp_path / "a" / "node-id").read().strip()
+    for i in range(3):
+        converse(a, f"before the copy {i}")
+    held = claim_of(s3, "home", node)
+    assert held["kind"] == "logbook-node-claim/1" and held["node"] == node
+    assert held["dataDir"] == str((tmp_path / "a").resolve()) and not held["released"]
+    assert a.health()["cluster"]["node"] == node
+
+    # A copy of the live folder (a cloned VM, a copied volume): the same node id.
+    shutil.copytree(tmp_path / "a", tmp_path / "copy", ignore=shutil.ignore_patterns("server.stderr"))
+    err = start_fails(tmp_path / "copy", config)
+    assert f"node id {node} is in use by a running replica" in err, err
+    assert str((tmp_path / "a").resolve()) in err, err
+    # The refused copy changed nothing: the original still holds the claim and serves.
+    assert claim_of(s3, "home", node)["pid"] == held["pid"]
+    converse(a, "after the refused copy")
+
+    # A clean stop releases the claim with the journal's final position...
+    for i in range(3):
+        converse(a, f"after the copy {i}")
+    a.stop()
+    released = claim_of(s3, "home", node)
+    assert released["released"] and released["journalNext"] > held["journalNext"], released
+    # ...so the copy, which is behind it, is still refused: its next objects would take
+    # keys the node already wrote.
+    err = start_fails(tmp_path / "copy", config)
+    assert "already wrote up to journal position" in err and "older copy or a restored backup" in err, err
+    # The original starts again at once and serves.
+    a2 = make_server(config, name="a")
+    converse(a2, "back")
+    assert not claim_of(s3, "home", node)["released"]
+
+
+def test_replicas_with_their_own_node_ids_share_one_home(make_server, moto, tmp_path):
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="home")
+    config = cluster_config("home", moto)
+    servers = [make_server(config, name=f"r{i}") for i in range(3)]
+    nodes = {open(tmp_path / f"r{i}" / "node-id").read().strip() for i in range(3)}
+    assert len(nodes) == 3
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="home", Prefix=CLAIMS).get("Contents", [])}
+    assert keys == {f"{CLAIMS}{n}.json" for n in nodes}
+    for s in servers:
+        converse(s, "hello")
+        h = s.health()
+        assert h["status"] == "ok" and h["cluster"]["home"] == "shared" and not h["cluster"]["lost"], h
+    # The conditional-write probe leaves nothing behind.
+    assert not s3.list_objects_v2(Bucket="home", Prefix="logbook/cluster/probe/").get("Contents")
+
+
+def test_two_replicas_configured_with_one_node_id_cannot_both_run(make_server, moto, tmp_path):
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="home")
+    config = cluster_config("home", moto) + '[server]\nnode_id = "gw-1"\n'
+    make_server(config, name="one")
+    err = start_fails(tmp_path / "two", config)
+    assert "node id gw-1 is in use by a running replica" in err, err
+
+
+def test_a_bucket_that_ignores_conditional_writes_is_refused_at_start(tmp_path):
+    # s3rver accepts PutObject with If-None-Match / If-Match and ignores both: two replicas
+    # on it would overwrite each other's shared state without noticing.
+    srv = S3rver(tmp_path)
+    try:
+        srv.s3().create_bucket(Bucket="home")
+        err = start_fails(tmp_path / "data", cluster_config("home", srv))
+        assert "cannot hold state that replicas share" in err, err
+        assert "conditional writes" in err and "If-None-Match" in err, err
+        # Nothing of the probe, and no claim, is left in the bucket.
+        assert not srv.s3().list_objects_v2(Bucket="home").get("Contents")
+    finally:
+        srv.stop()
+
+
+def test_a_foreign_object_where_the_claim_belongs_is_reported_and_left_alone(moto, tmp_path):
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="home")
+    config = cluster_config("home", moto) + '[server]\nnode_id = "gw-9"\n'
+    s3.put_object(Bucket="home", Key=f"{CLAIMS}gw-9.json", Body=b'{"not": "a claim"}')
+    err = start_fails(tmp_path / "data", config)
+    assert "is not a Logbook node claim" in err, err
+    body = s3.get_object(Bucket="home", Key=f"{CLAIMS}gw-9.json")["Body"].read()
+    assert body == b'{"not": "a claim"}'
+
+
+def test_a_home_that_is_not_a_declared_bucket_is_a_configuration_error(tmp_path):
+    err = start_fails(tmp_path / "data", '[cluster]\nhome = "nowhere"\n')
+    assert 'cluster.home "nowhere" is not declared in [[buckets]]' in err, err
+
+
+def test_a_replica_whose_claim_was_taken_while_it_hung_stops_writing(make_server, moto, tmp_path):
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="home")
+    config = cluster_config("home", moto, ttl=3)
+    a = make_server(config, name="a")
+    node = open(tmp_path / "a" / "node-id").read().strip()
+    converse(a, "before the pause")
+    # A hangs (SIGSTOP) past its lease; a copy of its folder, at the same journal
+    # position, takes the node over.
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("server.stderr"))
+        deadline = time.time() + 30
+        while True:
+            try:
+                b = make_server(config, name="b")
+                break
+            except RuntimeError as e:
+                assert "in use by a running replica" in str(e) and time.time() < deadline, e
+                time.sleep(0.5)
+        assert claim_of(s3, "home", node)["pid"] == b.proc.pid
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    # Back, A finds at its next renewal that the claim is not its own, and stops with an
+    # error, without delivering anything more as that node.
+    assert a.proc.wait(timeout=30) != 0
+    err = a.stderr()
+    assert "node-id claim lost" in err and "taken over by another replica" in err, err
+    converse(b, "the new holder serves")
+    assert claim_of(s3, "home", node)["pid"] == b.proc.pid
