@@ -136,6 +136,8 @@ struct ClusterRun {
     /// Ends the renewals and releases the claim: sent after delivery drained.
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// Re-reads what the replicas share.
+    refresh: tokio::task::JoinHandle<()>,
     /// Set when another process took the claim.
     lost: watch::Receiver<bool>,
 }
@@ -694,8 +696,15 @@ async fn healthz(State(s): State<Shared>) -> Response {
         // Fail-open calls served without a durable record since the start.
         "unrecordedCalls": s.recorder.unrecorded(),
         "mode": match s.recorder.mode() { LoggingMode::Strict => "strict", LoggingMode::Async => "async" },
-        // Replicas: this node's claim in the cluster home (null when standing alone).
-        "cluster": claim,
+        // Replicas: this node's claim in the cluster home, and whether the shared state
+        // (logging configurations) could be re-read (null when standing alone).
+        "cluster": claim.map(|c| {
+            let mut v = serde_json::to_value(c).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("sharedStateError".into(), s.logging.shared_error().into());
+            }
+            v
+        }),
     });
     let status = if healthy {
         http::StatusCode::OK
@@ -1000,27 +1009,43 @@ impl AppState {
                 Some(crate::cluster::join(c, &home, &node, &config.data_dir, &journal).await?)
             }
         };
+        let mut logging = LoggingConfigs::open(
+            &config.data_dir.join("control"),
+            config.logging_default.clone(),
+            config.logging_declared.clone(),
+        )
+        .map_err(|e| ServeError::Io {
+            context: "logging configuration".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        if let Some(m) = &member {
+            // Replicas: the home's copy is the one in force.
+            logging.join(m.state()).await.map_err(|e| ServeError::Io {
+                context: "shared logging configuration".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        }
+        let logging = Arc::new(logging);
         let claim_health = member.as_ref().map(|m| m.health());
         let cluster = member.map(|m| {
             let (stop, stop_rx) = watch::channel(false);
             let (lost_tx, lost) = watch::channel(false);
+            let poll = config
+                .cluster
+                .as_ref()
+                .map_or(Duration::from_secs(2), |c| c.poll);
             ClusterRun {
+                refresh: tokio::spawn(crate::cluster::refresh(
+                    logging.clone(),
+                    poll,
+                    stop_rx.clone(),
+                )),
                 stop,
                 task: tokio::spawn(m.run(journal.clone(), stop_rx, lost_tx)),
                 lost,
             }
         });
-        let logging = Arc::new(
-            LoggingConfigs::open(
-                &config.data_dir.join("control"),
-                config.logging_default.clone(),
-                config.logging_declared.clone(),
-            )
-            .map_err(|e| ServeError::Io {
-                context: "logging configuration".into(),
-                source: std::io::Error::other(e.to_string()),
-            })?,
-        );
+
         // Streams a crash interrupted get their records now, before anything may collect the
         // journal segments that hold their start entries.
         let recovered = crate::capture::recover_interrupted_streams(&journal, &config.pricing)
@@ -1542,6 +1567,7 @@ impl Running {
         }
         if let Some(c) = &self.cluster {
             c.task.abort();
+            c.refresh.abort();
         }
     }
 
@@ -1580,6 +1606,7 @@ impl Running {
         // more will be written as this node.
         if let Some(c) = self.cluster {
             let _ = c.stop.send(true);
+            let _ = c.refresh.await;
             if let Err(e) = c.task.await {
                 tracing::error!(error = %e, "node-id claim task failed");
             }

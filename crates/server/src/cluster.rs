@@ -84,6 +84,11 @@ pub async fn join(
 }
 
 impl Member {
+    /// The home's shared state (for what the replicas share besides the claim).
+    pub fn state(&self) -> Arc<dyn SharedState> {
+        self.state.clone()
+    }
+
     /// The claim's health, shared with `/healthz`.
     pub fn health(&self) -> Arc<Mutex<ClaimHealth>> {
         self.health.clone()
@@ -134,6 +139,25 @@ impl Member {
             Err(e) => {
                 tracing::warn!(error = %e, "node-id claim not released; it expires after its lease")
             }
+        }
+    }
+}
+
+/// Re-read what the replicas share every `every` until `stop` (changes by other replicas
+/// are in force here within one interval).
+pub async fn refresh(
+    logging: Arc<crate::control::LoggingConfigs>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        // Errors are reported by `refresh` itself, once per message.
+        if let Ok(true) = logging.refresh().await {
+            tracing::info!("logging configuration changed by another replica");
         }
     }
 }

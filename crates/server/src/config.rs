@@ -638,6 +638,8 @@ struct RawCluster {
     home: Option<String>,
     /// A node-id claim not renewed for this long is taken to be dead (default 30).
     claim_ttl_secs: Option<u64>,
+    /// How often shared state is re-read from the home (default 2000).
+    poll_ms: Option<u64>,
 }
 
 /// `[otlp]`: OpenTelemetry export.
@@ -1079,6 +1081,9 @@ pub struct ClusterConfig {
     pub home: String,
     /// How long a node-id claim lives without renewal.
     pub claim_ttl: Duration,
+    /// How often shared state is re-read from the home: the bound on how long a change
+    /// made through another replica takes to be in force here.
+    pub poll: Duration,
 }
 
 /// `[otlp]`, validated.
@@ -1468,6 +1473,10 @@ impl Config {
             None => None,
             Some(c) => {
                 let ttl = c.claim_ttl_secs.unwrap_or(30);
+                let poll = c.poll_ms.unwrap_or(2000);
+                if !(100..=60_000).contains(&poll) {
+                    errors.push(format!("cluster.poll_ms {poll}: between 100 and 60000"));
+                }
                 if !(3..=3600).contains(&ttl) {
                     errors.push(format!("cluster.claim_ttl_secs {ttl}: between 3 and 3600"));
                 }
@@ -1475,6 +1484,7 @@ impl Config {
                     Some(home) if buckets.contains_key(&home) => Some(ClusterConfig {
                         home,
                         claim_ttl: Duration::from_secs(ttl),
+                        poll: Duration::from_millis(poll),
                     }),
                     Some(home) => {
                         errors.push(format!(

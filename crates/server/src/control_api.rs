@@ -257,9 +257,10 @@ async fn apply(
     params: Value,
     config: Option<LoggingConfig>,
 ) -> Response {
-    let prev = match s
+    let (prev, written) = match s
         .logging
         .set(&c.caller.account_id, &c.caller.region, config)
+        .await
     {
         Ok(p) => p,
         Err(e) => {
@@ -271,9 +272,13 @@ async fn apply(
     };
     let ev = event(c, name, false, params, Value::Null, None);
     if let Err(e) = s.recorder.commit_event(ev).await {
-        let _ = s
+        if let Err(r) = s
             .logging
-            .restore(&c.caller.account_id, &c.caller.region, prev);
+            .restore(&c.caller.account_id, &c.caller.region, prev, &written)
+            .await
+        {
+            tracing::error!(error = %r, "an unaudited logging change could not be rolled back");
+        }
         return aws_error(
             AwsErrorCode::InternalServerException,
             &format!("the call could not be audited: {e}"),
