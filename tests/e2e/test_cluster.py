@@ -254,3 +254,62 @@ def test_replicas_changing_logging_at_once_lose_no_update(make_server, moto, tmp
     winners = {logging_of(s, "us-east-2")["s3Config"]["keyPrefix"] for s in replicas}
     wait_for(lambda: len({logging_of(s, "us-east-2")["s3Config"]["keyPrefix"] for s in replicas}) == 1)
     assert winners <= {f"by-{r}/" for r in regions}
+
+
+def test_every_replica_queries_every_replicas_records_within_the_stated_bound(make_server, moto, tmp_path):
+    from test_query import insights, logs, rows
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="home")
+    config = cluster_config("home", moto) + "poll_ms = 500\n"
+    a, b, c = (make_server(config, name=n) for n in "abc")
+    served = {}
+    for i, s in enumerate((a, b, c)):
+        for j in range(4):
+            r = converse(s, f"replica {i} call {j}")
+            served[r["ResponseMetadata"]["RequestId"]] = i
+    # Each replica's queries see all twelve records (its own at once, the others' once
+    # flushed and published: 5 s flush age + two 0.5 s polls, well inside 10 s).
+    started = time.time()
+    for s in (a, b, c):
+        def seen():
+            got = rows(insights(logs(s), "fields requestId | limit 100"))
+            return {r["requestId"] for r in got} == set(served) and got
+        wait_for(seen, timeout=30)
+    assert time.time() - started < 15, time.time() - started
+    # Aggregates count each record once across replicas.
+    got = rows(insights(logs(b), "stats count(*) as n"))
+    assert got == [{"n": "12"}], got
+    h = b.health()["cluster"]
+    assert set(h["peers"]) == {open(tmp_path / n / "node-id").read().strip() for n in "ac"}, h
+    assert h["published"]["published"] >= 1 and not h["skippedPeers"], h
+    # The home holds each replica's files and manifest under its node id.
+    node_a = open(tmp_path / "a" / "node-id").read().strip()
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="home", Prefix=f"logbook/store/{node_a}/")["Contents"]]
+    assert f"logbook/store/{node_a}/manifest.json" in keys
+    assert any(k.endswith(".parquet") for k in keys), keys
+
+
+def test_a_corrupt_or_foreign_store_manifest_in_the_home_is_skipped_and_reported(make_server, moto, tmp_path):
+    from test_query import insights, logs, rows
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="home")
+    # Planted before the replica starts: garbage, another kind, a manifest that lies about
+    # its node, and one whose file path leaves its folder.
+    s3.put_object(Bucket="home", Key="logbook/store/bad-json/manifest.json", Body=b"\x00garbage")
+    s3.put_object(Bucket="home", Key="logbook/store/other-kind/manifest.json",
+                  Body=json.dumps({"kind": "something/1"}).encode())
+    lying = {"kind": "logbook-store-manifest/1", "node": "someone-else", "publishedMs": 0,
+             "store": {"formatVersion": 3, "nextSeq": 1, "groups": {}}}
+    s3.put_object(Bucket="home", Key="logbook/store/liar/manifest.json", Body=json.dumps(lying).encode())
+    escaping = dict(lying, node="escape", store={"formatVersion": 3, "nextSeq": 2, "groups": {
+        "/aws/bedrock/modelinvocations": {"creationTime": 0, "files": [
+            {"path": "../../../etc/passwd", "minTs": 0, "maxTs": 9 * 10**15, "rows": 1, "bytes": 1}]}}})
+    s3.put_object(Bucket="home", Key="logbook/store/escape/manifest.json", Body=json.dumps(escaping).encode())
+    s = make_server(cluster_config("home", moto) + "poll_ms = 200\n", name="a")
+    r = converse(s, "still answers")
+    rid = r["ResponseMetadata"]["RequestId"]
+    got = wait_for(lambda: rows(insights(logs(s), "fields requestId | limit 10")))
+    assert [x["requestId"] for x in got] == [rid]
+    skipped = s.health()["cluster"]["skippedPeers"]
+    assert set(skipped) == {"bad-json", "other-kind", "liar", "escape"}, skipped
+    assert "leaves the node's folder" in skipped["escape"] and "someone-else" in skipped["liar"], skipped

@@ -324,3 +324,107 @@ async fn of_replicas_starting_at_once_with_one_node_id_exactly_one_wins() {
         assert_eq!(won, 1);
     }
 }
+
+mod store_mirror {
+    use super::*;
+    use crate::store::{node_prefix, Mirror, Peers, Published};
+    use logbook_query::PeerFiles as _;
+    use logbook_store::{parse_row, Store};
+
+    fn line(rid: &str, ms: i64) -> String {
+        let t = logbook_record::record_timestamp(
+            time::OffsetDateTime::from_unix_timestamp(ms / 1000).unwrap(),
+        );
+        format!(
+            r#"{{"schemaType":"ModelInvocationLog","schemaVersion":"1.0","timestamp":"{t}","accountId":"123456789012","identity":{{"arn":"arn:aws:iam::123456789012:user/a"}},"region":"us-east-1","requestId":"{rid}","operation":"Converse","modelId":"m","input":{{"inputContentType":"application/json","inputBodyJson":{{"messages":[]}},"inputTokenCount":1}}}}"#
+        )
+    }
+
+    fn published(home: &std::path::Path, node: &str) -> Published {
+        let p = home.join(node_prefix(node)).join("manifest.json");
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    }
+
+    /// Every file a published manifest names is in the home.
+    fn whole(home: &std::path::Path, node: &str) -> usize {
+        let p = published(home, node);
+        let mut n = 0;
+        for f in p.store.groups.values().flat_map(|g| &g.files) {
+            let key = format!(
+                "{}files/{}",
+                node_prefix(node),
+                crate::store::remote_name(&f.path)
+            );
+            assert!(home.join(&key).exists(), "{key} named but missing");
+            n += 1;
+        }
+        n
+    }
+
+    #[tokio::test]
+    async fn a_published_store_names_only_files_in_the_home_and_peers_read_them() {
+        let d = tempfile::tempdir().unwrap();
+        let home_dir = d.path().join("home");
+        let home = logbook_bucket::Bucket::open(
+            "home",
+            &logbook_bucket::BucketSpec::Local(home_dir.clone()),
+            logbook_disk::RealDisk::shared(),
+        )
+        .unwrap();
+        let store = Arc::new(Store::open(d.path().join("store")).unwrap());
+        let group = "/aws/bedrock/modelinvocations";
+        store.create_group(group).unwrap();
+        let now = logbook_store::now_ms();
+        let old = now - 3 * 86_400_000;
+        store
+            .import_rows(group, vec![parse_row(&line("old", old)).unwrap()])
+            .unwrap();
+        let mut m = Mirror::new(store.clone(), home.clone(), "n1", Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(m.sync().await.unwrap());
+        assert_eq!(whole(&home_dir, "n1"), 1);
+        assert!(!m.sync().await.unwrap(), "unchanged: nothing published");
+        store
+            .import_rows(group, vec![parse_row(&line("new", now - 60_000)).unwrap()])
+            .unwrap();
+        assert!(m.sync().await.unwrap());
+        assert_eq!(whole(&home_dir, "n1"), 2);
+        assert_eq!(m.health().lock().unwrap().files_uploaded, 2);
+
+        // Another replica's queries get both files, by time range.
+        let peers = Peers::new(home.clone(), "n2", Duration::ZERO);
+        assert_eq!(peers.files(group, i64::MIN, i64::MAX).await.len(), 2);
+        let recent = peers.files(group, now - 3_600_000, i64::MAX).await;
+        assert_eq!(recent.len(), 1);
+        assert!(
+            std::path::Path::new(&recent[0].0).exists(),
+            "{}",
+            recent[0].0
+        );
+        // Its own store is not read twice.
+        assert!(Peers::new(home.clone(), "n1", Duration::ZERO)
+            .files(group, i64::MIN, i64::MAX)
+            .await
+            .is_empty());
+
+        // Retention drops the old file: it leaves the manifest first, then the home
+        // (after the grace period, zero here).
+        store.set_retention(group, Some(1)).unwrap();
+        assert_eq!(store.apply_retention(now).unwrap(), 1);
+        assert!(m.sync().await.unwrap());
+        assert_eq!(whole(&home_dir, "n1"), 1);
+        assert_eq!(m.health().lock().unwrap().files_deleted, 1);
+        let files_left = std::fs::read_dir(home_dir.join(node_prefix("n1")).join("files"))
+            .unwrap()
+            .count();
+        assert_eq!(files_left, 1);
+
+        // A restart uploads nothing it already published.
+        let mut again = Mirror::new(store.clone(), home.clone(), "n1", Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(again.sync().await.unwrap());
+        assert_eq!(again.health().lock().unwrap().files_uploaded, 0);
+    }
+}

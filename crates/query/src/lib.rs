@@ -272,6 +272,27 @@ pub struct Engine {
     runtime: Arc<RuntimeEnv>,
     /// Queries never spill to disk: the disk is the journal's.
     no_spill: Arc<datafusion::execution::disk_manager::DiskManager>,
+    /// Other replicas' store files (`[cluster]`), read beside this one's.
+    peers: Option<Arc<dyn PeerFiles>>,
+}
+
+/// The store files of other replicas that share a home bucket (issue #13): what a query
+/// reads besides this replica's own store.
+#[async_trait::async_trait]
+pub trait PeerFiles: Send + Sync {
+    /// Files of `group` that may hold rows in `[start, end]` (epoch ms): a location
+    /// DataFusion can read (an absolute path, or a URL of [`PeerFiles::object_store`])
+    /// and the file's metadata. Replicas whose manifests cannot be trusted are left out
+    /// (and reported by the implementation).
+    async fn files(
+        &self,
+        group: &str,
+        start: i64,
+        end: i64,
+    ) -> Vec<(String, logbook_store::FileMeta)>;
+    /// The object store the locations are in, and its URL (`s3://bucket`), when they
+    /// are not local paths.
+    fn object_store(&self) -> Option<(String, Arc<dyn object_store::ObjectStore>)>;
 }
 
 use datafusion::execution::runtime_env::RuntimeEnv;
@@ -339,7 +360,18 @@ impl Engine {
             partitions,
             runtime,
             no_spill,
+            peers: None,
         }
+    }
+
+    /// Read other replicas' store files too (`[cluster]`).
+    pub fn with_peers(mut self, peers: Arc<dyn PeerFiles>) -> Result<Engine, QueryError> {
+        if let Some((url, store)) = peers.object_store() {
+            let u = datafusion::execution::object_store::ObjectStoreUrl::parse(&url)?;
+            self.runtime.register_object_store(u.as_ref(), store);
+        }
+        self.peers = Some(peers);
+        Ok(self)
     }
 
     /// A runtime for one query: its own memory pool, no spilling, the shared caches.
@@ -411,6 +443,22 @@ impl Engine {
                 .collect();
             let opts = ParquetReadOptions::default().schema(&schema);
             df = Some(ctx.read_parquet(paths, opts).await?);
+        }
+        if let Some(peers) = &self.peers {
+            let lo = start.max(snap.retention_cutoff.unwrap_or(i64::MIN));
+            let theirs = peers.files(group, lo, end).await;
+            if !theirs.is_empty() {
+                stats.bytes_scanned += theirs.iter().map(|(_, m)| m.bytes).sum::<u64>();
+                stats.records_scanned += theirs.iter().map(|(_, m)| m.rows).sum::<u64>();
+                let paths: Vec<String> = theirs.into_iter().map(|(p, _)| p).collect();
+                let opts = ParquetReadOptions::default().schema(&schema);
+                // Their own scan: a listing reads from one object store.
+                let t = ctx.read_parquet(paths, opts).await?;
+                df = Some(match df {
+                    Some(d) => d.union(t)?,
+                    None => t,
+                });
+            }
         }
         if !snap.tail.is_empty() || df.is_none() {
             stats.records_scanned += snap.tail.iter().map(|b| b.num_rows() as u64).sum::<u64>();

@@ -78,6 +78,10 @@ pub struct AppState {
     pub lifecycle: BTreeMap<String, Arc<logbook_bucket::lifecycle::Stats>>,
     /// This replica's node-id claim in the cluster home (`[cluster]`).
     pub claim: Option<Arc<std::sync::Mutex<crate::cluster::ClaimHealth>>>,
+    /// The other replicas' stores, as this one's queries read them.
+    pub peers: Option<Arc<logbook_cluster::store::Peers>>,
+    /// The publication of this replica's store to the home.
+    pub mirror: Option<Arc<std::sync::Mutex<logbook_cluster::store::MirrorHealth>>>,
 }
 
 impl AppState {
@@ -133,9 +137,14 @@ pub struct Running {
 
 /// The claim's renewal while serving (`[cluster]`).
 struct ClusterRun {
-    /// Ends the renewals and releases the claim: sent after delivery drained.
+    /// Ends the renewals and releases the claim: sent last.
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// Ends the refresh and the store's mirror (after a last publish): sent after the
+    /// store's final flush.
+    stop_rest: watch::Sender<bool>,
+    /// Publishes this replica's store to the home.
+    mirror: Option<tokio::task::JoinHandle<()>>,
     /// Re-reads what the replicas share.
     refresh: tokio::task::JoinHandle<()>,
     /// Set when another process took the claim.
@@ -698,13 +707,25 @@ async fn healthz(State(s): State<Shared>) -> Response {
         "mode": match s.recorder.mode() { LoggingMode::Strict => "strict", LoggingMode::Async => "async" },
         // Replicas: this node's claim in the cluster home, and whether the shared state
         // (logging configurations) could be re-read (null when standing alone).
-        "cluster": claim.map(|c| {
-            let mut v = serde_json::to_value(c).unwrap_or_default();
-            if let Some(o) = v.as_object_mut() {
-                o.insert("sharedStateError".into(), s.logging.shared_error().into());
+        "cluster": match claim {
+            None => serde_json::Value::Null,
+            Some(c) => {
+                let mut v = serde_json::to_value(c).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("sharedStateError".into(), s.logging.shared_error().into());
+                    if let Some(m) = &s.mirror {
+                        let m = m.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        o.insert("published".into(), serde_json::to_value(m).unwrap_or_default());
+                    }
+                    if let Some(p) = &s.peers {
+                        // Each other replica read, with the journal position it published.
+                        o.insert("peers".into(), serde_json::json!(p.nodes().await));
+                        o.insert("skippedPeers".into(), serde_json::json!(p.errors()));
+                    }
+                }
+                v
             }
-            v
-        }),
+        },
     });
     let status = if healthy {
         http::StatusCode::OK
@@ -1027,20 +1048,20 @@ impl AppState {
         }
         let logging = Arc::new(logging);
         let claim_health = member.as_ref().map(|m| m.health());
-        let cluster = member.map(|m| {
+        let home_bucket = member.as_ref().map(|m| m.home().clone());
+        let mut cluster = member.map(|m| {
             let (stop, stop_rx) = watch::channel(false);
+            let (stop_rest, rest_rx) = watch::channel(false);
             let (lost_tx, lost) = watch::channel(false);
             let poll = config
                 .cluster
                 .as_ref()
                 .map_or(Duration::from_secs(2), |c| c.poll);
             ClusterRun {
-                refresh: tokio::spawn(crate::cluster::refresh(
-                    logging.clone(),
-                    poll,
-                    stop_rx.clone(),
-                )),
+                refresh: tokio::spawn(crate::cluster::refresh(logging.clone(), poll, rest_rx)),
                 stop,
+                stop_rest,
+                mirror: None,
                 task: tokio::spawn(m.run(journal.clone(), stop_rx, lost_tx)),
                 lost,
             }
@@ -1311,12 +1332,35 @@ impl AppState {
         }
 
         let archive = buckets.get(&config.archive_bucket).map(Bucket::store);
-        let engine = Arc::new(
-            logbook_query::QueryService::new(
-                Arc::new(logbook_query::Engine::new(store.clone(), archive)),
-                config.query.limits.clone(),
+        let mut query_engine = logbook_query::Engine::new(store.clone(), archive);
+        let mut peers = None;
+        let mut mirror_health = None;
+        if let (Some(home), Some(run), Some(c)) = (&home_bucket, cluster.as_mut(), &config.cluster)
+        {
+            // This replica's store is published to the home; its queries read the others'.
+            let mirror = logbook_cluster::store::Mirror::new(
+                store.clone(),
+                home.clone(),
+                &node,
+                std::time::Duration::from_secs(600),
             )
-            .map_err(|e| ServeError::Io {
+            .await
+            .map_err(|e| ServeError::Config(format!("cluster home {}: {e}", c.home)))?;
+            mirror_health = Some(mirror.health());
+            run.mirror = Some(tokio::spawn(mirror.run(c.poll, run.stop_rest.subscribe())));
+            let p = Arc::new(logbook_cluster::store::Peers::new(
+                home.clone(),
+                &node,
+                c.poll,
+            ));
+            query_engine = query_engine
+                .with_peers(p.clone())
+                .map_err(|e| ServeError::Config(format!("cluster home {}: {e}", c.home)))?;
+            peers = Some(p);
+        }
+        let engine = Arc::new(
+            logbook_query::QueryService::new(Arc::new(query_engine), config.query.limits.clone())
+                .map_err(|e| ServeError::Io {
                 context: "query threads".into(),
                 source: std::io::Error::other(e.to_string()),
             })?,
@@ -1456,6 +1500,8 @@ impl AppState {
                 })
                 .collect(),
             claim: claim_health,
+            peers,
+            mirror: mirror_health,
         });
         let alarm_task = tokio::spawn(crate::alarms::run(
             state.clone(),
@@ -1568,6 +1614,9 @@ impl Running {
         if let Some(c) = &self.cluster {
             c.task.abort();
             c.refresh.abort();
+            if let Some(m) = &c.mirror {
+                m.abort();
+            }
         }
     }
 
@@ -1605,8 +1654,13 @@ impl Running {
         // Last: the claim is released with the journal's final position, once nothing
         // more will be written as this node.
         if let Some(c) = self.cluster {
-            let _ = c.stop.send(true);
+            // The store's last flush is done: publish it, then release the claim.
+            let _ = c.stop_rest.send(true);
             let _ = c.refresh.await;
+            if let Some(m) = c.mirror {
+                let _ = m.await;
+            }
+            let _ = c.stop.send(true);
             if let Err(e) = c.task.await {
                 tracing::error!(error = %e, "node-id claim task failed");
             }

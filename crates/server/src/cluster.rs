@@ -33,6 +33,7 @@ pub struct ClaimHealth {
 
 /// A replica that joined its home.
 pub struct Member {
+    home: logbook_bucket::Bucket,
     state: Arc<dyn SharedState>,
     claim: Claim,
     ttl: Duration,
@@ -76,6 +77,7 @@ pub async fn join(
         ..ClaimHealth::default()
     };
     Ok(Member {
+        home: home.clone(),
         state,
         claim: held,
         ttl: cfg.claim_ttl,
@@ -84,6 +86,11 @@ pub async fn join(
 }
 
 impl Member {
+    /// The home bucket.
+    pub fn home(&self) -> &logbook_bucket::Bucket {
+        &self.home
+    }
+
     /// The home's shared state (for what the replicas share besides the claim).
     pub fn state(&self) -> Arc<dyn SharedState> {
         self.state.clone()

@@ -1074,6 +1074,11 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
 }
 
+/// The store's flush age when replicas share a home (unless `[store] flush_age_ms` says
+/// otherwise): with the mirror's and the peers' poll it bounds how long a record takes to
+/// be visible on every replica.
+pub const CLUSTER_FLUSH_AGE: Duration = Duration::from_secs(5);
+
 /// `[cluster]`, validated.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -1925,6 +1930,11 @@ impl Config {
             remote_log_groups,
             store_ingest: {
                 let mut c = logbook_store::ingest::IngestConfig::default();
+                if cluster.is_some() {
+                    // Replicas see each other's records once they are in a file: flush
+                    // often (compaction merges the small files).
+                    c.flush_age = CLUSTER_FLUSH_AGE;
+                }
                 if let Some(ms) = raw.store.flush_age_ms {
                     c.flush_age = Duration::from_millis(ms.max(100));
                 }

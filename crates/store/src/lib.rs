@@ -105,7 +105,7 @@ pub struct FileMeta {
 }
 
 /// A log group's metadata and files.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GroupMeta {
     /// Creation time, epoch ms.
@@ -143,6 +143,19 @@ struct Manifest {
 
 fn format_1() -> u32 {
     1
+}
+
+/// What a store holds, as other replicas read it from a shared bucket (issue #13): the
+/// manifest's groups, files and journal position.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestView {
+    /// The store's format ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// The next journal sequence not yet in a file.
+    pub next_seq: u64,
+    /// Groups, their retention and files (paths relative to the store folder).
+    pub groups: BTreeMap<String, GroupMeta>,
 }
 
 /// Unwraps a Parquet file's data key (its footer key metadata, a
@@ -656,6 +669,16 @@ impl Store {
                     + st.tails.get(name).map_or(0, |t| t.rows),
             })
             .collect()
+    }
+
+    /// The manifest as it stands (what a mirror publishes for other replicas).
+    pub fn manifest_view(&self) -> ManifestView {
+        let st = self.read();
+        ManifestView {
+            format_version: st.manifest.format_version,
+            next_seq: st.manifest.next_seq,
+            groups: st.manifest.groups.clone(),
+        }
     }
 
     /// What a query over `[start, end]` (epoch ms, inclusive) of a group reads.

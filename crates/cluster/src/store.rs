@@ -1,0 +1,436 @@
+//! Each replica's store in the home bucket, and every replica's queries over all of them
+//! (issue #13, point 1).
+//!
+//! [`Mirror`] publishes this replica's store: every Parquet file its manifest names is
+//! copied to `logbook/store/<node>/files/<path>` first, then the manifest to
+//! `logbook/store/<node>/manifest.json`, so a published manifest never names a file that
+//! is not there. Store files are immutable, so a file is uploaded once; one the manifest
+//! dropped (compaction, retention) is deleted from the bucket after a grace period, for
+//! queries already reading it elsewhere. Only this node writes under its prefix (its
+//! claim makes sure).
+//!
+//! [`Peers`] reads the other replicas' manifests (at most once per interval) and gives a
+//! query their files for a group and time range. A manifest that is not one (wrong kind,
+//! another node's name, a format newer than this build, a path that leaves its prefix) is
+//! reported and skipped, never read.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt as _;
+use logbook_bucket::{Bucket, BucketError, BucketSpec};
+use logbook_store::{FileMeta, ManifestView, Store};
+use object_store::path::Path as StorePath;
+use serde::{Deserialize, Serialize};
+
+/// Where replicas' stores live in the home.
+pub const STORE_PREFIX: &str = "logbook/store/";
+const KIND: &str = "logbook-store-manifest/1";
+
+/// A store file's name in the home: a digest of its path in the store (group folders
+/// are percent-encoded names, which object keys and URLs would each re-encode) and its
+/// own file name, in characters that both leave alone.
+pub fn remote_name(path: &str) -> String {
+    use sha2::Digest as _;
+    let digest = hex::encode(&sha2::Sha256::digest(path.as_bytes())[..8]);
+    let file: String = path
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    format!("{digest}-{file}")
+}
+
+/// A node's folder in the home.
+pub fn node_prefix(node: &str) -> String {
+    format!("{STORE_PREFIX}{node}/")
+}
+
+/// A published manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Published {
+    /// Always `"logbook-store-manifest/1"`.
+    pub kind: String,
+    /// The node whose store it is.
+    pub node: String,
+    /// When it was published (ms since the epoch).
+    pub published_ms: u64,
+    /// The store's manifest.
+    pub store: ManifestView,
+}
+
+/// Counters of a mirror, for `/healthz`.
+#[derive(Debug, Default, Serialize, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorHealth {
+    /// Manifests published.
+    pub published: u64,
+    /// Files uploaded.
+    pub files_uploaded: u64,
+    /// Files deleted from the bucket after compaction or retention.
+    pub files_deleted: u64,
+    /// The journal position the last published manifest covers.
+    pub published_next_seq: u64,
+    /// When it was published (ms since the epoch).
+    pub published_ms: u64,
+    /// The last error, while it lasts.
+    pub last_error: Option<String>,
+}
+
+/// Publishes one replica's store to the home.
+pub struct Mirror {
+    store: Arc<Store>,
+    home: Bucket,
+    node: String,
+    uploaded: HashSet<String>,
+    retired: HashMap<String, Instant>,
+    last: Option<ManifestView>,
+    grace: Duration,
+    health: Arc<Mutex<MirrorHealth>>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Mirror {
+    /// A mirror of `store` for `node` (whose claim this process holds). Lists what the
+    /// node already published, so a restart uploads only what is new.
+    pub async fn new(
+        store: Arc<Store>,
+        home: Bucket,
+        node: &str,
+        grace: Duration,
+    ) -> Result<Mirror, BucketError> {
+        let files = format!("{}files/", node_prefix(node));
+        let listed: Vec<object_store::ObjectMeta> = home
+            .store()
+            .list(Some(&StorePath::from(files.as_str())))
+            .try_collect()
+            .await
+            .map_err(|e| BucketError::Store {
+                bucket: home.name().to_string(),
+                source: e,
+            })?;
+        let uploaded = listed
+            .into_iter()
+            .filter_map(|m| {
+                m.location
+                    .as_ref()
+                    .strip_prefix(files.as_str())
+                    .map(String::from)
+            })
+            .collect();
+        Ok(Mirror {
+            store,
+            home,
+            node: node.to_string(),
+            uploaded,
+            retired: HashMap::new(),
+            last: None,
+            grace,
+            health: Arc::new(Mutex::new(MirrorHealth::default())),
+        })
+    }
+
+    /// Its counters, shared with `/healthz`.
+    pub fn health(&self) -> Arc<Mutex<MirrorHealth>> {
+        self.health.clone()
+    }
+
+    /// Publish the store if its manifest changed since the last time; whether it did.
+    pub async fn sync(&mut self) -> Result<bool, BucketError> {
+        let view = self.store.manifest_view();
+        let changed = self.last.as_ref() != Some(&view);
+        let prefix = node_prefix(&self.node);
+        if changed {
+            let wanted: Vec<&FileMeta> = view.groups.values().flat_map(|g| &g.files).collect();
+            for f in wanted {
+                let remote = remote_name(&f.path);
+                if self.uploaded.contains(&remote) {
+                    continue;
+                }
+                let local = self.store.dir().join(&f.path);
+                let bytes = match tokio::task::spawn_blocking(move || std::fs::read(local)).await {
+                    Ok(Ok(b)) => b,
+                    // Compacted away since the manifest was read: the next pass sees the
+                    // manifest that replaced it.
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                    Ok(Err(e)) => {
+                        return Err(BucketError::Io {
+                            bucket: self.home.name().to_string(),
+                            source: e,
+                        })
+                    }
+                    Err(e) => {
+                        return Err(BucketError::Io {
+                            bucket: self.home.name().to_string(),
+                            source: std::io::Error::other(e.to_string()),
+                        })
+                    }
+                };
+                self.home
+                    .put(&format!("{prefix}files/{remote}"), bytes)
+                    .await?;
+                self.uploaded.insert(remote);
+                self.health
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .files_uploaded += 1;
+            }
+            let published = Published {
+                kind: KIND.into(),
+                node: self.node.clone(),
+                published_ms: now_ms(),
+                store: view.clone(),
+            };
+            let body = serde_json::to_vec(&published).map_err(|e| BucketError::Io {
+                bucket: self.home.name().to_string(),
+                source: std::io::Error::other(e),
+            })?;
+            self.home
+                .put(&format!("{prefix}manifest.json"), body)
+                .await?;
+            {
+                let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+                h.published += 1;
+                h.published_next_seq = view.next_seq;
+                h.published_ms = published.published_ms;
+            }
+            let names: HashSet<String> = view
+                .groups
+                .values()
+                .flat_map(|g| g.files.iter().map(|f| remote_name(&f.path)))
+                .collect();
+            let now = Instant::now();
+            for p in &self.uploaded {
+                if !names.contains(p) {
+                    self.retired.entry(p.clone()).or_insert(now);
+                }
+            }
+            self.retired.retain(|p, _| !names.contains(p));
+            self.last = Some(view);
+        }
+        // Files the manifest dropped, once no query elsewhere can still be reading them.
+        let due: Vec<String> = self
+            .retired
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= self.grace)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in due {
+            self.home.delete(&format!("{prefix}files/{p}")).await?;
+            self.retired.remove(&p);
+            self.uploaded.remove(&p);
+            self.health
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .files_deleted += 1;
+        }
+        Ok(changed)
+    }
+
+    /// Publish every `every` until `stop`, then once more (after the store's last flush,
+    /// which the caller awaits before stopping this).
+    pub async fn run(mut self, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(every) => false,
+                _ = stop.changed() => true,
+            };
+            let result = self.sync().await;
+            let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            match result {
+                Ok(_) => h.last_error = None,
+                Err(e) => {
+                    if h.last_error.is_none() {
+                        tracing::warn!(error = %e, "store not published to the cluster home (retrying)");
+                    }
+                    h.last_error = Some(e.to_string());
+                }
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+}
+
+/// What a query of one replica reads from the others.
+pub struct Peers {
+    home: Bucket,
+    own: String,
+    every: Duration,
+    cache: tokio::sync::Mutex<PeersCache>,
+    errors: Mutex<BTreeMap<String, String>>,
+}
+
+#[derive(Default)]
+struct PeersCache {
+    at: Option<Instant>,
+    nodes: BTreeMap<String, Published>,
+}
+
+fn check(node: &str, p: &Published) -> Result<(), String> {
+    if p.kind != KIND {
+        return Err(format!("kind {:?}, not {KIND:?}", p.kind));
+    }
+    if p.node != node {
+        return Err(format!("names node {:?} but lies under {node:?}", p.node));
+    }
+    if p.store.format_version > logbook_store::FORMAT_VERSION {
+        return Err(format!(
+            "store format {} is newer than this build reads ({})",
+            p.store.format_version,
+            logbook_store::FORMAT_VERSION
+        ));
+    }
+    for f in p.store.groups.values().flat_map(|g| &g.files) {
+        if f.path.is_empty()
+            || f.path.starts_with('/')
+            || f.path
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(format!("file path {:?} leaves the node's folder", f.path));
+        }
+    }
+    Ok(())
+}
+
+impl Peers {
+    /// Other replicas' stores in `home`, re-read at most every `every`.
+    pub fn new(home: Bucket, own_node: &str, every: Duration) -> Peers {
+        Peers {
+            home,
+            own: own_node.to_string(),
+            every,
+            cache: tokio::sync::Mutex::new(PeersCache::default()),
+            errors: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Manifests that were skipped, by node, and why.
+    pub fn errors(&self) -> BTreeMap<String, String> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The replicas whose stores are read, with the journal position each published.
+    pub async fn nodes(&self) -> BTreeMap<String, u64> {
+        let cache = self.refreshed().await;
+        cache
+            .nodes
+            .iter()
+            .map(|(n, p)| (n.clone(), p.store.next_seq))
+            .collect()
+    }
+
+    async fn refreshed(&self) -> tokio::sync::MutexGuard<'_, PeersCache> {
+        let mut cache = self.cache.lock().await;
+        if cache.at.is_some_and(|t| t.elapsed() < self.every) {
+            return cache;
+        }
+        match self.read_all().await {
+            Ok(nodes) => cache.nodes = nodes,
+            Err(e) => {
+                // The home is unreachable: queries read what was last seen.
+                self.errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert("(home)".into(), e);
+            }
+        }
+        cache.at = Some(Instant::now());
+        cache
+    }
+
+    async fn read_all(&self) -> Result<BTreeMap<String, Published>, String> {
+        let store = self.home.store();
+        let listed = store
+            .list_with_delimiter(Some(&StorePath::from(STORE_PREFIX)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut nodes = BTreeMap::new();
+        let mut errors = BTreeMap::new();
+        for dir in listed.common_prefixes {
+            let Some(node) = dir.filename().map(String::from) else {
+                continue;
+            };
+            if node == self.own {
+                continue;
+            }
+            let key = format!("{}manifest.json", node_prefix(&node));
+            let got = match self.home.get(&key).await {
+                Ok(b) => b,
+                // A node that uploaded files but no manifest yet: nothing to read.
+                Err(BucketError::Store {
+                    source: object_store::Error::NotFound { .. },
+                    ..
+                }) => continue,
+                Err(e) => {
+                    errors.insert(node, e.to_string());
+                    continue;
+                }
+            };
+            match serde_json::from_slice::<Published>(&got)
+                .map_err(|e| e.to_string())
+                .and_then(|p| check(&node, &p).map(|()| p))
+            {
+                Ok(p) => {
+                    nodes.insert(node, p);
+                }
+                Err(e) => {
+                    tracing::warn!(node = %node, error = %e, "a replica's store manifest in the cluster home is skipped");
+                    errors.insert(node, format!("{key}: {e}"));
+                }
+            }
+        }
+        *self.errors.lock().unwrap_or_else(|p| p.into_inner()) = errors;
+        Ok(nodes)
+    }
+
+    fn location(&self, key: &str) -> String {
+        match self.home.spec() {
+            BucketSpec::Local(dir) => dir.join(key).display().to_string(),
+            BucketSpec::S3(s) => format!("s3://{}/{key}", s.bucket),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl logbook_query::PeerFiles for Peers {
+    async fn files(&self, group: &str, start: i64, end: i64) -> Vec<(String, FileMeta)> {
+        let cache = self.refreshed().await;
+        let mut out = Vec::new();
+        for (node, p) in &cache.nodes {
+            let Some(g) = p.store.groups.get(group) else {
+                continue;
+            };
+            for f in g
+                .files
+                .iter()
+                .filter(|f| f.max_ts >= start && f.min_ts <= end)
+            {
+                let key = format!("{}files/{}", node_prefix(node), remote_name(&f.path));
+                out.push((self.location(&key), f.clone()));
+            }
+        }
+        out
+    }
+
+    fn object_store(&self) -> Option<(String, Arc<dyn object_store::ObjectStore>)> {
+        match self.home.spec() {
+            BucketSpec::Local(_) => None,
+            BucketSpec::S3(s) => Some((format!("s3://{}", s.bucket), self.home.store())),
+        }
+    }
+}
