@@ -1167,3 +1167,51 @@ fn a_torn_header_is_started_again_only_when_nothing_follows_it() {
         }
     }
 }
+
+/// `Journal::segments` (the journal's disk budget reads it): each segment's first sequence
+/// and size, oldest first; one collected meanwhile is left out; one that cannot be opened
+/// is an error, not a smaller journal.
+#[test]
+fn segments_lists_every_segment_with_its_first_sequence_and_size() {
+    let run = |wrap: Option<(u64, io::ErrorKind)>| {
+        let disk = logbook_disk::sim::SimDisk::new(9);
+        let mut cfg = JournalConfig::new("/j");
+        cfg.disk = match wrap {
+            None => Arc::new(disk.clone()),
+            Some((first, kind)) => Arc::new(FailOpen {
+                inner: disk.clone(),
+                path: segment_path(Path::new("/j"), first),
+                kind,
+            }),
+        };
+        cfg.segment_bytes = 256;
+        let (j, mut stepper) = Journal::open_stepped(cfg).unwrap();
+        for i in 0..20 {
+            let _ = submit(&j, i);
+            stepper.step();
+        }
+        (disk, j, stepper)
+    };
+    let (disk, j, _stepper) = run(None);
+    let segs = j.segments().unwrap();
+    let listed = list_segments(&disk, Path::new("/j")).unwrap();
+    assert!(segs.len() >= 3, "{segs:?}");
+    assert_eq!(
+        segs.iter().map(|s| s.0).collect::<Vec<_>>(),
+        listed.iter().map(|l| l.0).collect::<Vec<_>>()
+    );
+    assert_eq!(segs[0].0, 1);
+    for ((_, len), (_, path)) in segs.iter().zip(&listed) {
+        assert_eq!(*len, disk.open_read(path).unwrap().len().unwrap());
+        assert!(*len > 0);
+    }
+    let second = segs[1].0;
+    // The same schedule, with the second segment gone when it is opened: left out.
+    let (_d, j, _s) = run(Some((second, io::ErrorKind::NotFound)));
+    let without = j.segments().unwrap();
+    assert_eq!(without.len(), segs.len() - 1);
+    assert!(without.iter().all(|s| s.0 != second));
+    // ... and unreadable: an error.
+    let (_d, j, _s) = run(Some((second, io::ErrorKind::PermissionDenied)));
+    assert!(j.segments().is_err());
+}
