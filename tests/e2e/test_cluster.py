@@ -313,3 +313,32 @@ def test_a_corrupt_or_foreign_store_manifest_in_the_home_is_skipped_and_reported
     skipped = s.health()["cluster"]["skippedPeers"]
     assert set(skipped) == {"bad-json", "other-kind", "liar", "escape"}, skipped
     assert "leaves the node's folder" in skipped["escape"] and "someone-else" in skipped["liar"], skipped
+
+
+def test_log_groups_created_on_one_replica_exist_on_all_with_one_retention(make_server, moto, tmp_path):
+    from test_query import logs
+    import botocore.exceptions
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="home")
+    config = cluster_config("home", moto) + "poll_ms = 200\n"
+    a, b = make_server(config, name="a"), make_server(config, name="b")
+
+    def groups(s):
+        return {g["logGroupName"]: g.get("retentionInDays")
+                for g in logs(s).describe_log_groups()["logGroups"]}
+
+    logs(a).create_log_group(logGroupName="/team/payments")
+    wait_for(lambda: "/team/payments" in groups(b))
+    # "Already exists" holds across replicas.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        logs(b).create_log_group(logGroupName="/team/payments")
+    assert e.value.response["Error"]["Code"] == "ResourceAlreadyExistsException"
+    logs(b).put_retention_policy(logGroupName="/team/payments", retentionInDays=30)
+    wait_for(lambda: groups(a).get("/team/payments") == 30)
+    logs(a).delete_log_group(logGroupName="/team/payments")
+    wait_for(lambda: "/team/payments" not in groups(b))
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        logs(b).delete_log_group(logGroupName="/team/payments")
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    doc = json.loads(s3.get_object(Bucket="home", Key="logbook/cluster/state/log-groups.json")["Body"].read())
+    assert doc["groups"]["/team/payments"]["deleted"] is True, doc

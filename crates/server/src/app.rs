@@ -82,6 +82,8 @@ pub struct AppState {
     pub peers: Option<Arc<logbook_cluster::store::Peers>>,
     /// The publication of this replica's store to the home.
     pub mirror: Option<Arc<std::sync::Mutex<logbook_cluster::store::MirrorHealth>>>,
+    /// Log groups and retention shared with the other replicas (`[cluster]`).
+    pub shared_groups: Option<Arc<crate::shared_groups::SharedGroups>>,
 }
 
 impl AppState {
@@ -146,7 +148,7 @@ struct ClusterRun {
     /// Publishes this replica's store to the home.
     mirror: Option<tokio::task::JoinHandle<()>>,
     /// Re-reads what the replicas share.
-    refresh: tokio::task::JoinHandle<()>,
+    refresh: Option<tokio::task::JoinHandle<()>>,
     /// Set when another process took the claim.
     lost: watch::Receiver<bool>,
 }
@@ -713,6 +715,9 @@ async fn healthz(State(s): State<Shared>) -> Response {
                 let mut v = serde_json::to_value(c).unwrap_or_default();
                 if let Some(o) = v.as_object_mut() {
                     o.insert("sharedStateError".into(), s.logging.shared_error().into());
+                    if let Some(g) = &s.shared_groups {
+                        o.insert("sharedGroupsError".into(), g.last_error().into());
+                    }
                     if let Some(m) = &s.mirror {
                         let m = m.lock().unwrap_or_else(|e| e.into_inner()).clone();
                         o.insert("published".into(), serde_json::to_value(m).unwrap_or_default());
@@ -1051,14 +1056,10 @@ impl AppState {
         let home_bucket = member.as_ref().map(|m| m.home().clone());
         let mut cluster = member.map(|m| {
             let (stop, stop_rx) = watch::channel(false);
-            let (stop_rest, rest_rx) = watch::channel(false);
+            let (stop_rest, _) = watch::channel(false);
             let (lost_tx, lost) = watch::channel(false);
-            let poll = config
-                .cluster
-                .as_ref()
-                .map_or(Duration::from_secs(2), |c| c.poll);
             ClusterRun {
-                refresh: tokio::spawn(crate::cluster::refresh(logging.clone(), poll, rest_rx)),
+                refresh: None,
                 stop,
                 stop_rest,
                 mirror: None,
@@ -1335,6 +1336,7 @@ impl AppState {
         let mut query_engine = logbook_query::Engine::new(store.clone(), archive);
         let mut peers = None;
         let mut mirror_health = None;
+        let mut shared_groups = None;
         if let (Some(home), Some(run), Some(c)) = (&home_bucket, cluster.as_mut(), &config.cluster)
         {
             // This replica's store is published to the home; its queries read the others'.
@@ -1348,6 +1350,23 @@ impl AppState {
             .map_err(|e| ServeError::Config(format!("cluster home {}: {e}", c.home)))?;
             mirror_health = Some(mirror.health());
             run.mirror = Some(tokio::spawn(mirror.run(c.poll, run.stop_rest.subscribe())));
+            // Log groups and retention: the home's list, applied to this store.
+            let groups = Arc::new(
+                crate::shared_groups::SharedGroups::join(
+                    logbook_cluster::for_bucket(home),
+                    store.clone(),
+                    &config.data_dir.join("control"),
+                )
+                .await
+                .map_err(|e| ServeError::Config(format!("cluster home {}: {e}", c.home)))?,
+            );
+            run.refresh = Some(tokio::spawn(crate::cluster::refresh(
+                logging.clone(),
+                Some(groups.clone()),
+                c.poll,
+                run.stop_rest.subscribe(),
+            )));
+            shared_groups = Some(groups);
             let p = Arc::new(logbook_cluster::store::Peers::new(
                 home.clone(),
                 &node,
@@ -1502,6 +1521,7 @@ impl AppState {
             claim: claim_health,
             peers,
             mirror: mirror_health,
+            shared_groups,
         });
         let alarm_task = tokio::spawn(crate::alarms::run(
             state.clone(),
@@ -1613,7 +1633,9 @@ impl Running {
         }
         if let Some(c) = &self.cluster {
             c.task.abort();
-            c.refresh.abort();
+            if let Some(r) = &c.refresh {
+                r.abort();
+            }
             if let Some(m) = &c.mirror {
                 m.abort();
             }
@@ -1656,7 +1678,9 @@ impl Running {
         if let Some(c) = self.cluster {
             // The store's last flush is done: publish it, then release the claim.
             let _ = c.stop_rest.send(true);
-            let _ = c.refresh.await;
+            if let Some(r) = c.refresh {
+                let _ = r.await;
+            }
             if let Some(m) = c.mirror {
                 let _ = m.await;
             }

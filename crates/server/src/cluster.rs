@@ -154,6 +154,7 @@ impl Member {
 /// are in force here within one interval).
 pub async fn refresh(
     logging: Arc<crate::control::LoggingConfigs>,
+    groups: Option<Arc<crate::shared_groups::SharedGroups>>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -162,9 +163,14 @@ pub async fn refresh(
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
-        // Errors are reported by `refresh` itself, once per message.
+        // Errors are reported by each `refresh` itself, once per message.
         if let Ok(true) = logging.refresh().await {
             tracing::info!("logging configuration changed by another replica");
+        }
+        if let Some(g) = &groups {
+            if let Ok(true) = g.refresh().await {
+                tracing::info!("log groups changed by another replica");
+            }
         }
     }
 }

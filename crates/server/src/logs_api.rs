@@ -651,6 +651,10 @@ async fn blocking<T: Send + 'static>(
 
 async fn create(s: &Shared, v: &Value) -> Result<Response, Response> {
     let name = group_of(v)?;
+    if let Some(g) = &s.shared_groups {
+        g.create(&name).await.map_err(store_err)?;
+        return Ok(ok(json!({})));
+    }
     let store = s.store.clone();
     blocking(move || store.create_group(&name)).await?;
     Ok(ok(json!({})))
@@ -658,6 +662,10 @@ async fn create(s: &Shared, v: &Value) -> Result<Response, Response> {
 
 async fn delete(s: &Shared, v: &Value) -> Result<Response, Response> {
     let name = group_of(v)?;
+    if let Some(g) = &s.shared_groups {
+        g.delete(&name).await.map_err(store_err)?;
+        return Ok(ok(json!({})));
+    }
     let store = s.store.clone();
     blocking(move || store.delete_group(&name)).await?;
     Ok(ok(json!({})))
@@ -677,6 +685,10 @@ async fn retention(s: &Shared, v: &Value, put: bool) -> Result<Response, Respons
     } else {
         None
     };
+    if let Some(g) = &s.shared_groups {
+        g.set_retention(&name, days).await.map_err(store_err)?;
+        return Ok(ok(json!({})));
+    }
     let store = s.store.clone();
     blocking(move || {
         store.set_retention(&name, days)?;
