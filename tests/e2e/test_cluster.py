@@ -342,3 +342,30 @@ def test_log_groups_created_on_one_replica_exist_on_all_with_one_retention(make_
     assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
     doc = json.loads(s3.get_object(Bucket="home", Key="logbook/cluster/state/log-groups.json")["Body"].read())
     assert doc["groups"]["/team/payments"]["deleted"] is True, doc
+
+
+def test_coverage_lists_every_replica_and_a_crashed_one_is_a_gap(make_server, moto, tmp_path):
+    import subprocess
+    from conftest import BIN
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="home")
+    config = cluster_config("home", moto, ttl=3) + "poll_ms = 200\n"
+    a, b = make_server(config, name="a"), make_server(config, name="b")
+
+    def coverage():
+        p = subprocess.run([BIN, "coverage", "--data-dir", a.data_dir, "--config", a.config_path, "--url", a.url,
+                            "--format", "json"], capture_output=True, text=True, timeout=60)
+        return p.returncode, json.loads(p.stdout)
+
+    node_b = open(tmp_path / "b" / "node-id").read().strip()
+    _, c = coverage()
+    states = {r["node"]: r["state"] for r in c["replicas"]}
+    assert sorted(states.values()) == ["running", "running"], c["replicas"]
+    assert not [g for g in c["gaps"] if "replica" in g], c["gaps"]
+    # B crashes: after its lease, coverage names it as a gap.
+    b.kill9()
+    time.sleep(3.5)
+    code, c = coverage()
+    assert code == 1
+    assert {r["node"]: r["state"] for r in c["replicas"]}[node_b] == "lost", c["replicas"]
+    assert any(g.startswith(f"replica {node_b}") and "without stopping cleanly" in g for g in c["gaps"]), c["gaps"]

@@ -52,6 +52,23 @@ pub struct AlarmCoverage {
     pub alarms: Vec<String>,
 }
 
+/// One replica of the cluster home (`[cluster]`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaCoverage {
+    /// Node id.
+    pub node: String,
+    /// `running`, `stopped` (released its claim), `lost` (stopped renewing without
+    /// releasing: crashed or cut off) or `unreadable`.
+    pub state: String,
+    /// Host, process and data folder of its last holder.
+    pub holder: String,
+    /// Seconds since its claim was renewed.
+    pub last_seen_s: Option<u64>,
+    /// The journal position of the store it last published.
+    pub published_next_seq: Option<u64>,
+}
+
 /// The whole report.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -64,18 +81,74 @@ pub struct Coverage {
     pub regions: Vec<RegionCoverage>,
     /// Per required metric.
     pub alarms: Vec<AlarmCoverage>,
+    /// The replicas sharing this node's home (empty without `[cluster]`).
+    pub replicas: Vec<ReplicaCoverage>,
     /// Every gap, in words.
     pub gaps: Vec<String>,
 }
 
 /// Check `config`'s data folder, asking `health` (the running server's `/healthz`, or why
-/// it could not be read) about delivery.
+/// it could not be read) about delivery, and `replicas` (the cluster home's claims, when
+/// there is a home) about the other replicas.
 pub fn check(
     config: &logbook_server::Config,
     health: Result<Value, String>,
     alarm_metrics: &[String],
+    replicas: Option<Result<Vec<logbook_cluster::claim::ReplicaStatus>, String>>,
+    now_ms: u64,
 ) -> anyhow::Result<Coverage> {
     let mut gaps = Vec::new();
+    let mut replica_rows = Vec::new();
+    match replicas {
+        None => {}
+        Some(Err(e)) => gaps.push(format!("replicas not checked: {e}")),
+        Some(Ok(list)) => {
+            let ttl = config
+                .cluster
+                .as_ref()
+                .map_or(30_000, |c| c.claim_ttl.as_millis() as u64);
+            for r in list {
+                let (state, holder, seen) = match &r.claim {
+                    None => (
+                        "unreadable".to_string(),
+                        r.error.clone().unwrap_or_default(),
+                        None,
+                    ),
+                    Some(c) => {
+                        let age = now_ms.saturating_sub(c.heartbeat_ms);
+                        let state = if c.released {
+                            "stopped"
+                        } else if age > ttl {
+                            "lost"
+                        } else {
+                            "running"
+                        };
+                        (
+                            state.to_string(),
+                            format!("{} pid {} {}", c.host, c.pid, c.data_dir),
+                            Some(age / 1000),
+                        )
+                    }
+                };
+                match state.as_str() {
+                    "lost" => gaps.push(format!(
+                        "replica {} ({holder}) stopped renewing its claim {} s ago without stopping cleanly: crashed or cut off from the home; its calls are not being served there",
+                        r.node,
+                        seen.unwrap_or_default()
+                    )),
+                    "unreadable" => gaps.push(format!("replica {}: {holder}", r.node)),
+                    _ => {}
+                }
+                replica_rows.push(ReplicaCoverage {
+                    node: r.node,
+                    state,
+                    holder,
+                    last_seen_s: seen,
+                    published_next_seq: r.published.map(|(seq, _)| seq),
+                });
+            }
+        }
+    }
     let node_id = std::fs::read_to_string(config.data_dir.join("node-id"))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "(not started yet)".into());
@@ -231,6 +304,7 @@ pub fn check(
         server,
         regions,
         alarms,
+        replicas: replica_rows,
         gaps,
     })
 }
@@ -281,6 +355,24 @@ pub fn render(c: &Coverage) -> String {
                 a.alarms.join(", ")
             }
         );
+    }
+    if !c.replicas.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<24} {:<10} {:<10} {:<10} HOLDER",
+            "REPLICA", "STATE", "SEEN", "PUBLISHED"
+        );
+        for r in &c.replicas {
+            let _ = writeln!(
+                out,
+                "{:<24} {:<10} {:<10} {:<10} {}",
+                r.node,
+                r.state,
+                r.last_seen_s.map_or("-".into(), |s| format!("{s} s ago")),
+                r.published_next_seq.map_or("-".into(), |s| s.to_string()),
+                r.holder
+            );
+        }
     }
     if c.gaps.is_empty() {
         let _ = writeln!(out, "no gap");

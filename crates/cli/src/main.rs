@@ -386,7 +386,25 @@ fn run() -> anyhow::Result<()> {
                 require_alarm
             };
             let health = status_cmd::fetch(&url).map_err(|e| format!("{e:#}"));
-            let c = coverage_cmd::check(&config, health, &metrics)
+            // Replicas: every claim in the cluster home.
+            let replicas = config.cluster.as_ref().map(|c| {
+                let spec = config
+                    .buckets
+                    .get(&c.home)
+                    .ok_or_else(|| format!("cluster.home {:?} is not declared", c.home))?;
+                let home =
+                    logbook_bucket::Bucket::open(&c.home, spec, logbook_disk::RealDisk::shared())
+                        .map_err(|e| e.to_string())?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                rt.block_on(logbook_cluster::claim::replicas(&home))
+            });
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let c = coverage_cmd::check(&config, health, &metrics, replicas, now_ms)
                 .unwrap_or_else(|e| trouble(&format!("{e:#}")));
             let mut out = std::io::stdout();
             if format == "json" {

@@ -297,3 +297,62 @@ pub fn host_name() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown-host".into())
 }
+
+/// A replica as the home shows it (for `logbook coverage`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// The node id.
+    pub node: String,
+    /// Its claim, when it could be read.
+    pub claim: Option<ClaimBody>,
+    /// The journal position of the store it last published, and when.
+    pub published: Option<(u64, u64)>,
+    /// What could not be read.
+    pub error: Option<String>,
+}
+
+/// Every replica that ever claimed a node id in the home, with its claim and the store it
+/// published.
+pub async fn replicas(home: &logbook_bucket::Bucket) -> Result<Vec<ReplicaStatus>, String> {
+    use futures::TryStreamExt as _;
+    let prefix = "logbook/cluster/nodes/";
+    let listed: Vec<object_store::ObjectMeta> = home
+        .store()
+        .list(Some(&object_store::path::Path::from(prefix)))
+        .try_collect()
+        .await
+        .map_err(|e| format!("{}: {e}", home.spec().describe()))?;
+    let mut out = Vec::new();
+    for m in listed {
+        let key = m.location.to_string();
+        let Some(node) = key
+            .strip_prefix(prefix)
+            .and_then(|n| n.strip_suffix(".json"))
+            .map(String::from)
+        else {
+            continue;
+        };
+        let mut r = ReplicaStatus {
+            node: node.clone(),
+            claim: None,
+            published: None,
+            error: None,
+        };
+        match home.get(&key).await {
+            Ok(b) => match parse(&key, &home.spec().describe(), &b) {
+                Ok(c) => r.claim = Some(c),
+                Err(e) => r.error = Some(e.to_string()),
+            },
+            Err(e) => r.error = Some(e.to_string()),
+        }
+        let manifest = format!("{}manifest.json", crate::store::node_prefix(&node));
+        if let Ok(b) = home.get(&manifest).await {
+            if let Ok(p) = serde_json::from_slice::<crate::store::Published>(&b) {
+                r.published = Some((p.store.next_seq, p.published_ms));
+            }
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
