@@ -38,6 +38,23 @@ if [ ! -x "$LOGBOOK_CHROMIUM" ]; then
 fi
 "$LOGBOOK_CHROMIUM" --version
 
+step "redis-server for the budgets shared by replicas (Debian's package)"
+export LOGBOOK_REDIS_SERVER="${LOGBOOK_REDIS_SERVER:-/usr/bin/redis-server}"
+if [ ! -x "$LOGBOOK_REDIS_SERVER" ]; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null; then
+      echo "redis-server is missing and installing it needs root: run 'apt-get install redis-server' as root, or set LOGBOOK_REDIS_SERVER" >&2
+      exit 1
+    fi
+    SUDO="sudo"
+  fi
+  $SUDO apt-get update -qq
+  # The tests start their own servers; the package's service is not needed.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+"$LOGBOOK_REDIS_SERVER" --version
+
 step "node test clients (npm ci from tests/node/package-lock.json)"
 # s3rver (a second S3 implementation), the AWS SDK for JavaScript v3 (runtime, bedrock,
 # cloudwatch-logs) and the OpenAI SDK for Node, installed outside the clone and

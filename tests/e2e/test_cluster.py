@@ -3,6 +3,7 @@ bucket that cannot do conditional writes refused at start. Real S3 servers (moto
 s3rver) on loopback, real `logbook serve` processes."""
 
 import json
+import os
 import shutil
 import signal
 import time
@@ -369,3 +370,70 @@ def test_coverage_lists_every_replica_and_a_crashed_one_is_a_gap(make_server, mo
     assert code == 1
     assert {r["node"]: r["state"] for r in c["replicas"]}[node_b] == "lost", c["replicas"]
     assert any(g.startswith(f"replica {node_b}") and "without stopping cleanly" in g for g in c["gaps"]), c["gaps"]
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    import socket
+    import subprocess
+    binary = os.environ.get("LOGBOOK_REDIS_SERVER", "/usr/bin/redis-server")
+    if not os.path.exists(binary):
+        raise RuntimeError(f"redis-server is not at {binary}: run scripts/test.sh (it installs Debian's redis-server)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                         cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.time() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/"
+    p.terminate()
+    p.wait(timeout=10)
+
+
+def test_a_budget_holds_across_three_replicas_through_redis(make_server, moto, redis_server, tmp_path):
+    import concurrent.futures
+    from decimal import Decimal
+    import botocore.exceptions
+    from conftest import read_records, wait_records
+    from test_budgets import alice, call, config as budget_config, spent_in_records, status
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="home")
+    limit = Decimal("0.0003")
+    config = budget_config(str(limit)) + cluster_config("home", moto) + f'redis_url = "{redis_server}"\n'
+    replicas = [make_server(config, name=f"r{i}") for i in range(3)]
+
+    def one(args):
+        s, i = args
+        try:
+            call(alice(s), i)
+            return "ok"
+        except botocore.exceptions.ClientError as e:
+            return e.response["Error"]["Code"]
+
+    work = [(replicas[i % 3], i) for i in range(60)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=30) as pool:
+        results = list(pool.map(one, work))
+    ok = results.count("ok")
+    assert ok + results.count("ThrottlingException") == 60, results
+    assert 0 < ok < 60, results
+    recs = []
+    for s in replicas:
+        recs += wait_records(s, 20)
+    spent = spent_in_records(recs)
+    # Each replica alone would have let about the whole limit through (three times it in
+    # all); the shared ledger holds the sum: every estimate is at least its call's cost,
+    # so the reservations in flight on all replicas cover what they admit.
+    assert spent <= limit, (spent, ok)
+    # Every replica's refusals name the budget and say it is across replicas.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        for i in range(5):
+            call(alice(replicas[i % 3]), 100 + i)
+    assert "across replicas" in e.value.response["Error"]["Message"], e.value.response["Error"]["Message"]
+    assert status(replicas[0])["search-day"]["name"] == "search-day"

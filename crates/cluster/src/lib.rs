@@ -30,6 +30,7 @@ use object_store::{
 use sha2::Digest as _;
 
 pub mod claim;
+pub mod ledger;
 pub mod store;
 
 /// The version of a shared object as last read: an opaque token (an S3 `ETag`, or a

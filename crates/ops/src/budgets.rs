@@ -314,6 +314,64 @@ impl Budgets {
             .map(|s| s.name.as_str())
     }
 
+    /// Every budget a call matches: (name, limit, start of the period now), for a ledger
+    /// shared with other replicas.
+    pub fn accounts_for_call(&self, f: &CallFacts<'_>, now_ms: i64) -> Vec<(String, i128, i64)> {
+        self.specs
+            .iter()
+            .filter(|s| s.scope.matches(f))
+            .map(|s| (s.name.clone(), s.limit, s.period.start(now_ms)))
+            .collect()
+    }
+
+    /// A record's cost and every budget it is charged to, with the start of the period of
+    /// its timestamp (what [`Budgets::charge`] does here, for a shared ledger). `None`
+    /// when it costs nothing or matches no budget.
+    pub fn accounts_for_record(&self, r: &InvocationRecord) -> Option<(i128, Vec<(String, i64)>)> {
+        let cost = r.logbook.cost.as_deref().and_then(parse_usd)?;
+        if cost == 0 {
+            return None;
+        }
+        let empty = BTreeMap::new();
+        let f = CallFacts {
+            principal: &r.identity.arn,
+            tags: r.logbook.principal_tags.as_ref().unwrap_or(&empty),
+            meta: r.request_metadata.as_ref(),
+            model: &r.model_id,
+        };
+        let ms = logbook_record_time_ms(r);
+        let accounts: Vec<(String, i64)> = self
+            .specs
+            .iter()
+            .filter(|s| s.scope.matches(&f))
+            .map(|s| (s.name.clone(), s.period.start(ms)))
+            .collect();
+        (!accounts.is_empty()).then_some((cost, accounts))
+    }
+
+    /// The refusal for budget `name` as a shared ledger reports it.
+    pub fn refusal(&self, name: &str, estimate: i128, spent: i128, reserved: i128) -> Refused {
+        let spec = self.specs.iter().find(|s| s.name == name);
+        let limit = spec.map_or(0, |s| s.limit);
+        Refused {
+            name: name.to_string(),
+            verdict: if spent >= limit {
+                "is spent (across replicas)"
+            } else {
+                "would be passed by this call (across replicas)"
+            },
+            estimate: usd(estimate),
+            spent: usd(spent),
+            reserved: usd(reserved),
+            limit: usd(limit),
+            period: match spec.map(|s| s.period) {
+                Some(BudgetPeriod::Day) => "day",
+                Some(BudgetPeriod::Week) => "week",
+                _ => "month",
+            },
+        }
+    }
+
     /// Reserve `estimate` in every budget the call matches, or refuse it.
     pub fn admit(
         self: &Arc<Self>,

@@ -174,7 +174,7 @@ async fn messages_call(core: Invoker, mut call: Call, headers: HeaderMap, body: 
             call.request_metadata = Some([("user_id".to_string(), u.to_string())].into());
         }
     }
-    let r = match core.admit(&mut call) {
+    let r = match core.admit(&mut call).await {
         Ok(r) => r,
         Err(Refused::Logging(e)) => {
             let (status, kind) = match e {

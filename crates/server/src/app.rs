@@ -1442,6 +1442,25 @@ impl AppState {
         .with_gc(gc.clone())
         .with_pricing(config.pricing.clone())
         .with_metrics(metrics.clone());
+        // Budgets across replicas: the ledger in Redis, charged again at start with every
+        // record the journal still holds (a crash between a record and its charge; each
+        // request id counts once).
+        let recorder = match config.cluster.as_ref().and_then(|c| c.redis_url.as_deref()) {
+            Some(url) if !budgets.is_empty() => {
+                let ledger = Arc::new(
+                    logbook_cluster::ledger::Ledger::connect(url)
+                        .await
+                        .map_err(|e| ServeError::Config(e.to_string()))?,
+                );
+                tokio::spawn(crate::spend::replay_shared(
+                    journal.clone(),
+                    budgets.clone(),
+                    ledger.clone(),
+                ));
+                recorder.with_ledger(ledger)
+            }
+            _ => recorder,
+        };
         let recorder = if budgets.is_empty() {
             recorder
         } else {

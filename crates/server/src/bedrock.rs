@@ -153,7 +153,7 @@ pub fn denied_message(call: &Call) -> String {
 /// Admit the call through the core; a refusal is recorded (unless nothing can be) and
 /// answered in Bedrock's shape.
 async fn admit(core: &Invoker, call: &mut Call) -> Result<Resolved, Response> {
-    let f = match core.admit(call) {
+    let f = match core.admit(call).await {
         Ok(r) => return Ok(r),
         Err(Refused::Logging(e)) => return Err(refused(&e, &call.request_id)),
         Err(Refused::Denied) => Fail::new(AwsErrorCode::AccessDeniedException, denied_message(call)),

@@ -75,6 +75,8 @@ pub struct Call {
     pub model_called: bool,
     /// The call's budget reservations, released when the call (and every clone) ends.
     pub reservation: Option<Arc<logbook_ops::budgets::Reservation>>,
+    /// Its reservation in the ledger the replicas share, likewise.
+    pub ledger_hold: Option<Arc<LedgerHold>>,
 }
 
 /// A call's token usage, typed by where it came from.
@@ -120,6 +122,7 @@ impl Call {
             body_bytes: 0,
             model_called: false,
             reservation: None,
+            ledger_hold: None,
         }
     }
 
@@ -404,6 +407,55 @@ pub struct Recorder {
     budgets: Option<Arc<logbook_ops::budgets::Budgets>>,
     /// Budget warning thresholds crossed, waiting to be written to the trail.
     crossings: Arc<std::sync::Mutex<Vec<logbook_ops::budgets::Crossing>>>,
+    /// The budgets' ledger shared by replicas (`[cluster] redis_url`).
+    ledger: Option<Arc<logbook_cluster::ledger::Ledger>>,
+}
+
+/// A call's reservation in the shared ledger, released when the call (and every clone)
+/// ends.
+pub struct LedgerHold {
+    ledger: Arc<logbook_cluster::ledger::Ledger>,
+    accounts: Vec<(String, i64)>,
+    id: String,
+}
+
+impl LedgerHold {
+    /// A reservation `id` in `accounts`.
+    pub fn new(
+        ledger: Arc<logbook_cluster::ledger::Ledger>,
+        accounts: Vec<(String, i64)>,
+        id: String,
+    ) -> Self {
+        LedgerHold {
+            ledger,
+            accounts,
+            id,
+        }
+    }
+}
+
+impl std::fmt::Debug for LedgerHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerHold").field("id", &self.id).finish()
+    }
+}
+
+impl Drop for LedgerHold {
+    fn drop(&mut self) {
+        let (ledger, accounts, id) = (
+            self.ledger.clone(),
+            std::mem::take(&mut self.accounts),
+            std::mem::take(&mut self.id),
+        );
+        // Not released (no runtime, or Redis unreachable): it expires by itself.
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move {
+                if let Err(e) = ledger.release(&accounts, &id).await {
+                    tracing::warn!(error = %e, "budget reservation not released; it expires by itself");
+                }
+            });
+        }
+    }
 }
 
 impl Recorder {
@@ -434,7 +486,19 @@ impl Recorder {
             metrics: None,
             budgets: None,
             crossings: Default::default(),
+            ledger: None,
         }
+    }
+
+    /// Charge every record's cost to the ledger the replicas share, too.
+    pub fn with_ledger(mut self, ledger: Arc<logbook_cluster::ledger::Ledger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// The shared ledger, if any.
+    pub fn ledger(&self) -> Option<&Arc<logbook_cluster::ledger::Ledger>> {
+        self.ledger.as_ref()
     }
 
     /// Charge every record's cost to `budgets`, inside its journal append.
@@ -635,6 +699,13 @@ impl Recorder {
             return Ok(None);
         };
         let request_id = record.request_id.clone();
+        // The shared ledger is charged once the record is durable (a replay at start
+        // charges what a crash left out; the request id makes it count once).
+        let shared_charge = self.ledger.clone().zip(
+            self.budgets
+                .as_ref()
+                .and_then(|b| b.accounts_for_record(&record)),
+        );
         let (budgets, crossings) = (self.budgets.clone(), self.crossings.clone());
         let result = self
             .journal
@@ -649,6 +720,14 @@ impl Recorder {
             )
             .await;
         let lost = result.is_err();
+        if let (Ok(_), Some((ledger, (cost, accounts)))) = (&result, shared_charge) {
+            let id = request_id.clone();
+            tokio::spawn(async move {
+                if let Err(e) = ledger.charge(&id, &accounts, cost).await {
+                    tracing::warn!(request_id = %id, error = %e, "cost not yet charged to the shared budget ledger (charged at the next start)");
+                }
+            });
+        }
         let settled = self.settle(result, &request_id);
         if lost && settled.is_ok() {
             // Fail-open: the call is served without its record. Count it, say which.

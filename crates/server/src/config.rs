@@ -640,6 +640,8 @@ struct RawCluster {
     claim_ttl_secs: Option<u64>,
     /// How often shared state is re-read from the home (default 2000).
     poll_ms: Option<u64>,
+    /// Budgets hold across replicas through this Redis (`redis://[:password@]host:port/db`).
+    redis_url: Option<String>,
 }
 
 /// `[otlp]`: OpenTelemetry export.
@@ -1089,6 +1091,9 @@ pub struct ClusterConfig {
     /// How often shared state is re-read from the home: the bound on how long a change
     /// made through another replica takes to be in force here.
     pub poll: Duration,
+    /// The Redis that holds the budgets' ledger for all replicas (secret: may hold a
+    /// password; never printed).
+    pub redis_url: Option<String>,
 }
 
 /// `[otlp]`, validated.
@@ -1479,6 +1484,14 @@ impl Config {
             Some(c) => {
                 let ttl = c.claim_ttl_secs.unwrap_or(30);
                 let poll = c.poll_ms.unwrap_or(2000);
+                if let Some(u) = &c.redis_url {
+                    if !u.starts_with("redis://") {
+                        errors.push(format!(
+                            "cluster.redis_url {:?}: a redis:// URL (TLS, rediss://, is not built in)",
+                            logbook_cluster::ledger::describe(u)
+                        ));
+                    }
+                }
                 if !(100..=60_000).contains(&poll) {
                     errors.push(format!("cluster.poll_ms {poll}: between 100 and 60000"));
                 }
@@ -1490,6 +1503,7 @@ impl Config {
                         home,
                         claim_ttl: Duration::from_secs(ttl),
                         poll: Duration::from_millis(poll),
+                        redis_url: c.redis_url.clone(),
                     }),
                     Some(home) => {
                         errors.push(format!(

@@ -79,7 +79,7 @@ impl Invoker {
     /// model, a route, the journal's readiness, then the budgets (a reservation of the
     /// call's estimated cost rides on the call until it ends). On success the model may
     /// be called and the call is marked so.
-    pub fn admit(&self, call: &mut Call) -> Result<Resolved, Refused> {
+    pub async fn admit(&self, call: &mut Call) -> Result<Resolved, Refused> {
         if !call.caller.permissions.may_invoke(&call.model_id) {
             return Err(Refused::Denied);
         }
@@ -89,13 +89,13 @@ impl Invoker {
             .ok_or(Refused::NoRoute)?;
         call.route = Some(r.info.clone());
         self.recorder.ready(call).map_err(Refused::Logging)?;
-        self.reserve(call).map_err(Refused::OverBudget)?;
+        self.reserve(call).await.map_err(Refused::OverBudget)?;
         call.model_called = true;
         Ok(r)
     }
 
     /// Reserve the call's estimated cost in every budget it matches, or say why not.
-    fn reserve(&self, call: &mut Call) -> Result<(), String> {
+    async fn reserve(&self, call: &mut Call) -> Result<(), String> {
         if self.budgets.is_empty() {
             return Ok(());
         }
@@ -131,16 +131,44 @@ impl Invoker {
                 call.caller.region
             ));
         };
-        match self
+        let now = logbook_store::now_ms();
+        let local = self
             .budgets
-            .admit(&facts, estimate, logbook_store::now_ms())
-        {
-            Ok(r) => {
-                call.reservation = Some(Arc::new(r));
-                Ok(())
+            .admit(&facts, estimate, now)
+            .map_err(|refused| refused.to_string())?;
+        // Replicas: the shared ledger must have room too, in every budget the call
+        // matches (this replica's own view alone would let N replicas spend N times).
+        if let Some(ledger) = self.recorder.ledger() {
+            let accounts = self.budgets.accounts_for_call(&facts, now);
+            match ledger.admit(&accounts, estimate, now).await {
+                Ok(id) => {
+                    let keys = accounts
+                        .into_iter()
+                        .map(|(n, _, start)| (n, start))
+                        .collect();
+                    call.ledger_hold = Some(Arc::new(crate::capture::LedgerHold::new(
+                        ledger.clone(),
+                        keys,
+                        id,
+                    )));
+                }
+                Err(logbook_cluster::ledger::LedgerError::Refused {
+                    index,
+                    spent,
+                    reserved,
+                }) => {
+                    let name = accounts.get(index).map_or("", |a| a.0.as_str());
+                    return Err(self
+                        .budgets
+                        .refusal(name, estimate, spent, reserved)
+                        .to_string());
+                }
+                // Budgets that cannot be checked do not hold: refused (fail closed).
+                Err(e) => return Err(format!("{e}; the call was not made.")),
             }
-            Err(refused) => Err(refused.to_string()),
         }
+        call.reservation = Some(Arc::new(local));
+        Ok(())
     }
 
     /// Await the model under the route's timeout (`ModelTimeoutException` when it runs
@@ -316,7 +344,7 @@ mod tests {
     async fn a_converse_call_through_the_core_is_recorded_with_reported_usage_and_cost() {
         let f = fixture(Vec::new());
         let (mut call, req) = converse_call(&f, "amazon.nova-lite-v1:0", "hello there");
-        let r = f.core.admit(&mut call).unwrap();
+        let r = f.core.admit(&mut call).await.unwrap();
         assert!(call.model_called && call.route.is_some());
         let resp = Invoker::model(&r, r.provider.converse(&r.info.upstream_model, &req))
             .await
@@ -350,7 +378,7 @@ mod tests {
     async fn output_without_a_usage_report_is_estimated_and_priced_never_left_at_zero() {
         let f = fixture(Vec::new());
         let (mut call, _) = converse_call(&f, "amazon.nova-lite-v1:0", "abcdefgh"); // 8 bytes
-        f.core.admit(&mut call).unwrap();
+        f.core.admit(&mut call).await.unwrap();
         let out = serde_json::json!({"output": {"message": {"role": "assistant",
             "content": [{"text": "0123456789ab"}]}}}); // 12 bytes of text, "assistant" 9
         let output = Output {
@@ -390,7 +418,7 @@ mod tests {
             });
         });
         let (mut call, _) = converse_call(&f, "no-such-model-anywhere", "hi");
-        match f.core.admit(&mut call) {
+        match f.core.admit(&mut call).await {
             Err(Refused::NoRoute) => {}
             other => panic!("{:?}", other.map(|_| ())),
         }
@@ -474,7 +502,10 @@ mod tests {
             "invoke:anthropic.*".into(),
         ]));
         let (mut call, _) = converse_call(&f, "amazon.nova-lite-v1:0", "hi");
-        assert!(matches!(f.core.admit(&mut call), Err(Refused::Denied)));
+        assert!(matches!(
+            f.core.admit(&mut call).await,
+            Err(Refused::Denied)
+        ));
         assert!(call.route.is_none() && !call.model_called);
     }
 
@@ -490,7 +521,7 @@ mod tests {
         };
         let f = fixture(vec![spec]);
         let (mut call, _) = converse_call(&f, "amazon.nova-lite-v1:0", "hi");
-        match f.core.admit(&mut call) {
+        match f.core.admit(&mut call).await {
             Err(Refused::OverBudget(m)) => assert!(m.contains("tiny"), "{m}"),
             other => panic!("{:?}", other.map(|_| ())),
         }

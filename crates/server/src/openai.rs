@@ -114,7 +114,7 @@ async fn read_json(
 /// Admit the call through the core; a refusal is recorded (unless nothing can be) and
 /// answered in OpenAI's shape.
 async fn admit(core: &Invoker, call: &mut Call) -> Result<Resolved, Response> {
-    let (e, code) = match core.admit(call) {
+    let (e, code) = match core.admit(call).await {
         Ok(r) => return Ok(r),
         Err(Refused::Logging(e)) => {
             let (status, kind, code) = match e {

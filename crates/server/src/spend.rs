@@ -68,6 +68,57 @@ pub async fn restore(
     .map_err(|e| e.to_string())?
 }
 
+/// Charge the ledger the replicas share with every record the journal holds (the request
+/// id makes a record already charged count once). Runs at start, beside serving.
+pub async fn replay_shared(
+    journal: Journal,
+    budgets: Arc<Budgets>,
+    ledger: Arc<logbook_cluster::ledger::Ledger>,
+) {
+    let first = match journal.first_available() {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "shared budget ledger: journal not replayed");
+            return;
+        }
+    };
+    let upto = *journal.committed().borrow();
+    let mut reader = journal.reader(first);
+    let b = budgets.clone();
+    let charges = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        while let Ok(Some(e)) = reader.next_entry(upto) {
+            if e.kind != logbook_journal::Kind::Record {
+                continue;
+            }
+            if let Ok(r) = serde_json::from_slice::<InvocationRecord>(&e.payload) {
+                if let Some((cost, accounts)) = b.accounts_for_record(&r) {
+                    out.push((r.request_id, cost, accounts));
+                }
+            }
+        }
+        out
+    })
+    .await
+    .unwrap_or_default();
+    let (mut added, total) = (0u64, charges.len());
+    for (id, cost, accounts) in charges {
+        match ledger.charge(&id, &accounts, cost).await {
+            Ok(true) => added += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "shared budget ledger: replay stopped (the next start tries again)");
+                return;
+            }
+        }
+    }
+    tracing::info!(
+        records = total,
+        charged_now = added,
+        "shared budget ledger replayed from the journal"
+    );
+}
+
 /// Write the state when it changed, hold the journal at it, and turn crossed thresholds
 /// into trail events: crossings once a second, the state every [`SNAPSHOT_EVERY`], and a
 /// last time when `stop` turns true.

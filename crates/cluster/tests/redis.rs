@@ -1,0 +1,166 @@
+//! The shared budget ledger against a real Redis (`redis-server` from Debian, installed
+//! by scripts/test.sh), started here on a free loopback port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+use std::sync::Arc;
+use std::time::Duration;
+
+use logbook_cluster::ledger::{Ledger, LedgerError};
+
+struct Redis {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis() -> Redis {
+    let bin =
+        std::env::var("LOGBOOK_REDIS_SERVER").unwrap_or_else(|_| "/usr/bin/redis-server".into());
+    assert!(
+        std::path::Path::new(&bin).exists(),
+        "the ledger tests need redis-server at {bin}: run `bash scripts/test.sh` once (it installs Debian's redis-server) or set LOGBOOK_REDIS_SERVER"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(bin)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Redis {
+        child,
+        url: format!("redis://127.0.0.1:{port}/"),
+        _dir: dir,
+    }
+}
+
+const USD: i128 = 1_000_000_000_000;
+const T: i64 = 1_800_000_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reservations_never_pass_a_limit_and_charges_count_once() {
+    let r = redis();
+    let l = Arc::new(Ledger::connect(&r.url).await.unwrap());
+    let acct = vec![("team-a".to_string(), 10 * USD, T)];
+    // 40 calls at once, each reserving 1 USD of a 10 USD budget: exactly 10 are let in.
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let (l, acct) = (l.clone(), acct.clone());
+        tasks.push(tokio::spawn(async move { l.admit(&acct, USD, T).await }));
+    }
+    let mut held = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(id) => held.push(id),
+            Err(LedgerError::Refused {
+                index: 0, reserved, ..
+            }) => assert!(reserved <= 10 * USD),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(held.len(), 10);
+    assert_eq!(l.state("team-a", T).await.unwrap(), (0, 10 * USD));
+    // Calls end: their reservations go, their costs are charged once each.
+    let keys = vec![("team-a".to_string(), T)];
+    for (i, id) in held.iter().enumerate() {
+        l.release(&keys, id).await.unwrap();
+        assert!(l.charge(&format!("req-{i}"), &keys, USD / 2).await.unwrap());
+        assert!(
+            !l.charge(&format!("req-{i}"), &keys, USD / 2).await.unwrap(),
+            "a replay adds nothing"
+        );
+    }
+    assert_eq!(l.state("team-a", T).await.unwrap(), (5 * USD, 0));
+    // 5 USD left: a 6 USD worst case is refused, a 5 USD one admitted.
+    assert!(matches!(
+        l.admit(&acct, 6 * USD, T).await,
+        Err(LedgerError::Refused { .. })
+    ));
+    let id = l.admit(&acct, 5 * USD, T).await.unwrap();
+    // A replica that died with a reservation: it expires after its lifetime.
+    let later = T + logbook_cluster::ledger::RESERVATION_TTL_MS + 1;
+    assert!(matches!(
+        l.admit(&acct, USD, T + 1).await,
+        Err(LedgerError::Refused { .. })
+    ));
+    l.admit(&acct, USD, later).await.unwrap();
+    let _ = id;
+}
+
+#[tokio::test]
+async fn a_call_is_admitted_only_if_every_budget_it_matches_has_room() {
+    let r = redis();
+    let l = Ledger::connect(&r.url).await.unwrap();
+    let both = vec![
+        ("wide".to_string(), 100 * USD, T),
+        ("narrow".to_string(), 2 * USD, T),
+    ];
+    l.admit(&both, USD, T).await.unwrap();
+    l.admit(&both, USD, T).await.unwrap();
+    match l.admit(&both, USD, T).await {
+        Err(LedgerError::Refused {
+            index: 1, reserved, ..
+        }) => assert_eq!(reserved, 2 * USD),
+        other => panic!("{other:?}"),
+    }
+    // The refused call reserved nothing in the budget that had room.
+    assert_eq!(l.state("wide", T).await.unwrap(), (0, 2 * USD));
+    // A spent budget refuses even a free call.
+    let keys = vec![("narrow".to_string(), T)];
+    l.charge("r1", &keys, 2 * USD).await.unwrap();
+    assert!(matches!(
+        l.admit(&both[1..], 0, T).await,
+        Err(LedgerError::Refused { .. })
+    ));
+    // Out of the ledger's range: said, not wrapped.
+    assert!(matches!(
+        l.admit(&[("x".to_string(), i128::from(i64::MAX) + 1, T)], USD, T)
+            .await,
+        Err(LedgerError::Range(_))
+    ));
+}
+
+#[tokio::test]
+async fn an_unreachable_ledger_is_named_without_its_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = match Ledger::connect(&format!("redis://:hunter2@127.0.0.1:{port}/")).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("connected to nothing"),
+    };
+    assert!(e.contains(&format!("redis://127.0.0.1:{port}/")), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+}
