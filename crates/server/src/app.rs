@@ -573,7 +573,31 @@ async fn budgets_status(
         return r;
     }
     let now = logbook_store::now_ms();
-    axum::Json(serde_json::json!({"budgets": s.budgets.status(now)})).into_response()
+    let mut out = Vec::new();
+    for st in s.budgets.status(now) {
+        let mut v = serde_json::to_value(&st).unwrap_or_default();
+        // Replicas: what all of them spent and hold, from the shared ledger.
+        if let (Some(ledger), Some(o)) = (s.recorder.ledger(), v.as_object_mut()) {
+            let limit = logbook_ops::budgets::parse_usd(&st.limit).unwrap_or_default();
+            match ledger.state(&st.name, st.period_start).await {
+                Ok((spent, reserved)) => {
+                    o.insert(
+                        "cluster".into(),
+                        serde_json::json!({
+                            "spent": logbook_ops::budgets::usd(spent),
+                            "reserved": logbook_ops::budgets::usd(reserved),
+                            "percent": (spent.max(0) * 100 / limit.max(1)) as u64,
+                        }),
+                    );
+                }
+                Err(e) => {
+                    o.insert("clusterError".into(), e.to_string().into());
+                }
+            }
+        }
+        out.push(v);
+    }
+    axum::Json(serde_json::json!({"budgets": out})).into_response()
 }
 
 /// `GET /metrics`: the OpenMetrics text Prometheus scrapes. Authenticated like the rest
