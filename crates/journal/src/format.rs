@@ -171,8 +171,8 @@ fn crc_v1(seq: u64, time_ms: u64, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(c, payload)
 }
 
-/// Append a format-2 entry to `buf`, sealing the payload when `key` is given. Returns the
-/// bytes added.
+/// Append a format-2 entry to `buf`, sealing the payload when `key` is given (it takes
+/// [`framed_len`] bytes).
 pub(crate) fn encode_frame(
     buf: &mut Vec<u8>,
     key: Option<&DataKey>,
@@ -180,7 +180,7 @@ pub(crate) fn encode_frame(
     time_ms: u64,
     kind: Kind,
     payload: &[u8],
-) -> Result<usize, SealError> {
+) -> Result<(), SealError> {
     let (k, v) = (kind.code(), kind.version());
     let sealed;
     let stored = match key {
@@ -197,7 +197,7 @@ pub(crate) fn encode_frame(
     buf.extend_from_slice(&k.to_le_bytes());
     buf.extend_from_slice(&v.to_le_bytes());
     buf.extend_from_slice(stored);
-    Ok(HEADER_V2 + stored.len())
+    Ok(())
 }
 
 /// Bytes a payload of `len` bytes takes in a segment of this format.

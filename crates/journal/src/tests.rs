@@ -640,6 +640,33 @@ fn a_segment_fills_exactly_before_it_rolls() {
 }
 
 #[test]
+fn an_encrypted_segment_fills_exactly_before_it_rolls() {
+    // The same with a data key: each frame also carries the seal's nonce and tag, and
+    // the roll decision counts them (found by the mutation re-run, shard 2/3).
+    let disk = logbook_disk::sim::SimDisk::new(5);
+    let mut cfg = JournalConfig::new("/j");
+    cfg.disk = Arc::new(disk.clone());
+    cfg.keys = Arc::new(Keyring::new(Some(master(7)), Vec::new()));
+    cfg.segment_bytes = (START + 3 * (HEADER + 10 + logbook_seal::OVERHEAD)) as u64;
+    let (j, mut stepper) = Journal::open_stepped(cfg).unwrap();
+    for _ in 0..4 {
+        let _ = j
+            .submit(Kind::Record, Box::new(|_| vec![b'x'; 10]))
+            .unwrap();
+        stepper.step();
+    }
+    let segs = list_segments(&disk, Path::new("/j")).unwrap();
+    assert_eq!(segs.iter().map(|(f, _)| *f).collect::<Vec<_>>(), [1, 4]);
+    // And it is full to the byte: its three frames end where the segment does.
+    let first = disk.read(&segs[0].1).unwrap();
+    assert_eq!(
+        first.len() as u64,
+        (START + 3 * (HEADER + 10 + logbook_seal::OVERHEAD)) as u64
+    );
+    assert!(first[first.len() - 1] != 0 || first[first.len() - 16..].iter().any(|&b| b != 0));
+}
+
+#[test]
 fn a_scan_while_the_writer_appends_sees_everything_committed_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let rt = rt();
