@@ -364,6 +364,28 @@ mod tests {
     /// is a format-1 segment (entries from byte 0), however short; the magic begins a
     /// format-2 header, which must be whole. Found by the mutation re-run (shard 2/3):
     /// the boundaries of these tests lived.
+    /// Format-1 entries carry no kind: it is read from the payload, each kind by its own
+    /// mark (found by the mutation re-run: the stream-progress arm could go unnoticed).
+    #[test]
+    fn format_1_entries_get_their_kind_from_their_payload() {
+        let k = |p: &str| legacy_kind(p.as_bytes());
+        assert_eq!(
+            k(r#"{"schemaType":"ModelInvocationLog"}"#),
+            (Kind::Record, 1)
+        );
+        assert_eq!(k(r#"{"eventVersion":"1.09"}"#), (Kind::TrailEvent, 1));
+        assert_eq!(
+            k(r#"{"logbookEntry":"streamStarted"}"#),
+            (Kind::StreamStarted, 1)
+        );
+        assert_eq!(
+            k(r#"{"logbookEntry":"streamProgress"}"#),
+            (Kind::StreamProgress, 1)
+        );
+        assert_eq!(k(r#"{"logbookEntry":"other"}"#), (Kind::Unknown(0), 1));
+        assert_eq!(k("not json"), (Kind::Unknown(0), 0));
+    }
+
     #[test]
     fn segment_headers_are_told_apart_by_their_first_bytes() {
         assert!(matches!(

@@ -640,6 +640,32 @@ fn a_segment_fills_exactly_before_it_rolls() {
 }
 
 #[test]
+fn an_encrypted_payload_of_exactly_the_limit_is_taken_and_read_back() {
+    // Sealed, it is the limit plus the seal's overhead: the reader's length check must
+    // let exactly that through (found by the mutation re-run, shard 2/3).
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let cfg = |d: &std::path::Path| {
+        let mut c = keyed(d, Some(3), &[]);
+        c.segment_bytes = 1 << 20;
+        c
+    };
+    let j = Journal::open(cfg(dir.path())).unwrap();
+    let big = rt
+        .block_on(j.append(Kind::Record, Box::new(|_| vec![7u8; MAX_PAYLOAD])))
+        .unwrap();
+    assert_eq!(read_all(&j, big).remove(0).payload, vec![7u8; MAX_PAYLOAD]);
+    drop(j);
+    let j = reopen(&cfg(dir.path()));
+    assert_eq!(
+        read_all(&j, big).remove(0).payload.len(),
+        MAX_PAYLOAD,
+        "and recovered"
+    );
+    assert_eq!(append_n(&j, &rt, 0, 1), [big + 1]);
+}
+
+#[test]
 fn an_encrypted_segment_fills_exactly_before_it_rolls() {
     // The same with a data key: each frame also carries the seal's nonce and tag, and
     // the roll decision counts them (found by the mutation re-run, shard 2/3).
