@@ -333,12 +333,7 @@ impl Budgets {
             return None;
         }
         let empty = BTreeMap::new();
-        let f = CallFacts {
-            principal: &r.identity.arn,
-            tags: r.logbook.principal_tags.as_ref().unwrap_or(&empty),
-            meta: r.request_metadata.as_ref(),
-            model: &r.model_id,
-        };
+        let f = record_facts(r, &empty);
         let ms = logbook_record_time_ms(r);
         let accounts: Vec<(String, i64)> = self
             .specs
@@ -434,12 +429,7 @@ impl Budgets {
             return Vec::new();
         }
         let empty = BTreeMap::new();
-        let f = CallFacts {
-            principal: &r.identity.arn,
-            tags: r.logbook.principal_tags.as_ref().unwrap_or(&empty),
-            meta: r.request_metadata.as_ref(),
-            model: &r.model_id,
-        };
+        let f = record_facts(r, &empty);
         let ms = logbook_record_time_ms(r);
         let mut out = Vec::new();
         for i in 0..self.specs.len() {
@@ -559,6 +549,16 @@ impl Budgets {
                 percent: (a.spent.saturating_mul(100) / s.limit.max(1)).max(0) as u64,
             })
             .collect()
+    }
+}
+
+/// What a budget matches in a finished record (`empty`: the tags when it has none).
+fn record_facts<'a>(r: &'a InvocationRecord, empty: &'a BTreeMap<String, String>) -> CallFacts<'a> {
+    CallFacts {
+        principal: &r.identity.arn,
+        tags: r.logbook.principal_tags.as_ref().unwrap_or(empty),
+        meta: r.request_metadata.as_ref(),
+        model: &r.model_id,
     }
 }
 

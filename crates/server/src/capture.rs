@@ -701,11 +701,11 @@ impl Recorder {
         let request_id = record.request_id.clone();
         // The shared ledger is charged once the record is durable (a replay at start
         // charges what a crash left out; the request id makes it count once).
-        let shared_charge = self.ledger.clone().zip(
-            self.budgets
-                .as_ref()
-                .and_then(|b| b.accounts_for_record(&record)),
-        );
+        // (Only with a ledger: without one, no record pays for this.)
+        let shared_charge = self.ledger.as_ref().and_then(|l| {
+            let accounts = self.budgets.as_ref()?.accounts_for_record(&record)?;
+            Some((l.clone(), accounts))
+        });
         let (budgets, crossings) = (self.budgets.clone(), self.crossings.clone());
         let result = self
             .journal
