@@ -372,6 +372,81 @@ def test_coverage_lists_every_replica_and_a_crashed_one_is_a_gap(make_server, mo
     assert any(g.startswith(f"replica {node_b}") and "without stopping cleanly" in g for g in c["gaps"]), c["gaps"]
 
 
+def test_alarms_are_one_set_for_all_replicas_and_fire_once_over_all_their_calls(make_server, moto, tmp_path):
+    import boto3
+    import botocore.exceptions
+    from botocore.config import Config as BotoConfig
+    from test_alarms import MODEL, ONCALL, Receiver
+    rx = Receiver()
+    try:
+        s3 = moto.s3()
+        s3.create_bucket(Bucket="home")
+        config = cluster_config("home", moto, ttl=6) + "poll_ms = 300\n" + f"""
+[alarm_evaluation]
+every_ms = 500
+
+[[alarm_actions]]
+arn = "{ONCALL}"
+url = "{rx.url}/sns"
+"""
+        a, b = make_server(config, name="a"), make_server(config, name="b")
+
+        def cw(s):
+            k = s.admin
+            return boto3.client("cloudwatch", endpoint_url=s.url, region_name="us-east-1",
+                                aws_access_key_id=k["accessKeyId"], aws_secret_access_key=k["secretAccessKey"],
+                                config=BotoConfig(retries={"total_max_attempts": 1}))
+
+        def state(s, name):
+            got = cw(s).describe_alarms(AlarmNames=[name])["MetricAlarms"]
+            return got[0]["StateValue"] if got else None
+
+        # Made through one replica, in force on the other within the poll.
+        cw(a).put_metric_alarm(AlarmName="throttles", Namespace="AWS/Bedrock", MetricName="InvocationThrottles",
+                               Dimensions=[{"Name": "ModelId", "Value": MODEL}], Statistic="Sum", Period=60,
+                               EvaluationPeriods=1, Threshold=5, ComparisonOperator="GreaterThanThreshold",
+                               AlarmActions=[ONCALL])
+        wait_for(lambda: state(b, "throttles") is not None, timeout=5)
+        # One evaluator, and both replicas name the same one.
+        def evaluators():
+            e = [s.health()["cluster"]["alarmEvaluator"] for s in (a, b)]
+            return e if e[0]["node"] and e[0]["node"] == e[1]["node"] and e[0]["here"] != e[1]["here"] else None
+        wait_for(evaluators, timeout=10)
+        # Four throttles through each replica: neither alone crosses 5, together they do.
+        # (Not in a minute's last 20 s, so all eight fall in one period.)
+        if time.time() % 60 > 40:
+            time.sleep(61 - time.time() % 60)
+        for s in (a, b):
+            rt = s.bedrock()
+            for i in range(4):
+                with pytest.raises(botocore.exceptions.ClientError):
+                    rt.converse(modelId=MODEL, messages=[{"role": "user", "content": [{"text": f"[mock:error=ThrottlingException] {i}"}]}])
+        wait_for(lambda: state(a, "throttles") == "ALARM" and state(b, "throttles") == "ALARM", timeout=30)
+
+        def alarms_sent():
+            return [m for p, body in rx.bodies if p == "/sns"
+                    for m in [json.loads(body["Message"])] if m["AlarmName"] == "throttles" and m["NewStateValue"] == "ALARM"]
+        wait_for(alarms_sent, timeout=10)
+        # Several evaluations later, still one notification, and one transition in the
+        # history both replicas show.
+        time.sleep(3)
+        assert len(alarms_sent()) == 1, alarms_sent()
+        assert "datapoints [8] were past the threshold (5)" in alarms_sent()[0]["NewStateReason"], alarms_sent()[0]
+        for s in (a, b):
+            h = cw(s).describe_alarm_history(AlarmName="throttles", HistoryItemType="StateUpdate")["AlarmHistoryItems"]
+            assert len([x for x in h if x["HistorySummary"].endswith(" to ALARM")]) == 1, h
+        # The evaluator stops cleanly: the other takes the job over at once.
+        first, other = (a, b) if a.health()["cluster"]["alarmEvaluator"]["here"] else (b, a)
+        first.stop()
+        wait_for(lambda: other.health()["cluster"]["alarmEvaluator"]["here"], timeout=10)
+        # A delete through the survivor is the cluster's: the home's copy has no alarm left.
+        cw(other).delete_alarms(AlarmNames=["throttles"])
+        doc = json.loads(s3.get_object(Bucket="home", Key="logbook/cluster/state/alarms.json")["Body"].read())
+        assert doc["kind"] == "logbook-alarms/1" and doc["alarms"] == {}, doc
+    finally:
+        rx.close()
+
+
 @pytest.fixture
 def redis_server(tmp_path):
     import socket

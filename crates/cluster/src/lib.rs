@@ -30,6 +30,7 @@ use object_store::{
 use sha2::Digest as _;
 
 pub mod claim;
+pub mod lease;
 pub mod ledger;
 pub mod store;
 

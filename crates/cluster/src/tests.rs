@@ -325,6 +325,95 @@ async fn of_replicas_starting_at_once_with_one_node_id_exactly_one_wins() {
     }
 }
 
+mod leases {
+    use super::*;
+    use crate::lease::{key, Lease, LeaseError};
+
+    const TTL: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn one_replica_holds_a_job_until_its_lease_runs_out_or_it_releases() {
+        for (_keep, s) in each() {
+            let mut a = Lease::new("alarms", "node-a", TTL);
+            let mut b = Lease::new("alarms", "node-b", TTL);
+            let t = 1_000_000;
+            assert!(!a.held(t) && a.due(t));
+            assert_eq!(a.hold(&*s, t).await.unwrap().node, "node-a");
+            assert!(a.held(t + 29_999) && !a.held(t + 30_000));
+            // Not due again before a third of the lease.
+            assert!(!a.due(t + 9_999) && a.due(t + 10_000));
+            // Another replica finds it held, and says by whom.
+            let h = b.hold(&*s, t + 1_000).await.unwrap();
+            assert_eq!((h.node.as_str(), h.expires_ms), ("node-a", t + 30_000));
+            assert!(!b.held(t + 1_000));
+            // A renewal moves the end.
+            assert_eq!(
+                a.hold(&*s, t + 10_000).await.unwrap().expires_ms,
+                t + 40_000
+            );
+            assert_eq!(b.hold(&*s, t + 39_999).await.unwrap().node, "node-a");
+            // The holder died: the other takes over once the lease ran out.
+            assert_eq!(b.hold(&*s, t + 40_000).await.unwrap().node, "node-b");
+            assert!(b.held(t + 40_000));
+            // The old holder's renewal now finds b, and it no longer holds it.
+            assert_eq!(a.hold(&*s, t + 41_000).await.unwrap().node, "node-b");
+            assert!(!a.held(t + 41_000));
+            // A release hands it over at once; releasing what one does not hold is a no-op.
+            a.release(&*s).await.unwrap();
+            assert_eq!(a.hold(&*s, t + 42_000).await.unwrap().node, "node-b");
+            b.release(&*s).await.unwrap();
+            assert!(!b.held(t + 42_000));
+            assert_eq!(a.hold(&*s, t + 42_000).await.unwrap().node, "node-a");
+        }
+    }
+
+    #[tokio::test]
+    async fn of_replicas_asking_at_once_exactly_one_holds_the_job() {
+        for (_keep, s) in each() {
+            let mut tasks = Vec::new();
+            for i in 0..8 {
+                let s = s.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut l = Lease::new("alarms", &format!("node-{i}"), TTL);
+                    let h = l.hold(&*s, 5_000).await;
+                    (l.held(5_000), h.map(|h| h.node).unwrap_or_default())
+                }));
+            }
+            let mut holders = 0;
+            let mut named = std::collections::BTreeSet::new();
+            for t in tasks {
+                let (held, node) = t.await.unwrap();
+                holders += usize::from(held);
+                named.insert(node);
+            }
+            assert_eq!(holders, 1);
+            // Everyone that answered names the same winner (an answer may be a
+            // conflict after three lost races: then it names nobody).
+            named.remove("");
+            assert_eq!(named.len(), 1, "{named:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_foreign_object_where_the_lease_lives_is_never_overwritten() {
+        for (_keep, s) in each() {
+            s.write(
+                &key("alarms"),
+                Bytes::from_static(b"{\"not\":\"a lease\"}"),
+                None,
+            )
+            .await
+            .unwrap();
+            let mut a = Lease::new("alarms", "node-a", TTL);
+            let e = a.hold(&*s, 1).await.unwrap_err();
+            assert!(matches!(e, LeaseError::Foreign { .. }), "{e}");
+            assert!(!a.held(1));
+            let (b, _) = s.read(&key("alarms")).await.unwrap().unwrap();
+            assert_eq!(&b[..], b"{\"not\":\"a lease\"}");
+        }
+    }
+}
+
 mod store_mirror {
     use super::*;
     use crate::store::{node_prefix, Mirror, Peers, Published};

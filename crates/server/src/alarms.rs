@@ -3,15 +3,31 @@
 //! that turns Bedrock's metrics into `OK` / `ALARM` / `INSUFFICIENT_DATA`, and the actions
 //! run on each transition: an HTTP POST in the shape of an SNS notification, or a
 //! Slack-compatible message, retried with backoff, every attempt in the alarm's history.
+//!
+//! Replicas (`[cluster]`): the alarms, their states and history live in the home
+//! (`logbook/cluster/state/alarms.json`) and change only by conditional writes, so a
+//! `PutMetricAlarm` on one replica and a state change on another never lose each other;
+//! `control/alarms.json` is then this replica's copy (re-read every `poll_ms`). One
+//! replica at a time evaluates them (a lease, `logbook/cluster/leases/alarms.json`), over
+//! every replica's records; since a transition is itself a conditional write, it is made
+//! and acted on once even if two evaluators overlap when the lease moves.
 
 use crate::app::Shared;
+use logbook_cluster::lease::{Holder, Lease};
+use logbook_cluster::{SharedState, Version};
 use logbook_journal::Disk;
 use logbook_ops::alarms::{AlarmDef, AlarmState};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The shared alarms' object in a cluster home.
+pub const SHARED_KEY: &str = "logbook/cluster/state/alarms.json";
+const SHARED_KIND: &str = "logbook-alarms/1";
+/// The evaluator's lease.
+pub const EVALUATOR_JOB: &str = "alarms";
 
 /// History items kept (oldest dropped first).
 pub const MAX_HISTORY: usize = 5000;
@@ -49,6 +65,9 @@ pub struct Entry {
     /// Declared in the config file (re-applied at every start).
     #[serde(default)]
     pub declared: bool,
+    /// Replicas: the node ids whose config file declares it (it goes when none does).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub declared_by: BTreeSet<String>,
 }
 
 /// One history item, as `DescribeAlarmHistory` returns it.
@@ -67,10 +86,93 @@ pub struct HistoryItem {
     pub data: String,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Stored {
     alarms: BTreeMap<String, Entry>,
     history: VecDeque<HistoryItem>,
+    /// Replicas: the home this copy was merged into (once; afterwards the home's copy is
+    /// the truth and this file only mirrors it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    joined: Option<String>,
+}
+
+/// The home's copy.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SharedDoc {
+    kind: String,
+    alarms: BTreeMap<String, Entry>,
+    history: VecDeque<HistoryItem>,
+}
+
+fn decode_shared(home: &str, b: &[u8], max: usize) -> Result<Stored, String> {
+    let bad = |why: String| {
+        format!("{SHARED_KEY} in {home} is not Logbook's shared alarms ({why}); it is left as it is and not used")
+    };
+    let d: SharedDoc = serde_json::from_slice(b).map_err(|e| bad(e.to_string()))?;
+    if d.kind != SHARED_KIND {
+        return Err(bad(format!("kind {:?}", d.kind)));
+    }
+    if d.alarms.len() > max {
+        return Err(bad(format!(
+            "{} alarms, more than the {max} a gateway keeps",
+            d.alarms.len()
+        )));
+    }
+    for (name, e) in &d.alarms {
+        if name != &e.def.alarm_name {
+            return Err(bad(format!("alarm {name:?} is filed under another name")));
+        }
+        e.def
+            .validate()
+            .map_err(|why| bad(format!("alarm {name:?}: {why}")))?;
+    }
+    Ok(Stored {
+        alarms: d.alarms,
+        history: d.history,
+        joined: None,
+    })
+}
+
+fn encode_shared(st: &Stored) -> Vec<u8> {
+    serde_json::to_vec(&SharedDoc {
+        kind: SHARED_KIND.into(),
+        alarms: st.alarms.clone(),
+        history: st.history.clone(),
+    })
+    .unwrap_or_default()
+}
+
+/// What a replica keeps to share its alarms through the home.
+struct SharedAlarms {
+    state: Arc<dyn SharedState>,
+    node: String,
+    poll: Duration,
+    seen: Mutex<Option<Version>>,
+    last_error: Mutex<Option<String>>,
+    lease: tokio::sync::Mutex<Lease>,
+    evaluator: Mutex<Option<Holder>>,
+}
+
+impl std::fmt::Debug for SharedAlarms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedAlarms")
+            .field("home", &self.state.describe())
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+/// Who evaluates the alarms, for `/healthz`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluatorHealth {
+    /// The node id holding the evaluator's lease, as last seen.
+    pub node: Option<String>,
+    /// Whether that is this replica.
+    pub here: bool,
+    /// The last error reading or writing the shared alarms, while it lasts.
+    pub last_error: Option<String>,
 }
 
 /// The alarms of one gateway.
@@ -85,6 +187,7 @@ pub struct Alarms {
     region: String,
     account: String,
     max: usize,
+    shared: Option<SharedAlarms>,
 }
 
 fn now_ms() -> i64 {
@@ -126,6 +229,7 @@ impl Alarms {
                     state_updated_ms: now_ms(),
                     config_updated_ms: now_ms(),
                     declared: true,
+                    declared_by: BTreeSet::new(),
                 },
             );
         }
@@ -141,9 +245,233 @@ impl Alarms {
             region: region.to_string(),
             account: account.to_string(),
             max: MAX_ALARMS,
+            shared: None,
         };
         a.save().map_err(|e| e.to_string())?;
         Ok(a)
+    }
+
+    /// Replicas: share the alarms through `state` as node `node`. The home's copy becomes
+    /// the truth; this replica's declared alarms are put in it (a declared alarm goes when
+    /// no replica declares it any more); alarms this folder had before it ever joined are
+    /// added (never ones deleted since: after the first join, the home decides). `poll`
+    /// is how often it is re-read; `ttl` the evaluator's lease.
+    pub async fn join(
+        mut self,
+        state: Arc<dyn SharedState>,
+        node: &str,
+        poll: Duration,
+        ttl: Duration,
+    ) -> Result<Alarms, String> {
+        let home = state.describe();
+        let local = self.lock().clone();
+        self.shared = Some(SharedAlarms {
+            state,
+            node: node.to_string(),
+            poll,
+            seen: Mutex::new(None),
+            last_error: Mutex::new(None),
+            lease: tokio::sync::Mutex::new(Lease::new(EVALUATOR_JOB, node, ttl)),
+            evaluator: Mutex::new(None),
+        });
+        let first_join = local.joined.is_none();
+        let node = node.to_string();
+        let max = self.max;
+        self.change(|st| {
+            for e in st.alarms.values_mut() {
+                e.declared_by.remove(&node);
+            }
+            for e in local.alarms.values() {
+                if e.declared {
+                    let name = e.def.alarm_name.clone();
+                    let mut next = e.clone();
+                    if let Some(had) = st.alarms.get(&name) {
+                        next.state = had.state;
+                        next.reason = had.reason.clone();
+                        next.state_updated_ms = had.state_updated_ms;
+                        next.declared_by = had.declared_by.clone();
+                        if had.def == next.def {
+                            next.config_updated_ms = had.config_updated_ms;
+                        }
+                    }
+                    next.declared_by.insert(node.clone());
+                    st.alarms.insert(name, next);
+                } else if first_join && !st.alarms.contains_key(&e.def.alarm_name) {
+                    st.alarms.insert(e.def.alarm_name.clone(), e.clone());
+                }
+            }
+            st.alarms.retain(|_, e| !e.declared || !e.declared_by.is_empty());
+            if st.alarms.len() > max {
+                return Err(format!(
+                    "joining would make {} alarms in the cluster, more than the {max} a gateway keeps",
+                    st.alarms.len()
+                ));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| format!("cluster home {home}: {e}"))?;
+        self.lock().joined = Some(home);
+        self.save().map_err(|e| e.to_string())?;
+        Ok(self)
+    }
+
+    /// Apply `f` to the alarms: here, or (replicas) to the home's freshest copy by a
+    /// conditional write, retried on a lost race; then keep the result here. `f` may run
+    /// several times and must refuse (an error) before changing anything.
+    async fn change<T: Send>(
+        &self,
+        mut f: impl FnMut(&mut Stored) -> Result<T, String> + Send,
+    ) -> Result<T, String> {
+        let Some(sh) = &self.shared else {
+            let out = f(&mut self.lock())?;
+            self.save().map_err(|e| e.to_string())?;
+            return Ok(out);
+        };
+        let home = sh.state.describe();
+        let max = self.max;
+        let mut failed = None;
+        let mut out = None;
+        let mut next = None;
+        let version = logbook_cluster::update(&*sh.state, SHARED_KEY, 50, |cur| {
+            failed = None;
+            let mut st = match cur.map(|b| decode_shared(&home, b, max)) {
+                None => Stored::default(),
+                Some(Ok(st)) => st,
+                Some(Err(e)) => {
+                    failed = Some(e);
+                    return None;
+                }
+            };
+            match f(&mut st) {
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+                Ok(v) => {
+                    out = Some(v);
+                    let bytes = encode_shared(&st);
+                    next = Some(st);
+                    Some(bytes)
+                }
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let (Some(out), Some(st)) = (out, next) else {
+            return Err(format!("{SHARED_KEY} in {home}: no change was made"));
+        };
+        {
+            let mut mine = self.lock();
+            let joined = mine.joined.clone();
+            *mine = st;
+            mine.joined = joined;
+        }
+        *sh.seen.lock().unwrap_or_else(|e| e.into_inner()) = version;
+        self.save().map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    /// Replicas: pick up what other replicas changed; whether anything did. Errors are
+    /// reported once per message and kept for `/healthz`; this copy stays as it was.
+    pub async fn refresh(&self) -> Result<bool, String> {
+        let Some(sh) = &self.shared else {
+            return Ok(false);
+        };
+        let outcome = async {
+            let Some((b, v)) = sh.state.read(SHARED_KEY).await.map_err(|e| e.to_string())? else {
+                return Err(format!(
+                    "{SHARED_KEY} is missing from {}; the alarms stay as they are",
+                    sh.state.describe()
+                ));
+            };
+            if sh.seen.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&v) {
+                return Ok(false);
+            }
+            let st = decode_shared(&sh.state.describe(), &b, self.max)?;
+            {
+                let mut mine = self.lock();
+                let joined = mine.joined.clone();
+                *mine = st;
+                mine.joined = joined;
+            }
+            self.save().map_err(|e| e.to_string())?;
+            *sh.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+            Ok(true)
+        }
+        .await;
+        let mut last = sh.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        match &outcome {
+            Ok(_) => *last = None,
+            Err(m) => {
+                if last.as_deref() != Some(m.as_str()) {
+                    tracing::error!(error = %m, "shared alarms not refreshed");
+                }
+                *last = Some(m.clone());
+            }
+        }
+        outcome
+    }
+
+    /// Replicas: who evaluates the alarms (`None` alone).
+    pub fn evaluator(&self) -> Option<EvaluatorHealth> {
+        let sh = self.shared.as_ref()?;
+        let holder = sh
+            .evaluator
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Some(EvaluatorHealth {
+            here: holder.as_ref().is_some_and(|h| h.node == sh.node),
+            node: holder.map(|h| h.node),
+            last_error: sh
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        })
+    }
+
+    /// Replicas: whether this replica evaluates now (taking or renewing the lease when
+    /// due). Alone: always.
+    async fn evaluates_here(&self) -> bool {
+        let Some(sh) = &self.shared else {
+            return true;
+        };
+        let now = now_ms().max(0) as u64;
+        let mut lease = sh.lease.lock().await;
+        if lease.due(now) {
+            match lease.hold(&*sh.state, now).await {
+                Ok(h) => {
+                    let mut cur = sh.evaluator.lock().unwrap_or_else(|e| e.into_inner());
+                    if cur.as_ref().map(|c| &c.node) != Some(&h.node) {
+                        tracing::info!(evaluator = %h.node, here = h.node == sh.node, "alarm evaluator");
+                    }
+                    *cur = Some(h);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "alarm evaluator's lease not taken or renewed");
+                    *sh.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                }
+            }
+        }
+        lease.held(now)
+    }
+
+    /// Replicas: hand the evaluator's lease over (a clean stop).
+    async fn release(&self) {
+        if let Some(sh) = &self.shared {
+            if let Err(e) = sh.lease.lock().await.release(&*sh.state).await {
+                tracing::warn!(error = %e, "alarm evaluator's lease not released; it runs out by itself");
+            }
+        }
+    }
+
+    fn is_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
     /// Keep at most `n` alarms (default [`MAX_ALARMS`]).
@@ -162,17 +490,17 @@ impl Alarms {
     }
 
     /// Put the alarms `names` back as `previous` held them (absent when not in it).
-    pub fn restore(&self, names: &[String], previous: Vec<Entry>) -> Result<(), String> {
-        {
-            let mut st = self.lock();
+    pub async fn restore(&self, names: &[String], previous: Vec<Entry>) -> Result<(), String> {
+        self.change(|st| {
             for n in names {
                 st.alarms.remove(n);
             }
-            for e in previous {
-                st.alarms.insert(e.def.alarm_name.clone(), e);
+            for e in &previous {
+                st.alarms.insert(e.def.alarm_name.clone(), e.clone());
             }
-        }
-        self.save().map_err(|e| e.to_string())
+            Ok(())
+        })
+        .await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Stored> {
@@ -206,7 +534,7 @@ impl Alarms {
     }
 
     /// Create or replace an alarm (`PutMetricAlarm`).
-    pub fn put(&self, def: AlarmDef) -> Result<(), String> {
+    pub async fn put(&self, def: AlarmDef) -> Result<(), String> {
         def.validate()?;
         for a in def
             .alarm_actions
@@ -220,18 +548,18 @@ impl Alarms {
                 ));
             }
         }
-        {
-            let mut st = self.lock();
+        let max = self.max;
+        self.change(|st| {
+            let def = def.clone();
             if st.alarms.get(&def.alarm_name).is_some_and(|e| e.declared) {
                 return Err(format!(
                     "The alarm {:?} is declared in the configuration file; change it there.",
                     def.alarm_name
                 ));
             }
-            if !st.alarms.contains_key(&def.alarm_name) && st.alarms.len() >= self.max {
+            if !st.alarms.contains_key(&def.alarm_name) && st.alarms.len() >= max {
                 return Err(format!(
-                    "This gateway already has {} alarms (the most it keeps); delete some first.",
-                    self.max
+                    "This gateway already has {max} alarms (the most it keeps); delete some first."
                 ));
             }
             let name = def.alarm_name.clone();
@@ -253,10 +581,11 @@ impl Alarms {
                     state_updated_ms: since,
                     config_updated_ms: now_ms(),
                     declared: false,
+                    declared_by: BTreeSet::new(),
                 },
             );
             Self::push_history(
-                &mut st,
+                st,
                 HistoryItem {
                     alarm_name: name.clone(),
                     timestamp_ms: now_ms(),
@@ -265,14 +594,14 @@ impl Alarms {
                     data,
                 },
             );
-        }
-        self.save().map_err(|e| e.to_string())
+            Ok(())
+        })
+        .await
     }
 
     /// Delete alarms (`DeleteAlarms`); unknown names are an error, as CloudWatch's.
-    pub fn delete(&self, names: &[String]) -> Result<(), String> {
-        {
-            let mut st = self.lock();
+    pub async fn delete(&self, names: &[String]) -> Result<(), String> {
+        self.change(|st| {
             if let Some(missing) = names.iter().find(|n| !st.alarms.contains_key(*n)) {
                 return Err(format!("Alarm {missing:?} does not exist"));
             }
@@ -287,7 +616,7 @@ impl Alarms {
             for n in names {
                 st.alarms.remove(n);
                 Self::push_history(
-                    &mut st,
+                    st,
                     HistoryItem {
                         alarm_name: n.clone(),
                         timestamp_ms: now_ms(),
@@ -297,8 +626,9 @@ impl Alarms {
                     },
                 );
             }
-        }
-        self.save().map_err(|e| e.to_string())
+            Ok(())
+        })
+        .await
     }
 
     /// Every alarm.
@@ -312,21 +642,31 @@ impl Alarms {
     }
 
     /// Move an alarm to `state` with `reason`; returns the transition to act on.
-    pub fn set_state(
+    pub async fn set_state(
         &self,
         name: &str,
         state: AlarmState,
         reason: &str,
     ) -> Result<Option<(Entry, AlarmState)>, String> {
-        let out = {
-            let mut st = self.lock();
+        if self.is_shared() {
+            // Replicas: a reason alone changing is not worth a write to the home.
+            let same = self
+                .lock()
+                .alarms
+                .get(name)
+                .is_some_and(|e| e.state == state && e.reason == reason);
+            if same {
+                return Ok(None);
+            }
+        }
+        self.change(|st| {
             let Some(e) = st.alarms.get_mut(name) else {
                 return Err(format!("Alarm {name:?} does not exist"));
             };
             let old = e.state;
             if old == state {
                 e.reason = reason.to_string();
-                None
+                Ok(None)
             } else {
                 e.state = state;
                 e.reason = reason.to_string();
@@ -338,7 +678,7 @@ impl Alarms {
                     "newState": {"stateValue": state.as_str(), "stateReason": reason},
                 });
                 Self::push_history(
-                    &mut st,
+                    st,
                     HistoryItem {
                         alarm_name: name.to_string(),
                         timestamp_ms: now_ms(),
@@ -351,28 +691,27 @@ impl Alarms {
                         data: data.to_string(),
                     },
                 );
-                Some((entry, old))
+                Ok(Some((entry, old)))
             }
-        };
-        self.save().map_err(|e| e.to_string())?;
-        Ok(out)
+        })
+        .await
     }
 
-    fn record_action(&self, name: &str, summary: String, data: serde_json::Value) {
-        {
-            let mut st = self.lock();
-            Self::push_history(
-                &mut st,
-                HistoryItem {
-                    alarm_name: name.to_string(),
-                    timestamp_ms: now_ms(),
-                    kind: "Action".into(),
-                    summary,
-                    data: data.to_string(),
-                },
-            );
-        }
-        if let Err(e) = self.save() {
+    async fn record_action(&self, name: &str, summary: String, data: serde_json::Value) {
+        let item = HistoryItem {
+            alarm_name: name.to_string(),
+            timestamp_ms: now_ms(),
+            kind: "Action".into(),
+            summary,
+            data: data.to_string(),
+        };
+        let r = self
+            .change(|st| {
+                Self::push_history(st, item.clone());
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
             tracing::error!(error = %e, "alarm history not written");
         }
     }
@@ -529,7 +868,8 @@ impl Alarms {
                     detail
                 ),
                 serde_json::json!({"actionState": if ok { "Succeeded" } else { "Failed" }, "action": arn, "attempt": attempt, "detail": detail, "newState": what}),
-            );
+            )
+            .await;
             if ok {
                 return;
             }
@@ -616,41 +956,75 @@ pub async fn run(
     every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // Replicas re-read the shared alarms every poll, and evaluate every `every` when they
+    // hold the evaluator's lease.
+    let tick = alarms
+        .shared
+        .as_ref()
+        .map_or(every, |sh| sh.poll.min(every));
+    let mut last_eval: Option<std::time::Instant> = None;
     loop {
         if *stop.borrow() {
+            alarms.release().await;
             return;
         }
-        let list = alarms.list();
-        let series = s.metrics.series();
-        series.sync(&watched(&list), logbook_store::now_ms());
-        for e in list {
-            let d = &e.def;
-            let at = evaluated_at(logbook_store::now_ms(), d.period * 1000, every);
-            let fast = from_series(series, d, at);
-            let values = match fast {
-                Some(v) => Ok(v),
-                None => crate::metrics_api::window(&s, d, at).await,
-            };
-            let values = match values {
-                Ok(v) => v,
-                Err(err) => {
-                    tracing::warn!(alarm = %d.alarm_name, error = %err, "alarm not evaluated");
-                    continue;
-                }
-            };
-            let (state, reason) = d.evaluate(&values, e.state);
-            match alarms.set_state(&d.alarm_name, state, &reason) {
-                Ok(Some((entry, old))) => {
-                    tracing::warn!(alarm = %d.alarm_name, from = old.as_str(), to = state.as_str(), "alarm state changed");
-                    alarms.act(entry, old);
-                }
-                Ok(None) => {}
-                Err(err) => tracing::debug!(alarm = %d.alarm_name, error = %err, "alarm gone"),
-            }
+        if alarms.is_shared() {
+            // Errors are reported by `refresh` (the local copy stays in force meanwhile).
+            let _ = alarms.refresh().await;
+        }
+        let due = last_eval.is_none_or(|t| t.elapsed() + Duration::from_millis(5) >= every);
+        if due && alarms.evaluates_here().await {
+            last_eval = Some(std::time::Instant::now());
+            evaluate_all(&s, &alarms, every).await;
+        } else if due {
+            last_eval = Some(std::time::Instant::now());
         }
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(tick) => {}
             _ = stop.changed() => {}
+        }
+    }
+}
+
+/// One evaluation of every alarm.
+async fn evaluate_all(s: &Shared, alarms: &Arc<Alarms>, every: Duration) {
+    let list = alarms.list();
+    let series = s.metrics.series();
+    // Replicas: this replica's in-memory series hold only its own calls, so every
+    // alarm is evaluated over the records, which include the other replicas'.
+    let local_only = !alarms.is_shared();
+    if local_only {
+        series.sync(&watched(&list), logbook_store::now_ms());
+    }
+    for e in list {
+        let d = &e.def;
+        let at = evaluated_at(logbook_store::now_ms(), d.period * 1000, every);
+        let fast = if local_only {
+            from_series(series, d, at)
+        } else {
+            None
+        };
+        let values = match fast {
+            Some(v) => Ok(v),
+            None => crate::metrics_api::window(s, d, at).await,
+        };
+        let values = match values {
+            Ok(v) => v,
+            Err(err) => {
+                tracing::warn!(alarm = %d.alarm_name, error = %err, "alarm not evaluated");
+                continue;
+            }
+        };
+        let (state, reason) = d.evaluate(&values, e.state);
+        match alarms.set_state(&d.alarm_name, state, &reason).await {
+            Ok(Some((entry, old))) => {
+                tracing::warn!(alarm = %d.alarm_name, from = old.as_str(), to = state.as_str(), "alarm state changed");
+                alarms.act(entry, old);
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::debug!(alarm = %d.alarm_name, error = %err, "alarm gone or not written")
+            }
         }
     }
 }
@@ -752,25 +1126,217 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_manager_cannot_create_alarms_without_bound_or_name_unknown_actions() {
+    #[tokio::test]
+    async fn a_manager_cannot_create_alarms_without_bound_or_name_unknown_actions() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("control")).unwrap();
         let a = Alarms::open(d.path(), vec![], BTreeMap::new(), "us-east-1", "1")
             .unwrap()
             .with_max(5);
         for i in 0..5 {
-            a.put(def(&format!("a{i}"))).unwrap();
+            a.put(def(&format!("a{i}"))).await.unwrap();
         }
-        let e = a.put(def("one-too-many")).unwrap_err();
+        let e = a.put(def("one-too-many")).await.unwrap_err();
         assert!(e.contains("5 alarms"), "{e}");
         // Replacing an existing one is still allowed.
-        a.put(def("a0")).unwrap();
+        a.put(def("a0")).await.unwrap();
         assert_eq!(a.list().len(), 5);
         // An action ARN the configuration does not declare (an arbitrary URL target) is refused.
         let mut bad = def("a1");
         bad.alarm_actions = vec!["arn:aws:sns:us-east-1:1:elsewhere".into()];
-        assert!(a.put(bad).unwrap_err().contains("not declared"));
+        assert!(a.put(bad).await.unwrap_err().contains("not declared"));
+    }
+
+    mod replicas {
+        use super::*;
+
+        fn home() -> Arc<dyn SharedState> {
+            Arc::new(logbook_cluster::BucketState::new(
+                "memory",
+                Arc::new(object_store::memory::InMemory::new()),
+            ))
+        }
+
+        async fn replica(
+            h: &Arc<dyn SharedState>,
+            dir: &std::path::Path,
+            node: &str,
+            declared: Vec<AlarmDef>,
+        ) -> Result<Alarms, String> {
+            std::fs::create_dir_all(dir.join("control")).unwrap();
+            Alarms::open(dir, declared, BTreeMap::new(), "us-east-1", "1")?
+                .join(
+                    h.clone(),
+                    node,
+                    Duration::from_millis(10),
+                    Duration::from_secs(30),
+                )
+                .await
+        }
+
+        fn names(a: &Alarms) -> Vec<String> {
+            a.list().into_iter().map(|e| e.def.alarm_name).collect()
+        }
+
+        #[tokio::test]
+        async fn alarms_put_on_replicas_at_once_are_all_kept_and_seen_by_every_replica() {
+            let h = home();
+            let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let a = Arc::new(replica(&h, da.path(), "a", vec![]).await.unwrap());
+            let b = Arc::new(replica(&h, db.path(), "b", vec![]).await.unwrap());
+            let mut tasks = Vec::new();
+            for i in 0..10 {
+                let r = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tasks.push(tokio::spawn(
+                    async move { r.put(def(&format!("x{i}"))).await },
+                ));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            a.refresh().await.unwrap();
+            b.refresh().await.unwrap();
+            assert_eq!(names(&a).len(), 10);
+            assert_eq!(names(&a), names(&b));
+            // Deleting on one replica is deleting for all; "does not exist" holds for all.
+            b.delete(&["x3".into()]).await.unwrap();
+            assert!(a.refresh().await.unwrap());
+            assert!(!names(&a).contains(&"x3".to_string()));
+            assert!(a
+                .delete(&["x3".into()])
+                .await
+                .unwrap_err()
+                .contains("does not exist"));
+            assert!(!a.refresh().await.unwrap(), "nothing new");
+            // The replica's own file mirrors the home (what `logbook alarms` reads).
+            assert_eq!(stored(da.path()).unwrap().len(), 9);
+        }
+
+        #[tokio::test]
+        async fn a_transition_made_by_two_evaluators_at_once_is_made_and_acted_on_once() {
+            let h = home();
+            let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let a = replica(&h, da.path(), "a", vec![]).await.unwrap();
+            a.put(def("t")).await.unwrap();
+            let b = replica(&h, db.path(), "b", vec![]).await.unwrap();
+            let (ra, rb) = tokio::join!(
+                a.set_state("t", AlarmState::Alarm, "breach"),
+                b.set_state("t", AlarmState::Alarm, "breach")
+            );
+            let made = [ra.unwrap(), rb.unwrap()]
+                .into_iter()
+                .filter(Option::is_some)
+                .count();
+            assert_eq!(made, 1);
+            a.refresh().await.unwrap();
+            let updates = a
+                .history()
+                .into_iter()
+                .filter(|h| h.kind == "StateUpdate")
+                .count();
+            assert_eq!(updates, 1);
+        }
+
+        #[tokio::test]
+        async fn a_declared_alarm_lives_while_some_replica_declares_it() {
+            let h = home();
+            let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let a = replica(&h, da.path(), "a", vec![def("both"), def("only-a")])
+                .await
+                .unwrap();
+            let b = replica(&h, db.path(), "b", vec![def("both"), def("only-b")])
+                .await
+                .unwrap();
+            a.refresh().await.unwrap();
+            assert_eq!(names(&a), ["both", "only-a", "only-b"]);
+            // A state survives a re-declaration.
+            a.set_state("both", AlarmState::Alarm, "breach")
+                .await
+                .unwrap();
+            drop(a);
+            // a restarts without its declarations: only-a goes, both stays (b declares
+            // it), with its state.
+            let a = replica(&h, da.path(), "a", vec![]).await.unwrap();
+            assert_eq!(names(&a), ["both", "only-b"]);
+            let both = a
+                .list()
+                .into_iter()
+                .find(|e| e.def.alarm_name == "both")
+                .unwrap();
+            assert_eq!(both.state, AlarmState::Alarm);
+            assert_eq!(both.declared_by, BTreeSet::from(["b".to_string()]));
+            // Declared ones cannot be changed through the API on any replica.
+            assert!(a
+                .put(def("only-b"))
+                .await
+                .unwrap_err()
+                .contains("configuration file"));
+            b.refresh().await.unwrap();
+            assert_eq!(names(&b), ["both", "only-b"]);
+        }
+
+        #[tokio::test]
+        async fn a_folders_own_alarms_join_once_and_a_delete_made_meanwhile_is_not_undone() {
+            let h = home();
+            let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            // b stood alone first, with an alarm made through the API.
+            std::fs::create_dir_all(db.path().join("control")).unwrap();
+            Alarms::open(db.path(), vec![], BTreeMap::new(), "us-east-1", "1")
+                .unwrap()
+                .put(def("from-b"))
+                .await
+                .unwrap();
+            let a = replica(&h, da.path(), "a", vec![]).await.unwrap();
+            let b = replica(&h, db.path(), "b", vec![]).await.unwrap();
+            assert_eq!(names(&b), ["from-b"]);
+            a.refresh().await.unwrap();
+            a.delete(&["from-b".into()]).await.unwrap();
+            drop(b);
+            // b restarts: its file still held the alarm until now, but it joined before,
+            // so the home decides.
+            let b = replica(&h, db.path(), "b", vec![]).await.unwrap();
+            assert!(names(&b).is_empty());
+        }
+
+        #[tokio::test]
+        async fn an_unreadable_shared_copy_is_reported_and_never_overwritten() {
+            let h = home();
+            let d = tempfile::tempdir().unwrap();
+            let a = replica(&h, d.path(), "a", vec![]).await.unwrap();
+            a.put(def("kept")).await.unwrap();
+            let junk = bytes::Bytes::from_static(b"{\"kind\":\"something-else\"}");
+            let (_, v) = h.read(SHARED_KEY).await.unwrap().unwrap();
+            h.write(SHARED_KEY, junk.clone(), Some(&v)).await.unwrap();
+            let e = a.refresh().await.unwrap_err();
+            assert!(e.contains("not Logbook's shared alarms"), "{e}");
+            assert_eq!(
+                a.evaluator().unwrap().last_error.as_deref(),
+                Some(e.as_str())
+            );
+            // This replica keeps what it had; a change is refused, the object untouched.
+            assert_eq!(names(&a), ["kept"]);
+            assert!(a.put(def("new")).await.is_err());
+            assert_eq!(h.read(SHARED_KEY).await.unwrap().unwrap().0, junk);
+            // A new replica refuses to join over it.
+            let d2 = tempfile::tempdir().unwrap();
+            assert!(replica(&h, d2.path(), "b", vec![]).await.is_err());
+        }
+
+        #[tokio::test]
+        async fn one_replica_evaluates_and_another_takes_over_when_it_stops() {
+            let h = home();
+            let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let a = replica(&h, da.path(), "a", vec![]).await.unwrap();
+            let b = replica(&h, db.path(), "b", vec![]).await.unwrap();
+            let (ea, eb) = tokio::join!(a.evaluates_here(), b.evaluates_here());
+            assert!(ea ^ eb, "exactly one evaluates: a {ea}, b {eb}");
+            let (first, second) = if ea { (&a, &b) } else { (&b, &a) };
+            assert!(second.evaluator().unwrap().node == first.evaluator().unwrap().node);
+            assert!(first.evaluator().unwrap().here && !second.evaluator().unwrap().here);
+            // A clean stop hands the lease over at the other's next try.
+            first.release().await;
+            assert!(second.evaluates_here().await);
+        }
     }
 
     fn throttled(ts: &str) -> logbook_record::InvocationRecord {
@@ -830,6 +1396,7 @@ mod tests {
                 state_updated_ms: 0,
                 config_updated_ms: 0,
                 declared: false,
+                declared_by: BTreeSet::new(),
             })
             .collect();
         // Percentiles, sub-minute periods and windows over a day are left to the records.

@@ -742,6 +742,9 @@ async fn healthz(State(s): State<Shared>) -> Response {
                     if let Some(g) = &s.shared_groups {
                         o.insert("sharedGroupsError".into(), g.last_error().into());
                     }
+                    if let Some(a) = s.alarms.evaluator() {
+                        o.insert("alarmEvaluator".into(), serde_json::to_value(a).unwrap_or_default());
+                    }
                     if let Some(m) = &s.mirror {
                         let m = m.lock().unwrap_or_else(|e| e.into_inner()).clone();
                         o.insert("published".into(), serde_json::to_value(m).unwrap_or_default());
@@ -1494,19 +1497,30 @@ impl AppState {
             r
         };
         let buffers = crate::http_util::BufferBudget::new(config.max_buffered_bytes);
-        let alarms = Arc::new(
-            crate::alarms::Alarms::open(
-                &config.data_dir,
-                config.alarms.clone(),
-                config.alarm_actions.clone(),
-                &config.region,
-                &config.account_id,
-            )
-            .map_err(|e| ServeError::Io {
-                context: "alarms".into(),
-                source: std::io::Error::other(e),
-            })?,
-        );
+        let mut alarms = crate::alarms::Alarms::open(
+            &config.data_dir,
+            config.alarms.clone(),
+            config.alarm_actions.clone(),
+            &config.region,
+            &config.account_id,
+        )
+        .map_err(|e| ServeError::Io {
+            context: "alarms".into(),
+            source: std::io::Error::other(e),
+        })?;
+        if let (Some(home), Some(c)) = (&home_bucket, &config.cluster) {
+            // Replicas: the home's alarms are the ones in force; one replica evaluates them.
+            alarms = alarms
+                .join(
+                    logbook_cluster::for_bucket(home),
+                    &node,
+                    c.poll,
+                    c.claim_ttl,
+                )
+                .await
+                .map_err(ServeError::Config)?;
+        }
+        let alarms = Arc::new(alarms);
         let alarm_every = config.alarm_every;
         let config_lifecycle = config.lifecycle.clone();
         let metric_filters = Arc::new(

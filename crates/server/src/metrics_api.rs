@@ -1001,7 +1001,7 @@ fn manage(caller: &Caller, op: &str) -> Result<(), ApiError> {
     })
 }
 
-fn put_metric_alarm(s: &Shared, v: &Value) -> Result<Value, ApiError> {
+async fn put_metric_alarm(s: &Shared, v: &Value) -> Result<Value, ApiError> {
     use logbook_ops::alarms::AlarmDef;
     if field(v, "Metrics").is_some_and(|m| !matches!(m, Value::Null)) {
         return Err(invalid(
@@ -1054,7 +1054,7 @@ fn put_metric_alarm(s: &Shared, v: &Value) -> Result<Value, ApiError> {
         ok_actions: strings(v, "OKActions")?,
         insufficient_data_actions: strings(v, "InsufficientDataActions")?,
     };
-    s.alarms.put(def).map_err(invalid)?;
+    s.alarms.put(def).await.map_err(invalid)?;
     Ok(Value::Map(Vec::new()))
 }
 
@@ -1185,14 +1185,14 @@ fn describe_alarm_history(s: &Shared, v: &Value) -> Result<Value, ApiError> {
     Ok(map(vec![("AlarmHistoryItems", Value::Array(items))]))
 }
 
-fn set_alarm_state(s: &Shared, v: &Value) -> Result<Value, ApiError> {
+async fn set_alarm_state(s: &Shared, v: &Value) -> Result<Value, ApiError> {
     let name = text(v, "AlarmName")?.ok_or_else(|| missing("AlarmName"))?;
     let state = text(v, "StateValue")?.ok_or_else(|| missing("StateValue"))?;
     let reason = text(v, "StateReason")?.ok_or_else(|| missing("StateReason"))?;
     let state = logbook_ops::alarms::AlarmState::parse(state).ok_or_else(|| {
         invalid("The parameter StateValue must be OK, ALARM or INSUFFICIENT_DATA.")
     })?;
-    match s.alarms.set_state(name, state, reason) {
+    match s.alarms.set_state(name, state, reason).await {
         Ok(Some((entry, old))) => s.alarms.act(entry, old),
         Ok(None) => {}
         Err(e) => {
@@ -1314,11 +1314,14 @@ async fn audited_change(
     op: &str,
     v: &Value,
     who: Who<'_>,
-    change: impl FnOnce() -> Result<Value, ApiError>,
+    change: impl std::future::Future<Output = Result<Value, ApiError>>,
 ) -> Result<Value, ApiError> {
     let names = alarm_names(op, v);
     let before = s.alarms.snapshot(&names);
-    let r = manage(caller, op).and_then(|()| change());
+    let r = match manage(caller, op) {
+        Ok(()) => change.await,
+        Err(e) => Err(e),
+    };
     let c = crate::control_api::ctx(caller.clone(), who.headers, who.addr);
     let mut ev =
         crate::control_api::event(&c, op, false, to_json(v), serde_json::Value::Null, None);
@@ -1329,7 +1332,7 @@ async fn audited_change(
     }
     if let Err(e) = s.recorder.commit_event(ev).await {
         if r.is_ok() {
-            if let Err(undo) = s.alarms.restore(&names, before) {
+            if let Err(undo) = s.alarms.restore(&names, before).await {
                 tracing::error!(error = %undo, "could not undo an alarm change whose audit failed");
             }
         }
@@ -1371,11 +1374,11 @@ async fn run(
         "ListMetrics" => list_metrics(s, v).await,
         "DescribeAlarms" => describe_alarms(s, v),
         "DescribeAlarmHistory" => describe_alarm_history(s, v),
-        "PutMetricAlarm" => audited_change(s, caller, op, v, who, || put_metric_alarm(s, v)).await,
+        "PutMetricAlarm" => audited_change(s, caller, op, v, who, put_metric_alarm(s, v)).await,
         "DeleteAlarms" => {
-            audited_change(s, caller, op, v, who, || {
+            audited_change(s, caller, op, v, who, async {
                 let names = strings(v, "AlarmNames")?;
-                s.alarms.delete(&names).map_err(|e| ApiError {
+                s.alarms.delete(&names).await.map_err(|e| ApiError {
                     status: 404,
                     code: "ResourceNotFound",
                     query_code: "ResourceNotFound",
@@ -1385,7 +1388,7 @@ async fn run(
             })
             .await
         }
-        "SetAlarmState" => audited_change(s, caller, op, v, who, || set_alarm_state(s, v)).await,
+        "SetAlarmState" => audited_change(s, caller, op, v, who, set_alarm_state(s, v)).await,
         _ => Err(ApiError {
             status: 400,
             code: "UnknownOperationException",
