@@ -70,6 +70,11 @@ const KEY_TTL_S: u64 = 70 * 86_400;
 /// How long a reservation lives if its replica never releases it (a call runs at most
 /// the route's timeout; this is longer).
 pub const RESERVATION_TTL_MS: i64 = 15 * 60 * 1000;
+/// How long one question to Redis may take. A Redis that stops answering (paused, or a
+/// network that drops packets) must not hold calls: past this, the ledger is unreachable
+/// and budgeted calls are refused at once. (An admission whose answer was lost leaves a
+/// reservation that expires after [`RESERVATION_TTL_MS`]: it can only refuse more.)
+pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Errors of the ledger.
 #[derive(Debug, thiserror::Error)]
@@ -159,8 +164,18 @@ impl Ledger {
         })
     }
 
-    fn unreachable(&self, e: redis::RedisError) -> LedgerError {
-        LedgerError::Unreachable(self.describe.clone(), e.to_string())
+    /// One question to Redis, within [`ANSWER_TIMEOUT`].
+    async fn ask<T>(
+        &self,
+        q: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, LedgerError> {
+        match tokio::time::timeout(ANSWER_TIMEOUT, q).await {
+            Ok(r) => r.map_err(|e| LedgerError::Unreachable(self.describe.clone(), e.to_string())),
+            Err(_) => Err(LedgerError::Unreachable(
+                self.describe.clone(),
+                format!("no answer within {} s", ANSWER_TIMEOUT.as_secs()),
+            )),
+        }
     }
 
     /// Reserve `estimate` in every account (name, limit, period start), all or none.
@@ -185,10 +200,8 @@ impl Ledger {
             inv.arg(pico(*limit)?);
         }
         let mut c = self.conn.clone();
-        let (index, spent, reserved): (usize, String, String) = inv
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let (index, spent, reserved): (usize, String, String) =
+            self.ask(inv.invoke_async(&mut c)).await?;
         if index == 0 {
             return Ok(id);
         }
@@ -207,10 +220,7 @@ impl Ledger {
         }
         inv.arg(id);
         let mut c = self.conn.clone();
-        let _: i64 = inv
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let _: i64 = self.ask(inv.invoke_async(&mut c)).await?;
         Ok(())
     }
 
@@ -229,21 +239,20 @@ impl Ledger {
         }
         inv.arg(pico(cost)?).arg(KEY_TTL_S).arg(KEY_TTL_S);
         let mut c = self.conn.clone();
-        let added: i64 = inv
-            .invoke_async(&mut c)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let added: i64 = self.ask(inv.invoke_async(&mut c)).await?;
         Ok(added == 1)
     }
 
     /// Spent in a budget's period, and reserved by calls in flight (10^-12 USD).
     pub async fn state(&self, name: &str, period_start: i64) -> Result<(i128, i128), LedgerError> {
         let mut c = self.conn.clone();
-        let all: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(key(name, period_start))
-            .query_async(&mut c)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let all: Vec<(String, String)> = self
+            .ask(
+                redis::cmd("HGETALL")
+                    .arg(key(name, period_start))
+                    .query_async(&mut c),
+            )
+            .await?;
         let mut spent = 0i128;
         let mut reserved = 0i128;
         for (f, v) in all {

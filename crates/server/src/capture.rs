@@ -723,8 +723,28 @@ impl Recorder {
         if let (Ok(_), Some((ledger, (cost, accounts)))) = (&result, shared_charge) {
             let id = request_id.clone();
             tokio::spawn(async move {
-                if let Err(e) = ledger.charge(&id, &accounts, cost).await {
-                    tracing::warn!(request_id = %id, error = %e, "cost not yet charged to the shared budget ledger (charged at the next start)");
+                // Retried with backoff while the ledger is unreachable (for up to an hour;
+                // past that, the replay at the next start charges it). The request id
+                // makes a retry of a charge that did land a no-op.
+                let mut wait = std::time::Duration::from_millis(250);
+                let give_up = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+                loop {
+                    match ledger.charge(&id, &accounts, cost).await {
+                        Ok(_) => return,
+                        Err(e @ logbook_cluster::ledger::LedgerError::Range(_)) => {
+                            tracing::error!(request_id = %id, error = %e, "cost not charged to the shared budget ledger");
+                            return;
+                        }
+                        Err(e) if std::time::Instant::now() >= give_up => {
+                            tracing::error!(request_id = %id, error = %e, "cost still not charged to the shared budget ledger after an hour (charged at the next start)");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(request_id = %id, error = %e, retry_in_ms = wait.as_millis() as u64, "cost not yet charged to the shared budget ledger");
+                        }
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(30));
                 }
             });
         }
