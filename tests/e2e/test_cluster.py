@@ -619,3 +619,37 @@ def test_a_redis_outage_refuses_budgeted_calls_at_once_and_nothing_else(make_ser
     assert len(slow_rec) == 1 and not slow_rec[0].get("errorCode"), slow_rec
     want = Decimal(slow_rec[0]["logbook"]["cost"])
     wait_for(lambda: Decimal(status(a)["search-day"]["cluster"]["spent"]) == want, timeout=40)
+
+
+def test_a_budget_warning_is_raised_once_for_the_cluster_when_their_spend_together_crosses_it(
+        make_server, moto, redis, tmp_path):
+    """Each call costs 0.00000666 USD; twelve over three replicas are 61 % of the limit, each
+    replica's own four 20 %. So the cluster crosses 10 % and 50 % once each, and no replica
+    alone reaches 50 %: the warnings come from the ledger, each from one replica."""
+    import subprocess
+    from decimal import Decimal
+    from conftest import BIN, wait_records
+    from test_budgets import alice, call, config as budget_config, spent_in_records, status
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="home")
+    config = budget_config("0.00013", warn="[10, 50]") + cluster_config("home", moto) + f'redis_url = "{redis.url}"\n'
+    replicas = [make_server(config, name=f"r{i}") for i in range(3)]
+    for i in range(12):
+        call(alice(replicas[i % 3]), i % 10)
+    recs = []
+    for s in replicas:
+        recs += wait_records(s, 4)
+    total = spent_in_records(recs)
+    assert total == Decimal("0.00007992"), total
+    wait_for(lambda: Decimal(status(replicas[0])["search-day"]["cluster"]["spent"]) == total, timeout=20)
+    events = []
+    for s in replicas:
+        # The spend loop reports within a second; a clean stop reports what is left.
+        s.stop()
+        out = subprocess.run([BIN, "trail", "--data-dir", s.data_dir, "--config", s.config_path, "--format", "json",
+                              "--event-name", "BudgetThresholdCrossed"], capture_output=True, text=True, check=True).stdout
+        events += [json.loads(line)["requestParameters"] for line in out.splitlines() if line.strip()]
+    assert sorted(e["thresholdPercent"] for e in events) == [10, 50], events
+    fifty = [e for e in events if e["thresholdPercent"] == 50][0]
+    # Reported with the cluster's spend at the crossing (the tenth call's), not a replica's.
+    assert Decimal(fifty["spentUsd"]) == Decimal("0.0000666") and fifty["limitUsd"] == "0.00013", fifty

@@ -9,6 +9,11 @@
 //! cost is added to `spent` once (a `SET NX` on the request id makes a replayed charge a
 //! no-op). So overspend is bounded by what the calls in flight on all replicas reserved.
 //!
+//! Warning thresholds are crossed in the ledger too: a charge is one atomic `HINCRBY`, so
+//! exactly one charge sees a budget's spend go from below a threshold to at or above it,
+//! and only the replica that made that charge reports it (once for the whole cluster, not
+//! once per replica).
+//!
 //! The script compares in Lua numbers (doubles): exact to 2^53 units, about 1 ns of a
 //! dollar per 10^-12 unit at a $9,000,000 limit; `spent` itself is added exactly.
 
@@ -55,13 +60,29 @@ return 1
 
 const CHARGE: &str = r#"
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[2])) then
+  local out = {1}
+  local cost = tonumber(ARGV[1])
   for i = 2, #KEYS do
-    redis.call('HINCRBY', KEYS[i], 'spent', ARGV[1])
+    local new = redis.call('HINCRBY', KEYS[i], 'spent', ARGV[1])
     redis.call('EXPIRE', KEYS[i], tonumber(ARGV[3]))
+    local old = new - cost
+    local th = ARGV[2 + i]
+    if th ~= nil then
+      local j = 0
+      for t in string.gmatch(th, '%d+') do
+        j = j + 1
+        local tv = tonumber(t)
+        if old < tv and new >= tv then
+          table.insert(out, i - 2)
+          table.insert(out, j - 1)
+          table.insert(out, new)
+        end
+      end
+    end
   end
-  return 1
+  return out
 end
-return 0
+return {0}
 "#;
 
 /// How long a budget period's state stays in Redis after its last change (a month and
@@ -95,6 +116,26 @@ pub enum LedgerError {
     /// An amount that does not fit the ledger's 64-bit integers.
     #[error("{0}")]
     Range(String),
+}
+
+/// What a charge did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charged {
+    /// Added now (false: this request id was charged before).
+    pub added: bool,
+    /// The thresholds it crossed.
+    pub crossed: Vec<Crossed>,
+}
+
+/// A threshold a charge crossed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crossed {
+    /// Index into the accounts charged.
+    pub account: usize,
+    /// Index into that account's thresholds.
+    pub threshold: usize,
+    /// The budget's spend after the charge (10^-12 USD).
+    pub spent: i128,
 }
 
 /// The shared ledger.
@@ -232,15 +273,55 @@ impl Ledger {
         accounts: &[(String, i64)],
         cost: i128,
     ) -> Result<bool, LedgerError> {
+        Ok(self
+            .charge_watching(request_id, accounts, cost, &[])
+            .await?
+            .added)
+    }
+
+    /// [`Ledger::charge`], watching thresholds: `thresholds[i]` are amounts (10^-12 USD)
+    /// of `accounts[i]`; every one this charge took the spend to or past (from below) is
+    /// returned, once across all replicas.
+    pub async fn charge_watching(
+        &self,
+        request_id: &str,
+        accounts: &[(String, i64)],
+        cost: i128,
+        thresholds: &[Vec<i128>],
+    ) -> Result<Charged, LedgerError> {
         let mut inv = self.charge.prepare_invoke();
         inv.key(format!("logbook:charged:{request_id}"));
         for (name, start) in accounts {
             inv.key(key(name, *start));
         }
         inv.arg(pico(cost)?).arg(KEY_TTL_S).arg(KEY_TTL_S);
+        for i in 0..accounts.len() {
+            let list = thresholds.get(i).map(Vec::as_slice).unwrap_or_default();
+            let mut text = String::new();
+            for t in list {
+                if !text.is_empty() {
+                    text.push(',');
+                }
+                text.push_str(&pico(*t)?.to_string());
+            }
+            inv.arg(text);
+        }
         let mut c = self.conn.clone();
-        let added: i64 = self.ask(inv.invoke_async(&mut c)).await?;
-        Ok(added == 1)
+        let out: Vec<i64> = self.ask(inv.invoke_async(&mut c)).await?;
+        let added = out.first() == Some(&1);
+        let crossed = out
+            .get(1..)
+            .unwrap_or_default()
+            .chunks_exact(3)
+            .filter_map(|x| {
+                Some(Crossed {
+                    account: usize::try_from(x[0]).ok()?,
+                    threshold: usize::try_from(x[1]).ok()?,
+                    spent: i128::from(x[2]),
+                })
+            })
+            .collect();
+        Ok(Charged { added, crossed })
     }
 
     /// Spent in a budget's period, and reserved by calls in flight (10^-12 USD).

@@ -164,3 +164,44 @@ async fn an_unreachable_ledger_is_named_without_its_password() {
     assert!(e.contains(&format!("redis://127.0.0.1:{port}/")), "{e}");
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_concurrent_charges_exactly_one_crosses_each_threshold() {
+    let r = redis();
+    let l = Arc::new(Ledger::connect(&r.url).await.unwrap());
+    let keys = vec![("team-a".to_string(), T), ("all".to_string(), T)];
+    // 50 % and 80 % of 10 USD in the first account; 100 % of 20 USD in the second.
+    let thresholds = vec![vec![5 * USD, 8 * USD], vec![20 * USD]];
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (l, keys, thresholds) = (l.clone(), keys.clone(), thresholds.clone());
+        tasks.push(tokio::spawn(async move {
+            l.charge_watching(&format!("req-{i}"), &keys, USD / 2, &thresholds)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut crossed = Vec::new();
+    for t in tasks {
+        let c = t.await.unwrap();
+        assert!(c.added);
+        crossed.extend(
+            c.crossed
+                .into_iter()
+                .map(|x| (x.account, x.threshold, x.spent)),
+        );
+    }
+    crossed.sort();
+    // Each threshold once, at the first spend at or past it (charges of 0.5 USD).
+    assert_eq!(
+        crossed,
+        vec![(0, 0, 5 * USD), (0, 1, 8 * USD), (1, 0, 20 * USD)]
+    );
+    // A replayed charge crosses nothing and adds nothing.
+    let again = l
+        .charge_watching("req-0", &keys, USD / 2, &thresholds)
+        .await
+        .unwrap();
+    assert!(!again.added && again.crossed.is_empty());
+    assert_eq!(l.state("all", T).await.unwrap(), (20 * USD, 0));
+}

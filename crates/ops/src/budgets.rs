@@ -297,6 +297,23 @@ impl Budgets {
         }
     }
 
+    /// A budget's warning thresholds as (percent, amount in 10^-12 USD): the spend at
+    /// which [`Budgets::charge`] reports that percent (`spend * 100 / limit >= percent`),
+    /// for a ledger shared with other replicas. With its limit.
+    pub fn thresholds(&self, name: &str) -> Option<(i128, Vec<(u8, i128)>)> {
+        let spec = self.specs.iter().find(|s| s.name == name)?;
+        let limit = spec.limit.max(1);
+        let at = spec
+            .warn_at
+            .iter()
+            .map(|&w| {
+                let num = limit.saturating_mul(i128::from(w));
+                (w, num / 100 + i128::from(num % 100 != 0))
+            })
+            .collect();
+        Some((spec.limit, at))
+    }
+
     /// The action ARNs of a budget.
     pub fn actions(&self, name: &str) -> Vec<String> {
         self.specs
@@ -666,6 +683,27 @@ mod tests {
             BudgetPeriod::Month.start(1_796_083_199_999),
             1_793_491_200_000
         ); // Nov 1
+    }
+
+    #[test]
+    fn a_threshold_amount_is_the_least_spend_that_charge_reports_at_that_percent() {
+        // Limits that divide by 100 and ones that do not (3 x 10^-12 USD).
+        for limit in ["10", "0.000000000003", "0.333333333333", "7.77"] {
+            let mut sp = spec("b", Scope::Model("*".into()), limit);
+            sp.warn_at = vec![1, 33, 50, 80, 100];
+            let b = Budgets::new(vec![sp]);
+            let (l, at) = b.thresholds("b").unwrap();
+            assert_eq!(l, parse_usd(limit).unwrap());
+            for (w, t) in at {
+                let pct = |spent: i128| spent * 100 / l.max(1);
+                assert!(pct(t) >= i128::from(w), "{limit} {w}%: {t}");
+                assert!(
+                    t == 0 || pct(t - 1) < i128::from(w),
+                    "{limit} {w}%: {t} is not the least"
+                );
+            }
+        }
+        assert!(Budgets::new(vec![]).thresholds("b").is_none());
     }
 
     #[test]

@@ -1483,6 +1483,7 @@ impl AppState {
                     journal.clone(),
                     budgets.clone(),
                     ledger.clone(),
+                    recorder.crossings_queue(),
                 ));
                 recorder.with_ledger(ledger)
             }
@@ -1491,9 +1492,13 @@ impl AppState {
         let recorder = if budgets.is_empty() {
             recorder
         } else {
+            let shared = recorder.ledger().is_some();
             let r = recorder.with_budgets(budgets.clone());
-            // Crossings found again on replay (their events had not been made durable).
-            r.push_crossings(replayed_crossings);
+            // Crossings found again on replay (their events had not been made durable);
+            // with a shared ledger, the ledger says what the cluster crossed instead.
+            if !shared {
+                r.push_crossings(replayed_crossings);
+            }
             r
         };
         let buffers = crate::http_util::BufferBudget::new(config.max_buffered_bytes);

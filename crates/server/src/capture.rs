@@ -265,15 +265,18 @@ impl Call {
     }
 }
 
+/// Charge a record to this replica's budgets; the thresholds it crossed are queued in
+/// `crossings` (`None` with a shared ledger: there the ledger says what the whole cluster
+/// crossed, and this replica's own spend crossing is no news).
 fn charge(
     budgets: &Option<Arc<logbook_ops::budgets::Budgets>>,
-    crossings: &std::sync::Mutex<Vec<logbook_ops::budgets::Crossing>>,
+    crossings: Option<&std::sync::Mutex<Vec<logbook_ops::budgets::Crossing>>>,
     record: &InvocationRecord,
     seq: u64,
 ) {
     if let Some(b) = budgets {
         let c = b.charge(record, seq);
-        if !c.is_empty() {
+        if let (false, Some(crossings)) = (c.is_empty(), crossings) {
             crossings
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -521,7 +524,17 @@ impl Recorder {
     }
 
     fn charge(&self, record: &InvocationRecord, seq: u64) {
-        charge(&self.budgets, &self.crossings, record, seq);
+        charge(&self.budgets, self.local_crossings(), record, seq);
+    }
+
+    /// Where this replica's own crossings go: nowhere with a shared ledger.
+    fn local_crossings(&self) -> Option<&std::sync::Mutex<Vec<logbook_ops::budgets::Crossing>>> {
+        self.ledger.is_none().then_some(&*self.crossings)
+    }
+
+    /// The queue of crossings to report (the shared ledger's replay adds to it).
+    pub fn crossings_queue(&self) -> Arc<std::sync::Mutex<Vec<logbook_ops::budgets::Crossing>>> {
+        self.crossings.clone()
     }
 
     /// Count every finished call in `metrics`.
@@ -703,10 +716,12 @@ impl Recorder {
         // charges what a crash left out; the request id makes it count once).
         // (Only with a ledger: without one, no record pays for this.)
         let shared_charge = self.ledger.as_ref().and_then(|l| {
-            let accounts = self.budgets.as_ref()?.accounts_for_record(&record)?;
-            Some((l.clone(), accounts))
+            let b = self.budgets.as_ref()?;
+            let accounts = b.accounts_for_record(&record)?;
+            Some((l.clone(), b.clone(), accounts))
         });
         let (budgets, crossings) = (self.budgets.clone(), self.crossings.clone());
+        let local_crossings = self.ledger.is_none();
         let result = self
             .journal
             .append(
@@ -714,14 +729,20 @@ impl Recorder {
                 Box::new(move |seq| {
                     record.logbook.sequence = seq;
                     // In sequence order, so the budgets' state is "every record up to seq".
-                    charge(&budgets, &crossings, &record, seq);
+                    charge(
+                        &budgets,
+                        local_crossings.then_some(&*crossings),
+                        &record,
+                        seq,
+                    );
                     record.to_json_bytes()
                 }),
             )
             .await;
         let lost = result.is_err();
-        if let (Ok(_), Some((ledger, (cost, accounts)))) = (&result, shared_charge) {
+        if let (Ok(_), Some((ledger, budgets, (cost, accounts)))) = (&result, shared_charge) {
             let id = request_id.clone();
+            let queue = self.crossings.clone();
             tokio::spawn(async move {
                 // Retried with backoff while the ledger is unreachable (for up to an hour;
                 // past that, the replay at the next start charges it). The request id
@@ -729,8 +750,15 @@ impl Recorder {
                 let mut wait = std::time::Duration::from_millis(250);
                 let give_up = std::time::Instant::now() + std::time::Duration::from_secs(3600);
                 loop {
-                    match ledger.charge(&id, &accounts, cost).await {
-                        Ok(_) => return,
+                    match crate::spend::charge_shared(&ledger, &budgets, &id, &accounts, cost).await
+                    {
+                        Ok((_, crossed)) => {
+                            queue
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .extend(crossed);
+                            return;
+                        }
                         Err(e @ logbook_cluster::ledger::LedgerError::Range(_)) => {
                             tracing::error!(request_id = %id, error = %e, "cost not charged to the shared budget ledger");
                             return;

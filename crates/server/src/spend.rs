@@ -74,6 +74,7 @@ pub async fn replay_shared(
     journal: Journal,
     budgets: Arc<Budgets>,
     ledger: Arc<logbook_cluster::ledger::Ledger>,
+    crossings: Arc<std::sync::Mutex<Vec<Crossing>>>,
 ) {
     let first = match journal.first_available() {
         Ok(f) => f,
@@ -103,9 +104,15 @@ pub async fn replay_shared(
     .unwrap_or_default();
     let (mut added, total) = (0u64, charges.len());
     for (id, cost, accounts) in charges {
-        match ledger.charge(&id, &accounts, cost).await {
-            Ok(true) => added += 1,
-            Ok(false) => {}
+        match charge_shared(&ledger, &budgets, &id, &accounts, cost).await {
+            Ok((true, crossed)) => {
+                added += 1;
+                crossings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(crossed);
+            }
+            Ok((false, _)) => {}
             Err(e) => {
                 tracing::error!(error = %e, "shared budget ledger: replay stopped (the next start tries again)");
                 return;
@@ -117,6 +124,47 @@ pub async fn replay_shared(
         charged_now = added,
         "shared budget ledger replayed from the journal"
     );
+}
+
+/// Charge a record's cost (`accounts` from `Budgets::accounts_for_record`) to the ledger
+/// the replicas share, watching the budgets' warning thresholds there: whether it was
+/// added now, and the thresholds it crossed for the whole cluster (each is crossed by one
+/// charge of one replica, so it is reported once).
+pub async fn charge_shared(
+    ledger: &logbook_cluster::ledger::Ledger,
+    budgets: &Budgets,
+    request_id: &str,
+    accounts: &[(String, i64)],
+    cost: i128,
+) -> Result<(bool, Vec<Crossing>), logbook_cluster::ledger::LedgerError> {
+    let watched: Vec<(i128, Vec<(u8, i128)>)> = accounts
+        .iter()
+        .map(|(name, _)| budgets.thresholds(name).unwrap_or_default())
+        .collect();
+    let amounts: Vec<Vec<i128>> = watched
+        .iter()
+        .map(|(_, at)| at.iter().map(|(_, t)| *t).collect())
+        .collect();
+    let charged = ledger
+        .charge_watching(request_id, accounts, cost, &amounts)
+        .await?;
+    let crossed = charged
+        .crossed
+        .iter()
+        .filter_map(|c| {
+            let (name, start) = accounts.get(c.account)?;
+            let (limit, at) = watched.get(c.account)?;
+            let (percent, _) = at.get(c.threshold)?;
+            Some(Crossing {
+                name: name.clone(),
+                percent: *percent,
+                spent: logbook_ops::budgets::usd(c.spent),
+                limit: logbook_ops::budgets::usd(*limit),
+                period_start: *start,
+            })
+        })
+        .collect();
+    Ok((charged.added, crossed))
 }
 
 /// Write the state when it changed, hold the journal at it, and turn crossed thresholds
