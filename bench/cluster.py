@@ -70,11 +70,13 @@ home = "shared"
 poll_ms = 500
 """
     shutil.rmtree(os.path.join(WORK, "cluster"), ignore_errors=True)
-    dirs = {n: os.path.join(WORK, "cluster", n) for n in "ab"}
-    for d in dirs.values():
+    # a holds the records; b reads a's files from its local copy of them (the default);
+    # c reads them from the home on every query (peer_cache_mb = 0).
+    dirs = {n: os.path.join(WORK, "cluster", n) for n in "abc"}
+    for n, d in dirs.items():
         os.makedirs(d)
         with open(os.path.join(d, "logbook.toml"), "w") as f:
-            f.write(config)
+            f.write(config + ("peer_cache_mb = 0\n" if n == "c" else ""))
     t = time.perf_counter()
     subprocess.run([BIN, "import", SRC, "--log-group", GROUP, "--data-dir", dirs["a"]], check=True, capture_output=True)
     print(json.dumps({"what": "import_a", "seconds": round(time.perf_counter() - t, 2)}), flush=True)
@@ -98,7 +100,11 @@ poll_ms = 500
          "replica a's store in the home")
     print(json.dumps({"what": "publish_a", "files": files, "seconds": round(time.perf_counter() - t, 2)}), flush=True)
     node_a = open(os.path.join(dirs["a"], "node-id")).read().strip()
-    wait(lambda: node_a in health("b")["cluster"]["peers"], "replica b to see a")
+    wait(lambda: node_a in health("b")["cluster"]["peers"] and node_a in health("c")["cluster"]["peers"], "replicas b and c to see a")
+    t = time.perf_counter()
+    wait(lambda: health("b")["cluster"]["peerCache"]["copied"] >= files, "replica b's copy of a's files")
+    print(json.dumps({"what": "copy_to_b", "files": files, "bytes": health("b")["cluster"]["peerCache"]["bytes"],
+                      "seconds": round(time.perf_counter() - t, 2)}), flush=True)
     sess = requests.Session()
 
     def query(n, q):
@@ -119,23 +125,26 @@ poll_ms = 500
 
     rows = []
     for name, q in QUESTIONS.items():
-        local, remote = query("a", q), query("b", q)
-        if name == "top10_output_tokens":
-            # Ties in the sort key may pick different records: compare the key only.
-            def keys(res):
-                i = res["columns"].index("output.outputTokenCount")
-                return sorted(str(r[i]) for r in res["rows"])
-            assert keys(local) == keys(remote), name
-        else:
-            assert sorted(map(json.dumps, local["rows"])) == sorted(map(json.dumps, remote["rows"])), name
-        t_a, t_b = timed(lambda: query("a", q)), timed(lambda: query("b", q))
-        r = {"what": name, "own_store_s": round(t_a, 4), "from_home_s": round(t_b, 4), "ratio": round(t_b / t_a, 1), "rows": len(local["rows"])}
+        local = query("a", q)
+        for other in ("b", "c"):
+            remote = query(other, q)
+            if name == "top10_output_tokens":
+                # Ties in the sort key may pick different records: compare the key only.
+                def keys(res):
+                    i = res["columns"].index("output.outputTokenCount")
+                    return sorted(str(r[i]) for r in res["rows"])
+                assert keys(local) == keys(remote), name
+            else:
+                assert sorted(map(json.dumps, local["rows"])) == sorted(map(json.dumps, remote["rows"])), name
+        t_a, t_b, t_c = timed(lambda: query("a", q)), timed(lambda: query("b", q)), timed(lambda: query("c", q))
+        r = {"what": name, "own_store_s": round(t_a, 4), "local_copy_s": round(t_b, 4), "from_home_s": round(t_c, 4),
+             "rows": len(local["rows"])}
         print(json.dumps(r), flush=True)
         rows.append(r)
-    print(f"\n| question ({N:,} records) | replica with the records (own store) | another replica (from the home, moto) | ratio |")
+    print(f"\n| question ({N:,} records) | replica with the records (own store) | another replica, local copy of the files | another replica, files from the home (moto) |")
     print("|---|---|---|---|")
     for r in rows:
-        print(f"| {r['what']} | {r['own_store_s']} s | {r['from_home_s']} s | {r['ratio']}x |")
+        print(f"| {r['what']} | {r['own_store_s']} s | {r['local_copy_s']} s | {r['from_home_s']} s |")
 finally:
     for p in procs:
         p.terminate()

@@ -280,6 +280,12 @@ def test_every_replica_queries_every_replicas_records_within_the_stated_bound(ma
     # Aggregates count each record once across replicas.
     got = rows(insights(logs(b), "stats count(*) as n"))
     assert got == [{"n": "12"}], got
+    # The others' files are copied to a local cache and read from there: the same answers.
+    wait_for(lambda: b.health()["cluster"]["peerCache"]["copied"] >= 2, timeout=15)
+    assert any(f.endswith(".parquet") for f in os.listdir(tmp_path / "b" / "cache" / "peers"))
+    got = rows(insights(logs(b), "stats count(*) as n"))
+    assert got == [{"n": "12"}], got
+    assert {r["requestId"] for r in rows(insights(logs(b), "fields requestId | limit 100"))} == set(served)
     h = b.health()["cluster"]
     assert set(h["peers"]) == {open(tmp_path / n / "node-id").read().strip() for n in "ac"}, h
     assert h["published"]["published"] >= 1 and not h["skippedPeers"], h

@@ -22,6 +22,7 @@ use futures::TryStreamExt as _;
 use logbook_bucket::{Bucket, BucketError, BucketSpec};
 use logbook_store::{FileMeta, ManifestView, Store};
 use object_store::path::Path as StorePath;
+use object_store::ObjectStoreExt as _;
 use serde::{Deserialize, Serialize};
 
 /// Where replicas' stores live in the home.
@@ -269,6 +270,230 @@ pub struct Peers {
     every: Duration,
     cache: tokio::sync::Mutex<PeersCache>,
     errors: Mutex<BTreeMap<String, String>>,
+    files: Option<(Arc<FileCache>, tokio::runtime::Handle)>,
+}
+
+/// Other replicas' store files copied to local disk, so queries read them from there
+/// instead of from the home on every query. A file is kept under a name made of its
+/// node, its name in the home, its size and whether its bodies were removed, so a file
+/// written again (bodies removed) is a new copy; files are copied newest first up to
+/// the cap, and a copy no manifest names any more is deleted. A copy is written to a
+/// temporary name and renamed when complete, so a crash leaves no partial file in use.
+pub struct FileCache {
+    dir: std::path::PathBuf,
+    cap: u64,
+    grace: Duration,
+    home: Bucket,
+    held: Mutex<HashMap<String, u64>>,
+    /// Copies no longer handed to queries, deleted after [`CACHE_GRACE`] (a query that
+    /// was handed one may still be about to open it).
+    dropped: Mutex<Vec<(Instant, String)>>,
+    filling: std::sync::atomic::AtomicBool,
+    copied: std::sync::atomic::AtomicU64,
+}
+
+/// What `/healthz` says about the cache.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileCacheHealth {
+    /// Files held.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The cap.
+    pub cap_bytes: u64,
+    /// Files copied from the home since the start.
+    pub copied: u64,
+}
+
+/// How long a dropped copy stays on disk for queries already planned over it.
+pub const CACHE_GRACE: Duration = Duration::from_secs(600);
+
+fn cache_name(node: &str, f: &FileMeta) -> Option<String> {
+    let safe = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !s.starts_with('.')
+    };
+    if !safe(node) {
+        return None;
+    }
+    let bodies = if f.bodies_removed { "-nobodies" } else { "" };
+    Some(format!(
+        "{node}--{}--{}{bodies}.parquet",
+        remote_name(&f.path),
+        f.bytes
+    ))
+}
+
+impl FileCache {
+    /// A cache in `dir` of at most `cap` bytes of `home`'s files; what a previous run
+    /// left complete is kept, unfinished copies are removed.
+    pub fn open(dir: std::path::PathBuf, cap: u64, home: Bucket) -> std::io::Result<FileCache> {
+        std::fs::create_dir_all(&dir)?;
+        let mut held = HashMap::new();
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".parquet") && e.file_type()?.is_file() {
+                held.insert(name, e.metadata()?.len());
+            } else {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(FileCache {
+            dir,
+            cap,
+            grace: CACHE_GRACE,
+            home,
+            held: Mutex::new(held),
+            dropped: Mutex::new(Vec::new()),
+            filling: Default::default(),
+            copied: Default::default(),
+        })
+    }
+
+    /// Delete dropped copies after `grace` instead of [`CACHE_GRACE`].
+    pub fn with_grace(mut self, grace: Duration) -> FileCache {
+        self.grace = grace;
+        self
+    }
+
+    /// Files held, bytes, cap.
+    pub fn health(&self) -> FileCacheHealth {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        FileCacheHealth {
+            files: held.len(),
+            bytes: held.values().sum(),
+            cap_bytes: self.cap,
+            copied: self.copied.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    fn local(&self, node: &str, f: &FileMeta) -> Option<String> {
+        let name = cache_name(node, f)?;
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.contains_key(&name)
+            .then(|| self.dir.join(name).display().to_string())
+    }
+
+    /// Bring the cache in line with `nodes`' manifests (one fill at a time; a fill asked
+    /// for while one runs is skipped: the next refresh asks again).
+    async fn fill(self: Arc<Self>, nodes: BTreeMap<String, Published>) {
+        use std::sync::atomic::Ordering;
+        if self.filling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Cleared however this ends (a task cancelled at shutdown included).
+        struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, std::sync::atomic::Ordering::Release);
+            }
+        }
+        let _done = Done(&self.filling);
+        // Newest first, up to the cap.
+        let mut all: Vec<(i64, String, String, u64)> = Vec::new();
+        for (node, p) in &nodes {
+            for f in p.store.groups.values().flat_map(|g| &g.files) {
+                if let Some(name) = cache_name(node, f) {
+                    let key = format!("{}files/{}", node_prefix(node), remote_name(&f.path));
+                    all.push((f.max_ts, name, key, f.bytes));
+                }
+            }
+        }
+        all.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let mut budget = self.cap;
+        let mut wanted = Vec::new();
+        for (_, name, key, bytes) in all {
+            if bytes > budget {
+                continue;
+            }
+            budget -= bytes;
+            wanted.push((name, key));
+        }
+        let keep: HashSet<&str> = wanted.iter().map(|(n, _)| n.as_str()).collect();
+        // Copies no manifest wants any more are no longer handed out, and deleted after
+        // the grace; ones dropped long enough ago go now.
+        let expired: Vec<String> = {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            let mut dropped = self.dropped.lock().unwrap_or_else(|p| p.into_inner());
+            let gone: Vec<String> = held
+                .keys()
+                .filter(|n| !keep.contains(n.as_str()))
+                .cloned()
+                .collect();
+            for n in gone {
+                held.remove(&n);
+                dropped.push((Instant::now(), n));
+            }
+            let (old, young): (Vec<_>, Vec<_>) = std::mem::take(&mut *dropped)
+                .into_iter()
+                .partition(|(t, n)| t.elapsed() >= self.grace && !held.contains_key(n));
+            *dropped = young;
+            old.into_iter().map(|(_, n)| n).collect()
+        };
+        for n in expired {
+            let _ = tokio::fs::remove_file(self.dir.join(n)).await;
+        }
+        for (name, key) in wanted {
+            let have = self
+                .held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&name);
+            if have {
+                continue;
+            }
+            match self.copy(&name, &key).await {
+                Ok(len) => {
+                    self.held
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name, len);
+                    self.copied.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %key, error = %e, "a replica's store file was not copied to the local cache (queries read it from the home)");
+                }
+            }
+        }
+    }
+
+    async fn copy(&self, name: &str, key: &str) -> Result<u64, String> {
+        use tokio::io::AsyncWriteExt as _;
+        let got = self
+            .home
+            .store()
+            .get(&StorePath::from(key))
+            .await
+            .map_err(|e| e.to_string())?;
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let mut out = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut stream = got.into_stream();
+        let mut len = 0u64;
+        let result: Result<(), String> = async {
+            while let Some(chunk) = stream.try_next().await.map_err(|e| e.to_string())? {
+                len += chunk.len() as u64;
+                out.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            }
+            out.flush().await.map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        .await;
+        drop(out);
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        tokio::fs::rename(&tmp, self.dir.join(name))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(len)
+    }
 }
 
 #[derive(Default)]
@@ -313,7 +538,20 @@ impl Peers {
             every,
             cache: tokio::sync::Mutex::new(PeersCache::default()),
             errors: Mutex::new(BTreeMap::new()),
+            files: None,
         }
+    }
+
+    /// Keep the files read on local disk (see [`FileCache`]); the copies are made by
+    /// tasks on `runtime` (not on the query threads that notice new files).
+    pub fn with_cache(mut self, cache: FileCache, runtime: tokio::runtime::Handle) -> Peers {
+        self.files = Some((Arc::new(cache), runtime));
+        self
+    }
+
+    /// The local cache's state, if there is one.
+    pub fn cache_health(&self) -> Option<FileCacheHealth> {
+        self.files.as_ref().map(|(f, _)| f.health())
     }
 
     /// Manifests that were skipped, by node, and why.
@@ -340,7 +578,12 @@ impl Peers {
             return cache;
         }
         match self.read_all().await {
-            Ok(nodes) => cache.nodes = nodes,
+            Ok(nodes) => {
+                if let Some((fc, rt)) = &self.files {
+                    rt.spawn(fc.clone().fill(nodes.clone()));
+                }
+                cache.nodes = nodes
+            }
             Err(e) => {
                 // The home is unreachable: queries read what was last seen.
                 self.errors
@@ -420,6 +663,10 @@ impl logbook_query::PeerFiles for Peers {
                 .iter()
                 .filter(|f| f.max_ts >= start && f.min_ts <= end)
             {
+                if let Some(local) = self.files.as_ref().and_then(|(c, _)| c.local(node, f)) {
+                    out.push((local, f.clone()));
+                    continue;
+                }
                 let key = format!("{}files/{}", node_prefix(node), remote_name(&f.path));
                 out.push((self.location(&key), f.clone()));
             }

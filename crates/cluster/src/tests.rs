@@ -516,4 +516,106 @@ mod store_mirror {
         assert!(again.sync().await.unwrap());
         assert_eq!(again.health().lock().unwrap().files_uploaded, 0);
     }
+
+    #[tokio::test]
+    async fn peers_files_are_read_from_a_local_copy_once_copied_within_its_cap() {
+        let d = tempfile::tempdir().unwrap();
+        let home_dir = d.path().join("home");
+        let home = logbook_bucket::Bucket::open(
+            "home",
+            &logbook_bucket::BucketSpec::Local(home_dir.clone()),
+            logbook_disk::RealDisk::shared(),
+        )
+        .unwrap();
+        let store = Arc::new(Store::open(d.path().join("store")).unwrap());
+        let group = "/aws/bedrock/modelinvocations";
+        store.create_group(group).unwrap();
+        let now = logbook_store::now_ms();
+        let (old, new) = (now - 3 * 86_400_000, now - 60_000);
+        for (rid, ms) in [("old", old), ("new", new)] {
+            store
+                .import_rows(group, vec![parse_row(&line(rid, ms)).unwrap()])
+                .unwrap();
+        }
+        let mut m = Mirror::new(store.clone(), home.clone(), "n1", Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(m.sync().await.unwrap());
+        let sizes: Vec<u64> = published(&home_dir, "n1")
+            .store
+            .groups
+            .values()
+            .flat_map(|g| g.files.iter().map(|f| f.bytes))
+            .collect();
+        assert_eq!(sizes.len(), 2);
+        let cache_dir = d.path().join("cache");
+        // Room for one file: the newest is copied, the other read from the home.
+        let cap = *sizes.iter().max().unwrap();
+        std::fs::create_dir_all(&cache_dir).unwrap();
+        std::fs::write(cache_dir.join("x.parquet.tmp"), b"an unfinished copy").unwrap();
+        let cache = crate::store::FileCache::open(cache_dir.clone(), cap, home.clone())
+            .unwrap()
+            .with_grace(Duration::ZERO);
+        assert!(
+            !cache_dir.join("x.parquet.tmp").exists(),
+            "unfinished copies are removed"
+        );
+        let peers = Peers::new(home.clone(), "n2", Duration::ZERO)
+            .with_cache(cache, tokio::runtime::Handle::current());
+        let first = peers.files(group, i64::MIN, i64::MAX).await;
+        assert!(first
+            .iter()
+            .all(|(p, _)| p.starts_with(&*home_dir.to_string_lossy())));
+        let mut local = Vec::new();
+        for _ in 0..200 {
+            local = peers.files(group, i64::MIN, i64::MAX).await;
+            if local
+                .iter()
+                .any(|(p, _)| p.starts_with(&*cache_dir.to_string_lossy()))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (cached, remote): (Vec<_>, Vec<_>) = local
+            .iter()
+            .partition(|(p, _)| p.starts_with(&*cache_dir.to_string_lossy()));
+        assert_eq!((cached.len(), remote.len()), (1, 1), "{local:?}");
+        assert!(
+            cached[0].1.max_ts >= new - 1000,
+            "the newest is the one copied"
+        );
+        // The copy is byte for byte the file in the home.
+        let key = format!(
+            "{}files/{}",
+            node_prefix("n1"),
+            crate::store::remote_name(&cached[0].1.path)
+        );
+        assert_eq!(
+            std::fs::read(&cached[0].0).unwrap(),
+            std::fs::read(home_dir.join(key)).unwrap()
+        );
+        let h = peers.cache_health().unwrap();
+        assert_eq!((h.files, h.copied, h.cap_bytes), (1, 1, cap));
+
+        // The group is deleted and made again with another record: a copy no manifest
+        // names any more is no longer handed out, then deleted (after the grace, zero
+        // here).
+        store.delete_group(group).unwrap();
+        store.create_group(group).unwrap();
+        store
+            .import_rows(group, vec![parse_row(&line("newer", now)).unwrap()])
+            .unwrap();
+        assert!(m.sync().await.unwrap());
+        let stale = cached[0].0.clone();
+        for _ in 0..200 {
+            let now_files = peers.files(group, i64::MIN, i64::MAX).await;
+            if !now_files.iter().any(|(p, _)| *p == stale) && !std::path::Path::new(&stale).exists()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!std::path::Path::new(&stale).exists(), "{stale} kept");
+    }
 }

@@ -450,14 +450,23 @@ impl Engine {
             if !theirs.is_empty() {
                 stats.bytes_scanned += theirs.iter().map(|(_, m)| m.bytes).sum::<u64>();
                 stats.records_scanned += theirs.iter().map(|(_, m)| m.rows).sum::<u64>();
-                let paths: Vec<String> = theirs.into_iter().map(|(p, _)| p).collect();
-                let opts = ParquetReadOptions::default().schema(&schema);
-                // Their own scan: a listing reads from one object store.
-                let t = ctx.read_parquet(paths, opts).await?;
-                df = Some(match df {
-                    Some(d) => d.union(t)?,
-                    None => t,
-                });
+                // A listing reads from one object store: files a local cache holds (absolute
+                // paths) and ones read from the home (URLs) are scanned apart.
+                let (local, remote): (Vec<String>, Vec<String>) = theirs
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .partition(|p| p.starts_with('/'));
+                for paths in [local, remote] {
+                    if paths.is_empty() {
+                        continue;
+                    }
+                    let opts = ParquetReadOptions::default().schema(&schema);
+                    let t = ctx.read_parquet(paths, opts).await?;
+                    df = Some(match df {
+                        Some(d) => d.union(t)?,
+                        None => t,
+                    });
+                }
             }
         }
         if !snap.tail.is_empty() || df.is_none() {

@@ -753,6 +753,7 @@ async fn healthz(State(s): State<Shared>) -> Response {
                         // Each other replica read, with the journal position it published.
                         o.insert("peers".into(), serde_json::json!(p.nodes().await));
                         o.insert("skippedPeers".into(), serde_json::json!(p.errors()));
+                        o.insert("peerCache".into(), serde_json::json!(p.cache_health()));
                     }
                 }
                 v
@@ -1394,11 +1395,21 @@ impl AppState {
                 run.stop_rest.subscribe(),
             )));
             shared_groups = Some(groups);
-            let p = Arc::new(logbook_cluster::store::Peers::new(
-                home.clone(),
-                &node,
-                c.poll,
-            ));
+            let mut p = logbook_cluster::store::Peers::new(home.clone(), &node, c.poll);
+            if c.peer_cache_bytes > 0 {
+                // Other replicas' files on local disk: queries read them from there.
+                let cache = logbook_cluster::store::FileCache::open(
+                    config.data_dir.join("cache").join("peers"),
+                    c.peer_cache_bytes,
+                    home.clone(),
+                )
+                .map_err(|e| ServeError::Io {
+                    context: "peer file cache".into(),
+                    source: e,
+                })?;
+                p = p.with_cache(cache, tokio::runtime::Handle::current());
+            }
+            let p = Arc::new(p);
             query_engine = query_engine
                 .with_peers(p.clone())
                 .map_err(|e| ServeError::Config(format!("cluster home {}: {e}", c.home)))?;

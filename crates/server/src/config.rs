@@ -642,6 +642,9 @@ struct RawCluster {
     poll_ms: Option<u64>,
     /// Budgets hold across replicas through this Redis (`redis://[:password@]host:port/db`).
     redis_url: Option<String>,
+    /// Other replicas' store files kept on local disk for queries, at most this many MiB
+    /// (default 1024; 0: read them from the home every time).
+    peer_cache_mb: Option<u64>,
 }
 
 /// `[otlp]`: OpenTelemetry export.
@@ -1094,6 +1097,8 @@ pub struct ClusterConfig {
     /// The Redis that holds the budgets' ledger for all replicas (secret: may hold a
     /// password; never printed).
     pub redis_url: Option<String>,
+    /// Bytes of other replicas' store files kept on local disk for queries (0: none).
+    pub peer_cache_bytes: u64,
 }
 
 /// `[otlp]`, validated.
@@ -1504,6 +1509,7 @@ impl Config {
                         claim_ttl: Duration::from_secs(ttl),
                         poll: Duration::from_millis(poll),
                         redis_url: c.redis_url.clone(),
+                        peer_cache_bytes: c.peer_cache_mb.unwrap_or(1024).saturating_mul(1 << 20),
                     }),
                     Some(home) => {
                         errors.push(format!(
