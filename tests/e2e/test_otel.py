@@ -165,6 +165,55 @@ def test_grpc_with_content_redacted_and_headers_that_never_reach_a_log(tmp_path,
     assert receiver.metric_points().get("aws.bedrock.invocations")
 
 
+def test_a_clients_traceparent_makes_the_calls_span_a_child_in_the_clients_trace(tmp_path, receiver):
+    from conftest import wait_records
+    trace, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    s = Server(tmp_path / "data", config(receiver))
+    s.start()
+    try:
+        o = s.openai()
+        joined = o.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "traced"}], max_tokens=5,
+            extra_headers={"traceparent": f"00-{trace}-{parent}-01", "tracestate": "vendor=x"}).headers["x-request-id"]
+        # boto3, through its event hooks, as an instrumented AWS client sends it.
+        c = s.bedrock()
+        c.meta.events.register("before-send.bedrock-runtime.Converse",
+                               lambda request, **kw: request.headers.__setitem__("traceparent", f"00-{trace}-{parent}-00"))
+        via_boto = c.converse(modelId=NOVA, messages=[{"role": "user", "content": [{"text": "traced"}]}])["ResponseMetadata"]["RequestId"]
+        c.meta.events.unregister("before-send.bedrock-runtime.Converse")
+        # Not valid W3C: upper-case hex, all-zero ids, version ff, a short id, junk after
+        # version 00. The call is served and its span starts its own trace.
+        bad = {}
+        for tp in [f"00-{trace.upper()}-{parent}-01", f"00-{'0' * 32}-{parent}-01", f"00-{trace}-{'0' * 16}-01",
+                   f"ff-{trace}-{parent}-01", f"00-{trace}-{parent[:15]}-01", f"00-{trace}-{parent}-01-extra", "garbage"]:
+            r = o.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], max_tokens=5,
+                extra_headers={"traceparent": tp})
+            bad[r.headers["x-request-id"]] = tp
+        # A later version may add fields: the first four are used.
+        later = o.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], max_tokens=5,
+            extra_headers={"traceparent": f"01-{trace}-{parent}-01-future"}).headers["x-request-id"]
+        spans = wait_spans(receiver, 3 + len(bad))
+        recs = {r["requestId"]: r for r in wait_records(s, 3 + len(bad))}
+    finally:
+        s.stop()
+    got = by_request(spans)
+    for rid in (joined, via_boto, later):
+        span = got[rid][2]
+        assert span.trace_id.hex() == trace and span.parent_span_id.hex() == parent, rid
+        # The span's own id is still the call's (derived from its request id).
+        assert span.span_id == hashlib.sha256(rid.encode()).digest()[16:24]
+    assert recs[joined]["logbook"]["traceParent"] == f"00-{trace}-{parent}-01"
+    assert recs[via_boto]["logbook"]["traceParent"] == f"00-{trace}-{parent}-00"
+    assert recs[later]["logbook"]["traceParent"] == f"01-{trace}-{parent}-01"
+    for rid, tp in bad.items():
+        span = got[rid][2]
+        assert span.trace_id == hashlib.sha256(rid.encode()).digest()[:16], tp
+        assert not span.parent_span_id, tp
+        assert "traceParent" not in recs[rid]["logbook"], tp
+
+
 def test_a_collector_outage_and_a_killed_server_lose_no_span(tmp_path, receiver):
     receiver.fail = True
     data = tmp_path / "data"
