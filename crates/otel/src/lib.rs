@@ -338,7 +338,19 @@ pub fn span(
         (None, CallOutcome::Ok) => Status::Unset,
         (None, _) => Status::error(format!("HTTP {status_code}")),
     };
-    let (trace_id, span_id) = ids(&request_id);
+    let (own_trace, span_id) = ids(&request_id);
+    // A client that sent a valid `traceparent`: the call's span is a child of its span,
+    // in its trace (the span id stays the call's own).
+    let parent = text(ext.and_then(|e| e.trace_parent))
+        .as_deref()
+        .and_then(logbook_record::trace_parent)
+        .and_then(|tp| {
+            let mut f = tp.split('-').skip(1);
+            let t = TraceId::from_hex(f.next()?).ok()?;
+            let p = SpanId::from_hex(f.next()?).ok()?;
+            Some((t, p))
+        });
+    let (trace_id, parent_span_id) = parent.unwrap_or((own_trace, SpanId::INVALID));
     let span = SpanData {
         span_context: SpanContext::new(
             trace_id,
@@ -347,8 +359,8 @@ pub fn span(
             false,
             TraceState::default(),
         ),
-        parent_span_id: SpanId::INVALID,
-        parent_span_is_remote: false,
+        parent_span_id,
+        parent_span_is_remote: parent.is_some(),
         span_kind: SpanKind::Client,
         name: if model.is_empty() {
             operation.into()

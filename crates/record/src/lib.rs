@@ -159,6 +159,10 @@ pub struct LogbookExt {
     /// Client `User-Agent`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// The client's W3C `traceparent` header, when it sent a valid one (see
+    /// [`trace_parent`]): the call's span joins the client's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
     /// How the caller authenticated: `sigv4`, `bearer` or `none`.
     pub auth: String,
     /// The SigV4 access key id (never the secret); absent for bearer callers.
@@ -194,6 +198,32 @@ pub struct LogbookExt {
     /// present they are absent and `cost` is computed from these estimates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_usage: Option<EstimatedUsage>,
+}
+
+/// A W3C Trace Context `traceparent` header value
+/// (`<version>-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, lower-case hex), as
+/// its four fields; `None` when it is not a valid one: another length or character, an
+/// all-zero trace or parent id, version `ff`, or version `00` with anything after the
+/// flags (a later version may append fields, which are dropped).
+pub fn trace_parent(v: &str) -> Option<String> {
+    let v = v.trim_matches([' ', '\t']);
+    let mut parts = v.split('-');
+    let (ver, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !hex(ver, 2) || !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2) || ver == "ff" {
+        return None;
+    }
+    if ver == "00" && parts.next().is_some() {
+        return None;
+    }
+    if trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some(format!("{ver}-{trace}-{parent}-{flags}"))
 }
 
 /// Token counts estimated from the bodies (about four bytes of text per token), for a
@@ -414,6 +444,39 @@ mod tests {
             error_code: None,
             performance_config: None,
             logbook: LogbookExt::default(),
+        }
+    }
+
+    #[test]
+    fn a_traceparent_is_taken_only_when_it_is_valid_w3c() {
+        let (t, p) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+        let ok = format!("00-{t}-{p}-01");
+        assert_eq!(trace_parent(&ok).as_deref(), Some(ok.as_str()));
+        assert_eq!(
+            trace_parent(&format!(" {ok}\t")).as_deref(),
+            Some(ok.as_str())
+        );
+        // A later version may append fields: the first four are kept.
+        assert_eq!(
+            trace_parent(&format!("cc-{t}-{p}-09-what-comes-next")),
+            Some(format!("cc-{t}-{p}-09"))
+        );
+        for bad in [
+            format!("00-{}-{p}-01", t.to_uppercase()),
+            format!("00-{}-{p}-01", "0".repeat(32)),
+            format!("00-{t}-{}-01", "0".repeat(16)),
+            format!("ff-{t}-{p}-01"),
+            format!("00-{t}-{p}-01-extra"),
+            format!("00-{t}-{}-01", &p[..15]),
+            format!("00-{t}x-{p}-01"),
+            format!("0-{t}-{p}-01"),
+            format!("00-{t}-{p}-1"),
+            format!("00-{t}-{p}"),
+            format!("00_{t}_{p}_01"),
+            String::new(),
+            "garbage".into(),
+        ] {
+            assert_eq!(trace_parent(&bad), None, "{bad}");
         }
     }
 

@@ -105,6 +105,8 @@ pub struct RawExt<'a> {
     pub unpriced: Option<&'a RawValue>,
     #[serde(borrow)]
     pub principal_tags: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pub trace_parent: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]

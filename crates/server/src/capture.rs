@@ -54,6 +54,8 @@ pub struct Call {
     pub client_ip: Option<String>,
     /// Client user agent.
     pub user_agent: Option<String>,
+    /// The client's valid W3C `traceparent`, normalized.
+    pub trace_parent: Option<String>,
     /// Routing decision, once made.
     pub route: Option<RouteInfo>,
     /// Request side of the record.
@@ -112,6 +114,7 @@ impl Call {
             caller,
             client_ip: None,
             user_agent: None,
+            trace_parent: None,
             route: None,
             input: Input::default(),
             request_metadata: None,
@@ -249,6 +252,7 @@ impl Call {
                 error_message,
                 client_ip: self.client_ip.clone(),
                 user_agent: self.user_agent.clone(),
+                trace_parent: self.trace_parent.clone(),
                 auth: self.caller.auth.into(),
                 access_key_id: self.caller.access_key_id.clone(),
                 api_key_id: self.caller.api_key_id.clone(),

@@ -300,5 +300,13 @@ pub fn begin_call(
     let user_agent = headers
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
-    crate::capture::Call::from_client(operation, api, model_id, caller, addr.ip(), user_agent)
+    let mut call =
+        crate::capture::Call::from_client(operation, api, model_id, caller, addr.ip(), user_agent);
+    // W3C Trace Context: exactly one valid `traceparent` joins the client's trace (two
+    // are ignored, as the specification says of a header it cannot trust).
+    let mut tp = headers.get_all("traceparent").iter();
+    if let (Some(v), None) = (tp.next(), tp.next()) {
+        call.trace_parent = v.to_str().ok().and_then(logbook_record::trace_parent);
+    }
+    call
 }
