@@ -7,6 +7,7 @@
 #
 #   RATE=1000 DUR=300 bench/memory.sh
 #   LOGBOOK_BIN=/path/to/other/logbook ONLY=logbook bench/memory.sh   # another build
+#   EXTRA_TOML='[store]\nflush_bytes = 16777216' ONLY=logbook bench/memory.sh   # a setting
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logbook/target}"
@@ -74,6 +75,8 @@ base_url = "$UP/v1"
 model = "*"
 provider = "up"
 TOML
+  # EXTRA_TOML: more configuration, to measure a setting (e.g. '[store]\nflush_bytes = 16777216').
+  printf '%b\n' "${EXTRA_TOML:-}" >> "$WORK/logbook.toml"
   "$LOGBOOK" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --config "$WORK/logbook.toml" > "$WORK/logbook.out" 2> "$WORK/logbook.err" &
   LB_PID=$!
   PIDS+=("$LB_PID")

@@ -659,3 +659,39 @@ def test_a_budget_warning_is_raised_once_for_the_cluster_when_their_spend_togeth
     fifty = [e for e in events if e["thresholdPercent"] == 50][0]
     # Reported with the cluster's spend at the crossing (the tenth call's), not a replica's.
     assert Decimal(fifty["spentUsd"]) == Decimal("0.0000666") and fifty["limitUsd"] == "0.00013", fifty
+
+
+def test_an_unauthenticated_flood_of_healthz_lists_the_home_at_most_once_per_poll(make_server, moto, tmp_path):
+    """`/healthz` needs no credentials and names the peers, which needs a listing of the
+    home: a flood of it must not turn into a flood on the home (the listing is cached for
+    `poll_ms`), nor stall the replica's calls and queries."""
+    import concurrent.futures
+    import re
+    import requests
+    from test_query import insights, logs, rows
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="home")
+    config = cluster_config("home", moto) + "poll_ms = 1000\n"
+    a, b = make_server(config, name="a"), make_server(config, name="b")
+    converse(a, "from a")
+    # moto logs the query as sent or decoded: "...&prefix=logbook/store/ HTTP/1.1".
+    peers_listing = re.compile(r'prefix=logbook(/|%2F)store(/|%2F)(&|\s|")')
+
+    def listings():
+        with open(moto.log.name, "rb") as f:
+            return sum(1 for line in f.read().decode(errors="replace").splitlines() if peers_listing.search(line))
+
+    before = listings()
+    started = time.time()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
+        flood = [pool.submit(lambda: requests.get(b.url + "/healthz", timeout=10).status_code) for _ in range(600)]
+        # Meanwhile the replica serves calls and queries.
+        converse(b, "during the flood")
+        assert rows(insights(logs(b), "stats count(*) as n")), "query answered"
+        codes = [f.result() for f in flood]
+    took = time.time() - started
+    assert set(codes) == {200}, set(codes)
+    done = listings() - before
+    # At most one listing per poll interval (plus the one in flight at each end), not one
+    # per request; and the count is real (the flood did list at least once).
+    assert 1 <= done <= took / 1.0 + 2, (done, took)
