@@ -190,6 +190,24 @@ def test_a_clients_traceparent_makes_the_calls_span_a_child_in_the_clients_trace
                 model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], max_tokens=5,
                 extra_headers={"traceparent": tp})
             bad[r.headers["x-request-id"]] = tp
+        # Two traceparent headers: neither is trusted (raw HTTP: clients send one).
+        import http.client
+        import json
+        import urllib.parse
+        u = urllib.parse.urlparse(s.url)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "two"}], "max_tokens": 5}).encode()
+        conn.putrequest("POST", "/v1/chat/completions")
+        for k, v in s.auth_headers({"content-type": "application/json", "content-length": str(len(body))}).items():
+            conn.putheader(k, v)
+        conn.putheader("traceparent", f"00-{trace}-{parent}-01")
+        conn.putheader("traceparent", f"00-{trace}-{parent}-01")
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        bad[resp.getheader("x-request-id")] = "two headers"
+        resp.read()
+        conn.close()
         # A later version may add fields: the first four are used.
         later = o.chat.completions.with_raw_response.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], max_tokens=5,
