@@ -411,9 +411,9 @@ impl FileCache {
                 continue;
             }
             budget -= bytes;
-            wanted.push((name, key));
+            wanted.push((name, key, bytes));
         }
-        let keep: HashSet<&str> = wanted.iter().map(|(n, _)| n.as_str()).collect();
+        let keep: HashSet<&str> = wanted.iter().map(|(n, _, _)| n.as_str()).collect();
         // Copies no manifest wants any more are no longer handed out, and deleted after
         // the grace; ones dropped long enough ago go now.
         let expired: Vec<String> = {
@@ -437,7 +437,7 @@ impl FileCache {
         for n in expired {
             let _ = tokio::fs::remove_file(self.dir.join(n)).await;
         }
-        for (name, key) in wanted {
+        for (name, key, bytes) in wanted {
             let have = self
                 .held
                 .lock()
@@ -446,7 +446,7 @@ impl FileCache {
             if have {
                 continue;
             }
-            match self.copy(&name, &key).await {
+            match self.copy(&name, &key, bytes).await {
                 Ok(len) => {
                     self.held
                         .lock()
@@ -461,7 +461,10 @@ impl FileCache {
         }
     }
 
-    async fn copy(&self, name: &str, key: &str) -> Result<u64, String> {
+    /// Copy `key`, which its manifest says is `expected` bytes: an object of another size
+    /// (a lying or stale manifest) is not kept, and the copy stops as soon as it is
+    /// longer, so the cap holds whatever the home holds.
+    async fn copy(&self, name: &str, key: &str, expected: u64) -> Result<u64, String> {
         use tokio::io::AsyncWriteExt as _;
         let got = self
             .home
@@ -478,9 +481,17 @@ impl FileCache {
         let result: Result<(), String> = async {
             while let Some(chunk) = stream.try_next().await.map_err(|e| e.to_string())? {
                 len += chunk.len() as u64;
+                if len > expected {
+                    return Err(format!(
+                        "longer than the {expected} bytes its manifest says"
+                    ));
+                }
                 out.write_all(&chunk).await.map_err(|e| e.to_string())?;
             }
             out.flush().await.map_err(|e| e.to_string())?;
+            if len != expected {
+                return Err(format!("{len} bytes, not the {expected} its manifest says"));
+            }
             Ok(())
         }
         .await;

@@ -618,4 +618,58 @@ mod store_mirror {
         }
         assert!(!std::path::Path::new(&stale).exists(), "{stale} kept");
     }
+
+    #[tokio::test]
+    async fn a_file_whose_size_is_not_what_its_manifest_says_is_not_copied() {
+        let d = tempfile::tempdir().unwrap();
+        let home_dir = d.path().join("home");
+        let home = logbook_bucket::Bucket::open(
+            "home",
+            &logbook_bucket::BucketSpec::Local(home_dir.clone()),
+            logbook_disk::RealDisk::shared(),
+        )
+        .unwrap();
+        let store = Arc::new(Store::open(d.path().join("store")).unwrap());
+        let group = "/aws/bedrock/modelinvocations";
+        store.create_group(group).unwrap();
+        store
+            .import_rows(
+                group,
+                vec![parse_row(&line("r", logbook_store::now_ms())).unwrap()],
+            )
+            .unwrap();
+        let mut m = Mirror::new(store.clone(), home.clone(), "n1", Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(m.sync().await.unwrap());
+        // The object in the home grew (or the manifest lies about it): 1 MiB more.
+        let f = published(&home_dir, "n1").store.groups[group].files[0].clone();
+        let obj = home_dir
+            .join(node_prefix("n1"))
+            .join("files")
+            .join(crate::store::remote_name(&f.path));
+        let mut bytes = std::fs::read(&obj).unwrap();
+        bytes.extend(std::iter::repeat_n(0u8, 1 << 20));
+        std::fs::write(&obj, bytes).unwrap();
+        let cache_dir = d.path().join("cache");
+        let cache =
+            crate::store::FileCache::open(cache_dir.clone(), 1 << 30, home.clone()).unwrap();
+        let peers = Peers::new(home.clone(), "n2", Duration::ZERO)
+            .with_cache(cache, tokio::runtime::Handle::current());
+        for _ in 0..50 {
+            let got = peers.files(group, i64::MIN, i64::MAX).await;
+            assert!(
+                got[0].0.starts_with(&*home_dir.to_string_lossy()),
+                "{got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let h = peers.cache_health().unwrap();
+        assert_eq!((h.files, h.copied, h.bytes), (0, 0, 0));
+        assert_eq!(
+            std::fs::read_dir(&cache_dir).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
+    }
 }

@@ -973,7 +973,11 @@ pub async fn run(
             let _ = alarms.refresh().await;
         }
         let due = last_eval.is_none_or(|t| t.elapsed() + Duration::from_millis(5) >= every);
-        if due && alarms.evaluates_here().await {
+        // The lease is renewed on every tick (a write only when a third of it is gone),
+        // not only when an evaluation is due, so an evaluation interval longer than the
+        // lease does not let it lapse between evaluations.
+        let here = alarms.evaluates_here().await;
+        if due && here {
             last_eval = Some(std::time::Instant::now());
             evaluate_all(&s, &alarms, every).await;
         } else if due {
