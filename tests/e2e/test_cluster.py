@@ -695,3 +695,79 @@ def test_an_unauthenticated_flood_of_healthz_lists_the_home_at_most_once_per_pol
     # At most one listing per poll interval (plus the one in flight at each end), not one
     # per request; and the count is real (the flood did list at least once).
     assert 1 <= done <= took / 1.0 + 2, (done, took)
+
+
+def test_a_budget_declared_by_one_replica_holds_on_all_and_a_restart_with_a_new_limit_changes_it_everywhere(
+        make_server, moto, tmp_path):
+    """Budgets' definitions live in the home: a replica whose config declares no budget
+    still refuses a call past one another replica declares (before, it served every call:
+    a budget leaked through any replica not given the same `[[budgets]]`); a replica
+    restarted with a new limit changes it for all within the poll; a replica whose file
+    says otherwise is drift in `/logbook/budgets` and a gap in `logbook coverage`; a
+    budget no replica declares any more goes."""
+    import subprocess
+    import botocore.exceptions
+    from conftest import BIN
+    from test_budgets import alice, call, config as budget_config, status
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="home")
+    cluster = cluster_config("home", moto) + "poll_ms = 200\n"
+    principals = budget_config("1").split("[[budgets]]")[0]
+    with_budget = lambda limit: budget_config(limit) + cluster  # noqa: E731
+    a = make_server(with_budget("0.00005"), name="a")
+    b = make_server(principals + cluster, name="b")
+    node_a = open(tmp_path / "a" / "node-id").read().strip()
+    held = status(b)["search-day"]
+    assert held["limit"] == "0.00005" and held["declaredBy"] == [node_a] and held["changedBy"] == node_a, held
+    # B declares nothing and still holds A's budget (over its own calls: no ledger here).
+    served, refusal = 0, None
+    for i in range(60):
+        try:
+            call(alice(b), i)
+            served += 1
+        except botocore.exceptions.ClientError as e:
+            refusal = e.response
+            break
+    assert refusal is not None and served >= 2, served
+    assert refusal["Error"]["Code"] == "ThrottlingException" and "search-day" in refusal["Error"]["Message"], refusal
+    # A restarts with a higher limit: in force on B within the poll, without a restart.
+    a.stop()
+    with open(a.config_path, "w") as f:
+        f.write(with_budget("0.5"))
+    a.start()
+    wait_for(lambda: status(b)["search-day"]["limit"] == "0.5")
+    call(alice(b), 100)
+    assert requests_json(b)["drift"] == []
+    # C starts with the old limit: last start wins, so it is in force again everywhere...
+    c = make_server(with_budget("0.00005"), name="c")
+    wait_for(lambda: status(a)["search-day"]["limit"] == "0.00005")
+    node_c = open(tmp_path / "c" / "node-id").read().strip()
+    assert sorted(status(a)["search-day"]["declaredBy"]) == sorted([node_a, node_c])
+    # ... and A's file now drifts: reported by A, and a gap for `logbook coverage`.
+    drift = requests_json(a)["drift"]
+    assert len(drift) == 1 and "search-day" in drift[0] and f"set by node {node_c}" in drift[0], drift
+    p = subprocess.run([BIN, "coverage", "--data-dir", a.data_dir, "--config", a.config_path, "--url", a.url,
+                        "--format", "json"], capture_output=True, text=True, timeout=60)
+    cov = json.loads(p.stdout)
+    assert p.returncode == 1 and cov["budgetDrift"] == drift, cov
+    assert any("search-day" in g and "the cluster enforces its own" in g for g in cov["gaps"]), cov["gaps"]
+    p = subprocess.run([BIN, "coverage", "--data-dir", c.data_dir, "--config", c.config_path, "--url", c.url,
+                        "--format", "json"], capture_output=True, text=True, timeout=60)
+    assert json.loads(p.stdout)["budgetDrift"] == [], p.stdout
+    # A and C restart without it: no replica declares it, and it goes from B too.
+    for s in (a, c):
+        s.stop()
+        with open(s.config_path, "w") as f:
+            f.write(principals + cluster)
+        s.start()
+    wait_for(lambda: "search-day" not in status(b))
+    call(alice(b), 200)
+    doc = json.loads(s3.get_object(Bucket="home", Key="logbook/cluster/state/budgets.json")["Body"].read())
+    assert doc["kind"] == "logbook-budgets/1" and doc["budgets"] == {}, doc
+
+
+def requests_json(s):
+    import requests
+    r = requests.get(s.url + "/logbook/budgets", headers={"Authorization": "Bearer sk-auditor"}, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()

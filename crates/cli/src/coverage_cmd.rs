@@ -83,6 +83,9 @@ pub struct Coverage {
     pub alarms: Vec<AlarmCoverage>,
     /// The replicas sharing this node's home (empty without `[cluster]`).
     pub replicas: Vec<ReplicaCoverage>,
+    /// Replicas: where this config's `[[budgets]]` differs from the cluster's set (as the
+    /// server last read it).
+    pub budget_drift: Vec<String>,
     /// Every gap, in words.
     pub gaps: Vec<String>,
 }
@@ -283,6 +286,20 @@ pub fn check(
         }
         regions.push(rc);
     }
+    let mut budget_drift = Vec::new();
+    if config.cluster.is_some() {
+        match logbook_server::shared_budgets::drift_stored(
+            &config.budgets,
+            &config.data_dir.join("control"),
+        ) {
+            Ok(Some(lines)) => budget_drift = lines,
+            Ok(None) => {}
+            Err(e) => gaps.push(format!("budgets not checked: {e}")),
+        }
+        for d in &budget_drift {
+            gaps.push(format!("{d} (the cluster enforces its own)"));
+        }
+    }
     let stored = logbook_server::alarms::stored(&config.data_dir).map_err(anyhow::Error::msg)?;
     let mut alarms = Vec::new();
     for m in alarm_metrics {
@@ -305,6 +322,7 @@ pub fn check(
         regions,
         alarms,
         replicas: replica_rows,
+        budget_drift,
         gaps,
     })
 }

@@ -419,5 +419,84 @@ where
     }))
 }
 
+/// Why [`change`] made no change.
+#[derive(Debug)]
+pub enum ChangeError<E> {
+    /// Reading or writing the home failed, or the race was lost every time.
+    State(StateError),
+    /// The home's copy could not be decoded, or the change refused.
+    Doc(E),
+}
+
+/// What [`change`] left in the home.
+#[derive(Debug)]
+pub struct Changed<D, T> {
+    /// The document as it is now in the home.
+    pub doc: D,
+    /// Its version.
+    pub version: Version,
+    /// What the change returned.
+    pub out: T,
+}
+
+/// Change a shared document: read the home's freshest copy (`decode`; an absent one is
+/// `D::default()`), apply `f`, and write the result (`encode`) only at the version read,
+/// retried from a fresh read on a lost race ([`update`], `attempts` times). `f` returns
+/// what it made and whether it changed the document: nothing is written when it did not,
+/// unless the home has no copy yet. `f` may run several times and must refuse (an error)
+/// before changing anything. A copy `decode` refuses is never overwritten.
+pub async fn change<D, T, E>(
+    state: &dyn SharedState,
+    key: &str,
+    attempts: usize,
+    decode: impl Fn(&[u8]) -> Result<D, E> + Sync,
+    encode: impl Fn(&D) -> Vec<u8> + Sync,
+    mut f: impl FnMut(&mut D) -> Result<(T, bool), E> + Send,
+) -> Result<Changed<D, T>, ChangeError<E>>
+where
+    D: Default + Send,
+    T: Send,
+    E: Send,
+{
+    let mut failed = None;
+    let mut made = None;
+    let version = update(state, key, attempts, |cur| {
+        failed = None;
+        made = None;
+        let mut doc = match cur.map(&decode) {
+            None => D::default(),
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                failed = Some(e);
+                return None;
+            }
+        };
+        match f(&mut doc) {
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+            Ok((out, changed)) => {
+                let bytes = (changed || cur.is_none()).then(|| encode(&doc));
+                made = Some((doc, out));
+                bytes
+            }
+        }
+    })
+    .await
+    .map_err(ChangeError::State)?;
+    if let Some(e) = failed {
+        return Err(ChangeError::Doc(e));
+    }
+    match (made, version) {
+        (Some((doc, out)), Some(version)) => Ok(Changed { doc, version, out }),
+        // Not reached: an absent copy is always written.
+        _ => Err(ChangeError::State(StateError::Conflict {
+            home: state.describe(),
+            key: key.to_string(),
+        })),
+    }
+}
+
 #[cfg(test)]
 mod tests;

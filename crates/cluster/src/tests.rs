@@ -108,6 +108,58 @@ async fn concurrent_updates_lose_nothing() {
 }
 
 #[tokio::test]
+async fn a_typed_change_writes_only_what_changed_and_never_over_what_it_cannot_read() {
+    let dec = |b: &[u8]| -> Result<Vec<String>, String> {
+        serde_json::from_slice(b).map_err(|e| format!("not a list: {e}"))
+    };
+    let enc = |d: &Vec<String>| serde_json::to_vec(d).unwrap();
+    for (_keep, s) in each() {
+        // Absent: written even when the change changes nothing (the home gets a copy).
+        let c = change(&*s, "doc", 5, dec, enc, |d| {
+            Ok::<_, String>((d.len(), false))
+        })
+        .await
+        .unwrap();
+        assert_eq!((c.doc.len(), c.out), (0, 0));
+        let (_, v0) = s.read("doc").await.unwrap().unwrap();
+        assert_eq!(c.version, v0);
+        // Nothing changed: nothing written, the version stays.
+        let c = change(&*s, "doc", 5, dec, enc, |_| Ok::<_, String>(((), false)))
+            .await
+            .unwrap();
+        assert_eq!(c.version, v0);
+        // A change is written and returned.
+        let c = change(&*s, "doc", 5, dec, enc, |d| {
+            d.push("x".into());
+            Ok::<_, String>(((), true))
+        })
+        .await
+        .unwrap();
+        assert_eq!(c.doc, vec!["x".to_string()]);
+        assert_ne!(c.version, v0);
+        // A refusal writes nothing.
+        let e = change(&*s, "doc", 5, dec, enc, |d| {
+            d.clear();
+            Err::<((), bool), _>("no".to_string())
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(e, ChangeError::Doc(m) if m == "no"));
+        assert_eq!(&s.read("doc").await.unwrap().unwrap().0[..], br#"["x"]"#);
+        // A copy it cannot decode is left as it is.
+        let (_, v) = s.read("doc").await.unwrap().unwrap();
+        s.write("doc", Bytes::from_static(b"{}"), Some(&v))
+            .await
+            .unwrap();
+        let e = change(&*s, "doc", 5, dec, enc, |_| Ok::<_, String>(((), true)))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ChangeError::Doc(m) if m.starts_with("not a list")));
+        assert_eq!(&s.read("doc").await.unwrap().unwrap().0[..], b"{}");
+    }
+}
+
+#[tokio::test]
 async fn folder_state_keys_never_leave_the_folder() {
     let (_d, s) = folder();
     for bad in ["", "../x", "a/../../x", "a//b", "./a", "a\\b"] {

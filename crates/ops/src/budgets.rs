@@ -57,21 +57,26 @@ impl BudgetPeriod {
     }
 }
 
-/// What a budget covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a budget covers. In JSON (the cluster's shared set): `{"principal": arn}`,
+/// `{"principalTag": [key, value]}`, `{"requestMetadata": [key, value]}`, `{"model": glob}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum Scope {
     /// Calls by this principal ARN.
     Principal(String),
     /// Calls by principals with this tag value.
+    #[serde(rename = "principalTag")]
     Tag(String, String),
     /// Calls carrying this `requestMetadata` value.
+    #[serde(rename = "requestMetadata")]
     Meta(String, String),
     /// Calls to models matching this glob (`*` any run of characters).
     Model(String),
 }
 
-/// A declared budget.
-#[derive(Debug, Clone)]
+/// A declared budget. In JSON the limit is a USD decimal string (`"limitUsd"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BudgetSpec {
     /// Unique name (in refusals and status).
     pub name: String,
@@ -80,11 +85,56 @@ pub struct BudgetSpec {
     /// Period.
     pub period: BudgetPeriod,
     /// Limit, 10^-12 USD.
+    #[serde(rename = "limitUsd", with = "usd_text")]
     pub limit: i128,
     /// Warning thresholds, percent of the limit, ascending.
     pub warn_at: Vec<u8>,
     /// Alarm action ARNs notified when a threshold is crossed.
+    #[serde(rename = "warnActions")]
     pub actions: Vec<String>,
+}
+
+impl BudgetSpec {
+    /// What makes a budget unusable, if anything: the rules `[[budgets]]` is held to (a
+    /// set read from elsewhere, such as the cluster's home, is checked again).
+    pub fn check(&self) -> Result<(), String> {
+        let name = &self.name;
+        if name.trim() != name || name.is_empty() || name.len() > 128 {
+            return Err(format!(
+                "budget name {name:?} must be 1 to 128 characters, without spaces at either end"
+            ));
+        }
+        if self.limit <= 0 {
+            return Err(format!("budget {name:?}: the limit must be positive"));
+        }
+        if self.warn_at.iter().any(|w| *w == 0 || *w > 100)
+            || self.warn_at.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(format!(
+                "budget {name:?}: warn_at values are percents from 1 to 100, ascending"
+            ));
+        }
+        match &self.scope {
+            Scope::Tag(k, _) | Scope::Meta(k, _) if k.trim().is_empty() => {
+                Err(format!("budget {name:?}: the scope's key is empty"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+mod usd_text {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &i128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&logbook_record::money::format(*v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
+        let t = String::deserialize(d)?;
+        logbook_record::money::parse(&t)
+            .ok_or_else(|| serde::de::Error::custom(format!("{t:?} is not a USD decimal")))
+    }
 }
 
 /// What is known of a call before it runs.
@@ -177,6 +227,7 @@ struct Account {
 
 #[derive(Debug, Default)]
 struct State {
+    specs: Vec<BudgetSpec>,
     accounts: Vec<Account>,
     applied_through: u64,
     dirty: bool,
@@ -238,28 +289,58 @@ pub fn parse_usd(s: &str) -> Option<i128> {
 #[derive(Debug)]
 pub struct Reservation {
     budgets: Arc<Budgets>,
-    held: Vec<(usize, i64, i128)>,
+    /// (budget name, period start, amount).
+    held: Vec<(String, i64, i128)>,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         let mut st = self.budgets.lock();
-        for (i, start, amount) in self.held.drain(..) {
-            if let Some(a) = st.accounts.get_mut(i) {
-                // A reservation made in a period that has ended was cleared with it.
-                if a.period_start == start {
-                    a.reserved = (a.reserved - amount).max(0);
-                }
+        let st = &mut *st;
+        for (name, start, amount) in self.held.drain(..) {
+            let Some(i) = st.specs.iter().position(|s| s.name == name) else {
+                continue; // the budget was removed while the call ran
+            };
+            let a = &mut st.accounts[i];
+            // A reservation made in a period that has ended was cleared with it.
+            if a.period_start == start {
+                a.reserved = (a.reserved - amount).max(0);
             }
         }
     }
 }
 
-/// Declared budgets and their state.
+/// Declared budgets and their state. The set can be replaced while calls run
+/// ([`Budgets::replace`]: replicas pick up the cluster's set).
 #[derive(Debug)]
 pub struct Budgets {
-    specs: Vec<BudgetSpec>,
     state: Mutex<State>,
+}
+
+impl State {
+    fn roll(&mut self, i: usize, now_ms: i64) {
+        let start = self.specs[i].period.start(now_ms);
+        let a = &mut self.accounts[i];
+        if a.period_start < start {
+            *a = Account {
+                period_start: start,
+                ..Default::default()
+            };
+            self.dirty = true;
+        }
+    }
+
+    fn spec(&self, name: &str) -> Option<&BudgetSpec> {
+        self.specs.iter().find(|s| s.name == name)
+    }
+}
+
+fn period_word(p: Option<BudgetPeriod>) -> &'static str {
+    match p {
+        Some(BudgetPeriod::Day) => "day",
+        Some(BudgetPeriod::Week) => "week",
+        _ => "month",
+    }
 }
 
 impl Budgets {
@@ -267,8 +348,8 @@ impl Budgets {
     pub fn new(specs: Vec<BudgetSpec>) -> Arc<Budgets> {
         let accounts = vec![Account::default(); specs.len()];
         Arc::new(Budgets {
-            specs,
             state: Mutex::new(State {
+                specs,
                 accounts,
                 applied_through: 0,
                 dirty: false,
@@ -278,30 +359,50 @@ impl Budgets {
 
     /// No budget declared?
     pub fn is_empty(&self) -> bool {
-        self.specs.is_empty()
+        self.lock().specs.is_empty()
+    }
+
+    /// The budgets in force.
+    pub fn specs(&self) -> Vec<BudgetSpec> {
+        self.lock().specs.clone()
+    }
+
+    /// Put `specs` in force. A budget that keeps its name, scope and period keeps its
+    /// spend and the reservations of the calls in flight (a new limit applies from the
+    /// next admission); any other starts from nothing. Whether anything changed.
+    pub fn replace(&self, specs: Vec<BudgetSpec>) -> bool {
+        let mut st = self.lock();
+        if st.specs == specs {
+            return false;
+        }
+        let accounts = specs
+            .iter()
+            .map(|new| {
+                st.specs
+                    .iter()
+                    .position(|old| {
+                        old.name == new.name && old.scope == new.scope && old.period == new.period
+                    })
+                    .map(|i| st.accounts[i].clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        st.specs = specs;
+        st.accounts = accounts;
+        st.dirty = true;
+        true
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn roll(&self, st: &mut State, i: usize, now_ms: i64) {
-        let start = self.specs[i].period.start(now_ms);
-        let a = &mut st.accounts[i];
-        if a.period_start < start {
-            *a = Account {
-                period_start: start,
-                ..Default::default()
-            };
-            st.dirty = true;
-        }
-    }
-
     /// A budget's warning thresholds as (percent, amount in 10^-12 USD): the spend at
     /// which [`Budgets::charge`] reports that percent (`spend * 100 / limit >= percent`),
     /// for a ledger shared with other replicas. With its limit.
     pub fn thresholds(&self, name: &str) -> Option<(i128, Vec<(u8, i128)>)> {
-        let spec = self.specs.iter().find(|s| s.name == name)?;
+        let st = self.lock();
+        let spec = st.spec(name)?;
         let limit = spec.limit.max(1);
         let at = spec
             .warn_at
@@ -316,25 +417,26 @@ impl Budgets {
 
     /// The action ARNs of a budget.
     pub fn actions(&self, name: &str) -> Vec<String> {
-        self.specs
-            .iter()
-            .find(|s| s.name == name)
+        self.lock()
+            .spec(name)
             .map(|s| s.actions.clone())
             .unwrap_or_default()
     }
 
     /// The first budget that covers this call, if any.
-    pub fn first_match(&self, f: &CallFacts<'_>) -> Option<&str> {
-        self.specs
+    pub fn first_match(&self, f: &CallFacts<'_>) -> Option<String> {
+        self.lock()
+            .specs
             .iter()
             .find(|s| s.scope.matches(f))
-            .map(|s| s.name.as_str())
+            .map(|s| s.name.clone())
     }
 
     /// Every budget a call matches: (name, limit, start of the period now), for a ledger
     /// shared with other replicas.
     pub fn accounts_for_call(&self, f: &CallFacts<'_>, now_ms: i64) -> Vec<(String, i128, i64)> {
-        self.specs
+        self.lock()
+            .specs
             .iter()
             .filter(|s| s.scope.matches(f))
             .map(|s| (s.name.clone(), s.limit, s.period.start(now_ms)))
@@ -353,6 +455,7 @@ impl Budgets {
         let f = record_facts(r, &empty);
         let ms = logbook_record_time_ms(r);
         let accounts: Vec<(String, i64)> = self
+            .lock()
             .specs
             .iter()
             .filter(|s| s.scope.matches(&f))
@@ -363,7 +466,8 @@ impl Budgets {
 
     /// The refusal for budget `name` as a shared ledger reports it.
     pub fn refusal(&self, name: &str, estimate: i128, spent: i128, reserved: i128) -> Refused {
-        let spec = self.specs.iter().find(|s| s.name == name);
+        let st = self.lock();
+        let spec = st.spec(name);
         let limit = spec.map_or(0, |s| s.limit);
         Refused {
             name: name.to_string(),
@@ -376,11 +480,7 @@ impl Budgets {
             spent: usd(spent),
             reserved: usd(reserved),
             limit: usd(limit),
-            period: match spec.map(|s| s.period) {
-                Some(BudgetPeriod::Day) => "day",
-                Some(BudgetPeriod::Week) => "week",
-                _ => "month",
-            },
+            period: period_word(spec.map(|s| s.period)),
         }
     }
 
@@ -393,12 +493,12 @@ impl Budgets {
     ) -> Result<Reservation, Box<Refused>> {
         let mut held = Vec::new();
         let mut st = self.lock();
-        let matching: Vec<usize> = (0..self.specs.len())
-            .filter(|&i| self.specs[i].scope.matches(f))
+        let matching: Vec<usize> = (0..st.specs.len())
+            .filter(|&i| st.specs[i].scope.matches(f))
             .collect();
         for &i in &matching {
-            self.roll(&mut st, i, now_ms);
-            let (spec, a) = (&self.specs[i], &st.accounts[i]);
+            st.roll(i, now_ms);
+            let (spec, a) = (&st.specs[i], &st.accounts[i]);
             if a.spent + a.reserved + estimate > spec.limit || a.spent >= spec.limit {
                 return Err(Box::new(Refused {
                     name: spec.name.clone(),
@@ -411,19 +511,17 @@ impl Budgets {
                     spent: usd(a.spent),
                     reserved: usd(a.reserved),
                     limit: usd(spec.limit),
-                    period: match spec.period {
-                        BudgetPeriod::Day => "day",
-                        BudgetPeriod::Week => "week",
-                        BudgetPeriod::Month => "month",
-                    },
+                    period: period_word(Some(spec.period)),
                 }));
             }
         }
         for i in matching {
+            let name = st.specs[i].name.clone();
             let a = &mut st.accounts[i];
             a.reserved += estimate;
-            held.push((i, a.period_start, estimate));
+            held.push((name, a.period_start, estimate));
         }
+        drop(st);
         Ok(Reservation {
             budgets: self.clone(),
             held,
@@ -434,6 +532,7 @@ impl Budgets {
     /// the period of its timestamp. Returns the warning thresholds this charge crossed.
     pub fn charge(&self, r: &InvocationRecord, seq: u64) -> Vec<Crossing> {
         let mut st = self.lock();
+        let st = &mut *st;
         if seq <= st.applied_through && seq != 0 {
             return Vec::new(); // replayed twice
         }
@@ -449,13 +548,11 @@ impl Budgets {
         let f = record_facts(r, &empty);
         let ms = logbook_record_time_ms(r);
         let mut out = Vec::new();
-        for i in 0..self.specs.len() {
-            let spec = &self.specs[i];
+        for (spec, a) in st.specs.iter().zip(st.accounts.iter_mut()) {
             if !spec.scope.matches(&f) {
                 continue;
             }
             let start = spec.period.start(ms);
-            let a = &mut st.accounts[i];
             if a.period_start < start {
                 *a = Account {
                     period_start: start,
@@ -494,7 +591,7 @@ impl Budgets {
         st.dirty = false;
         Some(Snapshot {
             applied_through: st.applied_through,
-            budgets: self
+            budgets: st
                 .specs
                 .iter()
                 .zip(&st.accounts)
@@ -518,10 +615,11 @@ impl Budgets {
     /// Restore a snapshot (budgets renamed or removed since are ignored).
     pub fn restore(&self, s: &Snapshot) {
         let mut st = self.lock();
+        let st = &mut *st;
         st.applied_through = s.applied_through;
-        for (i, spec) in self.specs.iter().enumerate() {
+        for (spec, a) in st.specs.iter().zip(st.accounts.iter_mut()) {
             if let Some(e) = s.budgets.get(&spec.name) {
-                st.accounts[i] = Account {
+                *a = Account {
                     period_start: e.period_start,
                     spent: parse_usd(&e.spent).unwrap_or(0),
                     warned: e.warned,
@@ -534,7 +632,7 @@ impl Budgets {
     /// The thresholds the restored state says were reported.
     pub fn reported(&self) -> Reported {
         let st = self.lock();
-        self.specs
+        st.specs
             .iter()
             .zip(&st.accounts)
             .filter(|(_, a)| a.warned > 0)
@@ -550,10 +648,10 @@ impl Budgets {
     /// Each budget's state now.
     pub fn status(&self, now_ms: i64) -> Vec<Status> {
         let mut st = self.lock();
-        for i in 0..self.specs.len() {
-            self.roll(&mut st, i, now_ms);
+        for i in 0..st.specs.len() {
+            st.roll(i, now_ms);
         }
-        self.specs
+        st.specs
             .iter()
             .zip(&st.accounts)
             .map(|(s, a)| Status {
@@ -704,6 +802,110 @@ mod tests {
             }
         }
         assert!(Budgets::new(vec![]).thresholds("b").is_none());
+    }
+
+    #[test]
+    fn a_replaced_set_keeps_the_spend_and_holds_of_budgets_that_stay() {
+        let tags = BTreeMap::new();
+        let f = CallFacts {
+            principal: "arn:p",
+            tags: &tags,
+            meta: None,
+            model: "anthropic.claude",
+        };
+        let now = 1_796_194_800_000;
+        let ts = "2026-12-02T07:00:00Z";
+        let b = Budgets::new(vec![
+            spec("claude", Scope::Model("anthropic.*".into()), "10"),
+            spec("gone", Scope::Model("*".into()), "100"),
+        ]);
+        b.charge(&rec("arn:p", "anthropic.claude", "4", ts), 1);
+        let held = b.admit(&f, parse_usd("3").unwrap(), now).unwrap();
+        // A new limit for `claude` (same scope and period), `gone` removed, `fresh` added,
+        // and `moved` keeps a name but covers something else.
+        let mut lower = spec("claude", Scope::Model("anthropic.*".into()), "8");
+        lower.warn_at = vec![90];
+        assert!(b.replace(vec![
+            lower.clone(),
+            spec("fresh", Scope::Principal("arn:p".into()), "1"),
+        ]));
+        assert!(!b.replace(vec![
+            lower.clone(),
+            spec("fresh", Scope::Principal("arn:p".into()), "1"),
+        ]));
+        let st = b.status(now);
+        assert_eq!((st[0].spent.as_str(), st[0].reserved.as_str()), ("4", "3"));
+        assert_eq!((st[1].spent.as_str(), st[1].reserved.as_str()), ("0", "0"));
+        // 4 spent + 3 held + 2 > 8: refused by the new limit.
+        let r = b.admit(&f, parse_usd("2").unwrap(), now).unwrap_err();
+        assert_eq!((r.name.as_str(), r.limit.as_str()), ("claude", "8"));
+        // The call that held 3 ends after the change: released in the budget that stayed.
+        drop(held);
+        assert_eq!(b.status(now)[0].reserved, "0");
+        // Same name, other scope: its spend does not carry over.
+        b.replace(vec![spec("claude", Scope::Model("meta.*".into()), "8")]);
+        assert_eq!(b.status(now)[0].spent, "0");
+        // A reservation whose budget went is dropped without effect.
+        let held = b
+            .admit(
+                &CallFacts {
+                    model: "meta.llama",
+                    ..f
+                },
+                1,
+                now,
+            )
+            .unwrap();
+        b.replace(vec![]);
+        drop(held);
+        assert!(b.is_empty() && b.status(now).is_empty());
+    }
+
+    #[test]
+    fn a_definition_reads_back_from_its_json_exactly_and_bad_ones_are_named() {
+        let mut s = spec(
+            "t",
+            Scope::Tag("team".into(), "a b".into()),
+            "0.000000000001",
+        );
+        s.actions = vec!["arn:aws:sns:us-east-1:1:x".into()];
+        for scope in [
+            Scope::Principal("arn:p".into()),
+            Scope::Tag("team".into(), "a".into()),
+            Scope::Meta("app".into(), "x".into()),
+            Scope::Model("anthropic.*".into()),
+        ] {
+            s.scope = scope;
+            let j = serde_json::to_string(&s).unwrap();
+            assert!(j.contains(r#""limitUsd":"0.000000000001""#), "{j}");
+            let back: BudgetSpec = serde_json::from_str(&j).unwrap();
+            assert_eq!(back, s);
+            assert!(back.check().is_ok());
+        }
+        let j = serde_json::to_value(&s).unwrap();
+        for (field, bad) in [
+            ("limitUsd", serde_json::json!("1e3")),
+            ("limitUsd", serde_json::json!(5)),
+            ("period", serde_json::json!("year")),
+            ("scope", serde_json::json!({"team": "a"})),
+        ] {
+            let mut v = j.clone();
+            v[field] = bad;
+            assert!(serde_json::from_value::<BudgetSpec>(v).is_err(), "{field}");
+        }
+        for (name, limit, warn) in [
+            (" t", "1", vec![]),
+            ("", "1", vec![]),
+            ("t", "0", vec![]),
+            ("t", "1", vec![0]),
+            ("t", "1", vec![80, 50]),
+            ("t", "1", vec![101]),
+        ] {
+            let mut b = spec(name, Scope::Model("*".into()), "1");
+            b.limit = parse_usd(limit).unwrap();
+            b.warn_at = warn;
+            assert!(b.check().is_err(), "{b:?}");
+        }
     }
 
     #[test]

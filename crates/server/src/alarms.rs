@@ -330,49 +330,28 @@ impl Alarms {
         };
         let home = sh.state.describe();
         let max = self.max;
-        let mut failed = None;
-        let mut out = None;
-        let mut next = None;
-        let version = logbook_cluster::update(&*sh.state, SHARED_KEY, 50, |cur| {
-            failed = None;
-            let mut st = match cur.map(|b| decode_shared(&home, b, max)) {
-                None => Stored::default(),
-                Some(Ok(st)) => st,
-                Some(Err(e)) => {
-                    failed = Some(e);
-                    return None;
-                }
-            };
-            match f(&mut st) {
-                Err(e) => {
-                    failed = Some(e);
-                    None
-                }
-                Ok(v) => {
-                    out = Some(v);
-                    let bytes = encode_shared(&st);
-                    next = Some(st);
-                    Some(bytes)
-                }
-            }
-        })
+        let done = logbook_cluster::change(
+            &*sh.state,
+            SHARED_KEY,
+            50,
+            |b| decode_shared(&home, b, max),
+            encode_shared,
+            |st| f(st).map(|out| (out, true)),
+        )
         .await
-        .map_err(|e| e.to_string())?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        let (Some(out), Some(st)) = (out, next) else {
-            return Err(format!("{SHARED_KEY} in {home}: no change was made"));
-        };
+        .map_err(|e| match e {
+            logbook_cluster::ChangeError::State(e) => e.to_string(),
+            logbook_cluster::ChangeError::Doc(e) => e,
+        })?;
         {
             let mut mine = self.lock();
             let joined = mine.joined.clone();
-            *mine = st;
+            *mine = done.doc;
             mine.joined = joined;
         }
-        *sh.seen.lock().unwrap_or_else(|e| e.into_inner()) = version;
+        *sh.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(done.version);
         self.save().map_err(|e| e.to_string())?;
-        Ok(out)
+        Ok(done.out)
     }
 
     /// Replicas: pick up what other replicas changed; whether anything did. Errors are

@@ -84,6 +84,8 @@ pub struct AppState {
     pub mirror: Option<Arc<std::sync::Mutex<logbook_cluster::store::MirrorHealth>>>,
     /// Log groups and retention shared with the other replicas (`[cluster]`).
     pub shared_groups: Option<Arc<crate::shared_groups::SharedGroups>>,
+    /// Budgets' definitions shared with the other replicas (`[cluster]`).
+    pub shared_budgets: Option<Arc<crate::shared_budgets::SharedBudgets>>,
 }
 
 impl AppState {
@@ -574,8 +576,18 @@ async fn budgets_status(
     }
     let now = logbook_store::now_ms();
     let mut out = Vec::new();
+    let shared = s.shared_budgets.as_ref().map(|sb| sb.set());
     for st in s.budgets.status(now) {
         let mut v = serde_json::to_value(&st).unwrap_or_default();
+        // Replicas: who declares the budget and who last set its definition.
+        if let (Some(b), Some(o)) = (
+            shared.as_ref().and_then(|m| m.get(&st.name)),
+            v.as_object_mut(),
+        ) {
+            o.insert("declaredBy".into(), serde_json::json!(b.declared_by));
+            o.insert("changedBy".into(), b.changed_by.clone().into());
+            o.insert("changedAtMs".into(), b.changed_at.into());
+        }
         // Replicas: what all of them spent and hold, from the shared ledger.
         if let (Some(ledger), Some(o)) = (s.recorder.ledger(), v.as_object_mut()) {
             let limit = logbook_ops::budgets::parse_usd(&st.limit).unwrap_or_default();
@@ -597,7 +609,12 @@ async fn budgets_status(
         }
         out.push(v);
     }
-    axum::Json(serde_json::json!({"budgets": out})).into_response()
+    let mut body = serde_json::json!({"budgets": out});
+    if let Some(sb) = &s.shared_budgets {
+        // Where this replica's config file says something else than the cluster's set.
+        body["drift"] = serde_json::json!(sb.drift());
+    }
+    axum::Json(body).into_response()
 }
 
 /// `GET /metrics`: the OpenMetrics text Prometheus scrapes. Authenticated like the rest
@@ -741,6 +758,9 @@ async fn healthz(State(s): State<Shared>) -> Response {
                     o.insert("sharedStateError".into(), s.logging.shared_error().into());
                     if let Some(g) = &s.shared_groups {
                         o.insert("sharedGroupsError".into(), g.last_error().into());
+                    }
+                    if let Some(b) = &s.shared_budgets {
+                        o.insert("sharedBudgetsError".into(), b.last_error().into());
                     }
                     if let Some(a) = s.alarms.evaluator() {
                         o.insert("alarmEvaluator".into(), serde_json::to_value(a).unwrap_or_default());
@@ -1080,6 +1100,21 @@ impl AppState {
             })?;
         }
         let logging = Arc::new(logging);
+        // Replicas: the budgets in force are the cluster's (this config's among them).
+        let shared_budgets = match &member {
+            None => None,
+            Some(m) => Some(Arc::new(
+                crate::shared_budgets::SharedBudgets::join(
+                    m.state(),
+                    &node,
+                    config.budgets.clone(),
+                    &config.data_dir.join("control"),
+                    logbook_store::now_ms(),
+                )
+                .await
+                .map_err(|e| ServeError::Config(format!("shared budgets: {e}")))?,
+            )),
+        };
         let claim_health = member.as_ref().map(|m| m.health());
         let home_bucket = member.as_ref().map(|m| m.home().clone());
         let mut cluster = member.map(|m| {
@@ -1114,9 +1149,15 @@ impl AppState {
         let gc = Arc::new(GcCoordinator::default());
         // Budgets: their last state, plus every record journaled after it, before any
         // destination may collect the journal (the budgets hold it from their sequence on).
-        let budgets = logbook_ops::budgets::Budgets::new(config.budgets.clone());
+        let budgets = logbook_ops::budgets::Budgets::new(match &shared_budgets {
+            Some(sb) => sb.specs(),
+            None => config.budgets.clone(),
+        });
+        // A replica enforces budgets whenever it has a home: another replica may declare
+        // one at any time.
+        let budgets_on = !budgets.is_empty() || shared_budgets.is_some();
         let mut replayed_crossings = Vec::new();
-        if !budgets.is_empty() {
+        if budgets_on {
             let (replayed, crossed) = crate::spend::restore(&config.data_dir, &journal, &budgets)
                 .await
                 .map_err(|e| ServeError::Io {
@@ -1391,6 +1432,7 @@ impl AppState {
             run.refresh = Some(tokio::spawn(crate::cluster::refresh(
                 logging.clone(),
                 Some(groups.clone()),
+                shared_budgets.clone().map(|sb| (sb, budgets.clone())),
                 c.poll,
                 run.stop_rest.subscribe(),
             )));
@@ -1484,7 +1526,7 @@ impl AppState {
         // record the journal still holds (a crash between a record and its charge; each
         // request id counts once).
         let recorder = match config.cluster.as_ref().and_then(|c| c.redis_url.as_deref()) {
-            Some(url) if !budgets.is_empty() => {
+            Some(url) if budgets_on => {
                 let ledger = Arc::new(
                     logbook_cluster::ledger::Ledger::connect(url)
                         .await
@@ -1500,7 +1542,7 @@ impl AppState {
             }
             _ => recorder,
         };
-        let recorder = if budgets.is_empty() {
+        let recorder = if !budgets_on {
             recorder
         } else {
             let shared = recorder.ledger().is_some();
@@ -1595,6 +1637,7 @@ impl AppState {
             peers,
             mirror: mirror_health,
             shared_groups,
+            shared_budgets,
         });
         let alarm_task = tokio::spawn(crate::alarms::run(
             state.clone(),
@@ -1602,7 +1645,7 @@ impl AppState {
             alarm_every,
             stop_rx.clone(),
         ));
-        let spend_task = (!budgets.is_empty())
+        let spend_task = budgets_on
             .then(|| tokio::spawn(crate::spend::run(state.clone(), budgets, stop_rx.clone())));
         // A destination that stalls, or recovers, is a service event in the trail.
         let watcher = tokio::spawn(watch_destinations(state.clone()));

@@ -155,6 +155,10 @@ impl Member {
 pub async fn refresh(
     logging: Arc<crate::control::LoggingConfigs>,
     groups: Option<Arc<crate::shared_groups::SharedGroups>>,
+    budgets: Option<(
+        Arc<crate::shared_budgets::SharedBudgets>,
+        Arc<logbook_ops::budgets::Budgets>,
+    )>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -170,6 +174,13 @@ pub async fn refresh(
         if let Some(g) = &groups {
             if let Ok(true) = g.refresh().await {
                 tracing::info!("log groups changed by another replica");
+            }
+        }
+        if let Some((shared, budgets)) = &budgets {
+            if let Ok(Some(specs)) = shared.refresh().await {
+                let n = specs.len();
+                budgets.replace(specs);
+                tracing::info!(budgets = n, "budgets changed by another replica");
             }
         }
     }

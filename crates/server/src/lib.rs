@@ -23,6 +23,7 @@ pub mod metric_filters;
 pub mod metrics_api;
 pub mod openai;
 pub mod routing;
+pub mod shared_budgets;
 pub mod shared_groups;
 pub mod spend;
 pub mod stream;

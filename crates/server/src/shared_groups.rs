@@ -149,39 +149,21 @@ impl SharedGroups {
         mut f: impl FnMut(&mut BTreeMap<String, SharedGroup>) -> Result<bool, StoreError> + Send,
     ) -> Result<(), StoreError> {
         let home = self.state.describe();
-        let mut failed = None;
-        let mut result = None;
-        let version = logbook_cluster::update(&*self.state, KEY, 50, |cur| {
-            failed = None;
-            let mut groups = match cur.map(|b| decode(&home, b)) {
-                None => BTreeMap::new(),
-                Some(Ok(d)) => d.groups,
-                Some(Err(e)) => {
-                    failed = Some(e);
-                    return None;
-                }
-            };
-            match f(&mut groups) {
-                Err(e) => {
-                    failed = Some(e);
-                    None
-                }
-                Ok(changed) => {
-                    let out = (changed || cur.is_none()).then(|| encode(&groups));
-                    result = Some(groups);
-                    out
-                }
-            }
-        })
+        let done = logbook_cluster::change(
+            &*self.state,
+            KEY,
+            50,
+            |b| decode(&home, b).map(|d| d.groups),
+            encode,
+            |groups| f(groups).map(|changed| ((), changed)),
+        )
         .await
-        .map_err(io)?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if let (Some(groups), Some(v)) = (result, version) {
-            self.apply(&groups)?;
-            *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
-        }
+        .map_err(|e| match e {
+            logbook_cluster::ChangeError::State(e) => io(e),
+            logbook_cluster::ChangeError::Doc(e) => e,
+        })?;
+        self.apply(&done.doc)?;
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(done.version);
         Ok(())
     }
 
