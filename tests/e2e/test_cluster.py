@@ -449,6 +449,18 @@ url = "{rx.url}/sns"
         cw(other).delete_alarms(AlarmNames=["throttles"])
         doc = json.loads(s3.get_object(Bucket="home", Key="logbook/cluster/state/alarms.json")["Body"].read())
         assert doc["kind"] == "logbook-alarms/1" and doc["alarms"] == {}, doc
+        # A shared copy this build cannot read: a change is the service's failure (500
+        # InternalServiceError), not a bad parameter, and the object is left as it is.
+        s3.put_object(Bucket="home", Key="logbook/cluster/state/alarms.json", Body=b'{"kind": "not-ours"}')
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            cw(other).put_metric_alarm(AlarmName="t2", Namespace="AWS/Bedrock", MetricName="InvocationThrottles",
+                                       Statistic="Sum", Period=60, EvaluationPeriods=1, Threshold=5,
+                                       ComparisonOperator="GreaterThanThreshold")
+        err = e.value.response
+        assert err["ResponseMetadata"]["HTTPStatusCode"] == 500, err
+        assert err["Error"]["Code"] == "InternalServiceError" and "left as it is" in err["Error"]["Message"], err
+        body = s3.get_object(Bucket="home", Key="logbook/cluster/state/alarms.json")["Body"].read()
+        assert body == b'{"kind": "not-ours"}'
     finally:
         rx.close()
 

@@ -105,6 +105,30 @@ struct SharedDoc {
     history: VecDeque<HistoryItem>,
 }
 
+/// Why a change to the alarms was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeFailed {
+    /// The request cannot be done (a bad parameter, no such alarm): the caller's to fix.
+    #[error("{0}")]
+    Refused(String),
+    /// The alarms could not be read or written (the home's copy unreadable, the home or
+    /// the local file failing): the service's.
+    #[error("{0}")]
+    Service(String),
+}
+
+impl From<String> for ChangeFailed {
+    fn from(m: String) -> Self {
+        ChangeFailed::Refused(m)
+    }
+}
+
+impl From<ChangeFailed> for String {
+    fn from(e: ChangeFailed) -> Self {
+        e.to_string()
+    }
+}
+
 fn decode_shared(home: &str, b: &[u8], max: usize) -> Result<Stored, String> {
     let bad = |why: String| {
         format!("{SHARED_KEY} in {home} is not Logbook's shared alarms ({why}); it is left as it is and not used")
@@ -322,10 +346,11 @@ impl Alarms {
     async fn change<T: Send>(
         &self,
         mut f: impl FnMut(&mut Stored) -> Result<T, String> + Send,
-    ) -> Result<T, String> {
+    ) -> Result<T, ChangeFailed> {
         let Some(sh) = &self.shared else {
             let out = f(&mut self.lock())?;
-            self.save().map_err(|e| e.to_string())?;
+            self.save()
+                .map_err(|e| ChangeFailed::Service(e.to_string()))?;
             return Ok(out);
         };
         let home = sh.state.describe();
@@ -334,13 +359,13 @@ impl Alarms {
             &*sh.state,
             SHARED_KEY,
             50,
-            |b| decode_shared(&home, b, max),
+            |b| decode_shared(&home, b, max).map_err(ChangeFailed::Service),
             encode_shared,
-            |st| f(st).map(|out| (out, true)),
+            |st| f(st).map(|out| (out, true)).map_err(ChangeFailed::Refused),
         )
         .await
         .map_err(|e| match e {
-            logbook_cluster::ChangeError::State(e) => e.to_string(),
+            logbook_cluster::ChangeError::State(e) => ChangeFailed::Service(e.to_string()),
             logbook_cluster::ChangeError::Doc(e) => e,
         })?;
         {
@@ -350,7 +375,8 @@ impl Alarms {
             mine.joined = joined;
         }
         *sh.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(done.version);
-        self.save().map_err(|e| e.to_string())?;
+        self.save()
+            .map_err(|e| ChangeFailed::Service(e.to_string()))?;
         Ok(done.out)
     }
 
@@ -480,6 +506,7 @@ impl Alarms {
             Ok(())
         })
         .await
+        .map_err(Into::into)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Stored> {
@@ -513,7 +540,7 @@ impl Alarms {
     }
 
     /// Create or replace an alarm (`PutMetricAlarm`).
-    pub async fn put(&self, def: AlarmDef) -> Result<(), String> {
+    pub async fn put(&self, def: AlarmDef) -> Result<(), ChangeFailed> {
         def.validate()?;
         for a in def
             .alarm_actions
@@ -522,9 +549,9 @@ impl Alarms {
             .chain(&def.insufficient_data_actions)
         {
             if !self.targets.contains_key(a) {
-                return Err(format!(
+                return Err(ChangeFailed::Refused(format!(
                     "The action {a:?} is not declared in [[alarm_actions]] of this gateway's configuration."
-                ));
+                )));
             }
         }
         let max = self.max;
@@ -579,7 +606,7 @@ impl Alarms {
     }
 
     /// Delete alarms (`DeleteAlarms`); unknown names are an error, as CloudWatch's.
-    pub async fn delete(&self, names: &[String]) -> Result<(), String> {
+    pub async fn delete(&self, names: &[String]) -> Result<(), ChangeFailed> {
         self.change(|st| {
             if let Some(missing) = names.iter().find(|n| !st.alarms.contains_key(*n)) {
                 return Err(format!("Alarm {missing:?} does not exist"));
@@ -626,7 +653,7 @@ impl Alarms {
         name: &str,
         state: AlarmState,
         reason: &str,
-    ) -> Result<Option<(Entry, AlarmState)>, String> {
+    ) -> Result<Option<(Entry, AlarmState)>, ChangeFailed> {
         if self.is_shared() {
             // Replicas: a reason alone changing is not worth a write to the home.
             let same = self
@@ -1088,6 +1115,14 @@ pub fn report(data_dir: &std::path::Path, history: usize) -> Result<String, Stri
 mod tests {
     use super::*;
 
+    /// A refusal's message (panics on a service failure: the test expected the caller's).
+    fn refused(e: ChangeFailed) -> String {
+        match e {
+            ChangeFailed::Refused(m) => m,
+            ChangeFailed::Service(m) => panic!("a service failure, not a refusal: {m}"),
+        }
+    }
+
     fn def(name: &str) -> AlarmDef {
         AlarmDef {
             alarm_name: name.into(),
@@ -1119,7 +1154,7 @@ mod tests {
         for i in 0..5 {
             a.put(def(&format!("a{i}"))).await.unwrap();
         }
-        let e = a.put(def("one-too-many")).await.unwrap_err();
+        let e = refused(a.put(def("one-too-many")).await.unwrap_err());
         assert!(e.contains("5 alarms"), "{e}");
         // Replacing an existing one is still allowed.
         a.put(def("a0")).await.unwrap();
@@ -1127,7 +1162,7 @@ mod tests {
         // An action ARN the configuration does not declare (an arbitrary URL target) is refused.
         let mut bad = def("a1");
         bad.alarm_actions = vec!["arn:aws:sns:us-east-1:1:elsewhere".into()];
-        assert!(a.put(bad).await.unwrap_err().contains("not declared"));
+        assert!(refused(a.put(bad).await.unwrap_err()).contains("not declared"));
     }
 
     mod replicas {
@@ -1188,6 +1223,7 @@ mod tests {
             assert!(a
                 .delete(&["x3".into()])
                 .await
+                .map_err(refused)
                 .unwrap_err()
                 .contains("does not exist"));
             assert!(!a.refresh().await.unwrap(), "nothing new");
@@ -1252,6 +1288,7 @@ mod tests {
             assert!(a
                 .put(def("only-b"))
                 .await
+                .map_err(refused)
                 .unwrap_err()
                 .contains("configuration file"));
             b.refresh().await.unwrap();
@@ -1298,7 +1335,26 @@ mod tests {
             );
             // This replica keeps what it had; a change is refused, the object untouched.
             assert_eq!(names(&a), ["kept"]);
-            assert!(a.put(def("new")).await.is_err());
+            // The service's failure, not the caller's (a 500, not a bad parameter).
+            match a.put(def("new")).await {
+                Err(ChangeFailed::Service(m)) => {
+                    assert!(m.contains("not Logbook's shared alarms"), "{m}")
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(matches!(
+                a.delete(&["kept".to_string()]).await,
+                Err(ChangeFailed::Service(_))
+            ));
+            // A caller's mistake is still the caller's.
+            assert!(matches!(
+                a.put(AlarmDef {
+                    period: 7,
+                    ..def("bad")
+                })
+                .await,
+                Err(ChangeFailed::Refused(_))
+            ));
             assert_eq!(h.read(SHARED_KEY).await.unwrap().unwrap().0, junk);
             // A new replica refuses to join over it.
             let d2 = tempfile::tempdir().unwrap();

@@ -1054,8 +1054,37 @@ async fn put_metric_alarm(s: &Shared, v: &Value) -> Result<Value, ApiError> {
         ok_actions: strings(v, "OKActions")?,
         insufficient_data_actions: strings(v, "InsufficientDataActions")?,
     };
-    s.alarms.put(def).await.map_err(invalid)?;
+    s.alarms
+        .put(def)
+        .await
+        .map_err(|e| alarm_change_error(e, invalid))?;
     Ok(Value::Map(Vec::new()))
+}
+
+/// A refused alarm change as `refused` words it; a failure of the alarms' own storage
+/// (the home's copy unreadable, a write failing) as the service's fault (500).
+fn alarm_change_error(
+    e: crate::alarms::ChangeFailed,
+    refused: impl FnOnce(String) -> ApiError,
+) -> ApiError {
+    match e {
+        crate::alarms::ChangeFailed::Refused(m) => refused(m),
+        crate::alarms::ChangeFailed::Service(m) => ApiError {
+            status: 500,
+            code: "InternalServiceFault",
+            query_code: "InternalServiceError",
+            message: m,
+        },
+    }
+}
+
+fn not_found(message: String) -> ApiError {
+    ApiError {
+        status: 404,
+        code: "ResourceNotFound",
+        query_code: "ResourceNotFound",
+        message,
+    }
 }
 
 fn describe_alarms(s: &Shared, v: &Value) -> Result<Value, ApiError> {
@@ -1195,14 +1224,7 @@ async fn set_alarm_state(s: &Shared, v: &Value) -> Result<Value, ApiError> {
     match s.alarms.set_state(name, state, reason).await {
         Ok(Some((entry, old))) => s.alarms.act(entry, old),
         Ok(None) => {}
-        Err(e) => {
-            return Err(ApiError {
-                status: 404,
-                code: "ResourceNotFound",
-                query_code: "ResourceNotFound",
-                message: e,
-            })
-        }
+        Err(e) => return Err(alarm_change_error(e, not_found)),
     }
     Ok(Value::Map(Vec::new()))
 }
@@ -1378,12 +1400,10 @@ async fn run(
         "DeleteAlarms" => {
             audited_change(s, caller, op, v, who, async {
                 let names = strings(v, "AlarmNames")?;
-                s.alarms.delete(&names).await.map_err(|e| ApiError {
-                    status: 404,
-                    code: "ResourceNotFound",
-                    query_code: "ResourceNotFound",
-                    message: e,
-                })?;
+                s.alarms
+                    .delete(&names)
+                    .await
+                    .map_err(|e| alarm_change_error(e, not_found))?;
                 Ok(Value::Map(Vec::new()))
             })
             .await
