@@ -1636,6 +1636,62 @@ mod tests {
         assert!(ro.create_group("x").is_err());
     }
 
+    /// Only a manifest that is not there is an empty store: one that cannot be read
+    /// (here a folder where the file belongs) stops the open, since taking it for empty
+    /// would drop every file as an orphan.
+    #[test]
+    fn a_manifest_that_cannot_be_read_stops_the_open_and_only_a_missing_one_is_empty() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.create_group("g").unwrap();
+        s.add_entries(&[entry(
+            0,
+            line("a", "2025-03-11T00:38:02Z", Some("g"), "m", 1),
+        )]);
+        s.flush().unwrap();
+        drop(s);
+        let m = d.path().join("manifest.json");
+        let saved = fs::read(&m).unwrap();
+        fs::remove_file(&m).unwrap();
+        fs::create_dir(&m).unwrap();
+        assert!(
+            Store::open(d.path()).is_err(),
+            "opened over an unreadable manifest"
+        );
+        fs::remove_dir(&m).unwrap();
+        fs::write(&m, saved).unwrap();
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.groups()[0].records, 1);
+    }
+
+    /// A group's record count is its files' rows plus its tail's; `has_group` names only
+    /// groups that exist; the cursor `advance_to` moves only forward.
+    #[test]
+    fn groups_count_files_and_tail_and_the_cursor_only_moves_forward() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.create_group("g").unwrap();
+        let e = |i: u64| {
+            entry(
+                i,
+                line(&format!("r{i}"), "2025-03-11T00:38:02Z", Some("g"), "m", i),
+            )
+        };
+        s.add_entries(&[e(0), e(1)]);
+        s.flush().unwrap();
+        s.add_entries(&[e(2)]);
+        assert!(s.has_group("g") && !s.has_group("h"));
+        assert_eq!(s.groups()[0].records, 3);
+        assert_eq!(s.next_seq(), 3);
+        s.advance_to(10);
+        assert_eq!(s.next_seq(), 10);
+        s.advance_to(5);
+        assert_eq!(s.next_seq(), 10);
+        // Entries below the cursor are taken as seen.
+        s.add_entries(&[e(7)]);
+        assert_eq!(s.groups()[0].records, 3);
+    }
+
     #[test]
     fn compaction_merges_closed_hours() {
         let d = tempfile::tempdir().unwrap();
