@@ -1972,11 +1972,14 @@ mod tests {
             groups: BTreeMap::from([("keep".to_string(), 3653)]),
         })
         .unwrap();
-        assert!(s
+        // Bodies older than 7 days (from now) are hidden.
+        let cut = s
             .snapshot("g", i64::MIN, i64::MAX)
             .unwrap()
             .body_cutoff
-            .is_some());
+            .unwrap();
+        let want = now_ms() - 7 * 86_400_000;
+        assert!((cut - want).abs() < 60_000, "cutoff {cut}, want about {want}");
         // Nothing is dropped (no record retention), one file is written again.
         assert_eq!(s.apply_retention(now).unwrap(), 0);
         let files = s.snapshot("g", i64::MIN, i64::MAX).unwrap().files;
