@@ -14,6 +14,23 @@
 //! and only the replica that made that charge reports it (once for the whole cluster, not
 //! once per replica).
 //!
+//! **A Redis that restarts empty** (no persistence, or its data lost) would forget the
+//! period's spend: calls would be admitted against nothing. The ledger has an *epoch*
+//! (`logbook:ledger:epoch`, a random id set once), and every admission and charge names
+//! the epoch its replica's spend is in; a script that finds another (or none) refuses to
+//! decide. The replica then *rebuilds*: it creates the new epoch if none exists (first one
+//! wins), adds its own spend so far (its budgets' state, every record up to its sequence
+//! N, summed per budget and period) once per epoch (`SET NX` on
+//! `logbook:ledger:contrib:<epoch>:<node>` = N, in the same script as the additions), and
+//! from then on a charge of one of its records at or below N is skipped (already in that
+//! sum). So no admission is decided against an emptied ledger by a replica that knew the
+//! old one, and the rebuilt spend is exact: each record counted once, by its own replica.
+//! A replica that never knew an epoch (a new data folder, or a ledger from a build before
+//! epochs) takes the current one without adding anything: its records, if any, were
+//! charged one by one. Until every replica has rebuilt (at its next admission or charge,
+//! or within a second, or at its next start if it is down), the ledger lacks the spend of
+//! those that have not.
+//!
 //! The script compares in Lua numbers (doubles): exact to 2^53 units, about 1 ns of a
 //! dollar per 10^-12 unit at a $9,000,000 limit; `spent` itself is added exactly.
 
@@ -21,9 +38,14 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 
 const ADMIT: &str = r#"
+local nb = #KEYS - 1
+if redis.call('GET', KEYS[#KEYS]) ~= ARGV[6 + nb] then
+  return {-1, '0', '0'}
+end
 local now = tonumber(ARGV[1])
 local est = tonumber(ARGV[4])
-for i, key in ipairs(KEYS) do
+for i = 1, nb do
+  local key = KEYS[i]
   local limit = tonumber(ARGV[5 + i])
   local all = redis.call('HGETALL', key)
   local spent, reserved = 0, 0
@@ -44,9 +66,9 @@ for i, key in ipairs(KEYS) do
     return {i, string.format('%.0f', spent), string.format('%.0f', reserved)}
   end
 end
-for _, key in ipairs(KEYS) do
-  redis.call('HSET', key, 'r:' .. ARGV[2], ARGV[4] .. ':' .. ARGV[3])
-  redis.call('EXPIRE', key, tonumber(ARGV[5]))
+for i = 1, nb do
+  redis.call('HSET', KEYS[i], 'r:' .. ARGV[2], ARGV[4] .. ':' .. ARGV[3])
+  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[5]))
 end
 return {0, '0', '0'}
 "#;
@@ -59,21 +81,30 @@ return 1
 "#;
 
 const CHARGE: &str = r#"
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[2])) then
+-- KEYS: epoch, this node's contribution in it, the request id's marker, the budgets.
+-- ARGV: epoch, sequence, cost, ttl, then each budget's thresholds.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return {-1}
+end
+local through = redis.call('GET', KEYS[2])
+if through and tonumber(ARGV[2]) <= tonumber(through) then
+  return {0}
+end
+if redis.call('SET', KEYS[3], '1', 'NX', 'EX', tonumber(ARGV[4])) then
   local out = {1}
-  local cost = tonumber(ARGV[1])
-  for i = 2, #KEYS do
-    local new = redis.call('HINCRBY', KEYS[i], 'spent', ARGV[1])
-    redis.call('EXPIRE', KEYS[i], tonumber(ARGV[3]))
+  local cost = tonumber(ARGV[3])
+  for i = 4, #KEYS do
+    local new = redis.call('HINCRBY', KEYS[i], 'spent', ARGV[3])
+    redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4]))
     local old = new - cost
-    local th = ARGV[2 + i]
+    local th = ARGV[1 + i]
     if th ~= nil then
       local j = 0
       for t in string.gmatch(th, '%d+') do
         j = j + 1
         local tv = tonumber(t)
         if old < tv and new >= tv then
-          table.insert(out, i - 2)
+          table.insert(out, i - 4)
           table.insert(out, j - 1)
           table.insert(out, new)
         end
@@ -83,6 +114,19 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[2])) then
   return out
 end
 return {0}
+"#;
+
+/// A replica's spend so far, added to a new epoch once: KEYS[1] the contribution marker,
+/// then the budgets; ARGV: the sequence it covers, the ttl, then each budget's amount.
+const CONTRIBUTE: &str = r#"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then
+  return 0
+end
+for i = 2, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'spent', ARGV[1 + i])
+  redis.call('EXPIRE', KEYS[i], tonumber(ARGV[2]))
+end
+return 1
 "#;
 
 /// How long a budget period's state stays in Redis after its last change (a month and
@@ -116,6 +160,9 @@ pub enum LedgerError {
     /// An amount that does not fit the ledger's 64-bit integers.
     #[error("{0}")]
     Range(String),
+    /// The epoch this replica's spend is in could not be kept on its own disk.
+    #[error("the shared budget ledger's epoch could not be kept: {0}")]
+    Local(String),
 }
 
 /// What a charge did.
@@ -138,6 +185,49 @@ pub struct Crossed {
     pub spent: i128,
 }
 
+const EPOCH_KEY: &str = "logbook:ledger:epoch";
+
+fn contribution_key(epoch: &str, node: &str) -> String {
+    format!("logbook:ledger:contrib:{epoch}:{node}")
+}
+
+/// A replica's spend so far, as its budgets hold it: every record up to journal sequence
+/// `through`, per (budget name, period start, amount in 10^-12 USD).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spend {
+    /// The last sequence it covers.
+    pub through: u64,
+    /// Per budget and period.
+    pub accounts: Vec<(String, i64, i128)>,
+}
+
+/// Keeps the epoch a replica's spend is in, durably.
+pub type KeepEpoch = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What ties a ledger to one replica (see the module's notes on epochs).
+pub struct Binding {
+    /// The replica's node id.
+    pub node: String,
+    /// The epoch its spend was last in, as it kept it (`None`: it never knew one).
+    pub known_epoch: Option<String>,
+    /// Its spend now.
+    pub spend: Box<dyn Fn() -> Spend + Send + Sync>,
+    /// Keep the epoch its spend is now in, durably (before the ledger relies on it).
+    pub keep: KeepEpoch,
+}
+
+impl Binding {
+    /// A ledger user with no spend of its own to rebuild (tools, tests).
+    pub fn standalone() -> Binding {
+        Binding {
+            node: "-".into(),
+            known_epoch: None,
+            spend: Box::new(Spend::default),
+            keep: Box::new(|_| Ok(())),
+        }
+    }
+}
+
 /// The shared ledger.
 pub struct Ledger {
     conn: ConnectionManager,
@@ -145,6 +235,13 @@ pub struct Ledger {
     admit: Script,
     release: Script,
     charge: Script,
+    contribute: Script,
+    binding: Binding,
+    /// The epoch this replica's spend is in.
+    epoch: std::sync::Mutex<Option<String>>,
+    /// One rebuild at a time.
+    syncing: tokio::sync::Mutex<()>,
+    rebuilds: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -179,8 +276,14 @@ pub fn describe(url: &str) -> String {
 }
 
 impl Ledger {
-    /// Connect (and PING) within 5 s.
+    /// Connect (and PING) within 5 s, with no spend of its own ([`Binding::standalone`]).
     pub async fn connect(url: &str) -> Result<Ledger, LedgerError> {
+        Self::connect_as(url, Binding::standalone()).await
+    }
+
+    /// Connect (and PING) within 5 s as one replica, and take the ledger's epoch (adding
+    /// this replica's spend first if the ledger lost the epoch it knew).
+    pub async fn connect_as(url: &str, binding: Binding) -> Result<Ledger, LedgerError> {
         let describe = describe(url);
         let fail = |e: String| LedgerError::Unreachable(describe.clone(), e);
         let client = redis::Client::open(url).map_err(|e| fail(e.to_string()))?;
@@ -196,13 +299,118 @@ impl Ledger {
             .query_async(&mut c)
             .await
             .map_err(|e| fail(e.to_string()))?;
-        Ok(Ledger {
+        let known = binding.known_epoch.clone();
+        let ledger = Ledger {
             conn,
             describe: describe.clone(),
             admit: Script::new(ADMIT),
             release: Script::new(RELEASE),
             charge: Script::new(CHARGE),
-        })
+            contribute: Script::new(CONTRIBUTE),
+            binding,
+            epoch: std::sync::Mutex::new(known),
+            syncing: tokio::sync::Mutex::new(()),
+            rebuilds: std::sync::atomic::AtomicU64::new(0),
+        };
+        ledger.sync(None).await?;
+        Ok(ledger)
+    }
+
+    /// The epoch this replica's spend is in.
+    pub fn epoch(&self) -> Option<String> {
+        self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many times this replica rebuilt its spend into a new epoch since it started.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Make sure this replica's spend is in the ledger's epoch (see the module's notes):
+    /// `stale` is the epoch a script refused (`None`: check anyway).
+    async fn sync(&self, stale: Option<&str>) -> Result<(), LedgerError> {
+        let _one = self.syncing.lock().await;
+        let mine = self.epoch();
+        if stale.is_some() && mine.as_deref() != stale {
+            return Ok(()); // rebuilt by another task while this one waited
+        }
+        let mut c = self.conn.clone();
+        let mut current: Option<String> = self
+            .ask(redis::cmd("GET").arg(EPOCH_KEY).query_async(&mut c))
+            .await?;
+        if current.is_none() {
+            let fresh = format!(
+                "{:016x}{:016x}",
+                rand::random::<u64>(),
+                rand::random::<u64>()
+            );
+            let _: Option<String> = self
+                .ask(
+                    redis::cmd("SET")
+                        .arg(EPOCH_KEY)
+                        .arg(&fresh)
+                        .arg("NX")
+                        .query_async(&mut c),
+                )
+                .await?;
+            current = self
+                .ask(redis::cmd("GET").arg(EPOCH_KEY).query_async(&mut c))
+                .await?;
+        }
+        let Some(current) = current else {
+            return Err(LedgerError::Unreachable(
+                self.describe.clone(),
+                "its epoch vanished as soon as it was set".into(),
+            ));
+        };
+        if mine.as_deref() == Some(current.as_str()) {
+            return Ok(());
+        }
+        if mine.is_some() {
+            // The ledger lost the epoch this replica's spend was in: add that spend, once.
+            let spend = (self.binding.spend)();
+            let mut inv = self.contribute.prepare_invoke();
+            inv.key(contribution_key(&current, &self.binding.node));
+            for (name, start, _) in &spend.accounts {
+                inv.key(key(name, *start));
+            }
+            inv.arg(spend.through).arg(KEY_TTL_S);
+            for (_, _, amount) in &spend.accounts {
+                inv.arg(pico(*amount)?);
+            }
+            let added: i64 = self.ask(inv.invoke_async(&mut c)).await?;
+            self.rebuilds
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                ledger = %self.describe,
+                epoch = %current,
+                through_seq = spend.through,
+                budgets = spend.accounts.len(),
+                added = added == 1,
+                "the shared budget ledger lost its data (a new epoch): this replica's spend is added to it"
+            );
+        }
+        (self.binding.keep)(&current).map_err(LedgerError::Local)?;
+        *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = Some(current);
+        Ok(())
+    }
+
+    /// Whether the ledger still has the epoch this replica's spend is in; rebuild if not.
+    /// (Admissions and charges find out by themselves; this is for a replica that is idle.)
+    pub async fn check(&self) -> Result<(), LedgerError> {
+        let mut c = self.conn.clone();
+        let current: Option<String> = self
+            .ask(redis::cmd("GET").arg(EPOCH_KEY).query_async(&mut c))
+            .await?;
+        let mine = self.epoch();
+        if current.is_some() && current == mine {
+            return Ok(());
+        }
+        self.sync(mine.as_deref()).await
+    }
+
+    fn epoch_or_none(&self) -> String {
+        self.epoch().unwrap_or_default()
     }
 
     /// One question to Redis, within [`ANSWER_TIMEOUT`].
@@ -228,29 +436,46 @@ impl Ledger {
         now_ms: i64,
     ) -> Result<String, LedgerError> {
         let id = format!("{:016x}", rand::random::<u64>());
-        let mut inv = self.admit.prepare_invoke();
-        for (name, _, start) in accounts {
-            inv.key(key(name, *start));
+        for _ in 0..3 {
+            let epoch = self.epoch_or_none();
+            let mut inv = self.admit.prepare_invoke();
+            for (name, _, start) in accounts {
+                inv.key(key(name, *start));
+            }
+            inv.key(EPOCH_KEY);
+            inv.arg(now_ms)
+                .arg(&id)
+                .arg(now_ms + RESERVATION_TTL_MS)
+                .arg(pico(estimate)?)
+                .arg(KEY_TTL_S);
+            for (_, limit, _) in accounts {
+                inv.arg(pico(*limit)?);
+            }
+            inv.arg(&epoch);
+            let mut c = self.conn.clone();
+            let (index, spent, reserved): (i64, String, String) =
+                self.ask(inv.invoke_async(&mut c)).await?;
+            match usize::try_from(index) {
+                Ok(0) => return Ok(id),
+                Ok(i) => {
+                    return Err(LedgerError::Refused {
+                        index: i - 1,
+                        spent: spent.parse().unwrap_or_default(),
+                        reserved: reserved.parse().unwrap_or_default(),
+                    })
+                }
+                // Not this replica's epoch: rebuild, then ask again.
+                Err(_) => self.sync(Some(&epoch)).await?,
+            }
         }
-        inv.arg(now_ms)
-            .arg(&id)
-            .arg(now_ms + RESERVATION_TTL_MS)
-            .arg(pico(estimate)?)
-            .arg(KEY_TTL_S);
-        for (_, limit, _) in accounts {
-            inv.arg(pico(*limit)?);
-        }
-        let mut c = self.conn.clone();
-        let (index, spent, reserved): (usize, String, String) =
-            self.ask(inv.invoke_async(&mut c)).await?;
-        if index == 0 {
-            return Ok(id);
-        }
-        Err(LedgerError::Refused {
-            index: index - 1,
-            spent: spent.parse().unwrap_or_default(),
-            reserved: reserved.parse().unwrap_or_default(),
-        })
+        Err(self.unsettled())
+    }
+
+    fn unsettled(&self) -> LedgerError {
+        LedgerError::Unreachable(
+            self.describe.clone(),
+            "its epoch changed three times during one question (is something emptying it?)".into(),
+        )
     }
 
     /// Drop a reservation (the call ended).
@@ -270,11 +495,12 @@ impl Ledger {
     pub async fn charge(
         &self,
         request_id: &str,
+        seq: u64,
         accounts: &[(String, i64)],
         cost: i128,
     ) -> Result<bool, LedgerError> {
         Ok(self
-            .charge_watching(request_id, accounts, cost, &[])
+            .charge_watching(request_id, seq, accounts, cost, &[])
             .await?
             .added)
     }
@@ -285,16 +511,12 @@ impl Ledger {
     pub async fn charge_watching(
         &self,
         request_id: &str,
+        seq: u64,
         accounts: &[(String, i64)],
         cost: i128,
         thresholds: &[Vec<i128>],
     ) -> Result<Charged, LedgerError> {
-        let mut inv = self.charge.prepare_invoke();
-        inv.key(format!("logbook:charged:{request_id}"));
-        for (name, start) in accounts {
-            inv.key(key(name, *start));
-        }
-        inv.arg(pico(cost)?).arg(KEY_TTL_S).arg(KEY_TTL_S);
+        let mut lists = Vec::with_capacity(accounts.len());
         for i in 0..accounts.len() {
             let list = thresholds.get(i).map(Vec::as_slice).unwrap_or_default();
             let mut text = String::new();
@@ -304,10 +526,32 @@ impl Ledger {
                 }
                 text.push_str(&pico(*t)?.to_string());
             }
-            inv.arg(text);
+            lists.push(text);
         }
-        let mut c = self.conn.clone();
-        let out: Vec<i64> = self.ask(inv.invoke_async(&mut c)).await?;
+        let mut out: Option<Vec<i64>> = None;
+        for _ in 0..3 {
+            let epoch = self.epoch_or_none();
+            let mut inv = self.charge.prepare_invoke();
+            inv.key(EPOCH_KEY)
+                .key(contribution_key(&epoch, &self.binding.node))
+                .key(format!("logbook:charged:{request_id}"));
+            for (name, start) in accounts {
+                inv.key(key(name, *start));
+            }
+            inv.arg(&epoch).arg(seq).arg(pico(cost)?).arg(KEY_TTL_S);
+            for text in &lists {
+                inv.arg(text);
+            }
+            let mut c = self.conn.clone();
+            let got: Vec<i64> = self.ask(inv.invoke_async(&mut c)).await?;
+            if got.first() == Some(&-1) {
+                self.sync(Some(&epoch)).await?;
+                continue;
+            }
+            out = Some(got);
+            break;
+        }
+        let out = out.ok_or_else(|| self.unsettled())?;
         let added = out.first() == Some(&1);
         let crossed = out
             .get(1..)

@@ -640,6 +640,22 @@ impl Budgets {
             .collect()
     }
 
+    /// What this state holds, read at once: every record up to the sequence it returns,
+    /// and per budget the period and what was spent in it (budgets with nothing spent are
+    /// left out). For rebuilding a shared ledger that lost its data.
+    pub fn spend(&self) -> (u64, Vec<(String, i64, i128)>) {
+        let st = self.lock();
+        (
+            st.applied_through,
+            st.specs
+                .iter()
+                .zip(&st.accounts)
+                .filter(|(_, a)| a.spent > 0)
+                .map(|(s, a)| (s.name.clone(), a.period_start, a.spent))
+                .collect(),
+        )
+    }
+
     /// Every record up to this sequence is charged.
     pub fn applied_through(&self) -> u64 {
         self.lock().applied_through

@@ -614,6 +614,11 @@ async fn budgets_status(
         // Where this replica's config file says something else than the cluster's set.
         body["drift"] = serde_json::json!(sb.drift());
     }
+    if let Some(ledger) = s.recorder.ledger() {
+        // The shared ledger's epoch, and how often this replica rebuilt it since its start.
+        body["ledger"] =
+            serde_json::json!({"epoch": ledger.epoch(), "rebuilds": ledger.rebuilds()});
+    }
     axum::Json(body).into_response()
 }
 
@@ -1527,8 +1532,11 @@ impl AppState {
         // request id counts once).
         let recorder = match config.cluster.as_ref().and_then(|c| c.redis_url.as_deref()) {
             Some(url) if budgets_on => {
+                let binding =
+                    crate::spend::ledger_binding(&config.data_dir, &node, budgets.clone())
+                        .map_err(ServeError::Config)?;
                 let ledger = Arc::new(
-                    logbook_cluster::ledger::Ledger::connect(url)
+                    logbook_cluster::ledger::Ledger::connect_as(url, binding)
                         .await
                         .map_err(|e| ServeError::Config(e.to_string()))?,
                 );

@@ -744,7 +744,8 @@ impl Recorder {
             )
             .await;
         let lost = result.is_err();
-        if let (Ok(_), Some((ledger, budgets, (cost, accounts)))) = (&result, shared_charge) {
+        if let (Ok(seq), Some((ledger, budgets, (cost, accounts)))) = (&result, shared_charge) {
+            let seq = *seq;
             let id = request_id.clone();
             let queue = self.crossings.clone();
             tokio::spawn(async move {
@@ -754,7 +755,8 @@ impl Recorder {
                 let mut wait = std::time::Duration::from_millis(250);
                 let give_up = std::time::Instant::now() + std::time::Duration::from_secs(3600);
                 loop {
-                    match crate::spend::charge_shared(&ledger, &budgets, &id, &accounts, cost).await
+                    match crate::spend::charge_shared(&ledger, &budgets, &id, seq, &accounts, cost)
+                        .await
                     {
                         Ok((_, crossed)) => {
                             queue

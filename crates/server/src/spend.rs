@@ -25,6 +25,38 @@ fn file(data_dir: &Path) -> PathBuf {
     data_dir.join("control").join("budgets.json")
 }
 
+/// This replica's tie to the shared ledger: its node id, the epoch its spend was last in
+/// (`control/ledger-epoch`), its spend from `budgets`, and how the epoch is kept.
+pub fn ledger_binding(
+    data_dir: &Path,
+    node: &str,
+    budgets: Arc<Budgets>,
+) -> Result<logbook_cluster::ledger::Binding, String> {
+    let path = data_dir.join("control").join("ledger-epoch");
+    let known_epoch = match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    Ok(logbook_cluster::ledger::Binding {
+        node: node.to_string(),
+        known_epoch,
+        spend: Box::new(move || {
+            let (through, accounts) = budgets.spend();
+            logbook_cluster::ledger::Spend { through, accounts }
+        }),
+        keep: Box::new(move |epoch| {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            logbook_journal::RealDisk
+                .write_atomic(&path, epoch.as_bytes())
+                .map_err(|e| format!("{}: {e}", path.display()))
+        }),
+    })
+}
+
 /// Read the snapshot and replay the journal after it. Returns how many records were
 /// replayed.
 pub async fn restore(
@@ -94,7 +126,7 @@ pub async fn replay_shared(
             }
             if let Ok(r) = serde_json::from_slice::<InvocationRecord>(&e.payload) {
                 if let Some((cost, accounts)) = b.accounts_for_record(&r) {
-                    out.push((r.request_id, cost, accounts));
+                    out.push((r.request_id, e.seq, cost, accounts));
                 }
             }
         }
@@ -103,8 +135,8 @@ pub async fn replay_shared(
     .await
     .unwrap_or_default();
     let (mut added, total) = (0u64, charges.len());
-    for (id, cost, accounts) in charges {
-        match charge_shared(&ledger, &budgets, &id, &accounts, cost).await {
+    for (id, seq, cost, accounts) in charges {
+        match charge_shared(&ledger, &budgets, &id, seq, &accounts, cost).await {
             Ok((true, crossed)) => {
                 added += 1;
                 crossings
@@ -134,6 +166,7 @@ pub async fn charge_shared(
     ledger: &logbook_cluster::ledger::Ledger,
     budgets: &Budgets,
     request_id: &str,
+    seq: u64,
     accounts: &[(String, i64)],
     cost: i128,
 ) -> Result<(bool, Vec<Crossing>), logbook_cluster::ledger::LedgerError> {
@@ -146,7 +179,7 @@ pub async fn charge_shared(
         .map(|(_, at)| at.iter().map(|(_, t)| *t).collect())
         .collect();
     let charged = ledger
-        .charge_watching(request_id, accounts, cost, &amounts)
+        .charge_watching(request_id, seq, accounts, cost, &amounts)
         .await?;
     let crossed = charged
         .crossed
@@ -205,6 +238,13 @@ pub async fn run(s: Shared, budgets: Arc<Budgets>, mut stop: tokio::sync::watch:
                     e.1 = e.1.max(c.percent);
                 }
                 Err(e) => tracing::error!(error = %e, "budget threshold event not recorded"),
+            }
+        }
+        // A shared ledger that lost its data is rebuilt at the next admission or charge;
+        // this finds it for a replica that has neither (its spend would be missing).
+        if let Some(ledger) = s.recorder.ledger() {
+            if let Err(e) = ledger.check().await {
+                tracing::debug!(error = %e, "shared budget ledger not checked");
             }
         }
         let due = stopping || written.elapsed() >= SNAPSHOT_EVERY;

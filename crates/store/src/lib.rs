@@ -1979,7 +1979,10 @@ mod tests {
             .body_cutoff
             .unwrap();
         let want = now_ms() - 7 * 86_400_000;
-        assert!((cut - want).abs() < 60_000, "cutoff {cut}, want about {want}");
+        assert!(
+            (cut - want).abs() < 60_000,
+            "cutoff {cut}, want about {want}"
+        );
         // Nothing is dropped (no record retention), one file is written again.
         assert_eq!(s.apply_retention(now).unwrap(), 0);
         let files = s.snapshot("g", i64::MIN, i64::MAX).unwrap().files;
