@@ -379,6 +379,8 @@ pub struct Store {
     state: RwLock<State>,
     flush_lock: Mutex<()>,
     retired: Mutex<Vec<(std::time::Instant, PathBuf)>>,
+    /// How long a retired file stays ([`RETIRE_GRACE`]; shorter in tests).
+    retire_grace_ms: std::sync::atomic::AtomicU64,
     writable: Option<logbook_disk::LockGuard>,
     disk: Arc<dyn Disk>,
     keys: Arc<Keyring>,
@@ -532,6 +534,7 @@ impl Store {
             }),
             flush_lock: Mutex::new(()),
             retired: Mutex::new(Vec::new()),
+            retire_grace_ms: std::sync::atomic::AtomicU64::new(RETIRE_GRACE.as_millis() as u64),
             writable,
             stats: StoreStats::default(),
         }
@@ -1177,15 +1180,28 @@ impl Store {
     /// that listed them a moment earlier can still read them.
     fn retire(&self, paths: Vec<PathBuf>) {
         let now = std::time::Instant::now();
+        let grace = std::time::Duration::from_millis(
+            self.retire_grace_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
         let mut r = self.retired.lock().unwrap_or_else(|p| p.into_inner());
         r.extend(paths.into_iter().map(|p| (now, p)));
         r.retain(|(t, p)| {
-            let keep = now.duration_since(*t) < RETIRE_GRACE;
+            let keep = now.duration_since(*t) < grace;
             if !keep {
                 let _ = self.disk.remove_file(p);
             }
             keep
         });
+    }
+
+    /// Shorten how long retired files stay (tests).
+    #[cfg(test)]
+    fn set_retire_grace(&self, grace: std::time::Duration) {
+        self.retire_grace_ms.store(
+            grace.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Drop files past their group's retention, and write the files past its body
@@ -1729,6 +1745,46 @@ mod tests {
         assert_eq!(on_disk, 2);
     }
 
+    /// Compaction over several closed days in one pass: every merge takes its own reserved
+    /// number. (Here a number another file holds would name the last day's merge after
+    /// one of its own inputs, `2025-03-11T00-…2`: the merge would truncate what it reads,
+    /// and retiring the inputs would delete it.)
+    #[test]
+    fn a_pass_over_several_days_writes_each_merge_under_its_own_number_and_loses_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.set_retire_grace(std::time::Duration::ZERO);
+        s.create_group("g").unwrap();
+        let mut seq = 0;
+        for ts in [
+            "2025-03-09T05:01:00Z",
+            "2025-03-10T05:01:00Z",
+            "2025-03-11T00:01:00Z",
+            "2025-03-11T01:01:00Z",
+        ] {
+            s.add_entries(&[entry(seq, line(&format!("r{seq}"), ts, Some("g"), "m", 1))]);
+            seq += 1;
+            s.flush().unwrap();
+        }
+        let now = parse_millis("2025-03-12T00:00:00Z");
+        assert_eq!(s.compact(now).unwrap(), 4);
+        // The inputs are retired at once (no grace here): only the merges remain.
+        s.retire(Vec::new());
+        let snap = s.snapshot("g", i64::MIN, i64::MAX).unwrap();
+        assert_eq!(snap.files.len(), 3);
+        for (path, meta) in &snap.files {
+            assert!(path.exists(), "{path:?} named by the manifest is gone");
+            assert!(meta.cold);
+        }
+        let mut names: Vec<_> = snap.files.iter().map(|f| f.0.clone()).collect();
+        names.dedup();
+        assert_eq!(names.len(), 3);
+        assert_eq!(s.request_ids("g").unwrap().len(), 4);
+        drop(s);
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.request_ids("g").unwrap().len(), 4);
+    }
+
     fn parse_millis(s: &str) -> i64 {
         schema::parse_millis(s).unwrap()
     }
@@ -1805,8 +1861,41 @@ mod tests {
             1,
             "the old file is past retention"
         );
+        let files_on_disk = || {
+            let mut v: Vec<String> = fs::read_dir(d.path().join("groups/g"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let before = files_on_disk();
+        assert_eq!(before.len(), 2);
+        // An old row and a new one in the tail too.
+        s.add_entries(&[
+            entry(
+                0,
+                line("tail-old", &ts(now - 3 * 86_400_000), Some("g"), "m", 1),
+            ),
+            entry(1, line("tail-new", &ts(now - 3_600_000), Some("g"), "m", 1)),
+        ]);
         assert_eq!(s.apply_retention(now).unwrap(), 1);
-        assert_eq!(s.groups()[0].records, 1);
+        assert_eq!(s.groups()[0].records, 2);
+        // The new rows stay (file and tail), the old ones go.
+        let ids = s.request_ids("g").unwrap();
+        assert_eq!(
+            ids,
+            HashSet::from(["new".to_string(), "tail-new".to_string()])
+        );
+        // The dropped file stays on disk for the grace period (a query that listed it
+        // may still read it); the kept one is never retired.
+        assert_eq!(files_on_disk(), before);
+        s.set_retire_grace(std::time::Duration::ZERO);
+        s.retire(Vec::new());
+        let after = files_on_disk();
+        assert_eq!(after.len(), 1);
+        let kept = &s.snapshot("g", i64::MIN, i64::MAX).unwrap().files[0].0;
+        assert!(kept.ends_with(&after[0]), "{kept:?} {after:?}");
         s.set_retention("g", None).unwrap();
         assert_eq!(s.groups()[0].retention_in_days, None);
         s.delete_group("g").unwrap();
