@@ -1755,15 +1755,17 @@ mod tests {
         let s = Store::open(d.path()).unwrap();
         s.set_retire_grace(std::time::Duration::ZERO);
         s.create_group("g").unwrap();
-        let mut seq = 0;
-        for ts in [
+        for (seq, ts) in [
             "2025-03-09T05:01:00Z",
             "2025-03-10T05:01:00Z",
             "2025-03-11T00:01:00Z",
             "2025-03-11T01:01:00Z",
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let seq = seq as u64;
             s.add_entries(&[entry(seq, line(&format!("r{seq}"), ts, Some("g"), "m", 1))]);
-            seq += 1;
             s.flush().unwrap();
         }
         let now = parse_millis("2025-03-12T00:00:00Z");
