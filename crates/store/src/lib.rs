@@ -1208,8 +1208,8 @@ impl Store {
     /// retention again without bodies; returns the files removed (not those rewritten).
     pub fn apply_retention(&self, now: i64) -> Result<usize, StoreError> {
         self.check_writable()?;
-        let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         let stripped = self.remove_old_bodies(now)?;
+        let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         if stripped > 0 {
             tracing::info!(
                 files = stripped,
@@ -1261,8 +1261,14 @@ impl Store {
     /// (after the grace period of files read by running queries). The caller holds the
     /// flush lock. Returns the files rewritten.
     fn remove_old_bodies(&self, now: i64) -> Result<usize, StoreError> {
-        let (plan, mut file_no) = {
-            let st = self.read();
+        // As compaction does: the plan and a file number for each new file under the flush
+        // lock; each file is then read and written again outside it (at the cold level:
+        // a file past body retention is in a closed partition), and swapped in under the
+        // lock only if it is still named (a compaction or retention may have replaced or
+        // dropped it meanwhile; then the new file is dropped).
+        let (plan, first_no) = {
+            let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = self.write();
             let mut plan: Vec<(String, FileMeta)> = Vec::new();
             for (g, meta) in &st.manifest.groups {
                 let Some(days) = self.body_retention_days(g) else {
@@ -1280,23 +1286,35 @@ impl Store {
                         .map(|f| (g.clone(), f.clone())),
                 );
             }
-            (plan, st.manifest.next_file)
+            let first = st.manifest.next_file;
+            st.manifest.next_file += plan.len() as u64;
+            (plan, first)
         };
-        if plan.is_empty() {
-            return Ok(0);
-        }
-        let mut done = Vec::new();
-        for (g, old) in plan {
+        let mut done = 0;
+        for (i, (g, old)) in plan.into_iter().enumerate() {
             let batches = self.stream_files(std::slice::from_ref(&old), |b| {
                 Ok(schema::without_bodies(&b)?)
             });
             let part = partition_of(old.min_ts, now);
-            let mut meta = self.write_file_from(&g, part, file_no, false, batches)?;
-            file_no += 1;
+            let mut meta = self.write_file_from(&g, part, first_no + i as u64, true, batches)?;
             meta.bodies_removed = true;
-            done.push((g, vec![old], meta));
+            let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let (still, next) = {
+                let st = self.read();
+                let still = st
+                    .manifest
+                    .groups
+                    .get(&g)
+                    .is_some_and(|gm| gm.files.iter().any(|x| x.path == old.path));
+                (still, st.manifest.next_file)
+            };
+            if !still {
+                let _ = self.disk.remove_file(&self.dir.join(&meta.path));
+                continue;
+            }
+            done += self.replace_files(vec![(g, vec![old], meta)], next)?;
         }
-        self.replace_files(done, file_no)
+        Ok(done)
     }
 
     /// Every request id in a group (files and tail), for import's de-duplication.
@@ -2082,6 +2100,7 @@ mod tests {
         assert_eq!((old.len(), new.len()), (1, 1));
         assert_eq!(old[0].1.rows, 1);
         assert!(old[0].1.key_id.is_some(), "still encrypted");
+        assert!(old[0].1.cold, "written once, at the cold level");
         let rows = |path: &Path| -> Vec<RecordBatch> {
             s.parquet_reader(path)
                 .unwrap()
