@@ -823,6 +823,9 @@ impl Alarms {
     ) {
         for arn in arns {
             let Some(target) = self.targets.get(arn).cloned() else {
+                // A budget another replica declared may name an action only its config
+                // has: the event is in the trail, but nobody here can be told.
+                tracing::warn!(source = %name, action = %arn, "a notification names an action this replica does not declare in [[alarm_actions]]; not sent");
                 continue;
             };
             let body = if target.format == "slack" {
