@@ -94,6 +94,43 @@ pub fn time_range(b: &RecordBatch) -> Option<(i64, i64)> {
 mod tests {
     use super::*;
 
+    /// A bare value has no path; the cap holds; merging adds what is new up to the cap;
+    /// a batch's bodies are searched too (they are stored apart from `message`).
+    #[test]
+    fn discovery_names_body_paths_and_keeps_its_cap() {
+        let mut out = BTreeSet::new();
+        flatten(&serde_json::json!(5), "", &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        let mut wide = serde_json::Map::new();
+        for i in 0..MAX_FIELDS + 10 {
+            wide.insert(format!("k{i}"), serde_json::json!(i));
+        }
+        flatten(&Value::Object(wide), "", &mut out);
+        assert_eq!(out.len(), MAX_FIELDS);
+        let mut into = BTreeSet::from(["a".to_string()]);
+        merge(
+            &mut into,
+            &BTreeSet::from(["a".to_string(), "b".to_string()]),
+        );
+        assert_eq!(into, BTreeSet::from(["a".to_string(), "b".to_string()]));
+        let mut full = out.clone();
+        merge(&mut full, &BTreeSet::from(["zz".to_string()]));
+        assert_eq!(full.len(), MAX_FIELDS);
+        let line = r#"{"schemaType":"ModelInvocationLog","schemaVersion":"1.0","timestamp":"2025-03-11T00:38:02Z","accountId":"123456789012","identity":{"arn":"arn:aws:iam::123456789012:user/a"},"region":"us-east-1","requestId":"r","operation":"Converse","modelId":"m","input":{"inputContentType":"application/json","inputBodyJson":{"messages":[{"role":"user"}]},"inputTokenCount":1},"output":{"outputContentType":"application/json","outputBodyJson":{"stopReason":"end_turn"},"outputTokenCount":1}}"#;
+        let b = crate::schema::to_batch(&[crate::schema::parse_row(line).unwrap()]).unwrap();
+        let mut found = BTreeSet::new();
+        discover_batch(&b, &mut found);
+        assert!(
+            found.contains("input.inputBodyJson.messages.0.role"),
+            "{found:?}"
+        );
+        assert!(
+            found.contains("output.outputBodyJson.stopReason"),
+            "{found:?}"
+        );
+        assert!(found.contains("identity.arn"), "{found:?}");
+    }
+
     #[test]
     fn flattens_objects_and_arrays() {
         let v: Value = serde_json::json!({"identity": {"arn": "x"}, "input": {"inputBodyJson": {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}}, "n": 1});

@@ -69,6 +69,11 @@ mod tests {
         assert!(validate_group_name("").is_err());
         assert!(validate_group_name("has space").is_err());
         assert!(validate_group_name(&"x".repeat(513)).is_err());
+        assert!(validate_group_name(&"x".repeat(512)).is_ok());
+        // Folder names keep the safe characters and encode the rest, so none climbs
+        // out or collides (and existing folders keep their names).
+        assert_eq!(dir_name("a-b_c/d.e#"), "a-b_c%2Fd%2Ee%23");
+        assert_eq!(dir_name(".."), "%2E%2E");
         assert!(validate_retention(30).is_ok());
         assert!(validate_retention(3653).is_ok());
         assert!(validate_retention(2).is_err());

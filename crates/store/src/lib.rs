@@ -1716,6 +1716,8 @@ mod tests {
         s.add_entries(&[e(2)]);
         assert!(s.has_group("g") && !s.has_group("h"));
         assert_eq!(s.groups()[0].records, 3);
+        // Its creation time (DescribeLogGroups' creationTime) is when it was made.
+        assert!((now_ms() - s.groups()[0].creation_time).abs() < 60_000);
         assert_eq!(s.next_seq(), 3);
         s.advance_to(10);
         assert_eq!(s.next_seq(), 10);
@@ -1803,6 +1805,101 @@ mod tests {
         drop(s);
         let s = Store::open(d.path()).unwrap();
         assert_eq!(s.request_ids("g").unwrap().len(), 4);
+    }
+
+    /// Imported files take numbers after every file the store holds (a number a file of
+    /// the same partition holds would overwrite it), and the next flush numbers after them.
+    #[test]
+    fn imports_and_flushes_never_reuse_a_file_number() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.create_group("g").unwrap();
+        s.add_entries(&[entry(
+            0,
+            line("flushed", "2025-03-11T00:01:00Z", Some("g"), "m", 1),
+        )]);
+        s.flush().unwrap();
+        let rows = [
+            "2025-03-11T00:02:00Z",
+            "2025-03-12T00:02:00Z",
+            "2025-03-13T00:02:00Z",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, ts)| parse_row(&line(&format!("imported{i}"), ts, Some("g"), "m", 1)).unwrap())
+        .collect();
+        assert_eq!(s.import_rows("g", rows).unwrap(), 3);
+        s.add_entries(&[entry(
+            1,
+            line("later", "2025-03-13T00:03:00Z", Some("g"), "m", 1),
+        )]);
+        s.flush().unwrap();
+        let snap = s.snapshot("g", i64::MIN, i64::MAX).unwrap();
+        let mut names: Vec<_> = snap.files.iter().map(|f| f.0.clone()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 5, "{names:?}");
+        assert_eq!(s.request_ids("g").unwrap().len(), 5);
+        drop(s);
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.request_ids("g").unwrap().len(), 5);
+    }
+
+    /// The tail's age is the time since its oldest add.
+    #[test]
+    fn the_tail_age_counts_from_its_oldest_add() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.create_group("g").unwrap();
+        assert_eq!(s.tail_size(), (0, 0, 0));
+        s.add_entries(&[entry(
+            0,
+            line("a", "2025-03-11T00:01:00Z", Some("g"), "m", 1),
+        )]);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let (rows, bytes, age) = s.tail_size();
+        assert_eq!(rows, 1);
+        assert!(bytes > 0);
+        assert!((30..60_000).contains(&age), "{age}");
+    }
+
+    /// Bodies are removed from files past body retention also in a group with a (longer)
+    /// retention of its own, and a pass over several files gives each its own number
+    /// (files flushed out of order: a reused number would name a new file after another
+    /// of the pass's own inputs).
+    #[test]
+    fn bodies_go_in_groups_with_their_own_retention_and_every_rewritten_file_stays() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.set_retire_grace(std::time::Duration::ZERO);
+        s.create_group("g").unwrap();
+        s.set_retention("g", Some(30)).unwrap();
+        let now = now_ms();
+        let ts = |days: i64| {
+            let t = time::OffsetDateTime::from_unix_timestamp((now - days * 86_400_000) / 1000)
+                .unwrap();
+            logbook_record::record_timestamp(t)
+        };
+        for (seq, days) in [10, 12, 11].into_iter().enumerate() {
+            s.add_entries(&[entry(
+                seq as u64,
+                line(&format!("r{days}"), &ts(days), Some("g"), "m", 1),
+            )]);
+            s.flush().unwrap();
+        }
+        s.set_body_retention(BodyRetention {
+            default_days: Some(7),
+            groups: BTreeMap::new(),
+        })
+        .unwrap();
+        assert_eq!(s.apply_retention(now).unwrap(), 0);
+        let snap = s.snapshot("g", i64::MIN, i64::MAX).unwrap();
+        assert_eq!(snap.files.len(), 3);
+        for (path, meta) in &snap.files {
+            assert!(meta.bodies_removed, "{path:?} keeps its bodies");
+            assert!(path.exists(), "{path:?} named by the manifest is gone");
+        }
+        assert_eq!(s.request_ids("g").unwrap().len(), 3);
     }
 
     fn parse_millis(s: &str) -> i64 {
@@ -1916,6 +2013,14 @@ mod tests {
         assert_eq!(after.len(), 1);
         let kept = &s.snapshot("g", i64::MIN, i64::MAX).unwrap().files[0].0;
         assert!(kept.ends_with(&after[0]), "{kept:?} {after:?}");
+        // A longer retention keeps a tail row younger than it.
+        s.set_retention("g", Some(3)).unwrap();
+        s.add_entries(&[entry(
+            2,
+            line("tail-2d", &ts(now - 2 * 86_400_000), Some("g"), "m", 1),
+        )]);
+        assert_eq!(s.apply_retention(now).unwrap(), 0);
+        assert!(s.request_ids("g").unwrap().contains("tail-2d"));
         s.set_retention("g", None).unwrap();
         assert_eq!(s.groups()[0].retention_in_days, None);
         s.delete_group("g").unwrap();
