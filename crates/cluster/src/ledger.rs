@@ -331,7 +331,7 @@ impl Ledger {
     async fn sync(&self, stale: Option<&str>) -> Result<(), LedgerError> {
         let _one = self.syncing.lock().await;
         let mine = self.epoch();
-        if stale.is_some() && mine.as_deref() != stale {
+        if stale.is_some_and(|s| mine.as_deref().unwrap_or_default() != s) {
             return Ok(()); // rebuilt by another task while this one waited
         }
         let mut c = self.conn.clone();
