@@ -798,3 +798,62 @@ def requests_json(s):
     r = requests.get(s.url + "/logbook/budgets", headers={"Authorization": "Bearer sk-auditor"}, timeout=10)
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def test_a_replica_gone_for_good_is_forgotten_and_coverage_is_whole_again(make_server, moto, tmp_path):
+    """A replica that crashed and will not come back stays a gap in `logbook coverage`
+    (lost) and keeps declaring its budgets forever. `logbook forget-replica` releases its
+    claim on its behalf (refused while it runs), removes it as a declarer (a budget only
+    it declared goes), and leaves its records queryable."""
+    import subprocess
+    from conftest import BIN
+    from test_budgets import alice, call, config as budget_config, status
+    s3 = moto.s3()
+    s3.create_bucket(Bucket="home")
+    cluster = cluster_config("home", moto, ttl=3) + "poll_ms = 200\n"
+
+    def ids(s):
+        r = requests.post(s.url + "/logbook/query", headers={"Authorization": "Bearer sk-auditor"}, timeout=30,
+                          json={"query": "fields requestId | limit 10", "language": "insights", "start": 0})
+        assert r.status_code == 200, r.text
+        return {row[0] for row in r.json()["rows"]}
+
+    a = make_server(budget_config("1", period="day") + cluster, name="a")
+    b = make_server(budget_config("1", period="week") + cluster, name="b")
+    node_b = open(tmp_path / "b" / "node-id").read().strip()
+    wait_for(lambda: set(status(a)) == {"search-day", "search-week"})
+    rid = call(alice(b), 0)["ResponseMetadata"]["RequestId"]
+    wait_for(lambda: ids(a) == {rid}, timeout=30)
+
+    def forget(node):
+        return subprocess.run([BIN, "forget-replica", "--data-dir", a.data_dir, "--config", a.config_path, node,
+                               "--format", "json"], capture_output=True, text=True, timeout=60)
+
+    def coverage():
+        p = subprocess.run([BIN, "coverage", "--data-dir", a.data_dir, "--config", a.config_path, "--url", a.url,
+                            "--format", "json"], capture_output=True, text=True, timeout=60)
+        return p.returncode, json.loads(p.stdout)
+
+    # While it runs, it cannot be forgotten; an unknown node is named as such.
+    p = forget(node_b)
+    assert p.returncode != 0 and "is running" in p.stderr, p.stderr
+    p = forget("no-such-node")
+    assert p.returncode != 0 and "no replica" in p.stderr, p.stderr
+    # It crashes: a gap until forgotten.
+    b.kill9()
+    time.sleep(3.5)
+    code, c = coverage()
+    assert code == 1 and any(g.startswith(f"replica {node_b}") for g in c["gaps"]), c["gaps"]
+    p = forget(node_b)
+    assert p.returncode == 0, p.stderr
+    done = json.loads(p.stdout)
+    assert done["node"] == node_b and not done["wasReleased"] and done["budgetsGone"] == ["search-week"], done
+    code, c = coverage()
+    assert {r["node"]: r["state"] for r in c["replicas"]}[node_b] == "stopped", c["replicas"]
+    assert not [g for g in c["gaps"] if "replica" in g], c["gaps"]
+    # Its budget went from the cluster; the one A declares stays; its record is still there.
+    wait_for(lambda: set(status(a)) == {"search-day"})
+    assert ids(a) == {rid}
+    # Forgetting again changes nothing.
+    p = forget(node_b)
+    assert p.returncode == 0 and json.loads(p.stdout)["wasReleased"] and json.loads(p.stdout)["budgetsGone"] == []

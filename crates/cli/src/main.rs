@@ -86,6 +86,19 @@ enum Command {
         #[arg(long = "require-alarm")]
         require_alarm: Vec<String>,
     },
+    /// A replica of the cluster home gone for good (crashed, its machine lost): release
+    /// its node-id claim on its behalf (refused while it is running), and stop it declaring
+    /// budgets and alarms (those only it declared go). Its published records stay
+    /// queryable. `logbook coverage` then no longer reports it as lost.
+    ForgetReplica {
+        #[command(flatten)]
+        data: DataArgs,
+        /// The node id (as `logbook coverage` lists it).
+        node: String,
+        /// Output format.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
     /// Query log groups with the Logs Insights language (or SQL with --sql).
     Query(QueryArgs),
     /// Import Bedrock invocation logs (gzipped JSON Lines in Bedrock's S3 layout).
@@ -415,6 +428,61 @@ fn run() -> anyhow::Result<()> {
             out.flush()?;
             if !c.gaps.is_empty() {
                 std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::ForgetReplica { data, node, format } => {
+            let config = load_data(&data)?;
+            let c = config
+                .cluster
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("the configuration has no [cluster] home"))?;
+            let spec = config
+                .buckets
+                .get(&c.home)
+                .ok_or_else(|| anyhow::anyhow!("cluster.home {:?} is not declared", c.home))?;
+            let home =
+                logbook_bucket::Bucket::open(&c.home, spec, logbook_disk::RealDisk::shared())
+                    .map_err(|e| anyhow::anyhow!("cluster home {}: {e}", c.home))?;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let done = rt
+                .block_on(logbook_server::cluster::forget(
+                    &home,
+                    &node,
+                    c.claim_ttl,
+                    now_ms,
+                ))
+                .map_err(anyhow::Error::msg)?;
+            let mut out = std::io::stdout();
+            if format == "json" {
+                writeln!(out, "{}", serde_json::to_string_pretty(&done)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "replica {} ({}) {}; budgets gone: {}; alarms gone: {}",
+                    done.node,
+                    done.last_holder,
+                    if done.was_released {
+                        "had stopped cleanly"
+                    } else {
+                        "released on its behalf"
+                    },
+                    if done.budgets_gone.is_empty() {
+                        "none".to_string()
+                    } else {
+                        done.budgets_gone.join(", ")
+                    },
+                    if done.alarms_gone.is_empty() {
+                        "none".to_string()
+                    } else {
+                        done.alarms_gone.join(", ")
+                    }
+                )?;
             }
             Ok(())
         }

@@ -149,6 +149,46 @@ fn parse(key: &str, home: &str, bytes: &[u8]) -> Result<ClaimBody, ClaimError> {
     Ok(body)
 }
 
+/// Mark a replica that is gone for good as stopped, on its behalf: its claim is released
+/// as a clean stop would (so `logbook coverage` no longer counts it as lost, and the
+/// journal position it last wrote still guards the node id against an older copy of its
+/// folder). Refused while the claim is live (renewed within `ttl` and not released), and
+/// for an object that is not a claim. Returns the claim as it was.
+pub async fn release_lost(
+    state: &dyn SharedState,
+    node: &str,
+    ttl: std::time::Duration,
+    now_ms: u64,
+) -> Result<ClaimBody, String> {
+    let key = key(node);
+    let home = state.describe();
+    let Some((bytes, version)) = state.read(&key).await.map_err(|e| e.to_string())? else {
+        return Err(format!("no replica {node:?} has a claim in {home}"));
+    };
+    let held = parse(&key, &home, &bytes).map_err(|e| e.to_string())?;
+    let age = now_ms.saturating_sub(held.heartbeat_ms);
+    if !held.released && u128::from(age) < ttl.as_millis() {
+        return Err(format!(
+            "replica {node:?} is running ({} pid {} {}, renewed {} s ago): stop it, or wait until its claim runs out ({} s)",
+            held.host,
+            held.pid,
+            held.data_dir,
+            age / 1000,
+            ttl.as_secs()
+        ));
+    }
+    if !held.released {
+        let mut next = held.clone();
+        next.released = true;
+        let body = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
+        state
+            .write(&key, bytes::Bytes::from(body), Some(&version))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(held)
+}
+
 /// Claim `who.node` for this process, whose journal is at `journal_next`, at `now_ms`.
 pub async fn claim(
     state: &dyn SharedState,

@@ -338,6 +338,51 @@ async fn a_folder_behind_what_the_node_wrote_is_refused() {
 }
 
 #[tokio::test]
+async fn a_lost_claim_is_released_on_its_behalf_and_a_live_one_is_not() {
+    let s = memory();
+    let ttl = Duration::from_secs(30);
+    let c = claim::claim(&*s, &who("n1", "/data/a"), 7, 1_000)
+        .await
+        .unwrap();
+    // Live: refused, and left as it was.
+    let e = claim::release_lost(&*s, "n1", ttl, 2_000)
+        .await
+        .unwrap_err();
+    assert!(e.contains("is running"), "{e}");
+    assert!(!c.body().released);
+    let (b, _) = s.read(&claim::key("n1")).await.unwrap().unwrap();
+    assert!(
+        !serde_json::from_slice::<claim::ClaimBody>(&b)
+            .unwrap()
+            .released
+    );
+    // Past its lease: released, its journal position kept.
+    let held = claim::release_lost(&*s, "n1", ttl, 40_000).await.unwrap();
+    assert!(!held.released);
+    let (b, _) = s.read(&claim::key("n1")).await.unwrap().unwrap();
+    let now = serde_json::from_slice::<claim::ClaimBody>(&b).unwrap();
+    assert!(now.released && now.journal_next == 7, "{now:?}");
+    // Again: nothing to do; an unknown node is named.
+    assert!(
+        claim::release_lost(&*s, "n1", ttl, 50_000)
+            .await
+            .unwrap()
+            .released
+    );
+    let e = claim::release_lost(&*s, "n2", ttl, 50_000)
+        .await
+        .unwrap_err();
+    assert!(e.contains("no replica"), "{e}");
+    // Another folder may now take the node, but not one behind what it wrote.
+    assert!(claim::claim(&*s, &who("n1", "/data/b"), 3, 60_000)
+        .await
+        .is_err());
+    claim::claim(&*s, &who("n1", "/data/b"), 7, 60_000)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn a_foreign_or_corrupt_claim_object_is_never_overwritten() {
     for (_keep, s) in each() {
         for (node, body) in [

@@ -129,6 +129,45 @@ impl From<ChangeFailed> for String {
     }
 }
 
+/// A replica gone for good no longer declares alarms: it is removed as a declarer of
+/// every alarm in the home's set, and the declared alarms only it declared go (alarms made
+/// through the API stay). Returns their names.
+pub async fn forget_declarer(
+    state: &dyn logbook_cluster::SharedState,
+    node: &str,
+) -> Result<Vec<String>, String> {
+    let home = state.describe();
+    let done = logbook_cluster::change(
+        state,
+        SHARED_KEY,
+        50,
+        |b| decode_shared(&home, b, usize::MAX),
+        encode_shared,
+        |st: &mut Stored| {
+            let mut gone = Vec::new();
+            let mut changed = false;
+            st.alarms.retain(|name, e| {
+                if !e.declared_by.remove(node) {
+                    return true;
+                }
+                changed = true;
+                if e.declared && e.declared_by.is_empty() {
+                    gone.push(name.clone());
+                    return false;
+                }
+                true
+            });
+            Ok::<_, String>((gone, changed))
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        logbook_cluster::ChangeError::State(e) => e.to_string(),
+        logbook_cluster::ChangeError::Doc(e) => e,
+    })?;
+    Ok(done.out)
+}
+
 fn decode_shared(home: &str, b: &[u8], max: usize) -> Result<Stored, String> {
     let bad = |why: String| {
         format!("{SHARED_KEY} in {home} is not Logbook's shared alarms ({why}); it is left as it is and not used")
@@ -1197,6 +1236,35 @@ mod tests {
 
         fn names(a: &Alarms) -> Vec<String> {
             a.list().into_iter().map(|e| e.def.alarm_name).collect()
+        }
+
+        /// A replica forgotten (gone for good) no longer declares: an alarm only it
+        /// declared goes, one another replica declares too stays, one made through the
+        /// API stays.
+        #[tokio::test]
+        async fn a_forgotten_replica_declares_nothing_any_more() {
+            let h = home();
+            let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let a = replica(&h, da.path(), "a", vec![def("both")])
+                .await
+                .unwrap();
+            let b = replica(&h, db.path(), "b", vec![def("both"), def("only-b")])
+                .await
+                .unwrap();
+            b.put(def("made-by-api")).await.unwrap();
+            assert_eq!(
+                forget_declarer(&*h, "b").await.unwrap(),
+                vec!["only-b".to_string()]
+            );
+            assert!(forget_declarer(&*h, "b").await.unwrap().is_empty());
+            a.refresh().await.unwrap();
+            assert_eq!(names(&a), ["both", "made-by-api"]);
+            let both = a
+                .list()
+                .into_iter()
+                .find(|e| e.def.alarm_name == "both")
+                .unwrap();
+            assert_eq!(both.declared_by, BTreeSet::from(["a".to_string()]));
         }
 
         #[tokio::test]

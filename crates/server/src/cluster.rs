@@ -185,3 +185,42 @@ pub async fn refresh(
         }
     }
 }
+
+/// What `logbook forget-replica` did.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Forgotten {
+    /// The node.
+    pub node: String,
+    /// Where it ran last (host, pid, data folder).
+    pub last_holder: String,
+    /// Its claim was already released (a clean stop) before.
+    pub was_released: bool,
+    /// Budgets only it declared, now gone from the cluster.
+    pub budgets_gone: Vec<String>,
+    /// Declared alarms only it declared, now gone from the cluster.
+    pub alarms_gone: Vec<String>,
+}
+
+/// A replica gone for good (crashed, machine lost, decommissioned without a clean stop):
+/// its claim is released on its behalf (refused while it is live), and it no longer
+/// declares budgets or alarms in the home. Its published records stay where they are:
+/// the other replicas go on querying them.
+pub async fn forget(
+    home: &logbook_bucket::Bucket,
+    node: &str,
+    ttl: Duration,
+    now_ms: u64,
+) -> Result<Forgotten, String> {
+    let state = logbook_cluster::for_bucket(home);
+    let held = logbook_cluster::claim::release_lost(&*state, node, ttl, now_ms).await?;
+    let budgets_gone = crate::shared_budgets::SharedBudgets::forget(&*state, node).await?;
+    let alarms_gone = crate::alarms::forget_declarer(&*state, node).await?;
+    Ok(Forgotten {
+        node: node.to_string(),
+        last_holder: format!("{} pid {} {}", held.host, held.pid, held.data_dir),
+        was_released: held.released,
+        budgets_gone,
+        alarms_gone,
+    })
+}

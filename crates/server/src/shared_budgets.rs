@@ -243,6 +243,41 @@ impl SharedBudgets {
             .map_err(|e| format!("{}: {e}", self.copy.display()))
     }
 
+    /// A replica gone for good no longer declares anything: it is removed as a declarer
+    /// of every budget, and the budgets only it declared go. Returns their names.
+    pub async fn forget(state: &dyn SharedState, node: &str) -> Result<Vec<String>, String> {
+        let home = state.describe();
+        let done = logbook_cluster::change(
+            state,
+            KEY,
+            50,
+            |b| decode(&home, b),
+            encode,
+            |set: &mut BTreeMap<String, SharedBudget>| {
+                let mut gone = Vec::new();
+                let mut changed = false;
+                set.retain(|name, b| {
+                    if !b.declared_by.remove(node) {
+                        return true;
+                    }
+                    changed = true;
+                    if b.declared_by.is_empty() {
+                        gone.push(name.clone());
+                        return false;
+                    }
+                    true
+                });
+                Ok((gone, changed))
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            ChangeError::State(e) => e.to_string(),
+            ChangeError::Doc(e) => e,
+        })?;
+        Ok(done.out)
+    }
+
     /// The budgets in force for the cluster, by name.
     pub fn specs(&self) -> Vec<BudgetSpec> {
         lock(&self.current)
@@ -420,6 +455,39 @@ mod tests {
             .unwrap();
         assert!(b.specs().is_empty());
         assert!(a.refresh().await.unwrap().is_some_and(|v| v.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_replica_declares_nothing_any_more() {
+        let h = home();
+        let d = tempfile::tempdir().unwrap();
+        let a = SharedBudgets::join(
+            h.clone(),
+            "a",
+            vec![spec("x", "10")],
+            &d.path().join("a"),
+            1,
+        )
+        .await
+        .unwrap();
+        SharedBudgets::join(
+            h.clone(),
+            "b",
+            vec![spec("x", "10"), spec("y", "1")],
+            &d.path().join("b"),
+            1,
+        )
+        .await
+        .unwrap();
+        assert!(a.refresh().await.unwrap().is_some_and(|v| v.len() == 2));
+        assert_eq!(
+            SharedBudgets::forget(&*h, "b").await.unwrap(),
+            vec!["y".to_string()]
+        );
+        assert!(SharedBudgets::forget(&*h, "b").await.unwrap().is_empty());
+        assert!(a.refresh().await.unwrap().is_some());
+        assert_eq!(names(&a), vec![("x".into(), "10".into())]);
+        assert_eq!(a.set()["x"].declared_by, BTreeSet::from(["a".to_string()]));
     }
 
     #[tokio::test]
