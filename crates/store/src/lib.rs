@@ -1874,32 +1874,47 @@ mod tests {
         s.set_retire_grace(std::time::Duration::ZERO);
         s.create_group("g").unwrap();
         s.set_retention("g", Some(30)).unwrap();
+        s.create_group("solo").unwrap();
         let now = now_ms();
-        let ts = |days: i64| {
-            let t = time::OffsetDateTime::from_unix_timestamp((now - days * 86_400_000) / 1000)
-                .unwrap();
+        // Minute `min` of hour 00 of the day `days` ago: each day's files are then named
+        // after that day's hour 00 whether a flush or a rewrite wrote them.
+        let ts = |days: i64, min: i64| {
+            let day = (now - days * 86_400_000).div_euclid(86_400_000) * 86_400_000;
+            let t = time::OffsetDateTime::from_unix_timestamp((day + min * 60_000) / 1000).unwrap();
             logbook_record::record_timestamp(t)
         };
-        for (seq, days) in [10, 12, 11].into_iter().enumerate() {
-            s.add_entries(&[entry(
-                seq as u64,
-                line(&format!("r{days}"), &ts(days), Some("g"), "m", 1),
-            )]);
+        let mut seq = 0u64;
+        let mut put = |group: &str, rid: String, days: i64, min: i64| {
+            s.add_entries(&[entry(seq, line(&rid, &ts(days, min), Some(group), "m", 1))]);
+            seq += 1;
             s.flush().unwrap();
+        };
+        // Flushed out of order (the pass takes them in the manifest's order).
+        for days in [10, 12, 11] {
+            put("g", format!("r{days}"), days, 1);
         }
+        put("solo", "alone".into(), 9, 1);
         s.set_body_retention(BodyRetention {
             default_days: Some(7),
             groups: BTreeMap::new(),
         })
         .unwrap();
         assert_eq!(s.apply_retention(now).unwrap(), 0);
-        let snap = s.snapshot("g", i64::MIN, i64::MAX).unwrap();
-        assert_eq!(snap.files.len(), 3);
-        for (path, meta) in &snap.files {
-            assert!(meta.bodies_removed, "{path:?} keeps its bodies");
-            assert!(path.exists(), "{path:?} named by the manifest is gone");
+        for g in ["g", "solo"] {
+            for (path, meta) in &s.snapshot(g, i64::MIN, i64::MAX).unwrap().files {
+                assert!(meta.bodies_removed, "{path:?} keeps its bodies");
+                assert!(path.exists(), "{path:?} named by the manifest is gone");
+            }
         }
-        assert_eq!(s.request_ids("g").unwrap().len(), 3);
+        // Flushes after the pass take numbers after the files it wrote (the fifth, for
+        // day 10, would otherwise take the number the pass gave day 10's file, and
+        // overwrite it).
+        for (i, days) in [12, 12, 12, 12, 10].into_iter().enumerate() {
+            put("g", format!("later{i}"), days, 2 + i as i64);
+        }
+        assert_eq!(s.snapshot("g", i64::MIN, i64::MAX).unwrap().files.len(), 8);
+        assert_eq!(s.request_ids("g").unwrap().len(), 8);
+        assert_eq!(s.request_ids("solo").unwrap().len(), 1);
     }
 
     fn parse_millis(s: &str) -> i64 {
