@@ -125,9 +125,14 @@ class Frames:
                    ("content-length", str(len(body) if length is None else length))]
         self.conn.send_headers(sid, headers, end_stream=end and not body)
         self.streams[sid] = {"status": None, "headers": {}, "data": b"", "ended": False, "reset": None}
-        if body:
-            self.conn.send_data(sid, body, end_stream=end)
         self.flush()
+        if body:
+            # As a real client does: wait for flow control to let the body through (the
+            # connection's window may be spent by an earlier stream until the server hands
+            # it back with WINDOW_UPDATE).
+            self.until(lambda: self.conn.local_flow_control_window(sid) >= len(body), f"window for stream {sid}")
+            self.conn.send_data(sid, body, end_stream=end)
+            self.flush()
 
     def pump(self):
         """Read one batch of frames and apply them; False when the connection closed."""
@@ -192,6 +197,40 @@ def test_an_oversize_http2_body_gets_its_400_early_and_the_connection_lives_on(s
     f.close()
     recs = wait_records(server, 2)
     assert sorted(r.get("errorCode", "ok") for r in recs) == ["ValidationException", "ok"], recs
+
+
+def test_a_refused_body_that_spent_the_connection_window_is_handed_back_and_the_connection_lives_on(server):
+    """A client that pushed a refused body up to HTTP/2's flow-control limit before reading
+    a frame (a fast client, a busy server) has spent the connection's whole window on a
+    stream the server then reset. The server must hand back what it discarded (WINDOW_UPDATE
+    on the connection, RFC 9113 §6.9), or no stream on that connection could send a body
+    again: one refused upload would wedge a pooled connection for good."""
+    auth = "Bearer " + server.admin["apiKey"]
+    path = "/model/amazon.titan-text-express-v1/invoke"
+    f = Frames(server.url)
+    # A first call settles the connection's settings and the server's initial window.
+    f.request(1, "POST", path, auth, json.dumps({"inputText": "first"}).encode())
+    f.until(lambda: f.streams[1]["ended"], "the first call")
+    assert f.streams[1]["status"] == 200, f.streams[1]
+    assert f.conn.outbound_flow_control_window > 65_535, "the server's connection window was not raised"
+    f.request(3, "POST", path, auth, length=25_000_020, end=False)
+    sent = 0
+    while (window := f.conn.local_flow_control_window(3)) > 0:
+        n = min(window, 16384)
+        f.conn.send_data(3, b"a" * n)
+        f.flush()
+        sent += n
+    assert f.conn.outbound_flow_control_window == 0 and sent > 65_535, sent
+    f.until(lambda: f.streams[3]["reset"] is not None, "the refusal and its reset")
+    assert f.streams[3]["status"] == 400 and f.streams[3]["reset"] == 0, f.streams[3]
+    body = json.dumps({"inputText": "after"}).encode()
+    f.until(lambda: f.conn.outbound_flow_control_window >= len(body), "the connection window handed back")
+    f.request(5, "POST", path, auth, body)
+    f.until(lambda: f.streams[5]["ended"], "the call after the refusal")
+    assert f.streams[5]["status"] == 200 and b"after" in f.streams[5]["data"], f.streams[5]
+    f.close()
+    recs = wait_records(server, 3)
+    assert sorted(r.get("errorCode", "ok") for r in recs) == ["ValidationException", "ok", "ok"], recs
 
 
 def test_a_reset_http2_stream_is_recorded_as_a_client_disconnect_and_its_neighbours_carry_on(server):
