@@ -8,7 +8,9 @@ FakeAnthropic checks the `x-api-key` / `anthropic-version` headers and streams S
 import binascii
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from loopback_http import LoopbackHTTPServer
 from urllib.parse import unquote
 
 from botocore.auth import SigV4Auth
@@ -35,7 +37,7 @@ class _Base:
     def __init__(self, handler_cls):
         self.requests = []
         self.fail_next = None
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
+        self.httpd = LoopbackHTTPServer(("127.0.0.1", 0), handler_cls)
         self.httpd.fake = self
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

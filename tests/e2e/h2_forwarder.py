@@ -21,13 +21,37 @@ so a run that quietly fell back to HTTP/1.1 cannot pass as an HTTP/2 run.
 """
 
 import http.server
+import os
 import socket
+import sys
 import threading
+import traceback
 
 import httpx2 as httpx
 
+from loopback_http import LoopbackHTTPServer
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "expect"}
+
+
+class _Server(LoopbackHTTPServer):
+    """socketserver prints an escaped exception's traceback to stderr, where it is lost
+    among the other tests' output; keep it (and in LOGBOOK_H2_FRONT_ERRORS if set), so a
+    test that fails through the front says why."""
+
+    def __init__(self, addr, handler, errors):
+        self.errors = errors
+        super().__init__(addr, handler)
+
+    def handle_error(self, request, client_address):
+        text = traceback.format_exc()
+        self.errors.append(text)
+        path = os.environ.get("LOGBOOK_H2_FRONT_ERRORS")
+        if path:
+            with open(path, "a") as f:
+                f.write(text + "\n")
+        sys.stderr.write("h2 front: a connection failed:\n" + text)
 
 
 class H2Forwarder:
@@ -37,8 +61,8 @@ class H2Forwarder:
         self.upstream_addr = (host, int(port))
         self.versions = {}
         self.lock = threading.Lock()
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
+        self.errors = []
+        self.httpd = _Server(("127.0.0.1", 0), self._handler(), self.errors)
         self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()

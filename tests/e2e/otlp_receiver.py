@@ -4,12 +4,13 @@ OpenTelemetry protobuf definitions (opentelemetry-proto from PyPI)."""
 
 import threading
 from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from loopback_http import LoopbackHTTPServer
 from remote import free_port
 
 
@@ -77,7 +78,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(out)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        self.server = LoopbackHTTPServer(("127.0.0.1", self.port), H)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def _start_grpc(self):

@@ -325,6 +325,8 @@ class FakeImds:
         import http.server
         import threading
         from datetime import datetime, timedelta, timezone
+
+        from loopback_http import LoopbackHTTPServer
         imds = self
         self.hits = {"token": 0, "role": 0, "credentials": 0, "refused": 0}
         token = "imds-token-" + str(free_port())
@@ -362,7 +364,7 @@ class FakeImds:
                     return self.reply(200, body)
                 self.reply(404)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd = LoopbackHTTPServer(("127.0.0.1", 0), H)
         self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 

@@ -18,6 +18,7 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from conftest import BIN
+from loopback_http import LoopbackHTTPServer
 
 MODEL = "amazon.nova-lite-v1:0"
 ONCALL = "arn:aws:sns:us-east-1:123456789012:bedrock-oncall"
@@ -46,7 +47,7 @@ class Receiver:
             def log_message(self, *a):
                 pass
 
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv = LoopbackHTTPServer(("127.0.0.1", 0), H)
         self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
 
