@@ -178,6 +178,12 @@ def test_every_page_in_a_real_browser_and_one_truth_for_every_total(server, brow
     assert page.locator("#card-input").inner_text().replace(",", "") == str(report["total"]["inputTokens"]) == sql_in
     assert page.locator("#card-errors").inner_text() == "1"
     assert "Days are cut in UTC" in page.locator("main").inner_text()
+    # The overview's own answer (what the page drew) is the same truth.
+    ov = requests.post(s.url + "/logbook/report/overview", headers={"Authorization": "Bearer sk-admin-console"},
+                       json={"bin": "1h"}, timeout=30).json()
+    assert (ov["total"]["calls"], decimal.Decimal(ov["total"]["cost"])) == (6, decimal.Decimal(report["total"]["cost"]))
+    assert {t["value"]: t["calls"] for t in ov["top"]["team"]} == {"search": 3, "ads": 2, "(none)": 1}
+    assert "search" in page.locator("main").inner_text()
     # The zone days are cut in is shown and can be chosen; totals stay the sums.
     page.get_by_label("Time zone").select_option("Asia/Kolkata")
     expect(page.locator("main")).to_contain_text("Days are cut in Asia/Kolkata")
@@ -364,6 +370,7 @@ def test_permissions_hold_page_by_page(server, browser):
     page.get_by_role("link", name="Trail").click()
     page.get_by_label("Principal (ARN, * at the end for a prefix)").fill("arn:aws:iam::123456789012:user/analyst")
     page.get_by_role("button", name="Apply").click()
+    expect(page.locator("#trail")).to_contain_text("LogbookOverview")
     expect(page.locator("#trail")).to_contain_text("LogbookQuery")
     assert "ConsoleLogin" in page.locator("#trail").inner_text()
     row = page.locator("#trail tbody tr", has_text="DeleteAlarms")
@@ -376,6 +383,8 @@ def test_permissions_hold_page_by_page(server, browser):
     assert r.status_code == 200
     h = {"x-logbook-csrf": r.json()["csrf"]}
     q = requests.post(s.url + "/console/api/query", json={"query": "fields @message"}, cookies=r.cookies, headers=h, timeout=5)
+    assert q.status_code == 403 and "logs:read" in q.json()["message"]
+    q = requests.post(s.url + "/console/api/overview", json={}, cookies=r.cookies, headers=h, timeout=5)
     assert q.status_code == 403 and "logs:read" in q.json()["message"]
 
 

@@ -311,6 +311,34 @@ def test_chargeback_report_allocates_each_call_once_and_totals_to_the_digit(make
         r = requests.post(url, headers={"Authorization": "Bearer sk-auditor-reads-only"}, json=body, timeout=30)
         assert r.status_code == 400 and why in r.json()["message"], (body, r.text)
 
+    # The overview (the console's first page): the same exact total and the same teams,
+    # from the store files' rollups where they cover the range (here: after the restart
+    # every record is in a file), under the same permissions.
+    import time as _time
+    now = int(_time.time() * 1000)
+    ov_url = s.url + "/logbook/report/overview"
+    span = {"start": now - 3 * 86_400_000, "end": now + 60_000}
+    r = requests.post(ov_url, headers={"Authorization": "Bearer sk-auditor-reads-only"}, json={**span, "bin": "1d"}, timeout=30)
+    assert r.status_code == 200, r.text
+    ov = r.json()
+    assert Decimal(ov["total"]["cost"]) == total and ov["total"]["calls"] == n
+    assert sum(Decimal(d["cost"]) for d in ov["days"]) == total
+    assert sum(Decimal(p["cost"]) for p in ov["series"]) == total
+    assert {t["value"]: Decimal(t["cost"]) for t in ov["top"]["team"]} == want
+    assert ov["latencyApproximate"] is True and ov["total"]["p99LatencyMs"] >= ov["total"]["p50LatencyMs"] >= 0
+    assert ov["sources"]["filesFromRollups"] >= 1 and ov["sources"]["recordsFromRollups"] == n, ov["sources"]
+    r = requests.post(ov_url, headers={"Authorization": "Bearer sk-nobody"}, json={}, timeout=30)
+    assert r.status_code == 403 and r.headers["x-amzn-ErrorType"].startswith("AccessDeniedException")
+    assert requests.post(ov_url, json={}, timeout=30).status_code in (401, 403)
+    for body, why in [({**span, "bin": "7m"}, "bin"), ({**span, "bin": "1w"}, "bin"), ({**span, "bin": 1}, "bin"),
+                      ({"start": 0, "end": now}, "400 days"), ({"start": now - 4 * 86_400_000, "end": now, "bin": "1m"}, "larger bin"),
+                      ({**span, "tz": "Nowhere/X"}, "IANA"), ({**span, "top": 0}, "top"), ({**span, "top": -1}, "top"),
+                      ({"start": now, "end": now - 1}, "before start"), ({**span, "logGroups": ["nope"]}, "does not exist"),
+                      ({**span, "start": "yesterday"}, "start")]:
+        r = requests.post(ov_url, headers={"Authorization": "Bearer sk-auditor-reads-only"}, json=body, timeout=30)
+        assert r.status_code in (400, 404) and why in r.json()["message"], (body, r.text)
+        assert r.headers["x-amzn-ErrorType"], r.headers
+
 
 def test_metrics_endpoint_speaks_openmetrics_with_bedrocks_names(make_server):
     """Traffic through the gateway (success, client error, throttle, server error, a

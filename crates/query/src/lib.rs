@@ -18,6 +18,7 @@ use std::sync::Arc;
 pub mod archive;
 pub mod insights;
 pub mod metrics;
+pub mod overview;
 pub mod report;
 pub mod service;
 pub mod udf;
@@ -249,6 +250,8 @@ pub struct QueryStats {
     pub records_matched: u64,
     /// Bytes of the files read.
     pub bytes_scanned: u64,
+    /// Files read.
+    pub files_scanned: u64,
 }
 
 /// A result: named columns and rows of display strings (`None` for null).
@@ -423,18 +426,43 @@ impl Engine {
         stats: &mut QueryStats,
         fields: &mut BTreeSet<String>,
     ) -> Result<DataFrame, QueryError> {
-        let snap = self
-            .store
-            .snapshot(group, start, end)
-            .map_err(|e| match e {
-                logbook_store::StoreError::NoSuchGroup(g) => QueryError::NoSuchGroup(g),
-                other => QueryError::Engine(other.to_string()),
-            })?;
+        let snap = self.snapshot(group, start, end)?;
+        self.raw_frame_of(ctx, group, snap, start, end, stats, fields)
+            .await
+    }
+
+    /// What the store holds of a group in a time range.
+    fn snapshot(
+        &self,
+        group: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<logbook_store::Snapshot, QueryError> {
+        self.store.snapshot(group, start, end).map_err(|e| match e {
+            logbook_store::StoreError::NoSuchGroup(g) => QueryError::NoSuchGroup(g),
+            other => QueryError::Engine(other.to_string()),
+        })
+    }
+
+    /// [`Engine::raw_frame`] over a snapshot taken before (and perhaps narrowed), with
+    /// other replicas' files.
+    #[allow(clippy::too_many_arguments)]
+    async fn raw_frame_of(
+        &self,
+        ctx: &SessionContext,
+        group: &str,
+        snap: logbook_store::Snapshot,
+        start: i64,
+        end: i64,
+        stats: &mut QueryStats,
+        fields: &mut BTreeSet<String>,
+    ) -> Result<DataFrame, QueryError> {
         fields.extend(snap.fields.iter().cloned());
         let schema = schema::schema();
         let mut df: Option<DataFrame> = None;
         if !snap.files.is_empty() {
             stats.bytes_scanned += snap.files.iter().map(|(_, m)| m.bytes).sum::<u64>();
+            stats.files_scanned += snap.files.len() as u64;
             stats.records_scanned += snap.files.iter().map(|(_, m)| m.rows).sum::<u64>();
             let paths: Vec<String> = snap
                 .files
@@ -449,6 +477,7 @@ impl Engine {
             let theirs = peers.files(group, lo, end).await;
             if !theirs.is_empty() {
                 stats.bytes_scanned += theirs.iter().map(|(_, m)| m.bytes).sum::<u64>();
+                stats.files_scanned += theirs.len() as u64;
                 stats.records_scanned += theirs.iter().map(|(_, m)| m.rows).sum::<u64>();
                 // A listing reads from one object store: files a local cache holds (absolute
                 // paths) and ones read from the home (URLs) are scanned apart.
@@ -723,6 +752,28 @@ async fn collect_cancellable(df: DataFrame) -> Result<Vec<RecordBatch>, QueryErr
         })?
         .data;
     Ok(datafusion::physical_plan::collect(plan, Arc::new(task)).await?)
+}
+
+/// [`collect_cancellable`] as a stream of batches, for callers that fold them as they come.
+async fn stream_cancellable(
+    df: DataFrame,
+) -> Result<datafusion::execution::SendableRecordBatchStream, QueryError> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_plan::coop::CooperativeExec;
+    use datafusion::physical_plan::ExecutionPlan;
+    let task = df.task_ctx();
+    let plan = df.create_physical_plan().await?;
+    let plan = plan
+        .transform_up(|node| {
+            Ok(Transformed::yes(
+                Arc::new(CooperativeExec::new(node)) as Arc<dyn ExecutionPlan>
+            ))
+        })?
+        .data;
+    Ok(datafusion::physical_plan::execute_stream(
+        plan,
+        Arc::new(task),
+    )?)
 }
 
 /// Rename the raw columns to the names Insights uses and add the system fields.

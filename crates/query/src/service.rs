@@ -325,6 +325,20 @@ impl QueryService {
         .await
     }
 
+    /// The overview of a range ([`crate::overview`]), under the same limits.
+    pub async fn overview(
+        &self,
+        req: crate::overview::OverviewRequest,
+        timeout: Duration,
+    ) -> Result<crate::overview::Overview, QueryError> {
+        req.check()?;
+        let a = self.admit_any()?;
+        self.submit(a, timeout, move |engine, env| async move {
+            engine.overview_in(&req, env).await
+        })
+        .await
+    }
+
     /// One record by pointer (`@ptr`), under the same limits.
     pub async fn record(
         &self,

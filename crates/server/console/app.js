@@ -88,21 +88,6 @@ async function chargeback(by, period, extra) {
 
 // ---- numbers and times ----------------------------------------------------------------
 
-function decAdd(a, b) {
-  const parse = (x) => {
-    const m = /^(-?)(\d+)(?:\.(\d+))?$/.exec(String(x || '0').trim());
-    if (!m) return { n: 0n, scale: 0 };
-    const frac = m[3] || '';
-    return { n: BigInt((m[1] || '') + m[2] + frac), scale: frac.length };
-  };
-  const x = parse(a), y = parse(b);
-  const scale = Math.max(x.scale, y.scale);
-  const n = x.n * 10n ** BigInt(scale - x.scale) + y.n * 10n ** BigInt(scale - y.scale);
-  const neg = n < 0n;
-  let digits = (neg ? -n : n).toString().padStart(scale + 1, '0');
-  const out = scale ? digits.slice(0, -scale) + '.' + digits.slice(-scale) : digits;
-  return (neg ? '-' : '') + out;
-}
 function int(x) { const n = Number(x); return Number.isFinite(n) ? n : 0; }
 function fmtInt(x) { return int(x).toLocaleString('en-US'); }
 function fmtMs(x) { return x === null || x === undefined || x === '' ? '–' : Math.round(Number(x)).toLocaleString('en-US') + ' ms'; }
@@ -237,63 +222,44 @@ async function overview(main) {
   const r = range();
   const bin = binFor(r.span);
   main.append(h('h1', { text: 'Overview' }));
-  main.append(h('p', { class: 'note', text: `Days are cut in ${tz()}. Charts in ${bin} intervals.` }));
+  main.append(h('p', { class: 'note', text: `Days are cut in ${tz()}. Charts in ${bin} intervals. Latency percentiles are approximate (within 1%); every count and cost is exact.` }));
   const cards = h('div', { class: 'cards', id: 'cards' });
   const charts = h('div', { class: 'charts' });
   const tops = h('div', { class: 'grid3' });
   const recent = h('section', { id: 'recent', 'aria-labelledby': 'recent-h' });
   main.append(cards, h('h2', { text: 'Over time' }), charts, h('h2', { text: 'Top' }), tops, recent);
   const card = (label, value, id) => h('div', { class: 'card' }, h('div', { class: 'label', text: label }), h('div', { class: 'value', id, text: value }));
-  // Queries run one after another on the server's query threads: ask first for what the
-  // top of the page shows, then for the tables below it.
-  const [cb, stats, series] = await Promise.allSettled([
-    chargeback([], 'day'),
-    query('stats count(*) as calls, count(errorCode) as errors, pct(logbook.latencyMs, 50) as p50, pct(logbook.latencyMs, 99) as p99'),
-    query(`stats count(*) as calls, count(errorCode) as errors, sum(inputTokenCount) as inputTokens, sum(outputTokenCount) as outputTokens, pct(logbook.latencyMs, 50) as p50, pct(logbook.latencyMs, 99) as p99 by bin(${bin})`),
+  // One request for the cards, charts and top lists: the server answers it from the
+  // store files' pre-computed rollups and scans only what they do not cover.
+  const [ov] = await Promise.allSettled([
+    api('POST', 'overview', { start: r.start, end: r.end, bin, tz: tz(), top: 10 }),
   ]);
-  if (cb.status === 'fulfilled') {
-    const t = cb.value.total;
+  if (ov.status === 'fulfilled') {
+    const o = ov.value, t = o.total;
     cards.append(card('Calls', fmtInt(t.calls), 'card-calls'), card('Input tokens', fmtInt(t.inputTokens), 'card-input'),
-      card('Output tokens', fmtInt(t.outputTokens), 'card-output'), card('Cost (' + cb.value.currency + ')', t.cost, 'card-cost'));
-  } else failure(cards, cb.reason);
-  if (stats.status === 'fulfilled') {
-    const row = (stats.value.rows || [])[0] || [];
-    const c = stats.value.columns || [];
-    const get = (n) => row[c.indexOf(n)];
-    cards.append(card('Errors', fmtInt(get('errors')), 'card-errors'), card('p50 latency', fmtMs(get('p50')), 'card-p50'), card('p99 latency', fmtMs(get('p99')), 'card-p99'));
-  }
-  if (series.status === 'fulfilled') {
-    charts.append(lineChart('Calls and errors', ['calls', 'errors'], pointsFrom(series.value, ['calls', 'errors']), fmtInt));
-    charts.append(lineChart('Tokens', ['inputTokens', 'outputTokens'], pointsFrom(series.value, ['inputTokens', 'outputTokens']), fmtInt));
-    charts.append(lineChart('Latency (ms)', ['p50', 'p99'], pointsFrom(series.value, ['p50', 'p99']), fmtInt));
-  } else failure(charts, series.reason);
-  if (cb.status === 'fulfilled') {
-    const days = cb.value.rows.map((x) => ({ t: parseTs(x.period + 'T00:00:00Z'), values: [Number(x.cost)] }));
-    charts.append(lineChart(`Cost per day (${cb.value.timeZone})`, ['cost'], days, (v) => Number(v).toFixed(4)));
+      card('Output tokens', fmtInt(t.outputTokens), 'card-output'), card('Cost (' + o.currency + ')', t.cost, 'card-cost'),
+      card('Errors', fmtInt(t.errors), 'card-errors'), card('p50 latency (≈)', fmtMs(t.p50LatencyMs), 'card-p50'),
+      card('p99 latency (≈)', fmtMs(t.p99LatencyMs), 'card-p99'));
+    const pts = (names) => o.series.map((p) => ({ t: p.t, values: names.map((n) => p[n]) }));
+    charts.append(lineChart('Calls and errors', ['calls', 'errors'], pts(['calls', 'errors']), fmtInt));
+    charts.append(lineChart('Tokens', ['inputTokens', 'outputTokens'], pts(['inputTokens', 'outputTokens']), fmtInt));
+    charts.append(lineChart('Latency (ms, ≈)', ['p50', 'p99'], pts(['p50LatencyMs', 'p99LatencyMs']), fmtInt));
+    const days = o.days.map((d) => ({ t: parseTs(d.day + 'T00:00:00Z'), values: [Number(d.cost)] }));
+    charts.append(lineChart(`Cost per day (${o.timeZone})`, ['cost'], days, (v) => Number(v).toFixed(4)));
+    const top = (title, dim) => {
+      const sec = h('section', null, h('h2', { text: title }));
+      const rows = (o.top[dim] || []).map((x) => [x.value, fmtInt(x.calls), fmtInt(int(x.inputTokens) + int(x.outputTokens)), x.cost]);
+      sec.append(table(null, ['Name', 'Calls', 'Tokens', 'Cost'], rows, { num: ['Calls', 'Tokens', 'Cost'] }));
+      return sec;
+    };
+    tops.append(top('Models', 'model'), top('Teams', 'team'), top('Principals', 'principal'));
+  } else {
+    failure(cards, ov.reason);
   }
   if (!main.isConnected) return; // navigated away (or re-rendered) meanwhile
-  const [byModel, byTeam, byPrincipal, errors] = await Promise.allSettled([
-    chargeback(['model'], 'month'),
-    chargeback(['team'], 'month'),
-    chargeback(['principal'], 'month'),
+  const [errors] = await Promise.allSettled([
     query(`filter ispresent(errorCode) | ${LIST_FIELDS} | sort @timestamp desc | limit 20`),
   ]);
-  const top = (title, res) => {
-    const sec = h('section', null, h('h2', { text: title }));
-    if (res.status !== 'fulfilled') { failure(sec, res.reason); return sec; }
-    const acc = new Map();
-    for (const x of res.value.rows) {
-      const k = x.values[0] || '(none)';
-      const a = acc.get(k) || { calls: 0, tokens: 0, cost: '0' };
-      a.calls += int(x.calls); a.tokens += int(x.inputTokens) + int(x.outputTokens); a.cost = decAdd(a.cost, x.cost);
-      acc.set(k, a);
-    }
-    const rows = [...acc.entries()].sort((p, q) => q[1].calls - p[1].calls).slice(0, 10)
-      .map(([k, a]) => [k, fmtInt(a.calls), fmtInt(a.tokens), a.cost]);
-    sec.append(table(null, ['Name', 'Calls', 'Tokens', 'Cost'], rows, { num: ['Calls', 'Tokens', 'Cost'] }));
-    return sec;
-  };
-  tops.append(top('Models', byModel), top('Teams', byTeam), top('Principals', byPrincipal));
   recent.append(h('h2', { id: 'recent-h', text: 'Latest errors' }));
   if (errors.status === 'fulfilled') {
     const res = errors.value;

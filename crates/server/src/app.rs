@@ -869,6 +869,10 @@ pub fn router(state: Shared) -> Router {
             "/logbook/report/chargeback",
             post(crate::logs_api::http_chargeback),
         )
+        .route(
+            "/logbook/report/overview",
+            post(crate::logs_api::http_overview),
+        )
         .route("/console", get(crate::console::page))
         .route("/console/", get(crate::console::page))
         .route("/console/assets/{name}", get(crate::console::asset))
@@ -882,6 +886,10 @@ pub fn router(state: Shared) -> Router {
         .route(
             "/console/api/chargeback",
             post(crate::logs_api::http_chargeback),
+        )
+        .route(
+            "/console/api/overview",
+            post(crate::logs_api::http_overview),
         )
         .route("/console/api/budgets", get(budgets_status))
         .route("/console/api/alarms", get(crate::console::alarms))

@@ -340,6 +340,7 @@ fn records_returned(op: &str, body: &[u8]) -> Option<usize> {
         "GetLogRecord" => Some(usize::from(v.get("logRecord").is_some())),
         "StartQuery" => Some(0),
         "LogbookQuery" | "LogbookChargebackReport" => n("rows"),
+        "LogbookOverview" => n("series"),
         _ => None,
     }
 }
@@ -1574,9 +1575,117 @@ async fn http_chargeback_run(s: &Shared, v: &Value) -> Response {
     run.await.unwrap_or_else(|e: Response| e)
 }
 
+/// `POST /logbook/report/overview`: totals, a series, cost per local day and the top
+/// models, principals and teams of a range, from the store files' rollups where it can
+/// (`logbook_query::overview`), under the same limits, permissions and read audit as a
+/// query. Body: `{"start": ms, "end": ms, "bin": "1h" | ms, "tz": "Europe/Berlin",
+/// "top": 10, "logGroups": [...]}`; default: the last 24 hours, 1-hour bins, UTC, top 10,
+/// every log group.
+pub async fn http_overview(
+    State(s): State<Shared>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let op = "LogbookOverview";
+    let v = match reader_request(&caller, body).await {
+        Ok(v) => v,
+        Err(r) => return audit_denied(&s, caller, &headers, addr, op, r).await,
+    };
+    let params = audited_params(&v, &["start", "end", "bin", "tz", "top", "logGroups"]);
+    let groups = match v.get("logGroups") {
+        None | Some(Value::Null) => s.store.groups().into_iter().map(|g| g.name).collect(),
+        _ => http_groups(&s, &v).unwrap_or_default(),
+    };
+    let r = match check_scope(&caller, "StartQuery", &groups) {
+        Ok(()) => http_overview_run(&s, &v, groups).await,
+        Err(r) => r,
+    };
+    audit_read(&s.recorder, caller, &headers, addr, op, params, r).await
+}
+
+/// A bin as `bin()` takes it (`15m`, `1h`, `1d`) or milliseconds.
+fn bin_ms(v: &Value) -> Result<i64, Response> {
+    let bad = |t: &str| {
+        invalid(&format!(
+            "bin {t}: expected minutes, hours or days (15m, 1h, 1d) or milliseconds"
+        ))
+    };
+    match v.get("bin") {
+        None | Some(Value::Null) => Ok(3_600_000),
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| bad(&n.to_string())),
+        Some(Value::String(t)) => {
+            let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+            let n: i64 = num.parse().map_err(|_| bad(t))?;
+            let m = match unit {
+                "m" | "min" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                _ => return Err(bad(t)),
+            };
+            n.checked_mul(m).ok_or_else(|| bad(t))
+        }
+        Some(o) => Err(bad(&o.to_string())),
+    }
+}
+
+async fn http_overview_run(s: &Shared, v: &Value, groups: Vec<String>) -> Response {
+    let run = async {
+        let top = match v.get("top") {
+            None | Some(Value::Null) => 10,
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| invalid("top must be a whole number"))?,
+            Some(_) => return Err(invalid("top must be a whole number")),
+        };
+        if groups.is_empty() {
+            return Err(invalid("there is no log group to report on"));
+        }
+        let now = logbook_store::now_ms();
+        let req = logbook_query::overview::OverviewRequest {
+            groups,
+            start_ms: int_field(v, "start")?.unwrap_or(now - 86_400_000),
+            end_ms: int_field(v, "end")?.unwrap_or(now),
+            bin_ms: bin_ms(v)?,
+            tz: str_field(v, "tz")?.unwrap_or("UTC").to_string(),
+            top,
+            after_seq: s.journal.records_committed(),
+        };
+        let r = s
+            .engine
+            .overview(req, s.config.query.http_timeout)
+            .await
+            .map_err(query_err)?;
+        Ok(ok(serde_json::to_value(&r).unwrap_or(Value::Null)))
+    };
+    run.await.unwrap_or_else(|e: Response| e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bins_are_read_as_bin_takes_them() {
+        let b = |v: Value| bin_ms(&json!({ "bin": v }));
+        assert_eq!(b(json!("15m")).ok(), Some(900_000));
+        assert_eq!(b(json!("1h")).ok(), Some(3_600_000));
+        assert_eq!(b(json!("1d")).ok(), Some(86_400_000));
+        assert_eq!(b(json!(60_000)).ok(), Some(60_000));
+        assert_eq!(bin_ms(&json!({})).ok(), Some(3_600_000));
+        for bad in [
+            json!("1w"),
+            json!("h"),
+            json!(""),
+            json!("99999999999999999999m"),
+            json!(1.5),
+            json!([1]),
+        ] {
+            assert!(b(bad.clone()).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn filter_patterns() {

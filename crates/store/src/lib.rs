@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, RwLock};
 pub mod fields;
 pub mod groups;
 pub mod ingest;
+pub mod rollup;
 pub mod schema;
 
 pub use groups::{validate_group_name, validate_retention, RETENTION_DAYS};
@@ -106,6 +107,10 @@ pub struct FileMeta {
     /// absent: at [`HOT_ZSTD_LEVEL`], as flushes and imports write.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cold: bool,
+    /// The file's footer holds its [`rollup::Rollup`] (files written before rollups have
+    /// none, and are scanned).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollup: bool,
 }
 
 /// The zstd level of files written by flushes and imports: fast, on the calls' path.
@@ -385,8 +390,57 @@ pub struct Store {
     disk: Arc<dyn Disk>,
     keys: Arc<Keyring>,
     body_retention: RwLock<BodyRetention>,
+    /// Rollups read from files' footers, by path (files are immutable and their names
+    /// never reused, so an entry never goes stale; it only outlives its file).
+    rollups: Mutex<HashMap<PathBuf, Arc<rollup::Rollup>>>,
     /// Counters.
     pub stats: StoreStats,
+}
+
+/// Rollups kept in memory at most (about a year of day files and a day of hour files,
+/// twice over); beyond, the cache starts again.
+const ROLLUP_CACHE: usize = 2_048;
+
+/// A file of the store's disk as Parquet's reader wants it: only the ranges it asks for
+/// (the footer) are read.
+struct DiskChunks {
+    file: Arc<dyn logbook_disk::DiskFile>,
+    len: u64,
+}
+
+impl parquet::file::reader::Length for DiskChunks {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl parquet::file::reader::ChunkReader for DiskChunks {
+    type T = std::io::Cursor<bytes::Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        let n = usize::try_from(self.len.saturating_sub(start))
+            .map_err(|_| parquet::errors::ParquetError::General("file too large".into()))?;
+        Ok(std::io::Cursor::new(self.get_bytes(start, n)?))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        let mut buf = vec![0u8; length];
+        let mut done = 0;
+        while done < length {
+            let n = self
+                .file
+                .read_at(&mut buf[done..], start + done as u64)
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+            if n == 0 {
+                return Err(parquet::errors::ParquetError::EOF(format!(
+                    "the file ends at {}",
+                    start + done as u64
+                )));
+            }
+            done += n;
+        }
+        Ok(bytes::Bytes::from(buf))
+    }
 }
 
 fn read_manifest(disk: &dyn Disk, dir: &Path) -> Result<Manifest, StoreError> {
@@ -534,6 +588,7 @@ impl Store {
             }),
             flush_lock: Mutex::new(()),
             retired: Mutex::new(Vec::new()),
+            rollups: Mutex::new(HashMap::new()),
             retire_grace_ms: std::sync::atomic::AtomicU64::new(RETIRE_GRACE.as_millis() as u64),
             writable,
             stats: StoreStats::default(),
@@ -601,6 +656,43 @@ impl Store {
                 file, opts,
             )?,
         )
+    }
+
+    /// The [`rollup::Rollup`] in the footer of a store file (`path` as a [`Snapshot`] names
+    /// it), read once and kept; none when the file has none (written before rollups) or
+    /// holds one this build does not read. Reads only the footer, decrypting it when the
+    /// file is sealed.
+    pub fn rollup(&self, path: &Path) -> Result<Option<Arc<rollup::Rollup>>, StoreError> {
+        if let Some(r) = self
+            .rollups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+        {
+            return Ok(Some(r.clone()));
+        }
+        let file = self.disk.open_read(path)?;
+        let len = file.len()?;
+        let chunks = DiskChunks { file, len };
+        let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Skip)
+            .with_decryption_properties(Some(decryption_properties(&self.keys)?))
+            .parse_and_finish(&chunks)?;
+        let found = meta
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|k| k.key == rollup::KEY))
+            .and_then(|k| k.value.as_deref())
+            .and_then(rollup::Rollup::from_text)
+            .map(Arc::new);
+        if let Some(r) = &found {
+            let mut c = self.rollups.lock().unwrap_or_else(|p| p.into_inner());
+            if c.len() >= ROLLUP_CACHE {
+                c.clear();
+            }
+            c.insert(path.to_path_buf(), r.clone());
+        }
+        Ok(found)
     }
 
     /// The next journal sequence the store has not seen (files and tail).
@@ -928,6 +1020,7 @@ impl Store {
             let mut w =
                 ArrowWriter::try_new(sink, schema::schema(), Some(writer_props(encryption, cold)))?;
             let (mut min, mut max, mut rows) = (i64::MAX, i64::MIN, 0u64);
+            let mut sums = rollup::Builder::new(rollup::BUCKET_MS);
             for b in batches {
                 let b = b?;
                 if let Some((lo, hi)) = fields::time_range(&b) {
@@ -935,8 +1028,14 @@ impl Store {
                     max = max.max(hi);
                 }
                 rows += b.num_rows() as u64;
+                sums.add(&b)
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
                 w.write(&b)?;
             }
+            w.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+                rollup::KEY.to_string(),
+                sums.finish().to_text(),
+            ));
             let mut sink = w.into_inner()?;
             sink.drain()?;
             file.sync_all()?;
@@ -959,6 +1058,7 @@ impl Store {
             key_id,
             bodies_removed: false,
             cold,
+            rollup: true,
         })
     }
 
@@ -2075,16 +2175,32 @@ mod tests {
             assert_eq!(meta.key_id.as_deref(), Some(id.as_str()));
             let b = std::fs::read(path).unwrap();
             assert_eq!(&b[b.len() - 4..], b"PARE", "encrypted footer");
-            for needle in [&b"secret-request"[..], b"model-x", b"request_id"] {
+            for needle in [&b"secret-request"[..], b"model-x", b"request_id", b"rollup"] {
                 assert!(
                     !b.windows(needle.len()).any(|w| w == needle),
                     "plaintext in {path:?}"
                 );
             }
+            // The rollup (which names models and callers) is sealed in the footer, and
+            // reads back through the key.
+            let r = s.rollup(path).unwrap().unwrap();
+            assert_eq!(r.dims["model"]["model-x"].calls, 1);
         }
-        // Compaction reads and writes encrypted files.
+        // Compaction reads and writes encrypted files; the merged file's rollup sums both.
         assert_eq!(s.compact(parse_millis("2025-03-12T00:00:00Z")).unwrap(), 2);
         assert_eq!(s.request_ids("g").unwrap().len(), 2);
+        let snap = s.snapshot("g", i64::MIN, i64::MAX).unwrap();
+        assert_eq!(snap.files.len(), 1);
+        let r = s.rollup(&snap.files[0].0).unwrap().unwrap();
+        assert_eq!(r.total().calls, 2);
+        assert_eq!(r.total().input, 2);
+        assert_eq!(
+            r.buckets.len(),
+            2,
+            "00:01 and 00:30 are in two 15-minute buckets"
+        );
+        assert!(snap.files[0].1.rollup);
+        drop(snap);
         drop(s);
         // Rotated: new key active, the old one kept: reads, and new files use the new key.
         let s = Store::open_on(RealDisk::shared(), d.path(), keyring(Some(2), &[1])).unwrap();
@@ -2221,6 +2337,11 @@ mod tests {
         assert_eq!(old[0].1.rows, 1);
         assert!(old[0].1.key_id.is_some(), "still encrypted");
         assert!(old[0].1.cold, "written once, at the cold level");
+        // The rewrite keeps the file's sums (only bodies went).
+        let r = s.rollup(&old[0].0).unwrap().unwrap();
+        assert!(old[0].1.rollup);
+        assert_eq!((r.total().calls, r.total().input), (1, 1));
+        assert_eq!(r.dims["model"]["m"].calls, 1);
         let rows = |path: &Path| -> Vec<RecordBatch> {
             s.parquet_reader(path)
                 .unwrap()
