@@ -388,6 +388,38 @@ def test_permissions_hold_page_by_page(server, browser):
     assert q.status_code == 403 and "logs:read" in q.json()["message"]
 
 
+def test_latest_errors_are_the_newest_twenty_read_from_the_newest_intervals(server, browser):
+    """The overview lists the latest errors by querying only the newest intervals whose
+    error counts (from the overview's series) add up to twenty: the rows must be exactly
+    the newest twenty errors of the whole period."""
+    s = server
+    rt = runtime(s)
+    for i in range(26):
+        with pytest.raises(Exception):
+            rt.converse(modelId="amazon.nova-lite-v1:0",
+                        messages=[{"role": "user", "content": [{"text": f"e{i} [mock:error=ThrottlingException]"}]}])
+    rt.converse(modelId="amazon.nova-lite-v1:0", messages=[{"role": "user", "content": [{"text": "fine"}]}])
+    wait_count(s, 27)
+    newest = api_query(s, "filter ispresent(errorCode) | fields requestId | sort @timestamp desc | limit 20")
+    want = [row[0] for row in newest["rows"]]
+    assert len(want) == 20
+    ctx, page, watch = new_page(browser)
+    sign_in(page, s.url, "sk-admin-console")
+    page.wait_for_selector("#recent[data-loaded]")
+    assert page.locator("#card-errors").inner_text() == "26"
+    got = page.locator("#recent tbody tr td:nth-child(2)").all_inner_texts()
+    assert got == want
+    watch.clean()
+    ctx.close()
+    # It read from the start of the (1-hour) interval holding them, not the period's start.
+    r = requests.post(s.url + "/console/api/session", json={"apiKey": "sk-auditor-console"}, timeout=5)
+    h = {"x-logbook-csrf": r.json()["csrf"]}
+    events = requests.get(s.url + "/console/api/trail?name=LogbookQuery", cookies=r.cookies, headers=h, timeout=10).json()
+    starts = [e["requestParameters"].get("start") for e in events["events"]
+              if "ispresent(errorCode)" in str(e["requestParameters"].get("query"))]
+    assert starts and all(x % 3_600_000 == 0 for x in starts), starts
+
+
 # Delays the next answer of one console API when the test asks (`window.__slow[name] = true`),
 # in the page itself, so the browser's own event loop keeps running meanwhile.
 SLOW_NEXT = """

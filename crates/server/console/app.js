@@ -257,8 +257,18 @@ async function overview(main) {
     failure(cards, ov.reason);
   }
   if (!main.isConnected) return; // navigated away (or re-rendered) meanwhile
+  // The latest errors: the series says which intervals hold them, so the query reads only
+  // the newest intervals that hold twenty, not the whole period.
+  const opts = {};
+  if (ov.status === 'fulfilled') {
+    let seen = 0;
+    for (const p of [...ov.value.series].reverse()) {
+      seen += int(p.errors);
+      if (seen >= 20) { opts.start = Math.max(r.start, p.t); break; }
+    }
+  }
   const [errors] = await Promise.allSettled([
-    query(`filter ispresent(errorCode) | ${LIST_FIELDS} | sort @timestamp desc | limit 20`),
+    query(`filter ispresent(errorCode) | ${LIST_FIELDS} | sort @timestamp desc | limit 20`, opts),
   ]);
   recent.append(h('h2', { id: 'recent-h', text: 'Latest errors' }));
   if (errors.status === 'fulfilled') {
