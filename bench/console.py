@@ -6,8 +6,8 @@ person waits for:
     series chart, the top tables), and the browser's first contentful paint of the shell;
   * explorer: from clicking "Run query" on `stats ... by bin(1d)` to the chart painted.
 
-The peer is DuckDB (PyPI) answering the overview's main aggregate over the same records as
-Parquet written from the archive, in the same run. Prints one JSON line per figure.
+The peer is DuckDB (PyPI) answering the overview's main aggregate (with exact p50/p99 per
+day) over the same records, reading the store's own Parquet files, in the same run. Prints one JSON line per figure.
 """
 
 import json
@@ -45,6 +45,59 @@ srv = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", D
 try:
     url = srv.stdout.readline().decode().split("listening on ", 1)[1].strip()
     key = json.load(open(os.path.join(DATA, "admin-credentials.json")))["apiKey"]
+    # A long-running server has compacted the imported hour files into day files: wait
+    # until its compaction (every minute) leaves the file count unchanged twice.
+    manifest = os.path.join(DATA, "store", "manifest.json")
+
+    def files():
+        m = json.load(open(manifest))
+        return sum(len(g.get("files", [])) for g in m["groups"].values())
+
+    t, last, same = time.perf_counter(), None, 0
+    while same < 2:
+        time.sleep(65)
+        n = files()
+        same = same + 1 if n == last else 0
+        last = n
+    emit(what="compaction_settled", files=last, waited_s=round(time.perf_counter() - t))
+
+    # The overview over HTTP, and the three requests the page made before rollups, timed
+    # in the same run over the same store.
+    import urllib.request
+
+    def post(path, body):
+        req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": "Bearer " + key, "content-type": "application/json"})
+        t = time.perf_counter()
+        with urllib.request.urlopen(req, timeout=600) as r:
+            out = json.load(r)
+        return time.perf_counter() - t, out
+
+    end = int(time.time() * 1000)
+    span = {"start": end - 31536000000, "end": end}
+    before = [
+        ("/logbook/report/chargeback", {**span, "by": [], "period": "day"}),
+        ("/logbook/query", {**span, "query": "stats count(*) as calls, count(errorCode) as errors, "
+                            "pct(logbook.latencyMs, 50) as p50, pct(logbook.latencyMs, 99) as p99"}),
+        ("/logbook/query", {**span, "query": "stats count(*) as calls, count(errorCode) as errors, sum(inputTokenCount) as i, "
+                            "sum(outputTokenCount) as o, pct(logbook.latencyMs, 50) as p50, "
+                            "pct(logbook.latencyMs, 99) as p99 by bin(1d)"}),
+    ]
+    for name, runs in (("overview_api", [[("/logbook/report/overview", {**span, "bin": "1d", "tz": "UTC"})]]),
+                       ("before_rollups_cards_and_charts_api", [before])):
+        ts = []
+        from concurrent.futures import ThreadPoolExecutor
+        for i in range(REPEAT + 1):
+            # At once, as the page sent them.
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(len(runs[0])) as ex:
+                outs = list(ex.map(lambda pb: post(*pb), runs[0]))
+            dt = time.perf_counter() - t0
+            out = outs[0][1]
+            if i:
+                ts.append(dt)
+        extra = {"sources": out["sources"], "calls": out["total"]["calls"], "cost": out["total"]["cost"]} if "sources" in out else {}
+        emit(what=name, records=N, median_s=round(statistics.median(ts), 3), runs=[round(x, 3) for x in ts], **extra)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         ctx = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -99,18 +152,17 @@ finally:
     srv.terminate()
     srv.wait()
 
-# The peer: DuckDB, the overview's series aggregate over the same records as Parquet.
-parquet = os.path.join(WORK, "records.parquet")
+# The peer: DuckDB (in process, no HTTP, no browser), the overview's series aggregate over
+# the same records: Logbook's own store files, which are plain Parquet (the open layout).
+files = os.path.join(DATA, "store", "groups", "**", "*.parquet")
 db = duckdb.connect()
-if not os.path.exists(parquet):
-    db.execute(f"COPY (SELECT * FROM read_json('{SRC}/AWSLogs/**/*.json.gz', format='newline_delimited')) "
-               f"TO '{parquet}' (FORMAT parquet, COMPRESSION zstd)")
-sql = (f"SELECT date_trunc('day', CAST(timestamp AS TIMESTAMP)) AS d, count(*), count(errorCode), "
-       f"sum(input.inputTokenCount), sum(output.outputTokenCount) FROM '{parquet}' GROUP BY 1")
+sql = (f"SELECT date_trunc('day', timestamp) AS d, count(*), count(error_code), "
+       f"sum(input_token_count), sum(output_token_count), quantile_cont(latency_ms, 0.5), "
+       f"quantile_cont(latency_ms, 0.99) FROM read_parquet('{files}') GROUP BY 1")
 ts = []
 for i in range(REPEAT + 1):
     t = time.perf_counter()
     db.execute(sql).fetchall()
     if i:
         ts.append(time.perf_counter() - t)
-emit(what="duckdb_overview_series_aggregate", records=N, median_s=round(statistics.median(ts), 3))
+emit(what="duckdb_overview_series_aggregate", records=N, median_s=round(statistics.median(ts), 3), runs=[round(x, 3) for x in ts])

@@ -55,31 +55,27 @@ pub fn chargeback(config: &logbook_server::Config, a: Args) -> anyhow::Result<()
         tz: a.tz,
     };
     let focus = a.format == "focus";
-    let sql = if focus {
-        spec.focus_sql()?
-    } else {
-        spec.sql()?
-    };
     let engine = Engine::new(store, None);
-    let req = QueryRequest {
-        groups,
-        start_ms: a.start_ms,
-        end_ms: a.end_ms,
-        query: sql,
-        language: Language::Sql,
-        limit: usize::MAX / 2,
-        after_seq: 0,
-        content: Default::default(),
-    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("start runtime")?;
-    let r = rt.block_on(engine.run(&req))?;
     let text = if focus {
+        let req = QueryRequest {
+            groups,
+            start_ms: a.start_ms,
+            end_ms: a.end_ms,
+            query: spec.focus_sql()?,
+            language: Language::Sql,
+            limit: usize::MAX / 2,
+            after_seq: 0,
+            content: Default::default(),
+        };
+        let r = rt.block_on(engine.run(&req))?;
         spec.focus_csv(&r)?
     } else {
-        let report = spec.report(&r)?;
+        // From the store files' rollups where they fit, the SQL for the rest.
+        let (report, _) = rt.block_on(engine.chargeback(&spec, &groups, a.start_ms, a.end_ms))?;
         match a.format.as_str() {
             "csv" => report.to_csv(),
             "json" => serde_json::to_string_pretty(&report)? + "\n",

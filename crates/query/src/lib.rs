@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 pub mod archive;
+pub mod chargeback;
 pub mod insights;
 pub mod metrics;
 pub mod overview;

@@ -339,6 +339,26 @@ impl QueryService {
         .await
     }
 
+    /// The chargeback report ([`crate::chargeback`]: rollups where they fit, SQL for the
+    /// rest), under the same limits.
+    pub async fn chargeback(
+        &self,
+        spec: crate::report::Chargeback,
+        groups: Vec<String>,
+        (start, end): (i64, i64),
+        after_seq: u64,
+        timeout: Duration,
+    ) -> Result<crate::report::Report, QueryError> {
+        let a = self.admit_any()?;
+        self.submit(a, timeout, move |engine, env| async move {
+            engine
+                .chargeback_in(&spec, &groups, start, end, after_seq, env)
+                .await
+                .map(|(r, _)| r)
+        })
+        .await
+    }
+
     /// One record by pointer (`@ptr`), under the same limits.
     pub async fn record(
         &self,

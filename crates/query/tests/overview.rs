@@ -430,3 +430,82 @@ fn requests_the_overview_cannot_answer_within_its_bounds_are_refused_with_the_re
         ["model", "principal", "team"]
     );
 }
+
+/// The chargeback through [`Engine::chargeback`] (rollups where they fit) against its SQL
+/// alone, for every period, several zones and dimensions, before and after compaction.
+#[test]
+fn the_chargeback_from_rollups_equals_its_sql_to_the_digit() {
+    use logbook_query::report::Dimension;
+    let d = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(d.path()).unwrap());
+    store.create_group(GROUP).unwrap();
+    let all = calls(4000);
+    let entries: Vec<_> = all
+        .iter()
+        .enumerate()
+        .map(|(i, c)| entry(i as u64 + 1, c))
+        .collect();
+    for chunk in entries[..3500].chunks(900) {
+        store.add_entries(chunk);
+        store.flush().unwrap();
+    }
+    store.add_entries(&entries[3500..]);
+    let engine = Engine::new(store.clone(), None);
+    let sql_only = |c: &Chargeback, start: i64, end: i64| {
+        let r = rt()
+            .block_on(engine.run(&QueryRequest {
+                groups: vec![GROUP.into()],
+                start_ms: start,
+                end_ms: end,
+                query: c.sql().unwrap(),
+                language: Language::Sql,
+                limit: 1_000_000,
+                after_seq: 0,
+                content: Default::default(),
+            }))
+            .unwrap();
+        c.report(&r).unwrap()
+    };
+    let mut used = 0;
+    for compacted in [false, true] {
+        if compacted {
+            store.flush().unwrap();
+            store.compact(BASE + 200 * HOUR).unwrap();
+        }
+        for by in [
+            vec![],
+            vec!["model"],
+            vec!["team"],
+            vec!["team", "model"],
+            vec!["meta:team"],
+        ] {
+            for period in [Period::Day, Period::Week, Period::Month] {
+                for tz in ["UTC", "Asia/Kolkata", "America/New_York"] {
+                    // Before compaction a range that cuts files, after it all of time.
+                    let ranges = if compacted {
+                        [(i64::MIN / 2, i64::MAX / 2)]
+                    } else {
+                        [(BASE + 5 * HOUR + 17, BASE + 49 * HOUR)]
+                    };
+                    for (start, end) in ranges {
+                        let c = Chargeback {
+                            by: by.iter().map(|x| Dimension::parse(x).unwrap()).collect(),
+                            period,
+                            tz: tz.into(),
+                        };
+                        let (fast, sources) = rt()
+                            .block_on(engine.chargeback(&c, &[GROUP.into()], start, end))
+                            .unwrap();
+                        let slow = sql_only(&c, start, end);
+                        assert_eq!(fast, slow, "{by:?} {period:?} {tz} compacted {compacted}");
+                        used += sources.files_from_rollups;
+                        if by.len() > 1 || by == ["meta:team"] {
+                            assert_eq!(sources.files_from_rollups, 0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(used > 100, "{used}");
+}

@@ -1541,25 +1541,40 @@ async fn http_chargeback_run(s: &Shared, v: &Value) -> Response {
         if groups.is_empty() {
             return Err(invalid("there is no log group to report on"));
         }
-        let req = QueryRequest {
-            groups,
-            start_ms: int_field(&v, "start")?.unwrap_or(i64::MIN / 2),
-            end_ms: int_field(&v, "end")?.unwrap_or(i64::MAX / 2),
-            query: sql,
-            language: Language::Sql,
-            limit: 1_000_000,
-            after_seq: s.journal.records_committed(),
-            content: Default::default(),
-        };
-        let r = run_sync(s, req).await?;
-        let engine_err = |e: logbook_query::QueryError| query_err(e);
+        let start = int_field(&v, "start")?.unwrap_or(i64::MIN / 2);
+        let end = int_field(&v, "end")?.unwrap_or(i64::MAX / 2);
+        let after_seq = s.journal.records_committed();
         let (text, content_type) = match format {
-            "focus" => (
-                spec.focus_csv(&r).map_err(engine_err)?,
-                "text/csv; charset=utf-8",
-            ),
+            "focus" => {
+                let req = QueryRequest {
+                    groups,
+                    start_ms: start,
+                    end_ms: end,
+                    query: sql,
+                    language: Language::Sql,
+                    limit: 1_000_000,
+                    after_seq,
+                    content: Default::default(),
+                };
+                let r = run_sync(s, req).await?;
+                (
+                    spec.focus_csv(&r).map_err(query_err)?,
+                    "text/csv; charset=utf-8",
+                )
+            }
             _ => {
-                let report = spec.report(&r).map_err(engine_err)?;
+                // From the store files' rollups where they fit, the SQL for the rest.
+                let report = s
+                    .engine
+                    .chargeback(
+                        spec.clone(),
+                        groups,
+                        (start, end),
+                        after_seq,
+                        s.config.query.http_timeout,
+                    )
+                    .await
+                    .map_err(query_err)?;
                 match format {
                     "csv" => (report.to_csv(), "text/csv; charset=utf-8"),
                     "html" => (report.to_html(), "text/html; charset=utf-8"),
