@@ -131,6 +131,18 @@ try:
         emit(what="overview_whole_page_painted", records=N, median_s=round(statistics.median(overview), 3),
              runs=[round(x, 3) for x in overview])
         emit(what="overview_first_contentful_paint", median_ms=round(statistics.median(fcp), 1))
+        # Cost: the default report (by team, per month) and the budgets, from navigation.
+        runs = []
+        for i in range(REPEAT + 1):
+            page.goto(url + "/console#/overview")
+            page.wait_for_selector("#card-cost")
+            t = time.perf_counter()
+            page.get_by_role("link", name="Cost").click()
+            page.wait_for_selector("#report-total")
+            if i:
+                runs.append(time.perf_counter() - t)
+        emit(what="cost_report_painted", records=N, median_s=round(statistics.median(runs), 3),
+             runs=[round(x, 3) for x in runs], total=page.locator("#report-total").inner_text())
         page.goto(url + "/console#/explorer")
         q = page.get_by_label("Query", exact=False).first
         q.fill("stats count(*) as calls, sum(outputTokenCount) as out by bin(1d)")
