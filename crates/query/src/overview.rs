@@ -58,7 +58,7 @@ impl OverviewRequest {
             ));
         }
         let b = self.bin_ms;
-        if b < 60_000
+        if !(60_000..=MAX_SPAN_MS).contains(&b)
             || b % 60_000 != 0
             || (b % rollup::BUCKET_MS != 0 && rollup::BUCKET_MS % b != 0)
         {
@@ -348,7 +348,8 @@ impl Engine {
             } else {
                 req.bin_ms
             };
-            let mut builder = rollup::Builder::new(step);
+            // Latencies per bin, not per bucket: a year scanned holds a histogram a day.
+            let mut builder = rollup::Builder::with_latency_every(step, req.bin_ms);
             let mut stream = crate::stream_cancellable(df).await?;
             while let Some(b) = stream.next().await {
                 builder

@@ -379,6 +379,7 @@ fn requests_the_overview_cannot_answer_within_its_bounds_are_refused_with_the_re
         (req(0, day, 90_000, "UTC"), "bin"),
         (req(0, day, 0, "UTC"), "bin"),
         (req(0, day, -900_000, "UTC"), "bin"),
+        (req(0, day, 9223372036854000000, "UTC"), "bin"),
         (req(0, 401 * day, day, "UTC"), "400 days"),
         (req(0, 30 * day, 60_000, "UTC"), "larger bin"),
         (req(day, 0, HOUR, "UTC"), "before start"),

@@ -200,7 +200,7 @@ impl Histogram {
 /// One 15-minute bucket of a file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Bucket {
-    /// Bucket start, epoch ms (a multiple of [`BUCKET_MS`] ... or of the builder's length).
+    /// Bucket start, epoch ms (a multiple of the bucket length).
     pub t: i64,
     /// Sums.
     pub s: Sums,
@@ -254,7 +254,11 @@ pub struct ColumnError(pub &'static str);
 #[derive(Debug)]
 pub struct Builder {
     bucket_ms: i64,
+    /// Latencies are kept per this length (a multiple of `bucket_ms`), in the first bucket
+    /// of each: a reader that only wants them per day holds a day's histogram, not 96.
+    lat_ms: i64,
     buckets: BTreeMap<i64, Bucket>,
+    lats: BTreeMap<i64, Histogram>,
     dims: [BTreeMap<String, Sums>; 3],
 }
 
@@ -325,9 +329,20 @@ fn member(json: Option<&str>, key: &str) -> Option<String> {
 impl Builder {
     /// A builder with buckets of `bucket_ms` (≥ 1; [`BUCKET_MS`] for files).
     pub fn new(bucket_ms: i64) -> Builder {
+        Builder::with_latency_every(bucket_ms, bucket_ms)
+    }
+
+    /// A builder whose latency histograms cover `lat_ms` each (rounded up to a multiple
+    /// of `bucket_ms`), kept in the first bucket with calls of each such interval.
+    pub fn with_latency_every(bucket_ms: i64, lat_ms: i64) -> Builder {
+        let bucket_ms = bucket_ms.max(1);
+        let lat_ms = lat_ms.max(bucket_ms);
+        let lat_ms = lat_ms.saturating_add(bucket_ms - 1) / bucket_ms * bucket_ms;
         Builder {
-            bucket_ms: bucket_ms.max(1),
+            bucket_ms,
+            lat_ms,
             buckets: BTreeMap::new(),
+            lats: BTreeMap::new(),
             dims: Default::default(),
         }
     }
@@ -381,7 +396,10 @@ impl Builder {
             });
             bucket.s.add(&s);
             if let Some(l) = int_at(latency, i) {
-                bucket.lat.record(l);
+                self.lats
+                    .entry(t.div_euclid(self.lat_ms) * self.lat_ms)
+                    .or_default()
+                    .record(l);
             }
             let team = member(tags.get(i), "team").or_else(|| member(meta.get(i), "team"));
             let values = [
@@ -403,7 +421,13 @@ impl Builder {
     }
 
     /// The rollup of every row added.
-    pub fn finish(self) -> Rollup {
+    pub fn finish(mut self) -> Rollup {
+        for (at, h) in std::mem::take(&mut self.lats) {
+            // Every latency came with a call, so its interval has a bucket.
+            if let Some((_, b)) = self.buckets.range_mut(at..).next() {
+                b.lat.merge(&h);
+            }
+        }
         Rollup {
             v: VERSION,
             bucket_ms: self.bucket_ms,
@@ -470,6 +494,38 @@ mod tests {
         for p in [0.0, 0.3, 0.5, 0.9, 1.0] {
             assert_eq!(a.percentile(p), all.percentile(p));
         }
+    }
+
+    #[test]
+    fn latencies_kept_per_longer_interval_land_in_its_first_bucket() {
+        use arrow_array::builder::{Int64Builder, TimestampMillisecondBuilder};
+        let mut ts = TimestampMillisecondBuilder::new();
+        let mut lat = Int64Builder::new();
+        // Two buckets of the first hour, one of the second.
+        for (t, l) in [(1_000_000, 10), (2_000_000, 20), (3_700_000, 30)] {
+            ts.append_value(t);
+            lat.append_value(l);
+        }
+        let b = RecordBatch::try_from_iter([
+            (
+                "timestamp",
+                std::sync::Arc::new(ts.finish()) as arrow_array::ArrayRef,
+            ),
+            ("latency_ms", std::sync::Arc::new(lat.finish())),
+        ])
+        .unwrap();
+        let mut x = Builder::with_latency_every(BUCKET_MS, 3_600_000);
+        x.add(&b).unwrap();
+        let r = x.finish();
+        let counts: Vec<(i64, u64, u64)> = r
+            .buckets
+            .iter()
+            .map(|b| (b.t, b.s.calls, b.lat.count()))
+            .collect();
+        assert_eq!(
+            counts,
+            [(900_000, 1, 2), (1_800_000, 1, 0), (3_600_000, 1, 1)]
+        );
     }
 
     #[test]
