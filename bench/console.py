@@ -127,7 +127,9 @@ try:
             page.reload()
             page.wait_for_selector("#card-cost")
             page.wait_for_selector("#card-p99")
-            page.wait_for_selector("figure.chart svg polyline")
+            # Attached, not visible: a flat series (the same calls every day) is a line of
+            # zero height, which Playwright does not count as visible.
+            page.wait_for_selector("figure.chart svg polyline", state="attached")
             t_top = time.perf_counter() - t
             page.wait_for_selector("#recent[data-loaded]")
             dt = time.perf_counter() - t
@@ -179,7 +181,7 @@ finally:
 # the same records: Logbook's own store files, which are plain Parquet (the open layout).
 files = os.path.join(DATA, "store", "groups", "**", "*.parquet")
 db = duckdb.connect()
-sql = (f"SELECT date_trunc('day', timestamp) AS d, count(*), count(error_code), "
+sql = (f"SELECT CAST(date_trunc('day', timestamp) AS VARCHAR) AS d, count(*), count(error_code), "
        f"sum(input_token_count), sum(output_token_count), quantile_cont(latency_ms, 0.5), "
        f"quantile_cont(latency_ms, 0.99) FROM read_parquet('{files}') GROUP BY 1")
 ts = []

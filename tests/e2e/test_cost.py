@@ -334,7 +334,8 @@ def test_chargeback_report_allocates_each_call_once_and_totals_to_the_digit(make
                       ({"start": 0, "end": now}, "400 days"), ({"start": now - 4 * 86_400_000, "end": now, "bin": "1m"}, "larger bin"),
                       ({**span, "tz": "Nowhere/X"}, "IANA"), ({**span, "top": 0}, "top"), ({**span, "top": -1}, "top"),
                       ({"start": now, "end": now - 1}, "before start"), ({**span, "logGroups": ["nope"]}, "does not exist"),
-                      ({**span, "start": "yesterday"}, "start")]:
+                      ({**span, "start": "yesterday"}, "start"), ({**span, "logGroups": "/a"}, "list of strings"),
+                      ({**span, "logGroups": ["/aws/bedrock/modelinvocations", 5]}, "list of strings")]:
         r = requests.post(ov_url, headers={"Authorization": "Bearer sk-auditor-reads-only"}, json=body, timeout=30)
         assert r.status_code in (400, 404) and why in r.json()["message"], (body, r.text)
         assert r.headers["x-amzn-ErrorType"], r.headers

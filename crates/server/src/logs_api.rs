@@ -1609,12 +1609,20 @@ pub async fn http_overview(
         Err(r) => return audit_denied(&s, caller, &headers, addr, op, r).await,
     };
     let params = audited_params(&v, &["start", "end", "bin", "tz", "top", "logGroups"]);
-    let groups = match v.get("logGroups") {
-        None | Some(Value::Null) => s.store.groups().into_iter().map(|g| g.name).collect(),
-        _ => http_groups(&s, &v).unwrap_or_default(),
+    let groups: Result<Vec<String>, Response> = match v.get("logGroups") {
+        None | Some(Value::Null) => Ok(s.store.groups().into_iter().map(|g| g.name).collect()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|g| {
+                g.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| invalid("logGroups must be a list of strings"))
+            })
+            .collect(),
+        Some(_) => Err(invalid("logGroups must be a list of strings")),
     };
-    let r = match check_scope(&caller, "StartQuery", &groups) {
-        Ok(()) => http_overview_run(&s, &v, groups).await,
+    let r = match groups.and_then(|g| check_scope(&caller, "StartQuery", &g).map(|()| g)) {
+        Ok(groups) => http_overview_run(&s, &v, groups).await,
         Err(r) => r,
     };
     audit_read(&s.recorder, caller, &headers, addr, op, params, r).await
