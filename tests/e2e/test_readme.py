@@ -80,6 +80,8 @@ def test_the_tour_runs_as_written(tmp_path):
     # The chargeback commands printed a table, CSV, and the HTTP report a JSON total.
     charge = next(s for c, s in outputs if "report chargeback --by team" in c)
     assert "Chargeback by team" in charge and "total" in charge and "cost_usd" in charge, charge
+    # The overview's JSON, from the same block: exact totals, approximate latency.
+    assert '"latencyApproximate":true' in charge and '"top":{' in charge, charge
     assert (work / "focus.csv").read_text().startswith("AvailabilityZone,BilledCost,")
     # The archive holds the tour's calls, read by DuckDB and by `logbook query` over `archive`.
     archive_out = next(s for c, s in outputs if "duckdb.sql" in c)
