@@ -402,19 +402,16 @@ impl Builder {
                     .record(l);
             }
             let team = member(tags.get(i), "team").or_else(|| member(meta.get(i), "team"));
-            let values = [
-                model.get(i).map(str::to_string),
-                arn.get(i).map(str::to_string),
-                team,
-            ];
+            let values = [model.get(i), arn.get(i), team.as_deref()];
             for (d, v) in self.dims.iter_mut().zip(values) {
-                let v = v.unwrap_or_else(|| NONE.to_string());
-                let key = if d.len() >= MAX_VALUES && !d.contains_key(&v) {
-                    OTHER.to_string()
-                } else {
-                    v
-                };
-                d.entry(key).or_default().add(&s);
+                let v = v.unwrap_or(NONE);
+                // Most rows repeat a value already here: no allocation for them.
+                if let Some(sums) = d.get_mut(v) {
+                    sums.add(&s);
+                    continue;
+                }
+                let key = if d.len() >= MAX_VALUES { OTHER } else { v };
+                d.entry(key.to_string()).or_default().add(&s);
             }
         }
         Ok(())
@@ -526,6 +523,39 @@ mod tests {
             counts,
             [(900_000, 1, 2), (1_800_000, 1, 0), (3_600_000, 1, 1)]
         );
+    }
+
+    #[test]
+    fn values_past_the_cap_are_summed_under_other_and_totals_stay_whole() {
+        use arrow_array::builder::{StringBuilder, TimestampMillisecondBuilder};
+        let n = MAX_VALUES + 3;
+        let mut ts = TimestampMillisecondBuilder::new();
+        let mut model = StringBuilder::new();
+        for i in 0..n {
+            ts.append_value(0);
+            model.append_value(format!("m{i}"));
+        }
+        // A repeat of a kept value stays under its own name.
+        ts.append_value(0);
+        model.append_value("m0");
+        let b = RecordBatch::try_from_iter([
+            (
+                "timestamp",
+                std::sync::Arc::new(ts.finish()) as arrow_array::ArrayRef,
+            ),
+            ("model_id", std::sync::Arc::new(model.finish())),
+        ])
+        .unwrap();
+        let mut x = Builder::new(BUCKET_MS);
+        x.add(&b).unwrap();
+        let r = x.finish();
+        let m = &r.dims["model"];
+        assert_eq!(m.len(), MAX_VALUES + 1);
+        assert_eq!(m[OTHER].calls, 3);
+        assert_eq!(m["m0"].calls, 2);
+        assert_eq!(m.values().map(|s| s.calls).sum::<u64>(), n as u64 + 1);
+        assert_eq!(r.total().calls, n as u64 + 1);
+        assert_eq!(r.dims["team"][NONE].calls, n as u64 + 1);
     }
 
     #[test]
