@@ -20,6 +20,11 @@ import time
 import duckdb
 import requests
 
+try:  # chDB (ClickHouse in process, from PyPI): the second peer over the same Parquet copy
+    import chdb
+except ImportError:
+    chdb = None
+
 BIN = os.environ["LOGBOOK_BIN"]
 SRC = os.environ["SRC"]          # generated archive folder
 WORK = os.environ["WORK"]        # scratch folder (store, parquet)
@@ -84,24 +89,29 @@ if not os.path.exists(pq_path):
 emit(what="bytes_per_record_duckdb_parquet", bytes=round(os.path.getsize(pq_path) / N))
 pq = f"read_parquet('{pq_path}')"
 
-QUESTIONS = {
+QUESTIONS = {  # name: (Insights, DuckDB SQL, chDB SQL)
     "tokens_by_model": (
         "stats sum(input.inputTokenCount), sum(output.outputTokenCount) by modelId",
+        "SELECT modelId, sum(input.inputTokenCount), sum(output.outputTokenCount) FROM {t} GROUP BY 1",
         "SELECT modelId, sum(input.inputTokenCount), sum(output.outputTokenCount) FROM {t} GROUP BY 1",
     ),
     "needle_in_prompts": (
         "filter input.inputBodyJson like /rare-phrase/ | fields requestId",
         "SELECT requestId FROM {t} WHERE CAST(input.inputBodyJson AS VARCHAR) LIKE '%rare-phrase%'",
+        "SELECT requestId FROM {t} WHERE toString(input.inputBodyJson) LIKE '%rare-phrase%'",
     ),
     "count_by_hour": (
         "stats count(*) by bin(1h)",
         "SELECT date_trunc('hour', CAST(timestamp AS TIMESTAMP)), count(*) FROM {t} GROUP BY 1",
+        "SELECT toStartOfHour(timestamp), count() FROM {t} GROUP BY 1",
     ),
     "top10_output_tokens": (
         "fields requestId, output.outputTokenCount | sort output.outputTokenCount desc | limit 10",
         "SELECT requestId, output.outputTokenCount FROM {t} ORDER BY output.outputTokenCount DESC LIMIT 10",
+        "SELECT requestId, output.outputTokenCount FROM {t} ORDER BY output.outputTokenCount DESC LIMIT 10",
     ),
 }
+ch_pq = f"file('{pq_path}', Parquet)"
 
 # 3. A running Logbook over the imported store.
 srv = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", DATA], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -116,7 +126,7 @@ try:
         r.raise_for_status()
         return r.json()
 
-    for name, (insights, sql) in QUESTIONS.items():
+    for name, (insights, sql, ch_sql) in QUESTIONS.items():
         ours = http(insights)
         t_http = timed(lambda: http(insights))
         t_cli = timed(lambda: subprocess.run([BIN, "query", "--data-dir", DATA, "--log-group", GROUP, "--format", "csv", insights],
@@ -125,9 +135,13 @@ try:
         t_gz = timed(lambda: db.execute(sql.format(t=gz)).fetchall(), repeat=1)
         t_pq = timed(lambda: db.execute(sql.format(t=pq)).fetchall())
         theirs = db.execute(sql.format(t=pq)).fetchall()
+        t_ch, rows_ch = None, None
+        if chdb is not None:
+            t_ch = round(timed(lambda: chdb.query(ch_sql.format(t=ch_pq), "CSV")), 4)
+            rows_ch = len(chdb.query(ch_sql.format(t=ch_pq), "CSV").data().splitlines())
         emit(what=name, logbook_http_s=round(t_http, 4), logbook_cli_s=round(t_cli, 4), duckdb_gz_s=round(t_gz, 4),
-             duckdb_parquet_s=round(t_pq, 4), speedup_vs_duckdb_gz=round(t_gz / t_http, 1),
-             rows_logbook=len(ours["rows"]), rows_duckdb=len(theirs))
+             duckdb_parquet_s=round(t_pq, 4), chdb_parquet_s=t_ch, speedup_vs_duckdb_gz=round(t_gz / t_http, 1),
+             rows_logbook=len(ours["rows"]), rows_duckdb=len(theirs), rows_chdb=rows_ch)
     # 4. The monthly chargeback report by team (issue #10: <= 1 s at 1M records), against
     # the same aggregation written by hand in DuckDB over the Parquet copy.
     def report():
@@ -153,10 +167,11 @@ finally:
     srv.terminate()
     srv.wait()
 
-print("\n| question | Logbook (HTTP) | `logbook query` | DuckDB gz JSON | DuckDB Parquet | vs DuckDB gz |")
-print("|---|---|---|---|---|---|")
+print("\n| question | Logbook (HTTP) | `logbook query` | DuckDB gz JSON | DuckDB Parquet | chDB Parquet | vs DuckDB gz |")
+print("|---|---|---|---|---|---|---|")
 for r in results:
     if "logbook_http_s" in r:
         gz_s = f"{r['duckdb_gz_s']} s" if r['duckdb_gz_s'] is not None else "—"
         vs = f"{r['speedup_vs_duckdb_gz']}x" if r['speedup_vs_duckdb_gz'] is not None else "—"
-        print(f"| {r['what']} | {r['logbook_http_s']} s | {r['logbook_cli_s']} s | {gz_s} | {r['duckdb_parquet_s']} s | {vs} |")
+        ch = f"{r['chdb_parquet_s']} s" if r.get('chdb_parquet_s') is not None else "—"
+        print(f"| {r['what']} | {r['logbook_http_s']} s | {r['logbook_cli_s']} s | {gz_s} | {r['duckdb_parquet_s']} s | {ch} | {vs} |")

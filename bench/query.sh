@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Query benchmark (issue #4): generate N realistic Bedrock records (cached), import them
 # into a Logbook log group, and time four questions in Logbook and in DuckDB (PyPI) over
-# the same records as gz JSON and as Parquet. See bench/query.py.
+# the same records as gz JSON and as Parquet, and in chDB over the same Parquet. See
+# bench/query.py.
 #
 #   N=1000000 REPEAT=3 bench/query.sh
 set -euo pipefail
@@ -18,4 +19,6 @@ if [ ! -d "$SRC/AWSLogs" ]; then
   /usr/bin/time -f "generated in %e s" "$CARGO_TARGET_DIR/release/gen-records" --out "$SRC" --records "$N" >&2
 fi
 mkdir -p "$WORK"
+# chDB, the second peer (bench only, not a test dependency).
+"$VENV/bin/python" -c "import chdb" 2>/dev/null || "$VENV/bin/pip" install -q chdb >&2
 N="$N" "$VENV/bin/python" bench/query.py

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod overview;
 pub mod report;
 pub mod service;
+pub mod textsearch;
 pub mod udf;
 
 pub use service::{Limits, QueryService};
@@ -401,6 +402,7 @@ impl Engine {
             .with_information_schema(true);
         // Filters are not pushed into the Parquet scan: measured on 1M records (BENCHMARKS.md)
         // it made aggregates ~15% slower and did not speed up the needle search.
+        let cfg = cfg.with_extension(Arc::new(textsearch::Skipped::default()));
         let ctx = SessionContext::new_with_config_rt(cfg, env);
         if self.store.keys().ids().next().is_some() {
             // Some files may be encrypted: let DataFusion ask for their keys.
@@ -471,7 +473,24 @@ impl Engine {
                 .map(|(p, _)| p.to_string_lossy().into_owned())
                 .collect();
             let opts = ParquetReadOptions::default().schema(&schema);
-            df = Some(ctx.read_parquet(paths, opts).await?);
+            let files = ctx.read_parquet(paths, opts).await?;
+            // Read through the files' text indexes (a text search reads only the blocks
+            // that may hold its text).
+            let table = match files.into_unoptimized_plan() {
+                datafusion::logical_expr::LogicalPlan::TableScan(scan) => {
+                    datafusion::datasource::source_as_provider(&scan.source)?
+                }
+                other => {
+                    return Err(QueryError::Engine(format!(
+                        "unexpected plan for store files: {}",
+                        other.display()
+                    )))
+                }
+            };
+            df = Some(ctx.read_table(Arc::new(textsearch::IndexedFiles::new(
+                table,
+                self.store.clone(),
+            )))?);
         }
         if let Some(peers) = &self.peers {
             let lo = start.max(snap.retention_cutoff.unwrap_or(i64::MIN));
@@ -630,6 +649,7 @@ impl Engine {
             }
         };
         let batches = collect_cancellable(df).await?;
+        stats.records_scanned = stats.records_scanned.saturating_sub(skipped_by_index(&ctx));
         let rows = format_rows(&batches)?;
         stats.records_matched = if aggregated {
             stats.records_scanned
@@ -740,25 +760,28 @@ fn account_of(message: &str) -> String {
 /// a client gone, the time limit, shutdown) takes effect within a batch or so, instead of
 /// when the operator finishes.
 async fn collect_cancellable(df: DataFrame) -> Result<Vec<RecordBatch>, QueryError> {
-    use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::physical_plan::coop::CooperativeExec;
-    use datafusion::physical_plan::ExecutionPlan;
-    let task = df.task_ctx();
-    let plan = df.create_physical_plan().await?;
-    let plan = plan
-        .transform_up(|node| {
-            Ok(Transformed::yes(
-                Arc::new(CooperativeExec::new(node)) as Arc<dyn ExecutionPlan>
-            ))
-        })?
-        .data;
-    Ok(datafusion::physical_plan::collect(plan, Arc::new(task)).await?)
+    let (plan, task) = cooperative_plan(df).await?;
+    Ok(datafusion::physical_plan::collect(plan, task).await?)
 }
 
 /// [`collect_cancellable`] as a stream of batches, for callers that fold them as they come.
 async fn stream_cancellable(
     df: DataFrame,
 ) -> Result<datafusion::execution::SendableRecordBatchStream, QueryError> {
+    let (plan, task) = cooperative_plan(df).await?;
+    Ok(datafusion::physical_plan::execute_stream(plan, task)?)
+}
+
+/// The physical plan of `df` with every operator yielding to the runtime between batches.
+async fn cooperative_plan(
+    df: DataFrame,
+) -> Result<
+    (
+        Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        Arc<datafusion::execution::TaskContext>,
+    ),
+    QueryError,
+> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::physical_plan::coop::CooperativeExec;
     use datafusion::physical_plan::ExecutionPlan;
@@ -771,10 +794,15 @@ async fn stream_cancellable(
             ))
         })?
         .data;
-    Ok(datafusion::physical_plan::execute_stream(
-        plan,
-        Arc::new(task),
-    )?)
+    Ok((plan, Arc::new(task)))
+}
+
+/// Rows the text index let the queries of `ctx` skip so far.
+fn skipped_by_index(ctx: &SessionContext) -> u64 {
+    ctx.state()
+        .config()
+        .get_extension::<textsearch::Skipped>()
+        .map_or(0, |s| s.0.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Rename the raw columns to the names Insights uses and add the system fields.

@@ -33,6 +33,7 @@ pub mod groups;
 pub mod ingest;
 pub mod rollup;
 pub mod schema;
+pub mod textindex;
 
 pub use groups::{validate_group_name, validate_retention, RETENTION_DAYS};
 pub use logbook_seal::Keyring;
@@ -393,6 +394,8 @@ pub struct Store {
     /// Rollups read from files' footers, by path (files are immutable and their names
     /// never reused, so an entry never goes stale; it only outlives its file).
     rollups: Mutex<HashMap<PathBuf, Arc<rollup::Rollup>>>,
+    /// Text indexes read, by path (none: the file has none), and their bytes.
+    text_indexes: Mutex<(TextIndexes, usize)>,
     /// Counters.
     pub stats: StoreStats,
 }
@@ -400,6 +403,13 @@ pub struct Store {
 /// Rollups kept in memory at most (about a year of day files and a day of hour files,
 /// twice over); beyond, the cache starts again.
 const ROLLUP_CACHE: usize = 2_048;
+
+/// Text indexes read, by path (none: the file has none).
+type TextIndexes = HashMap<PathBuf, Option<Arc<textindex::TextIndex>>>;
+
+/// Bytes of text indexes kept in memory at most (about 10 million records' worth);
+/// beyond, the cache starts again.
+const TEXT_INDEX_CACHE_BYTES: usize = 64 << 20;
 
 /// A file of the store's disk as Parquet's reader wants it: only the ranges it asks for
 /// (the footer) are read.
@@ -505,6 +515,13 @@ fn writer_props(
             b = b.set_column_dictionary_enabled(c.name.into(), false);
         }
     }
+    // The text index: Bloom filters (random bits: nothing to compress, no use for
+    // statistics or a dictionary).
+    let index = parquet::schema::types::ColumnPath::from(textindex::COLUMN);
+    b = b
+        .set_column_compression(index.clone(), Compression::UNCOMPRESSED)
+        .set_column_dictionary_enabled(index.clone(), false)
+        .set_column_statistics_enabled(index, parquet::file::properties::EnabledStatistics::None);
     if let Some(e) = encryption {
         b = b.with_file_encryption_properties(e);
     }
@@ -589,6 +606,7 @@ impl Store {
             flush_lock: Mutex::new(()),
             retired: Mutex::new(Vec::new()),
             rollups: Mutex::new(HashMap::new()),
+            text_indexes: Mutex::new((HashMap::new(), 0)),
             retire_grace_ms: std::sync::atomic::AtomicU64::new(RETIRE_GRACE.as_millis() as u64),
             writable,
             stats: StoreStats::default(),
@@ -691,6 +709,65 @@ impl Store {
                 c.clear();
             }
             c.insert(path.to_path_buf(), r.clone());
+        }
+        Ok(found)
+    }
+
+    /// The [`textindex::TextIndex`] of a store file (`path` as a [`Snapshot`] names it),
+    /// read once and kept while the cache has room; none when the file has none (written
+    /// before text indexes). Reads the footer and the index's column only, decrypting
+    /// when the file is sealed.
+    pub fn text_index(&self, path: &Path) -> Result<Option<Arc<textindex::TextIndex>>, StoreError> {
+        if let Some(r) = self
+            .text_indexes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .get(path)
+        {
+            return Ok(r.clone());
+        }
+        let file = self.disk.open_read(path)?;
+        let len = file.len()?;
+        let chunks = DiskChunks { file, len };
+        let opts = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+            .with_file_decryption_properties(decryption_properties(&self.keys)?);
+        let b =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(
+                chunks, opts,
+            )?;
+        let found = match b.schema().index_of(textindex::COLUMN) {
+            Err(_) => None,
+            Ok(i) => {
+                let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), [i]);
+                let mut cols = Vec::new();
+                for batch in b.with_projection(mask).with_batch_size(64 * 1024).build()? {
+                    let batch = batch?;
+                    let c = batch
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<arrow_array::BinaryArray>()
+                        .cloned()
+                        .ok_or_else(|| {
+                            StoreError::Invalid(format!(
+                                "{}: the text index is not binary",
+                                path.display()
+                            ))
+                        })?;
+                    cols.push(c);
+                }
+                Some(Arc::new(textindex::TextIndex::from_column(cols.iter())))
+            }
+        };
+        let size = found.as_ref().map_or(0, |t| t.size()) + 64;
+        let mut c = self.text_indexes.lock().unwrap_or_else(|p| p.into_inner());
+        if c.1 + size > TEXT_INDEX_CACHE_BYTES {
+            c.0.clear();
+            c.1 = 0;
+        }
+        if size <= TEXT_INDEX_CACHE_BYTES {
+            c.0.insert(path.to_path_buf(), found.clone());
+            c.1 += size;
         }
         Ok(found)
     }
@@ -1017,11 +1094,21 @@ impl Store {
                 offset: 0,
                 buf: Vec::with_capacity(1 << 20),
             };
-            let mut w =
-                ArrowWriter::try_new(sink, schema::schema(), Some(writer_props(encryption, cold)))?;
+            let file_schema = textindex::file_schema();
+            let mut w = ArrowWriter::try_new(
+                sink,
+                file_schema.clone(),
+                Some(writer_props(encryption, cold)),
+            )?;
             let (mut min, mut max, mut rows) = (i64::MAX, i64::MIN, 0u64);
             let mut sums = rollup::Builder::new(rollup::BUCKET_MS);
-            for b in batches {
+            let mut text = textindex::Builder::new();
+            let table_columns = schema::schema().fields().len();
+            // One batch ahead: the last row of the file ends the text index's last block.
+            let mut batches = batches
+                .filter(|b| b.as_ref().map_or(true, |b| b.num_rows() > 0))
+                .peekable();
+            while let Some(b) = batches.next() {
                 let b = b?;
                 if let Some((lo, hi)) = fields::time_range(&b) {
                     min = min.min(lo);
@@ -1030,7 +1117,11 @@ impl Store {
                 rows += b.num_rows() as u64;
                 sums.add(&b)
                     .map_err(|e| StoreError::Invalid(e.to_string()))?;
-                w.write(&b)?;
+                // Batches read from store files carry their old index: it is built anew.
+                let mut cols: Vec<arrow_array::ArrayRef> =
+                    b.columns().iter().take(table_columns).cloned().collect();
+                cols.push(Arc::new(text.column(&b, batches.peek().is_none())));
+                w.write(&RecordBatch::try_new(file_schema.clone(), cols)?)?;
             }
             w.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
                 rollup::KEY.to_string(),
@@ -2175,7 +2266,13 @@ mod tests {
             assert_eq!(meta.key_id.as_deref(), Some(id.as_str()));
             let b = std::fs::read(path).unwrap();
             assert_eq!(&b[b.len() - 4..], b"PARE", "encrypted footer");
-            for needle in [&b"secret-request"[..], b"model-x", b"request_id", b"rollup"] {
+            for needle in [
+                &b"secret-request"[..],
+                b"model-x",
+                b"request_id",
+                b"rollup",
+                b"logbook_text_index",
+            ] {
                 assert!(
                     !b.windows(needle.len()).any(|w| w == needle),
                     "plaintext in {path:?}"
@@ -2185,7 +2282,22 @@ mod tests {
             // reads back through the key.
             let r = s.rollup(path).unwrap().unwrap();
             assert_eq!(r.dims["model"]["model-x"].calls, 1);
+            // So is the text index (whose filters say which trigrams a record holds).
+            let t = s.text_index(path).unwrap().unwrap();
+            assert_eq!((t.rows, t.blocks.len()), (1, 1));
+            let need = textindex::Need::contains(b"secret-request").unwrap();
+            assert_eq!(t.select(&need), vec![(0, 1)]);
+            let need = textindex::Need::contains(b"no-such-text").unwrap();
+            assert!(t.select(&need).is_empty());
         }
+        // Without the key, neither reads.
+        let plain = Store::open_on(
+            RealDisk::shared(),
+            d.path().join("other"),
+            keyring(None, &[]),
+        )
+        .unwrap();
+        assert!(plain.text_index(&snap.files[0].0).is_err());
         // Compaction reads and writes encrypted files; the merged file's rollup sums both.
         assert_eq!(s.compact(parse_millis("2025-03-12T00:00:00Z")).unwrap(), 2);
         assert_eq!(s.request_ids("g").unwrap().len(), 2);

@@ -1,0 +1,539 @@
+//! The text index of a store file: which blocks of rows may hold a piece of text.
+//!
+//! A search for a needle in prompts (`filter input.inputBodyJson like /rare-phrase/`)
+//! would otherwise decompress and scan every body in its time range. Each store file
+//! therefore carries, per block of [`BLOCK_ROWS`] consecutive rows, a Bloom filter of the
+//! byte trigrams of the rows' records as a query sees them (the rebuilt `@message`,
+//! which holds both bodies verbatim), ASCII letters folded to lower case. A query whose
+//! filter implies "the text contains these bytes" reads only the blocks whose filter
+//! holds every trigram of them; the filter itself still runs on the rows read, so the
+//! index can only narrow what is read, never change an answer. A Bloom filter has no
+//! false negatives, so no matching row is ever skipped.
+//!
+//! Where it lives: in the file itself, as one more column ([`COLUMN`], binary) that is
+//! null on every row but the last of each block, which holds the block's filter. So the
+//! index is written, fsync'd, encrypted, replaced and removed with its file, and readers
+//! that do not know it (DataFusion with the table's schema, DuckDB) ignore it. Unlike the
+//! footer's key-value metadata, it is not read by every query that opens the file.
+//!
+//! Types without I/O: building from batches and reading back from the column's values.
+
+use crate::schema::{self, INPUT_BODY_MARK, OUTPUT_BODY_MARK};
+use arrow_array::{Array, BinaryArray, RecordBatch, StringArray};
+use std::sync::Arc;
+
+/// The column that holds the index in a store file.
+pub const COLUMN: &str = "logbook_text_index";
+
+/// Rows per block: the unit a search reads or skips (a row group holds eight).
+pub const BLOCK_ROWS: u64 = 4096;
+
+/// Bits of filter per distinct trigram (about 1% false positives with [`HASHES`]).
+const BITS_PER_GRAM: usize = 10;
+/// Hash functions per trigram.
+const HASHES: u32 = 7;
+/// The format byte that starts each filter.
+const VERSION: u8 = 1;
+/// The smallest filter, in bits.
+const MIN_BITS: usize = 1024;
+/// The largest filter, in bits (a block with every possible trigram needs no more).
+const MAX_BITS: usize = 1 << 24;
+
+/// The trigram alphabet: every 3-byte window, so 2^24 codes.
+const GRAMS: usize = 1 << 24;
+
+#[inline]
+fn fold(b: u8) -> u8 {
+    b.to_ascii_lowercase()
+}
+
+/// The distinct trigram codes of `text` (ASCII folded to lower case), for a needle.
+pub fn grams(text: &[u8]) -> Vec<u32> {
+    let mut out: Vec<u32> = text
+        .windows(3)
+        .map(|w| u32::from(fold(w[0])) << 16 | u32::from(fold(w[1])) << 8 | u32::from(fold(w[2])))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+#[inline]
+fn hash(gram: u32) -> (u64, u64) {
+    let h = (u64::from(gram) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let h = (h ^ (h >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (h >> 32, (h & 0xFFFF_FFFF) | 1)
+}
+
+/// A Bloom filter of trigrams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bloom {
+    bits: Vec<u64>,
+    mask: u64,
+}
+
+impl Bloom {
+    fn with_capacity(n: usize) -> Bloom {
+        let bits = (n.saturating_mul(BITS_PER_GRAM))
+            .clamp(MIN_BITS, MAX_BITS)
+            .next_power_of_two();
+        Bloom {
+            bits: vec![0; bits / 64],
+            mask: bits as u64 - 1,
+        }
+    }
+
+    fn insert(&mut self, gram: u32) {
+        let (a, b) = hash(gram);
+        for i in 0..u64::from(HASHES) {
+            let bit = a.wrapping_add(i.wrapping_mul(b)) & self.mask;
+            self.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+
+    /// Might the block hold this trigram? (Never false for one it holds.)
+    pub fn may_hold(&self, gram: u32) -> bool {
+        let (a, b) = hash(gram);
+        (0..u64::from(HASHES)).all(|i| {
+            let bit = a.wrapping_add(i.wrapping_mul(b)) & self.mask;
+            self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+        })
+    }
+
+    /// The filter as stored: a version byte, then the bits (little-endian words).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + self.bits.len() * 8);
+        out.push(VERSION);
+        for w in &self.bits {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    /// A stored filter; none for one this build cannot read (another version, a size
+    /// that is not a power of two).
+    pub fn from_bytes(b: &[u8]) -> Option<Bloom> {
+        let (&v, rest) = b.split_first()?;
+        let words = rest.len() / 8;
+        if v != VERSION || rest.len() % 8 != 0 || words == 0 || !words.is_power_of_two() {
+            return None;
+        }
+        let bits: Vec<u64> = rest
+            .chunks_exact(8)
+            .map(|c| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(c);
+                u64::from_le_bytes(w)
+            })
+            .collect();
+        Some(Bloom {
+            mask: (bits.len() * 64) as u64 - 1,
+            bits,
+        })
+    }
+
+    /// Bytes held in memory.
+    pub fn size(&self) -> usize {
+        self.bits.len() * 8
+    }
+}
+
+/// What a filter requires of a row's text: a block that cannot meet it holds no row the
+/// filter keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// The text contains bytes with these trigrams (from [`grams`]; at least one).
+    Grams(Vec<u32>),
+    /// Every one of these.
+    All(Vec<Need>),
+    /// At least one of these.
+    Any(Vec<Need>),
+}
+
+impl Need {
+    /// The need of a piece of text the row must contain; none when it is too short to
+    /// have a trigram (it narrows nothing).
+    pub fn contains(text: &[u8]) -> Option<Need> {
+        let g = grams(text);
+        (!g.is_empty()).then_some(Need::Grams(g))
+    }
+
+    /// Might a block with this filter meet the need?
+    pub fn may_match(&self, b: &Bloom) -> bool {
+        match self {
+            Need::Grams(g) => g.iter().all(|&g| b.may_hold(g)),
+            Need::All(n) => n.iter().all(|n| n.may_match(b)),
+            Need::Any(n) => n.iter().any(|n| n.may_match(b)),
+        }
+    }
+}
+
+/// One block of a file's index: rows `start .. start + rows` (in file order).
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// First row.
+    pub start: u64,
+    /// Rows.
+    pub rows: u64,
+    /// Its filter; none when it could not be read (the block is always read).
+    pub bloom: Option<Bloom>,
+}
+
+/// The index of one file.
+#[derive(Debug, Clone, Default)]
+pub struct TextIndex {
+    /// The blocks, in row order, covering rows `0 .. rows`.
+    pub blocks: Vec<Block>,
+    /// Rows in the file.
+    pub rows: u64,
+}
+
+impl TextIndex {
+    /// The index from the values of the file's [`COLUMN`], batch by batch in row order.
+    pub fn from_column<'a>(columns: impl IntoIterator<Item = &'a BinaryArray>) -> TextIndex {
+        let mut blocks = Vec::new();
+        let (mut row, mut start) = (0u64, 0u64);
+        for col in columns {
+            for i in 0..col.len() {
+                if col.is_valid(i) {
+                    blocks.push(Block {
+                        start,
+                        rows: row + 1 - start,
+                        bloom: Bloom::from_bytes(col.value(i)),
+                    });
+                    start = row + 1;
+                }
+                row += 1;
+            }
+        }
+        if start < row {
+            // Rows after the last filter (never written so): read them.
+            blocks.push(Block {
+                start,
+                rows: row - start,
+                bloom: None,
+            });
+        }
+        TextIndex { blocks, rows: row }
+    }
+
+    /// The row ranges (`start, rows`, merged, in order) of the blocks that may meet
+    /// `need`.
+    pub fn select(&self, need: &Need) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for b in &self.blocks {
+            if b.bloom.as_ref().is_some_and(|f| !need.may_match(f)) {
+                continue;
+            }
+            match out.last_mut() {
+                Some((s, n)) if *s + *n == b.start => *n += b.rows,
+                _ => out.push((b.start, b.rows)),
+            }
+        }
+        out
+    }
+
+    /// Bytes held in memory (for a cache's budget).
+    pub fn size(&self) -> usize {
+        self.blocks
+            .iter()
+            .map(|b| 32 + b.bloom.as_ref().map_or(0, Bloom::size))
+            .sum()
+    }
+}
+
+/// Builds a file's [`COLUMN`] as its batches are written.
+pub struct Builder {
+    /// One bit per trigram seen in the block (2 MiB): set without a branch per byte,
+    /// gathered and cleared when the block ends.
+    seen: Vec<u64>,
+    /// One record's text, folded (kept to reuse its allocation).
+    buf: Vec<u8>,
+    rows_in_block: u64,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// An empty builder (2 MiB of trigram bits, zeroed lazily by the allocator).
+    pub fn new() -> Builder {
+        Builder {
+            seen: vec![0; GRAMS / 64],
+            buf: Vec::new(),
+            rows_in_block: 0,
+        }
+    }
+
+    /// The trigrams of one record's text, given in pieces (windows span pieces).
+    fn add_pieces<'a>(&mut self, pieces: impl IntoIterator<Item = &'a [u8]>) {
+        // Folded into one buffer first, so each trigram is read from memory instead of
+        // carried from the last one (no chain of dependent instructions per byte).
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        for p in pieces {
+            buf.extend(p.iter().map(|&b| fold(b)));
+        }
+        let seen = &mut self.seen[..];
+        let grams = buf.len().saturating_sub(2);
+        // One 4-byte load per trigram (the padding byte makes the last one whole).
+        buf.push(0);
+        for w in buf.windows(4).take(grams) {
+            let code = u32::from_be_bytes([w[0], w[1], w[2], w[3]]) >> 8;
+            let (word, bit) = (&mut seen[(code >> 6) as usize], 1u64 << (code & 63));
+            // Most trigrams of a block were seen before: a load and a predicted branch,
+            // no store (stores to one word in a row would wait on each other).
+            if *word & bit == 0 {
+                *word |= bit;
+            }
+        }
+        self.buf = buf;
+    }
+
+    /// The trigrams of one row: its `message` as rebuilt, and a body the message does not
+    /// hold (so a search in a body column is narrowed soundly whatever the message).
+    fn add_row(&mut self, message: Option<&str>, input: Option<&str>, output: Option<&str>) {
+        let m = message.unwrap_or("");
+        if m.contains([INPUT_BODY_MARK, OUTPUT_BODY_MARK]) {
+            let mut pieces: Vec<&[u8]> = Vec::with_capacity(5);
+            let mut at = 0;
+            for (i, c) in m.char_indices() {
+                let body = match c {
+                    INPUT_BODY_MARK => input.unwrap_or("null"),
+                    OUTPUT_BODY_MARK => output.unwrap_or("null"),
+                    _ => continue,
+                };
+                pieces.push(&m.as_bytes()[at..i]);
+                pieces.push(body.as_bytes());
+                at = i + c.len_utf8();
+            }
+            pieces.push(&m.as_bytes()[at..]);
+            self.add_pieces(pieces);
+        } else {
+            self.add_pieces([m.as_bytes()]);
+        }
+        for (body, mark) in [(input, INPUT_BODY_MARK), (output, OUTPUT_BODY_MARK)] {
+            if let Some(b) = body {
+                if !m.contains(mark) {
+                    self.add_pieces([b.as_bytes()]);
+                }
+            }
+        }
+    }
+
+    /// The block's filter, and a fresh block.
+    fn seal(&mut self) -> Vec<u8> {
+        let distinct: u32 = self.seen.iter().map(|w| w.count_ones()).sum();
+        let mut bloom = Bloom::with_capacity(distinct as usize);
+        for (i, w) in self.seen.iter_mut().enumerate() {
+            let mut word = std::mem::take(w);
+            while word != 0 {
+                bloom.insert(i as u32 * 64 + word.trailing_zeros());
+                word &= word - 1;
+            }
+        }
+        self.rows_in_block = 0;
+        bloom.to_bytes()
+    }
+
+    /// The index column for `batch` (rows in the table's schema): null but on the rows
+    /// that end a block; `last` when no row follows in the file, so its last row ends the
+    /// final block.
+    pub fn column(&mut self, batch: &RecordBatch, last: bool) -> BinaryArray {
+        let text = |i: usize| {
+            batch
+                .columns()
+                .get(i)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        };
+        let (m, inp, out) = (
+            text(schema::MESSAGE),
+            schema::column("input_body_json").and_then(|(i, _)| text(i)),
+            schema::column("output_body_json").and_then(|(i, _)| text(i)),
+        );
+        fn get(a: Option<&StringArray>, i: usize) -> Option<&str> {
+            a.filter(|a| a.is_valid(i)).map(|a| a.value(i))
+        }
+        let n = batch.num_rows();
+        let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(n);
+        for i in 0..n {
+            self.add_row(get(m, i), get(inp, i), get(out, i));
+            self.rows_in_block += 1;
+            if self.rows_in_block == BLOCK_ROWS || (last && i + 1 == n) {
+                values.push(Some(self.seal()));
+            } else {
+                values.push(None);
+            }
+        }
+        BinaryArray::from_iter(values)
+    }
+}
+
+/// The schema of a store file: the table's, then [`COLUMN`].
+pub fn file_schema() -> arrow_schema::SchemaRef {
+    static S: std::sync::OnceLock<arrow_schema::SchemaRef> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let mut fields: Vec<arrow_schema::FieldRef> =
+            schema::schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(arrow_schema::Field::new(
+            COLUMN,
+            arrow_schema::DataType::Binary,
+            true,
+        )));
+        Arc::new(arrow_schema::Schema::new(fields))
+    })
+    .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(rows: &[(&str, Option<&str>, Option<&str>)]) -> RecordBatch {
+        let s = schema::schema();
+        let cols = s
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let name = f.name().as_str();
+                let pick = |k: usize| -> Arc<dyn Array> {
+                    Arc::new(StringArray::from_iter(rows.iter().map(|r| match k {
+                        0 => Some(r.0),
+                        1 => r.1,
+                        _ => r.2,
+                    })))
+                };
+                match (i, name) {
+                    (schema::MESSAGE, _) => pick(0),
+                    (_, "input_body_json") => pick(1),
+                    (_, "output_body_json") => pick(2),
+                    (schema::TIMESTAMP, _) => Arc::new(
+                        arrow_array::TimestampMillisecondArray::from(vec![0; rows.len()])
+                            .with_timezone("UTC"),
+                    ),
+                    _ => arrow_array::new_null_array(f.data_type(), rows.len()),
+                }
+            })
+            .collect();
+        RecordBatch::try_new_with_options(
+            s,
+            cols,
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_block_holds_every_trigram_of_its_rows_including_those_across_a_body() {
+        let mut b = Builder::new();
+        // The message holds marks where the bodies were; the needle spans the mark.
+        let rows = [(
+            "{\"in\":\u{1},\"out\":\u{2}}",
+            Some("{\"p\":\"Rare-Phrase here\"}"),
+            Some("\"answer\""),
+        )];
+        let col = b.column(&batch(&rows), true);
+        assert_eq!(col.null_count(), 0);
+        let idx = TextIndex::from_column([&col]);
+        assert_eq!(idx.blocks.len(), 1);
+        let f = idx.blocks[0].bloom.as_ref().unwrap();
+        for needle in [
+            &b"rare-phrase"[..],
+            b"RARE-PHRASE",
+            b"{\"in\":{\"p\"",
+            b"here\"},\"out\":\"answer\"}",
+        ] {
+            assert!(Need::contains(needle).unwrap().may_match(f), "{needle:?}");
+        }
+        // The marks themselves are not text the record holds.
+        assert!(!Need::contains(b"\":\x01,").unwrap().may_match(f));
+        assert!(!Need::contains(b"zebra-crossing").unwrap().may_match(f));
+    }
+
+    #[test]
+    fn blocks_end_every_block_rows_and_at_the_last_row() {
+        let mut b = Builder::new();
+        let n = (BLOCK_ROWS + 10) as usize;
+        let texts: Vec<String> = (0..n)
+            .map(|i| {
+                let w = if i < BLOCK_ROWS as usize {
+                    "hello"
+                } else {
+                    "goodbye"
+                };
+                format!("row number {i} says {w}")
+            })
+            .collect();
+        let rows: Vec<(&str, Option<&str>, Option<&str>)> =
+            texts.iter().map(|t| (t.as_str(), None, None)).collect();
+        let (a, c) = rows.split_at(100);
+        let cols = [b.column(&batch(a), false), b.column(&batch(c), true)];
+        let idx = TextIndex::from_column(cols.iter());
+        assert_eq!(idx.rows, n as u64);
+        let spans: Vec<(u64, u64)> = idx.blocks.iter().map(|b| (b.start, b.rows)).collect();
+        assert_eq!(spans, vec![(0, BLOCK_ROWS), (BLOCK_ROWS, 10)]);
+        // "goodbye" is only in the second block; "hello" only in the first.
+        let need = Need::contains(b"Goodbye").unwrap();
+        assert_eq!(idx.select(&need), vec![(BLOCK_ROWS, 10)]);
+        let need = Need::contains(b"says hello").unwrap();
+        assert_eq!(idx.select(&need), vec![(0, BLOCK_ROWS)]);
+        // Both: the ranges merge.
+        let both = Need::Any(vec![
+            Need::contains(b"goodbye").unwrap(),
+            Need::contains(b"hello").unwrap(),
+        ]);
+        assert_eq!(idx.select(&both), vec![(0, BLOCK_ROWS + 10)]);
+        let neither = Need::All(vec![
+            Need::contains(b"goodbye").unwrap(),
+            Need::contains(b"hello").unwrap(),
+        ]);
+        assert!(idx.select(&neither).is_empty());
+    }
+
+    #[test]
+    fn a_body_outside_the_message_is_indexed_too() {
+        let mut b = Builder::new();
+        let col = b.column(&batch(&[("{}", Some("needle in the body"), None)]), true);
+        let idx = TextIndex::from_column([&col]);
+        assert_eq!(idx.select(&Need::contains(b"needle in").unwrap()).len(), 1);
+    }
+
+    #[test]
+    fn unreadable_filters_and_unindexed_rows_are_read() {
+        let col = BinaryArray::from_iter([None, Some(&b"\x09junk"[..]), None, None]);
+        let idx = TextIndex::from_column([&col]);
+        let spans: Vec<(u64, u64, bool)> = idx
+            .blocks
+            .iter()
+            .map(|b| (b.start, b.rows, b.bloom.is_some()))
+            .collect();
+        assert_eq!(spans, vec![(0, 2, false), (2, 2, false)]);
+        assert_eq!(idx.select(&Need::contains(b"abc").unwrap()), vec![(0, 4)]);
+    }
+
+    #[test]
+    fn filters_round_trip_and_hold_every_inserted_gram() {
+        let mut f = Bloom::with_capacity(5000);
+        let gs: Vec<u32> = (0..5000u32)
+            .map(|i| i.wrapping_mul(2_654_435_761) & 0xFF_FFFF)
+            .collect();
+        for &g in &gs {
+            f.insert(g);
+        }
+        let back = Bloom::from_bytes(&f.to_bytes()).unwrap();
+        assert_eq!(back, f);
+        assert!(gs.iter().all(|&g| back.may_hold(g)));
+        // About 1% false positives.
+        let fp = (0..100_000u32)
+            .map(|i| 0x80_0000 | i)
+            .filter(|g| !gs.contains(g) && back.may_hold(*g))
+            .count();
+        assert!(fp < 3000, "{fp} false positives of 100000");
+        assert!(Bloom::from_bytes(&[2, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
+        assert!(Bloom::from_bytes(&[1; 25]).is_none());
+    }
+}
