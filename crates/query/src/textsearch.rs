@@ -364,9 +364,7 @@ fn class_byte(c: &regex_syntax::hir::Class) -> Option<u8> {
         .collect::<Option<_>>()?;
     match ascii.as_slice() {
         [one] => Some(*one),
-        [a, b] if a.eq_ignore_ascii_case(b) && a != b => {
-            Some(a.to_ascii_lowercase())
-        }
+        [a, b] if a.eq_ignore_ascii_case(b) && a != b => Some(a.to_ascii_lowercase()),
         _ => None,
     }
 }
