@@ -30,6 +30,9 @@ SRC = os.environ["SRC"]          # generated archive folder
 WORK = os.environ["WORK"]        # scratch folder (store, parquet)
 N = int(os.environ.get("N", "1000000"))
 REPEAT = int(os.environ.get("REPEAT", "3"))
+# PEERS_ON=store: the peers read the store's own Parquet files (no gz JSON runs, no copy:
+# at 10,000,000 records this box has no disk for a second copy).
+ON_STORE = os.environ.get("PEERS_ON", "copy") == "store"
 GROUP = "bench"
 DATA = os.path.join(WORK, "data")
 results = []
@@ -82,11 +85,12 @@ db.execute("SET preserve_insertion_order=false")  # else COPY of 1M records runs
 db.execute(f"SET temp_directory='{os.path.join(WORK, 'duckdb-tmp')}'")
 gz = f"read_json('{SRC}/AWSLogs/**/*.json.gz', format='newline_delimited')"
 pq_path = os.path.join(WORK, "duckdb.parquet")
-if not os.path.exists(pq_path):
+if not ON_STORE and not os.path.exists(pq_path):
     t = time.perf_counter()
     db.execute(f"COPY (SELECT * FROM {gz}) TO '{pq_path}' (FORMAT parquet, COMPRESSION zstd)")
     emit(what="duckdb_parquet_copy", seconds=round(time.perf_counter() - t, 2))
-emit(what="bytes_per_record_duckdb_parquet", bytes=round(os.path.getsize(pq_path) / N))
+if not ON_STORE:
+    emit(what="bytes_per_record_duckdb_parquet", bytes=round(os.path.getsize(pq_path) / N))
 pq = f"read_parquet('{pq_path}')"
 
 QUESTIONS = {  # name: (Insights, DuckDB SQL, chDB SQL)
@@ -112,6 +116,25 @@ QUESTIONS = {  # name: (Insights, DuckDB SQL, chDB SQL)
     ),
 }
 ch_pq = f"file('{pq_path}', Parquet)"
+if ON_STORE:
+    # The store's columns are flat (snake_case); its text index column is ignored.
+    store_files = os.path.join(DATA, "store", "groups", "*", "*.parquet")
+    pq = f"read_parquet('{store_files}')"
+    ch_pq = f"file('{store_files}', Parquet)"
+    QUESTIONS = {
+        "tokens_by_model": (QUESTIONS["tokens_by_model"][0],
+                            "SELECT model_id, sum(input_token_count), sum(output_token_count) FROM {t} GROUP BY 1",
+                            "SELECT model_id, sum(input_token_count), sum(output_token_count) FROM {t} GROUP BY 1"),
+        "needle_in_prompts": (QUESTIONS["needle_in_prompts"][0],
+                              "SELECT request_id FROM {t} WHERE input_body_json LIKE '%rare-phrase%'",
+                              "SELECT request_id FROM {t} WHERE input_body_json LIKE '%rare-phrase%'"),
+        "count_by_hour": (QUESTIONS["count_by_hour"][0],
+                          "SELECT date_trunc('hour', timestamp), count(*) FROM {t} GROUP BY 1",
+                          "SELECT toStartOfHour(timestamp), count() FROM {t} GROUP BY 1"),
+        "top10_output_tokens": (QUESTIONS["top10_output_tokens"][0],
+                                "SELECT request_id, output_token_count FROM {t} ORDER BY 2 DESC LIMIT 10",
+                                "SELECT request_id, output_token_count FROM {t} ORDER BY 2 DESC LIMIT 10"),
+    }
 
 # 3. A running Logbook over the imported store.
 srv = subprocess.Popen([BIN, "serve", "--listen", "127.0.0.1:0", "--data-dir", DATA], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -132,15 +155,15 @@ try:
         t_cli = timed(lambda: subprocess.run([BIN, "query", "--data-dir", DATA, "--log-group", GROUP, "--format", "csv", insights],
                                              check=True, capture_output=True))
         # The gz JSON scan takes tens of seconds: one timed run after the warm-up.
-        t_gz = timed(lambda: db.execute(sql.format(t=gz)).fetchall(), repeat=1)
+        t_gz = None if ON_STORE else timed(lambda: db.execute(sql.format(t=gz)).fetchall(), repeat=1)
         t_pq = timed(lambda: db.execute(sql.format(t=pq)).fetchall())
         theirs = db.execute(sql.format(t=pq)).fetchall()
         t_ch, rows_ch = None, None
         if chdb is not None:
             t_ch = round(timed(lambda: chdb.query(ch_sql.format(t=ch_pq), "CSV")), 4)
             rows_ch = len(chdb.query(ch_sql.format(t=ch_pq), "CSV").data().splitlines())
-        emit(what=name, logbook_http_s=round(t_http, 4), logbook_cli_s=round(t_cli, 4), duckdb_gz_s=round(t_gz, 4),
-             duckdb_parquet_s=round(t_pq, 4), chdb_parquet_s=t_ch, speedup_vs_duckdb_gz=round(t_gz / t_http, 1),
+        emit(what=name, logbook_http_s=round(t_http, 4), logbook_cli_s=round(t_cli, 4), duckdb_gz_s=t_gz and round(t_gz, 4),
+             duckdb_parquet_s=round(t_pq, 4), chdb_parquet_s=t_ch, speedup_vs_duckdb_gz=t_gz and round(t_gz / t_http, 1),
              rows_logbook=len(ours["rows"]), rows_duckdb=len(theirs), rows_chdb=rows_ch)
     # 4. The monthly chargeback report by team (issue #10: <= 1 s at 1M records), against
     # the same aggregation written by hand in DuckDB over the Parquet copy.
@@ -156,6 +179,10 @@ try:
     duck_sql = ("SELECT strftime(date_trunc('month', CAST(timestamp AS TIMESTAMP)), '%Y-%m') AS m, "
                 "coalesce(logbook.principalTags.team, requestMetadata.team, '(none)') AS team, count(*), "
                 "sum(CAST(logbook.cost AS DECIMAL(38, 12))) FROM {t} GROUP BY 1, 2")
+    if ON_STORE:  # flat columns: the tags are JSON text, the cost a decimal
+        duck_sql = ("SELECT strftime(date_trunc('month', timestamp), '%Y-%m') AS m, "
+                    "coalesce(json_extract_string(principal_tags, '$.team'), json_extract_string(request_metadata, '$.team'), "
+                    "'(none)') AS team, count(*), sum(cost) FROM {t} GROUP BY 1, 2")
     t_pq = timed(lambda: db.execute(duck_sql.format(t=pq)).fetchall())
     theirs = db.execute(duck_sql.format(t=pq)).fetchall()
     duck_total = sum(r[3] for r in theirs)
