@@ -424,13 +424,40 @@ impl parquet::file::reader::Length for DiskChunks {
     }
 }
 
+/// The rest of a [`DiskChunks`] file from an offset, read as it is consumed (a page
+/// reader asks for one from each page header: reading to the end at once would copy the
+/// rest of the file per page).
+struct ReadFrom {
+    file: Arc<dyn logbook_disk::DiskFile>,
+    pos: u64,
+    end: u64,
+}
+
+impl std::io::Read for ReadFrom {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = usize::try_from(self.end.saturating_sub(self.pos)).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 impl parquet::file::reader::ChunkReader for DiskChunks {
-    type T = std::io::Cursor<bytes::Bytes>;
+    type T = std::io::BufReader<ReadFrom>;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        let n = usize::try_from(self.len.saturating_sub(start))
-            .map_err(|_| parquet::errors::ParquetError::General("file too large".into()))?;
-        Ok(std::io::Cursor::new(self.get_bytes(start, n)?))
+        Ok(std::io::BufReader::with_capacity(
+            4096,
+            ReadFrom {
+                file: self.file.clone(),
+                pos: start.min(self.len),
+                end: self.len,
+            },
+        ))
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
@@ -492,10 +519,6 @@ fn check_keys(manifest: &Manifest, keys: &Keyring) -> Result<(), StoreError> {
 }
 
 /// A whole Parquet file, read through the store's disk.
-fn read_bytes(disk: &dyn Disk, path: &Path) -> Result<bytes::Bytes, StoreError> {
-    Ok(bytes::Bytes::from(disk.read(path)?))
-}
-
 fn writer_props(
     encryption: Option<Arc<parquet::encryption::encrypt::FileEncryptionProperties>>,
     cold: bool,
@@ -662,11 +685,13 @@ impl Store {
     fn parquet_reader(
         &self,
         path: &Path,
-    ) -> Result<
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<bytes::Bytes>,
-        StoreError,
-    > {
-        let file = read_bytes(&*self.disk, path)?;
+    ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<DiskChunks>, StoreError>
+    {
+        // Read from the file as the batches are consumed: compaction streams whole
+        // partitions through here, and a copy of each file in memory was its peak.
+        let file = self.disk.open_read(path)?;
+        let len = file.len()?;
+        let file = DiskChunks { file, len };
         let opts = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
             .with_file_decryption_properties(decryption_properties(&self.keys)?);
         Ok(
@@ -1688,6 +1713,37 @@ mod tests {
         format!(
             r#"{{"schemaType":"ModelInvocationLog","schemaVersion":"1.0","timestamp":"{ts}","accountId":"123456789012","identity":{{"arn":"arn:aws:iam::123456789012:user/a"}},"region":"us-east-1","requestId":"{rid}","operation":"Converse","modelId":"{model}","input":{{"inputContentType":"application/json","inputBodyJson":{{"messages":[]}},"inputTokenCount":{tokens}}}{dest}}}"#
         )
+    }
+
+    /// A reader from an offset yields exactly the rest of the file, read as consumed (at
+    /// most one buffer ahead), so a page reader does not copy the file's tail per page.
+    #[test]
+    fn a_chunk_reader_reads_the_rest_of_the_file_lazily() {
+        use parquet::file::reader::ChunkReader;
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&path, &data).unwrap();
+        let file = RealDisk::shared().open_read(&path).unwrap();
+        let chunks = DiskChunks {
+            file,
+            len: data.len() as u64,
+        };
+        let mut r = chunks.get_read(90_000).unwrap();
+        let mut head = [0u8; 10];
+        r.read_exact(&mut head).unwrap();
+        assert_eq!(&head, &data[90_000..90_010]);
+        assert!(
+            r.get_ref().pos <= 90_000 + 4096,
+            "read ahead by one buffer at most"
+        );
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, &data[90_010..]);
+        let mut past = chunks.get_read(200_000).unwrap();
+        assert_eq!(past.read(&mut head).unwrap(), 0, "past the end: nothing");
+        assert_eq!(chunks.get_bytes(99_990, 10).unwrap(), &data[99_990..]);
     }
 
     fn entry(seq: u64, l: String) -> Entry {
