@@ -69,6 +69,10 @@ pub enum StoreError {
     /// A parameter is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// Compaction or a rewrite stopped half way because the store is stopping (the
+    /// files it would replace stay; the next start does the work again).
+    #[error("store maintenance interrupted by a stop")]
+    Interrupted,
     /// Another process writes this store.
     #[error("the store at {0} is in use by another process (a running `logbook serve`?)")]
     Locked(PathBuf),
@@ -396,6 +400,10 @@ pub struct Store {
     rollups: Mutex<HashMap<PathBuf, Arc<rollup::Rollup>>>,
     /// Text indexes read, by path (none: the file has none), and their bytes.
     text_indexes: Mutex<(TextIndexes, usize)>,
+    /// Set by [`Store::interrupt_maintenance`]: compaction and the rewrite of files past
+    /// body retention stop at their next batch (a stopping server does not wait for a
+    /// pass over days of records).
+    maintenance_stopped: std::sync::atomic::AtomicBool,
     /// Counters.
     pub stats: StoreStats,
 }
@@ -632,6 +640,7 @@ impl Store {
             text_indexes: Mutex::new((HashMap::new(), 0)),
             retire_grace_ms: std::sync::atomic::AtomicU64::new(RETIRE_GRACE.as_millis() as u64),
             writable,
+            maintenance_stopped: std::sync::atomic::AtomicBool::new(false),
             stats: StoreStats::default(),
         }
     }
@@ -1279,6 +1288,43 @@ impl Store {
     /// flush. The new file is fsync'd and named in the manifest before the old ones go.
     /// Returns the files merged away.
     pub fn compact(&self, now: i64) -> Result<usize, StoreError> {
+        self.compact_until(now, &|| self.maintenance_interrupted())
+    }
+
+    /// Stop compaction and the rewrite of files past body retention at their next batch,
+    /// now and from now on (a stopping server). A partition half written is dropped: the
+    /// files it would replace stay named, and the next start merges them again. Flushes
+    /// and imports go on.
+    pub fn interrupt_maintenance(&self) {
+        self.maintenance_stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn maintenance_interrupted(&self) -> bool {
+        self.maintenance_stopped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The batches of `files` for a rewrite, ending in [`StoreError::Interrupted`] as soon
+    /// as `stop` says so.
+    fn stream_until<'a>(
+        &'a self,
+        files: &'a [FileMeta],
+        map: impl Fn(RecordBatch) -> Result<RecordBatch, StoreError> + Copy + 'a,
+        stop: &'a dyn Fn() -> bool,
+    ) -> impl Iterator<Item = Result<RecordBatch, StoreError>> + 'a {
+        self.stream_files(files, map).map(move |b| {
+            if stop() {
+                Err(StoreError::Interrupted)
+            } else {
+                b
+            }
+        })
+    }
+
+    /// [`Store::compact`], stopping (with the partitions merged so far) as soon as `stop`
+    /// says so, between batches.
+    fn compact_until(&self, now: i64, stop: &dyn Fn() -> bool) -> Result<usize, StoreError> {
         self.check_writable()?;
         let current = hour_of(now);
         // The plan, and a file number for each new file, under the flush lock; each
@@ -1313,8 +1359,22 @@ impl Store {
         let mut merged = 0;
         for (i, (g, part, old)) in plan.into_iter().enumerate() {
             let file_no = first_no + i as u64;
-            let mut meta =
-                self.write_file_from(&g, part, file_no, true, self.stream_files(&old, Ok))?;
+            let mut meta = match self.write_file_from(
+                &g,
+                part,
+                file_no,
+                true,
+                self.stream_until(&old, Ok, stop),
+            ) {
+                Err(StoreError::Interrupted) => {
+                    tracing::info!(
+                        merged,
+                        "store compaction stopped half way (the store is stopping); the next start goes on"
+                    );
+                    return Ok(merged);
+                }
+                r => r?,
+            };
             meta.bodies_removed = old.iter().all(|f| f.bodies_removed);
             let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
             // Swapped in only if every file it replaces is still named (retention may
@@ -1507,12 +1567,19 @@ impl Store {
             (plan, first)
         };
         let mut done = 0;
+        let stop = || self.maintenance_interrupted();
         for (i, (g, old)) in plan.into_iter().enumerate() {
-            let batches = self.stream_files(std::slice::from_ref(&old), |b| {
-                Ok(schema::without_bodies(&b)?)
-            });
+            let batches = self.stream_until(
+                std::slice::from_ref(&old),
+                |b| Ok(schema::without_bodies(&b)?),
+                &stop,
+            );
             let part = partition_of(old.min_ts, now);
-            let mut meta = self.write_file_from(&g, part, first_no + i as u64, true, batches)?;
+            let mut meta = match self.write_file_from(&g, part, first_no + i as u64, true, batches)
+            {
+                Err(StoreError::Interrupted) => return Ok(done),
+                r => r?,
+            };
             meta.bodies_removed = true;
             let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
             let (still, next) = {
@@ -2010,6 +2077,66 @@ mod tests {
         assert_eq!(s.request_ids("g").unwrap().len(), 4);
         let on_disk = fs::read_dir(d.path().join("groups/g")).unwrap().count();
         assert_eq!(on_disk, 2);
+    }
+
+    /// A stop mid-compaction: the partition being written is dropped (no file left behind,
+    /// its inputs still named), partitions already merged stay merged, nothing is lost,
+    /// and the next pass finishes the work. After `interrupt_maintenance`, a pass merges
+    /// nothing, while flushes go on.
+    #[test]
+    fn compaction_stops_between_batches_and_the_next_pass_finishes_it() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.set_retire_grace(std::time::Duration::ZERO);
+        s.create_group("g").unwrap();
+        let mut seq = 0u64;
+        for day in ["2025-03-09", "2025-03-10"] {
+            for h in 0..3 {
+                s.add_entries(&[entry(
+                    seq,
+                    line(
+                        &format!("r{seq}"),
+                        &format!("{day}T0{h}:01:00Z"),
+                        Some("g"),
+                        "m",
+                        1,
+                    ),
+                )]);
+                seq += 1;
+                s.flush().unwrap();
+            }
+        }
+        let now = parse_millis("2025-03-11T12:00:00Z");
+        let files = |s: &Store| s.snapshot("g", i64::MIN, i64::MAX).unwrap().files.len();
+        let on_disk = || fs::read_dir(d.path().join("groups/g")).unwrap().count();
+        assert_eq!(files(&s), 6);
+        // One batch per input file here: the first day's three, then a stop in the second.
+        let batches = std::sync::atomic::AtomicUsize::new(0);
+        let stop = || batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 4;
+        assert_eq!(
+            s.compact_until(now, &stop).unwrap(),
+            3,
+            "the first day merged"
+        );
+        assert_eq!(files(&s), 4, "one merged day, the other day's three inputs");
+        assert_eq!(on_disk(), 4, "the half-written day was removed");
+        assert_eq!(s.request_ids("g").unwrap().len(), 6);
+        // A stopping store merges nothing more, but still flushes.
+        s.interrupt_maintenance();
+        assert_eq!(s.compact(now).unwrap(), 0);
+        assert_eq!(files(&s), 4);
+        s.add_entries(&[entry(
+            seq,
+            line("late", "2025-03-11T11:00:00Z", Some("g"), "m", 1),
+        )]);
+        assert_eq!(s.flush().unwrap(), 1);
+        drop(s);
+        // The next start finishes the work (the second day's three inputs, and the late
+        // hour's file written again at the cold level).
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.compact(now).unwrap(), 4);
+        assert_eq!(files(&s), 3);
+        assert_eq!(s.request_ids("g").unwrap().len(), 7);
     }
 
     /// Compaction over several closed days in one pass: every merge takes its own reserved
