@@ -1756,7 +1756,7 @@ fn remove_orphans(
         } else if let Ok(rel) = p.strip_prefix(root) {
             let rel = rel.to_string_lossy();
             if !known.contains(rel.as_ref()) {
-                tracing::info!(file = %rel, "removing a store file no manifest names (interrupted flush)");
+                tracing::info!(file = %rel, "removing a store file no manifest names (left by an interrupted flush or compaction, or retired before a stop)");
                 disk.remove_file(&p)?;
             }
         }
