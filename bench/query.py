@@ -118,9 +118,13 @@ QUESTIONS = {  # name: (Insights, DuckDB SQL, chDB SQL)
 ch_pq = f"file('{pq_path}', Parquet)"
 if ON_STORE:
     # The store's columns are flat (snake_case); its text index column is ignored.
-    store_files = os.path.join(DATA, "store", "groups", "*", "*.parquet")
-    pq = f"read_parquet('{store_files}')"
-    ch_pq = f"file('{store_files}', Parquet)"
+    # The files the manifest names, not a glob: a folder also holds files retired by a
+    # compaction until their grace period ends (read twice, they duplicate records).
+    with open(os.path.join(DATA, "store", "manifest.json")) as f:
+        named = [fm["path"] for fm in json.load(f)["groups"][GROUP]["files"]]
+    pq = f"read_parquet({[os.path.join(DATA, 'store', p) for p in named]!r})"
+    gdir = os.path.dirname(os.path.join(DATA, "store", named[0]))
+    ch_pq = "file('" + gdir + "/{" + ",".join(os.path.basename(p) for p in named) + "}', Parquet)"
     QUESTIONS = {
         "tokens_by_model": (QUESTIONS["tokens_by_model"][0],
                             "SELECT model_id, sum(input_token_count), sum(output_token_count) FROM {t} GROUP BY 1",
