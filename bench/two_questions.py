@@ -4,7 +4,7 @@
 # 10,000,000-record figures in BENCHMARKS.md, where bench/query.sh`s full run is too long.
 # Two questions at 10M: Logbook over HTTP (a running serve) vs DuckDB and chDB over the
 # store's own Parquet files (PEERS_ON=store's SQL). Medians of 3 after a warm-up.
-import json, os, statistics, sys, time, subprocess
+import json, os, statistics, sys, time
 import duckdb, requests, chdb
 url, data = sys.argv[1], sys.argv[2]
 m = json.load(open(os.path.join(data, "store", "manifest.json")))
@@ -22,7 +22,8 @@ def timed(fn, n=3):
         t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
     return round(statistics.median(ts), 4), [round(x, 3) for x in ts]
 pq = f"read_parquet({files!r})"
-ch = "file('" + os.path.join(data, "store", "groups", "bench", "*.parquet") + "', Parquet)"
+# The files the manifest names (the folder also holds retired files until their grace ends).
+ch = "file('" + os.path.dirname(files[0]) + "/{" + ",".join(os.path.basename(f) for f in files) + "}', Parquet)"
 db = duckdb.connect()
 Q = {
  "tokens_by_model": ("stats sum(input.inputTokenCount), sum(output.outputTokenCount) by modelId",
