@@ -166,9 +166,14 @@ try:
         if chdb is not None:
             t_ch = round(timed(lambda: chdb.query(ch_sql.format(t=ch_pq), "CSV")), 4)
             rows_ch = len(chdb.query(ch_sql.format(t=ch_pq), "CSV").data().splitlines())
+        # The same answer, value for value, where both sides write values alike.
+        same = None
+        if name == "tokens_by_model":
+            canon = lambda rows: sorted(tuple("" if v is None else str(v) for v in r) for r in rows)
+            same = canon(ours["rows"]) == canon(theirs)
         emit(what=name, logbook_http_s=round(t_http, 4), logbook_cli_s=round(t_cli, 4), duckdb_gz_s=t_gz and round(t_gz, 4),
              duckdb_parquet_s=round(t_pq, 4), chdb_parquet_s=t_ch, speedup_vs_duckdb_gz=t_gz and round(t_gz / t_http, 1),
-             rows_logbook=len(ours["rows"]), rows_duckdb=len(theirs), rows_chdb=rows_ch)
+             rows_logbook=len(ours["rows"]), rows_duckdb=len(theirs), rows_chdb=rows_ch, values_equal=same)
     # 4. The monthly chargeback report by team (issue #10: <= 1 s at 1M records), against
     # the same aggregation written by hand in DuckDB over the Parquet copy.
     def report():

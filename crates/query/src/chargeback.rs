@@ -197,6 +197,7 @@ fn merge(
             cache_read: r.cache_read_tokens,
             cache_write: r.cache_write_tokens,
             cost: scaled_decimal(&r.cost).ok_or_else(|| bad("a cost is not a decimal"))?,
+            ..Default::default()
         };
         rows.entry((r.period, r.values)).or_default().add(&s);
     }

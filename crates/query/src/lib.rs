@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 pub mod archive;
 pub mod chargeback;
+pub mod from_rollups;
 pub mod insights;
 pub mod metrics;
 pub mod overview;
@@ -279,6 +280,8 @@ pub struct Engine {
     no_spill: Arc<datafusion::execution::disk_manager::DiskManager>,
     /// Other replicas' store files (`[cluster]`), read beside this one's.
     peers: Option<Arc<dyn PeerFiles>>,
+    /// Scan every file even where a rollup could answer ([`Engine::from_rollups`]).
+    rollups_off: bool,
 }
 
 /// The store files of other replicas that share a home bucket (issue #13): what a query
@@ -366,6 +369,7 @@ impl Engine {
             runtime,
             no_spill,
             peers: None,
+            rollups_off: false,
         }
     }
 
@@ -377,6 +381,14 @@ impl Engine {
         }
         self.peers = Some(peers);
         Ok(self)
+    }
+
+    /// Whether Insights `stats` of token counts may be answered from the store files'
+    /// rollups ([`from_rollups`]; on by default). Off, every file is scanned: tests compare
+    /// the two.
+    pub fn from_rollups(mut self, on: bool) -> Engine {
+        self.rollups_off = !on;
+        self
     }
 
     /// A runtime for one query: its own memory pool, no spilling, the shared caches.
@@ -419,21 +431,6 @@ impl Engine {
         ctx
     }
 
-    /// The raw (snake_case) rows of one group in a time range, with `log_group`.
-    async fn raw_frame(
-        &self,
-        ctx: &SessionContext,
-        group: &str,
-        start: i64,
-        end: i64,
-        stats: &mut QueryStats,
-        fields: &mut BTreeSet<String>,
-    ) -> Result<DataFrame, QueryError> {
-        let snap = self.snapshot(group, start, end)?;
-        self.raw_frame_of(ctx, group, snap, start, end, stats, fields)
-            .await
-    }
-
     /// What the store holds of a group in a time range.
     fn snapshot(
         &self,
@@ -447,8 +444,8 @@ impl Engine {
         })
     }
 
-    /// [`Engine::raw_frame`] over a snapshot taken before (and perhaps narrowed), with
-    /// other replicas' files.
+    /// The raw (snake_case) rows of one group in a time range, with `log_group`, from a
+    /// snapshot taken before (and perhaps narrowed), with other replicas' files.
     #[allow(clippy::too_many_arguments)]
     async fn raw_frame_of(
         &self,
@@ -579,10 +576,35 @@ impl Engine {
         stats: &mut QueryStats,
         fields: &mut BTreeSet<String>,
     ) -> Result<DataFrame, QueryError> {
+        let (df, _) = self.raw_union_with(ctx, req, None, stats, fields).await?;
+        Ok(df)
+    }
+
+    /// [`Engine::raw_union`], less the files whose rollups answer at `grain` (when given),
+    /// whose rows ([`from_rollups::Partials`]) come back beside it.
+    async fn raw_union_with(
+        &self,
+        ctx: &SessionContext,
+        req: &QueryRequest,
+        grain: Option<from_rollups::Grain>,
+        stats: &mut QueryStats,
+        fields: &mut BTreeSet<String>,
+    ) -> Result<(DataFrame, Option<from_rollups::Partials>), QueryError> {
         let mut out: Option<DataFrame> = None;
+        let mut partials = grain.map(from_rollups::Partials::new);
         for g in &req.groups {
+            let mut snap = self.snapshot(g, req.start_ms, req.end_ms)?;
+            if let Some(p) = partials.as_mut() {
+                let lo = req.start_ms.max(snap.retention_cutoff.unwrap_or(i64::MIN));
+                snap.files.retain(|(path, meta)| {
+                    let inside = meta.rollup && meta.min_ts >= lo && meta.max_ts <= req.end_ms;
+                    let taken = inside
+                        && matches!(self.store.rollup(path), Ok(Some(r)) if p.take(&r, meta.min_ts));
+                    !taken
+                });
+            }
             let d = self
-                .raw_frame(ctx, g, req.start_ms, req.end_ms, stats, fields)
+                .raw_frame_of(ctx, g, snap, req.start_ms, req.end_ms, stats, fields)
                 .await?;
             out = Some(match out {
                 Some(o) => o.union(d)?,
@@ -590,7 +612,7 @@ impl Engine {
             });
         }
         let out = out.ok_or_else(|| QueryError::Invalid("name at least one log group".into()))?;
-        apply_content(out, &req.content)
+        Ok((apply_content(out, &req.content)?, partials))
     }
 
     /// Run a query in this thread's runtime, without limits (the CLI, tests). Servers run
@@ -609,12 +631,27 @@ impl Engine {
         let ctx = self.context(env);
         let mut stats = QueryStats::default();
         let mut fields = BTreeSet::new();
+        let mut from_rollups_records = 0u64;
         let (df, columns, aggregated) = match req.language {
             Language::Insights => {
                 let q = insights::parse(&req.query)?;
-                let raw = self.raw_union(&ctx, req, &mut stats, &mut fields).await?;
+                let grain = if self.rollups_off {
+                    None
+                } else {
+                    from_rollups::grain(&q)
+                };
+                let (raw, partials) = self
+                    .raw_union_with(&ctx, req, grain, &mut stats, &mut fields)
+                    .await?;
                 let frame = insights_frame(raw)?;
-                let c = insights::compile::compile(&ctx, frame, &q, &fields, req.limit)?;
+                let mut rows = None;
+                if let Some(p) = partials {
+                    from_rollups_records = p.records;
+                    if let Some(b) = p.finish() {
+                        rows = Some(ctx.read_batch(b)?);
+                    }
+                }
+                let c = insights::compile::compile(&ctx, frame, &q, &fields, req.limit, rows)?;
                 (c.frame, c.columns, c.aggregated)
             }
             Language::Sql => {
@@ -652,7 +689,8 @@ impl Engine {
         stats.records_scanned = stats.records_scanned.saturating_sub(skipped_by_index(&ctx));
         let rows = format_rows(&batches)?;
         stats.records_matched = if aggregated {
-            stats.records_scanned
+            // Records a rollup answered for were matched, not read.
+            stats.records_scanned.saturating_add(from_rollups_records)
         } else {
             rows.len() as u64
         };

@@ -68,6 +68,22 @@ pub struct Sums {
     /// Cost, USD, scaled by 10^12 (the store's `DECIMAL(38, 12)`), as decimal text.
     #[serde(rename = "c", with = "i128_text", default)]
     pub cost: i128,
+    /// Calls with an input token count (of any value); only in an [`Rollup::exact`] rollup.
+    #[serde(rename = "ni", default, skip_serializing_if = "is_zero")]
+    pub input_n: u64,
+    /// Calls with an output token count.
+    #[serde(rename = "no", default, skip_serializing_if = "is_zero")]
+    pub output_n: u64,
+    /// Calls with a cache read token count.
+    #[serde(rename = "nr", default, skip_serializing_if = "is_zero")]
+    pub cache_read_n: u64,
+    /// Calls with a cache write token count.
+    #[serde(rename = "nw", default, skip_serializing_if = "is_zero")]
+    pub cache_write_n: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Sums {
@@ -81,6 +97,10 @@ impl Sums {
         self.cache_read = self.cache_read.saturating_add(o.cache_read);
         self.cache_write = self.cache_write.saturating_add(o.cache_write);
         self.cost = self.cost.saturating_add(o.cost);
+        self.input_n = self.input_n.saturating_add(o.input_n);
+        self.output_n = self.output_n.saturating_add(o.output_n);
+        self.cache_read_n = self.cache_read_n.saturating_add(o.cache_read_n);
+        self.cache_write_n = self.cache_write_n.saturating_add(o.cache_write_n);
     }
 }
 
@@ -221,6 +241,14 @@ pub struct Rollup {
     pub buckets: Vec<Bucket>,
     /// Whole-file sums by dimension ([`DIMENSIONS`]) and value.
     pub dims: BTreeMap<String, BTreeMap<String, Sums>>,
+    /// The token sums are the rows' own, so a query's `sum()` and `count()` of them may be
+    /// answered from here: every call's counts were added as they are (none was negative,
+    /// which the report's rules count as 0), the calls with each count are counted
+    /// (`input_n`, ...), and no dimension value is spelled like [`NONE`] or [`OTHER`] (so
+    /// [`NONE`] stands only for a call without the value). Rollups written before this
+    /// was counted read as not exact.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exact: bool,
 }
 
 impl Rollup {
@@ -260,6 +288,8 @@ pub struct Builder {
     buckets: BTreeMap<i64, Bucket>,
     lats: BTreeMap<i64, Histogram>,
     dims: [BTreeMap<String, Sums>; 3],
+    /// A call had a negative token count, or a value spelled like NONE or OTHER.
+    inexact: bool,
 }
 
 /// A text column, as the store writes it or as a query engine hands it back.
@@ -344,6 +374,7 @@ impl Builder {
             buckets: BTreeMap::new(),
             lats: BTreeMap::new(),
             dims: Default::default(),
+            inexact: false,
         }
     }
 
@@ -372,22 +403,36 @@ impl Builder {
                     .ok_or(ColumnError("cost"))?,
             ),
         };
-        let tok = |a: Option<&Int64Array>, i: usize| int_at(a, i).map_or(0, |v| v.max(0) as u64);
         for i in 0..b.num_rows() {
             if !ts.is_valid(i) {
                 continue;
             }
             let t = ts.value(i);
             let c = cost.and_then(|a| a.is_valid(i).then(|| a.value(i)));
+            let mut tok = |a: Option<&Int64Array>| match int_at(a, i) {
+                None => (0, 0),
+                Some(v) => {
+                    self.inexact |= v < 0;
+                    (v.max(0) as u64, 1)
+                }
+            };
+            let (input, input_n) = tok(input);
+            let (output, output_n) = tok(output);
+            let (cache_read, cache_read_n) = tok(cread);
+            let (cache_write, cache_write_n) = tok(cwrite);
             let s = Sums {
                 calls: 1,
                 errors: u64::from(error.is_valid(i)),
                 unpriced: u64::from(c.is_none()),
-                input: tok(input, i),
-                output: tok(output, i),
-                cache_read: tok(cread, i),
-                cache_write: tok(cwrite, i),
+                input,
+                output,
+                cache_read,
+                cache_write,
                 cost: c.unwrap_or(0),
+                input_n,
+                output_n,
+                cache_read_n,
+                cache_write_n,
             };
             let start = t.div_euclid(self.bucket_ms) * self.bucket_ms;
             let bucket = self.buckets.entry(start).or_insert_with(|| Bucket {
@@ -404,6 +449,7 @@ impl Builder {
             let team = member(tags.get(i), "team").or_else(|| member(meta.get(i), "team"));
             let values = [model.get(i), arn.get(i), team.as_deref()];
             for (d, v) in self.dims.iter_mut().zip(values) {
+                self.inexact |= matches!(v, Some(NONE | OTHER));
                 let v = v.unwrap_or(NONE);
                 // Most rows repeat a value already here: no allocation for them.
                 if let Some(sums) = d.get_mut(v) {
@@ -434,6 +480,7 @@ impl Builder {
                 .map(|d| d.to_string())
                 .zip(self.dims)
                 .collect(),
+            exact: !self.inexact,
         }
     }
 }
@@ -573,10 +620,53 @@ mod tests {
                 lat: Histogram::default(),
             }],
             dims: BTreeMap::new(),
+            exact: true,
         };
         assert_eq!(Rollup::from_text(&r.to_text()).unwrap(), r);
+        // Written before `exact` was counted: read as not exact.
+        let old = r.to_text().replace(",\"exact\":true", "");
+        assert!(!Rollup::from_text(&old).unwrap().exact);
         assert!(Rollup::from_text(&r.to_text().replace("\"v\":1", "\"v\":99")).is_none());
         assert!(Rollup::from_text("{").is_none());
         assert!(Rollup::from_text("{\"v\":1,\"bucketMs\":0,\"buckets\":[],\"dims\":{}}").is_none());
+    }
+
+    #[test]
+    fn token_counts_are_counted_and_a_negative_count_or_a_value_spelled_none_is_not_exact() {
+        use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+        let build = |rows: &[(Option<&str>, Option<i64>)]| {
+            let mut ts = TimestampMillisecondBuilder::new();
+            let mut model = StringBuilder::new();
+            let mut input = Int64Builder::new();
+            for (m, i) in rows {
+                ts.append_value(0);
+                model.append_option(*m);
+                input.append_option(*i);
+            }
+            let b = RecordBatch::try_from_iter([
+                (
+                    "timestamp",
+                    std::sync::Arc::new(ts.finish()) as arrow_array::ArrayRef,
+                ),
+                ("model_id", std::sync::Arc::new(model.finish())),
+                ("input_token_count", std::sync::Arc::new(input.finish())),
+            ])
+            .unwrap();
+            let mut x = Builder::new(BUCKET_MS);
+            x.add(&b).unwrap();
+            x.finish()
+        };
+        let r = build(&[(Some("a"), Some(3)), (Some("a"), None), (None, Some(4))]);
+        assert!(r.exact);
+        assert_eq!(
+            (r.dims["model"]["a"].input, r.dims["model"]["a"].input_n),
+            (3, 1)
+        );
+        assert_eq!(r.dims["model"][NONE].input_n, 1);
+        assert_eq!(r.total().output_n, 0);
+        assert!(Rollup::from_text(&r.to_text()).unwrap().exact);
+        assert!(!build(&[(Some("a"), Some(-1))]).exact);
+        assert!(!build(&[(Some(NONE), Some(1))]).exact);
+        assert!(!build(&[(Some(OTHER), None)]).exact);
     }
 }

@@ -54,6 +54,11 @@ const JSON_ROOTS: &[&str] = &[
     "@message",
 ];
 
+/// Whether `name` is an aggregate function of `stats`.
+pub fn is_aggregate(name: &str) -> bool {
+    Compiler::is_aggregate(name)
+}
+
 struct Compiler<'a> {
     ctx: &'a SessionContext,
     discovered: &'a BTreeSet<String>,
@@ -75,13 +80,16 @@ fn names(df: &DataFrame) -> Vec<String> {
 }
 
 /// Compile `query` against `frame` (built by [`crate::frame`]), with `discovered` paths
-/// for unqualified-name resolution and `limit` as the API's cap.
+/// for unqualified-name resolution and `limit` as the API's cap. `partials`, when given,
+/// holds what rows left out of `frame` add to the query's first command, a `stats` that
+/// [`crate::from_rollups::grain`] accepted: the two are aggregated alike and added.
 pub fn compile(
     ctx: &SessionContext,
     frame: DataFrame,
     query: &ast::Query,
     discovered: &BTreeSet<String>,
     limit: usize,
+    mut partials: Option<DataFrame>,
 ) -> R<Compiled> {
     let mut c = Compiler {
         ctx,
@@ -95,6 +103,9 @@ pub fn compile(
     let mut sort: Option<Vec<SortExpr>> = None;
     let mut user_limit: Option<usize> = None;
     let n = query.commands.len();
+    if partials.is_some() && !matches!(query.commands.first(), Some(Command::Stats { .. })) {
+        return bad("rows from rollups need a query that starts with stats");
+    }
     for (i, cmd) in query.commands.iter().enumerate() {
         if user_limit.is_some() && !matches!(cmd, Command::Limit(_)) {
             // A limit applies where it stands; later commands see only those rows.
@@ -124,7 +135,7 @@ pub fn compile(
             }
             Command::Stats { aggs, by } => {
                 df = apply_sort(df, sort.take())?;
-                let (d, cols) = c.stats(df, aggs, by)?;
+                let (d, cols) = c.stats(df, aggs, by, partials.take())?;
                 df = d;
                 shown = cols;
                 display = None;
@@ -717,7 +728,7 @@ impl Compiler<'_> {
         })
     }
 
-    fn is_aggregate(name: &str) -> bool {
+    pub(crate) fn is_aggregate(name: &str) -> bool {
         matches!(
             name,
             "count"
@@ -831,7 +842,51 @@ impl Compiler<'_> {
         })
     }
 
-    fn stats(&mut self, df: DataFrame, aggs: &[Proj], by: &[Proj]) -> R<(DataFrame, Vec<String>)> {
+    /// The aggregates of the partial table ([`crate::from_rollups`]) that stand for those
+    /// [`Compiler::split_aggregates`] makes of `e`, in its order: each sums the column that
+    /// holds the aggregate's part.
+    fn partial_aggregates(e: &ast::Expr, out: &mut Vec<Expr>) -> R<()> {
+        use ast::Expr as A;
+        match e {
+            A::Call(name, args) if Self::is_aggregate(name) => {
+                let id = format!("__agg{}", out.len());
+                let field = |f: &str| crate::from_rollups::TOKEN_FIELDS.iter().find(|t| t.0 == f);
+                let part = match (name.as_str(), args.as_slice()) {
+                    ("count", [] | [A::Star]) => crate::from_rollups::CALLS,
+                    ("count", [A::Field(f)]) => match field(f) {
+                        Some(t) => t.1,
+                        None => return bad(format!("count({f}) is not in a rollup")),
+                    },
+                    ("sum", [A::Field(f)]) => match field(f) {
+                        Some(t) => t.0,
+                        None => return bad(format!("sum({f}) is not in a rollup")),
+                    },
+                    _ => return bad(format!("{name}() is not in a rollup")),
+                };
+                out.push(agg::sum(col(part)).alias(id));
+            }
+            A::Not(x) | A::Neg(x) => Self::partial_aggregates(x, out)?,
+            A::Binary(l, _, r) => {
+                Self::partial_aggregates(l, out)?;
+                Self::partial_aggregates(r, out)?;
+            }
+            A::Call(_, args) => {
+                for a in args {
+                    Self::partial_aggregates(a, out)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn stats(
+        &mut self,
+        df: DataFrame,
+        aggs: &[Proj],
+        by: &[Proj],
+        partials: Option<DataFrame>,
+    ) -> R<(DataFrame, Vec<String>)> {
         let mut group_exprs = Vec::new();
         let mut out = Vec::new();
         for g in by {
@@ -850,7 +905,39 @@ impl Compiler<'_> {
             earlier.insert(a.name(), rewritten.clone());
             finals.push((a.name(), rewritten));
         }
+        let n_aggs = agg_exprs.len();
         let mut df = df.aggregate(group_exprs, agg_exprs)?;
+        if let Some(p) = partials {
+            // The same aggregates over the rollups' rows, in the scan's types, added to the
+            // scan's where their groups meet.
+            let mut keys = Vec::new();
+            for g in by {
+                keys.push(self.expr(&p, &g.expr)?.alias(g.name()));
+            }
+            let mut parts = Vec::new();
+            for a in aggs {
+                Self::partial_aggregates(&a.expr, &mut parts)?;
+            }
+            if parts.len() != n_aggs {
+                return bad("the rollups' aggregates do not match the query's");
+            }
+            let p = p.aggregate(keys, parts)?;
+            let typed = df
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| cast(col(f.name()), f.data_type().clone()).alias(f.name()))
+                .collect::<Vec<_>>();
+            let p = p.select(typed)?;
+            let sums = (0..n_aggs)
+                .map(|k| {
+                    let id = format!("__agg{k}");
+                    agg::sum(col(&id)).alias(id)
+                })
+                .collect::<Vec<_>>();
+            let keys = out.iter().map(|n| col(n)).collect::<Vec<_>>();
+            df = df.union(p)?.aggregate(keys, sums)?;
+        }
         self.aggregated = true;
         let mut select: Vec<Expr> = out.iter().map(|n| col(n)).collect();
         for (name, e) in &finals {
