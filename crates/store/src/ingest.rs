@@ -235,6 +235,27 @@ pub fn destination(
 /// (a first start over an imported month compacts for many minutes; a stop must not wait
 /// for it).
 pub async fn maintain(store: Arc<Store>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    // First the caches queries read (before compaction, which may take long on a fresh
+    // import, makes the files' names change).
+    let st = store.clone();
+    let mut warm = tokio::task::spawn_blocking(move || {
+        let t = std::time::Instant::now();
+        let (files, bytes) = st.warm_caches();
+        tracing::info!(
+            files,
+            index_bytes = bytes,
+            ms = t.elapsed().as_millis() as u64,
+            "store: rollups and text indexes read into their caches"
+        );
+    });
+    tokio::select! {
+        _ = &mut warm => {}
+        // A stop ends the warm-up; the pass below still applies retention.
+        _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+            store.interrupt_maintenance();
+            let _ = warm.await;
+        }
+    }
     loop {
         let st = store.clone();
         let mut pass = tokio::task::spawn_blocking(move || {
@@ -419,6 +440,32 @@ mod tests {
         }
         assert_eq!(store.compact(now_ms()).unwrap(), 0);
         assert_eq!(store.request_ids("g").unwrap().len(), 2);
+    }
+
+    /// At start the files' rollups and text indexes are read into their caches, newest
+    /// first; a stop ends the warm-up.
+    #[test]
+    fn warming_reads_every_files_rollup_and_index_and_stops_when_told() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.ensure_group("g").unwrap();
+            for i in 1..=3 {
+                store.add_entries(&[record(i)]);
+                store.flush().unwrap();
+            }
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let (files, bytes) = store.warm_caches();
+        assert_eq!(files, 3);
+        assert!(bytes > 0);
+        assert_eq!(store.text_indexes.lock().unwrap().0.len(), 3);
+        assert_eq!(store.rollups.lock().unwrap().len(), 3);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        store.interrupt_maintenance();
+        assert_eq!(store.warm_caches(), (0, 0));
+        assert!(store.text_indexes.lock().unwrap().0.is_empty());
     }
 
     /// The store's destination takes the records in, flushes them once, counts what it
