@@ -33,6 +33,15 @@ pub(crate) const TOKEN_FIELDS: [(&str, &str); 4] = [
     ("input.cacheWriteInputTokenCount", "__n_cache_write"),
 ];
 
+/// The token field a name stands for: its path, or the last part alone (which the
+/// compiler resolves to the one column ending with it), as in
+/// `stats sum(inputTokenCount) by modelId`.
+pub(crate) fn token_field(name: &str) -> Option<&'static (&'static str, &'static str)> {
+    TOKEN_FIELDS
+        .iter()
+        .find(|(path, _)| *path == name || path.rsplit('.').next() == Some(name))
+}
+
 /// The partial table's column of calls.
 pub(crate) const CALLS: &str = "__calls";
 
@@ -81,7 +90,7 @@ pub fn grain(q: &ast::Query) -> Option<Grain> {
 
 /// Whether every aggregate in `e` is one a rollup holds.
 fn answerable(e: &A, has_aggregate: &mut bool) -> bool {
-    let token = |f: &A| matches!(f, A::Field(n) if TOKEN_FIELDS.iter().any(|(t, _)| t == n));
+    let token = |f: &A| matches!(f, A::Field(n) if token_field(n).is_some());
     match e {
         A::Call(name, args) if name == "count" => {
             *has_aggregate = true;
@@ -254,6 +263,10 @@ mod tests {
             Some(Grain::Model)
         );
         assert_eq!(q("stats count(*)"), Some(Grain::File));
+        assert_eq!(
+            q("stats sum(inputTokenCount) as i, count(cacheWriteInputTokenCount) by modelId"),
+            Some(Grain::Model)
+        );
         assert_eq!(q("stats count() by bin(1h)"), Some(Grain::Bucket));
         assert_eq!(q("stats count(*) by bin(1mo)"), Some(Grain::Bucket));
         assert_eq!(
@@ -274,7 +287,6 @@ mod tests {
             "stats avg(input.inputTokenCount)",
             "stats sum(latencyMs)",
             "stats count(errorCode)",
-            "stats sum(inputTokenCount)",
             "stats max(input.inputTokenCount) by modelId",
             "stats sum(input.inputTokenCount * 2)",
             "fields @timestamp",

@@ -114,6 +114,8 @@ const QUERIES: &[&str] = &[
     "stats sum(output.outputTokenCount) by bin(1mo)",
     "stats sum(input.cacheReadInputTokenCount) as r by bin(45m) | filter r > 0",
     "stats count(*) as n by modelId | stats sum(n) as all, count(*) as models",
+    "stats sum(inputTokenCount) as totalInput, sum(outputTokenCount) as totalOutput, count(*) as calls by modelId",
+    "stats count(cacheReadInputTokenCount), sum(cacheWriteInputTokenCount) by bin(15m)",
 ];
 
 /// Compare every query with rollups on and off over `ranges`; return the records the

@@ -850,7 +850,7 @@ impl Compiler<'_> {
         match e {
             A::Call(name, args) if Self::is_aggregate(name) => {
                 let id = format!("__agg{}", out.len());
-                let field = |f: &str| crate::from_rollups::TOKEN_FIELDS.iter().find(|t| t.0 == f);
+                let field = crate::from_rollups::token_field;
                 let part = match (name.as_str(), args.as_slice()) {
                     ("count", [] | [A::Star]) => crate::from_rollups::CALLS,
                     ("count", [A::Field(f)]) => match field(f) {
