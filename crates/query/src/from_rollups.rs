@@ -88,25 +88,25 @@ pub fn grain(q: &ast::Query) -> Option<Grain> {
     has_aggregate.then_some(grain)
 }
 
+/// The partial table's column that holds an aggregate's part, if a rollup holds it:
+/// `count(*)` the calls, `count(F)` the calls having `F`, `sum(F)` `F`'s sum.
+pub(crate) fn partial_column(name: &str, args: &[A]) -> Option<&'static str> {
+    match (name, args) {
+        ("count", [] | [A::Star]) => Some(CALLS),
+        ("count", [A::Field(f)]) => token_field(f).map(|t| t.1),
+        ("sum", [A::Field(f)]) => token_field(f).map(|t| t.0),
+        _ => None,
+    }
+}
+
 /// Whether every aggregate in `e` is one a rollup holds.
 fn answerable(e: &A, has_aggregate: &mut bool) -> bool {
-    let token = |f: &A| matches!(f, A::Field(n) if token_field(n).is_some());
     match e {
-        A::Call(name, args) if name == "count" => {
+        A::Call(name, args) if is_aggregate(name) => {
             *has_aggregate = true;
-            match args.as_slice() {
-                [] | [A::Star] => true,
-                [f] => token(f),
-                _ => false,
-            }
+            partial_column(name, args).is_some()
         }
-        A::Call(name, args) if name == "sum" => {
-            *has_aggregate = true;
-            matches!(args.as_slice(), [f] if token(f))
-        }
-        A::Call(name, args) => {
-            !is_aggregate(name) && args.iter().all(|a| answerable(a, has_aggregate))
-        }
+        A::Call(_, args) => args.iter().all(|a| answerable(a, has_aggregate)),
         A::Binary(l, _, r) => answerable(l, has_aggregate) && answerable(r, has_aggregate),
         A::Not(x) | A::Neg(x) => answerable(x, has_aggregate),
         // An earlier aggregate's name, or a literal; a bare field is refused by the
@@ -118,6 +118,14 @@ fn answerable(e: &A, has_aggregate: &mut bool) -> bool {
 fn is_aggregate(name: &str) -> bool {
     crate::insights::compile::is_aggregate(name)
 }
+
+/// At most this many rows, and this many bytes of model names, are taken from rollups
+/// for one query: the table is built outside the query's memory pool, so past these a
+/// file is scanned instead (under the pool's limit), whatever its rollup holds (a file's
+/// rollup may name 5,000 models, a month has 720 hourly files).
+pub const MAX_ROWS: usize = 100_000;
+/// See [`MAX_ROWS`].
+pub const MAX_NAME_BYTES: usize = 8 << 20;
 
 /// Rows of the partial table, as they are gathered.
 #[derive(Debug)]
@@ -132,6 +140,8 @@ pub struct Partials {
     pub files: u64,
     /// Calls taken.
     pub records: u64,
+    rows: usize,
+    name_bytes: usize,
 }
 
 fn int(v: u64) -> Option<i64> {
@@ -171,6 +181,8 @@ impl Partials {
             counts: Default::default(),
             files: 0,
             records: 0,
+            rows: 0,
+            name_bytes: 0,
         }
     }
 
@@ -213,6 +225,12 @@ impl Partials {
                 }
             }
         }
+        let names: usize = rows.iter().map(|r| r.1.map_or(0, str::len)).sum();
+        if self.rows + rows.len() > MAX_ROWS || self.name_bytes + names > MAX_NAME_BYTES {
+            return false;
+        }
+        self.rows += rows.len();
+        self.name_bytes += names;
         for (t, m, (calls, sums, counts)) in rows {
             self.ts.append_value(t);
             self.model.append_option(m);
@@ -351,5 +369,42 @@ mod tests {
             .unwrap()
             .insert(rollup::OTHER.into(), Sums::default());
         assert!(!Partials::new(Grain::Model).take(&r, 0));
+    }
+
+    #[test]
+    fn past_its_bounds_the_table_takes_no_more_files() {
+        let s = Sums {
+            calls: 1,
+            ..Default::default()
+        };
+        let models = |n: usize, len: usize| -> Rollup {
+            Rollup {
+                v: rollup::VERSION,
+                bucket_ms: rollup::BUCKET_MS,
+                buckets: Vec::new(),
+                dims: [(
+                    "model".to_string(),
+                    (0..n)
+                        .map(|i| (format!("{i}-{}", "x".repeat(len)), s))
+                        .collect(),
+                )]
+                .into_iter()
+                .collect(),
+                exact: true,
+            }
+        };
+        let mut p = Partials::new(Grain::Model);
+        let wide = models(5_000, 8);
+        for _ in 0..MAX_ROWS / 5_000 {
+            assert!(p.take(&wide, 0));
+        }
+        assert!(!p.take(&wide, 0), "one file past the bound");
+        assert!(p.take(&models(0, 8), 0), "a file without calls still fits");
+        assert_eq!(p.files, (MAX_ROWS / 5_000) as u64 + 1);
+        // Long names: the bytes bound.
+        let mut p = Partials::new(Grain::Model);
+        assert!(!p.take(&models(100, 100_000), 0), "10 MB of names");
+        assert!(p.take(&models(50, 100_000), 0));
+        assert_eq!(p.finish().unwrap().num_rows(), 50);
     }
 }

@@ -850,18 +850,8 @@ impl Compiler<'_> {
         match e {
             A::Call(name, args) if Self::is_aggregate(name) => {
                 let id = format!("__agg{}", out.len());
-                let field = crate::from_rollups::token_field;
-                let part = match (name.as_str(), args.as_slice()) {
-                    ("count", [] | [A::Star]) => crate::from_rollups::CALLS,
-                    ("count", [A::Field(f)]) => match field(f) {
-                        Some(t) => t.1,
-                        None => return bad(format!("count({f}) is not in a rollup")),
-                    },
-                    ("sum", [A::Field(f)]) => match field(f) {
-                        Some(t) => t.0,
-                        None => return bad(format!("sum({f}) is not in a rollup")),
-                    },
-                    _ => return bad(format!("{name}() is not in a rollup")),
+                let Some(part) = crate::from_rollups::partial_column(name, args) else {
+                    return bad(format!("{name}() of these arguments is not in a rollup"));
                 };
                 out.push(agg::sum(col(part)).alias(id));
             }
