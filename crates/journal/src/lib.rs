@@ -232,7 +232,10 @@ struct Shared {
     disk: Arc<dyn Disk>,
     healthy: AtomicBool,
     stats: JournalStats,
-    /// Serialises garbage collection with segment rolling.
+    /// Serialises garbage collections (several destinations call it). The writer never
+    /// takes it: a collection only deletes segments before the newest it listed, which a
+    /// roll (adding a newer one) cannot change, and a roll must not wait for a
+    /// collection's deletes and directory fsync (on a delivery task).
     segments_lock: Mutex<()>,
     keys: Arc<Keyring>,
     /// One past the last committed entry of kind [`Kind::Record`] (0: none since open).
@@ -588,7 +591,6 @@ struct Writer {
 impl Writer {
     fn roll(&mut self) -> Result<(), JournalError> {
         self.sync()?;
-        let _g = self.shared.segments_lock.lock();
         let path = segment_path(&self.dir, self.next_seq);
         let ready = self.spare.take().and_then(|mut sp| {
             let got = sp.rx.try_recv().ok();
