@@ -897,11 +897,10 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
             }
             tokio::select! {
                 r = committed.changed(), if journal_open => {
+                    let wait = pace.saturating_sub(last_fill.elapsed());
                     if r.is_err() {
                         journal_open = false;
-                    } else if let Some(wait) =
-                        Some(pace.saturating_sub(last_fill.elapsed())).filter(|w| !w.is_zero())
-                    {
+                    } else if !wait.is_zero() {
                         // Under load: let more commits land before the next read.
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}

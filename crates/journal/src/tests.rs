@@ -1268,3 +1268,114 @@ fn segments_lists_every_segment_with_its_first_sequence_and_size() {
     let (_d, j, _s) = run(Some((second, io::ErrorKind::PermissionDenied)));
     assert!(j.segments().is_err());
 }
+
+/// A disk whose deletes wait until released (and say when one is waiting).
+#[derive(Debug)]
+struct HeldDeletes {
+    inner: Arc<dyn Disk>,
+    held: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    waiting: std::sync::mpsc::Sender<()>,
+}
+
+impl Disk for HeldDeletes {
+    fn create_dir_all(&self, p: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(p)
+    }
+    fn list(&self, d: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(d)
+    }
+    fn open_read(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
+        self.inner.open_read(p)
+    }
+    fn open_write(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
+        self.inner.open_write(p)
+    }
+    fn create(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
+        self.inner.create(p)
+    }
+    fn rename(&self, a: &Path, b: &Path) -> io::Result<()> {
+        self.inner.rename(a, b)
+    }
+    fn remove_file(&self, p: &Path) -> io::Result<()> {
+        if p.extension().is_some_and(|e| e == "seg") {
+            let _ = self.waiting.send(());
+            let (m, cv) = &*self.held;
+            let mut held = m.lock().unwrap();
+            while *held {
+                held = cv.wait(held).unwrap();
+            }
+        }
+        self.inner.remove_file(p)
+    }
+    fn remove_dir_all(&self, p: &Path) -> io::Result<()> {
+        self.inner.remove_dir_all(p)
+    }
+    fn sync_dir(&self, d: &Path) -> io::Result<()> {
+        self.inner.sync_dir(d)
+    }
+    fn free_bytes(&self, p: &Path) -> io::Result<u64> {
+        self.inner.free_bytes(p)
+    }
+    fn exists(&self, p: &Path) -> bool {
+        self.inner.exists(p)
+    }
+    fn is_dir(&self, p: &Path) -> bool {
+        self.inner.is_dir(p)
+    }
+    fn try_lock(&self, p: &Path) -> io::Result<Option<logbook_disk::LockGuard>> {
+        self.inner.try_lock(p)
+    }
+}
+
+#[test]
+fn a_segment_roll_does_not_wait_for_a_garbage_collection_in_progress() {
+    // Collections run on delivery tasks and hold their lock across deletes and a folder
+    // fsync; the writer's roll used to take the same lock, so every call waited behind a
+    // slow delete. Hold a collection inside a delete, then append past a roll.
+    let dir = tempfile::tempdir().unwrap();
+    let held = Arc::new((Mutex::new(true), std::sync::Condvar::new()));
+    let (tx, waiting) = std::sync::mpsc::channel();
+    let mut cfg = small(dir.path());
+    cfg.disk = Arc::new(HeldDeletes {
+        inner: RealDisk::shared(),
+        held: held.clone(),
+        waiting: tx,
+    });
+    let j = Journal::open(cfg).unwrap();
+    let rt = rt();
+    append_n(&j, &rt, 0, 3000); // several 64 KiB segments
+    let rolls = j.stats().rolls.load(Ordering::Relaxed);
+    assert!(rolls >= 2, "{rolls}");
+    let gc = {
+        let j = j.clone();
+        std::thread::spawn(move || j.collect_garbage(u64::MAX))
+    };
+    waiting
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the collection reached a delete");
+    // Enough for at least one more roll, each append bounded in time.
+    let more = rt.block_on(async {
+        let mut out = Vec::new();
+        for i in 0..1500u64 {
+            let a = j.append(Kind::Record, Box::new(move |_| payload(i)));
+            match tokio::time::timeout(Duration::from_secs(10), a).await {
+                Ok(r) => out.push(r.unwrap()),
+                Err(_) => return Err(i),
+            }
+        }
+        Ok(out)
+    });
+    let (m, cv) = &*held;
+    *m.lock().unwrap() = false;
+    cv.notify_all();
+    let deleted = gc.join().unwrap().unwrap();
+    let more = more.unwrap_or_else(|i| panic!("append {i} waited for the collection"));
+    assert_eq!(more.len(), 1500);
+    assert!(j.stats().rolls.load(Ordering::Relaxed) > rolls);
+    assert!(deleted >= 1);
+    // Nothing acknowledged was lost: everything after the collected segments reads back.
+    let first = j.first_available().unwrap();
+    let last = *more.last().unwrap();
+    let entries = read_all(&j, first);
+    assert_eq!(entries.last().map(|e| e.seq), Some(last));
+}
