@@ -2,8 +2,9 @@
 
 use anyhow::Context;
 
-/// mimalloc: it gives freed pages back to the system, where glibc's per-thread arenas held
-/// a steady `serve` about 50 MB higher (BENCHMARKS.md, resident memory).
+/// jemalloc: with the options in `.cargo/config.toml` it gives freed pages back to the
+/// system within half a second, where glibc's per-thread arenas held a steady `serve` about
+/// 50 MB higher (mimalloc was tried too; BENCHMARKS.md, resident memory).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use clap::{Parser, Subcommand};

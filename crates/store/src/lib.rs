@@ -108,7 +108,8 @@ pub struct FileMeta {
     /// retention).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bodies_removed: bool,
-    /// Written at [`COLD_ZSTD_LEVEL`] by compaction (a closed partition's final file);
+    /// Written at [`COLD_ZSTD_LEVEL`] (small columns at [`COLD_SMALL_ZSTD_LEVEL`]) by
+    /// compaction (a closed partition's final file);
     /// absent: at [`HOT_ZSTD_LEVEL`], as flushes and imports write.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cold: bool,
@@ -124,6 +125,21 @@ pub const HOT_ZSTD_LEVEL: i32 = 1;
 /// smaller than the gz archive (on the benchmark records: 891 bytes per record against
 /// 1,073 at level 1 and 962 for the archive).
 pub const COLD_ZSTD_LEVEL: i32 = 12;
+/// The zstd level of a cold file's small columns (all but the bodies and `message`):
+/// level 12 buys them nothing, and each column's compressor lives as long as a row group.
+pub const COLD_SMALL_ZSTD_LEVEL: i32 = 3;
+/// A cold file's data pages end once they hold this many bytes (the writer checks after
+/// each slice of values it is given, each at most this size, so a page can reach twice
+/// it). zstd sizes its state to what it compresses: a 1 MiB page at level 12 takes about
+/// 9 MB of compressor state per column, all columns' at once, and was most of
+/// compaction's peak memory (BENCHMARKS.md, "Resident memory"). Smaller pages cost bytes:
+/// about 1 % at this size, 2.5 % at 256 KiB.
+pub const COLD_PAGE_BYTES: usize = 384 * 1024;
+/// Rows per row group in a cold file: its encoded pages are held until the group ends.
+pub const COLD_ROW_GROUP_ROWS: usize = 16 * 1024;
+/// Rows per batch when files are read to be written again (compaction, retention): a
+/// batch of bodies is a few MB decoded at 512 rows, and nothing gains from more.
+const REWRITE_BATCH_ROWS: usize = 512;
 
 /// A Parquet file written through the store's disk as it is encoded (in 1 MiB writes),
 /// so neither a flush nor a compaction holds a whole file in memory.
@@ -531,19 +547,22 @@ fn writer_props(
     encryption: Option<Arc<parquet::encryption::encrypt::FileEncryptionProperties>>,
     cold: bool,
 ) -> WriterProperties {
-    let level = if cold {
-        COLD_ZSTD_LEVEL
+    let zstd = |level| Compression::ZSTD(ZstdLevel::try_new(level).unwrap_or_default());
+    let mut b = WriterProperties::builder().set_max_row_group_row_count(Some(32 * 1024));
+    b = if cold {
+        b.set_compression(zstd(COLD_ZSTD_LEVEL))
+            .set_data_page_size_limit(COLD_PAGE_BYTES)
+            .set_max_row_group_row_count(Some(COLD_ROW_GROUP_ROWS))
     } else {
-        HOT_ZSTD_LEVEL
+        b.set_compression(zstd(HOT_ZSTD_LEVEL))
     };
-    let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(level).unwrap_or_default(),
-        ))
-        .set_max_row_group_row_count(Some(32 * 1024));
     for c in schema::COLUMNS {
-        if matches!(c.kind, schema::Kind::Json) || c.name == "message" || c.name == "request_id" {
+        let body = matches!(c.kind, schema::Kind::Json) || c.name == "message";
+        if body || c.name == "request_id" {
             b = b.set_column_dictionary_enabled(c.name.into(), false);
+        }
+        if cold && !body {
+            b = b.set_column_compression(c.name.into(), zstd(COLD_SMALL_ZSTD_LEVEL));
         }
     }
     // The text index: Bloom filters (random bits: nothing to compress, no use for
@@ -1443,7 +1462,7 @@ impl Store {
             move |f| -> Box<dyn Iterator<Item = Result<RecordBatch, StoreError>> + 'a> {
                 let reader = self
                     .parquet_reader(&self.dir.join(&f.path))
-                    .and_then(|b| Ok(b.with_batch_size(8192).build()?));
+                    .and_then(|b| Ok(b.with_batch_size(REWRITE_BATCH_ROWS).build()?));
                 match reader {
                     Ok(r) => Box::new(r.map(move |b| map(b?))),
                     Err(e) => Box::new(std::iter::once(Err(e))),
@@ -2112,6 +2131,104 @@ mod tests {
         assert_eq!(s.request_ids("g").unwrap().len(), 4);
         let on_disk = fs::read_dir(d.path().join("groups/g")).unwrap().count();
         assert_eq!(on_disk, 2);
+    }
+
+    /// A cold file is written in small pages and row groups, its bodies at the cold level
+    /// and its small columns at a cheap one: zstd sizes each column's state to the page it
+    /// compresses, and a row group's columns all hold theirs at once (compaction's peak
+    /// memory, BENCHMARKS.md "Resident memory"). Flushes keep the defaults.
+    #[test]
+    fn compaction_writes_small_pages_with_small_columns_at_a_cheap_level() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        use parquet::schema::types::ColumnPath;
+        let zstd = |l| Compression::ZSTD(ZstdLevel::try_new(l).unwrap());
+        let (cold, hot) = (writer_props(None, true), writer_props(None, false));
+        assert_eq!(cold.data_page_size_limit(), COLD_PAGE_BYTES);
+        assert_eq!(cold.max_row_group_row_count(), Some(COLD_ROW_GROUP_ROWS));
+        for (c, level) in [
+            ("input_body_json", COLD_ZSTD_LEVEL),
+            ("output_body_json", COLD_ZSTD_LEVEL),
+            ("message", COLD_ZSTD_LEVEL),
+            ("model_id", COLD_SMALL_ZSTD_LEVEL),
+            ("timestamp", COLD_SMALL_ZSTD_LEVEL),
+            ("request_id", COLD_SMALL_ZSTD_LEVEL),
+        ] {
+            assert_eq!(cold.compression(&ColumnPath::from(c)), zstd(level), "{c}");
+            assert_eq!(
+                hot.compression(&ColumnPath::from(c)),
+                zstd(HOT_ZSTD_LEVEL),
+                "{c}"
+            );
+        }
+        assert_eq!(hot.data_page_size_limit(), 1024 * 1024);
+
+        // 600 records with 2 KB prompts, in two hot files, merged into one cold file.
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.create_group("g").unwrap();
+        for half in 0..2u64 {
+            let entries: Vec<Entry> = (half * 300..half * 300 + 300)
+                .map(|i| {
+                    let prompt: String =
+                        (0..250).map(|k| format!("{:07x} ", i * 7919 + k)).collect();
+                    let l = line(&format!("r{i}"), "2025-03-11T00:10:00Z", Some("g"), "m", i)
+                        .replace(
+                            r#"{"messages":[]}"#,
+                            &format!(r#"{{"messages":[{{"content":"{prompt}"}}]}}"#),
+                        );
+                    entry(i, l)
+                })
+                .collect();
+            s.add_entries(&entries);
+            s.flush().unwrap();
+        }
+        let pages = |path: &Path| -> Vec<usize> {
+            let r = SerializedFileReader::new(fs::File::open(path).unwrap()).unwrap();
+            let schema = r.metadata().file_metadata().schema_descr_ptr();
+            let col = (0..schema.num_columns())
+                .find(|&i| schema.column(i).name() == "input_body_json")
+                .unwrap();
+            let mut sizes = Vec::new();
+            for g in 0..r.num_row_groups() {
+                for p in r
+                    .get_row_group(g)
+                    .unwrap()
+                    .get_column_page_reader(col)
+                    .unwrap()
+                {
+                    let p = p.unwrap();
+                    if matches!(
+                        p.page_type(),
+                        parquet::basic::PageType::DATA_PAGE
+                            | parquet::basic::PageType::DATA_PAGE_V2
+                    ) {
+                        sizes.push(p.buffer().len());
+                    }
+                }
+            }
+            sizes
+        };
+        let files = |s: &Store| -> Vec<PathBuf> {
+            let snap = s.snapshot("g", i64::MIN, i64::MAX).unwrap();
+            snap.files
+                .iter()
+                .map(|f| d.path().join(&f.1.path))
+                .collect()
+        };
+        let hot_pages: Vec<usize> = files(&s).iter().flat_map(|p| pages(p)).collect();
+        // 300 prompts of 2 KB: one page each hot file.
+        assert_eq!(hot_pages.len(), 2, "{hot_pages:?}");
+        assert_eq!(s.compact(parse_millis("2025-03-11T02:00:00Z")).unwrap(), 2);
+        let cold_files = files(&s);
+        assert_eq!(cold_files.len(), 1);
+        let cold_pages = pages(&cold_files[0]);
+        // 1.2 MB of prompts: one 1.2 MB page at the hot settings.
+        assert!(cold_pages.len() >= 3, "{cold_pages:?}");
+        assert!(
+            cold_pages.iter().all(|&n| n <= 2 * COLD_PAGE_BYTES),
+            "{cold_pages:?}"
+        );
+        assert_eq!(s.request_ids("g").unwrap().len(), 600);
     }
 
     /// A stop mid-compaction: the partition being written is dropped (no file left behind,
