@@ -113,10 +113,41 @@ pub struct FileMeta {
     /// absent: at [`HOT_ZSTD_LEVEL`], as flushes and imports write.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cold: bool,
+    /// Merges of the open hour the file's rows went through: 0 for a flush's or an
+    /// import's file, n + 1 for a merge of [`OPEN_HOUR_MERGE`] files of tier n.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tier: u8,
     /// The file's footer holds its [`rollup::Rollup`] (files written before rollups have
     /// none, and are scanned).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rollup: bool,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+/// Files of one tier in the open hour that are merged into one file of the next tier
+/// (at the hot level). A query pays about half a millisecond per file, and at 1,000
+/// calls/s flushes make hundreds an hour; tiers keep the open hour at a few dozen files
+/// while each row is rewritten about log16(flushes) times before the hour closes.
+pub const OPEN_HOUR_MERGE: usize = 16;
+
+/// Of the open hour's files, the groups to merge: for each tier with at least
+/// [`OPEN_HOUR_MERGE`] files, its oldest [`OPEN_HOUR_MERGE`]; the output is one tier up.
+fn open_hour_merges(files: &[FileMeta]) -> Vec<Vec<FileMeta>> {
+    let mut by_tier: BTreeMap<u8, Vec<&FileMeta>> = BTreeMap::new();
+    for f in files.iter().filter(|f| !f.cold) {
+        by_tier.entry(f.tier).or_default().push(f);
+    }
+    by_tier
+        .into_values()
+        .filter(|fs| fs.len() >= OPEN_HOUR_MERGE)
+        .map(|mut fs| {
+            fs.sort_by_key(|f| (f.min_ts, f.path.clone()));
+            fs.into_iter().take(OPEN_HOUR_MERGE).cloned().collect()
+        })
+        .collect()
 }
 
 /// The zstd level of files written by flushes and imports: fast, on the calls' path.
@@ -546,16 +577,20 @@ fn check_keys(manifest: &Manifest, keys: &Keyring) -> Result<(), StoreError> {
 fn writer_props(
     encryption: Option<Arc<parquet::encryption::encrypt::FileEncryptionProperties>>,
     cold: bool,
+    rewrite: bool,
 ) -> WriterProperties {
     let zstd = |level| Compression::ZSTD(ZstdLevel::try_new(level).unwrap_or_default());
     let mut b = WriterProperties::builder().set_max_row_group_row_count(Some(32 * 1024));
     b = if cold {
         b.set_compression(zstd(COLD_ZSTD_LEVEL))
             .set_data_page_size_limit(COLD_PAGE_BYTES)
-            .set_max_row_group_row_count(Some(COLD_ROW_GROUP_ROWS))
     } else {
         b.set_compression(zstd(HOT_ZSTD_LEVEL))
     };
+    if rewrite {
+        // Files written from other files may be large: their row groups' pages are held.
+        b = b.set_max_row_group_row_count(Some(COLD_ROW_GROUP_ROWS));
+    }
     for c in schema::COLUMNS {
         let body = matches!(c.kind, schema::Kind::Json) || c.name == "message";
         if body || c.name == "request_id" {
@@ -1140,20 +1175,28 @@ impl Store {
         file_no: u64,
         batches: &[RecordBatch],
     ) -> Result<FileMeta, StoreError> {
-        self.write_file_from(group, hour, file_no, false, batches.iter().cloned().map(Ok))
+        self.write_file_from(
+            group,
+            hour,
+            file_no,
+            (false, 0),
+            batches.iter().cloned().map(Ok),
+        )
     }
 
     /// [`Store::write_file`] from batches as they come (read from other files, for
-    /// compaction), encoded and written as they arrive; `cold`: at [`COLD_ZSTD_LEVEL`].
+    /// compaction), encoded and written as they arrive; `(cold, tier)`: at
+    /// [`COLD_ZSTD_LEVEL`], and [`FileMeta::tier`].
     /// A file that fails half way is removed (it is named in no manifest either way).
     fn write_file_from(
         &self,
         group: &str,
         hour: i64,
         file_no: u64,
-        cold: bool,
+        (cold, tier): (bool, u8),
         batches: impl Iterator<Item = Result<RecordBatch, StoreError>>,
     ) -> Result<FileMeta, StoreError> {
+        let rewrite = cold || tier > 0;
         let gdir = self.group_dir(group);
         self.disk.create_dir_all(&gdir)?;
         let name = format!("{}-{file_no:012}.parquet", groups::hour_name(hour));
@@ -1186,7 +1229,7 @@ impl Store {
             let mut w = ArrowWriter::try_new(
                 sink,
                 file_schema.clone(),
-                Some(writer_props(encryption, cold)),
+                Some(writer_props(encryption, cold, rewrite)),
             )?;
             let (mut min, mut max, mut rows) = (i64::MAX, i64::MIN, 0u64);
             let mut sums = rollup::Builder::new(rollup::BUCKET_MS);
@@ -1237,6 +1280,7 @@ impl Store {
             key_id,
             bodies_removed: false,
             cold,
+            tier,
             rollup: true,
         })
     }
@@ -1339,8 +1383,9 @@ impl Store {
 
     /// Merge the files of each closed partition (an hour of today, a day before it; see
     /// [`partition_of`]) that has more than one into a single file, so a long-running server does not leave one small file per
-    /// flush. The new file is fsync'd and named in the manifest before the old ones go.
-    /// Returns the files merged away.
+    /// flush; and in the open hour, every [`OPEN_HOUR_MERGE`] files of a tier into one of
+    /// the next ([`FileMeta::tier`]). The new file is fsync'd and named in the manifest
+    /// before the old ones go. Returns the files merged away.
     pub fn compact(&self, now: i64) -> Result<usize, StoreError> {
         self.compact_until(now, &|| self.maintenance_interrupted())
     }
@@ -1388,13 +1433,20 @@ impl Store {
         let (plan, first_no) = {
             let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
             let mut st = self.write();
-            let mut plan: Vec<(String, i64, Vec<FileMeta>)> = Vec::new();
+            // (group, partition, files, (cold, tier) of the file they become)
+            let mut plan: Vec<(String, i64, Vec<FileMeta>, (bool, u8))> = Vec::new();
             for (g, meta) in &st.manifest.groups {
                 let mut by_hour: BTreeMap<i64, Vec<FileMeta>> = BTreeMap::new();
+                let mut open: Vec<FileMeta> = Vec::new();
                 for f in &meta.files {
                     let h = partition_of(f.min_ts, now);
-                    if h == partition_of(f.max_ts, now) && h < current {
+                    if h != partition_of(f.max_ts, now) {
+                        continue;
+                    }
+                    if h < current {
                         by_hour.entry(h).or_default().push(f.clone());
+                    } else if h == current {
+                        open.push(f.clone());
                     }
                 }
                 // More than one file, or one not yet at the cold level.
@@ -1402,8 +1454,13 @@ impl Store {
                     by_hour
                         .into_iter()
                         .filter(|(_, fs)| fs.len() > 1 || fs.iter().any(|f| !f.cold))
-                        .map(|(h, fs)| (g.clone(), h, fs)),
+                        .map(|(h, fs)| (g.clone(), h, fs, (true, 0))),
                 );
+                // The open hour: tier by tier, at the hot level.
+                plan.extend(open_hour_merges(&open).into_iter().map(|fs| {
+                    let tier = fs[0].tier.saturating_add(1);
+                    (g.clone(), current, fs, (false, tier))
+                }));
             }
             // Reserved: flushes meanwhile take the numbers after these.
             let first = st.manifest.next_file;
@@ -1411,13 +1468,13 @@ impl Store {
             (plan, first)
         };
         let mut merged = 0;
-        for (i, (g, part, old)) in plan.into_iter().enumerate() {
+        for (i, (g, part, old, output)) in plan.into_iter().enumerate() {
             let file_no = first_no + i as u64;
             let mut meta = match self.write_file_from(
                 &g,
                 part,
                 file_no,
-                true,
+                output,
                 self.stream_until(&old, Ok, stop),
             ) {
                 Err(StoreError::Interrupted) => {
@@ -1629,11 +1686,11 @@ impl Store {
                 &stop,
             );
             let part = partition_of(old.min_ts, now);
-            let mut meta = match self.write_file_from(&g, part, first_no + i as u64, true, batches)
-            {
-                Err(StoreError::Interrupted) => return Ok(done),
-                r => r?,
-            };
+            let mut meta =
+                match self.write_file_from(&g, part, first_no + i as u64, (true, 0), batches) {
+                    Err(StoreError::Interrupted) => return Ok(done),
+                    r => r?,
+                };
             meta.bodies_removed = true;
             let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
             let (still, next) = {
@@ -2142,7 +2199,10 @@ mod tests {
         use parquet::file::reader::{FileReader, SerializedFileReader};
         use parquet::schema::types::ColumnPath;
         let zstd = |l| Compression::ZSTD(ZstdLevel::try_new(l).unwrap());
-        let (cold, hot) = (writer_props(None, true), writer_props(None, false));
+        let (cold, hot) = (
+            writer_props(None, true, true),
+            writer_props(None, false, false),
+        );
         assert_eq!(cold.data_page_size_limit(), COLD_PAGE_BYTES);
         assert_eq!(cold.max_row_group_row_count(), Some(COLD_ROW_GROUP_ROWS));
         for (c, level) in [
@@ -2229,6 +2289,87 @@ mod tests {
             "{cold_pages:?}"
         );
         assert_eq!(s.request_ids("g").unwrap().len(), 600);
+    }
+
+    #[test]
+    fn the_open_hour_is_merged_tier_by_tier_oldest_first() {
+        let f = |i: i64, tier: u8, cold: bool| FileMeta {
+            path: format!("groups/g/{i:03}.parquet"),
+            min_ts: i,
+            max_ts: i,
+            rows: 1,
+            bytes: 1,
+            key_id: None,
+            bodies_removed: false,
+            cold,
+            tier,
+            rollup: true,
+        };
+        let n = OPEN_HOUR_MERGE as i64;
+        // One short of a merge in each tier; cold files do not count.
+        let mut fs: Vec<FileMeta> = (0..n - 1).map(|i| f(i, 0, false)).collect();
+        fs.extend((100..100 + n - 1).map(|i| f(i, 1, false)));
+        fs.extend((200..210).map(|i| f(i, 0, true)));
+        assert!(open_hour_merges(&fs).is_empty());
+        // One more of each tier, the newest listed first: the oldest of each tier merge.
+        fs.insert(0, f(n + 50, 0, false));
+        fs.insert(0, f(99, 1, false));
+        fs.push(f(n + 60, 0, false));
+        let merges = open_hour_merges(&fs);
+        assert_eq!(merges.len(), 2);
+        let ts = |m: &Vec<FileMeta>| m.iter().map(|f| f.min_ts).collect::<Vec<_>>();
+        let mut tier0: Vec<i64> = (0..n - 1).collect();
+        tier0.push(n + 50);
+        assert_eq!(ts(&merges[0]), tier0);
+        assert!(merges[0].iter().all(|f| f.tier == 0));
+        assert_eq!(ts(&merges[1]), (99..99 + n).collect::<Vec<_>>());
+        assert!(merges[1].iter().all(|f| f.tier == 1));
+    }
+
+    /// The open hour's flushes are merged as they pile up (queries pay per file), at the
+    /// hot level, losing and repeating nothing; the hour, once closed, is merged again
+    /// into one cold file.
+    #[test]
+    fn compaction_merges_the_open_hours_small_files_as_they_pile_up() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.create_group("g").unwrap();
+        let n = OPEN_HOUR_MERGE as u64 + 2;
+        for i in 0..n {
+            let ts = format!("2025-03-11T00:{:02}:00Z", i);
+            s.add_entries(&[entry(i, line(&format!("r{i}"), &ts, Some("g"), "m", 1))]);
+            s.flush().unwrap();
+        }
+        let now = parse_millis("2025-03-11T00:30:00Z");
+        assert_eq!(s.compact(now).unwrap(), OPEN_HOUR_MERGE);
+        let tiers = |s: &Store| {
+            let snap = s.snapshot("g", i64::MIN, i64::MAX).unwrap();
+            let mut t: Vec<(u8, bool, u64)> = snap
+                .files
+                .iter()
+                .map(|f| (f.1.tier, f.1.cold, f.1.rows))
+                .collect();
+            t.sort();
+            t
+        };
+        assert_eq!(
+            tiers(&s),
+            vec![
+                (0, false, 1),
+                (0, false, 1),
+                (1, false, OPEN_HOUR_MERGE as u64)
+            ]
+        );
+        assert_eq!(s.request_ids("g").unwrap().len(), n as usize);
+        assert_eq!(s.compact(now).unwrap(), 0);
+        drop(s);
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(tiers(&s)[2].0, 1, "the tier is in the manifest");
+        assert_eq!(s.request_ids("g").unwrap().len(), n as usize);
+        // The hour closes: one cold file.
+        assert_eq!(s.compact(parse_millis("2025-03-11T01:05:00Z")).unwrap(), 3);
+        assert_eq!(tiers(&s), vec![(0, true, n)]);
+        assert_eq!(s.request_ids("g").unwrap().len(), n as usize);
     }
 
     /// A stop mid-compaction: the partition being written is dropped (no file left behind,
