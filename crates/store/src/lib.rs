@@ -123,6 +123,10 @@ pub struct FileMeta {
     pub rollup: bool,
 }
 
+/// A merge compaction plans: the group, the partition, the files, and the `(cold, tier)`
+/// of the file they become.
+type Merge = (String, i64, Vec<FileMeta>, (bool, u8));
+
 fn is_zero(n: &u8) -> bool {
     *n == 0
 }
@@ -1433,8 +1437,7 @@ impl Store {
         let (plan, first_no) = {
             let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
             let mut st = self.write();
-            // (group, partition, files, (cold, tier) of the file they become)
-            let mut plan: Vec<(String, i64, Vec<FileMeta>, (bool, u8))> = Vec::new();
+            let mut plan: Vec<Merge> = Vec::new();
             for (g, meta) in &st.manifest.groups {
                 let mut by_hour: BTreeMap<i64, Vec<FileMeta>> = BTreeMap::new();
                 let mut open: Vec<FileMeta> = Vec::new();
