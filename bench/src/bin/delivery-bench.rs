@@ -1,7 +1,7 @@
 //! Delivery throughput: a journal pre-filled with N records of about 2 KB, drained by one
 //! real `Destination` to a local bucket, an S3-compatible bucket, a CloudWatch Logs
 //! group, or the embedded log-group store (its records queryable in the tail at once,
-//! flushed to Parquet at the store's default 32 MiB). Prints one JSON line: records/s and
+//! flushed to Parquet at the store's default tail size). Prints one JSON line: records/s and
 //! MB/s of record JSON delivered.
 //!
 //!   delivery-bench --target local --records 1000000
