@@ -68,6 +68,23 @@ fi
 export S3RVER_BIN="$NODE_DIR/node_modules/.bin/s3rver"
 export LOGBOOK_NODE_MODULES="$NODE_DIR/node_modules"
 
+step "prune stale test binaries from the shared target directory"
+# Each commit's test binaries get new file names (their hash changes); a target directory
+# shared across clones and commits keeps the old ones until the disk fills (CI once failed
+# with the linker's bus error that way). Remove an executable in deps/ when a newer one of
+# the same name exists; cargo rebuilds whatever it still needs.
+prune_stale_binaries() {
+  local deps="$CARGO_TARGET_DIR/debug/deps"
+  [ -d "$deps" ] || return 0
+  find "$deps" -maxdepth 1 -type f -executable ! -name '*.so' ! -name '*.rlib' -printf '%T@ %p\n' |
+    sort -rn | awk '{ p = $2; n = split(p, part, "-"); h = part[n]
+      if (n > 1 && length(h) == 16 && h ~ /^[0-9a-f]+$/ && seen[substr(p, 1, length(p) - 17)]++) print p }' |
+    xargs -r rm -f
+  rm -f "$deps"/*.tmp* 2>/dev/null || true
+}
+prune_stale_binaries
+df -h "$CARGO_TARGET_DIR" | tail -1
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
