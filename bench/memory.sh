@@ -3,7 +3,8 @@
 # calls/s for five minutes, goal <= 100 MB), with LiteLLM (PyPI, bench venv) under the
 # same load as the peer. Logbook runs in strict mode, logging to the archive and the
 # default log group, against the mock upstream of bench/gateway.sh. RSS is read from
-# /proc every second (LiteLLM: the sum over its process tree).
+# /proc every second (LiteLLM: the sum over its process tree). Then the files the run
+# left in Logbook's store (by merge tier) and three queries' times over them.
 #
 #   RATE=1000 DUR=300 bench/memory.sh
 #   LOGBOOK_BIN=/path/to/other/logbook ONLY=logbook bench/memory.sh   # another build
@@ -83,6 +84,28 @@ TOML
   for _ in $(seq 1 300); do grep -q "listening on" "$WORK/logbook.out" 2>/dev/null && break; sleep 0.1; done
   measure logbook "$LB_PID" "$(grep -o 'http://[0-9.:]*' "$WORK/logbook.out" | head -1)"
   kill "$LB_PID"; wait "$LB_PID" 2>/dev/null || true
+  # What the run left in the store, and what its files cost a query: the open hour's
+  # flushes are merged tier by tier (16 files of a tier into one of the next), and a
+  # query pays about 0.5 ms per file it opens. Three questions, `logbook query
+  # --data-dir` on the stopped server's folder, median of 3 (whole command, in ms).
+  python3 - "$WORK/data/store/manifest.json" <<'PY' | tee -a "$RESULTS"
+import collections, json, sys
+m = json.load(open(sys.argv[1]))
+fs = [f for g in m["groups"].values() for f in g["files"]]
+tiers = collections.Counter(f.get("tier", 0) for f in fs)
+print(json.dumps({"label": "logbook-store", "files": len(fs), "rows": sum(f["rows"] for f in fs),
+                  "files_by_tier": {str(k): v for k, v in sorted(tiers.items())}}))
+PY
+  for q in 'stats count(*) by modelId' 'filter modelId like /bench/ | stats count(*)' \
+           'fields @timestamp, requestId | sort @timestamp desc | limit 20'; do
+    ms=()
+    for _ in 1 2 3; do
+      s=$(date +%s%N)
+      "$LOGBOOK" query --data-dir "$WORK/data" "$q" > /dev/null
+      ms+=($(( ($(date +%s%N) - s) / 1000000 )))
+    done
+    python3 -c 'import json, statistics, sys; print(json.dumps({"label": "logbook-query", "query": sys.argv[1], "runs_ms": [int(x) for x in sys.argv[2:]], "median_ms": statistics.median(int(x) for x in sys.argv[2:])}))' "$q" "${ms[@]}" | tee -a "$RESULTS"
+  done
 ;; esac
 
 case " $ONLY " in *" litellm "*)
