@@ -76,10 +76,10 @@ step "prune stale test binaries from the shared target directory"
 prune_stale_binaries() {
   local deps="$CARGO_TARGET_DIR/debug/deps"
   [ -d "$deps" ] || return 0
-  find "$deps" -maxdepth 1 -type f -executable ! -name '*.so' ! -name '*.rlib' -printf '%T@ %p\n' |
-    sort -rn | awk '{ p = $2; n = split(p, part, "-"); h = part[n]
+  find "$deps" -maxdepth 1 -type f -executable ! -name '*.so' ! -name '*.rlib' -printf '%T@\t%p\n' |
+    sort -rn | awk -F '\t' '{ p = $2; n = split(p, part, "-"); h = part[n]
       if (n > 1 && length(h) == 16 && h ~ /^[0-9a-f]+$/ && seen[substr(p, 1, length(p) - 17)]++) print p }' |
-    xargs -r rm -f
+    xargs -r -d '\n' rm -f
   rm -f "$deps"/*.tmp* 2>/dev/null || true
 }
 prune_stale_binaries
