@@ -68,7 +68,7 @@ struct RawStore {
     /// Flush the log group store's in-memory tail to Parquet when its oldest record is
     /// this old (default 60 s; the journal keeps the records meanwhile).
     flush_age_ms: Option<u64>,
-    /// ... or when it holds this many bytes of Arrow memory (default 16 MiB).
+    /// ... or when it holds this many bytes of Arrow memory (default 8 MiB).
     flush_bytes: Option<usize>,
     /// Redaction profile for the embedded log groups (what queries and analysts see).
     redact: Option<String>,

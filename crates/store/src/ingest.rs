@@ -46,11 +46,12 @@ impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             flush_rows: 100_000,
-            // The tail is memory: at 1,000 calls/s of about 2 KB each, 16 MiB is about 8 s
-            // (bench/memory.sh: a steady server's peak 100 MB against 113 at 32 MiB; 128 MiB
-            // kept it above 300 MB). The open hour's files this leaves are merged 16 at a
-            // time by compaction (`OPEN_HOUR_MERGE`): queries pay per file.
-            flush_bytes: 16 << 20,
+            // The tail is memory: at 1,000 calls/s of the benchmark's records, 8 MiB is
+            // about 2,100 records, a flush every 2 s (bench/memory.sh, five minutes: max
+            // resident 93 MB against 111 at 16 MiB, 121 at 16 MiB before LZ4 hot files;
+            // 128 MiB kept it above 300 MB). The open hour's files this leaves are merged
+            // 16 at a time by compaction (`OPEN_HOUR_MERGE`): queries pay per file.
+            flush_bytes: 8 << 20,
             flush_age: Duration::from_secs(60),
             retention_every: Duration::from_secs(60),
             redactor: None,
