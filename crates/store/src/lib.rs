@@ -163,8 +163,9 @@ fn open_hour_merges(files: &[FileMeta]) -> Vec<Vec<FileMeta>> {
 pub const HOT_COMPRESSION: Compression = Compression::LZ4_RAW;
 /// A hot file's data pages end once they hold this many bytes: a writer holds each
 /// column's open page, and a reader each column's current page, so the open hour's merges
-/// (16 files read, one written, beside a live tail) peak lower with small pages; LZ4's
-/// window is 64 KiB, so they cost it no ratio.
+/// (16 files read, one written, beside a live tail) peak lower with small pages. LZ4
+/// looks back at most 64 KiB, so they cost it little: the 1M benchmark records import to
+/// 1,892 MB against 1,886 MB in 1 MiB pages (+0.3 %).
 pub const HOT_PAGE_BYTES: usize = 256 * 1024;
 /// The zstd level compaction writes a closed partition at once: about gzip's speed, and
 /// smaller than the gz archive (on the benchmark records: 891 bytes per record against
