@@ -9,11 +9,13 @@
 #   RATE=1000 DUR=300 bench/memory.sh
 #   LOGBOOK_BIN=/path/to/other/logbook ONLY=logbook bench/memory.sh   # another build
 #   EXTRA_TOML='[store]\nflush_bytes = 16777216' ONLY=logbook bench/memory.sh   # a setting
+#   SAMPLE=0.5 ONLY=logbook bench/memory.sh   # RSS every half second (default 1 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logbook/target}"
 RATE="${RATE:-1000}"
 DUR="${DUR:-300}"
+SAMPLE="${SAMPLE:-1}"   # seconds between RSS samples (0.5 catches merges' peaks better)
 ONLY="${ONLY:-logbook litellm}"
 BENCH_VENV="${BENCH_VENV:-$HOME/.cache/logbook/bench-venv}"
 OUT="bench/out"
@@ -38,20 +40,29 @@ tree_rss_kb() { # pid: RSS of it and its descendants, in KB
 
 measure() { # label pid url
   local label="$1" pid="$2" url="$3" samples="$WORK/$1.rss"
-  ( while kill -0 "$pid" 2>/dev/null; do echo "$(date +%s.%N) $(tree_rss_kb "$pid")"; sleep 1; done ) > "$samples" &
+  # Each sample: time, the tree's RSS, and the top process's anonymous and file-backed
+  # parts (a Logbook server's file-backed part is its executable mapped from the page
+  # cache, 38-44 MB; the anonymous part is its heap).
+  ( while kill -0 "$pid" 2>/dev/null; do
+      echo "$(date +%s.%N) $(tree_rss_kb "$pid") $(awk '/^RssAnon/{a=$2} /^RssFile/{f=$2} END{print a+0, f+0}' "/proc/$pid/status" 2>/dev/null || echo 0 0)"
+      sleep "$SAMPLE"
+    done ) > "$samples" &
   local sampler=$!
   "$BIN/loadgen" --label "$label" --url "$url/v1/chat/completions" --rate "$RATE" --duration "$DUR" --kind openai-chat | tee -a "$RESULTS"
   kill "$sampler" 2>/dev/null || true
   python3 - "$label" "$samples" <<'PY' | tee -a "$RESULTS"
 import json, statistics, sys
 label, path = sys.argv[1], sys.argv[2]
-rows = [l.split() for l in open(path) if len(l.split()) == 2]
+rows = [l.split() for l in open(path) if len(l.split()) == 4]
 t0 = float(rows[0][0])
-pts = [(float(t) - t0, int(kb) / 1024) for t, kb in rows]
+pts = [(float(t) - t0, int(kb) / 1024, int(a) / 1024, int(f) / 1024) for t, kb, a, f in rows]
 at = lambda s: round(min(pts, key=lambda p: abs(p[0] - s))[1], 1)
-last_min = [m for t, m in pts if t >= pts[-1][0] - 60]
+last_min = [p[1] for p in pts if p[0] >= pts[-1][0] - 60]
+top = max(pts, key=lambda p: p[1])
 print(json.dumps({"label": label + "-rss", "samples": len(pts), "start_mb": round(pts[0][1], 1),
-                  "at_20s_mb": at(20), "at_60s_mb": at(60), "at_120s_mb": at(120), "max_mb": round(max(m for _, m in pts), 1),
+                  "at_20s_mb": at(20), "at_60s_mb": at(60), "at_120s_mb": at(120), "max_mb": round(top[1], 1),
+                  "max_at_s": round(top[0]), "anon_mb_at_max": round(top[2], 1), "file_mb_at_max": round(top[3], 1),
+                  "max_anon_mb": round(max(p[2] for p in pts), 1),
                   "last_minute_median_mb": round(statistics.median(last_min), 1), "end_mb": round(pts[-1][1], 1)}))
 PY
 }
