@@ -1760,13 +1760,29 @@ impl Store {
     }
 
     /// Write imported rows straight to files of a group (they do not come from the
-    /// journal, so the cursor does not move). Returns the records written.
+    /// journal, so the cursor does not move), the partitions on every core, and name them
+    /// in the manifest. Returns the records written.
     pub fn import_rows(&self, name: &str, rows: Vec<Row>) -> Result<u64, StoreError> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let files = self.write_import(name, rows, threads)?;
+        self.commit_import(name, files)
+    }
+
+    /// The first half of [`Store::import_rows`]: write the rows to new files of the group
+    /// (one per partition, encoded on up to `threads` threads), fsync'd but not yet named
+    /// by the manifest, so no query sees them and a crash leaves orphans that the next
+    /// open removes. Several callers may write at once (file numbers are reserved);
+    /// [`Store::commit_import`] names what they wrote, as often as the caller likes.
+    pub fn write_import(
+        &self,
+        name: &str,
+        rows: Vec<Row>,
+        threads: usize,
+    ) -> Result<ImportedFiles, StoreError> {
         self.check_writable()?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(ImportedFiles::default());
         }
-        let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         if !self.has_group(name) {
             return Err(StoreError::NoSuchGroup(name.into()));
         }
@@ -1778,57 +1794,68 @@ impl Store {
                 .or_default()
                 .push(r);
         }
-        let first_no = self.read().manifest.next_file;
+        // Reserved under the flush lock (a flush reads the next number and names its files
+        // after it): flushes, compactions and other imports take the numbers after these.
+        let first_no = {
+            let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = self.write();
+            let first = st.manifest.next_file;
+            st.manifest.next_file += by_hour.len() as u64;
+            first
+        };
         let work: Vec<(u64, i64, Vec<Row>)> = by_hour
             .into_iter()
             .enumerate()
             .map(|(i, (h, rows))| (first_no + i as u64, h, rows))
             .collect();
         let file_no = first_no + work.len() as u64;
-        // Encode and compress the partitions on every core (file numbers are fixed above,
-        // so the result does not depend on which thread wrote what).
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let next = std::sync::atomic::AtomicUsize::new(0);
+        let write_one = |no: u64, hour: i64, mut rows: Vec<Row>| {
+            rows.sort_by_key(|r| r.timestamp);
+            let batches = rows
+                .chunks(8192)
+                .map(schema::to_batch)
+                .collect::<Result<Vec<_>, _>>()?;
+            drop(rows);
+            let mut found = BTreeSet::new();
+            if let Some(b) = batches.first() {
+                fields::discover_batch(b, &mut found);
+            }
+            Ok::<_, StoreError>((self.write_file(name, hour, no, &batches)?, found))
+        };
         // (file number, partition, rows), each taken once by one thread.
         type Slot = Mutex<Option<(u64, i64, Vec<Row>)>>;
         let work: Vec<Slot> = work.into_iter().map(|w| Mutex::new(Some(w))).collect();
         let results: Mutex<Vec<(FileMeta, BTreeSet<String>)>> = Mutex::new(Vec::new());
         let first_err: Mutex<Option<StoreError>> = Mutex::new(None);
-        std::thread::scope(|scope| {
-            for _ in 0..threads.min(work.len()) {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(slot) = work.get(i) else { break };
-                    let Some((no, hour, mut rows)) =
-                        slot.lock().unwrap_or_else(|p| p.into_inner()).take()
-                    else {
-                        continue;
-                    };
-                    let r = (|| -> Result<(FileMeta, BTreeSet<String>), StoreError> {
-                        rows.sort_by_key(|r| r.timestamp);
-                        let batches = rows
-                            .chunks(8192)
-                            .map(schema::to_batch)
-                            .collect::<Result<Vec<_>, _>>()?;
-                        drop(rows);
-                        let mut found = BTreeSet::new();
-                        if let Some(b) = batches.first() {
-                            fields::discover_batch(b, &mut found);
-                        }
-                        Ok((self.write_file(name, hour, no, &batches)?, found))
-                    })();
-                    match r {
-                        Ok(v) => results.lock().unwrap_or_else(|p| p.into_inner()).push(v),
-                        Err(e) => {
-                            first_err
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                        }
+        let run = || {
+            let mut i = 0;
+            while let Some(slot) = work.get(i) {
+                i += 1;
+                let Some((no, hour, rows)) = slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+                else {
+                    continue;
+                };
+                match write_one(no, hour, rows) {
+                    Ok(v) => results.lock().unwrap_or_else(|p| p.into_inner()).push(v),
+                    Err(e) => {
+                        first_err
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
                     }
-                });
+                }
             }
-        });
+        };
+        let threads = threads.clamp(1, work.len());
+        if threads == 1 {
+            run();
+        } else {
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    scope.spawn(run);
+                }
+            });
+        }
         let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
             for (m, _) in &results {
@@ -1837,32 +1864,73 @@ impl Store {
             return Err(e);
         }
         results.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-        let mut found = BTreeSet::new();
-        let metas: Vec<FileMeta> = results
-            .into_iter()
-            .map(|(m, f)| {
-                fields::merge(&mut found, &f);
-                m
-            })
-            .collect();
+        let mut out = ImportedFiles {
+            next_file: file_no,
+            ..ImportedFiles::default()
+        };
+        for (m, f) in results {
+            fields::merge(&mut out.fields, &f);
+            out.metas.push(m);
+        }
+        Ok(out)
+    }
+
+    /// The second half of [`Store::import_rows`]: name files that [`Store::write_import`]
+    /// wrote in the manifest (the group's folder fsync'd first). Returns their records.
+    pub fn commit_import(&self, name: &str, files: ImportedFiles) -> Result<u64, StoreError> {
+        if files.metas.is_empty() {
+            return Ok(0);
+        }
+        let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.sync_dir(&self.group_dir(name))?;
         let mut st = self.write();
         let mut m = st.manifest.clone();
-        m.next_file = file_no;
-        let total = metas.iter().map(|f| f.rows).sum();
+        // (Never backwards: the numbers were reserved ahead of what the manifest names.)
+        m.next_file = m.next_file.max(files.next_file);
+        let total = files.rows();
         match m.groups.get_mut(name) {
             Some(g) => {
-                g.files.extend(metas.iter().cloned());
-                fields::merge(&mut g.fields, &found);
+                g.files.extend(files.metas);
+                fields::merge(&mut g.fields, &files.fields);
             }
             None => return Err(StoreError::NoSuchGroup(name.into())),
         }
-        if let Err(e) = self.persist(&m) {
-            st.manifest.next_file = file_no; // as in `flush`
-            return Err(e);
-        }
+        self.persist(&m)?;
         st.manifest = m;
         Ok(total)
+    }
+}
+
+/// Files an import wrote and the manifest does not name yet ([`Store::write_import`]).
+#[derive(Debug, Default)]
+pub struct ImportedFiles {
+    metas: Vec<FileMeta>,
+    fields: BTreeSet<String>,
+    /// The manifest's next file number once these are named.
+    next_file: u64,
+}
+
+impl ImportedFiles {
+    /// Files held.
+    pub fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// Holds no file.
+    pub fn is_empty(&self) -> bool {
+        self.metas.is_empty()
+    }
+
+    /// Records in the files.
+    pub fn rows(&self) -> u64 {
+        self.metas.iter().map(|f| f.rows).sum()
+    }
+
+    /// Add what another write made (to name both in one commit).
+    pub fn append(&mut self, other: ImportedFiles) {
+        self.metas.extend(other.metas);
+        fields::merge(&mut self.fields, &other.fields);
+        self.next_file = self.next_file.max(other.next_file);
     }
 }
 
@@ -2547,6 +2615,66 @@ mod tests {
         drop(s);
         let s = Store::open(d.path()).unwrap();
         assert_eq!(s.request_ids("g").unwrap().len(), 5);
+    }
+
+    /// Imports written by several threads at once take distinct file numbers, even with
+    /// a flush between them; what they wrote is invisible until committed, and what a
+    /// crash left uncommitted is removed at the next open.
+    #[test]
+    fn concurrent_import_writes_are_named_only_when_committed() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.create_group("g").unwrap();
+        let rows = |tag: &str| -> Vec<Row> {
+            ["2025-03-11T00:02:00Z", "2025-03-12T00:02:00Z"]
+                .iter()
+                .enumerate()
+                .map(|(i, ts)| {
+                    parse_row(&line(&format!("{tag}{i}"), ts, Some("g"), "m", 1)).unwrap()
+                })
+                .collect()
+        };
+        let (a, b) = std::thread::scope(|scope| {
+            let a = scope.spawn(|| s.write_import("g", rows("a"), 1).unwrap());
+            let b = scope.spawn(|| s.write_import("g", rows("b"), 2).unwrap());
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert_eq!((a.len(), b.len(), a.rows(), b.rows()), (2, 2, 2, 2));
+        // A flush meanwhile numbers after the reserved files.
+        s.add_entries(&[entry(
+            0,
+            line("flushed", "2025-03-11T00:01:00Z", Some("g"), "m", 1),
+        )]);
+        s.flush().unwrap();
+        // Written, not named: no query sees them yet.
+        assert_eq!(s.request_ids("g").unwrap().len(), 1);
+        let mut both = a;
+        both.append(b);
+        assert_eq!(s.commit_import("g", both).unwrap(), 4);
+        let snap = s.snapshot("g", i64::MIN, i64::MAX).unwrap();
+        let mut names: Vec<_> = snap.files.iter().map(|f| f.0.clone()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 5, "{names:?}");
+        assert_eq!(s.request_ids("g").unwrap().len(), 5);
+        // Written and never committed (a crash): gone at the next open, and the numbers
+        // are never named twice.
+        let lost = s.write_import("g", rows("lost"), 1).unwrap();
+        assert_eq!(lost.len(), 2);
+        drop(lost);
+        drop(s);
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.request_ids("g").unwrap().len(), 5);
+        let parquet_files = std::fs::read_dir(d.path().join("groups").join("g"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+            })
+            .count();
+        assert_eq!(parquet_files, 5);
+        assert_eq!(s.import_rows("g", rows("again")).unwrap(), 2);
+        assert_eq!(s.request_ids("g").unwrap().len(), 7);
     }
 
     /// The tail's age is the time since its oldest add.
