@@ -231,7 +231,7 @@ impl Format for ArchiveFormat {
             Some(r) => r.redact_record(&e.payload).into_owned(),
             None => e.payload,
         };
-        let has_media = payload.windows(8).any(|w| w == b"\"bytes\":");
+        let has_media = crate::has_media(&payload);
         let line = if payload.len() > LARGE_BODY_BYTES || has_media {
             self.offload(&payload, &prefix, &account, &region)?
         } else {

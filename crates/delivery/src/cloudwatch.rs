@@ -75,7 +75,7 @@ impl CloudWatchFormat {
         account: &str,
         region: &str,
     ) -> Result<Vec<u8>, DeliveryError> {
-        let has_media = payload.windows(8).any(|w| w == b"\"bytes\":");
+        let has_media = crate::has_media(payload);
         if payload.len() <= LARGE_BODY_BYTES && !has_media {
             return Ok(payload.to_vec());
         }

@@ -234,6 +234,13 @@ macro_rules! notarized_format {
     };
 }
 
+/// Does a record hold media (a `"bytes":` member: an image, a document), which delivery
+/// offloads instead of writing inline? (A SIMD substring search: a byte-by-byte window
+/// compare was about 1.5 % of a strict call's CPU.)
+pub(crate) fn has_media(payload: &[u8]) -> bool {
+    memchr::memmem::find(payload, b"\"bytes\":").is_some()
+}
+
 /// Unix time in ms.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -920,5 +927,24 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod media_tests {
+    /// The search finds the member wherever it is, and only the member.
+    #[test]
+    fn has_media_finds_a_bytes_member_anywhere_and_nothing_else() {
+        assert!(super::has_media(br#"{"bytes":"AAAA"}"#));
+        assert!(super::has_media(
+            br#"{"input":{"inputBodyJson":{"messages":[{"content":[{"image":{"source":{"bytes":"iVBO"}}}]}]}}}"#
+        ));
+        let long = format!(r#"{{"a":"{}","bytes":1}}"#, "x".repeat(10_000));
+        assert!(super::has_media(long.as_bytes()));
+        assert!(!super::has_media(
+            br#"{"text":"bytes: none","bytesUsed":3}"#
+        ));
+        assert!(!super::has_media(b""));
+        assert!(!super::has_media(br#""bytes""#));
     }
 }
