@@ -18,7 +18,7 @@
 //!
 //! Types without I/O: building from batches and reading back from the column's values.
 
-use crate::schema::{self, INPUT_BODY_MARK, OUTPUT_BODY_MARK};
+use crate::schema;
 use arrow_array::{Array, BinaryArray, RecordBatch, StringArray};
 use std::sync::Arc;
 
@@ -337,28 +337,29 @@ impl Builder {
     /// The trigrams of one row: its `message` as rebuilt, and a body the message does not
     /// hold (so a search in a body column is narrowed soundly whatever the message).
     fn add_row(&mut self, message: Option<&str>, input: Option<&str>, output: Option<&str>) {
-        let m = message.unwrap_or("");
-        if m.contains([INPUT_BODY_MARK, OUTPUT_BODY_MARK]) {
-            let mut pieces: Vec<&[u8]> = Vec::with_capacity(5);
-            let mut at = 0;
-            for (i, c) in m.char_indices() {
-                let body = match c {
-                    INPUT_BODY_MARK => input.unwrap_or("null"),
-                    OUTPUT_BODY_MARK => output.unwrap_or("null"),
-                    _ => continue,
-                };
-                pieces.push(&m.as_bytes()[at..i]);
-                pieces.push(body.as_bytes());
-                at = i + c.len_utf8();
+        let m = message.unwrap_or("").as_bytes();
+        let (mut has_in, mut has_out) = (false, false);
+        let mut pieces: Vec<&[u8]> = Vec::new();
+        let mut at = 0;
+        for (i, body) in schema::body_marks(m, input, output) {
+            if m[i] == schema::INPUT_BODY_BYTE {
+                has_in = true;
+            } else {
+                has_out = true;
             }
-            pieces.push(&m.as_bytes()[at..]);
-            self.add_pieces(pieces);
-        } else {
-            self.add_pieces([m.as_bytes()]);
+            pieces.push(&m[at..i]);
+            pieces.push(body.as_bytes());
+            at = i + 1;
         }
-        for (body, mark) in [(input, INPUT_BODY_MARK), (output, OUTPUT_BODY_MARK)] {
+        if pieces.is_empty() {
+            self.add_pieces([m]);
+        } else {
+            pieces.push(&m[at..]);
+            self.add_pieces(pieces);
+        }
+        for (body, held) in [(input, has_in), (output, has_out)] {
             if let Some(b) = body {
-                if !m.contains(mark) {
+                if !held {
                     self.add_pieces([b.as_bytes()]);
                 }
             }
