@@ -493,6 +493,37 @@ def test_reading_logs_needs_logs_read(make_server):
     assert r.status_code == 403 and r.json()["__type"] == "AccessDeniedException"
 
 
+def test_import_of_an_object_larger_than_a_parse_chunk_loses_and_repeats_nothing(tmp_path):
+    """An object of 2,600 lines is handed on in chunks of 1,024 parsed records while it is
+    read: duplicates on either side of a chunk's edge are found, every record lands once."""
+    src = tmp_path / "bucket"
+    path = src / "AWSLogs/123456789012/BedrockModelInvocationLogs/us-east-1/2025/03/11/10"
+    path.mkdir(parents=True)
+    recs = [{"schemaType": "ModelInvocationLog", "schemaVersion": "1.0",
+             "timestamp": f"2025-03-11T10:{i // 60 % 60:02d}:{i % 60:02d}Z", "accountId": "123456789012",
+             "identity": {"arn": "arn:aws:iam::123456789012:user/u"}, "region": "us-east-1",
+             "requestId": str(uuid.UUID(int=i + 1)), "operation": "Converse", "modelId": "m",
+             "input": {"inputContentType": "application/json", "inputTokenCount": i,
+                       "inputBodyJson": {"messages": [{"role": "user", "content": [{"text": f"prompt {i}"}]}]}}}
+            for i in range(2500)]
+    lines = [json.dumps(r) for r in recs]
+    # 99 repeats: of records in the first chunk, placed in the second and third.
+    lines[1100:1100] = [json.dumps(recs[i]) for i in range(0, 990, 10)]
+    lines.insert(2000, "{not json")
+    with gzip.open(path / "20250311T100000000Z_0000000000000001.json.gz", "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    data = tmp_path / "data"
+    p = cli("import", str(src), "--log-group", "big", data_dir=data)
+    assert "imported 2500 records into big" in p.stdout, p.stdout
+    assert "99 already present, 1 malformed" in p.stdout, p.stdout
+    out = cli("query", "--log-group", "big", "--format", "json",
+              "stats count(*) as n, count_distinct(requestId) as d, sum(inputTokenCount) as t", data_dir=data).stdout
+    got = json.loads(out)
+    assert (int(got["n"]), int(got["d"]), int(float(got["t"]))) == (2500, 2500, sum(range(2500))), got
+    p = cli("import", str(src), "--log-group", "big", data_dir=data)
+    assert "imported 0 records" in p.stdout and "2599 already present" in p.stdout, p.stdout
+
+
 def test_import_from_a_declared_bucket_by_s3_uri(tmp_path):
     data = tmp_path / "data"
     bucket = data / "archive"

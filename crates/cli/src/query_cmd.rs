@@ -392,7 +392,19 @@ fn strip_export_time(line: &str) -> &str {
     }
 }
 
-fn parse_object(o: &ObjectMeta, src: &Source, rt: &tokio::runtime::Handle) -> FileRows {
+/// Rows a worker hands on while it parses one object (so an object of many records is
+/// never held whole: about 14 MB of parsed rows at a time).
+const PARSE_CHUNK: usize = 1024;
+
+/// Parse one object. Rows go to `sink` every [`PARSE_CHUNK`] records; the rest are in the
+/// result's `rows`. An error is the sink's (the import stops); the object's own problems
+/// are in the result's `errors`.
+fn parse_object(
+    o: &ObjectMeta,
+    src: &Source,
+    rt: &tokio::runtime::Handle,
+    sink: &mut dyn FnMut(Vec<logbook_store::Row>) -> anyhow::Result<()>,
+) -> anyhow::Result<FileRows> {
     let mut out = FileRows {
         path: o.location.to_string(),
         bytes: o.size,
@@ -403,19 +415,19 @@ fn parse_object(o: &ObjectMeta, src: &Source, rt: &tokio::runtime::Handle) -> Fi
     };
     let Some(kind) = layout(o.location.as_ref()) else {
         out.recognised = false;
-        return out;
+        return Ok(out);
     };
     let got = rt.block_on(async { src.store.get(&o.location).await?.bytes().await });
     let bytes = match got {
         Ok(b) => b,
         Err(e) => {
             out.errors.push((0, e.to_string()));
-            return out;
+            return Ok(out);
         }
     };
-    let take = |n: usize, line: String, out: &mut FileRows| {
+    let mut take = |n: usize, line: String, out: &mut FileRows| -> anyhow::Result<()> {
         if line.trim().is_empty() {
-            return;
+            return Ok(());
         }
         out.lines += 1;
         let line = follow_offloads(&line, src, rt).unwrap_or(line);
@@ -426,15 +438,19 @@ fn parse_object(o: &ObjectMeta, src: &Source, rt: &tokio::runtime::Handle) -> Fi
                 .push((n + 1, "the record has no requestId".into())),
             Err(e) => out.errors.push((n + 1, e.to_string())),
         }
+        if out.rows.len() >= PARSE_CHUNK {
+            sink(std::mem::take(&mut out.rows))?;
+        }
+        Ok(())
     };
     match kind {
         Layout::Bedrock | Layout::CloudWatchExport => {
             for (n, line) in logbook_query::archive::lines(&bytes).enumerate() {
                 match line {
                     Ok(l) if kind == Layout::CloudWatchExport => {
-                        take(n, strip_export_time(&l).to_string(), &mut out)
+                        take(n, strip_export_time(&l).to_string(), &mut out)?
                     }
-                    Ok(l) => take(n, l, &mut out),
+                    Ok(l) => take(n, l, &mut out)?,
                     Err(e) => {
                         out.errors.push((n + 1, e.to_string()));
                         break;
@@ -449,17 +465,17 @@ fn parse_object(o: &ObjectMeta, src: &Source, rt: &tokio::runtime::Handle) -> Fi
             let Some(events) = events else {
                 // Some other JSON file: not a layout we read.
                 out.recognised = false;
-                return out;
+                return Ok(out);
             };
             for (n, e) in events.iter().enumerate() {
                 match e.get("message").and_then(|m| m.as_str()) {
-                    Some(m) => take(n, m.to_string(), &mut out),
+                    Some(m) => take(n, m.to_string(), &mut out)?,
                     None => out.errors.push((n + 1, "an event has no message".into())),
                 }
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Import Bedrock invocation logs into a log group.
@@ -583,37 +599,42 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(f) = files.get(i) else { break };
-                        let fr = parse_object(f, src, &handle);
-                        let mut p = Progress {
+                        let (mut dups, mut bad) = (0u64, 0u64);
+                        let mut absorb = |chunk: Vec<logbook_store::Row>| -> anyhow::Result<()> {
+                            {
+                                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                                for mut r in chunk {
+                                    let Some(id) = r.request_id() else {
+                                        bad += 1;
+                                        continue;
+                                    };
+                                    if !seen.insert(id) {
+                                        dups += 1;
+                                        continue;
+                                    }
+                                    held += r.strs.iter().flatten().map(String::len).sum::<usize>()
+                                        + std::mem::size_of::<logbook_store::Row>();
+                                    r.log_group = Some(group.to_string());
+                                    rows.push(r);
+                                }
+                            }
+                            if held >= WRITE_AT {
+                                write(std::mem::take(&mut rows))?;
+                                held = 0;
+                            }
+                            Ok(())
+                        };
+                        let mut fr = parse_object(f, src, &handle, &mut absorb)?;
+                        absorb(std::mem::take(&mut fr.rows))?;
+                        let p = Progress {
                             path: fr.path,
                             bytes: fr.bytes,
                             lines: fr.lines,
                             errors: fr.errors,
                             recognised: fr.recognised,
-                            dups: 0,
-                            bad: 0,
+                            dups,
+                            bad,
                         };
-                        {
-                            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-                            for mut r in fr.rows {
-                                let Some(id) = r.request_id() else {
-                                    p.bad += 1;
-                                    continue;
-                                };
-                                if !seen.insert(id) {
-                                    p.dups += 1;
-                                    continue;
-                                }
-                                held += r.strs.iter().flatten().map(String::len).sum::<usize>()
-                                    + std::mem::size_of::<logbook_store::Row>();
-                                r.log_group = Some(group.to_string());
-                                rows.push(r);
-                            }
-                        }
-                        if held >= WRITE_AT {
-                            write(std::mem::take(&mut rows))?;
-                            held = 0;
-                        }
                         if tx.send(p).is_err() {
                             break;
                         }
