@@ -281,9 +281,8 @@ fn follow_offloads(line: &str, src: &Source, rt: &tokio::runtime::Handle) -> Opt
     changed.then(|| v.to_string())
 }
 
-/// One object's parsed rows and the problems found in it.
 /// The request ids an import has seen (in the group, or earlier in the import), each as
-/// two independently keyed 64-bit SipHashes: 16 bytes an id instead of a `String` (about
+/// two differently keyed 64-bit SipHashes: 16 bytes an id instead of a `String` (about
 /// 90 bytes with its allocation; 0.9 GB at 10,000,000 records). Two different ids take
 /// the same key with a chance of about n² / 2^129 (below 10^-24 at 10^7 ids), and the
 /// keys are random per process, so no input can be made to collide on purpose.
@@ -333,6 +332,7 @@ struct Progress {
     bad: u64,
 }
 
+/// One object's parsed rows (those not yet handed on) and the problems found in it.
 struct FileRows {
     path: String,
     bytes: u64,
