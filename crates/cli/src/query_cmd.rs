@@ -555,8 +555,8 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
     // One worker per core takes objects in turn and does all of it: decompress, parse,
     // de-duplicate (one shared set of request ids, held briefly), and write its own rows
     // to Parquet once it holds WRITE_AT bytes of them. So the cores stay busy without a
-    // thread that gathers every row, and the import holds a few objects' rows at a time
-    // instead of 65,536 records (about 1.3 GB). What the workers wrote is named in the
+    // thread that gathers every row, and the import holds WRITE_AT of rows and a chunk
+    // being parsed per worker instead of 65,536 records (about 1.3 GB). What the workers wrote is named in the
     // manifest here, every COMMIT_EVERY files and at the end: a crash loses at most that
     // much work (its files are orphans the next open removes), never a record a
     // re-import would not bring back.

@@ -2007,6 +2007,15 @@ mod tests {
         assert_eq!(chunks.get_bytes(99_990, 10).unwrap(), &data[99_990..]);
     }
 
+    /// The distinct files a group's manifest names, sorted.
+    fn distinct_files(s: &Store, group: &str) -> Vec<PathBuf> {
+        let snap = s.snapshot(group, i64::MIN, i64::MAX).unwrap();
+        let mut names: Vec<_> = snap.files.into_iter().map(|f| f.0).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     fn entry(seq: u64, l: String) -> Entry {
         let kind = if l.contains("eventVersion") {
             logbook_journal::Kind::TrailEvent
@@ -2606,11 +2615,7 @@ mod tests {
             line("later", "2025-03-13T00:03:00Z", Some("g"), "m", 1),
         )]);
         s.flush().unwrap();
-        let snap = s.snapshot("g", i64::MIN, i64::MAX).unwrap();
-        let mut names: Vec<_> = snap.files.iter().map(|f| f.0.clone()).collect();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), 5, "{names:?}");
+        assert_eq!(distinct_files(&s, "g").len(), 5);
         assert_eq!(s.request_ids("g").unwrap().len(), 5);
         drop(s);
         let s = Store::open(d.path()).unwrap();
@@ -2651,11 +2656,7 @@ mod tests {
         let mut both = a;
         both.append(b);
         assert_eq!(s.commit_import("g", both).unwrap(), 4);
-        let snap = s.snapshot("g", i64::MIN, i64::MAX).unwrap();
-        let mut names: Vec<_> = snap.files.iter().map(|f| f.0.clone()).collect();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), 5, "{names:?}");
+        assert_eq!(distinct_files(&s, "g").len(), 5);
         assert_eq!(s.request_ids("g").unwrap().len(), 5);
         // Written and never committed (a crash): gone at the next open, and the numbers
         // are never named twice.
