@@ -565,3 +565,93 @@ async fn under_a_steady_stream_of_commits_a_destination_reads_them_in_batches_an
     let r = reads.load(Ordering::Relaxed);
     assert!(r < n / 2, "{r} reads for {n} commits");
 }
+
+/// Takes only entries whose payload says `mine` (a trail among records, an archive among
+/// another bucket's records).
+#[derive(Default)]
+struct Mine(Vec<u64>);
+
+impl Format for Mine {
+    type Item = Vec<u64>;
+    fn add(&mut self, e: Entry) -> Result<usize, DeliveryError> {
+        if !e.payload.windows(4).any(|w| w == b"mine") {
+            return Ok(0);
+        }
+        self.0.push(e.seq);
+        Ok(e.payload.len())
+    }
+    fn take(&mut self) -> Result<Vec<Vec<u64>>, DeliveryError> {
+        Ok(if self.0.is_empty() {
+            Vec::new()
+        } else {
+            vec![std::mem::take(&mut self.0)]
+        })
+    }
+    fn reset(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// A destination that takes few of the journal's entries must not hold the journal's
+/// segments (its cursor, hence garbage collection) for its whole `max_object_age` because
+/// of entries it passes over: the trail held a minute of records that way. Its own
+/// entries still wait for their object's age or size, and none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_for_other_destinations_do_not_hold_the_cursor_for_the_object_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = journal_with(dir.path(), 30).await;
+    let t = Flaky::new(0, false);
+    let gc = Arc::new(GcCoordinator::default());
+    let mut cfg = config("sparse", Duration::from_secs(3600));
+    cfg.max_object_age = Duration::from_secs(3600);
+    let d = Destination::new(
+        Shared(t.clone()),
+        j.clone(),
+        cfg,
+        Mine::default(),
+        gc.clone(),
+    )
+    .unwrap();
+    let stats = d.stats();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(d.run(rx));
+    // Passed over, all 30: the cursor moves after about EMPTY_BATCH_AGE, not an hour.
+    until(Duration::from_secs(20), || {
+        stats.cursor.load(Ordering::Relaxed) == 31
+    })
+    .await;
+    assert_eq!(gc.cursors(), vec![("sparse".to_string(), 31)]);
+    assert_eq!(
+        j.cursor("sparse").load().unwrap(),
+        31,
+        "stored, not only counted"
+    );
+    assert!(t.attempts.lock().unwrap().is_empty(), "nothing was written");
+    assert_eq!(stats.records.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.entries.load(Ordering::Relaxed), 30);
+    assert_eq!(stats.oldest_pending_ms.load(Ordering::Relaxed), 0);
+    // One of its own among others: held for its object (an hour here), reported as
+    // pending, and written at shutdown with nothing lost.
+    for p in ["{\"n\":31}", "{\"mine\":32}", "{\"n\":33}"] {
+        let p = p.as_bytes().to_vec();
+        j.append(logbook_journal::Kind::Record, Box::new(move |_| p))
+            .await
+            .unwrap();
+    }
+    until(Duration::from_secs(20), || {
+        stats.oldest_pending_ms.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    tokio::time::sleep(logbook_delivery::EMPTY_BATCH_AGE * 2).await;
+    assert_eq!(
+        stats.cursor.load(Ordering::Relaxed),
+        31,
+        "its own entry holds the cursor"
+    );
+    assert!(t.got.lock().unwrap().is_empty());
+    tx.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    assert_eq!(*t.got.lock().unwrap(), vec![32]);
+    assert_eq!(stats.cursor.load(Ordering::Relaxed), 34);
+    assert_eq!(stats.records.load(Ordering::Relaxed), 1);
+}
