@@ -712,7 +712,7 @@ impl Recorder {
             self.charge(&record, 0);
             return Ok(None);
         }
-        let Some(mut record) = self.prepare(record) else {
+        let Some(record) = self.prepare(record) else {
             return Ok(None);
         };
         let request_id = record.request_id.clone();
@@ -726,20 +726,32 @@ impl Recorder {
         });
         let (budgets, crossings) = (self.budgets.clone(), self.crossings.clone());
         let local_crossings = self.ledger.is_none();
+        // Serialized here, on the call's own thread: the journal's writer, which every
+        // call of a group commit waits for, only writes the sequence in.
+        let json = record.to_sequenced_json();
+        // The budgets charge from the record, in sequence order, in the writer.
+        let mut charged = if budgets.is_some() {
+            Some(record)
+        } else {
+            drop(record);
+            None
+        };
         let result = self
             .journal
             .append(
                 Kind::Record,
                 Box::new(move |seq| {
-                    record.logbook.sequence = seq;
-                    // In sequence order, so the budgets' state is "every record up to seq".
-                    charge(
-                        &budgets,
-                        local_crossings.then_some(&*crossings),
-                        &record,
-                        seq,
-                    );
-                    record.to_json_bytes()
+                    if let Some(record) = &mut charged {
+                        record.logbook.sequence = seq;
+                        // In sequence order, so the budgets' state is "every record up to seq".
+                        charge(
+                            &budgets,
+                            local_crossings.then_some(&*crossings),
+                            record,
+                            seq,
+                        );
+                    }
+                    json.with_sequence(seq)
                 }),
             )
             .await;
@@ -1011,14 +1023,9 @@ pub async fn recover_interrupted_streams(
             // Priced again with the output the client had received.
             pricing.price_record(&mut record);
         }
+        let json = record.to_sequenced_json();
         journal
-            .append(
-                Kind::Record,
-                Box::new(move |seq| {
-                    record.logbook.sequence = seq;
-                    record.to_json_bytes()
-                }),
-            )
+            .append(Kind::Record, Box::new(move |seq| json.with_sequence(seq)))
             .await
             .map_err(|e| RecordError(e.to_string()))?;
         tracing::warn!(request_id = %id, "a stream interrupted by a stop of the gateway is recorded as GatewayInterrupted");
