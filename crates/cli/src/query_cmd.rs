@@ -519,9 +519,9 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
     let mut seen = SeenIds::default();
     if store.has_group(group) {
-        for id in store.request_ids(group)? {
-            seen.insert(&id);
-        }
+        store.for_each_request_id(group, |id| {
+            seen.insert(id);
+        })?;
     }
     let started = Instant::now();
     let (mut added, mut dups, mut bad, mut done_bytes, mut read) = (0u64, 0u64, 0u64, 0u64, 0u64);
