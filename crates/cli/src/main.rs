@@ -643,14 +643,54 @@ fn private_files() {
     }
 }
 
+/// An error and its causes, `: `-joined, each said once: a message that already ends
+/// with its cause's text (`parquet: External: No space left on device`) is not followed
+/// by that cause again.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for c in e.chain() {
+        let s = c.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
 fn main() -> ExitCode {
     private_files();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Not eprintln!: it panics when stderr cannot be written (e.g. a full disk).
-            let _ = writeln!(std::io::stderr(), "logbook: {e:#}");
+            let _ = writeln!(std::io::stderr(), "logbook: {}", error_text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A cause whose text its error already holds is said once.
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let io = std::io::Error::from_raw_os_error(28);
+        let inner = anyhow::Error::from(io).context(format!(
+            "External: {}",
+            std::io::Error::from_raw_os_error(28)
+        ));
+        let e = inner.context("writing the import's files");
+        assert_eq!(
+            super::error_text(&e),
+            format!(
+                "writing the import's files: External: {}",
+                std::io::Error::from_raw_os_error(28)
+            )
+        );
+        assert_eq!(super::error_text(&anyhow::anyhow!("plain")), "plain");
     }
 }

@@ -281,6 +281,38 @@ fn follow_offloads(line: &str, src: &Source, rt: &tokio::runtime::Handle) -> Opt
     changed.then(|| v.to_string())
 }
 
+/// An import that stopped: what happened to what it did, what to do, and (a full disk)
+/// why. Records named in the manifest before the failure stay; the files written since
+/// are orphans the next open removes; a re-run skips what is present.
+fn stopped_import(
+    e: anyhow::Error,
+    group: &str,
+    committed: u64,
+    data_dir: &std::path::Path,
+) -> anyhow::Error {
+    let full = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28)
+        })
+    });
+    let why = if full {
+        format!(
+            "the disk holding {} is full (an import takes about 1.8 KB of disk a record \
+             until the first `logbook serve` compacts closed days to about 0.9 KB); free \
+             some and ",
+            data_dir.display()
+        )
+    } else {
+        String::new()
+    };
+    e.context(format!(
+        "the import into log group {group} stopped: {committed} records were stored before \
+         it and stay, what it wrote since is removed when `logbook serve` or an import next \
+         opens the store; {why}run the same import again to bring in the rest (records \
+         already present are skipped)"
+    ))
+}
+
 /// The request ids an import has seen (in the group, or earlier in the import), each as
 /// two differently keyed 64-bit SipHashes: 16 bytes an id instead of a `String` (about
 /// 90 bytes with its allocation; 0.9 GB at 10,000,000 records). Two different ids take
@@ -573,7 +605,7 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
         let files = std::mem::take(&mut *written.lock().unwrap_or_else(|p| p.into_inner()));
         Ok(store.commit_import(group, files)?)
     };
-    std::thread::scope(|scope| -> anyhow::Result<()> {
+    let scoped = std::thread::scope(|scope| -> anyhow::Result<()> {
         let mut handles = Vec::new();
         for _ in 0..workers {
             let tx = tx.clone();
@@ -687,8 +719,16 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
             }
         }
         failed.map_or(Ok(()), Err)
-    })?;
-    added += commit(&store)?;
+    });
+    let last = scoped.and_then(|()| commit(&store));
+    let added = match last {
+        Ok(n) => added + n,
+        Err(e) => {
+            // Below the progress line, not on it.
+            let _ = writeln!(err);
+            return Err(stopped_import(e, group, added, &config.data_dir));
+        }
+    };
     report(read, done_bytes, true, &mut err);
     if recognised == 0 || read == 0 {
         bail!(
@@ -702,4 +742,32 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
         added as f64 / secs.max(1e-6)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// A full disk is named with the folder and what to do; any stop says what stays and
+    /// that a re-run resumes.
+    #[test]
+    fn a_stopped_import_says_what_stays_and_what_to_do() {
+        let dir = std::path::Path::new("/data/logbook");
+        let full = anyhow::Error::from(std::io::Error::from_raw_os_error(28));
+        let text = format!("{:#}", super::stopped_import(full, "bench", 52_782, dir));
+        assert!(
+            text.contains("log group bench stopped: 52782 records were stored"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the disk holding /data/logbook is full"),
+            "{text}"
+        );
+        assert!(text.contains("run the same import again"), "{text}");
+        assert!(text.ends_with("(os error 28)"), "{text}");
+        let other = anyhow::anyhow!("parquet: bad magic");
+        let text = format!("{:#}", super::stopped_import(other, "g", 0, dir));
+        assert!(!text.contains("is full"), "{text}");
+        assert!(text.contains("0 records were stored") && text.ends_with("bad magic"));
+    }
 }
