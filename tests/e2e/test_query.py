@@ -524,6 +524,29 @@ def test_import_of_an_object_larger_than_a_parse_chunk_loses_and_repeats_nothing
     assert "imported 0 records" in p.stdout and "2599 already present" in p.stdout, p.stdout
 
 
+def test_import_reads_past_a_line_longer_than_any_record_without_holding_it(tmp_path):
+    """A hostile object: 96 KB of gzip that decompresses to one 80 MiB line between two
+    records. The line is reported as malformed with its number (never held whole: the
+    reader keeps at most 64 MiB of a line), and the records around it are imported."""
+    src = tmp_path / "bucket"
+    path = src / "AWSLogs/123456789012/BedrockModelInvocationLogs/us-east-1/2025/03/11/10"
+    path.mkdir(parents=True)
+    recs = [{"schemaType": "ModelInvocationLog", "schemaVersion": "1.0", "timestamp": "2025-03-11T10:00:0%dZ" % i,
+             "accountId": "123456789012", "identity": {"arn": "arn:aws:iam::123456789012:user/u"},
+             "region": "us-east-1", "requestId": str(uuid.UUID(int=i + 1)), "operation": "Converse",
+             "modelId": "m", "input": {"inputTokenCount": 1}} for i in range(2)]
+    with gzip.open(path / "20250311T100000000Z_0000000000000001.json.gz", "wb") as f:
+        f.write(json.dumps(recs[0]).encode() + b"\n")
+        chunk = b"A" * (1 << 20)
+        for _ in range(80):
+            f.write(chunk)
+        f.write(b"\n" + json.dumps(recs[1]).encode() + b"\n")
+    assert (path / "20250311T100000000Z_0000000000000001.json.gz").stat().st_size < 200_000
+    p = cli("import", str(src), "--log-group", "hostile", data_dir=tmp_path / "data")
+    assert "imported 2 records into hostile" in p.stdout and "1 malformed" in p.stdout, p.stdout
+    assert ".json.gz:2: a line longer than 64 MiB" in p.stderr, p.stderr
+
+
 def test_import_from_a_declared_bucket_by_s3_uri(tmp_path):
     data = tmp_path / "data"
     bucket = data / "archive"

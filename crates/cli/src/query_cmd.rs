@@ -483,6 +483,10 @@ fn parse_object(
                         take(n, strip_export_time(&l).to_string(), &mut out)?
                     }
                     Ok(l) => take(n, l, &mut out)?,
+                    // Reported as malformed; the lines after it are still read.
+                    Err(e) if logbook_query::archive::is_too_long(&e) => {
+                        out.errors.push((n + 1, e.to_string()))
+                    }
                     Err(e) => {
                         out.errors.push((n + 1, e.to_string()));
                         break;

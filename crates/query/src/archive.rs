@@ -39,9 +39,100 @@ pub async fn record_objects(
     Ok(out)
 }
 
-/// The lines of one gzipped JSON Lines object.
+/// The longest line an archive or export object may hold. A record whose bodies above
+/// 100 KB are offloaded (Bedrock's rule and Logbook's) and a CloudWatch Logs event
+/// (256 KB at most) are far below it; an object that decompresses to one endless line (a
+/// gzip bomb) costs this much memory, not all of it.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// The lines of one gzipped JSON Lines object (without their `\n` or `\r\n`). A line
+/// longer than [`MAX_LINE_BYTES`] is read past without being held and comes as an error
+/// that [`is_too_long`] recognises; the lines after it still come.
 pub fn lines(bytes: &[u8]) -> impl Iterator<Item = std::io::Result<String>> + '_ {
-    BufReader::with_capacity(1 << 20, MultiGzDecoder::new(bytes)).lines()
+    lines_within(bytes, MAX_LINE_BYTES)
+}
+
+fn lines_within(bytes: &[u8], max: usize) -> impl Iterator<Item = std::io::Result<String>> + '_ {
+    BoundedLines {
+        r: BufReader::with_capacity(1 << 20, MultiGzDecoder::new(bytes)),
+        max,
+        done: false,
+    }
+}
+
+/// A line past [`MAX_LINE_BYTES`].
+#[derive(Debug, thiserror::Error)]
+#[error("a line longer than {} MiB (skipped: no record is that long)", .0 >> 20)]
+pub struct LineTooLong(usize);
+
+/// Is `e` a line past [`MAX_LINE_BYTES`] (the lines after it can still be read)?
+pub fn is_too_long(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<LineTooLong>())
+}
+
+struct BoundedLines<R> {
+    r: R,
+    max: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Iterator for BoundedLines<R> {
+    type Item = std::io::Result<String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let mut line = Vec::new();
+        let mut too_long = false;
+        loop {
+            let buf = match self.r.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            if buf.is_empty() {
+                self.done = true;
+                if line.is_empty() && !too_long {
+                    return None;
+                }
+                break;
+            }
+            let end = memchr::memchr(b'\n', buf);
+            let chunk = &buf[..end.unwrap_or(buf.len())];
+            if !too_long {
+                if line.len() + chunk.len() > self.max {
+                    too_long = true;
+                    line = Vec::new();
+                } else {
+                    line.extend_from_slice(chunk);
+                }
+            }
+            let used = end.map_or(buf.len(), |i| i + 1);
+            self.r.consume(used);
+            if end.is_some() {
+                break;
+            }
+        }
+        if too_long {
+            return Some(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                LineTooLong(self.max),
+            )));
+        }
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        Some(String::from_utf8(line).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            )
+        }))
+    }
 }
 
 struct Part {
@@ -82,7 +173,12 @@ impl PartitionStream for Part {
                     .await
                     .map_err(external)?;
                 for line in lines(&bytes) {
-                    let line = line.map_err(external)?;
+                    let line = match line {
+                        Ok(l) => l,
+                        // Skipped, as a line that is no record is.
+                        Err(e) if is_too_long(&e) => continue,
+                        Err(e) => return Err(external(e)),
+                    };
                     if let Ok(r) = schema::parse_row(&line) {
                         rows.push(r);
                     }
@@ -123,4 +219,65 @@ pub async fn table(store: Arc<dyn ObjectStore>, partitions: usize) -> Result<Str
         })
         .collect();
     StreamingTable::try_new(schema::schema(), parts)
+}
+
+#[cfg(test)]
+mod line_tests {
+    #![allow(clippy::unwrap_used)]
+    use std::io::Write;
+
+    fn gz(text: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(text).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn read(bytes: &[u8], max: usize) -> Vec<Result<String, bool>> {
+        super::lines_within(bytes, max)
+            .map(|l| l.map_err(|e| super::is_too_long(&e)))
+            .collect()
+    }
+
+    /// As `BufRead::lines` for lines within the bound (`\n` and `\r\n` ends, an empty
+    /// line, a last line without its end, many gzip members); a longer line is one
+    /// error, read past, and the lines after it come.
+    #[test]
+    fn lines_are_read_as_lines_and_a_line_past_the_bound_is_skipped() {
+        let text = b"a\r\n\nbc\nlast";
+        assert_eq!(
+            read(&gz(text), 8),
+            vec![
+                Ok("a".into()),
+                Ok("".into()),
+                Ok("bc".into()),
+                Ok("last".into())
+            ]
+        );
+        let mut two = gz(b"x\n");
+        two.extend(gz(b"y\n"));
+        assert_eq!(read(&two, 8), vec![Ok("x".into()), Ok("y".into())]);
+        // 3 MiB of one line against a 1 MiB bound: bigger than the reader's 1 MiB buffer.
+        let mut big = b"first\n".to_vec();
+        big.extend(std::iter::repeat_n(b'z', 3 << 20));
+        big.extend(b"\n12345678\n123456789\nafter");
+        assert_eq!(
+            read(&gz(&big), 1 << 20),
+            vec![
+                Ok("first".into()),
+                Err(true),
+                Ok("12345678".into()),
+                Ok("123456789".into()),
+                Ok("after".into())
+            ]
+        );
+        // A long last line without its end, and a line of exactly the bound.
+        assert_eq!(
+            read(&gz(b"ok\n123456789"), 8),
+            vec![Ok("ok".into()), Err(true)]
+        );
+        assert_eq!(read(&gz(b"12345678"), 8), vec![Ok("12345678".into())]);
+        // Not UTF-8: an error that is not "too long".
+        assert_eq!(read(&gz(b"\xff\xfe\n"), 8), vec![Err(false)]);
+        assert_eq!(read(&gz(b""), 8), Vec::<Result<String, bool>>::new());
+    }
 }
