@@ -437,7 +437,8 @@ struct Batch<F> {
     entries: u64,
     /// Entries this destination took (the rest were for others).
     records: u64,
-    /// When the batch read its first entry (its own or another destination's).
+    /// When the batch read its first entry for its destination, or, while it holds none,
+    /// its first entry of any kind.
     started: Option<Instant>,
     /// Journal time of the first entry the batch took (0 while it took none).
     first_time_ms: u64,
@@ -471,6 +472,9 @@ impl<F: Format> Batch<F> {
             let time_ms = e.time_ms;
             let n = self.format.add(e)?;
             if n > 0 && self.records == 0 {
+                // The object's age counts from its first own entry, not from the entries
+                // it passed over before it (at most EMPTY_BATCH_AGE of them).
+                self.started = Some(Instant::now());
                 self.first_time_ms = time_ms;
             }
             self.raw_bytes += n;
