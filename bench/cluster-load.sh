@@ -10,6 +10,7 @@
 #   RAMP="300 600 900 1200" DUR=5 bench/cluster-load.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logbook/target}"
 RAMP="${RAMP:-300 600 900 1200}"    # per replica; the cluster gets three times this
 DUR="${DUR:-5}"
@@ -51,21 +52,8 @@ PIDS+=("$!")
 UP=$(url_of "$WORK/upstream.out")
 
 common() {
-  cat <<EOF
-[logging]
-mode = "strict"
-[[principals]]
-arn = "arn:aws:iam::000000000000:user/bench"
-api_key = "sk-bench"
-permissions = ["invoke:*", "logs:read"]
-[[providers]]
-name = "up"
-type = "openai"
-base_url = "$UP/v1"
-[[routes]]
-model = "*"
-provider = "up"
-EOF
+  printf '[logging]\nmode = "strict"\n'
+  bench_upstream_toml "$UP"
 }
 
 declare -A URL

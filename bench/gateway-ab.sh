@@ -9,6 +9,7 @@
 #   ROUNDS=2 RAMP="6000 7000 8000" STEADY=5000 bench/gateway-ab.sh old new
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logbook/target}"
 [ $# -eq 2 ] || { echo "usage: $0 OLD_BIN NEW_BIN" >&2; exit 2; }
 ROUNDS="${ROUNDS:-2}"; RAMP="${RAMP:-6000 7000 8000}"; STEADY="${STEADY:-5000}"
@@ -21,21 +22,7 @@ BIN="$CARGO_TARGET_DIR/release"
 "$BIN/mock-upstream" > "$WORK/up.out" 2>/dev/null & PIDS+=("$!")
 for _ in $(seq 50); do grep -q listening "$WORK/up.out" && break; sleep 0.1; done
 UP=$(grep -o 'http://[0-9.:]*' "$WORK/up.out" | head -1)
-cat > "$WORK/strict.toml" <<EOT
-[logging]
-mode = "strict"
-[[principals]]
-arn = "arn:aws:iam::000000000000:user/bench"
-api_key = "sk-bench"
-permissions = ["invoke:*", "logs:read"]
-[[providers]]
-name = "up"
-type = "openai"
-base_url = "$UP/v1"
-[[routes]]
-model = "*"
-provider = "up"
-EOT
+{ printf '[logging]\nmode = "strict"\n'; bench_upstream_toml "$UP"; } > "$WORK/strict.toml"
 serve() { # bin name: start a fresh strict server, set URL and SPID
   rm -rf "$WORK/$2"
   "$1" serve --listen 127.0.0.1:0 --data-dir "$WORK/$2" --config "$WORK/strict.toml" > "$WORK/$2.out" 2> "$WORK/$2.err" &

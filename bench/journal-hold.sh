@@ -6,6 +6,7 @@
 #   bench/journal-hold.sh [LOGBOOK_BINARY ...]   # default: this tree's release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logbook/target}"
 cargo build --release --locked -p logbook -p logbook-bench --bins >&2
 BIN="$CARGO_TARGET_DIR/release"
@@ -17,21 +18,7 @@ trap cleanup EXIT
 url_of() { for _ in $(seq 1 100); do grep -o 'http://[0-9.:]*' "$1" 2>/dev/null | head -1 && return 0; sleep 0.1; done; return 1; }
 "$BIN/mock-upstream" > "$W/up.out" 2>&1 & PIDS+=("$!")
 UP=$(url_of "$W/up.out")
-cat > "$W/c.toml" <<EOC
-[logging]
-mode = "strict"
-[[principals]]
-arn = "arn:aws:iam::000000000000:user/bench"
-api_key = "sk-bench"
-permissions = ["invoke:*", "logs:read"]
-[[providers]]
-name = "up"
-type = "openai"
-base_url = "$UP/v1"
-[[routes]]
-model = "*"
-provider = "up"
-EOC
+{ printf '[logging]\nmode = "strict"\n'; bench_upstream_toml "$UP"; } > "$W/c.toml"
 for LB in "$@"; do
   rm -rf "$W/d" "$W/lb.out"
   "$LB" serve --listen 127.0.0.1:0 --data-dir "$W/d" --config "$W/c.toml" > "$W/lb.out" 2> "$W/lb.err" & LBP=$!

@@ -12,6 +12,7 @@
 #   SAMPLE=0.5 ONLY=logbook bench/memory.sh   # RSS every half second (default 1 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logbook/target}"
 RATE="${RATE:-1000}"
 DUR="${DUR:-300}"
@@ -74,19 +75,7 @@ for _ in $(seq 1 100); do grep -q "listening on" "$WORK/upstream.out" 2>/dev/nul
 UP=$(grep -o 'http://[0-9.:]*' "$WORK/upstream.out" | head -1)
 
 case " $ONLY " in *" logbook "*)
-  cat > "$WORK/logbook.toml" <<TOML
-[[principals]]
-arn = "arn:aws:iam::000000000000:user/bench"
-api_key = "sk-bench"
-permissions = ["invoke:*", "logs:read"]
-[[providers]]
-name = "up"
-type = "openai"
-base_url = "$UP/v1"
-[[routes]]
-model = "*"
-provider = "up"
-TOML
+  bench_upstream_toml "$UP" > "$WORK/logbook.toml"
   # EXTRA_TOML: more configuration, to measure a setting (e.g. '[store]\nflush_bytes = 16777216').
   printf '%b\n' "${EXTRA_TOML:-}" >> "$WORK/logbook.toml"
   "$LOGBOOK" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --config "$WORK/logbook.toml" > "$WORK/logbook.out" 2> "$WORK/logbook.err" &

@@ -291,9 +291,8 @@ fn stopped_import(
     data_dir: &std::path::Path,
 ) -> anyhow::Error {
     let full = e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
-            io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28)
-        })
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
     });
     let why = if full {
         format!(

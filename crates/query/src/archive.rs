@@ -14,7 +14,7 @@ use futures::TryStreamExt;
 use logbook_store::schema;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 
 /// Is this key a batch of records (not an offloaded body under `data/`, not the
@@ -84,47 +84,33 @@ impl<R: BufRead> Iterator for BoundedLines<R> {
             return None;
         }
         let mut line = Vec::new();
-        let mut too_long = false;
-        loop {
-            let buf = match self.r.fill_buf() {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-            };
-            if buf.is_empty() {
+        let limit = self.max as u64 + 1;
+        match (&mut self.r).take(limit).read_until(b'\n', &mut line) {
+            Ok(0) => {
                 self.done = true;
-                if line.is_empty() && !too_long {
-                    return None;
-                }
-                break;
+                return None;
             }
-            let end = memchr::memchr(b'\n', buf);
-            let chunk = &buf[..end.unwrap_or(buf.len())];
-            if !too_long {
-                if line.len() + chunk.len() > self.max {
-                    too_long = true;
-                    line = Vec::new();
-                } else {
-                    line.extend_from_slice(chunk);
-                }
-            }
-            let used = end.map_or(buf.len(), |i| i + 1);
-            self.r.consume(used);
-            if end.is_some() {
-                break;
+            Ok(_) => {}
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
             }
         }
-        if too_long {
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        } else if line.len() > self.max {
+            // Past the bound: read to the line's end without keeping it.
+            if let Err(e) = self.r.skip_until(b'\n') {
+                self.done = true;
+                return Some(Err(e));
+            }
             return Some(Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 LineTooLong(self.max),
             )));
-        }
-        if line.last() == Some(&b'\r') {
-            line.pop();
         }
         Some(String::from_utf8(line).map_err(|_| {
             std::io::Error::new(

@@ -426,19 +426,8 @@ impl SequencedJson {
     pub fn with_sequence(self, seq: u64) -> Vec<u8> {
         match self.0 {
             Sequenced::Spliced { mut bytes, at, len } => {
-                let mut digits = [0u8; 20];
-                let mut n = seq;
-                let mut i = digits.len();
-                loop {
-                    i -= 1;
-                    digits[i] = b'0' + (n % 10) as u8;
-                    n /= 10;
-                    if n == 0 {
-                        break;
-                    }
-                }
                 // `logbook` is last: only its few hundred bytes after the number move.
-                bytes.splice(at..at + len, digits[i..].iter().copied());
+                bytes.splice(at..at + len, seq.to_string().into_bytes());
                 bytes
             }
             Sequenced::Whole(mut record) => {
