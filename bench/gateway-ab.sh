@@ -7,12 +7,13 @@
 #
 #   bench/gateway-ab.sh OLD_BIN NEW_BIN          # e.g. a copy of target/release/logbook
 #   ROUNDS=2 RAMP="6000 7000 8000" STEADY=5000 bench/gateway-ab.sh old new
+#   RAMP= STEADY=3000 bench/gateway-ab.sh old new   # no ramp: 1,000/s and CPU per call
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logbook/target}"
 [ $# -eq 2 ] || { echo "usage: $0 OLD_BIN NEW_BIN" >&2; exit 2; }
-ROUNDS="${ROUNDS:-2}"; RAMP="${RAMP:-6000 7000 8000}"; STEADY="${STEADY:-5000}"
+ROUNDS="${ROUNDS:-2}"; RAMP="${RAMP-6000 7000 8000}"; STEADY="${STEADY:-5000}"
 WORK="$(mktemp -d /tmp/logbook-ab.XXXXXX)"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
