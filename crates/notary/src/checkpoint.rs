@@ -17,7 +17,7 @@ pub const PREFIX: &str = "LogbookCheckpoints/";
 
 /// A delivered object a checkpoint covers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectEntry {
     /// Its key in the bucket.
     pub key: String,
@@ -44,7 +44,7 @@ impl ObjectEntry {
 
 /// The tree a previous checkpoint signed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Previous {
     /// Its size.
     pub tree_size: u64,
@@ -52,9 +52,11 @@ pub struct Previous {
     pub root_hash: String,
 }
 
-/// A signed checkpoint.
+/// A signed checkpoint. A member it does not know is refused, not skipped: the file is
+/// evidence, and a renamed member (`"previous": null` under another name reads as the
+/// same `None`) must not pass as the original.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Checkpoint {
     /// [`VERSION`].
     pub logbook_checkpoint_version: u32,
@@ -97,9 +99,22 @@ pub fn checkpoint_key(c: &Checkpoint) -> String {
     )
 }
 
+/// A checkpoint's `time`: its `time_ms` in RFC 3339 (UTC). The signature covers
+/// `time_ms`, so [`Checkpoint::verify`] holds `time` to this rendering of it.
+pub fn time_text(time_ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(time_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 impl Checkpoint {
-    /// What the signature covers: every field but the signature, one per line, the
-    /// objects by their SHA-256 over one line each.
+    /// What the signature covers: every field but the signature and `time` (which must
+    /// be [`time_text`] of the signed `time_ms`), one per line, the objects by their
+    /// SHA-256 over one line each.
     pub fn signing_text(&self) -> Vec<u8> {
         let mut objects = Sha256::new();
         for o in &self.objects {
@@ -163,6 +178,15 @@ impl Checkpoint {
                 self.key_id
             )));
         }
+        // `time` is not signed (checkpoints written before this check carry it too): it
+        // must say what the signed `time_ms` says, or a reader of the file is misled.
+        let signed = time_text(self.time_ms);
+        if self.time != signed {
+            return Err(NotaryError::Invalid(format!(
+                "its time {:?} is not its signed timeMs {} ({signed})",
+                self.time, self.time_ms
+            )));
+        }
         Ok(())
     }
 
@@ -203,8 +227,8 @@ mod tests {
             node: "n1".into(),
             tree_size: 3,
             root_hash: hex::encode([7u8; 32]),
-            time: "2026-12-02T00:00:00.000Z".into(),
-            time_ms: 1,
+            time: time_text(1_764_633_600_000),
+            time_ms: 1_764_633_600_000,
             since_ms: 0,
             last_entry_ms: 1,
             previous: None,
@@ -239,6 +263,17 @@ mod tests {
         let mut d = c.clone();
         d.objects[0].key = "b".into();
         assert!(d.verify(&[k.public()]).is_err());
+        // `time` is outside the signature but held to the signed `time_ms`.
+        assert_eq!(c.time, "2025-12-02T00:00:00Z");
+        let mut d = c.clone();
+        d.time = "2025-12-02T00:00:01Z".into();
+        let e = d.verify(&[k.public()]).unwrap_err().to_string();
+        assert!(e.contains("is not its signed timeMs"), "{e}");
+        // A first checkpoint's `"previous": null` under another name is refused.
+        let text = String::from_utf8(serde_json::to_vec(&c).unwrap()).unwrap();
+        assert!(text.contains("\"previous\":null"), "{text}");
+        let renamed = text.replace("\"previous\":null", "\"pr1vious\":null");
+        assert!(serde_json::from_str::<Checkpoint>(&renamed).is_err());
         let other = SigningKey::from_pem(&SigningKey::generate_pem().unwrap()).unwrap();
         let e = c.verify(&[other.public()]).unwrap_err().to_string();
         assert!(e.contains(k.id()) && e.contains("not among"), "{e}");

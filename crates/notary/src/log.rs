@@ -7,7 +7,7 @@
 //! (what is durable); a failed write goes back to `committed`, so a re-delivered batch
 //! gets the same leaf indices again.
 
-use crate::checkpoint::{runs, Checkpoint, ObjectEntry, Previous, VERSION};
+use crate::checkpoint::{runs, time_text, Checkpoint, ObjectEntry, Previous, VERSION};
 use crate::keys::SigningKey;
 use crate::merkle::{leaf_hash, Frontier};
 use crate::NotaryError;
@@ -207,13 +207,7 @@ impl Notary {
             .map_or(now_ms, |l| now_ms.max(l.time_ms + 1));
         let size = s.frontier.size();
         let root = hex::encode(s.frontier.root());
-        let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_ms) * 1_000_000)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default();
+        let time = time_text(now_ms);
         let previous = s.last.as_ref().map(|l| Previous {
             tree_size: l.tree_size,
             root_hash: l.root_hash.clone(),
