@@ -11,6 +11,7 @@
 # (LiteLLM without a database has no spend log of its own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logbook/target}"
 RATE="${RATE:-1000}"
 DUR="${DUR:-10}"
@@ -56,27 +57,10 @@ echo "# machine: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB, $(uname
 start upstream "$BIN/mock-upstream"
 UP=$(url_of upstream)
 for mode in strict async; do
-  cat > "$WORK/logbook-$mode.toml" <<EOF
-[logging]
-mode = "$mode"
-[[principals]]
-arn = "arn:aws:iam::000000000000:user/bench"
-api_key = "sk-bench"
-permissions = ["invoke:*", "logs:read"]
-[[providers]]
-name = "up"
-type = "openai"
-base_url = "$UP/v1"
-[[providers]]
-name = "mock"
-type = "mock"
-[[routes]]
-model = "bench-mock"
-provider = "mock"
-[[routes]]
-model = "*"
-provider = "up"
-EOF
+  # The built-in mock's route comes first: the first matching route wins.
+  { printf '[logging]\nmode = "%s"\n' "$mode"
+    printf '[[providers]]\nname = "mock"\ntype = "mock"\n[[routes]]\nmodel = "bench-mock"\nprovider = "mock"\n'
+    bench_upstream_toml "$UP"; } > "$WORK/logbook-$mode.toml"
 done
 
 "$BIN/fsync-probe" --dir "$WORK/strict-data" | tee -a "$RESULTS"
