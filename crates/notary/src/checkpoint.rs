@@ -190,6 +190,37 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// The file's bytes: pretty JSON and a newline, the one form a checkpoint is written
+    /// in, so [`Checkpoint::parse`] can hold a file to it byte for byte.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Read a checkpoint file. Its bytes must be exactly [`Checkpoint::to_bytes`] of what
+    /// they parse to: the signature covers values, not the text around them, and a file
+    /// that is evidence must not change at all unnoticed (a dropped final newline, a
+    /// space, members reordered). This does not check the signature ([`Checkpoint::verify`]).
+    pub fn parse(bytes: &[u8]) -> Result<Self, NotaryError> {
+        let c: Checkpoint = serde_json::from_slice(bytes)
+            .map_err(|e| NotaryError::Invalid(format!("not a checkpoint ({e})")))?;
+        let canonical = c.to_bytes();
+        if canonical != bytes {
+            let at = canonical
+                .iter()
+                .zip(bytes)
+                .position(|(a, b)| a != b)
+                .unwrap_or(canonical.len().min(bytes.len()));
+            return Err(NotaryError::Invalid(format!(
+                "not in the form checkpoints are written in (first difference at byte {at} of {}; {} expected)",
+                bytes.len(),
+                canonical.len()
+            )));
+        }
+        Ok(c)
+    }
+
     /// Its root hash.
     pub fn root(&self) -> Result<Hash, NotaryError> {
         parse_hash(&self.root_hash)
@@ -279,6 +310,34 @@ mod tests {
         assert!(e.contains(k.id()) && e.contains("not among"), "{e}");
         // Rotation: with both keys given, the old checkpoint still verifies.
         c.verify(&[other.public(), k.public()]).unwrap();
+    }
+
+    #[test]
+    fn a_checkpoint_file_is_read_only_in_the_form_it_is_written() {
+        let k = SigningKey::from_pem(&SigningKey::generate_pem().unwrap()).unwrap();
+        let c = sample(&k);
+        let bytes = c.to_bytes();
+        assert_eq!(Checkpoint::parse(&bytes).unwrap(), c);
+        // The same values in any other text are refused: each of these parses as JSON
+        // to the same checkpoint.
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let variants = [
+            text.trim_end().to_string(),
+            format!("{text}\n"),
+            text.replacen("  \"log\"", "   \"log\"", 1),
+            String::from_utf8(serde_json::to_vec(&c).unwrap()).unwrap(),
+            text.replacen("\"treeSize\": 3", "\"treeSize\": 3.0", 1),
+        ];
+        for v in variants {
+            assert_ne!(v.as_bytes(), &bytes[..]);
+            let e = Checkpoint::parse(v.as_bytes()).unwrap_err().to_string();
+            assert!(
+                e.contains("not in the form") || e.contains("not a checkpoint"),
+                "{e}"
+            );
+        }
+        let e = Checkpoint::parse(b"{}").unwrap_err().to_string();
+        assert!(e.contains("not a checkpoint"), "{e}");
     }
 
     #[test]

@@ -235,9 +235,7 @@ impl Notary {
             time_ms: now_ms,
         });
         let key = crate::checkpoint::checkpoint_key(&c);
-        let mut bytes = serde_json::to_vec_pretty(&c).unwrap_or_default();
-        bytes.push(b'\n');
-        Some((key, bytes))
+        Some((key, c.to_bytes()))
     }
 }
 

@@ -304,12 +304,10 @@ async fn load(
             report.finding(format!("Checkpoint s3://{bucket}/{k}\tINVALID: not found"));
             continue;
         };
-        let c: Checkpoint = match serde_json::from_slice(&bytes) {
+        let c = match Checkpoint::parse(&bytes) {
             Ok(c) => c,
             Err(e) => {
-                report.finding(format!(
-                    "Checkpoint s3://{bucket}/{k}\tINVALID: not a checkpoint ({e})"
-                ));
+                report.finding(format!("Checkpoint s3://{bucket}/{k}\tINVALID: {e}"));
                 continue;
             }
         };
