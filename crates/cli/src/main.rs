@@ -7,6 +7,29 @@ use anyhow::Context;
 /// 50 MB higher (mimalloc was tried too; BENCHMARKS.md, resident memory).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Hand jemalloc's freed pages back to the system now, in every arena. The store calls it
+/// after a flush and while a merge streams (`Store::set_release_memory`): with the 500 ms
+/// decay above, a merge of the open hour's files held the pages it had freed until it
+/// ended, and those made `serve`'s resident peak (BENCHMARKS.md, "Resident memory").
+/// A decay of 0 would do it on every free, and cost the gateway a fifth more CPU per call.
+#[allow(unsafe_code)]
+fn purge_freed_pages() {
+    // `MALLCTL_ARENAS_ALL` (4096) stands for every arena.
+    const NAME: &[u8] = b"arena.4096.purge\0";
+    // SAFETY: a NUL-terminated name of a control that reads and writes nothing (null
+    // pointers and length 0, as jemalloc's manual says for `arena.<i>.purge`); it fails
+    // only by returning an error code, which changes nothing and is ignored.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            NAME.as_ptr().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+    }
+}
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -606,7 +629,10 @@ fn run() -> anyhow::Result<()> {
         Command::Prove(args) => verify_cmd::prove(args),
         Command::Keys { command } => verify_cmd::keys_cmd(command),
         Command::Serve(args) => {
-            let config = load(&args)?;
+            let mut config = load(&args)?;
+            config.release_memory = Some(logbook_server::config::ReleaseMemory(
+                std::sync::Arc::new(purge_freed_pages),
+            ));
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -675,6 +701,31 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    /// Resident anonymous memory of this process, in KiB.
+    fn rss_anon_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Pages freed in small pieces (which jemalloc keeps for its 0.5 s decay) are handed
+    /// back by the purge at once. (Large allocations are not the test: jemalloc returns
+    /// those at once anyway.)
+    #[test]
+    fn purge_hands_freed_pages_back_at_once() {
+        let before = rss_anon_kib();
+        let pieces: Vec<Vec<u8>> = (0..16_384).map(|i| vec![i as u8; 4096]).collect();
+        let held = rss_anon_kib();
+        assert!(held >= before + 48 * 1024, "{before} -> {held} KiB");
+        drop(pieces);
+        super::purge_freed_pages();
+        let after = rss_anon_kib();
+        assert!(
+            after + 48 * 1024 <= held,
+            "held {held} KiB, {after} KiB after the purge"
+        );
+    }
+
     /// A cause whose text its error already holds is said once.
     #[test]
     fn an_error_chain_says_each_cause_once() {

@@ -1193,6 +1193,9 @@ impl AppState {
                 source: std::io::Error::other(e.to_string()),
             })?,
         );
+        if let Some(r) = &config.release_memory {
+            store.set_release_memory(r.0.clone());
+        }
         store
             .set_body_retention(config.body_retention.clone())
             .map_err(|e| ServeError::Io {

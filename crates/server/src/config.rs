@@ -1077,6 +1077,19 @@ pub struct Config {
     pub otlp: Option<OtlpExport>,
     /// Replicas sharing a home bucket (`None`: this gateway stands alone).
     pub cluster: Option<ClusterConfig>,
+    /// What the log group store calls when it has just freed much memory: set by the
+    /// binary, which knows its allocator (never from the file).
+    pub release_memory: Option<ReleaseMemory>,
+}
+
+/// [`logbook_store::ReleaseMemory`], so the configuration can carry it.
+#[derive(Clone)]
+pub struct ReleaseMemory(pub logbook_store::ReleaseMemory);
+
+impl std::fmt::Debug for ReleaseMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReleaseMemory")
+    }
 }
 
 /// The store's flush age when replicas share a home (unless `[store] flush_age_ms` says
@@ -1981,6 +1994,7 @@ impl Config {
             },
             otlp,
             cluster,
+            release_memory: None,
         })
     }
 }

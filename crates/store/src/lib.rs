@@ -443,6 +443,8 @@ pub struct StoreStats {
     pub dropped: std::sync::atomic::AtomicU64,
     /// Flushes written.
     pub flushes: std::sync::atomic::AtomicU64,
+    /// Calls of [`ReleaseMemory`].
+    pub memory_releases: std::sync::atomic::AtomicU64,
 }
 
 /// The store of all log groups.
@@ -466,9 +468,25 @@ pub struct Store {
     /// body retention stop at their next batch (a stopping server does not wait for a
     /// pass over days of records).
     maintenance_stopped: std::sync::atomic::AtomicBool,
+    /// Called when the store has just freed much memory ([`Store::set_release_memory`]).
+    release_memory: std::sync::OnceLock<ReleaseMemory>,
+    /// When it was last called, ms since `created`.
+    released_at_ms: std::sync::atomic::AtomicU64,
+    created: std::time::Instant,
     /// Counters.
     pub stats: StoreStats,
 }
+
+/// What the store calls when it has just freed much memory: after a flush, and while a
+/// merge or rewrite streams batches through, at most every [`RELEASE_EVERY`]. The
+/// process's allocator may keep freed pages for a while to hand them out again (jemalloc's
+/// decay, 500 ms here); a merge frees and takes tens of MB within that time, and the
+/// pages kept make its peak. Given by the binary, which knows its allocator; the store
+/// knows none.
+pub type ReleaseMemory = Arc<dyn Fn() + Send + Sync>;
+
+/// The shortest time between two calls of [`ReleaseMemory`] during a merge.
+pub const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Rollups kept in memory at most (about a year of day files and a day of hour files,
 /// twice over); beyond, the cache starts again.
@@ -711,8 +729,38 @@ impl Store {
             retire_grace_ms: std::sync::atomic::AtomicU64::new(RETIRE_GRACE.as_millis() as u64),
             writable,
             maintenance_stopped: std::sync::atomic::AtomicBool::new(false),
+            release_memory: std::sync::OnceLock::new(),
+            released_at_ms: std::sync::atomic::AtomicU64::new(0),
+            created: std::time::Instant::now(),
             stats: StoreStats::default(),
         }
+    }
+
+    /// Give the store what to call when it has just freed much memory ([`ReleaseMemory`]);
+    /// once (later calls change nothing).
+    pub fn set_release_memory(&self, f: ReleaseMemory) {
+        let _ = self.release_memory.set(f);
+    }
+
+    /// Call [`ReleaseMemory`], if given: always when `now`, else if [`RELEASE_EVERY`] has
+    /// passed since the last call.
+    fn release_memory(&self, now: bool) {
+        let Some(f) = self.release_memory.get() else {
+            return;
+        };
+        let at = self.created.elapsed().as_millis() as u64;
+        let last = self
+            .released_at_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if !now && at.saturating_sub(last) < RELEASE_EVERY.as_millis() as u64 {
+            return;
+        }
+        self.released_at_ms
+            .store(at, std::sync::atomic::Ordering::Relaxed);
+        f();
+        self.stats
+            .memory_releases
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -1322,6 +1370,15 @@ impl Store {
 
     /// [`Store::flush`], returning the records and the Parquet bytes written.
     pub fn flush_counted(&self) -> Result<(u64, u64), StoreError> {
+        let r = self.flush_tail();
+        // The tail's batches and the writer's pages are freed.
+        if matches!(r, Ok((n, _)) if n > 0) {
+            self.release_memory(true);
+        }
+        r
+    }
+
+    fn flush_tail(&self) -> Result<(u64, u64), StoreError> {
         self.check_writable()?;
         let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         // What to write: the tail as it is now (adds may continue meanwhile).
@@ -1403,7 +1460,11 @@ impl Store {
     /// the next ([`FileMeta::tier`]). The new file is fsync'd and named in the manifest
     /// before the old ones go. Returns the files merged away.
     pub fn compact(&self, now: i64) -> Result<usize, StoreError> {
-        self.compact_until(now, &|| self.maintenance_interrupted())
+        let r = self.compact_until(now, &|| self.maintenance_interrupted());
+        if matches!(r, Ok(n) if n > 0) {
+            self.release_memory(true);
+        }
+        r
     }
 
     /// Stop compaction and the rewrite of files past body retention at their next batch,
@@ -1432,6 +1493,8 @@ impl Store {
             if stop() {
                 Err(StoreError::Interrupted)
             } else {
+                // The batches before this one are written and freed.
+                self.release_memory(false);
                 b
             }
         })
@@ -2291,6 +2354,58 @@ mod tests {
         assert_eq!(s.request_ids("g").unwrap().len(), 4);
         let on_disk = fs::read_dir(d.path().join("groups/g")).unwrap().count();
         assert_eq!(on_disk, 2);
+    }
+
+    /// The binary's [`ReleaseMemory`] is called after each flush that wrote something,
+    /// while a merge streams batches (at most every [`RELEASE_EVERY`]), and after a pass
+    /// that merged; never without work done.
+    #[test]
+    fn freed_memory_is_released_after_flushes_and_during_merges() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.create_group("g").unwrap();
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = calls.clone();
+        s.set_release_memory(Arc::new(move || {
+            c.fetch_add(1, Ordering::Relaxed);
+        }));
+        // Nothing to flush: not called.
+        s.flush().unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 0);
+        for (i, ts) in ["2025-03-11T00:01:00Z", "2025-03-11T00:30:00Z"]
+            .iter()
+            .enumerate()
+        {
+            s.add_entries(&[entry(
+                i as u64,
+                line(&format!("r{i}"), ts, Some("g"), "m", 1),
+            )]);
+            s.flush().unwrap();
+            assert_eq!(
+                calls.load(Ordering::Relaxed),
+                i as u64 + 1,
+                "after flush {i}"
+            );
+        }
+        // The merge: once while it streams (the last call was under RELEASE_EVERY ago,
+        // so maybe not), and once at its end.
+        std::thread::sleep(RELEASE_EVERY);
+        let before = calls.load(Ordering::Relaxed);
+        assert_eq!(s.compact(parse_millis("2025-03-11T02:00:00Z")).unwrap(), 2);
+        let merged = calls.load(Ordering::Relaxed) - before;
+        assert!(
+            (2..=3).contains(&merged),
+            "at least once while streaming, once at the end: {merged}"
+        );
+        assert_eq!(
+            s.stats.memory_releases.load(Ordering::Relaxed),
+            calls.load(Ordering::Relaxed)
+        );
+        // Nothing left to merge: not called.
+        let before = calls.load(Ordering::Relaxed);
+        assert_eq!(s.compact(parse_millis("2025-03-11T02:00:00Z")).unwrap(), 0);
+        assert_eq!(calls.load(Ordering::Relaxed), before);
     }
 
     /// A cold file is written in small pages and row groups, its bodies at the cold level
