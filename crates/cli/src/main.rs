@@ -8,6 +8,18 @@ use anyhow::Context;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod coverage_cmd;
+mod demo_cmd;
+mod query_cmd;
+mod report_cmd;
+mod status_cmd;
+mod verify_cmd;
+
 /// Hand jemalloc's freed pages back to the system now, in every arena. The store calls it
 /// after a flush and while a merge streams (`Store::set_release_memory`): with the 500 ms
 /// decay above, a merge of the open hour's files held the pages it had freed until it
@@ -30,17 +42,6 @@ fn purge_freed_pages() {
         );
     }
 }
-use clap::{Parser, Subcommand};
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::ExitCode;
-
-mod coverage_cmd;
-mod demo_cmd;
-mod query_cmd;
-mod report_cmd;
-mod status_cmd;
-mod verify_cmd;
 
 /// `logbook --version`: the package version and the commit it was built from.
 const VERSION: &str = concat!(
