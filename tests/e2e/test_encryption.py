@@ -91,6 +91,9 @@ def test_encrypted_at_rest_rotation_and_a_missing_key(tmp_path):
         # as the archive must stay readable by DuckDB and Athena).
         assert files_with(f"{data}/journal/**/*", SECRET) == []
         assert glob.glob(f"{data}/store/**/*.parquet", recursive=True), "the store flushed"
+        # `serve` gives the store its allocator's purge, called after each flush that wrote.
+        store = s.health()["store"]
+        assert store["flushes"] >= 1 and store["memoryReleases"] >= 1, store
         assert files_with(f"{data}/store/**/*", SECRET) == []
         assert files_with(f"{data}/journal/**/*", k1), "segments name their master key"
         manifest = json.load(open(data / "store" / "manifest.json"))

@@ -708,6 +708,8 @@ async fn healthz(State(s): State<Shared>) -> Response {
             "records": s.store.stats.records.load(Ordering::Relaxed),
             "dropped": s.store.stats.dropped.load(Ordering::Relaxed),
             "flushes": s.store.stats.flushes.load(Ordering::Relaxed),
+            // Freed memory handed back to the system (after flushes, during merges).
+            "memoryReleases": s.store.stats.memory_releases.load(Ordering::Relaxed),
             "durableSeq": s.store.durable_seq(),
             // Its place as a journal sink: cursor, backlog, failures, last error.
             "delivery": destination_health(logbook_store::ingest::NAME, &s.store_delivery, committed, now_ms),
