@@ -169,27 +169,35 @@ def test_seed_alarms_fire_at_a_webhook_retry_and_recover(make_server, tmp_path):
         wait_for(lambda: state(c, "throttles-fast") == "OK", timeout=40, what="recovery to OK")
         wait_for(lambda: any(json.loads(b["Message"])["AlarmName"] == "throttles-fast" and json.loads(b["Message"])["NewStateValue"] == "OK"
                              for p, b in rx.bodies if p == "/sns"), what="the OK notification")
-        # SetAlarmState and DeleteAlarms; readers may look but not change.
-        c.set_alarm_state(AlarmName="bedrock-client-errors", StateValue="ALARM", StateReason="testing the pager")
-        assert state(c, "bedrock-client-errors") == "ALARM"
+        # SetAlarmState and DeleteAlarms; readers may look but not change. A state set by hand
+        # lasts until the next evaluation moves it (as in CloudWatch: the seed's alarms, with
+        # no client errors, go back to INSUFFICIENT_DATA within 300 ms here), so the drill is
+        # on an alarm whose evaluation keeps it: no data, treatMissingData "ignore".
+        c.put_metric_alarm(AlarmName="pager-drill", Namespace="AWS/Bedrock", MetricName="InvocationServerErrors",
+                           Dimensions=[{"Name": "ModelId", "Value": MODEL}], Statistic="Sum", Period=60, EvaluationPeriods=1,
+                           Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold", TreatMissingData="ignore")
+        c.set_alarm_state(AlarmName="pager-drill", StateValue="ALARM", StateReason="testing the pager")
+        assert state(c, "pager-drill") == "ALARM"
         reader = cw(s, "AKIAREADER000000000", "reader-secret")
-        assert len(reader.describe_alarms()["MetricAlarms"]) == 3
+        assert len(reader.describe_alarms()["MetricAlarms"]) == 4
         with pytest.raises(botocore.exceptions.ClientError) as e:
             reader.delete_alarms(AlarmNames=["throttles-fast"])
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
         # Alarms and their state survive a restart: on disk at the stop, and read back at
-        # the start (the evaluator, which runs at once, may then move a state set by hand,
-        # as CloudWatch's next evaluation does, so the live state is not compared here).
+        # the start (the evaluator, which runs at once, keeps the drill's state: no data).
         s.stop()
         with open(os.path.join(s.data_dir, "control", "alarms.json")) as f:
-            stored = json.load(f)["alarms"]["bedrock-client-errors"]
-        assert stored["state"] == "ALARM" and stored["reason"] == "testing the pager", stored
+            stored = json.load(f)["alarms"]["pager-drill"]
+        # (The reason is the hand-set one, or the evaluator's "state kept" once it ran.)
+        assert stored["state"] == "ALARM", stored
+        assert stored["reason"] == "testing the pager" or "state kept (treatMissingData: ignore)" in stored["reason"], stored
         s.start()
-        manual = [h for h in cw(s).describe_alarm_history(AlarmName="bedrock-client-errors", HistoryItemType="StateUpdate")["AlarmHistoryItems"]
+        assert state(cw(s), "pager-drill") == "ALARM"
+        manual = [h for h in cw(s).describe_alarm_history(AlarmName="pager-drill", HistoryItemType="StateUpdate")["AlarmHistoryItems"]
                   if "testing the pager" in h["HistoryData"] or "to ALARM" in h["HistorySummary"]]
         assert manual, "the state set before the restart is in the history read after it"
         cw(s).delete_alarms(AlarmNames=["throttles-fast"])
-        assert {a["AlarmName"] for a in cw(s).describe_alarms()["MetricAlarms"]} == {"bedrock-client-errors", "bedrock-throttles"}
+        assert {a["AlarmName"] for a in cw(s).describe_alarms()["MetricAlarms"]} == {"bedrock-client-errors", "bedrock-throttles", "pager-drill"}
         # `logbook alarms` lists states and history offline.
         s.stop()
         out = subprocess.run([BIN, "alarms", "--data-dir", s.data_dir], capture_output=True, text=True)
