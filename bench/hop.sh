@@ -7,6 +7,9 @@
 #
 #   ROUNDS=3 RATE=1000 DUR=10 bench/hop.sh
 #   NEW_BIN=/tmp/logbook-new bench/hop.sh    # also a second Logbook build, both modes
+#   BESIDE_FSYNC=1 bench/hop.sh   # also direct, nginx and Logbook async while another
+#                                 # process fdatasyncs 5 KB appends at the same rate
+#                                 # (the disk load strict mode adds, without Logbook's wait)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -79,11 +82,21 @@ fi
 load() { # label url
   "$BIN/loadgen" --label "$1" --url "$2/v1/chat/completions" --rate "$RATE" --duration "$DUR" | tee -a "$RESULTS"
 }
+beside_fsync() { # label url: the load with a paced fdatasync process beside it
+  "$BIN/fsync-probe" --dir "$WORK/beside" --rate "$RATE" --n $((RATE * DUR)) --size 5120 \
+    --label "fsync-beside-$1" >> "$RESULTS" &
+  local probe=$!
+  load "$1+fsync" "$2"
+  wait "$probe"
+}
 
 echo "# machine: $(nproc) cores, $(uname -r), $(date -u +%FT%TZ)" | tee -a "$RESULTS"
 "$BIN/fsync-probe" --dir "$WORK/probe" | tee -a "$RESULTS"
 for round in $(seq "$ROUNDS"); do
   for i in "${!TARGETS[@]}"; do load "${TARGETS[$i]}" "${URLS[$i]}"; done
+  if [ -n "${BESIDE_FSYNC:-}" ]; then
+    for i in "${!TARGETS[@]}"; do beside_fsync "${TARGETS[$i]}" "${URLS[$i]}"; done
+  fi
   for t in "${LB_TARGETS[@]}"; do
     read -r name bin mode <<< "$t"
     { printf '[logging]\nmode = "%s"\n' "$mode"; bench_upstream_toml "$UP"; } > "$WORK/$name.toml"
@@ -91,7 +104,9 @@ for round in $(seq "$ROUNDS"); do
     "$bin" serve --listen 127.0.0.1:0 --data-dir "$WORK/$name-data" --config "$WORK/$name.toml" \
       > "$WORK/$name.out" 2> "$WORK/$name.err" &
     pid=$!; PIDS+=("$pid")
-    load "$name" "$(listening "$WORK/$name.out")"
+    url=$(listening "$WORK/$name.out")
+    load "$name" "$url"
+    if [ -n "${BESIDE_FSYNC:-}" ] && [ "$mode" = async ]; then beside_fsync "$name" "$url"; fi
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
 done
@@ -108,8 +123,8 @@ direct = runs.get("direct")
 med = lambda k, rs: statistics.median(r[k] for r in rs)
 print(f"# medians of {len(direct or [])} rounds: p50 / p99 ms, added p99 over direct (same round, then median)")
 for label, rs in runs.items():
-    if label == "fdatasync":
-        print(f"fdatasync        p50 {med('p50_ms', rs):.3f}  p99 {med('p99_ms', rs):.3f}")
+    if label.startswith("fdatasync") or label.startswith("fsync-beside"):
+        print(f"{label:16} p50 {med('p50_ms', rs):.3f}  p99 {med('p99_ms', rs):.3f}")
         continue
     added = ""
     if direct and label != "direct":
