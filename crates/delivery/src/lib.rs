@@ -717,9 +717,7 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
         self.stats.parked.fetch_add(n, Ordering::Relaxed);
         self.stats.oldest_pending_ms.store(0, Ordering::Relaxed);
         let min = self.gc.set(&self.config.name, to);
-        if let Err(e) = self.journal.collect_garbage(min) {
-            tracing::warn!(error = %e, "journal garbage collection failed");
-        }
+        self.collect_garbage(min).await;
         Ok((Ok(n), format))
     }
 
@@ -752,10 +750,20 @@ impl<F: Format, T: Target<Item = F::Item>> Destination<F, T> {
         batch.started = None;
         self.stats.oldest_pending_ms.store(0, Ordering::Relaxed);
         let min = self.gc.set(&self.config.name, next);
-        if let Err(e) = self.journal.collect_garbage(min) {
-            tracing::warn!(error = %e, "journal garbage collection failed");
-        }
+        self.collect_garbage(min).await;
         self.checkpoint(&mut batch.format, false).await
+    }
+
+    /// Collect the journal's segments every destination has passed, on a blocking thread:
+    /// removing segments waits for the disk (and its discards), which must not hold up
+    /// this runtime's workers (they serve the calls).
+    async fn collect_garbage(&self, min: u64) {
+        let journal = self.journal.clone();
+        match tokio::task::spawn_blocking(move || journal.collect_garbage(min)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "journal garbage collection failed"),
+            Err(e) => tracing::warn!(error = %e, "journal garbage collection did not finish"),
+        }
     }
 
     /// Deliver until `shutdown` turns true, then flush what is pending and return.
