@@ -230,6 +230,9 @@ pub struct JournalStats {
     pub rolls: AtomicU64,
     /// Spare segments pre-filled and handed to the writer.
     pub spares_ready: AtomicU64,
+    /// Rolls that found the next segment not yet filled, and went on in a plain file
+    /// (whose fdatasyncs also write the file's size): the pre-fill falls behind the rate.
+    pub rolls_unprepared: AtomicU64,
 }
 
 struct Shared {
@@ -671,6 +674,10 @@ impl Writer {
             }
             // Not ready yet: never stall appends waiting for it.
             None => {
+                self.shared
+                    .stats
+                    .rolls_unprepared
+                    .fetch_add(1, Ordering::Relaxed);
                 let (header, fmt) = new_segment(&self.shared.keys)?;
                 let (f, _) = create_segment_file(&*self.disk, &path, 0, &header, false)?;
                 (f, 0, fmt)

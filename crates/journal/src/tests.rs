@@ -363,6 +363,11 @@ fn rolls_into_prepared_spares_and_reads_across_them() {
         "most segments come pre-filled: {full}/{}",
         segs.len()
     );
+    // Each segment that is not pre-filled was a roll that found no spare ready, counted.
+    assert_eq!(
+        j.stats().rolls_unprepared.load(Ordering::Relaxed),
+        (segs.len() - full) as u64
+    );
     assert_eq!(read_all(&j, 1).len(), 200);
     drop(j);
     let j = reopen(&cfg);

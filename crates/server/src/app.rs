@@ -692,6 +692,8 @@ async fn healthz(State(s): State<Shared>) -> Response {
             "batches": st.batches.load(Ordering::Relaxed),
             "fsyncs": st.syncs.load(Ordering::Relaxed),
             "fsyncMicros": st.sync_nanos.load(Ordering::Relaxed) / 1000,
+            "rolls": st.rolls.load(Ordering::Relaxed),
+            "rollsUnprepared": st.rolls_unprepared.load(Ordering::Relaxed),
             "bytes": s.budget.bytes.load(Ordering::Relaxed),
             "maxBytes": s.config.journal_max_bytes,
             "overBudget": s.budget.refusing.load(Ordering::Relaxed),
