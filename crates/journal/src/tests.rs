@@ -823,16 +823,59 @@ fn a_segment_ending_in_a_few_zero_bytes_is_read_across() {
     assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
 }
 
-/// A disk whose reads of one file fail with a given error (a segment collected between
-/// listing and opening, or one that cannot be read).
+/// A disk that passes everything to `inner` except what a test changes: reads of one
+/// file fail with a given error (a segment collected between listing and opening, or one
+/// that cannot be read), collections wait inside their rename until released (and say
+/// when one is waiting), or every `set_len` of the files it opens is noted.
 #[derive(Debug)]
-struct FailOpen {
-    inner: logbook_disk::sim::SimDisk,
-    path: PathBuf,
-    kind: io::ErrorKind,
+struct Wrapped {
+    inner: Arc<dyn Disk>,
+    fail_open: Option<(PathBuf, io::ErrorKind)>,
+    held: Option<(Held, std::sync::mpsc::Sender<()>)>,
+    cuts: Option<Arc<Mutex<Vec<u64>>>>,
 }
 
-impl Disk for FailOpen {
+type Held = Arc<(Mutex<bool>, std::sync::Condvar)>;
+
+impl Wrapped {
+    fn new(inner: Arc<dyn Disk>) -> Self {
+        Wrapped {
+            inner,
+            fail_open: None,
+            held: None,
+            cuts: None,
+        }
+    }
+}
+
+struct NotedFile {
+    inner: Arc<dyn DiskFile>,
+    cuts: Arc<Mutex<Vec<u64>>>,
+}
+
+impl DiskFile for NotedFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.cuts.lock().unwrap().push(len);
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        self.inner.sync_all()
+    }
+}
+
+impl Disk for Wrapped {
     fn create_dir_all(&self, p: &Path) -> io::Result<()> {
         self.inner.create_dir_all(p)
     }
@@ -840,18 +883,39 @@ impl Disk for FailOpen {
         self.inner.list(d)
     }
     fn open_read(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
-        if p == self.path {
-            return Err(io::Error::new(self.kind, "injected"));
+        if let Some((path, kind)) = &self.fail_open {
+            if p == path {
+                return Err(io::Error::new(*kind, "injected"));
+            }
         }
         self.inner.open_read(p)
     }
     fn open_write(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
-        self.inner.open_write(p)
+        let f = self.inner.open_write(p)?;
+        Ok(match &self.cuts {
+            Some(cuts) => Arc::new(NotedFile {
+                inner: f,
+                cuts: cuts.clone(),
+            }),
+            None => f,
+        })
     }
     fn create(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
         self.inner.create(p)
     }
     fn rename(&self, a: &Path, b: &Path) -> io::Result<()> {
+        // A collection moving a segment aside (under the collection's lock).
+        let collecting = a.extension().is_some_and(|e| e == "seg")
+            && b.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(TRASH_PREFIX));
+        if let (true, Some((held, waiting))) = (collecting, &self.held) {
+            let _ = waiting.send(());
+            let (m, cv) = &**held;
+            let mut held = m.lock().unwrap();
+            while *held {
+                held = cv.wait(held).unwrap();
+            }
+        }
         self.inner.rename(a, b)
     }
     fn remove_file(&self, p: &Path) -> io::Result<()> {
@@ -891,10 +955,9 @@ fn a_scan_skips_a_segment_collected_meanwhile_and_fails_on_one_it_cannot_read() 
     let segs = list_segments(&disk, Path::new("/j")).unwrap();
     assert!(segs.len() >= 3);
     let gone = segs[1].clone();
-    let skip = FailOpen {
-        inner: disk.clone(),
-        path: gone.1.clone(),
-        kind: io::ErrorKind::NotFound,
+    let skip = Wrapped {
+        fail_open: Some((gone.1.clone(), io::ErrorKind::NotFound)),
+        ..Wrapped::new(Arc::new(disk.clone()))
     };
     let mut seen = Vec::new();
     scan_on(&skip, Path::new("/j"), &Keyring::default(), 1, |e| {
@@ -902,10 +965,9 @@ fn a_scan_skips_a_segment_collected_meanwhile_and_fails_on_one_it_cannot_read() 
     })
     .unwrap();
     assert!(!seen.is_empty() && !seen.contains(&gone.0), "{seen:?}");
-    let broken = FailOpen {
-        inner: disk.clone(),
-        path: gone.1,
-        kind: io::ErrorKind::PermissionDenied,
+    let broken = Wrapped {
+        fail_open: Some((gone.1, io::ErrorKind::PermissionDenied)),
+        ..Wrapped::new(Arc::new(disk.clone()))
     };
     assert!(scan_on(&broken, Path::new("/j"), &Keyring::default(), 1, |_| {}).is_err());
 }
@@ -1236,10 +1298,9 @@ fn segments_lists_every_segment_with_its_first_sequence_and_size() {
         let mut cfg = JournalConfig::new("/j");
         cfg.disk = match wrap {
             None => Arc::new(disk.clone()),
-            Some((first, kind)) => Arc::new(FailOpen {
-                inner: disk.clone(),
-                path: segment_path(Path::new("/j"), first),
-                kind,
+            Some((first, kind)) => Arc::new(Wrapped {
+                fail_open: Some((segment_path(Path::new("/j"), first), kind)),
+                ..Wrapped::new(Arc::new(disk.clone()))
             }),
         };
         cfg.segment_bytes = 256;
@@ -1274,81 +1335,18 @@ fn segments_lists_every_segment_with_its_first_sequence_and_size() {
     assert!(j.segments().is_err());
 }
 
-/// A disk whose deletes wait until released (and say when one is waiting).
-#[derive(Debug)]
-struct HeldDeletes {
-    inner: Arc<dyn Disk>,
-    held: Arc<(Mutex<bool>, std::sync::Condvar)>,
-    waiting: std::sync::mpsc::Sender<()>,
-}
-
-impl Disk for HeldDeletes {
-    fn create_dir_all(&self, p: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(p)
-    }
-    fn list(&self, d: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(d)
-    }
-    fn open_read(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
-        self.inner.open_read(p)
-    }
-    fn open_write(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
-        self.inner.open_write(p)
-    }
-    fn create(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
-        self.inner.create(p)
-    }
-    fn rename(&self, a: &Path, b: &Path) -> io::Result<()> {
-        // A collection moving a segment aside (under the collection's lock).
-        let collecting = a.extension().is_some_and(|e| e == "seg")
-            && b.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(".trash-"));
-        if collecting {
-            let _ = self.waiting.send(());
-            let (m, cv) = &*self.held;
-            let mut held = m.lock().unwrap();
-            while *held {
-                held = cv.wait(held).unwrap();
-            }
-        }
-        self.inner.rename(a, b)
-    }
-    fn remove_file(&self, p: &Path) -> io::Result<()> {
-        self.inner.remove_file(p)
-    }
-    fn remove_dir_all(&self, p: &Path) -> io::Result<()> {
-        self.inner.remove_dir_all(p)
-    }
-    fn sync_dir(&self, d: &Path) -> io::Result<()> {
-        self.inner.sync_dir(d)
-    }
-    fn free_bytes(&self, p: &Path) -> io::Result<u64> {
-        self.inner.free_bytes(p)
-    }
-    fn exists(&self, p: &Path) -> bool {
-        self.inner.exists(p)
-    }
-    fn is_dir(&self, p: &Path) -> bool {
-        self.inner.is_dir(p)
-    }
-    fn try_lock(&self, p: &Path) -> io::Result<Option<logbook_disk::LockGuard>> {
-        self.inner.try_lock(p)
-    }
-}
-
 #[test]
 fn a_segment_roll_does_not_wait_for_a_garbage_collection_in_progress() {
     // Collections run on delivery tasks and hold their lock across deletes and a folder
     // fsync; the writer's roll used to take the same lock, so every call waited behind a
-    // slow delete. Hold a collection inside a delete, then append past a roll.
+    // slow delete. Hold a collection inside its rename (under its lock), then append past a roll.
     let dir = tempfile::tempdir().unwrap();
     let held = Arc::new((Mutex::new(true), std::sync::Condvar::new()));
     let (tx, waiting) = std::sync::mpsc::channel();
     let mut cfg = small(dir.path());
-    cfg.disk = Arc::new(HeldDeletes {
-        inner: RealDisk::shared(),
-        held: held.clone(),
-        waiting: tx,
+    cfg.disk = Arc::new(Wrapped {
+        held: Some((held.clone(), tx)),
+        ..Wrapped::new(RealDisk::shared())
     });
     let j = Journal::open(cfg).unwrap();
     let rt = rt();
@@ -1389,94 +1387,15 @@ fn a_segment_roll_does_not_wait_for_a_garbage_collection_in_progress() {
     assert_eq!(entries.last().map(|e| e.seq), Some(last));
 }
 
-/// A disk that notes every `set_len` of the files it opens.
-#[derive(Debug)]
-struct NotedCuts {
-    inner: Arc<dyn Disk>,
-    cuts: Arc<Mutex<Vec<u64>>>,
-}
-
-struct NotedFile {
-    inner: Arc<dyn DiskFile>,
-    cuts: Arc<Mutex<Vec<u64>>>,
-}
-
-impl DiskFile for NotedFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_at(buf, offset)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.cuts.lock().unwrap().push(len);
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.inner.sync_all()
-    }
-}
-
-impl Disk for NotedCuts {
-    fn create_dir_all(&self, p: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(p)
-    }
-    fn list(&self, d: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(d)
-    }
-    fn open_read(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
-        self.inner.open_read(p)
-    }
-    fn open_write(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
-        Ok(Arc::new(NotedFile {
-            inner: self.inner.open_write(p)?,
-            cuts: self.cuts.clone(),
-        }))
-    }
-    fn create(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
-        self.inner.create(p)
-    }
-    fn rename(&self, a: &Path, b: &Path) -> io::Result<()> {
-        self.inner.rename(a, b)
-    }
-    fn remove_file(&self, p: &Path) -> io::Result<()> {
-        self.inner.remove_file(p)
-    }
-    fn remove_dir_all(&self, p: &Path) -> io::Result<()> {
-        self.inner.remove_dir_all(p)
-    }
-    fn sync_dir(&self, d: &Path) -> io::Result<()> {
-        self.inner.sync_dir(d)
-    }
-    fn free_bytes(&self, p: &Path) -> io::Result<u64> {
-        self.inner.free_bytes(p)
-    }
-    fn exists(&self, p: &Path) -> bool {
-        self.inner.exists(p)
-    }
-    fn is_dir(&self, p: &Path) -> bool {
-        self.inner.is_dir(p)
-    }
-    fn try_lock(&self, p: &Path) -> io::Result<Option<logbook_disk::LockGuard>> {
-        self.inner.try_lock(p)
-    }
-}
-
 #[test]
 fn a_collected_segment_is_cut_a_mib_at_a_time_before_it_is_removed() {
     // One discard per MiB rather than one of the whole segment (file systems mounted with
     // `discard` make every fdatasync behind it wait for it).
     let dir = tempfile::tempdir().unwrap();
     let cuts = Arc::new(Mutex::new(Vec::new()));
-    let disk = NotedCuts {
-        inner: RealDisk::shared(),
-        cuts: cuts.clone(),
+    let disk = Wrapped {
+        cuts: Some(cuts.clone()),
+        ..Wrapped::new(RealDisk::shared())
     };
     let path = dir.path().join("old.seg");
     let f = disk.create(&path).unwrap();
