@@ -248,6 +248,9 @@ struct Shared {
     keys: Arc<Keyring>,
     /// One past the last committed entry of kind [`Kind::Record`] (0: none since open).
     records_committed: AtomicU64,
+    /// A collected segment moved aside could not be removed: the next collection looks
+    /// for such files and tries again (else they would wait for the next open).
+    trash_left: AtomicBool,
 }
 
 /// Handle to an open journal. Cheap to clone; the writer stops when every handle is gone.
@@ -1091,6 +1094,7 @@ impl Journal {
             segments_lock: Mutex::new(()),
             keys: config.keys.clone(),
             records_committed: AtomicU64::new(0),
+            trash_left: AtomicBool::new(false),
         });
         let (ctx, crx) = watch::channel(next_seq);
         let (tx, rx) = mpsc::channel();
@@ -1238,6 +1242,16 @@ impl Journal {
         let disk = &*self.shared.disk;
         let sdir = segments_dir(&self.shared.dir);
         let mut trash = Vec::new();
+        if self.shared.trash_left.swap(false, Ordering::SeqCst) {
+            let names = disk.list(&sdir).map_err(io_err("list segments"))?;
+            trash.extend(
+                names
+                    .into_iter()
+                    .filter(|n| n.starts_with(TRASH_PREFIX))
+                    .map(|n| sdir.join(n)),
+            );
+        }
+        let retried = trash.len();
         {
             let _g = self.shared.segments_lock.lock();
             let segs = list_segments(disk, &self.shared.dir)?;
@@ -1252,23 +1266,30 @@ impl Journal {
                     Ok(()) => trash.push(aside),
                     Err(e) => {
                         if !trash.is_empty() {
+                            // Those already moved aside go at the next collection.
+                            self.shared.trash_left.store(true, Ordering::SeqCst);
                             sync_dir(disk, &sdir)?;
                         }
                         return Err(io_err("delete segment")(e));
                     }
                 }
             }
-            if !trash.is_empty() {
+            if trash.len() > retried {
                 sync_dir(disk, &sdir)?;
             }
         }
         for path in &trash {
-            shrink_and_remove(disk, path).map_err(io_err("delete segment"))?;
+            if let Err(e) = shrink_and_remove(disk, path) {
+                if disk.exists(path) {
+                    self.shared.trash_left.store(true, Ordering::SeqCst);
+                }
+                return Err(io_err("delete segment")(e));
+            }
         }
         if !trash.is_empty() {
             sync_dir(disk, &sdir)?;
         }
-        Ok(trash.len())
+        Ok(trash.len() - retried)
     }
 }
 

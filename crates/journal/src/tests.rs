@@ -833,6 +833,8 @@ struct Wrapped {
     fail_open: Option<(PathBuf, io::ErrorKind)>,
     held: Option<(Held, std::sync::mpsc::Sender<()>)>,
     cuts: Option<Arc<Mutex<Vec<u64>>>>,
+    /// While true, removing a collected segment fails (and turns it false).
+    fail_remove_once: Option<Arc<AtomicBool>>,
 }
 
 type Held = Arc<(Mutex<bool>, std::sync::Condvar)>;
@@ -844,6 +846,7 @@ impl Wrapped {
             fail_open: None,
             held: None,
             cuts: None,
+            fail_remove_once: None,
         }
     }
 }
@@ -919,6 +922,14 @@ impl Disk for Wrapped {
         self.inner.rename(a, b)
     }
     fn remove_file(&self, p: &Path) -> io::Result<()> {
+        let trash = p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(TRASH_PREFIX));
+        if let (true, Some(fail)) = (trash, &self.fail_remove_once) {
+            if fail.swap(false, Ordering::SeqCst) {
+                return Err(io::Error::other("injected"));
+            }
+        }
         self.inner.remove_file(p)
     }
     fn remove_dir_all(&self, p: &Path) -> io::Result<()> {
@@ -1453,4 +1464,39 @@ fn collected_segments_leave_nothing_behind_and_a_crash_mid_collection_is_cleaned
         names()
     );
     assert_eq!(read_all(&j, 40).len(), 21);
+}
+
+#[test]
+fn a_collected_segment_that_could_not_be_removed_goes_at_the_next_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let fail = Arc::new(AtomicBool::new(true));
+    let mut cfg = small(dir.path());
+    cfg.segment_bytes = 500;
+    cfg.disk = Arc::new(Wrapped {
+        fail_remove_once: Some(fail.clone()),
+        ..Wrapped::new(RealDisk::shared())
+    });
+    let j = Journal::open(cfg).unwrap();
+    append_n(&j, &rt, 0, 60);
+    let sdir = dir.path().join("segments");
+    let trash = || -> usize {
+        fs::read_dir(&sdir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(TRASH_PREFIX)
+            })
+            .count()
+    };
+    assert!(j.collect_garbage(40).is_err());
+    assert!(!fail.load(Ordering::SeqCst), "a removal was tried");
+    assert!(trash() >= 1, "moved aside, not yet removed");
+    // Out of the listing meanwhile: readers never see it.
+    assert_eq!(read_all(&j, 40).len(), 21);
+    assert_eq!(j.collect_garbage(40).unwrap(), 0, "nothing new to collect");
+    assert_eq!(trash(), 0, "the leftovers went at the next collection");
 }
