@@ -484,7 +484,8 @@ const SHRINK_STEP: u64 = 1024 * 1024;
 /// Cut a file down a MiB at a time, then remove it. On a file system mounted with
 /// `discard` (this project's VM), removing a 16 MiB segment issues one 16 MiB discard
 /// that every fdatasync behind it waits for (about 10 ms here); a MiB at a time, a commit
-/// waits for one small discard at most.
+/// waits for one small discard at most. A file already gone (removed by a collection
+/// retrying leftovers at the same time) is not an error.
 fn shrink_and_remove(disk: &dyn Disk, path: &Path) -> io::Result<()> {
     if let Ok(f) = disk.open_write(path) {
         let mut len = f.len()?;
@@ -493,7 +494,10 @@ fn shrink_and_remove(disk: &dyn Disk, path: &Path) -> io::Result<()> {
             f.set_len(len)?;
         }
     }
-    disk.remove_file(path)
+    match disk.remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
 }
 
 /// The prefix of a collected segment's name while it is being removed.
