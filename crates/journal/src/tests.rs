@@ -21,6 +21,27 @@ fn small(dir: &std::path::Path) -> JournalConfig {
     c
 }
 
+/// A journal in 500-byte segments (on `disk`, else the real disk) holding 60 entries.
+fn sixty_in_small_segments(dir: &Path, disk: Option<Arc<dyn Disk>>) -> (JournalConfig, Journal) {
+    let mut cfg = small(dir);
+    cfg.segment_bytes = 500;
+    if let Some(d) = disk {
+        cfg.disk = d;
+    }
+    let j = Journal::open(cfg.clone()).unwrap();
+    append_n(&j, &rt(), 0, 60);
+    (cfg, j)
+}
+
+/// The names of collected segments moved aside and not yet removed.
+fn trash_in(journal_dir: &Path) -> Vec<String> {
+    fs::read_dir(journal_dir.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(TRASH_PREFIX))
+        .collect()
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -201,11 +222,7 @@ fn corrupt_byte_in_tail_is_cut() {
 #[test]
 fn rolls_segments_and_reads_across_them_and_collects_garbage() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
-    let mut cfg = small(dir.path());
-    cfg.segment_bytes = 500;
-    let j = Journal::open(cfg.clone()).unwrap();
-    append_n(&j, &rt, 0, 60);
+    let (cfg, j) = sixty_in_small_segments(dir.path(), None);
     let segs = list_segments(&RealDisk, dir.path()).unwrap();
     assert!(segs.len() > 3, "{} segments", segs.len());
     let all = read_all(&j, 1);
@@ -1427,26 +1444,11 @@ fn a_collected_segment_is_cut_a_mib_at_a_time_before_it_is_removed() {
 #[test]
 fn collected_segments_leave_nothing_behind_and_a_crash_mid_collection_is_cleaned_up() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
-    let mut cfg = small(dir.path());
-    cfg.segment_bytes = 500;
-    let j = Journal::open(cfg.clone()).unwrap();
-    append_n(&j, &rt, 0, 60);
+    let (cfg, j) = sixty_in_small_segments(dir.path(), None);
     let before = list_segments(&RealDisk, dir.path()).unwrap().len();
     let n = j.collect_garbage(40).unwrap();
     assert!(n > 0);
-    let sdir = dir.path().join("segments");
-    let names = || -> Vec<String> {
-        fs::read_dir(&sdir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
-    };
-    assert!(
-        !names().iter().any(|n| n.starts_with(TRASH_PREFIX)),
-        "{:?}",
-        names()
-    );
+    assert_eq!(trash_in(dir.path()), Vec::<String>::new());
     assert_eq!(
         list_segments(&RealDisk, dir.path()).unwrap().len(),
         before - n
@@ -1454,51 +1456,38 @@ fn collected_segments_leave_nothing_behind_and_a_crash_mid_collection_is_cleaned
     // A segment moved aside but not yet removed when the process died: gone at the next
     // open, and not read as a segment meanwhile.
     drop(j);
+    let sdir = dir.path().join("segments");
     fs::write(sdir.join(".trash-00000000000000000001.tmp"), [1u8; 100]).unwrap();
     assert_eq!(
         list_segments(&RealDisk, dir.path()).unwrap().len(),
         before - n
     );
     let j = reopen(&cfg);
-    assert!(
-        !names().iter().any(|n| n.starts_with(TRASH_PREFIX)),
-        "{:?}",
-        names()
-    );
+    assert_eq!(trash_in(dir.path()), Vec::<String>::new());
     assert_eq!(read_all(&j, 40).len(), 21);
 }
 
 #[test]
 fn a_collected_segment_that_could_not_be_removed_goes_at_the_next_collection() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = rt();
     let fail = Arc::new(AtomicBool::new(true));
-    let mut cfg = small(dir.path());
-    cfg.segment_bytes = 500;
-    cfg.disk = Arc::new(Wrapped {
+    let disk = Wrapped {
         fail_remove_once: Some(fail.clone()),
         ..Wrapped::new(RealDisk::shared())
-    });
-    let j = Journal::open(cfg).unwrap();
-    append_n(&j, &rt, 0, 60);
-    let sdir = dir.path().join("segments");
-    let trash = || -> usize {
-        fs::read_dir(&sdir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with(TRASH_PREFIX)
-            })
-            .count()
     };
+    let (_, j) = sixty_in_small_segments(dir.path(), Some(Arc::new(disk)));
     assert!(j.collect_garbage(40).is_err());
     assert!(!fail.load(Ordering::SeqCst), "a removal was tried");
-    assert!(trash() >= 1, "moved aside, not yet removed");
+    assert!(
+        !trash_in(dir.path()).is_empty(),
+        "moved aside, not yet removed"
+    );
     // Out of the listing meanwhile: readers never see it.
     assert_eq!(read_all(&j, 40).len(), 21);
     assert_eq!(j.collect_garbage(40).unwrap(), 0, "nothing new to collect");
-    assert_eq!(trash(), 0, "the leftovers went at the next collection");
+    assert_eq!(
+        trash_in(dir.path()),
+        Vec::<String>::new(),
+        "the leftovers went at the next collection"
+    );
 }
