@@ -871,6 +871,8 @@ impl Wrapped {
 struct NotedFile {
     inner: Arc<dyn DiskFile>,
     cuts: Arc<Mutex<Vec<u64>>>,
+    /// The file's length at each `sync_data`.
+    synced_at: Arc<Mutex<Vec<u64>>>,
 }
 
 impl DiskFile for NotedFile {
@@ -888,6 +890,7 @@ impl DiskFile for NotedFile {
         self.inner.set_len(len)
     }
     fn sync_data(&self) -> io::Result<()> {
+        self.synced_at.lock().unwrap().push(self.inner.len()?);
         self.inner.sync_data()
     }
     fn sync_all(&self) -> io::Result<()> {
@@ -916,6 +919,7 @@ impl Disk for Wrapped {
             Some(cuts) => Arc::new(NotedFile {
                 inner: f,
                 cuts: cuts.clone(),
+                synced_at: Arc::default(),
             }),
             None => f,
         })
@@ -1490,4 +1494,24 @@ fn a_collected_segment_that_could_not_be_removed_goes_at_the_next_collection() {
         Vec::<String>::new(),
         "the leftovers went at the next collection"
     );
+}
+
+#[test]
+fn a_spare_is_filled_a_quarter_mib_at_a_time_each_piece_synced() {
+    // A strict commit's fdatasync waits behind whatever the spare has in flight: one
+    // piece, not the whole segment.
+    let dir = tempfile::tempdir().unwrap();
+    let synced_at = Arc::new(Mutex::new(Vec::new()));
+    let f = NotedFile {
+        inner: RealDisk.create(&dir.path().join("spare")).unwrap(),
+        cuts: Arc::default(),
+        synced_at: synced_at.clone(),
+    };
+    let k = 1024;
+    zero_fill_paced(&f, 1024 * k + 100).unwrap();
+    assert_eq!(
+        *synced_at.lock().unwrap(),
+        vec![256 * k, 512 * k, 768 * k, 1024 * k, 1024 * k + 100]
+    );
+    assert_eq!(f.len().unwrap(), 1024 * k + 100);
 }
