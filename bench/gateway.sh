@@ -52,6 +52,11 @@ load() { # label url rate secs [kind] [extra loadgen flags]
   "$BIN/loadgen" --label "$1" --url "$2" --rate "$3" --duration "$4" --kind "${5:-openai-chat}" ${6:-} | tee -a "$RESULTS"
 }
 
+floor_probe() { # before|after
+  "$BIN/fsync-probe" --dir "$WORK/floor" --files 2 --rate $((RATE / 2)) --n $((RATE / 2 * DUR)) \
+    --size 5120 --label "flush-floor-$1" | tee -a "$RESULTS"
+}
+
 echo "# machine: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB, $(uname -r), $(date -u +%FT%TZ)" | tee -a "$RESULTS"
 
 start upstream "$BIN/mock-upstream"
@@ -71,7 +76,12 @@ for mode in strict async; do
   start "logbook-$mode" "$BIN/logbook" serve --listen 127.0.0.1:0 --data-dir "$WORK/$mode-data" --config "$WORK/logbook-$mode.toml"
   LB_PID="$LAST_PID"
   LB=$(url_of "logbook-$mode")
+  # The flush floor of the disk just before and just after strict mode's run: two files
+  # fdatasyncing at half the rate each (the journal's flush load at RATE calls/s); its
+  # floor_p99_ms is the flush wait no server answering after a flush could have avoided.
+  if [ "$mode" = strict ]; then floor_probe before; fi
   load "logbook-$mode" "$LB/v1/chat/completions" "$RATE" "$DUR"
+  if [ "$mode" = strict ]; then floor_probe after; fi
   echo "{\"label\":\"logbook-$mode-health\",\"health\":$(curl -s "$LB/healthz")}" | tee -a "$RESULTS"
   if [ "$mode" = strict ]; then
     for r in $RAMP; do load "logbook-strict-ramp" "$LB/v1/chat/completions" "$r" 5; done

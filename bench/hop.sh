@@ -3,7 +3,10 @@
 # (issue #10): the mock upstream called directly, through nginx (Debian's package, a
 # reverse proxy with upstream keep-alive and no logging), and through Logbook in async
 # and strict mode, at 1,000 calls/s, interleaved round by round so the box's drift falls
-# on all targets alike. Prints each run's JSON line, then medians per target.
+# on all targets alike. Each round also runs the smallest strict journal there is at the
+# same rate (`fsync-probe --group-commit`: the disk's own durable-answer wait), and the
+# two-file flush floor beside strict mode's load (`fsync-probe --files 2`). Prints each
+# run's JSON line, then medians per target.
 #
 #   ROUNDS=3 RATE=1000 DUR=10 bench/hop.sh
 #   NEW_BIN=/tmp/logbook-new bench/hop.sh    # also a second Logbook build, both modes
@@ -94,6 +97,10 @@ echo "# machine: $(nproc) cores, $(uname -r), $(date -u +%FT%TZ)" | tee -a "$RES
 "$BIN/fsync-probe" --dir "$WORK/probe" | tee -a "$RESULTS"
 for round in $(seq "$ROUNDS"); do
   for i in "${!TARGETS[@]}"; do load "${TARGETS[$i]}" "${URLS[$i]}"; done
+  # The smallest strict journal there is, at the same rate, in this round: its wait for
+  # the disk at p99 is what strict mode's would be if Logbook's journal cost nothing.
+  "$BIN/fsync-probe" --dir "$WORK/ideal" --group-commit --rate "$RATE" --n $((RATE * DUR)) \
+    --size 5120 --label "ideal-journal" | tee -a "$RESULTS"
   if [ -n "${BESIDE_FSYNC:-}" ]; then
     for i in "${!TARGETS[@]}"; do beside_fsync "${TARGETS[$i]}" "${URLS[$i]}"; done
   fi
@@ -105,7 +112,20 @@ for round in $(seq "$ROUNDS"); do
       > "$WORK/$name.out" 2> "$WORK/$name.err" &
     pid=$!; PIDS+=("$pid")
     url=$(listening "$WORK/$name.out")
-    load "$name" "$url"
+    if [ "$mode" = strict ]; then
+      # The flush floor during this very run (see bench/src/bin/fsync-probe.rs): two files
+      # fdatasyncing 100 times a second each beside the load (a tenth more flushes than
+      # the journal's); its floor p99 is a wait at p99 that any server answering only
+      # after a flush had in this window, whatever its design (a lower bound: a stall is
+      # counted from when both probe files are in it).
+      "$BIN/fsync-probe" --dir "$WORK/floor" --files 2 --rate 100 --n $((100 * DUR)) \
+        --size 5120 --label "floor-$name" >> "$RESULTS" &
+      probe=$!
+      load "$name" "$url"
+      wait "$probe"
+    else
+      load "$name" "$url"
+    fi
     if [ -n "${BESIDE_FSYNC:-}" ] && [ "$mode" = async ]; then beside_fsync "$name" "$url"; fi
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
@@ -123,8 +143,15 @@ direct = runs.get("direct")
 med = lambda k, rs: statistics.median(r[k] for r in rs)
 print(f"# medians of {len(direct or [])} rounds: p50 / p99 ms, added p99 over direct (same round, then median)")
 for label, rs in runs.items():
-    if label.startswith("fdatasync") or label.startswith("fsync-beside"):
-        print(f"{label:16} p50 {med('p50_ms', rs):.3f}  p99 {med('p99_ms', rs):.3f}")
+    if label.startswith("floor-"):
+        floors = " / ".join(f"{r['floor_p99_ms']:.2f}" for r in rs)
+        escapes = sum(r["escapes"] for r in rs)
+        long_syncs = sum(r["long_syncs"] for r in rs)
+        print(f"{label:16} fdatasync p99 {med('p99_ms', rs):.3f}  floor p99 {med('floor_p99_ms', rs):.3f} ({floors})  escapes {escapes} of {long_syncs} syncs over 5 ms")
+        continue
+    if label.startswith("fdatasync") or label.startswith("fsync-beside") or label == "ideal-journal":
+        rounds = " / ".join(f"{r['p99_ms']:.2f}" for r in rs)
+        print(f"{label:16} p50 {med('p50_ms', rs):.3f}  p99 {med('p99_ms', rs):.3f} ({rounds})")
         continue
     added = ""
     if direct and label != "direct":
@@ -132,4 +159,8 @@ for label, rs in runs.items():
         added = f"  added p99 {statistics.median(adds):.2f} ms ({' / '.join(f'{a:.2f}' for a in adds)})"
     errors = sum(r.get("errors", 0) for r in rs)
     print(f"{label:16} p50 {med('p50_ms', rs):.2f}  p99 {med('p99_ms', rs):.2f}  errors {errors}{added}")
+    floor = runs.get(f"floor-{label}")
+    if direct and floor:
+        beyond = [r["p99_ms"] - d["p99_ms"] - f["floor_p99_ms"] for r, d, f in zip(rs, direct, floor)]
+        print(f"{'':16} added p99 beyond the same run's flush floor p99 {statistics.median(beyond):.2f} ms ({' / '.join(f'{b:.2f}' for b in beyond)})")
 PY
