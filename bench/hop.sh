@@ -10,9 +10,10 @@
 #
 #   ROUNDS=3 RATE=1000 DUR=10 bench/hop.sh
 #   NEW_BIN=/tmp/logbook-new bench/hop.sh    # also a second Logbook build, both modes
-#   BESIDE_FSYNC=1 bench/hop.sh   # also direct, nginx and Logbook async while another
-#                                 # process fdatasyncs 5 KB appends at the same rate
-#                                 # (the disk load strict mode adds, without Logbook's wait)
+#   BESIDE_FSYNC=1 bench/hop.sh   # also direct, nginx and Logbook async while the smallest
+#                                 # group-commit journal takes 5 KB entries at the same rate
+#                                 # (the disk load strict mode adds, without Logbook's wait;
+#                                 # its p99 is the disk's durable wait under the gateway's load)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -85,8 +86,8 @@ fi
 load() { # label url
   "$BIN/loadgen" --label "$1" --url "$2/v1/chat/completions" --rate "$RATE" --duration "$DUR" | tee -a "$RESULTS"
 }
-beside_fsync() { # label url: the load with a paced fdatasync process beside it
-  "$BIN/fsync-probe" --dir "$WORK/beside" --rate "$RATE" --n $((RATE * DUR)) --size 5120 \
+beside_fsync() { # label url: the load with the smallest group-commit journal beside it
+  "$BIN/fsync-probe" --dir "$WORK/beside" --group-commit --rate "$RATE" --n $((RATE * DUR)) --size 5120 \
     --label "fsync-beside-$1" >> "$RESULTS" &
   local probe=$!
   load "$1+fsync" "$2"
