@@ -386,6 +386,19 @@ def test_metrics_endpoint_speaks_openmetrics_with_bedrocks_names(make_server):
     assert abs(value("logbook_cost_usd") - float(sum(Decimal(x["logbook"]["cost"]) for x in recs))) < 1e-12
     delivered = [smp for smp in fams["bedrock_model_invocation_logs_s3_delivery_success"].samples if smp.name.endswith("_total")]
     assert delivered and delivered[0].value >= 5
+    # The disk's share of strict answers: each journal commit's fdatasync, as a histogram
+    # Prometheus can take quantiles of (cumulative buckets, +Inf equal to the count).
+    fsync = fams["logbook_journal_fsync_duration_seconds"]
+    assert fsync.type == "histogram"
+    buckets = [(smp.labels["le"], smp.value) for smp in fsync.samples if smp.name.endswith("_bucket")]
+    counts = [v for _, v in buckets]
+    assert counts == sorted(counts) and buckets[-1][0] == "+Inf", buckets
+    count = next(smp.value for smp in fsync.samples if smp.name.endswith("_count"))
+    total = next(smp.value for smp in fsync.samples if smp.name.endswith("_sum"))
+    assert count == buckets[-1][1] and count >= 5 and total > 0, fsync.samples
+    journal = requests.get(s.url + "/healthz", timeout=10).json()["journal"]
+    assert journal["fsyncs"] >= count, (journal, count)
+    assert 0 < journal["fsyncMaxMicros"] <= journal["fsyncMicros"], journal
     # Only readers scrape.
     r = requests.get(s.url + "/metrics", headers={"Authorization": "Bearer sk-nobody"}, timeout=10)
     assert r.status_code == 403 and r.headers["x-amzn-ErrorType"].startswith("AccessDeniedException")

@@ -233,6 +233,43 @@ pub struct JournalStats {
     /// Rolls that found the next segment not yet filled, and went on in a plain file
     /// (whose fdatasyncs also write the file's size): the pre-fill falls behind the rate.
     pub rolls_unprepared: AtomicU64,
+    /// Commits' `fdatasync` calls by duration: `sync_buckets[i]` counts those that took
+    /// at most [`SYNC_BUCKET_MICROS`]`[i]` (and more than the bucket before); the last
+    /// counts the rest. In strict mode a call waits for one of these (or two: the one in
+    /// flight when it came, then its own), so their tail is the disk's share of the
+    /// calls' tail, and a stall of the disk shows here first.
+    pub sync_buckets: [AtomicU64; SYNC_BUCKET_MICROS.len() + 1],
+    /// The longest `fdatasync` of a commit, in nanoseconds.
+    pub sync_max_nanos: AtomicU64,
+}
+
+/// The upper bounds, in µs, of [`JournalStats::sync_buckets`]: from a fast device's flush
+/// (0.1 ms) to a stall a caller would notice (1 s).
+pub const SYNC_BUCKET_MICROS: [u64; 13] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+impl JournalStats {
+    /// Count one commit's `fdatasync` that took `nanos`.
+    fn note_sync(&self, nanos: u64) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.sync_max_nanos.fetch_max(nanos, Ordering::Relaxed);
+        let bucket = SYNC_BUCKET_MICROS.partition_point(|&b| b * 1000 < nanos);
+        self.sync_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The `fdatasync` durations as (upper bound in seconds, count in that bucket alone),
+    /// the last bound `f64::MAX` (no bound).
+    pub fn sync_histogram(&self) -> Vec<(f64, u64)> {
+        SYNC_BUCKET_MICROS
+            .iter()
+            .map(|&b| b as f64 / 1e6)
+            .chain(std::iter::once(f64::MAX))
+            .zip(self.sync_buckets.iter().map(|c| c.load(Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 struct Shared {
@@ -711,10 +748,7 @@ impl Writer {
         }
         let t = Instant::now();
         self.file.sync_data().map_err(io_err("fdatasync"))?;
-        let s = &self.shared.stats;
-        s.syncs.fetch_add(1, Ordering::Relaxed);
-        s.sync_nanos
-            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.shared.stats.note_sync(t.elapsed().as_nanos() as u64);
         self.dirty_since = None;
         Ok(())
     }

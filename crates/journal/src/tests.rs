@@ -526,6 +526,31 @@ fn scan_seqs(disk: &logbook_disk::sim::SimDisk) -> Vec<u64> {
 }
 
 #[test]
+fn each_fdatasync_lands_in_the_bucket_of_its_duration_and_the_longest_is_kept() {
+    let st = JournalStats::default();
+    for micros in [50, 100, 101, 900, 4_000, 60_000, 2_000_000] {
+        st.note_sync(micros * 1000);
+    }
+    let h = st.sync_histogram();
+    assert_eq!(h.len(), SYNC_BUCKET_MICROS.len() + 1);
+    assert_eq!(
+        h.last().unwrap().0,
+        f64::MAX,
+        "the last bucket has no bound"
+    );
+    let count = |upper: f64| h.iter().find(|(b, _)| *b == upper).unwrap().1;
+    assert_eq!(count(0.0001), 2, "50 and 100 µs: a bound is inclusive");
+    assert_eq!(count(0.00025), 1, "101 µs");
+    assert_eq!(count(0.001), 1, "900 µs");
+    assert_eq!(count(0.005), 1, "4 ms");
+    assert_eq!(count(0.1), 1, "60 ms");
+    assert_eq!(count(f64::MAX), 1, "2 s: past the last bound");
+    assert_eq!(h.iter().map(|(_, n)| n).sum::<u64>(), 7);
+    assert_eq!(st.syncs.load(Ordering::Relaxed), 7);
+    assert_eq!(st.sync_max_nanos.load(Ordering::Relaxed), 2_000_000_000);
+}
+
+#[test]
 fn a_group_commit_takes_at_most_max_batch_entries() {
     let disk = logbook_disk::sim::SimDisk::new(1);
     let mut cfg = JournalConfig::new("/j");
@@ -536,6 +561,11 @@ fn a_group_commit_takes_at_most_max_batch_entries() {
     assert_eq!(stepper.step(), 5, "every queued entry taken");
     assert_eq!(j.stats().batches.load(Ordering::Relaxed), 3, "2 + 2 + 1");
     assert_eq!(j.stats().syncs.load(Ordering::Relaxed), 3);
+    let in_buckets: u64 = j.stats().sync_histogram().iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        in_buckets, 3,
+        "every commit's fdatasync is in the histogram"
+    );
     let seqs: Vec<u64> = acks
         .iter_mut()
         .map(|a| a.try_result().unwrap().unwrap())

@@ -18,6 +18,9 @@
 //!
 //! plus `logbook_cost_usd_total` and `logbook_unpriced_invocations_total` by model, and
 //! the log-delivery metrics (no dimension) a [`DeliverySource`] reports at scrape time.
+//! The server adds what it reads at scrape time itself: redactions per detector
+//! ([`Metrics::add_counters`]) and the journal's fdatasync durations
+//! (`logbook_journal_fsync_duration_seconds`, [`Metrics::add_histogram`]).
 //!
 //! Counting rules (Bedrock's newer definition): `Invocations` counts calls accepted for
 //! processing, including those that failed later, and excludes throttled calls and calls
@@ -126,6 +129,48 @@ impl prometheus_client::collector::Collector for LabelledCollector {
             c.encode(family.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+}
+
+/// A histogram read at scrape time: each bucket's upper bound (the last `f64::MAX`, no
+/// bound) with the count in that bucket alone, and the sum of the observations.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramSample {
+    /// (upper bound, count in this bucket alone), bounds ascending.
+    pub buckets: Vec<(f64, u64)>,
+    /// The sum of every observation, in the metric's unit.
+    pub sum: f64,
+}
+
+/// Where a histogram read at scrape time comes from.
+pub type HistogramSource = Arc<dyn Fn() -> HistogramSample + Send + Sync>;
+
+struct HistogramCollector {
+    name: &'static str,
+    help: &'static str,
+    source: HistogramSource,
+}
+
+impl std::fmt::Debug for HistogramCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HistogramCollector({})", self.name)
+    }
+}
+
+impl prometheus_client::collector::Collector for HistogramCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let h = (self.source)();
+        let mut metric = encoder.encode_descriptor(
+            self.name,
+            self.help,
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        // The count from the buckets read, so the two always agree.
+        let count = h.buckets.iter().map(|(_, n)| n).sum();
+        metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            h.sum, count, &h.buckets, None,
+        )
     }
 }
 
@@ -249,6 +294,18 @@ impl Metrics {
     pub fn add_counters(&mut self, name: &'static str, help: &'static str, source: LabelledSource) {
         self.registry
             .register_collector(Box::new(LabelledCollector { name, help, source }));
+    }
+
+    /// Add a histogram (no labels) whose buckets `source` reads at each scrape; `name`
+    /// with its unit (`..._seconds`), as the other histograms here.
+    pub fn add_histogram(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        source: HistogramSource,
+    ) {
+        self.registry
+            .register_collector(Box::new(HistogramCollector { name, help, source }));
     }
 
     fn label(&self, model: &str) -> ModelLabel {
@@ -451,6 +508,31 @@ mod tests {
             assert!(text.contains(&want), "missing {want}\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_histogram_read_at_scrape_time_is_encoded_cumulative_with_its_sum_and_count() {
+        let mut m = Metrics::new(None);
+        m.add_histogram(
+            "logbook_journal_fsync_duration_seconds",
+            "fdatasync",
+            Arc::new(|| HistogramSample {
+                buckets: vec![(0.0001, 5), (0.001, 3), (0.01, 0), (f64::MAX, 2)],
+                sum: 1.25,
+            }),
+        );
+        let text = m.encode().unwrap();
+        for want in [
+            "# TYPE logbook_journal_fsync_duration_seconds histogram",
+            "logbook_journal_fsync_duration_seconds_bucket{le=\"0.0001\"} 5",
+            "logbook_journal_fsync_duration_seconds_bucket{le=\"0.001\"} 8",
+            "logbook_journal_fsync_duration_seconds_bucket{le=\"0.01\"} 8",
+            "logbook_journal_fsync_duration_seconds_bucket{le=\"+Inf\"} 10",
+            "logbook_journal_fsync_duration_seconds_count 10",
+            "logbook_journal_fsync_duration_seconds_sum 1.25",
+        ] {
+            assert!(text.contains(want), "missing {want}\n{text}");
+        }
     }
 
     #[test]

@@ -692,6 +692,7 @@ async fn healthz(State(s): State<Shared>) -> Response {
             "batches": st.batches.load(Ordering::Relaxed),
             "fsyncs": st.syncs.load(Ordering::Relaxed),
             "fsyncMicros": st.sync_nanos.load(Ordering::Relaxed) / 1000,
+            "fsyncMaxMicros": st.sync_max_nanos.load(Ordering::Relaxed) / 1000,
             "rolls": st.rolls.load(Ordering::Relaxed),
             "rollsUnprepared": st.rolls_unprepared.load(Ordering::Relaxed),
             "bytes": s.budget.bytes.load(Ordering::Relaxed),
@@ -1527,6 +1528,21 @@ impl AppState {
                             })
                         })
                         .collect()
+                }),
+            );
+        }
+        {
+            // The disk's share of strict answers' latency: every commit's fdatasync.
+            let j = journal.clone();
+            metrics.add_histogram(
+                "logbook_journal_fsync_duration_seconds",
+                "Time of each journal commit's fdatasync (a strict-mode answer waits for one, or two)",
+                Arc::new(move || {
+                    let st = j.stats();
+                    logbook_ops::metrics::HistogramSample {
+                        buckets: st.sync_histogram(),
+                        sum: st.sync_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+                    }
                 }),
             );
         }
