@@ -655,3 +655,134 @@ async fn entries_for_other_destinations_do_not_hold_the_cursor_for_the_object_ag
     assert_eq!(stats.cursor.load(Ordering::Relaxed), 34);
     assert_eq!(stats.records.load(Ordering::Relaxed), 1);
 }
+
+/// The real disk, but renaming a journal segment aside for removal (the first step of a
+/// garbage collection) waits until the test opens the gate, or 3 s at most.
+#[derive(Debug)]
+struct HeldCollection {
+    gate: Arc<(Mutex<Gate>, std::sync::Condvar)>,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    /// A collection is waiting in its rename.
+    entered: bool,
+    /// The test let it go.
+    opened: bool,
+    /// Nobody let it go: it went after the 3 s.
+    gave_up: bool,
+}
+
+impl logbook_disk::Disk for HeldCollection {
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        let trash = to
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".trash-"));
+        if trash {
+            let (gate, cv) = &*self.gate;
+            let mut g = gate.lock().unwrap();
+            g.entered = true;
+            cv.notify_all();
+            let (mut g, waited) = cv
+                .wait_timeout_while(g, Duration::from_secs(3), |g| !g.opened)
+                .unwrap();
+            g.gave_up |= waited.timed_out();
+        }
+        logbook_disk::RealDisk.rename(from, to)
+    }
+    fn create_dir_all(&self, p: &std::path::Path) -> std::io::Result<()> {
+        logbook_disk::RealDisk.create_dir_all(p)
+    }
+    fn list(&self, p: &std::path::Path) -> std::io::Result<Vec<String>> {
+        logbook_disk::RealDisk.list(p)
+    }
+    fn open_read(&self, p: &std::path::Path) -> std::io::Result<Arc<dyn logbook_disk::DiskFile>> {
+        logbook_disk::RealDisk.open_read(p)
+    }
+    fn open_write(&self, p: &std::path::Path) -> std::io::Result<Arc<dyn logbook_disk::DiskFile>> {
+        logbook_disk::RealDisk.open_write(p)
+    }
+    fn create(&self, p: &std::path::Path) -> std::io::Result<Arc<dyn logbook_disk::DiskFile>> {
+        logbook_disk::RealDisk.create(p)
+    }
+    fn remove_file(&self, p: &std::path::Path) -> std::io::Result<()> {
+        logbook_disk::RealDisk.remove_file(p)
+    }
+    fn remove_dir_all(&self, p: &std::path::Path) -> std::io::Result<()> {
+        logbook_disk::RealDisk.remove_dir_all(p)
+    }
+    fn sync_dir(&self, p: &std::path::Path) -> std::io::Result<()> {
+        logbook_disk::RealDisk.sync_dir(p)
+    }
+    fn free_bytes(&self, p: &std::path::Path) -> std::io::Result<u64> {
+        logbook_disk::RealDisk.free_bytes(p)
+    }
+    fn exists(&self, p: &std::path::Path) -> bool {
+        logbook_disk::RealDisk.exists(p)
+    }
+    fn is_dir(&self, p: &std::path::Path) -> bool {
+        logbook_disk::RealDisk.is_dir(p)
+    }
+    fn try_lock(&self, p: &std::path::Path) -> std::io::Result<Option<logbook_disk::LockGuard>> {
+        logbook_disk::RealDisk.try_lock(p)
+    }
+}
+
+/// A destination collects the journal's segments (renames, cuts, removals: a 16 MiB
+/// discard took ~10 ms on this VM) on a blocking thread: on the runtime's worker it would
+/// hold every call that worker serves. On a runtime of one thread, a timer must fire
+/// while a collection is held in the disk; were the collection on that thread, nothing
+/// would run until the gate gave up after 3 s.
+#[test]
+fn a_destination_collects_the_journal_on_a_blocking_thread_not_on_a_runtime_worker() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new((Mutex::new(Gate::default()), std::sync::Condvar::new()));
+    let mut jc = JournalConfig::new(dir.path().join("journal"));
+    jc.disk = Arc::new(HeldCollection { gate: gate.clone() });
+    jc.segment_bytes = 500; // a few entries a segment: delivering them leaves some to collect
+    let j = Journal::open(jc).unwrap();
+    rt.block_on(async {
+        let n = 40u64;
+        for i in 0..n {
+            let p = format!("{{\"n\":{i}}}").into_bytes();
+            j.append(logbook_journal::Kind::Record, Box::new(move |_| p))
+                .await
+                .unwrap();
+        }
+        let t = Flaky::new(0, false);
+        let d = Destination::new(
+            Shared(t.clone()),
+            j.clone(),
+            config("held", Duration::from_secs(1)),
+            Seqs::default(),
+            Arc::new(GcCoordinator::default()),
+        )
+        .unwrap();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(d.run(rx));
+        // Wait (on this runtime's one thread) for a collection to reach the disk.
+        until(Duration::from_secs(20), || gate.0.lock().unwrap().entered).await;
+        // This thread is free while the collection is held: a timer fires.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        {
+            let mut g = gate.0.lock().unwrap();
+            assert!(
+                !g.gave_up,
+                "the runtime's thread ran only after the held collection gave up"
+            );
+            g.opened = true;
+            gate.1.notify_all();
+        }
+        until(Duration::from_secs(20), || {
+            t.got.lock().unwrap().len() as u64 == n
+        })
+        .await;
+        tx.send(true).unwrap();
+        task.await.unwrap().unwrap();
+        assert_eq!(*t.got.lock().unwrap(), (1..=n).collect::<Vec<u64>>());
+    });
+}
