@@ -99,13 +99,18 @@ fn config(name: &str, permanent_retry: Duration) -> DestinationConfig {
 
 async fn journal_with(dir: &std::path::Path, n: u64) -> Journal {
     let j = Journal::open(JournalConfig::new(dir.join("journal"))).unwrap();
+    append_records(&j, n).await;
+    j
+}
+
+/// Append `n` small records, one commit each.
+async fn append_records(j: &Journal, n: u64) {
     for i in 0..n {
         let p = format!("{{\"n\":{i}}}").into_bytes();
         j.append(logbook_journal::Kind::Record, Box::new(move |_| p))
             .await
             .unwrap();
     }
-    j
 }
 
 async fn until(deadline: Duration, mut f: impl FnMut() -> bool) {
@@ -747,12 +752,7 @@ fn a_destination_collects_the_journal_on_a_blocking_thread_not_on_a_runtime_work
     let j = Journal::open(jc).unwrap();
     rt.block_on(async {
         let n = 40u64;
-        for i in 0..n {
-            let p = format!("{{\"n\":{i}}}").into_bytes();
-            j.append(logbook_journal::Kind::Record, Box::new(move |_| p))
-                .await
-                .unwrap();
-        }
+        append_records(&j, n).await;
         let t = Flaky::new(0, false);
         let d = Destination::new(
             Shared(t.clone()),
