@@ -399,9 +399,14 @@ fn read_segment_header(disk: &dyn Disk, path: &Path) -> Result<SegmentHeader, Jo
 
 /// Whether a segment has any non-zero byte after its header's place.
 fn has_data_after_header(disk: &dyn Disk, path: &Path) -> Result<bool, JournalError> {
+    has_data_after(disk, path, format::SEGMENT_HEADER as u64)
+}
+
+/// Is any byte at or after `from` not zero?
+fn has_data_after(disk: &dyn Disk, path: &Path, from: u64) -> Result<bool, JournalError> {
     let f = disk.open_read(path).map_err(io_err("open segment"))?;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut off = format::SEGMENT_HEADER as u64;
+    let mut off = from;
     loop {
         let n = f.read_at(&mut buf, off).map_err(io_err("read segment"))?;
         if n == 0 {
@@ -1083,12 +1088,19 @@ impl Journal {
                 } else {
                     scan_segment(&*disk, path, *first, &fmt)?
                 };
+                // Zeros after the last entry are its end, but not proof that nothing
+                // follows them: a failed batch's undo (zeros over it) torn by a crash
+                // leaves zeros where the batch began and its bytes further on. Entries
+                // appended here would cover only part of those, and every reader would
+                // stop at what is left right after the segment's last entry. (Found by
+                // the system simulation, seed 179.)
+                let stale = !torn && !blank && has_data_after(&*disk, path, valid)?;
                 let f = disk.open_write(path).map_err(io_err("open segment"))?;
                 let file_len = f.len().map_err(io_err("stat segment"))?;
-                if torn {
+                if torn || stale {
                     // Zero the torn entry (and anything after it) rather than truncating,
                     // so a pre-filled segment keeps its size.
-                    tracing::warn!(segment = %path.display(), valid_bytes = valid, "clearing torn journal tail");
+                    tracing::warn!(segment = %path.display(), valid_bytes = valid, torn, "clearing journal tail");
                     zero_fill(&*f, valid, file_len).map_err(io_err("clear torn tail"))?;
                 }
                 // What we just read may be only in the page cache: after a failed fsync

@@ -220,9 +220,20 @@ impl Sim {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    // A read error is allowed only as an injected one (the sink retries).
+                    // A read error is allowed only as an injected one (the sink retries):
+                    // read again without faults, and a real one (damage a reader cannot
+                    // pass, as bytes left after a segment's last entry) is still there.
                     if self.faults == Faults::default() {
                         self.fail(format!("{sink} cannot read from {from}: {e}"));
+                    }
+                    let at = r.position();
+                    self.disk.set_faults(Faults::default());
+                    let again = j.reader(at).next_entry(upto);
+                    self.disk.set_faults(self.faults);
+                    if let Err(real) = again {
+                        self.fail(format!(
+                            "{sink} cannot read {at}, even without faults: {real}"
+                        ));
                     }
                     self.log.push(format!("{sink}: read error {e}"));
                     return;

@@ -186,9 +186,19 @@ impl Sim {
     }
 
     fn fail(&self, what: String) -> ! {
-        let tail: Vec<&String> = self.log.iter().rev().take(30).collect();
+        let tail: Vec<&String> = self
+            .log
+            .iter()
+            .rev()
+            .take(
+                std::env::var("SIM_LOG_STEPS")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(30),
+            )
+            .collect();
         panic!(
-            "seed {}: {what}\nlast steps (newest first): {tail:#?}\nreplay: SIM_SEED={} cargo test -p logbook-store --test system_simulation",
+            "seed {}: {what}\nlast steps (newest first): {tail:#?}\nreplay: SIM_SEED={} cargo test -p logbook-store --test system_simulation (SIM_LOG_STEPS=n: the last n steps)",
             self.seed, self.seed
         );
     }
