@@ -21,12 +21,12 @@
 //! ```text
 //! len: u32 | crc: u32 | seq: u64 | time_ms: u64 | kind: u16 | version: u16 | payload
 //! ```
-//! (details, and the older format 1 that is still read, in [`format`]). An all-zero entry
-//! header marks the end of the data. On open, a torn entry, and anything else not zero
-//! after the last entry, is zeroed. Sequence numbers start at 1 and increase by one
-//! across segments with no gaps. `time_ms` is the Unix time of the append. Every entry
-//! says what it is ([`Kind`]) and which version of that kind's shape its payload has, so
-//! consumers dispatch on the kind.
+//! (details, and the older format 1 that is still read, in [`format`](mod@format)). An
+//! all-zero entry header marks the end of the data. On open, a torn entry, and anything
+//! else not zero after the last entry, is zeroed. Sequence numbers start at 1 and
+//! increase by one across segments with no gaps. `time_ms` is the Unix time of the
+//! append. Every entry says what it is ([`Kind`]) and which version of that kind's shape
+//! its payload has, so consumers dispatch on the kind.
 //!
 //! # Encryption at rest
 //! With a master key in [`JournalConfig::keys`], every new segment gets a random data key,
