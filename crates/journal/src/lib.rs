@@ -1287,7 +1287,7 @@ impl Journal {
     ///
     /// A collected segment is first renamed out of the listing (so no reader or restart
     /// sees it again once the folder is synced), then cut down a MiB at a time and removed
-    /// (see [`shrink_and_remove`]); this blocks for a few milliseconds a segment, so call it
+    /// (see `shrink_and_remove`); this blocks for a few milliseconds a segment, so call it
     /// off an async runtime's workers.
     pub fn collect_garbage(&self, min_cursor: u64) -> Result<usize, JournalError> {
         let disk = &*self.shared.disk;
