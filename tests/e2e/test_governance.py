@@ -64,7 +64,10 @@ warn_actions = ["{ONCALL}"]
                         what="the budget warning")
         body = json.loads(note[0]["Message"])
         assert body["BudgetName"] == "ops-daily" and body["ThresholdPercent"] == 10 and body["LimitUsd"] == "0.0001"
-        hist = c.describe_alarm_history(AlarmName="budget:ops-daily")["AlarmHistoryItems"]
-        assert any("Successfully executed" in h["HistorySummary"] for h in hist), hist
+        # The attempt's outcome is written to the history once the receiver has answered,
+        # so it may follow the body the receiver already holds: wait for it.
+        wait_for(lambda: [h for h in c.describe_alarm_history(AlarmName="budget:ops-daily")["AlarmHistoryItems"]
+                          if "Successfully executed" in h["HistorySummary"]],
+                 what="the warning's delivery in the alarm history")
     finally:
         rx.close()
