@@ -234,9 +234,7 @@ fn source(config: &logbook_server::Config, source: &str) -> anyhow::Result<Sourc
 /// Replace `inputBodyS3Path`/`outputBodyS3Path` offloads by the bodies they point to, when
 /// the object is under `bucket_root`.
 fn follow_offloads(line: &str, src: &Source, rt: &tokio::runtime::Handle) -> Option<String> {
-    if !line.contains("BodyS3Path\"") {
-        return None;
-    }
+    memchr::memmem::find(line.as_bytes(), b"BodyS3Path\"")?;
     let mut v: serde_json::Value = serde_json::from_str(line).ok()?;
     let mut changed = false;
     for (sec, path_key, body_key) in [
@@ -359,16 +357,13 @@ struct Progress {
     recognised: bool,
     /// Records already in the group (or earlier in this import).
     dups: u64,
-    /// Records without a request id.
-    bad: u64,
 }
 
-/// One object's parsed rows (those not yet handed on) and the problems found in it.
+/// What was read of one object, and the problems found in it.
 struct FileRows {
     path: String,
     bytes: u64,
     lines: u64,
-    rows: Vec<logbook_store::Row>,
     errors: Vec<(usize, String)>,
     /// Is the object in one of the layouts import reads?
     recognised: bool,
@@ -423,24 +418,19 @@ fn strip_export_time(line: &str) -> &str {
     }
 }
 
-/// Rows a worker hands on while it parses one object (so an object of many records is
-/// never held whole: about 14 MB of parsed rows at a time).
-const PARSE_CHUNK: usize = 1024;
-
-/// Parse one object. Rows go to `sink` every [`PARSE_CHUNK`] records; the rest are in the
-/// result's `rows`. An error is the sink's (the import stops); the object's own problems
-/// are in the result's `errors`.
+/// Parse one object: each record goes to `sink` as it is read (borrowed from the line,
+/// so nothing of the object is held but the line being read). An error is the sink's
+/// (the import stops); the object's own problems are in the result's `errors`.
 fn parse_object(
     o: &ObjectMeta,
     src: &Source,
     rt: &tokio::runtime::Handle,
-    sink: &mut dyn FnMut(Vec<logbook_store::Row>) -> anyhow::Result<()>,
+    sink: &mut dyn FnMut(logbook_store::Fields<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<FileRows> {
     let mut out = FileRows {
         path: o.location.to_string(),
         bytes: o.size,
         lines: 0,
-        rows: Vec::new(),
         errors: Vec::new(),
         recognised: true,
     };
@@ -456,30 +446,31 @@ fn parse_object(
             return Ok(out);
         }
     };
-    let mut take = |n: usize, line: String, out: &mut FileRows| -> anyhow::Result<()> {
+    let mut take = |n: usize, line: &str, out: &mut FileRows| -> anyhow::Result<()> {
         if line.trim().is_empty() {
             return Ok(());
         }
         out.lines += 1;
-        let line = follow_offloads(&line, src, rt).unwrap_or(line);
-        match logbook_store::parse_row(&line) {
-            Ok(r) if r.request_id().is_some() => out.rows.push(r),
+        let followed = follow_offloads(line, src, rt);
+        match logbook_store::parse_fields(followed.as_deref().unwrap_or(line)) {
+            Ok(r) if r.request_id().is_some() => sink(r)?,
             Ok(_) => out
                 .errors
                 .push((n + 1, "the record has no requestId".into())),
             Err(e) => out.errors.push((n + 1, e.to_string())),
         }
-        if out.rows.len() >= PARSE_CHUNK {
-            sink(std::mem::take(&mut out.rows))?;
-        }
         Ok(())
     };
     match kind {
         Layout::Bedrock | Layout::CloudWatchExport => {
-            for (n, line) in logbook_query::archive::lines(&bytes).enumerate() {
+            let mut lines = logbook_query::archive::LineReader::new(&bytes);
+            let mut n = 0;
+            while let Some(line) = lines.next_line() {
+                n += 1;
+                let n = n - 1;
                 match line {
                     Ok(l) if kind == Layout::CloudWatchExport => {
-                        take(n, strip_export_time(&l).to_string(), &mut out)?
+                        take(n, strip_export_time(l), &mut out)?
                     }
                     Ok(l) => take(n, l, &mut out)?,
                     // Reported as malformed; the lines after it are still read.
@@ -504,7 +495,7 @@ fn parse_object(
             };
             for (n, e) in events.iter().enumerate() {
                 match e.get("message").and_then(|m| m.as_str()) {
-                    Some(m) => take(n, m.to_string(), &mut out)?,
+                    Some(m) => take(n, m, &mut out)?,
                     None => out.errors.push((n + 1, "an event has no message".into())),
                 }
             }
@@ -616,14 +607,15 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
             let (written, group_made, store) = (&written, &group_made, &store);
             let handle = rt.handle().clone();
             handles.push(scope.spawn(move || -> anyhow::Result<()> {
-                let mut rows: Vec<logbook_store::Row> = Vec::new();
-                let mut held = 0usize;
-                let write = |rows: Vec<logbook_store::Row>| -> anyhow::Result<()> {
-                    if rows.is_empty() {
+                // The records taken and not yet written, as Arrow columns by partition (a
+                // record's values are copied once, from its line into its batch).
+                let mut parts = logbook_store::ImportBuffer::new();
+                let write = |parts: logbook_store::ImportBuffer| -> anyhow::Result<()> {
+                    if parts.is_empty() {
                         return Ok(());
                     }
                     (*group_made.lock().unwrap_or_else(|p| p.into_inner()))(store)?;
-                    let out = store.write_import(group, rows, 1)?;
+                    let out = store.write_import_buffer(group, parts, 1)?;
                     written
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -634,33 +626,22 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(f) = files.get(i) else { break };
-                        let (mut dups, mut bad) = (0u64, 0u64);
-                        let mut absorb = |chunk: Vec<logbook_store::Row>| -> anyhow::Result<()> {
-                            {
-                                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-                                for mut r in chunk {
-                                    let Some(id) = r.request_id() else {
-                                        bad += 1;
-                                        continue;
-                                    };
-                                    if !seen.insert(id) {
-                                        dups += 1;
-                                        continue;
-                                    }
-                                    held += r.strs.iter().flatten().map(String::len).sum::<usize>()
-                                        + std::mem::size_of::<logbook_store::Row>();
-                                    r.log_group = Some(group.to_string());
-                                    rows.push(r);
-                                }
+                        let mut dups = 0u64;
+                        let mut absorb = |r: logbook_store::Fields<'_>| -> anyhow::Result<()> {
+                            let Some(id) = r.request_id() else {
+                                return Ok(()); // parse_object passes only records with one
+                            };
+                            if !seen.lock().unwrap_or_else(|p| p.into_inner()).insert(id) {
+                                dups += 1;
+                                return Ok(());
                             }
-                            if held >= WRITE_AT {
-                                write(std::mem::take(&mut rows))?;
-                                held = 0;
+                            parts.append(&r)?;
+                            if parts.bytes() >= WRITE_AT {
+                                write(parts.take())?;
                             }
                             Ok(())
                         };
-                        let mut fr = parse_object(f, src, &handle, &mut absorb)?;
-                        absorb(std::mem::take(&mut fr.rows))?;
+                        let fr = parse_object(f, src, &handle, &mut absorb)?;
                         let p = Progress {
                             path: fr.path,
                             bytes: fr.bytes,
@@ -668,13 +649,12 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
                             errors: fr.errors,
                             recognised: fr.recognised,
                             dups,
-                            bad,
                         };
                         if tx.send(p).is_err() {
                             break;
                         }
                     }
-                    write(rows)
+                    write(parts)
                 })();
                 if r.is_err() {
                     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -694,7 +674,6 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
             }
             read += p.lines;
             dups += p.dups;
-            bad += p.bad;
             done_bytes += p.bytes;
             if written.lock().unwrap_or_else(|p| p.into_inner()).len() >= COMMIT_EVERY {
                 match commit(&store) {

@@ -76,16 +76,15 @@ struct BoundedLines<R> {
     done: bool,
 }
 
-impl<R: BufRead> Iterator for BoundedLines<R> {
-    type Item = std::io::Result<String>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<R: BufRead> BoundedLines<R> {
+    /// The next line into `line` (cleared first); none at the end.
+    fn read_into(&mut self, line: &mut Vec<u8>) -> Option<std::io::Result<()>> {
         if self.done {
             return None;
         }
-        let mut line = Vec::new();
+        line.clear();
         let limit = self.max as u64 + 1;
-        match (&mut self.r).take(limit).read_until(b'\n', &mut line) {
+        match (&mut self.r).take(limit).read_until(b'\n', line) {
             Ok(0) => {
                 self.done = true;
                 return None;
@@ -102,6 +101,7 @@ impl<R: BufRead> Iterator for BoundedLines<R> {
                 line.pop();
             }
         } else if line.len() > self.max {
+            line.clear();
             // Past the bound: read to the line's end without keeping it.
             if let Err(e) = self.r.skip_until(b'\n') {
                 self.done = true;
@@ -112,12 +112,60 @@ impl<R: BufRead> Iterator for BoundedLines<R> {
                 LineTooLong(self.max),
             )));
         }
-        Some(String::from_utf8(line).map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "stream did not contain valid UTF-8",
-            )
-        }))
+        Some(Ok(()))
+    }
+}
+
+fn not_utf8() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "stream did not contain valid UTF-8",
+    )
+}
+
+impl<R: BufRead> Iterator for BoundedLines<R> {
+    type Item = std::io::Result<String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut line = Vec::new();
+        match self.read_into(&mut line)? {
+            Ok(()) => Some(String::from_utf8(line).map_err(|_| not_utf8())),
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// The lines of one gzipped JSON Lines object as [`lines`] gives them, each read into one
+/// buffer the reader keeps (no allocation a line): for a caller done with a line before
+/// it asks for the next.
+pub struct LineReader<'a> {
+    lines: BoundedLines<BufReader<MultiGzDecoder<&'a [u8]>>>,
+    buf: Vec<u8>,
+}
+
+impl<'a> LineReader<'a> {
+    /// A reader of `bytes` (a gzipped object).
+    pub fn new(bytes: &'a [u8]) -> LineReader<'a> {
+        LineReader::within(bytes, MAX_LINE_BYTES)
+    }
+
+    fn within(bytes: &'a [u8], max: usize) -> LineReader<'a> {
+        LineReader {
+            lines: BoundedLines {
+                r: BufReader::with_capacity(1 << 20, MultiGzDecoder::new(bytes)),
+                max,
+                done: false,
+            },
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next line; none at the end. Errors as [`lines`] gives them.
+    pub fn next_line(&mut self) -> Option<std::io::Result<&str>> {
+        match self.lines.read_into(&mut self.buf)? {
+            Ok(()) => Some(std::str::from_utf8(&self.buf).map_err(|_| not_utf8())),
+            Err(e) => Some(Err(e)),
+        }
     }
 }
 
@@ -218,10 +266,18 @@ mod line_tests {
         e.finish().unwrap()
     }
 
+    /// The lines as `lines` gives them; `LineReader` (one reused buffer) must give the same.
     fn read(bytes: &[u8], max: usize) -> Vec<Result<String, bool>> {
-        super::lines_within(bytes, max)
+        let got: Vec<Result<String, bool>> = super::lines_within(bytes, max)
             .map(|l| l.map_err(|e| super::is_too_long(&e)))
-            .collect()
+            .collect();
+        let mut r = super::LineReader::within(bytes, max);
+        let mut again = Vec::new();
+        while let Some(l) = r.next_line() {
+            again.push(l.map(str::to_string).map_err(|e| super::is_too_long(&e)));
+        }
+        assert_eq!(again, got, "LineReader and lines differ");
+        got
     }
 
     /// As `BufRead::lines` for lines within the bound (`\n` and `\r\n` ends, an empty

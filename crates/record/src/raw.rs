@@ -124,13 +124,26 @@ pub struct RawDestination<'a> {
 
 /// A record's text value: JSON strings unquoted, `null` as none, anything else verbatim.
 pub fn text(v: Option<&RawValue>) -> Option<String> {
+    text_ref(v).map(std::borrow::Cow::into_owned)
+}
+
+/// [`text`], borrowed from the record where it can be: a JSON string without escapes is
+/// the bytes between its quotes.
+pub fn text_ref(v: Option<&RawValue>) -> Option<std::borrow::Cow<'_, str>> {
     let raw = v?.get();
     if raw.starts_with('"') {
-        serde_json::from_str::<String>(raw).ok()
+        match raw.get(1..raw.len().saturating_sub(1)) {
+            Some(inner) if raw.len() >= 2 && raw.ends_with('"') && !inner.contains('\\') => {
+                Some(std::borrow::Cow::Borrowed(inner))
+            }
+            _ => serde_json::from_str::<String>(raw)
+                .ok()
+                .map(std::borrow::Cow::Owned),
+        }
     } else if raw == "null" {
         None
     } else {
-        Some(raw.to_string())
+        Some(std::borrow::Cow::Borrowed(raw))
     }
 }
 
@@ -154,8 +167,13 @@ pub fn boolean(v: Option<&RawValue>) -> Option<bool> {
 }
 
 pub fn json(v: Option<&RawValue>) -> Option<String> {
+    json_ref(v).map(str::to_string)
+}
+
+/// [`json`], borrowed from the record.
+pub fn json_ref(v: Option<&RawValue>) -> Option<&str> {
     let raw = v?.get();
-    (raw != "null").then(|| raw.to_string())
+    (raw != "null").then_some(raw)
 }
 
 impl<'a> RawRecord<'a> {
@@ -195,6 +213,35 @@ pub fn strip_bodies(record: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
+
+    /// A string without escapes is borrowed between its quotes; one with escapes is
+    /// unescaped; anything else is its JSON text; `null` is none. `text` agrees.
+    #[test]
+    fn text_is_borrowed_unless_it_must_be_unescaped() {
+        let v = |s: &str| serde_json::from_str::<Box<RawValue>>(s).unwrap();
+        let cases: [(&str, Option<&str>, bool); 7] = [
+            (r#""plain""#, Some("plain"), true),
+            (r#""""#, Some(""), true),
+            (r#""a\"b""#, Some("a\"b"), false),
+            (r#""caf\u00e9 \\ x""#, Some("café \\ x"), false),
+            ("12", Some("12"), true),
+            (r#"{"a":1}"#, Some(r#"{"a":1}"#), true),
+            ("null", None, true),
+        ];
+        for (raw, want, borrowed) in cases {
+            let raw = v(raw);
+            let got = text_ref(Some(&raw));
+            assert_eq!(got.as_deref(), want, "{raw}");
+            if let Some(g) = &got {
+                assert_eq!(matches!(g, Cow::Borrowed(_)), borrowed, "{raw}");
+            }
+            assert_eq!(text(Some(&raw)).as_deref(), want, "{raw}");
+        }
+        assert_eq!(json_ref(Some(&v("null"))), None);
+        assert_eq!(json_ref(Some(&v(r#"{"a":"\n"}"#))), Some(r#"{"a":"\n"}"#));
+        assert_eq!(text_ref(None), None);
+    }
 
     #[test]
     fn reads_what_consumers_need_and_refuses_what_is_not_a_record() {

@@ -43,7 +43,7 @@ pub use logbook_seal::Keyring;
 /// once (`message` holds marks where the bodies were, [`schema::rebuild_message`]).
 /// Files of every earlier format read as they are.
 pub const FORMAT_VERSION: u32 = 3;
-pub use schema::{parse_row, Row};
+pub use schema::{parse_fields, parse_row, Columns, Fields, Row};
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -426,6 +426,120 @@ pub fn partition_of(ms: i64, now: i64) -> i64 {
     } else {
         ms.div_euclid(86_400_000).saturating_mul(86_400_000)
     }
+}
+
+/// Records an import has taken and not yet written ([`Store::write_import_buffer`]):
+/// Arrow columns by partition ([`partition_of`]), so a record's values are copied once,
+/// from its line into its batch, with no row of owned strings in between.
+pub struct ImportBuffer {
+    parts: BTreeMap<i64, (schema::Columns, Vec<RecordBatch>)>,
+    bytes: usize,
+    now: i64,
+    /// What the records seen so far brought to each column: new columns are sized by it.
+    sizes: schema::TextSizes,
+}
+
+impl Default for ImportBuffer {
+    fn default() -> Self {
+        ImportBuffer::new()
+    }
+}
+
+impl ImportBuffer {
+    /// Rows of a batch, as the store writes them.
+    const BATCH_ROWS: usize = 8192;
+    /// What a record holds besides its text.
+    const ROW_BYTES: usize = 128;
+
+    /// An empty buffer.
+    pub fn new() -> ImportBuffer {
+        ImportBuffer {
+            parts: BTreeMap::new(),
+            bytes: 0,
+            now: now_ms(),
+            sizes: schema::TextSizes::default(),
+        }
+    }
+
+    /// Take one record.
+    pub fn append(&mut self, f: &schema::Fields<'_>) -> Result<(), StoreError> {
+        let sizes = &self.sizes;
+        let (cols, done) = self
+            .parts
+            .entry(partition_of(f.timestamp, self.now))
+            .or_insert_with(|| {
+                (
+                    schema::Columns::sized_for(Self::BATCH_ROWS, sizes),
+                    Vec::new(),
+                )
+            });
+        cols.append(f);
+        self.bytes += f.text_bytes() + Self::ROW_BYTES;
+        if cols.rows() >= Self::BATCH_ROWS {
+            self.sizes = cols.text_sizes();
+            done.push(cols.finish()?);
+        }
+        Ok(())
+    }
+
+    /// What was taken, to be written; this buffer is empty again and keeps what it
+    /// learned of the records' sizes.
+    pub fn take(&mut self) -> ImportBuffer {
+        if let Some((cols, _)) = self.parts.values().find(|(c, _)| c.rows() > 0) {
+            self.sizes = cols.text_sizes();
+        }
+        ImportBuffer {
+            parts: std::mem::take(&mut self.parts),
+            bytes: std::mem::take(&mut self.bytes),
+            now: self.now,
+            sizes: self.sizes,
+        }
+    }
+
+    /// Bytes of the records taken.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Has it taken nothing?
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+}
+
+/// The records of one partition an import writes as one file.
+enum ImportPart {
+    Rows(Vec<Row>),
+    Batches(Vec<RecordBatch>),
+}
+
+/// `batches` (the table's schema) with their rows in time order, stable (as
+/// `sort_by_key` orders rows): as they are when they already are, which is the common
+/// case (archives are written in time order).
+fn in_time_order(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, StoreError> {
+    let mut all: Vec<i64> = Vec::new();
+    for b in &batches {
+        let t = b
+            .column(schema::TIMESTAMP)
+            .as_any()
+            .downcast_ref::<arrow_array::TimestampMillisecondArray>()
+            .ok_or_else(|| StoreError::Invalid("an import batch without timestamps".into()))?;
+        all.extend_from_slice(t.values());
+    }
+    if all.windows(2).all(|w| w[0] <= w[1]) {
+        return Ok(batches);
+    }
+    let mut order: Vec<u32> = (0..all.len() as u32).collect();
+    order.sort_by_key(|&i| all[i as usize]);
+    let one = arrow_select::concat::concat_batches(&schema::schema(), &batches)?;
+    drop(batches);
+    let rows = order.len();
+    let mut out = Vec::with_capacity(rows.div_ceil(8192));
+    for chunk in order.chunks(8192) {
+        let idx = arrow_array::UInt32Array::from(chunk.to_vec());
+        out.push(arrow_select::take::take_record_batch(&one, &idx)?);
+    }
+    Ok(out)
 }
 
 /// Current time, epoch ms.
@@ -1853,13 +1967,6 @@ impl Store {
         rows: Vec<Row>,
         threads: usize,
     ) -> Result<ImportedFiles, StoreError> {
-        self.check_writable()?;
-        if rows.is_empty() {
-            return Ok(ImportedFiles::default());
-        }
-        if !self.has_group(name) {
-            return Err(StoreError::NoSuchGroup(name.into()));
-        }
         let now = now_ms();
         let mut by_hour: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
         for r in rows {
@@ -1868,28 +1975,69 @@ impl Store {
                 .or_default()
                 .push(r);
         }
+        let parts = by_hour
+            .into_iter()
+            .map(|(h, rows)| (h, ImportPart::Rows(rows)))
+            .collect();
+        self.write_import_parts(name, parts, threads)
+    }
+
+    /// [`Store::write_import`] of records an import gathered in an [`ImportBuffer`]: each
+    /// partition's batches become one file, its rows in time order.
+    pub fn write_import_buffer(
+        &self,
+        name: &str,
+        buffer: ImportBuffer,
+        threads: usize,
+    ) -> Result<ImportedFiles, StoreError> {
+        let mut parts = Vec::with_capacity(buffer.parts.len());
+        for (h, (cols, mut batches)) in buffer.parts {
+            if cols.rows() > 0 {
+                batches.push(cols.into_batch()?);
+            }
+            parts.push((h, ImportPart::Batches(batches)));
+        }
+        self.write_import_parts(name, parts, threads)
+    }
+
+    fn write_import_parts(
+        &self,
+        name: &str,
+        parts: Vec<(i64, ImportPart)>,
+        threads: usize,
+    ) -> Result<ImportedFiles, StoreError> {
+        self.check_writable()?;
+        if parts.is_empty() {
+            return Ok(ImportedFiles::default());
+        }
+        if !self.has_group(name) {
+            return Err(StoreError::NoSuchGroup(name.into()));
+        }
         // Reserved under the flush lock (a flush reads the next number and names its files
         // after it): flushes, compactions and other imports take the numbers after these.
         let first_no = {
             let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
             let mut st = self.write();
             let first = st.manifest.next_file;
-            st.manifest.next_file += by_hour.len() as u64;
+            st.manifest.next_file += parts.len() as u64;
             first
         };
-        let work: Vec<(u64, i64, Vec<Row>)> = by_hour
+        let work: Vec<(u64, i64, ImportPart)> = parts
             .into_iter()
             .enumerate()
-            .map(|(i, (h, rows))| (first_no + i as u64, h, rows))
+            .map(|(i, (h, part))| (first_no + i as u64, h, part))
             .collect();
         let file_no = first_no + work.len() as u64;
-        let write_one = |no: u64, hour: i64, mut rows: Vec<Row>| {
-            rows.sort_by_key(|r| r.timestamp);
-            let batches = rows
-                .chunks(8192)
-                .map(schema::to_batch)
-                .collect::<Result<Vec<_>, _>>()?;
-            drop(rows);
+        let write_one = |no: u64, hour: i64, part: ImportPart| {
+            let batches = match part {
+                ImportPart::Rows(mut rows) => {
+                    rows.sort_by_key(|r| r.timestamp);
+                    rows.chunks(8192)
+                        .map(schema::to_batch)
+                        .collect::<Result<Vec<_>, _>>()?
+                }
+                ImportPart::Batches(b) => in_time_order(b)?,
+            };
             let mut found = BTreeSet::new();
             if let Some(b) = batches.first() {
                 fields::discover_batch(b, &mut found);
@@ -1897,7 +2045,7 @@ impl Store {
             Ok::<_, StoreError>((self.write_file(name, hour, no, &batches)?, found))
         };
         // (file number, partition, rows), each taken once by one thread.
-        type Slot = Mutex<Option<(u64, i64, Vec<Row>)>>;
+        type Slot = Mutex<Option<(u64, i64, ImportPart)>>;
         let work: Vec<Slot> = work.into_iter().map(|w| Mutex::new(Some(w))).collect();
         let results: Mutex<Vec<(FileMeta, BTreeSet<String>)>> = Mutex::new(Vec::new());
         let first_err: Mutex<Option<StoreError>> = Mutex::new(None);
@@ -2746,6 +2894,102 @@ mod tests {
         drop(s);
         let s = Store::open(d.path()).unwrap();
         assert_eq!(s.request_ids("g").unwrap().len(), 5);
+    }
+
+    /// An import through an `ImportBuffer` (columns built from borrowed values, batch by
+    /// batch, taken and written part by part) writes the files, byte for byte in their
+    /// rows, that the same records written as rows do: one per partition, rows in time
+    /// order (stable: equal times keep their order), across a batch's end.
+    #[test]
+    fn an_import_buffer_writes_the_files_rows_write() {
+        let mut lines = Vec::new();
+        // 8,200 records of one day, the last 300 out of order, two sharing a time; and a
+        // few of the day before.
+        for i in 0..8_200u32 {
+            let secs = if i < 7_900 { i } else { 9_000 - i };
+            let ts = format!(
+                "2025-03-12T{:02}:{:02}:{:02}Z",
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60
+            );
+            lines.push(line(&format!("r{i}"), &ts, Some("g"), "m", u64::from(i)));
+        }
+        for i in 0..5 {
+            lines.push(line(
+                &format!("d{i}"),
+                "2025-03-11T10:00:00Z",
+                Some("g"),
+                "m\\u00e9",
+                7,
+            ));
+        }
+        let read = |s: &Store| -> Vec<(String, Vec<RecordBatch>)> {
+            let snap = s.snapshot("g", i64::MIN, i64::MAX).unwrap();
+            let mut files: Vec<_> = snap.files.iter().map(|(p, _)| p.clone()).collect();
+            files.sort();
+            files
+                .iter()
+                .map(|p| {
+                    let f = fs::File::open(p).unwrap();
+                    let r =
+                        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                            .unwrap()
+                            .build()
+                            .unwrap();
+                    let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                    (name, r.map(Result::unwrap).collect())
+                })
+                .collect()
+        };
+        let rows_dir = tempfile::tempdir().unwrap();
+        let by_rows = Store::open(rows_dir.path()).unwrap();
+        by_rows.create_group("g").unwrap();
+        let rows: Vec<Row> = lines.iter().map(|l| parse_row(l).unwrap()).collect();
+        let files = by_rows.write_import("g", rows, 1).unwrap();
+        assert_eq!(by_rows.commit_import("g", files).unwrap(), 8_205);
+
+        let cols_dir = tempfile::tempdir().unwrap();
+        let by_cols = Store::open(cols_dir.path()).unwrap();
+        by_cols.create_group("g").unwrap();
+        let mut buf = ImportBuffer::new();
+        for l in &lines {
+            buf.append(&schema::parse_fields(l).unwrap()).unwrap();
+        }
+        assert!(buf.bytes() > 8_205 * 300, "{}", buf.bytes());
+        let taken = buf.take();
+        assert!(buf.is_empty() && buf.bytes() == 0);
+        let files = by_cols.write_import_buffer("g", taken, 1).unwrap();
+        assert_eq!(by_cols.commit_import("g", files).unwrap(), 8_205);
+
+        let (a, b) = (read(&by_rows), read(&by_cols));
+        assert_eq!(a.len(), 2, "one file per day");
+        assert_eq!(
+            a.iter().map(|f| &f.0).collect::<Vec<_>>(),
+            b.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        for ((name, x), (_, y)) in a.iter().zip(&b) {
+            assert_eq!(x, y, "{name}");
+        }
+        let ids: Vec<String> = a[1]
+            .1
+            .iter()
+            .flat_map(|b| {
+                let c = b
+                    .column(schema::REQUEST_ID)
+                    .as_any()
+                    .downcast_ref::<arrow_array::StringArray>()
+                    .unwrap();
+                c.iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(ids.len(), 8_200);
+        // r7900's time (9,000 - 7,900 = 1,100 s) is r1100's and r7999's (1,001 s) r1001's:
+        // each came later, so each stays after its twin.
+        let at = |id: &str| ids.iter().position(|x| x == id).unwrap();
+        assert!(at("r1100") < at("r7900") && at("r7900") < at("r1101"));
+        assert!(at("r1001") < at("r7999") && at("r7999") < at("r1002"));
+        assert_eq!(ids.last().map(String::as_str), Some("r7899"));
     }
 
     /// Imports written by several threads at once take distinct file numbers, even with

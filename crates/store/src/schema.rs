@@ -153,7 +153,8 @@ pub enum RowError {
     Invalid(&'static str),
 }
 
-use logbook_record::raw::{boolean, int, json, text, RawRecord};
+use logbook_record::raw::{boolean, int, json_ref, text_ref, RawRecord};
+use std::borrow::Cow;
 
 /// A cost's decimal string as the `DECIMAL(38, 12)` column's integer
 /// ([`logbook_record::money::parse`]).
@@ -290,63 +291,114 @@ pub(crate) fn body_marks<'a>(
 /// Split one record (a JSON line) into column values. Records without a usable
 /// `timestamp` or with a `schemaType` other than `ModelInvocationLog` are refused.
 pub fn parse_row(line: &str) -> Result<Row, RowError> {
+    parse_fields(line).map(Fields::into_row)
+}
+
+/// Columns of the table.
+const N: usize = COLUMNS.len();
+
+/// One record split into column values, borrowed from its line where they can be (the
+/// bodies always, text without escapes): what [`Columns`] takes without a copy of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fields<'a> {
+    /// `timestamp`, epoch ms.
+    pub timestamp: i64,
+    /// Text/JSON values by column index (`None` for absent).
+    pub strs: [Option<Cow<'a, str>>; N],
+    /// Integer values by column index.
+    pub ints: [Option<i64>; N],
+    /// Boolean values by column index.
+    pub bools: [Option<bool>; N],
+    /// The log group the logging configuration sent it to (`logbook.destination.logGroup`).
+    pub log_group: Option<Cow<'a, str>>,
+}
+
+impl<'a> Fields<'a> {
+    /// The record's request id.
+    pub fn request_id(&self) -> Option<&str> {
+        self.strs[REQUEST_ID].as_deref()
+    }
+
+    /// Bytes of text the record adds to a batch.
+    pub fn text_bytes(&self) -> usize {
+        self.strs.iter().flatten().map(|s| s.len()).sum()
+    }
+
+    /// The values, owned.
+    pub fn into_row(self) -> Row {
+        Row {
+            timestamp: self.timestamp,
+            strs: self
+                .strs
+                .into_iter()
+                .map(|s| s.map(Cow::into_owned))
+                .collect(),
+            ints: self.ints.to_vec(),
+            bools: self.bools.to_vec(),
+            log_group: self.log_group.map(Cow::into_owned),
+        }
+    }
+}
+
+/// [`parse_row`] without owning its values.
+pub fn parse_fields(line: &str) -> Result<Fields<'_>, RowError> {
     // Refuses a `schemaType` other than `ModelInvocationLog`.
     let r = RawRecord::parse(line.as_bytes())?;
-    let ts = text(r.timestamp)
+    let ts = text_ref(r.timestamp)
         .as_deref()
         .and_then(parse_millis)
         .ok_or(RowError::Invalid("timestamp missing or not RFC 3339"))?;
-    let n = COLUMNS.len();
-    let mut strs = vec![None; n];
-    let mut ints = vec![None; n];
-    let mut bools = vec![None; n];
+    let mut strs: [Option<Cow<'_, str>>; N] = std::array::from_fn(|_| None);
+    let mut ints = [None; N];
+    let mut bools = [None; N];
     let (input, output, ext) = (r.input.as_ref(), r.output.as_ref(), r.logbook.as_ref());
-    strs[1] = text(r.request_id);
-    strs[2] = text(r.account_id);
-    strs[3] = text(r.region);
-    strs[4] = text(r.operation);
-    strs[5] = text(r.model_id);
-    strs[6] = text(r.schema_type);
-    strs[7] = text(r.schema_version);
-    strs[8] = text(r.identity.as_ref().and_then(|i| i.arn));
-    strs[9] = text(r.inference_region);
-    strs[10] = text(r.error_code);
-    strs[11] = text(input.and_then(|i| i.input_content_type));
+    let json = |v| json_ref(v).map(Cow::Borrowed);
+    strs[1] = text_ref(r.request_id);
+    strs[2] = text_ref(r.account_id);
+    strs[3] = text_ref(r.region);
+    strs[4] = text_ref(r.operation);
+    strs[5] = text_ref(r.model_id);
+    strs[6] = text_ref(r.schema_type);
+    strs[7] = text_ref(r.schema_version);
+    strs[8] = text_ref(r.identity.as_ref().and_then(|i| i.arn));
+    strs[9] = text_ref(r.inference_region);
+    strs[10] = text_ref(r.error_code);
+    strs[11] = text_ref(input.and_then(|i| i.input_content_type));
     ints[12] = int(input.and_then(|i| i.input_token_count));
     ints[13] = int(input.and_then(|i| i.cache_read_input_token_count));
     ints[14] = int(input.and_then(|i| i.cache_write_input_token_count));
     strs[15] = json(input.and_then(|i| i.input_body_json));
-    strs[16] = text(input.and_then(|i| i.input_body_s3_path));
-    strs[17] = text(output.and_then(|o| o.output_content_type));
+    strs[16] = text_ref(input.and_then(|i| i.input_body_s3_path));
+    strs[17] = text_ref(output.and_then(|o| o.output_content_type));
     ints[18] = int(output.and_then(|o| o.output_token_count));
     strs[19] = json(output.and_then(|o| o.output_body_json));
-    strs[20] = text(output.and_then(|o| o.output_body_s3_path));
+    strs[20] = text_ref(output.and_then(|o| o.output_body_s3_path));
     strs[21] = json(r.request_metadata);
     ints[22] = int(ext.and_then(|e| e.latency_ms));
     ints[23] = int(ext.and_then(|e| e.time_to_first_token_ms));
     ints[24] = int(ext.and_then(|e| e.http_status));
     bools[25] = boolean(ext.and_then(|e| e.stream));
-    strs[26] = text(ext.and_then(|e| e.provider));
-    strs[27] = text(ext.and_then(|e| e.api));
-    strs[28] = text(ext.and_then(|e| e.error_message));
+    strs[26] = text_ref(ext.and_then(|e| e.provider));
+    strs[27] = text_ref(ext.and_then(|e| e.api));
+    strs[28] = text_ref(ext.and_then(|e| e.error_message));
     // Each body is kept once, in its own column: `message` holds the record with a mark
     // where each body was, and `rebuild_message` puts them back, byte for byte.
-    strs[MESSAGE] = Some(skeleton(
+    strs[MESSAGE] = Some(Cow::Owned(skeleton(
         line,
         [
             (input.and_then(|i| i.input_body_json), INPUT_BODY_MARK),
             (output.and_then(|o| o.output_body_json), OUTPUT_BODY_MARK),
         ],
-    ));
-    strs[COST] = text(ext.and_then(|e| e.cost));
-    strs[31] = text(ext.and_then(|e| e.price_catalog));
-    strs[32] = text(ext.and_then(|e| e.unpriced));
+    )));
+    strs[COST] = text_ref(ext.and_then(|e| e.cost));
+    strs[31] = text_ref(ext.and_then(|e| e.price_catalog));
+    strs[32] = text_ref(ext.and_then(|e| e.unpriced));
     strs[33] = json(ext.and_then(|e| e.principal_tags));
-    let log_group = text(
+    let log_group = text_ref(
         ext.and_then(|e| e.destination.as_ref())
             .and_then(|d| d.log_group),
     );
-    Ok(Row {
+    Ok(Fields {
         timestamp: ts,
         strs,
         ints,
@@ -355,56 +407,197 @@ pub fn parse_row(line: &str) -> Result<Row, RowError> {
     })
 }
 
+/// Bytes of text a record brings to each column ([`Columns::text_sizes`]), to size the
+/// next columns' buffers at once instead of growing them (and copying) by doubling.
+#[derive(Debug, Clone, Copy)]
+pub struct TextSizes([usize; N]);
+
+impl Default for TextSizes {
+    fn default() -> Self {
+        TextSizes([0; N])
+    }
+}
+
+/// A batch being built a record at a time: the one place a record's values become Arrow
+/// columns ([`to_batch`] and the import both come here).
+pub struct Columns {
+    timestamps: TimestampMillisecondBuilder,
+    strs: Vec<Option<StringBuilder>>,
+    ints: Vec<Option<Int64Builder>>,
+    bools: Vec<Option<BooleanBuilder>>,
+    decimals: Vec<Option<Decimal128Builder>>,
+    /// Bytes of text by column since the last [`Columns::finish`].
+    text: [usize; N],
+    rows: usize,
+}
+
+impl Columns {
+    /// Empty columns with room for `rows` records.
+    pub fn with_capacity(rows: usize) -> Columns {
+        Columns::sized(rows, &[0; N])
+    }
+
+    /// Empty columns with room for `rows` records like those `sizes` saw.
+    pub fn sized_for(rows: usize, sizes: &TextSizes) -> Columns {
+        Columns::sized(rows, &sizes.0.map(|t| rows * t + rows * t / 8))
+    }
+
+    /// The text each record added brought to each column, on average.
+    pub fn text_sizes(&self) -> TextSizes {
+        TextSizes(self.text.map(|t| t / self.rows.max(1)))
+    }
+
+    /// Empty columns with room for `rows` records and `text[i]` bytes of column `i`'s text
+    /// (so a body column's buffer is not grown, and copied, by doubling).
+    fn sized(rows: usize, text: &[usize; N]) -> Columns {
+        let is = |k: Kind| COLUMNS.iter().map(move |c| c.kind == k);
+        Columns {
+            timestamps: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            strs: COLUMNS
+                .iter()
+                .zip(text)
+                .map(|(c, &t)| {
+                    matches!(c.kind, Kind::Str | Kind::Json)
+                        .then(|| StringBuilder::with_capacity(rows, t))
+                })
+                .collect(),
+            ints: is(Kind::Int)
+                .map(|a| a.then(|| Int64Builder::with_capacity(rows)))
+                .collect(),
+            bools: is(Kind::Bool)
+                .map(|a| a.then(|| BooleanBuilder::with_capacity(rows)))
+                .collect(),
+            decimals: is(Kind::Decimal)
+                .map(|a| {
+                    a.then(|| {
+                        Decimal128Builder::with_capacity(rows)
+                            .with_data_type(DataType::Decimal128(DECIMAL_PRECISION, DECIMAL_SCALE))
+                    })
+                })
+                .collect(),
+            text: [0; N],
+            rows: 0,
+        }
+    }
+
+    /// Add one record, its values by column index.
+    fn push<'s>(
+        &mut self,
+        timestamp: i64,
+        str_at: impl Fn(usize) -> Option<&'s str>,
+        int_at: impl Fn(usize) -> Option<i64>,
+        bool_at: impl Fn(usize) -> Option<bool>,
+    ) {
+        self.timestamps.append_value(timestamp);
+        for (i, b) in self.strs.iter_mut().enumerate() {
+            if let Some(b) = b {
+                let v = str_at(i);
+                self.text[i] += v.map_or(0, str::len);
+                b.append_option(v);
+            }
+        }
+        for (i, b) in self.ints.iter_mut().enumerate() {
+            if let Some(b) = b {
+                b.append_option(int_at(i));
+            }
+        }
+        for (i, b) in self.bools.iter_mut().enumerate() {
+            if let Some(b) = b {
+                b.append_option(bool_at(i));
+            }
+        }
+        for (i, b) in self.decimals.iter_mut().enumerate() {
+            if let Some(b) = b {
+                b.append_option(str_at(i).and_then(scaled_decimal));
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// Add a parsed record.
+    pub fn append(&mut self, f: &Fields<'_>) {
+        self.push(
+            f.timestamp,
+            |i| f.strs[i].as_deref(),
+            |i| f.ints[i],
+            |i| f.bools[i],
+        );
+    }
+
+    /// Add a row.
+    pub fn append_row(&mut self, r: &Row) {
+        self.push(
+            r.timestamp,
+            |i| r.strs.get(i).and_then(|s| s.as_deref()),
+            |i| r.ints.get(i).copied().flatten(),
+            |i| r.bools.get(i).copied().flatten(),
+        );
+    }
+
+    /// Records added since the last [`Columns::finish`].
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Bytes of text added since the last [`Columns::finish`].
+    pub fn bytes(&self) -> usize {
+        self.text.iter().sum()
+    }
+
+    /// The batch of what was added; the columns are empty again, with room for a batch
+    /// like this one (an eighth more: its buffers are taken at that size at once).
+    pub fn finish(&mut self) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        let (rows, text) = (self.rows, self.text.map(|t| t + t / 8));
+        let batch = self.arrays();
+        *self = Columns::sized(rows, &text);
+        RecordBatch::try_new(schema(), batch?)
+    }
+
+    /// The batch of what was added, for the last time.
+    pub fn into_batch(mut self) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        RecordBatch::try_new(schema(), self.arrays()?)
+    }
+
+    /// The arrays of what was added (the builders are left empty).
+    fn arrays(&mut self) -> Result<Vec<ArrayRef>, arrow_schema::ArrowError> {
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(N);
+        for (i, c) in COLUMNS.iter().enumerate() {
+            let a: Option<ArrayRef> = match c.kind {
+                Kind::Timestamp => Some(Arc::new(self.timestamps.finish())),
+                Kind::Str | Kind::Json => self.strs[i]
+                    .as_mut()
+                    .map(|b| Arc::new(b.finish()) as ArrayRef),
+                Kind::Int => self.ints[i]
+                    .as_mut()
+                    .map(|b| Arc::new(b.finish()) as ArrayRef),
+                Kind::Bool => self.bools[i]
+                    .as_mut()
+                    .map(|b| Arc::new(b.finish()) as ArrayRef),
+                Kind::Decimal => self.decimals[i]
+                    .as_mut()
+                    .map(|b| Arc::new(b.finish()) as ArrayRef),
+            };
+            arrays.push(a.ok_or_else(|| {
+                arrow_schema::ArrowError::SchemaError(format!("no builder for column {}", c.name))
+            })?);
+        }
+        Ok(arrays)
+    }
+}
+
 /// Build one Arrow batch from rows.
 pub fn to_batch(rows: &[Row]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(COLUMNS.len());
-    for (i, col) in COLUMNS.iter().enumerate() {
-        let a: ArrayRef = match col.kind {
-            Kind::Timestamp => {
-                let mut b =
-                    TimestampMillisecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
-                for r in rows {
-                    b.append_value(r.timestamp);
-                }
-                Arc::new(b.finish())
-            }
-            Kind::Str | Kind::Json => {
-                let bytes: usize = rows
-                    .iter()
-                    .map(|r| r.strs[i].as_ref().map_or(0, |s| s.len()))
-                    .sum();
-                let mut b = StringBuilder::with_capacity(rows.len(), bytes);
-                for r in rows {
-                    b.append_option(r.strs[i].as_deref());
-                }
-                Arc::new(b.finish())
-            }
-            Kind::Int => {
-                let mut b = Int64Builder::with_capacity(rows.len());
-                for r in rows {
-                    b.append_option(r.ints[i]);
-                }
-                Arc::new(b.finish())
-            }
-            Kind::Bool => {
-                let mut b = BooleanBuilder::with_capacity(rows.len());
-                for r in rows {
-                    b.append_option(r.bools[i]);
-                }
-                Arc::new(b.finish())
-            }
-            Kind::Decimal => {
-                let mut b = Decimal128Builder::with_capacity(rows.len())
-                    .with_precision_and_scale(DECIMAL_PRECISION, DECIMAL_SCALE)?;
-                for r in rows {
-                    b.append_option(r.strs[i].as_deref().and_then(scaled_decimal));
-                }
-                Arc::new(b.finish())
-            }
-        };
-        arrays.push(a);
+    let mut text = [0; N];
+    for r in rows {
+        for (t, s) in text.iter_mut().zip(&r.strs) {
+            *t += s.as_ref().map_or(0, String::len);
+        }
     }
-    RecordBatch::try_new(schema(), arrays)
+    let mut cols = Columns::sized(rows.len(), &text);
+    for r in rows {
+        cols.append_row(r);
+    }
+    cols.into_batch()
 }
 
 /// Column index of `input_body_json`.
@@ -614,5 +807,67 @@ mod tests {
             .unwrap();
         assert_eq!(c.value(0), 9_360_000);
         assert_eq!(c.value_as_string(0), "0.000009360000");
+    }
+
+    /// A record's values are borrowed from its line but for text that must be unescaped
+    /// and the `message` (rebuilt without its bodies); the columns built from them are the
+    /// ones `to_batch` builds from owned rows, batch after batch (a finished `Columns`
+    /// takes the next batch at the last one's sizes, and may take it at any size).
+    #[test]
+    fn columns_from_borrowed_fields_are_the_batches_rows_make() {
+        let escaped = LINE
+            .replace(
+                "arn:aws:iam::123456789012:user/alice",
+                r#"arn:aws:iam::123456789012:user/\u00e9\"q"#,
+            )
+            .replace(r#""requestId":"r-1""#, r#""requestId":"r-2""#);
+        let bare = r#"{"schemaType":"ModelInvocationLog","timestamp":"2025-03-11T00:38:03Z","requestId":"r-3","input":{"inputBodyJson":null},"logbook":{"cost":"0.000009360000","stream":true}}"#;
+        let lines = [LINE, escaped.as_str(), bare];
+        let f = parse_fields(LINE).unwrap();
+        assert!(matches!(
+            f.strs[5],
+            Some(Cow::Borrowed("amazon.nova-lite-v1:0"))
+        ));
+        assert!(matches!(f.strs[INPUT_BODY], Some(Cow::Borrowed(_))));
+        assert!(matches!(f.strs[MESSAGE], Some(Cow::Owned(_))));
+        let e = parse_fields(&escaped).unwrap();
+        assert_eq!(
+            e.strs[8].as_deref(),
+            Some("arn:aws:iam::123456789012:user/é\"q")
+        );
+        assert!(matches!(e.strs[8], Some(Cow::Owned(_))));
+        for l in lines {
+            assert_eq!(parse_fields(l).unwrap().into_row(), parse_row(l).unwrap());
+        }
+        let rows: Vec<Row> = lines.iter().map(|l| parse_row(l).unwrap()).collect();
+        let mut cols = Columns::with_capacity(1);
+        let mut sizes = TextSizes::default();
+        for round in 0..3 {
+            for l in lines {
+                cols.append(&parse_fields(l).unwrap());
+            }
+            assert_eq!(cols.rows(), 3);
+            assert_eq!(
+                cols.bytes(),
+                rows.iter()
+                    .flat_map(|r| r.strs.iter().enumerate().filter(|(i, _)| *i != COST))
+                    .filter_map(|(_, s)| s.as_ref().map(String::len))
+                    .sum::<usize>(),
+                "the text columns' bytes (the cost is a decimal)"
+            );
+            sizes = cols.text_sizes();
+            assert_eq!(
+                cols.finish().unwrap(),
+                to_batch(&rows).unwrap(),
+                "round {round}"
+            );
+            assert_eq!(cols.rows(), 0);
+        }
+        assert!(sizes.0[INPUT_BODY] > 0);
+        let mut sized = Columns::sized_for(2, &sizes);
+        for r in &rows {
+            sized.append_row(r);
+        }
+        assert_eq!(sized.into_batch().unwrap(), to_batch(&rows).unwrap());
     }
 }
