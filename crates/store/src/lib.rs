@@ -1278,7 +1278,9 @@ impl Store {
         if last.seq < seen {
             return;
         }
-        let mut rows = Vec::with_capacity(entries.len());
+        // Each record straight into the columns of its group and hour (borrowed from the
+        // entry: no row of owned strings), built before the lock is taken.
+        let mut parts: Vec<(String, i64, schema::Columns)> = Vec::new();
         // Each sequence once, also within one chunk (a caller that handed an entry over
         // twice in one call).
         let mut next = seen;
@@ -1293,10 +1295,28 @@ impl Store {
             let Ok(line) = std::str::from_utf8(&e.payload) else {
                 continue;
             };
-            if let Ok(r) = parse_row(line) {
-                rows.push(r);
-            }
+            let Ok(f) = schema::parse_fields(line) else {
+                continue;
+            };
+            let Some(g) = f.log_group.as_deref() else {
+                continue;
+            };
+            let hour = hour_of(f.timestamp);
+            let at = match parts.iter().position(|(pg, ph, _)| pg == g && *ph == hour) {
+                Some(i) => i,
+                None => {
+                    let cols = schema::Columns::with_capacity(entries.len());
+                    parts.push((g.to_string(), hour, cols));
+                    parts.len() - 1
+                }
+            };
+            parts[at].2.append(&f);
         }
+        let batches: Vec<(String, i64, usize, Result<RecordBatch, arrow_schema::ArrowError>)> =
+            parts
+                .into_iter()
+                .map(|(g, hour, cols)| (g, hour, cols.rows(), cols.into_batch()))
+                .collect();
         let mut st = self.write();
         if st.tail_next_seq != seen {
             // Another adder got in between (only tests add from two threads): start over
@@ -1305,36 +1325,34 @@ impl Store {
             return self.add_entries(entries);
         }
         st.tail_next_seq = last.seq + 1;
-        self.add_rows_locked(&mut st, rows);
+        self.add_batches_locked(&mut st, batches);
     }
 
-    fn add_rows_locked(&self, st: &mut State, rows: Vec<Row>) {
+    /// Add each group-hour's batch of `rows` records to the tail.
+    fn add_batches_locked(
+        &self,
+        st: &mut State,
+        batches: Vec<(String, i64, usize, Result<RecordBatch, arrow_schema::ArrowError>)>,
+    ) {
         use std::sync::atomic::Ordering::Relaxed;
-        let mut by_key: BTreeMap<(String, i64), Vec<Row>> = BTreeMap::new();
-        for r in rows {
-            let Some(g) = r.log_group.clone() else {
-                continue;
-            };
+        for (g, hour, rows, batch) in batches {
             if !st.manifest.groups.contains_key(&g) {
-                self.stats.dropped.fetch_add(1, Relaxed);
+                self.stats.dropped.fetch_add(rows as u64, Relaxed);
                 continue;
             }
-            by_key.entry((g, hour_of(r.timestamp))).or_default().push(r);
-        }
-        for ((g, hour), rows) in by_key {
-            let batch = match schema::to_batch(&rows) {
+            let batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
                     // Never silent: counted with the records for no group, and said (the
                     // archive and the journal still hold them).
-                    self.stats.dropped.fetch_add(rows.len() as u64, Relaxed);
-                    tracing::error!(group = %g, records = rows.len(), error = %e, "records could not be put in columns and are not in the log group");
+                    self.stats.dropped.fetch_add(rows as u64, Relaxed);
+                    tracing::error!(group = %g, records = rows, error = %e, "records could not be put in columns and are not in the log group");
                     continue;
                 }
             };
-            self.stats.records.fetch_add(rows.len() as u64, Relaxed);
+            self.stats.records.fetch_add(rows as u64, Relaxed);
             let t = st.tails.entry(g).or_default();
-            t.rows += rows.len() as u64;
+            t.rows += rows as u64;
             t.bytes += batch.get_array_memory_size();
             let batches = t.hours.entry(hour).or_default();
             batches.push(batch);
