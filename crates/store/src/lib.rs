@@ -428,6 +428,14 @@ pub fn partition_of(ms: i64, now: i64) -> i64 {
     }
 }
 
+/// A group-hour's batch for the tail: group, hour, records, the batch.
+type TailBatch = (
+    String,
+    i64,
+    usize,
+    Result<RecordBatch, arrow_schema::ArrowError>,
+);
+
 /// Records an import has taken and not yet written ([`Store::write_import_buffer`]):
 /// Arrow columns by partition ([`partition_of`]), so a record's values are copied once,
 /// from its line into its batch, with no row of owned strings in between.
@@ -1312,11 +1320,10 @@ impl Store {
             };
             parts[at].2.append(&f);
         }
-        let batches: Vec<(String, i64, usize, Result<RecordBatch, arrow_schema::ArrowError>)> =
-            parts
-                .into_iter()
-                .map(|(g, hour, cols)| (g, hour, cols.rows(), cols.into_batch()))
-                .collect();
+        let batches: Vec<TailBatch> = parts
+            .into_iter()
+            .map(|(g, hour, cols)| (g, hour, cols.rows(), cols.into_batch()))
+            .collect();
         let mut st = self.write();
         if st.tail_next_seq != seen {
             // Another adder got in between (only tests add from two threads): start over
@@ -1329,11 +1336,7 @@ impl Store {
     }
 
     /// Add each group-hour's batch of `rows` records to the tail.
-    fn add_batches_locked(
-        &self,
-        st: &mut State,
-        batches: Vec<(String, i64, usize, Result<RecordBatch, arrow_schema::ArrowError>)>,
-    ) {
+    fn add_batches_locked(&self, st: &mut State, batches: Vec<TailBatch>) {
         use std::sync::atomic::Ordering::Relaxed;
         for (g, hour, rows, batch) in batches {
             if !st.manifest.groups.contains_key(&g) {
