@@ -1288,7 +1288,7 @@ impl Store {
         }
         // Each record straight into the columns of its group and hour (borrowed from the
         // entry: no row of owned strings), built before the lock is taken.
-        let mut parts: Vec<(String, i64, schema::Columns)> = Vec::new();
+        let mut parts: Vec<(String, i64, Vec<schema::Fields<'_>>)> = Vec::new();
         // Each sequence once, also within one chunk (a caller that handed an entry over
         // twice in one call).
         let mut next = seen;
@@ -1313,16 +1313,15 @@ impl Store {
             let at = match parts.iter().position(|(pg, ph, _)| pg == g && *ph == hour) {
                 Some(i) => i,
                 None => {
-                    let cols = schema::Columns::with_capacity(entries.len());
-                    parts.push((g.to_string(), hour, cols));
+                    parts.push((g.to_string(), hour, Vec::new()));
                     parts.len() - 1
                 }
             };
-            parts[at].2.append(&f);
+            parts[at].2.push(f);
         }
         let batches: Vec<TailBatch> = parts
             .into_iter()
-            .map(|(g, hour, cols)| (g, hour, cols.rows(), cols.into_batch()))
+            .map(|(g, hour, f)| (g, hour, f.len(), schema::fields_batch(&f)))
             .collect();
         let mut st = self.write();
         if st.tail_next_seq != seen {

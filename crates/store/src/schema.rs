@@ -585,6 +585,22 @@ impl Columns {
     }
 }
 
+/// Build one Arrow batch from parsed records, its buffers taken at their exact size (a
+/// batch the tail keeps holds no room it does not use).
+pub fn fields_batch(fields: &[Fields<'_>]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let mut text = [0; N];
+    for f in fields {
+        for (t, s) in text.iter_mut().zip(&f.strs) {
+            *t += s.as_ref().map_or(0, |s| s.len());
+        }
+    }
+    let mut cols = Columns::sized(fields.len(), &text);
+    for f in fields {
+        cols.append(f);
+    }
+    cols.into_batch()
+}
+
 /// Build one Arrow batch from rows.
 pub fn to_batch(rows: &[Row]) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let mut text = [0; N];
@@ -863,6 +879,14 @@ mod tests {
             );
             assert_eq!(cols.rows(), 0);
         }
+        // The tail's batches: exact sizes, as `to_batch`'s.
+        let fields: Vec<Fields<'_>> = lines.iter().map(|l| parse_fields(l).unwrap()).collect();
+        let (exact, rows_batch) = (fields_batch(&fields).unwrap(), to_batch(&rows).unwrap());
+        assert_eq!(exact, rows_batch);
+        assert_eq!(
+            exact.get_array_memory_size(),
+            rows_batch.get_array_memory_size()
+        );
         assert!(sizes.0[INPUT_BODY] > 0);
         let mut sized = Columns::sized_for(2, &sizes);
         for r in &rows {
