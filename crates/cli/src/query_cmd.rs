@@ -464,10 +464,11 @@ fn parse_object(
     match kind {
         Layout::Bedrock | Layout::CloudWatchExport => {
             let mut lines = logbook_query::archive::LineReader::new(&bytes);
-            let mut n = 0;
+            let mut next = 0;
             while let Some(line) = lines.next_line() {
-                n += 1;
-                let n = n - 1;
+                // The line's index in the object (its number less one).
+                let n = next;
+                next += 1;
                 match line {
                     Ok(l) if kind == Layout::CloudWatchExport => {
                         take(n, strip_export_time(l), &mut out)?
