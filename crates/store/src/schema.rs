@@ -189,6 +189,23 @@ impl Row {
         self.strs.get(REQUEST_ID).and_then(|s| s.as_deref())
     }
 
+    /// The values, borrowed.
+    pub fn fields(&self) -> Fields<'_> {
+        let str_at = |i: usize| {
+            self.strs
+                .get(i)
+                .and_then(|s| s.as_deref())
+                .map(Cow::Borrowed)
+        };
+        Fields {
+            timestamp: self.timestamp,
+            strs: std::array::from_fn(str_at),
+            ints: std::array::from_fn(|i| self.ints.get(i).copied().flatten()),
+            bools: std::array::from_fn(|i| self.bools.get(i).copied().flatten()),
+            log_group: self.log_group.as_deref().map(Cow::Borrowed),
+        }
+    }
+
     /// The whole record, as journaled (the stored `message` with its bodies put back).
     pub fn message(&self) -> std::borrow::Cow<'_, str> {
         let get = |i: usize| self.strs.get(i).and_then(|s| s.as_deref());
@@ -480,58 +497,32 @@ impl Columns {
         }
     }
 
-    /// Add one record, its values by column index.
-    fn push<'s>(
-        &mut self,
-        timestamp: i64,
-        str_at: impl Fn(usize) -> Option<&'s str>,
-        int_at: impl Fn(usize) -> Option<i64>,
-        bool_at: impl Fn(usize) -> Option<bool>,
-    ) {
-        self.timestamps.append_value(timestamp);
+    /// Add a parsed record.
+    pub fn append(&mut self, f: &Fields<'_>) {
+        self.timestamps.append_value(f.timestamp);
         for (i, b) in self.strs.iter_mut().enumerate() {
             if let Some(b) = b {
-                let v = str_at(i);
+                let v = f.strs[i].as_deref();
                 self.text[i] += v.map_or(0, str::len);
                 b.append_option(v);
             }
         }
         for (i, b) in self.ints.iter_mut().enumerate() {
             if let Some(b) = b {
-                b.append_option(int_at(i));
+                b.append_option(f.ints[i]);
             }
         }
         for (i, b) in self.bools.iter_mut().enumerate() {
             if let Some(b) = b {
-                b.append_option(bool_at(i));
+                b.append_option(f.bools[i]);
             }
         }
         for (i, b) in self.decimals.iter_mut().enumerate() {
             if let Some(b) = b {
-                b.append_option(str_at(i).and_then(scaled_decimal));
+                b.append_option(f.strs[i].as_deref().and_then(scaled_decimal));
             }
         }
         self.rows += 1;
-    }
-
-    /// Add a parsed record.
-    pub fn append(&mut self, f: &Fields<'_>) {
-        self.push(
-            f.timestamp,
-            |i| f.strs[i].as_deref(),
-            |i| f.ints[i],
-            |i| f.bools[i],
-        );
-    }
-
-    /// Add a row.
-    pub fn append_row(&mut self, r: &Row) {
-        self.push(
-            r.timestamp,
-            |i| r.strs.get(i).and_then(|s| s.as_deref()),
-            |i| r.ints.get(i).copied().flatten(),
-            |i| r.bools.get(i).copied().flatten(),
-        );
     }
 
     /// Records added since the last [`Columns::finish`].
@@ -603,17 +594,7 @@ pub fn fields_batch(fields: &[Fields<'_>]) -> Result<RecordBatch, arrow_schema::
 
 /// Build one Arrow batch from rows.
 pub fn to_batch(rows: &[Row]) -> Result<RecordBatch, arrow_schema::ArrowError> {
-    let mut text = [0; N];
-    for r in rows {
-        for (t, s) in text.iter_mut().zip(&r.strs) {
-            *t += s.as_ref().map_or(0, String::len);
-        }
-    }
-    let mut cols = Columns::sized(rows.len(), &text);
-    for r in rows {
-        cols.append_row(r);
-    }
-    cols.into_batch()
+    fields_batch(&rows.iter().map(Row::fields).collect::<Vec<_>>())
 }
 
 /// Column index of `input_body_json`.
@@ -890,7 +871,7 @@ mod tests {
         assert!(sizes.0[INPUT_BODY] > 0);
         let mut sized = Columns::sized_for(2, &sizes);
         for r in &rows {
-            sized.append_row(r);
+            sized.append(&r.fields());
         }
         assert_eq!(sized.into_batch().unwrap(), to_batch(&rows).unwrap());
     }
