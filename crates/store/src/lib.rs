@@ -1407,6 +1407,26 @@ impl Store {
         (cold, tier): (bool, u8),
         batches: impl Iterator<Item = Result<RecordBatch, StoreError>>,
     ) -> Result<FileMeta, StoreError> {
+        let (meta, file) = self.write_file_unsynced(group, hour, file_no, (cold, tier), batches)?;
+        if let Err(e) = file.sync_all() {
+            drop(file);
+            let _ = self.disk.remove_file(&self.dir.join(&meta.path));
+            return Err(e.into());
+        }
+        Ok(meta)
+    }
+
+    /// [`Store::write_file_from`] without the fsync: the caller syncs the returned file
+    /// before any manifest names it (an import syncs its files in
+    /// [`Store::commit_import`], off the threads that encode).
+    fn write_file_unsynced(
+        &self,
+        group: &str,
+        hour: i64,
+        file_no: u64,
+        (cold, tier): (bool, u8),
+        batches: impl Iterator<Item = Result<RecordBatch, StoreError>>,
+    ) -> Result<(FileMeta, Arc<dyn logbook_disk::DiskFile>), StoreError> {
         let rewrite = cold || tier > 0;
         let gdir = self.group_dir(group);
         self.disk.create_dir_all(&gdir)?;
@@ -1471,7 +1491,6 @@ impl Store {
             ));
             let mut sink = w.into_inner()?;
             sink.drain()?;
-            file.sync_all()?;
             Ok((min, max, rows, sink.offset))
         })();
         let (min, max, rows, bytes) = match written {
@@ -1482,7 +1501,7 @@ impl Store {
                 return Err(e);
             }
         };
-        Ok(FileMeta {
+        let meta = FileMeta {
             path: format!("groups/{}/{name}", groups::dir_name(group)),
             min_ts: min,
             max_ts: max,
@@ -1493,7 +1512,8 @@ impl Store {
             cold,
             tier,
             rollup: true,
-        })
+        };
+        Ok((meta, file))
     }
 
     /// Write the tail to Parquet files and advance the durable cursor. Returns the records
@@ -1990,7 +2010,7 @@ impl Store {
     }
 
     /// The first half of [`Store::import_rows`]: write the rows to new files of the group
-    /// (one per partition, encoded on up to `threads` threads), fsync'd but not yet named
+    /// (one per partition, encoded on up to `threads` threads), not yet fsync'd nor named
     /// by the manifest, so no query sees them and a crash leaves orphans that the next
     /// open removes. Several callers may write at once (file numbers are reserved);
     /// [`Store::commit_import`] names what they wrote, as often as the caller likes.
@@ -2075,12 +2095,15 @@ impl Store {
             if let Some(b) = batches.first() {
                 fields::discover_batch(b, &mut found);
             }
-            Ok::<_, StoreError>((self.write_file(name, hour, no, &batches)?, found))
+            let (meta, file) =
+                self.write_file_unsynced(name, hour, no, (false, 0), batches.into_iter().map(Ok))?;
+            Ok::<_, StoreError>((meta, file, found))
         };
         // (file number, partition, rows), each taken once by one thread.
         type Slot = Mutex<Option<(u64, i64, ImportPart)>>;
         let work: Vec<Slot> = work.into_iter().map(|w| Mutex::new(Some(w))).collect();
-        let results: Mutex<Vec<(FileMeta, BTreeSet<String>)>> = Mutex::new(Vec::new());
+        type Written = (FileMeta, Arc<dyn logbook_disk::DiskFile>, BTreeSet<String>);
+        let results: Mutex<Vec<Written>> = Mutex::new(Vec::new());
         let first_err: Mutex<Option<StoreError>> = Mutex::new(None);
         let run = || {
             let mut i = 0;
@@ -2113,7 +2136,7 @@ impl Store {
         }
         let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            for (m, _) in &results {
+            for (m, _, _) in &results {
                 let _ = self.disk.remove_file(&self.dir.join(&m.path));
             }
             return Err(e);
@@ -2123,18 +2146,26 @@ impl Store {
             next_file: file_no,
             ..ImportedFiles::default()
         };
-        for (m, f) in results {
+        for (m, file, f) in results {
             fields::merge(&mut out.fields, &f);
             out.metas.push(m);
+            out.unsynced.push(file);
         }
         Ok(out)
     }
 
     /// The second half of [`Store::import_rows`]: name files that [`Store::write_import`]
-    /// wrote in the manifest (the group's folder fsync'd first). Returns their records.
-    pub fn commit_import(&self, name: &str, files: ImportedFiles) -> Result<u64, StoreError> {
+    /// wrote in the manifest (the files and the group's folder fsync'd first). Returns their records.
+    pub fn commit_import(&self, name: &str, mut files: ImportedFiles) -> Result<u64, StoreError> {
         if files.metas.is_empty() {
             return Ok(0);
+        }
+        // The files' own fsyncs, here rather than on the threads that wrote them (which
+        // go on encoding meanwhile), and before the flush lock (which those threads take
+        // to number their files). Written seconds ago, most of their pages are on the
+        // disk already.
+        for f in files.unsynced.drain(..) {
+            f.sync_all()?;
         }
         let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.sync_dir(&self.group_dir(name))?;
@@ -2157,12 +2188,26 @@ impl Store {
 }
 
 /// Files an import wrote and the manifest does not name yet ([`Store::write_import`]).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ImportedFiles {
     metas: Vec<FileMeta>,
     fields: BTreeSet<String>,
     /// The manifest's next file number once these are named.
     next_file: u64,
+    /// The files, not yet fsync'd: [`Store::commit_import`] syncs them before it names
+    /// them.
+    unsynced: Vec<Arc<dyn logbook_disk::DiskFile>>,
+}
+
+impl std::fmt::Debug for ImportedFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportedFiles")
+            .field("metas", &self.metas)
+            .field("fields", &self.fields)
+            .field("next_file", &self.next_file)
+            .field("unsynced", &self.unsynced.len())
+            .finish()
+    }
 }
 
 impl ImportedFiles {
@@ -2184,6 +2229,7 @@ impl ImportedFiles {
     /// Add what another write made (to name both in one commit).
     pub fn append(&mut self, other: ImportedFiles) {
         self.metas.extend(other.metas);
+        self.unsynced.extend(other.unsynced);
         fields::merge(&mut self.fields, &other.fields);
         self.next_file = self.next_file.max(other.next_file);
     }
