@@ -15,6 +15,7 @@ use std::process::ExitCode;
 
 mod coverage_cmd;
 mod demo_cmd;
+mod gunzip;
 mod query_cmd;
 mod report_cmd;
 mod status_cmd;

@@ -425,6 +425,7 @@ fn parse_object(
     o: &ObjectMeta,
     src: &Source,
     rt: &tokio::runtime::Handle,
+    gunzip: Option<&mut crate::gunzip::Gunzip>,
     sink: &mut dyn FnMut(logbook_store::Fields<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<FileRows> {
     let mut out = FileRows {
@@ -463,7 +464,13 @@ fn parse_object(
     };
     match kind {
         Layout::Bedrock | Layout::CloudWatchExport => {
-            let mut lines = logbook_query::archive::LineReader::new(&bytes);
+            // Decompressed whole when it can be (twice as fast); streamed otherwise, and
+            // read alike either way.
+            let whole = gunzip.and_then(|g| g.whole(&bytes, crate::gunzip::CAP));
+            let mut lines = match whole {
+                Some(text) => logbook_query::archive::LineReader::plain(text),
+                None => logbook_query::archive::LineReader::new(&bytes),
+            };
             let mut next = 0;
             while let Some(line) = lines.next_line() {
                 // The line's index in the object (its number less one).
@@ -611,6 +618,7 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
                 // The records taken and not yet written, as Arrow columns by partition (a
                 // record's values are copied once, from its line into its batch).
                 let mut parts = logbook_store::ImportBuffer::new();
+                let mut gunzip = crate::gunzip::Gunzip::new();
                 let write = |parts: logbook_store::ImportBuffer| -> anyhow::Result<()> {
                     if parts.is_empty() {
                         return Ok(());
@@ -642,7 +650,7 @@ pub fn import(config: &logbook_server::Config, source: &str, group: &str) -> any
                             }
                             Ok(())
                         };
-                        let fr = parse_object(f, src, &handle, &mut absorb)?;
+                        let fr = parse_object(f, src, &handle, gunzip.as_mut(), &mut absorb)?;
                         let p = Progress {
                             path: fr.path,
                             bytes: fr.bytes,

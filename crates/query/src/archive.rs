@@ -136,11 +136,24 @@ impl<R: BufRead> Iterator for BoundedLines<R> {
 }
 
 /// The lines of one gzipped JSON Lines object as [`lines`] gives them, each read into one
-/// buffer the reader keeps (no allocation a line): for a caller done with a line before
-/// it asks for the next.
+/// buffer the reader keeps (no allocation a line), or borrowed from an object already
+/// decompressed whole ([`LineReader::plain`]): for a caller done with a line before it
+/// asks for the next.
 pub struct LineReader<'a> {
-    lines: BoundedLines<BufReader<MultiGzDecoder<&'a [u8]>>>,
-    buf: Vec<u8>,
+    from: Text<'a>,
+}
+
+/// Where a [`LineReader`]'s lines come from.
+enum Text<'a> {
+    Gzip {
+        // Boxed: the decoder's state is 400 bytes, the other variant's two words.
+        lines: Box<BoundedLines<BufReader<MultiGzDecoder<&'a [u8]>>>>,
+        buf: Vec<u8>,
+    },
+    Plain {
+        rest: &'a [u8],
+        max: usize,
+    },
 }
 
 impl<'a> LineReader<'a> {
@@ -151,20 +164,64 @@ impl<'a> LineReader<'a> {
 
     fn within(bytes: &'a [u8], max: usize) -> LineReader<'a> {
         LineReader {
-            lines: BoundedLines {
-                r: BufReader::with_capacity(1 << 20, MultiGzDecoder::new(bytes)),
-                max,
-                done: false,
+            from: Text::Gzip {
+                lines: Box::new(BoundedLines {
+                    r: BufReader::with_capacity(1 << 20, MultiGzDecoder::new(bytes)),
+                    max,
+                    done: false,
+                }),
+                buf: Vec::new(),
             },
-            buf: Vec::new(),
+        }
+    }
+
+    /// A reader of an object's text already decompressed whole (every gzip member of it):
+    /// the same lines and errors as [`LineReader::new`] over the gzipped object, each
+    /// borrowed from `text`.
+    pub fn plain(text: &'a [u8]) -> LineReader<'a> {
+        LineReader::plain_within(text, MAX_LINE_BYTES)
+    }
+
+    fn plain_within(text: &'a [u8], max: usize) -> LineReader<'a> {
+        LineReader {
+            from: Text::Plain { rest: text, max },
         }
     }
 
     /// The next line; none at the end. Errors as [`lines`] gives them.
     pub fn next_line(&mut self) -> Option<std::io::Result<&str>> {
-        match self.lines.read_into(&mut self.buf)? {
-            Ok(()) => Some(std::str::from_utf8(&self.buf).map_err(|_| not_utf8())),
-            Err(e) => Some(Err(e)),
+        match &mut self.from {
+            Text::Gzip { lines, buf } => match lines.read_into(buf)? {
+                Ok(()) => Some(std::str::from_utf8(buf).map_err(|_| not_utf8())),
+                Err(e) => Some(Err(e)),
+            },
+            Text::Plain { rest, max } => {
+                if rest.is_empty() {
+                    return None;
+                }
+                let text: &'a [u8] = rest;
+                let (mut line, ended) = match memchr::memchr(b'\n', text) {
+                    Some(i) => {
+                        *rest = &text[i + 1..];
+                        (&text[..i], true)
+                    }
+                    None => {
+                        *rest = &text[text.len()..];
+                        (text, false)
+                    }
+                };
+                // As `read_into` bounds it: what precedes the `\n`, a `\r` included.
+                if line.len() > *max {
+                    return Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        LineTooLong(*max),
+                    )));
+                }
+                if ended {
+                    line = line.strip_suffix(b"\r").unwrap_or(line);
+                }
+                Some(std::str::from_utf8(line).map_err(|_| not_utf8()))
+            }
         }
     }
 }
@@ -271,12 +328,21 @@ mod line_tests {
         let got: Vec<Result<String, bool>> = super::lines_within(bytes, max)
             .map(|l| l.map_err(|e| super::is_too_long(&e)))
             .collect();
-        let mut r = super::LineReader::within(bytes, max);
-        let mut again = Vec::new();
-        while let Some(l) = r.next_line() {
-            again.push(l.map(str::to_string).map_err(|e| super::is_too_long(&e)));
-        }
+        let all = |mut r: super::LineReader<'_>| {
+            let mut out = Vec::new();
+            while let Some(l) = r.next_line() {
+                out.push(l.map(str::to_string).map_err(|e| super::is_too_long(&e)));
+            }
+            out
+        };
+        let again = all(super::LineReader::within(bytes, max));
         assert_eq!(again, got, "LineReader and lines differ");
+        // The same from the whole object decompressed first.
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(bytes), &mut text)
+            .unwrap();
+        let plain = all(super::LineReader::plain_within(&text, max));
+        assert_eq!(plain, got, "LineReader::plain and lines differ");
         got
     }
 
@@ -318,6 +384,11 @@ mod line_tests {
             vec![Ok("ok".into()), Err(true)]
         );
         assert_eq!(read(&gz(b"12345678"), 8), vec![Ok("12345678".into())]);
+        // The bound counts a `\r` before the `\n`; one without a `\n` after it stays.
+        assert_eq!(
+            read(&gz(b"1234567\r\n12345678\r\nz\r"), 8),
+            vec![Ok("1234567".into()), Err(true), Ok("z\r".into())]
+        );
         // Not UTF-8: an error that is not "too long".
         assert_eq!(read(&gz(b"\xff\xfe\n"), 8), vec![Err(false)]);
         assert_eq!(read(&gz(b""), 8), Vec::<Result<String, bool>>::new());

@@ -360,7 +360,7 @@ impl<'a> Fields<'a> {
 /// [`parse_row`] without owning its values.
 pub fn parse_fields(line: &str) -> Result<Fields<'_>, RowError> {
     // Refuses a `schemaType` other than `ModelInvocationLog`.
-    let r = RawRecord::parse(line.as_bytes())?;
+    let r = RawRecord::parse_str(line)?;
     let ts = text_ref(r.timestamp)
         .as_deref()
         .and_then(parse_millis)
