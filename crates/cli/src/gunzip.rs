@@ -45,6 +45,11 @@ impl Gunzip {
             .and_then(|at| gz.get(at..))
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .map(u32::from_le_bytes)? as usize;
+        if isize > cap {
+            // Too big to take whole, by its own word: streamed at once, not after
+            // decompressing `cap` bytes of it for nothing.
+            return None;
+        }
         // Grown to a power of two, so objects of about one size stop growing it (each
         // growth moves it and faults in fresh pages).
         let want = isize
