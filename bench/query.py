@@ -184,6 +184,14 @@ try:
         if name == "tokens_by_model":
             canon = lambda rows: sorted(tuple("" if v is None else str(v) for v in r) for r in rows)
             same = canon(ours["rows"]) == canon(theirs)
+        elif name == "needle_in_prompts":
+            same = sorted(r[0] for r in ours["rows"]) == sorted(r[0] for r in theirs)
+        elif name == "count_by_hour":
+            # Hours as Logbook writes them ("2026-11-28 00:00:00.000") and DuckDB's datetimes.
+            same = sorted((r[0][:19], int(r[1])) for r in ours["rows"]) == sorted((str(h)[:19], c) for h, c in theirs)
+        elif name == "top10_output_tokens":
+            # The counts in order (calls tied on a count may be any of them).
+            same = [None if r[1] is None else int(r[1]) for r in ours["rows"]] == [r[1] for r in theirs]
         emit(what=name, logbook_http_s=round(t_http, 4), logbook_cli_s=round(t_cli, 4), duckdb_gz_s=t_gz and round(t_gz, 4),
              duckdb_parquet_s=round(t_pq, 4), chdb_parquet_s=t_ch, speedup_vs_duckdb_gz=t_gz and round(t_gz / t_http, 1),
              rows_logbook=len(ours["rows"]), rows_duckdb=len(theirs), rows_chdb=rows_ch, values_equal=same)

@@ -144,7 +144,9 @@ pub fn compile(
                 let mut s = Vec::new();
                 for (e, desc) in keys {
                     let e = c.expr(&df, e)?;
-                    s.push(e.sort(!desc, *desc));
+                    // Records without the field come last either way: a top (or bottom)
+                    // N is of the records that have it, as in CloudWatch.
+                    s.push(e.sort(!desc, false));
                 }
                 sort = Some(s);
             }
