@@ -148,7 +148,16 @@ impl Engine {
             sources.files_from_rollups += covered.len() as u64;
             snap.files.retain(|(p, _)| !covered.contains(p));
             let df = self
-                .raw_frame_of(&ctx, g, snap, start, end, &mut sources.stats, &mut fields)
+                .raw_frame_of(
+                    &ctx,
+                    g,
+                    snap,
+                    start,
+                    end,
+                    None,
+                    &mut sources.stats,
+                    &mut fields,
+                )
                 .await?;
             table = Some(match table {
                 Some(t) => t.union(df)?,

@@ -24,6 +24,7 @@ pub mod overview;
 pub mod report;
 pub mod service;
 pub mod textsearch;
+pub mod topk;
 pub mod udf;
 
 pub use service::{Limits, QueryService};
@@ -282,6 +283,9 @@ pub struct Engine {
     peers: Option<Arc<dyn PeerFiles>>,
     /// Scan every file even where a rollup could answer ([`Engine::from_rollups`]).
     rollups_off: bool,
+    /// Read every row group even where a query keeps only the first rows of an order
+    /// ([`Engine::order_bounds`]).
+    order_bounds_off: bool,
 }
 
 /// The store files of other replicas that share a home bucket (issue #13): what a query
@@ -370,6 +374,7 @@ impl Engine {
             no_spill,
             peers: None,
             rollups_off: false,
+            order_bounds_off: false,
         }
     }
 
@@ -388,6 +393,14 @@ impl Engine {
     /// the two.
     pub fn from_rollups(mut self, on: bool) -> Engine {
         self.rollups_off = !on;
+        self
+    }
+
+    /// Whether an Insights query that keeps the first rows of one column's order reads
+    /// only the row groups that can hold them ([`topk`]; on by default). Off, every row
+    /// group is read: tests compare the two.
+    pub fn order_bounds(mut self, on: bool) -> Engine {
+        self.order_bounds_off = !on;
         self
     }
 
@@ -454,6 +467,7 @@ impl Engine {
         snap: logbook_store::Snapshot,
         start: i64,
         end: i64,
+        bound: Option<topk::Bound>,
         stats: &mut QueryStats,
         fields: &mut BTreeSet<String>,
     ) -> Result<DataFrame, QueryError> {
@@ -484,10 +498,9 @@ impl Engine {
                     )))
                 }
             };
-            df = Some(ctx.read_table(Arc::new(textsearch::IndexedFiles::new(
-                table,
-                self.store.clone(),
-            )))?);
+            df = Some(ctx.read_table(Arc::new(
+                textsearch::IndexedFiles::new(table, self.store.clone()).with_bound(bound),
+            ))?);
         }
         if let Some(peers) = &self.peers {
             let lo = start.max(snap.retention_cutoff.unwrap_or(i64::MIN));
@@ -576,22 +589,29 @@ impl Engine {
         stats: &mut QueryStats,
         fields: &mut BTreeSet<String>,
     ) -> Result<DataFrame, QueryError> {
-        let (df, _) = self.raw_union_with(ctx, req, None, stats, fields).await?;
+        let (df, _) = self
+            .raw_union_with(ctx, req, None, None, stats, fields)
+            .await?;
         Ok(df)
     }
 
     /// [`Engine::raw_union`], less the files whose rollups answer at `grain` (when given),
-    /// whose rows ([`from_rollups::Partials`]) come back beside it.
+    /// whose rows ([`from_rollups::Partials`]) come back beside it, and reading of the
+    /// store's files only the row groups that can hold the first rows of `order` (when
+    /// given).
+    #[allow(clippy::too_many_arguments)]
     async fn raw_union_with(
         &self,
         ctx: &SessionContext,
         req: &QueryRequest,
         grain: Option<from_rollups::Grain>,
+        order: Option<topk::Order>,
         stats: &mut QueryStats,
         fields: &mut BTreeSet<String>,
     ) -> Result<(DataFrame, Option<from_rollups::Partials>), QueryError> {
         let mut out: Option<DataFrame> = None;
         let mut partials = grain.map(from_rollups::Partials::new);
+        let mut snaps = Vec::with_capacity(req.groups.len());
         for g in &req.groups {
             let mut snap = self.snapshot(g, req.start_ms, req.end_ms)?;
             if let Some(p) = partials.as_mut() {
@@ -603,8 +623,21 @@ impl Engine {
                     !taken
                 });
             }
+            snaps.push((g, snap));
+        }
+        let bound = order.and_then(|o| self.order_bound(&o, &snaps, req.start_ms, req.end_ms));
+        for (g, snap) in snaps {
             let d = self
-                .raw_frame_of(ctx, g, snap, req.start_ms, req.end_ms, stats, fields)
+                .raw_frame_of(
+                    ctx,
+                    g,
+                    snap,
+                    req.start_ms,
+                    req.end_ms,
+                    bound.clone(),
+                    stats,
+                    fields,
+                )
                 .await?;
             out = Some(match out {
                 Some(o) => o.union(d)?,
@@ -613,6 +646,46 @@ impl Engine {
         }
         let out = out.ok_or_else(|| QueryError::Invalid("name at least one log group".into()))?;
         Ok((apply_content(out, &req.content)?, partials))
+    }
+
+    /// The [`topk::Bound`] the zone maps of the groups' store files give `order`, each
+    /// group's rows answered from `start` (or its retention cutoff, if later) to `end`.
+    /// A file whose footer cannot be read vouches for nothing (its scan reports why).
+    fn order_bound(
+        &self,
+        order: &topk::Order,
+        snaps: &[(&String, logbook_store::Snapshot)],
+        start: i64,
+        end: i64,
+    ) -> Option<topk::Bound> {
+        let mut maps = Vec::new();
+        for (_, snap) in snaps {
+            let lo = start.max(snap.retention_cutoff.unwrap_or(i64::MIN));
+            for (path, _) in &snap.files {
+                // Named as the scan names it; a file it cannot name vouches for nothing.
+                let (Some(name), Ok(z)) = (textsearch::scan_name(path), self.store.zone_map(path))
+                else {
+                    continue;
+                };
+                maps.push((name, z, lo));
+            }
+        }
+        let zones: Vec<topk::ZoneAt<'_>> = maps
+            .iter()
+            .flat_map(|(file, m, lo)| {
+                m.zones
+                    .iter()
+                    .enumerate()
+                    .map(move |(index, zone)| topk::ZoneAt {
+                        file,
+                        index,
+                        zone,
+                        lo: *lo,
+                        hi: end,
+                    })
+            })
+            .collect();
+        topk::bound(order, &zones)
     }
 
     /// Run a query in this thread's runtime, without limits (the CLI, tests). Servers run
@@ -640,8 +713,13 @@ impl Engine {
                 } else {
                     from_rollups::grain(&q)
                 };
+                let order = if self.order_bounds_off {
+                    None
+                } else {
+                    topk::order_of(&q, req.limit)
+                };
                 let (raw, partials) = self
-                    .raw_union_with(&ctx, req, grain, &mut stats, &mut fields)
+                    .raw_union_with(&ctx, req, grain, order, &mut stats, &mut fields)
                     .await?;
                 let frame = insights_frame(raw)?;
                 let mut rows = None;

@@ -330,6 +330,7 @@ impl Engine {
                     snap,
                     req.start_ms,
                     req.end_ms,
+                    None,
                     &mut stats,
                     &mut fields,
                 )

@@ -33,16 +33,19 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct Skipped(pub AtomicU64);
 
-/// A group's store files, read through their text indexes.
+/// A group's store files, read through their text indexes, and through their zone maps
+/// when the query keeps only the first rows in one column's order ([`crate::topk`]).
 pub struct IndexedFiles {
     inner: Arc<dyn TableProvider>,
     store: Arc<Store>,
+    bound: Option<crate::topk::Bound>,
 }
 
 impl std::fmt::Debug for IndexedFiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IndexedFiles")
             .field("inner", &self.inner)
+            .field("bound", &self.bound)
             .finish()
     }
 }
@@ -50,7 +53,17 @@ impl std::fmt::Debug for IndexedFiles {
 impl IndexedFiles {
     /// `inner` reads the files (a listing of local paths); `store` reads their indexes.
     pub fn new(inner: Arc<dyn TableProvider>, store: Arc<Store>) -> IndexedFiles {
-        IndexedFiles { inner, store }
+        IndexedFiles {
+            inner,
+            store,
+            bound: None,
+        }
+    }
+
+    /// Read only the row groups that can reach `bound`.
+    pub fn with_bound(mut self, bound: Option<crate::topk::Bound>) -> IndexedFiles {
+        self.bound = bound;
+        self
     }
 }
 
@@ -89,13 +102,14 @@ impl TableProvider for IndexedFiles {
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let plan = self.inner.scan(state, projection, filters, limit).await?;
         let needs: Vec<Need> = filters.iter().filter_map(need_of).collect();
-        if needs.is_empty() {
+        let bound = self.bound.clone();
+        if needs.is_empty() && bound.is_none() {
             return Ok(plan);
         }
-        let need = if needs.len() == 1 {
-            needs.into_iter().next().unwrap_or(Need::All(Vec::new()))
-        } else {
-            Need::All(needs)
+        let need = match needs.len() {
+            0 => None,
+            1 => needs.into_iter().next(),
+            _ => Some(Need::All(needs)),
         };
         let skipped = state.config().get_extension::<Skipped>();
         let store = self.store.clone();
@@ -114,25 +128,30 @@ impl TableProvider for IndexedFiles {
                 let files = files
                     .into_iter()
                     .map(|f| {
-                        let path = PathBuf::from(format!("/{}", f.object_meta.location));
-                        let index = match store.text_index(&path) {
-                            Ok(Some(i)) => i,
-                            Ok(None) => return f,
-                            Err(e) => {
-                                tracing::warn!(file = %path.display(), error = %e, "text index unreadable; the file is read whole");
-                                return f;
+                        let path = scanned_path(&f.object_meta.location);
+                        let by_text = need.as_ref().and_then(|need| text_ranges(&store, &path, need));
+                        let by_order = bound.as_ref().and_then(|b| order_ranges(&store, &path, b));
+                        let (ranges, rows) = match (by_text, by_order) {
+                            (None, None) => return f,
+                            (Some(t), None) => t,
+                            (None, Some(o)) => o,
+                            (Some((t, rows)), Some((o, o_rows))) if rows == o_rows => {
+                                (intersect(&t, &o), rows)
+                            }
+                            (Some(t), Some(_)) => {
+                                tracing::warn!(file = %path.display(), "text index and footer disagree on the rows; the order bound is not used");
+                                t
                             }
                         };
-                        let ranges = index.select(&need);
                         let kept: u64 = ranges.iter().map(|r| r.1).sum();
                         if counted.insert(path) {
                             if let Some(s) = &skipped {
-                                s.0.fetch_add(index.rows - kept, Ordering::Relaxed);
+                                s.0.fetch_add(rows.saturating_sub(kept), Ordering::Relaxed);
                             }
                         }
                         f.with_extension(
                             datafusion::datasource::physical_plan::parquet::ParquetRowSelection::new(
-                                selection(&ranges, index.rows),
+                                selection(&ranges, rows),
                             ),
                         )
                     })
@@ -146,6 +165,84 @@ impl TableProvider for IndexedFiles {
         })?;
         Ok(out.data)
     }
+}
+
+/// The path of a file a scan reads, as the scan names it.
+fn scanned_path(location: &object_store::path::Path) -> PathBuf {
+    PathBuf::from(format!("/{location}"))
+}
+
+/// The path a scan of the store file at `path` names it by (as [`scanned_path`]), which
+/// [`crate::topk::Bound`] must use: DataFusion makes a relative path absolute and encodes
+/// it as an object-store path.
+pub fn scan_name(path: &std::path::Path) -> Option<PathBuf> {
+    let url = datafusion::datasource::listing::ListingTableUrl::parse(path.to_str()?).ok()?;
+    Some(scanned_path(url.prefix()))
+}
+
+/// The blocks of a file whose text may meet `need` (start, rows; in order), and the
+/// file's rows; none when the file has no text index (it is read whole).
+fn text_ranges(
+    store: &Store,
+    path: &std::path::Path,
+    need: &Need,
+) -> Option<(Vec<(u64, u64)>, u64)> {
+    match store.text_index(path) {
+        Ok(Some(index)) => Some((index.select(need), index.rows)),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "text index unreadable; the file is read whole");
+            None
+        }
+    }
+}
+
+/// The row groups of a file that can reach `bound` (start, rows; in order), and the
+/// file's rows; none when its footer cannot be read (it is read whole).
+fn order_ranges(
+    store: &Store,
+    path: &std::path::Path,
+    bound: &crate::topk::Bound,
+) -> Option<(Vec<(u64, u64)>, u64)> {
+    let zones = match store.zone_map(path) {
+        Ok(z) => z,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "footer unreadable; the file is read whole");
+            return None;
+        }
+    };
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let mut at = 0u64;
+    for (i, z) in zones.zones.iter().enumerate() {
+        if bound.keeps(path, i, z) && z.rows > 0 {
+            match ranges.last_mut() {
+                Some(last) if last.0 + last.1 == at => last.1 += z.rows,
+                _ => ranges.push((at, z.rows)),
+            }
+        }
+        at += z.rows;
+    }
+    Some((ranges, at))
+}
+
+/// The rows in both lists of ranges (start, rows; each in order, not overlapping).
+fn intersect(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (a0, a1) = (a[i].0, a[i].0 + a[i].1);
+        let (b0, b1) = (b[j].0, b[j].0 + b[j].1);
+        let (lo, hi) = (a0.max(b0), a1.min(b1));
+        if lo < hi {
+            out.push((lo, hi - lo));
+        }
+        if a1 <= b1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
 }
 
 /// The rows of `ranges` (start, rows; in order) among `rows`.
@@ -414,6 +511,17 @@ mod tests {
 
     fn g(s: &str) -> Need {
         Need::contains(s.as_bytes()).unwrap_or(Need::All(Vec::new()))
+    }
+
+    #[test]
+    fn ranges_intersect_to_the_rows_in_both() {
+        assert_eq!(intersect(&[(0, 10)], &[(5, 10)]), vec![(5, 5)]);
+        assert_eq!(
+            intersect(&[(0, 4), (6, 4), (20, 5)], &[(2, 6), (9, 13)]),
+            vec![(2, 2), (6, 2), (9, 1), (20, 2)]
+        );
+        assert_eq!(intersect(&[(0, 4)], &[(4, 4)]), vec![]);
+        assert_eq!(intersect(&[], &[(0, 4)]), vec![]);
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod ingest;
 pub mod rollup;
 pub mod schema;
 pub mod textindex;
+pub mod zonemap;
 
 pub use groups::{validate_group_name, validate_retention, RETENTION_DAYS};
 pub use logbook_seal::Keyring;
@@ -588,6 +589,8 @@ pub struct Store {
     /// Rollups read from files' footers, by path (files are immutable and their names
     /// never reused, so an entry never goes stale; it only outlives its file).
     rollups: Mutex<HashMap<PathBuf, Arc<rollup::Rollup>>>,
+    /// Zone maps read from files' footers, by path (as `rollups`).
+    zone_maps: Mutex<HashMap<PathBuf, Arc<zonemap::ZoneMap>>>,
     /// Text indexes read, by path (none: the file has none), and their bytes.
     text_indexes: Mutex<(TextIndexes, usize)>,
     /// Set by [`Store::interrupt_maintenance`]: compaction and the rewrite of files past
@@ -860,6 +863,7 @@ impl Store {
             flush_lock: Mutex::new(()),
             retired: Mutex::new(Vec::new()),
             rollups: Mutex::new(HashMap::new()),
+            zone_maps: Mutex::new(HashMap::new()),
             text_indexes: Mutex::new((HashMap::new(), 0)),
             retire_grace_ms: std::sync::atomic::AtomicU64::new(RETIRE_GRACE.as_millis() as u64),
             writable,
@@ -976,6 +980,31 @@ impl Store {
         {
             return Ok(Some(r.clone()));
         }
+        Ok(self.read_footer(path)?.0)
+    }
+
+    /// The [`zonemap::ZoneMap`] of a store file (`path` as a [`Snapshot`] names it): what
+    /// each of its row groups holds of the numeric columns. Read once with the rollup (one
+    /// footer read gives both) and kept.
+    pub fn zone_map(&self, path: &Path) -> Result<Arc<zonemap::ZoneMap>, StoreError> {
+        if let Some(z) = self
+            .zone_maps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+        {
+            return Ok(z.clone());
+        }
+        Ok(self.read_footer(path)?.1)
+    }
+
+    /// Read a file's footer (decrypting it when the file is sealed) into the rollup and
+    /// zone-map caches.
+    #[allow(clippy::type_complexity)]
+    fn read_footer(
+        &self,
+        path: &Path,
+    ) -> Result<(Option<Arc<rollup::Rollup>>, Arc<zonemap::ZoneMap>), StoreError> {
         let file = self.disk.open_read(path)?;
         let len = file.len()?;
         let chunks = DiskChunks { file, len };
@@ -997,7 +1026,13 @@ impl Store {
             }
             c.insert(path.to_path_buf(), r.clone());
         }
-        Ok(found)
+        let zones = Arc::new(zonemap::ZoneMap::from_metadata(&meta));
+        let mut c = self.zone_maps.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= ROLLUP_CACHE {
+            c.clear();
+        }
+        c.insert(path.to_path_buf(), zones.clone());
+        Ok((found, zones))
     }
 
     /// The [`textindex::TextIndex`] of a store file (`path` as a [`Snapshot`] names it),
