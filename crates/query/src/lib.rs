@@ -13,6 +13,7 @@ use datafusion::logical_expr::{cast, ident, lit, Expr};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use logbook_store::{schema, Store};
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod archive;
@@ -667,12 +668,12 @@ impl Engine {
                 else {
                     continue;
                 };
-                maps.push((name, z, lo));
+                maps.push((name, path.clone(), z, lo));
             }
         }
         let zones: Vec<topk::ZoneAt<'_>> = maps
             .iter()
-            .flat_map(|(file, m, lo)| {
+            .flat_map(|(file, _, m, lo)| {
                 m.zones
                     .iter()
                     .enumerate()
@@ -685,7 +686,160 @@ impl Engine {
                     })
             })
             .collect();
-        topk::bound(order, &zones)
+        let mut bound = topk::bound(order, &zones)?;
+        if let Some(rows) = self.order_rows(order, &bound, &maps, end) {
+            bound.rows = Some(Arc::new(rows));
+        }
+        Some(bound)
+    }
+
+    /// Add to `candidates` the non-null values of `column`, in the time range `range`, of
+    /// row groups `groups` (index, rows; in order) of the store file `path` (number `n`),
+    /// with their positions in the file. None when the file cannot be read as its zone
+    /// map says.
+    #[allow(clippy::too_many_arguments)]
+    fn read_candidates(
+        &self,
+        path: &std::path::Path,
+        column: &str,
+        m: &logbook_store::zonemap::ZoneMap,
+        groups: &[(usize, u64)],
+        range: (i64, i64),
+        n: usize,
+        candidates: &mut Vec<topk::Candidate>,
+    ) -> Option<()> {
+        let starts: Vec<u64> = m
+            .zones
+            .iter()
+            .scan(0u64, |at, z| {
+                let s = *at;
+                *at += z.rows;
+                Some(s)
+            })
+            .collect();
+        // Timestamps only where a row group is not wholly inside the range.
+        let ts = schema::COLUMNS.iter().position(|c| c.name == "timestamp");
+        let straddles = groups.iter().any(|(i, _)| {
+            !matches!(ts.and_then(|t| m.zones[*i].ranges.get(t)), Some(Some(r))
+                if r.min >= i128::from(range.0) && r.max <= i128::from(range.1))
+        });
+        let names: &[&str] = if straddles {
+            &[column, "timestamp"]
+        } else {
+            &[column]
+        };
+        let batches = self
+            .store
+            .read_columns(path, names, groups.iter().map(|(i, _)| *i).collect())
+            .map_err(|e| tracing::warn!(file = %path.display(), error = %e, "ordered column unreadable; the row groups are read"))
+            .ok()?;
+        // The positions of the rows read: the row groups' rows one after another.
+        let mut positions = groups.iter().flat_map(|(i, r)| starts[*i]..starts[*i] + r);
+        let (lo, hi) = (i128::from(range.0), i128::from(range.1));
+        for b in &batches {
+            let values = topk_values(b.column_by_name(column)?)?;
+            let times = match straddles {
+                true => topk_values(b.column_by_name("timestamp")?)?,
+                false => vec![Some(lo); values.len()],
+            };
+            for (v, t) in values.into_iter().zip(times) {
+                let row = positions.next()?;
+                let inside = t.is_some_and(|t| t >= lo && t <= hi);
+                if let (Some(value), true) = (v, inside) {
+                    candidates.push(topk::Candidate {
+                        file: n,
+                        row,
+                        value,
+                    });
+                }
+            }
+        }
+        positions.next().is_none().then_some(())
+    }
+
+    /// The rows of each file (by the scan's name for it) the first rows of `order` are
+    /// among, from the ordered column of the row groups `bound` keeps, read first: so whole
+    /// rows are read only for those. None (the row groups are read whole) past a budget of
+    /// rows, or when a file cannot be read.
+    fn order_rows(
+        &self,
+        order: &topk::Order,
+        bound: &topk::Bound,
+        maps: &[(PathBuf, PathBuf, Arc<logbook_store::zonemap::ZoneMap>, i64)],
+        end: i64,
+    ) -> Option<topk::RowsOf> {
+        let kept = |file: &PathBuf, m: &logbook_store::zonemap::ZoneMap| {
+            m.zones
+                .iter()
+                .enumerate()
+                .filter(|(i, z)| bound.keeps(file, *i, z))
+                .map(|(i, z)| (i, z.rows))
+                .collect::<Vec<_>>()
+        };
+        let rows: u64 = maps
+            .iter()
+            .map(|(f, _, m, _)| kept(f, m).iter().map(|(_, r)| r).sum::<u64>())
+            .sum();
+        if rows > PICK_BUDGET_ROWS {
+            return None;
+        }
+        let column = schema::COLUMNS.get(order.column)?.name;
+        let mut candidates = Vec::new();
+        // The row groups beyond the bound first (all of them hold rows that must be
+        // weighed), then those tied at it (without a range, or with one key, only until
+        // `k` rows reach the bound).
+        let beyond = |r: &logbook_store::zonemap::Range| {
+            if order.desc {
+                r.max > bound.value
+            } else {
+                r.min < bound.value
+            }
+        };
+        let reaching = |c: &[topk::Candidate]| {
+            c.iter()
+                .filter(|c| {
+                    if order.desc {
+                        c.value >= bound.value
+                    } else {
+                        c.value <= bound.value
+                    }
+                })
+                .count()
+        };
+        for pass_beyond in [true, false] {
+            for (n, (file, path, m, lo)) in maps.iter().enumerate() {
+                if !pass_beyond && order.single && reaching(&candidates) >= order.k {
+                    break;
+                }
+                let groups: Vec<(usize, u64)> = kept(file, m)
+                    .into_iter()
+                    .filter(|(i, _)| {
+                        let b = matches!(m.zones[*i].ranges.get(order.column), Some(Some(r)) if !beyond(r));
+                        // Pass one: beyond, or without a range; pass two: tied.
+                        b != pass_beyond
+                    })
+                    .collect();
+                if groups.is_empty() {
+                    continue;
+                }
+                self.read_candidates(path, column, m, &groups, (*lo, end), n, &mut candidates)?;
+            }
+        }
+        let mut picked: std::collections::HashMap<PathBuf, Vec<u64>> = maps
+            .iter()
+            .map(|(f, _, _, _)| (f.clone(), Vec::new()))
+            .collect();
+        for c in topk::pick(order, candidates) {
+            if let Some(v) = picked.get_mut(&maps[c.file].0) {
+                v.push(c.row);
+            }
+        }
+        Some(
+            picked
+                .into_iter()
+                .map(|(f, rows)| (f, topk::ranges(rows)))
+                .collect(),
+        )
     }
 
     /// Run a query in this thread's runtime, without limits (the CLI, tests). Servers run
@@ -951,6 +1105,32 @@ pub fn insights_frame(raw: DataFrame) -> Result<DataFrame, QueryError> {
     );
     let _ = cast;
     Ok(raw.select(sel)?)
+}
+
+/// Rows an order query reads of the ordered column first, at most (beyond, it reads the
+/// row groups that can hold its first rows whole).
+const PICK_BUDGET_ROWS: u64 = 4_000_000;
+
+/// An integer, timestamp or decimal column's values (a decimal's unscaled).
+fn topk_values(a: &datafusion::arrow::array::ArrayRef) -> Option<Vec<Option<i128>>> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{
+        DataType, Decimal128Type, Int64Type, TimeUnit, TimestampMillisecondType,
+    };
+    Some(match a.data_type() {
+        DataType::Int64 => a
+            .as_primitive::<Int64Type>()
+            .iter()
+            .map(|v| v.map(i128::from))
+            .collect(),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => a
+            .as_primitive::<TimestampMillisecondType>()
+            .iter()
+            .map(|v| v.map(i128::from))
+            .collect(),
+        DataType::Decimal128(_, _) => a.as_primitive::<Decimal128Type>().iter().collect(),
+        _ => return None,
+    })
 }
 
 /// Format batches as rows of strings (timestamps as `YYYY-MM-DD HH:MM:SS.mmm`).

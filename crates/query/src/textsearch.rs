@@ -127,12 +127,12 @@ impl TableProvider for IndexedFiles {
                 let files = std::mem::take(group).into_inner();
                 let files = files
                     .into_iter()
-                    .map(|f| {
+                    .filter_map(|f| {
                         let path = scanned_path(&f.object_meta.location);
                         let by_text = need.as_ref().and_then(|need| text_ranges(&store, &path, need));
                         let by_order = bound.as_ref().and_then(|b| order_ranges(&store, &path, b));
                         let (ranges, rows) = match (by_text, by_order) {
-                            (None, None) => return f,
+                            (None, None) => return Some(f),
                             (Some(t), None) => t,
                             (None, Some(o)) => o,
                             (Some((t, rows)), Some((o, o_rows))) if rows == o_rows => {
@@ -149,11 +149,15 @@ impl TableProvider for IndexedFiles {
                                 s.0.fetch_add(rows.saturating_sub(kept), Ordering::Relaxed);
                             }
                         }
-                        f.with_extension(
+                        if kept == 0 {
+                            // Nothing to read: the file is not opened.
+                            return None;
+                        }
+                        Some(f.with_extension(
                             datafusion::datasource::physical_plan::parquet::ParquetRowSelection::new(
                                 selection(&ranges, rows),
                             ),
-                        )
+                        ))
                     })
                     .collect::<Vec<_>>();
                 *group = files.into();
@@ -204,6 +208,12 @@ fn order_ranges(
     path: &std::path::Path,
     bound: &crate::topk::Bound,
 ) -> Option<(Vec<(u64, u64)>, u64)> {
+    if let Some(rows) = bound.rows.as_ref().and_then(|r| r.get(path)) {
+        // The rows picked by the ordered column, read first.
+        if let Ok(z) = store.zone_map(path) {
+            return Some((rows.clone(), z.zones.iter().map(|z| z.rows).sum()));
+        }
+    }
     let zones = match store.zone_map(path) {
         Ok(z) => z,
         Err(e) => {

@@ -19,7 +19,7 @@
 use crate::insights::ast::{self, Command};
 use logbook_store::schema::{self, Kind};
 use logbook_store::zonemap::{Range, Zone};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -137,7 +137,14 @@ pub struct Bound {
     /// whose extreme is `value` itself, the ones read (file, row group), enough with the
     /// row groups beyond it for `k` rows. None: all of them are read.
     pub ties: Option<Arc<HashSet<(PathBuf, usize)>>>,
+    /// The rows read of each file (start, rows; in order), when the ordered column of the
+    /// row groups kept was read first ([`pick`]); a file not named here is read by its
+    /// row groups.
+    pub rows: Option<Arc<RowsOf>>,
 }
+
+/// Rows of each file, by the scan's name for it: (start, rows) ranges, in order.
+pub type RowsOf = HashMap<PathBuf, Vec<(u64, u64)>>;
 
 impl Bound {
     /// Can row group `index` of `file`, with this zone, hold one of the first rows? Yes
@@ -273,7 +280,65 @@ pub fn bound(order: &Order, zones: &[ZoneAt<'_>]) -> Option<Bound> {
         desc: order.desc,
         value,
         ties,
+        rows: None,
     })
+}
+
+/// A row of a store file, with its value of the ordered column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// The file (an index the caller keeps).
+    pub file: usize,
+    /// The row's position in the file.
+    pub row: u64,
+    /// Its value.
+    pub value: i128,
+}
+
+/// Of `candidates` (every non-null row, in the query's range, of the row groups a
+/// [`Bound`] keeps), the rows the first `order.k` rows are among: those beyond the `k`-th
+/// value, and of the rows tied at it, with one key as many as make `k` (the first given),
+/// with more keys all of them (the next keys order them).
+pub fn pick(order: &Order, candidates: Vec<Candidate>) -> Vec<Candidate> {
+    if candidates.len() <= order.k {
+        return candidates;
+    }
+    let key = |c: &Candidate| if order.desc { -c.value } else { c.value };
+    // The k-th key without sorting them all.
+    let mut keys: Vec<i128> = candidates.iter().map(key).collect();
+    let (_, kth, _) = keys.select_nth_unstable(order.k - 1);
+    let kth = *kth;
+    let before = candidates.iter().filter(|c| key(c) < kth).count();
+    let mut tied = if order.single {
+        order.k - before
+    } else {
+        usize::MAX
+    };
+    candidates
+        .into_iter()
+        .filter(|c| match key(c).cmp(&kth) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Equal if tied > 0 => {
+                tied -= 1;
+                true
+            }
+            _ => false,
+        })
+        .collect()
+}
+
+/// Row positions (in any order) as ranges (start, rows; in order).
+pub fn ranges(mut rows: Vec<u64>) -> Vec<(u64, u64)> {
+    rows.sort_unstable();
+    rows.dedup();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for r in rows {
+        match out.last_mut() {
+            Some(last) if last.0 + last.1 == r => last.1 += 1,
+            _ => out.push((r, 1)),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -440,6 +505,7 @@ mod tests {
             desc: true,
             value: 100,
             ties: None,
+            rows: None,
         };
         assert!(desc.keeps(f, 0, &zone(5, (0, 1), Some((1, 100, 0)))));
         assert!(!desc.keeps(f, 0, &zone(5, (0, 1), Some((1, 99, 0)))));
@@ -490,5 +556,33 @@ mod tests {
         let b = bound(&order(true, 1, true), &zs).unwrap();
         assert_eq!(b.value, 2000);
         assert_eq!(read(&b), [3, 7]);
+    }
+
+    #[test]
+    fn the_rows_picked_are_those_beyond_the_kth_and_enough_tied() {
+        let c = |file, row, value| Candidate { file, row, value };
+        let all = vec![
+            c(0, 0, 5),
+            c(0, 1, 9),
+            c(0, 2, 7),
+            c(1, 0, 7),
+            c(1, 5, 7),
+            c(1, 6, 1),
+        ];
+        assert_eq!(
+            pick(&order(true, 3, true), all.clone()),
+            [c(0, 1, 9), c(0, 2, 7), c(1, 0, 7)]
+        );
+        assert_eq!(
+            pick(&order(true, 3, false), all.clone()),
+            [c(0, 1, 9), c(0, 2, 7), c(1, 0, 7), c(1, 5, 7)]
+        );
+        assert_eq!(
+            pick(&order(false, 2, true), all.clone()),
+            [c(0, 0, 5), c(1, 6, 1)]
+        );
+        assert_eq!(pick(&order(false, 10, true), all.clone()).len(), 6);
+        assert_eq!(ranges(vec![7, 1, 2, 3, 9, 8, 3]), [(1, 3), (7, 3)]);
+        assert_eq!(ranges(vec![]), []);
     }
 }

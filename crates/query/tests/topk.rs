@@ -172,8 +172,8 @@ fn the_first_rows_of_an_order_are_what_a_whole_scan_gives() {
     store.add_entries(&tail);
     let (on, off) = check(&store, "hourly files and a tail");
     assert_eq!(off, N + OTHER + TAIL);
-    // The ten slowest: at most ten hourly files of 900 calls, the tail, the other group.
-    assert!(on <= 10 * 900 + TAIL + OTHER, "read {on}");
+    // The ten slowest: ten rows of files (picked by their latencies, read first), the tail.
+    assert!(on <= 10 + TAIL, "read {on}");
     let slowest = run(
         &Engine::new(store.clone(), None),
         QUERIES[0].0,
@@ -205,5 +205,5 @@ fn the_first_rows_of_an_order_are_what_a_whole_scan_gives() {
     }
     let (on, off) = check(&store, "compacted");
     assert_eq!(off, N + OTHER + TAIL);
-    assert!(on < off, "read {on} of {off}");
+    assert!(on <= 10, "read {on} of {off}");
 }
