@@ -185,7 +185,7 @@ try:
             canon = lambda rows: sorted(tuple("" if v is None else str(v) for v in r) for r in rows)
             same = canon(ours["rows"]) == canon(theirs)
         elif name == "needle_in_prompts":
-            same = sorted(r[0] for r in ours["rows"]) == sorted(r[0] for r in theirs)
+            same = sorted(r[0] for r in ours["rows"]) == sorted(str(r[0]) for r in theirs)  # DuckDB: UUIDs
         elif name == "count_by_hour":
             # Hours as Logbook writes them ("2026-11-28 00:00:00.000") and DuckDB's datetimes.
             same = sorted((r[0][:19], int(r[1])) for r in ours["rows"]) == sorted((str(h)[:19], c) for h, c in theirs)

@@ -627,7 +627,16 @@ impl Engine {
             snaps.push((g, snap));
         }
         let bound = order.and_then(|o| self.order_bound(&o, &snaps, req.start_ms, req.end_ms));
-        for (g, snap) in snaps {
+        for (g, mut snap) in snaps {
+            if let Some(rows) = bound.as_ref().and_then(|b| b.rows.as_ref()) {
+                // Files none of whose rows were picked are not listed for the scan at all
+                // (nor counted as scanned).
+                snap.files.retain(|(p, _)| {
+                    textsearch::scan_name(p)
+                        .and_then(|n| rows.get(&n))
+                        .is_none_or(|r| !r.is_empty())
+                });
+            }
             let d = self
                 .raw_frame_of(
                     ctx,
