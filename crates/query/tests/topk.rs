@@ -91,7 +91,8 @@ const QUERIES: &[(&str, bool)] = &[
     ("fields output.outputTokenCount | sort output.outputTokenCount desc | limit 10", true),
     ("fields outputTokenCount | sort outputTokenCount | limit 10", true),
     ("fields requestId, output.outputTokenCount | sort output.outputTokenCount asc | limit 10", true),
-    ("fields requestId, output.outputTokenCount | sort output.outputTokenCount desc | limit 2000", true),
+    // Over three hours, 1,800 calls have the field: the last 200 rows are any of those without.
+    ("fields requestId, output.outputTokenCount | sort output.outputTokenCount desc | limit 2000", false),
     // More rows than have the field: those without come last.
     ("fields requestId, output.outputTokenCount | sort output.outputTokenCount asc | limit 9000", false),
 ];
