@@ -287,6 +287,9 @@ pub struct Engine {
     /// Read every row group even where a query keeps only the first rows of an order
     /// ([`Engine::order_bounds`]).
     order_bounds_off: bool,
+    /// Rows an order query reads of the ordered column first, at most
+    /// ([`Engine::order_pick_budget`]).
+    pick_budget: u64,
 }
 
 /// The store files of other replicas that share a home bucket (issue #13): what a query
@@ -376,6 +379,7 @@ impl Engine {
             peers: None,
             rollups_off: false,
             order_bounds_off: false,
+            pick_budget: PICK_BUDGET_ROWS,
         }
     }
 
@@ -402,6 +406,14 @@ impl Engine {
     /// group is read: tests compare the two.
     pub fn order_bounds(mut self, on: bool) -> Engine {
         self.order_bounds_off = !on;
+        self
+    }
+
+    /// The rows an order query may read of its ordered column before whole rows (4,000,000
+    /// by default); past it, the row groups that can hold its first rows are read whole.
+    /// Tests set 0 to compare that path.
+    pub fn order_pick_budget(mut self, rows: u64) -> Engine {
+        self.pick_budget = rows;
         self
     }
 
@@ -789,7 +801,7 @@ impl Engine {
             .iter()
             .map(|(f, _, m, _)| kept(f, m).iter().map(|(_, r)| r).sum::<u64>())
             .sum();
-        if rows > PICK_BUDGET_ROWS {
+        if rows > self.pick_budget {
             return None;
         }
         let column = schema::COLUMNS.get(order.column)?.name;
