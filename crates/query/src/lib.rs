@@ -714,10 +714,12 @@ impl Engine {
         Some(bound)
     }
 
-    /// Add to `candidates` the non-null values of `column`, in the time range `range`, of
-    /// row groups `groups` (index, rows; in order) of the store file `path` (number `n`),
-    /// with their positions in the file. None when the file cannot be read as its zone
-    /// map says.
+    /// Add to `candidates` the values of `column` that reach `bound` (no other can be among
+    /// the first rows: at least `k` rows reach it), in the time range `range`, of row groups
+    /// `groups` (index, rows; in order) of the store file `path` (number `n`), with their
+    /// positions in the file. None when the file cannot be read as its zone map says, or
+    /// when the candidates would pass [`PICK_CANDIDATES_MAX`] (memory the query's pool does
+    /// not see).
     #[allow(clippy::too_many_arguments)]
     fn read_candidates(
         &self,
@@ -726,7 +728,7 @@ impl Engine {
         m: &logbook_store::zonemap::ZoneMap,
         groups: &[(usize, u64)],
         range: (i64, i64),
-        n: usize,
+        (n, bound): (usize, &topk::Bound),
         candidates: &mut Vec<topk::Candidate>,
     ) -> Option<()> {
         let starts: Vec<u64> = m
@@ -767,6 +769,12 @@ impl Engine {
                 let row = positions.next()?;
                 let inside = t.is_some_and(|t| t >= lo && t <= hi);
                 if let (Some(value), true) = (v, inside) {
+                    if !bound.reaches(value) {
+                        continue;
+                    }
+                    if candidates.len() >= PICK_CANDIDATES_MAX {
+                        return None;
+                    }
                     candidates.push(topk::Candidate {
                         file: n,
                         row,
@@ -816,20 +824,9 @@ impl Engine {
                 r.min < bound.value
             }
         };
-        let reaching = |c: &[topk::Candidate]| {
-            c.iter()
-                .filter(|c| {
-                    if order.desc {
-                        c.value >= bound.value
-                    } else {
-                        c.value <= bound.value
-                    }
-                })
-                .count()
-        };
         for pass_beyond in [true, false] {
             for (n, (file, path, m, lo)) in maps.iter().enumerate() {
-                if !pass_beyond && order.single && reaching(&candidates) >= order.k {
+                if !pass_beyond && order.single && candidates.len() >= order.k {
                     break;
                 }
                 let groups: Vec<(usize, u64)> = kept(file, m)
@@ -843,7 +840,15 @@ impl Engine {
                 if groups.is_empty() {
                     continue;
                 }
-                self.read_candidates(path, column, m, &groups, (*lo, end), n, &mut candidates)?;
+                self.read_candidates(
+                    path,
+                    column,
+                    m,
+                    &groups,
+                    (*lo, end),
+                    (n, bound),
+                    &mut candidates,
+                )?;
             }
         }
         let mut picked: std::collections::HashMap<PathBuf, Vec<u64>> = maps
@@ -1131,6 +1136,10 @@ pub fn insights_frame(raw: DataFrame) -> Result<DataFrame, QueryError> {
 /// Rows an order query reads of the ordered column first, at most (beyond, it reads the
 /// row groups that can hold its first rows whole).
 const PICK_BUDGET_ROWS: u64 = 4_000_000;
+
+/// Rows reaching an order query's bound it keeps while it picks, at most (32 bytes each;
+/// beyond, for example many rows tied with more than one sort key, it reads the row groups).
+const PICK_CANDIDATES_MAX: usize = 1 << 20;
 
 /// An integer, timestamp or decimal column's values (a decimal's unscaled).
 fn topk_values(a: &datafusion::arrow::array::ArrayRef) -> Option<Vec<Option<i128>>> {

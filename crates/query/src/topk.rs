@@ -147,6 +147,15 @@ pub struct Bound {
 pub type RowsOf = HashMap<PathBuf, Vec<(u64, u64)>>;
 
 impl Bound {
+    /// Does a value reach the bound (is it at it, or beyond it in the order)?
+    pub fn reaches(&self, value: i128) -> bool {
+        if self.desc {
+            value >= self.value
+        } else {
+            value <= self.value
+        }
+    }
+
     /// Can row group `index` of `file`, with this zone, hold one of the first rows? Yes
     /// when its values go beyond the bound, or reach it and it is among the tied row
     /// groups read; no when they fall short (its nulls come after the `k` values that
@@ -517,6 +526,8 @@ mod tests {
         };
         assert!(asc.keeps(f, 0, &zone(5, (0, 1), Some((100, 200, 0)))));
         assert!(!asc.keeps(f, 0, &zone(5, (0, 1), Some((101, 200, 3)))));
+        assert!(desc.reaches(100) && desc.reaches(101) && !desc.reaches(99));
+        assert!(asc.reaches(100) && asc.reaches(99) && !asc.reaches(101));
     }
 
     #[test]

@@ -998,25 +998,6 @@ impl Store {
         Ok(self.read_footer(path)?.1)
     }
 
-    /// A reader of a store file through the store's disk, decrypting when it is sealed
-    /// (only the ranges it asks for are read).
-    fn reader(
-        &self,
-        path: &Path,
-    ) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<DiskChunks>, StoreError>
-    {
-        let file = self.disk.open_read(path)?;
-        let len = file.len()?;
-        let chunks = DiskChunks { file, len };
-        let opts = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
-            .with_file_decryption_properties(decryption_properties(&self.keys)?);
-        Ok(
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(
-                chunks, opts,
-            )?,
-        )
-    }
-
     /// The named columns of some row groups of a store file (`path` as a [`Snapshot`]
     /// names it), in row-group order, decrypting when the file is sealed: for a query
     /// that looks at a few columns of a few row groups before it reads whole rows.
@@ -1026,7 +1007,7 @@ impl Store {
         columns: &[&str],
         row_groups: Vec<usize>,
     ) -> Result<Vec<RecordBatch>, StoreError> {
-        let b = self.reader(path)?;
+        let b = self.parquet_reader(path)?;
         let mut roots = Vec::with_capacity(columns.len());
         for c in columns {
             roots.push(
@@ -1099,7 +1080,7 @@ impl Store {
         {
             return Ok(r.clone());
         }
-        let b = self.reader(path)?;
+        let b = self.parquet_reader(path)?;
         let found = match b.schema().index_of(textindex::COLUMN) {
             Err(_) => None,
             Ok(i) => {
