@@ -182,6 +182,12 @@ pub const COLD_SMALL_ZSTD_LEVEL: i32 = 3;
 /// compaction's peak memory (BENCHMARKS.md, "Resident memory"). Smaller pages cost bytes:
 /// about 1 % at this size, 2.5 % at 256 KiB.
 pub const COLD_PAGE_BYTES: usize = 384 * 1024;
+/// A cold file's `request_id` pages end at this many bytes (about 1,000 ids: the writer
+/// checks after each 1,024 values). A query that keeps a few rows of a file (the first
+/// rows of an order, a text search's blocks) decompresses each page that holds one of
+/// them: ten rows of a top 10 decompressed ten 384 KiB pages of ids, most of its time.
+/// Ids are random: smaller pages compress them no worse.
+pub const COLD_ID_PAGE_BYTES: usize = 32 * 1024;
 /// Rows per row group in a cold file: its encoded pages are held until the group ends.
 pub const COLD_ROW_GROUP_ROWS: usize = 16 * 1024;
 /// Rows per batch when files are read to be written again (compaction, retention): a
@@ -591,6 +597,10 @@ pub struct Store {
     rollups: Mutex<HashMap<PathBuf, Arc<rollup::Rollup>>>,
     /// Zone maps read from files' footers, by path (as `rollups`).
     zone_maps: Mutex<HashMap<PathBuf, Arc<zonemap::ZoneMap>>>,
+    /// Whole footers read for [`Store::read_columns`], by path (as `rollups`), at most
+    /// [`FOOTER_CACHE`]: an order query reads a column of the same few files each time,
+    /// and parsing their footers was a quarter of its first pass.
+    footers: Mutex<HashMap<PathBuf, parquet::arrow::arrow_reader::ArrowReaderMetadata>>,
     /// Text indexes read, by path (none: the file has none), and their bytes.
     text_indexes: Mutex<(TextIndexes, usize)>,
     /// Set by [`Store::interrupt_maintenance`]: compaction and the rewrite of files past
@@ -620,6 +630,10 @@ pub const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_millis(
 /// Rollups kept in memory at most (about a year of day files and a day of hour files,
 /// twice over); beyond, the cache starts again.
 const ROLLUP_CACHE: usize = 2_048;
+
+/// Footers [`Store::read_columns`] keeps at most (about 100 KB of footer each on disk,
+/// a few times that parsed); beyond, the cache starts again.
+const FOOTER_CACHE: usize = 64;
 
 /// Text indexes read, by path (none: the file has none).
 type TextIndexes = HashMap<PathBuf, Option<Arc<textindex::TextIndex>>>;
@@ -771,6 +785,9 @@ fn writer_props(
         if cold && !body {
             b = b.set_column_compression(c.name.into(), zstd(COLD_SMALL_ZSTD_LEVEL));
         }
+        if cold && c.name == "request_id" {
+            b = b.set_column_data_page_size_limit(c.name.into(), COLD_ID_PAGE_BYTES);
+        }
     }
     // The text index: Bloom filters (random bits: nothing to compress, no use for
     // statistics or a dictionary).
@@ -864,6 +881,7 @@ impl Store {
             retired: Mutex::new(Vec::new()),
             rollups: Mutex::new(HashMap::new()),
             zone_maps: Mutex::new(HashMap::new()),
+            footers: Mutex::new(HashMap::new()),
             text_indexes: Mutex::new((HashMap::new(), 0)),
             retire_grace_ms: std::sync::atomic::AtomicU64::new(RETIRE_GRACE.as_millis() as u64),
             writable,
@@ -1007,7 +1025,33 @@ impl Store {
         columns: &[&str],
         row_groups: Vec<usize>,
     ) -> Result<Vec<RecordBatch>, StoreError> {
-        let b = self.parquet_reader(path)?;
+        use parquet::arrow::arrow_reader::{
+            ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+        };
+        let file = self.disk.open_read(path)?;
+        let len = file.len()?;
+        let file = DiskChunks { file, len };
+        let cached = self
+            .footers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .cloned();
+        let meta = match cached {
+            Some(m) => m,
+            None => {
+                let opts = ArrowReaderOptions::new()
+                    .with_file_decryption_properties(decryption_properties(&self.keys)?);
+                let m = ArrowReaderMetadata::load(&file, opts)?;
+                let mut c = self.footers.lock().unwrap_or_else(|p| p.into_inner());
+                if c.len() >= FOOTER_CACHE {
+                    c.clear();
+                }
+                c.insert(path.to_path_buf(), m.clone());
+                m
+            }
+        };
+        let b = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta);
         let mut roots = Vec::with_capacity(columns.len());
         for c in columns {
             roots.push(
@@ -2708,6 +2752,18 @@ mod tests {
             writer_props(None, false, false),
         );
         assert_eq!(cold.data_page_size_limit(), COLD_PAGE_BYTES);
+        assert_eq!(
+            cold.column_data_page_size_limit(&ColumnPath::from("request_id")),
+            COLD_ID_PAGE_BYTES
+        );
+        assert_eq!(
+            cold.column_data_page_size_limit(&ColumnPath::from("input_body_json")),
+            COLD_PAGE_BYTES
+        );
+        assert_eq!(
+            hot.column_data_page_size_limit(&ColumnPath::from("request_id")),
+            HOT_PAGE_BYTES
+        );
         assert_eq!(cold.max_row_group_row_count(), Some(COLD_ROW_GROUP_ROWS));
         for (c, level) in [
             ("input_body_json", COLD_ZSTD_LEVEL),
