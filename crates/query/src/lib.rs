@@ -290,6 +290,8 @@ pub struct Engine {
     /// Rows an order query reads of the ordered column first, at most
     /// ([`Engine::order_pick_budget`]).
     pick_budget: u64,
+    /// Store files named as scans name them.
+    scan_names: textsearch::ScanNames,
 }
 
 /// The store files of other replicas that share a home bucket (issue #13): what a query
@@ -380,6 +382,7 @@ impl Engine {
             rollups_off: false,
             order_bounds_off: false,
             pick_budget: PICK_BUDGET_ROWS,
+            scan_names: textsearch::ScanNames::default(),
         }
     }
 
@@ -486,11 +489,31 @@ impl Engine {
     ) -> Result<DataFrame, QueryError> {
         fields.extend(snap.fields.iter().cloned());
         let schema = schema::schema();
+        let lo = start.max(snap.retention_cutoff.unwrap_or(i64::MIN));
+        let ts = |ms: i64| {
+            lit(ScalarValue::TimestampMillisecond(
+                Some(ms),
+                Some("UTC".into()),
+            ))
+        };
+        let in_range = |df: DataFrame| {
+            df.filter(
+                ident("timestamp")
+                    .gt_eq(ts(lo))
+                    .and(ident("timestamp").lt_eq(ts(end))),
+            )
+        };
         let mut df: Option<DataFrame> = None;
         if !snap.files.is_empty() {
             stats.bytes_scanned += snap.files.iter().map(|(_, m)| m.bytes).sum::<u64>();
             stats.files_scanned += snap.files.len() as u64;
             stats.records_scanned += snap.files.iter().map(|(_, m)| m.rows).sum::<u64>();
+            // Files wholly inside the range need no filter on it (nor their timestamps
+            // read): the usual case, a query over whole hours or days.
+            let inside = snap
+                .files
+                .iter()
+                .all(|(_, m)| m.min_ts >= lo && m.max_ts <= end);
             let paths: Vec<String> = snap
                 .files
                 .iter()
@@ -511,12 +534,12 @@ impl Engine {
                     )))
                 }
             };
-            df = Some(ctx.read_table(Arc::new(
+            let files = ctx.read_table(Arc::new(
                 textsearch::IndexedFiles::new(table, self.store.clone()).with_bound(bound),
-            ))?);
+            ))?;
+            df = Some(if inside { files } else { in_range(files)? });
         }
         if let Some(peers) = &self.peers {
-            let lo = start.max(snap.retention_cutoff.unwrap_or(i64::MIN));
             let theirs = peers.files(group, lo, end).await;
             if !theirs.is_empty() {
                 stats.bytes_scanned += theirs.iter().map(|(_, m)| m.bytes).sum::<u64>();
@@ -533,7 +556,7 @@ impl Engine {
                         continue;
                     }
                     let opts = ParquetReadOptions::default().schema(&schema);
-                    let t = ctx.read_parquet(paths, opts).await?;
+                    let t = in_range(ctx.read_parquet(paths, opts).await?)?;
                     df = Some(match df {
                         Some(d) => d.union(t)?,
                         None => t,
@@ -548,25 +571,13 @@ impl Engine {
             } else {
                 snap.tail
             };
-            let t = ctx.read_batches(batches)?;
+            let t = in_range(ctx.read_batches(batches)?)?;
             df = Some(match df {
                 Some(d) => d.union(t)?,
                 None => t,
             });
         }
-        let df = df.ok_or_else(|| QueryError::Engine("no data".into()))?;
-        let lo = start.max(snap.retention_cutoff.unwrap_or(i64::MIN));
-        let ts = |ms: i64| {
-            lit(ScalarValue::TimestampMillisecond(
-                Some(ms),
-                Some("UTC".into()),
-            ))
-        };
-        let mut df = df.filter(
-            ident("timestamp")
-                .gt_eq(ts(lo))
-                .and(ident("timestamp").lt_eq(ts(end))),
-        )?;
+        let mut df = df.ok_or_else(|| QueryError::Engine("no data".into()))?;
         // `message` as recorded: the store keeps each body once.
         let rebuild = datafusion::logical_expr::ScalarUDF::from(udf::RebuildMessage::default());
         df = df.with_column(
@@ -644,7 +655,8 @@ impl Engine {
                 // Files none of whose rows were picked are not listed for the scan at all
                 // (nor counted as scanned).
                 snap.files.retain(|(p, _)| {
-                    textsearch::scan_name(p)
+                    self.scan_names
+                        .get(p)
                         .and_then(|n| rows.get(&n))
                         .is_none_or(|r| !r.is_empty())
                 });
@@ -685,7 +697,7 @@ impl Engine {
             let lo = start.max(snap.retention_cutoff.unwrap_or(i64::MIN));
             for (path, _) in &snap.files {
                 // Named as the scan names it; a file it cannot name vouches for nothing.
-                let (Some(name), Ok(z)) = (textsearch::scan_name(path), self.store.zone_map(path))
+                let (Some(name), Ok(z)) = (self.scan_names.get(path), self.store.zone_map(path))
                 else {
                     continue;
                 };

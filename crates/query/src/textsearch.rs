@@ -184,6 +184,34 @@ pub fn scan_name(path: &std::path::Path) -> Option<PathBuf> {
     Some(scanned_path(url.prefix()))
 }
 
+/// [`scan_name`]s computed, by absolute path: naming a file as the scan does looks at
+/// the filesystem (whether the path exists, whether it is a folder), twice per file per
+/// order query otherwise. Store files' names are never reused.
+#[derive(Debug, Default)]
+pub struct ScanNames(std::sync::Mutex<std::collections::HashMap<PathBuf, Option<PathBuf>>>);
+
+/// Names kept at most; beyond, the cache starts again.
+const SCAN_NAMES: usize = 16_384;
+
+impl ScanNames {
+    /// [`scan_name`] of `path`, from the cache when it was named before.
+    pub fn get(&self, path: &std::path::Path) -> Option<PathBuf> {
+        // Keyed by the absolute path: a relative one names another file once the
+        // process's folder changes.
+        let key = std::path::absolute(path).ok()?;
+        if let Some(n) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return n.clone();
+        }
+        let n = scan_name(&key);
+        let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= SCAN_NAMES {
+            c.clear();
+        }
+        c.insert(key, n.clone());
+        n
+    }
+}
+
 /// The blocks of a file whose text may meet `need` (start, rows; in order), and the
 /// file's rows; none when the file has no text index (it is read whole).
 fn text_ranges(
