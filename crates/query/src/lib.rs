@@ -290,6 +290,9 @@ pub struct Engine {
     /// Rows an order query reads of the ordered column first, at most
     /// ([`Engine::order_pick_budget`]).
     pick_budget: u64,
+    /// Rows reaching an order query's bound kept while it picks, at most
+    /// ([`Engine::order_pick_candidates`]).
+    pick_candidates: usize,
     /// Store files named as scans name them.
     scan_names: textsearch::ScanNames,
 }
@@ -382,6 +385,7 @@ impl Engine {
             rollups_off: false,
             order_bounds_off: false,
             pick_budget: PICK_BUDGET_ROWS,
+            pick_candidates: PICK_CANDIDATES_MAX,
             scan_names: textsearch::ScanNames::default(),
         }
     }
@@ -417,6 +421,14 @@ impl Engine {
     /// Tests set 0 to compare that path.
     pub fn order_pick_budget(mut self, rows: u64) -> Engine {
         self.pick_budget = rows;
+        self
+    }
+
+    /// The rows reaching an order query's bound it may keep while it picks (1,048,576 by
+    /// default); past it, the row groups that can hold its first rows are read whole.
+    /// Tests set a few to compare that path.
+    pub fn order_pick_candidates(mut self, rows: usize) -> Engine {
+        self.pick_candidates = rows;
         self
     }
 
@@ -730,7 +742,7 @@ impl Engine {
     /// the first rows: at least `k` rows reach it), in the time range `range`, of row groups
     /// `groups` (index, rows; in order) of the store file `path` (number `n`), with their
     /// positions in the file. None when the file cannot be read as its zone map says, or
-    /// when the candidates would pass [`PICK_CANDIDATES_MAX`] (memory the query's pool does
+    /// when the candidates would pass [`Engine::order_pick_candidates`] (memory the query's pool does
     /// not see).
     #[allow(clippy::too_many_arguments)]
     fn read_candidates(
@@ -784,7 +796,7 @@ impl Engine {
                     if !bound.reaches(value) {
                         continue;
                     }
-                    if candidates.len() >= PICK_CANDIDATES_MAX {
+                    if candidates.len() >= self.pick_candidates {
                         return None;
                     }
                     candidates.push(topk::Candidate {

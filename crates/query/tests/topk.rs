@@ -104,6 +104,8 @@ fn check(store: &Arc<Store>, when: &str) -> (u64, u64) {
     let off = Engine::new(store.clone(), None).order_bounds(false);
     // Row groups only: no ordered column read first.
     let zones = Engine::new(store.clone(), None).order_pick_budget(0);
+    // Past the candidates it may keep (here 5), the same row groups' path.
+    let capped = Engine::new(store.clone(), None).order_pick_candidates(5);
     let ranges = [
         (BASE - 1, BASE + 3 * DAY),
         // Cuts hours and the two days.
@@ -114,15 +116,22 @@ fn check(store: &Arc<Store>, when: &str) -> (u64, u64) {
         (BASE + 10 * DAY, BASE + 11 * DAY),
     ];
     let mut first = None;
+    let mut gave_up = false;
     for (lo, hi) in ranges {
         for (q, exact) in QUERIES {
             let b = run(&off, q, lo, hi);
             let z = run(&zones, q, lo, hi);
             let a = run(&on, q, lo, hi);
+            let c = run(&capped, q, lo, hi);
             let what = format!("{when}: {q} over {lo}..{hi}");
             assert!(z.stats.records_scanned <= b.stats.records_scanned, "{what}");
             assert!(a.stats.records_scanned <= z.stats.records_scanned, "{what}");
-            for (how, x) in [("picked rows", &a), ("row groups", &z)] {
+            assert!(c.stats.records_scanned <= z.stats.records_scanned, "{what}");
+            // Picked as without the cap, or gave up and read the row groups.
+            let (ca, cz) = (c.stats.records_scanned, z.stats.records_scanned);
+            assert!(ca == a.stats.records_scanned || ca == cz, "{what}");
+            gave_up |= ca == cz && cz > a.stats.records_scanned;
+            for (how, x) in [("picked rows", &a), ("row groups", &z), ("capped", &c)] {
                 let what = format!("{what} ({how})");
                 assert_eq!(x.columns, b.columns, "{what}");
                 assert_eq!(x.rows.len(), b.rows.len(), "{what}");
@@ -144,6 +153,7 @@ fn check(store: &Arc<Store>, when: &str) -> (u64, u64) {
             }
         }
     }
+    assert!(gave_up, "{when}: no query passed the cap of candidates");
     first.unwrap()
 }
 
