@@ -3,20 +3,17 @@
 //! the chosen time zone.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use logbook_query::report::{Chargeback, Dimension, Period};
 use logbook_query::{Engine, Language, QueryRequest};
 use logbook_store::schema::scaled_decimal;
 use logbook_store::Store;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use support::rfc3339;
 
 const GROUP: &str = "g";
-
-fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
 
 struct Call {
     ts: i64,

@@ -5,9 +5,12 @@
 //! compaction; and the rollups must spare the read where they can answer.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use logbook_query::{Engine, Language, QueryRequest, QueryResult};
+mod support;
+
+use logbook_query::{Engine, QueryResult};
 use logbook_store::Store;
 use std::sync::Arc;
+use support::rfc3339;
 
 const GROUP: &str = "g";
 /// 2026-11-28T00:00:00Z.
@@ -19,12 +22,6 @@ const N: u64 = 3 * 1440;
 /// (day 3).
 const NEGATIVE: u64 = 1440 + 333;
 const SPELLED_NONE: u64 = 2 * 1440 + 444;
-
-fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
 
 fn entry(i: u64) -> logbook_journal::Entry {
     let mut v = serde_json::json!({
@@ -82,25 +79,8 @@ fn entry(i: u64) -> logbook_journal::Entry {
     }
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn run(e: &Engine, query: &str, start_ms: i64, end_ms: i64) -> QueryResult {
-    rt().block_on(e.run(&QueryRequest {
-        groups: vec![GROUP.into()],
-        start_ms,
-        end_ms,
-        query: query.into(),
-        language: Language::Insights,
-        limit: 10_000,
-        after_seq: 0,
-        content: Default::default(),
-    }))
-    .unwrap_or_else(|e| panic!("{query}: {e}"))
+    support::insights(e, &[GROUP], query, start_ms, end_ms)
 }
 
 const QUERIES: &[&str] = &[

@@ -4,6 +4,8 @@
 //! have rollups.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use logbook_query::overview::{Overview, OverviewRequest};
 use logbook_query::report::{format_scaled, Chargeback, Period};
 use logbook_query::{Engine, Language, QueryError, QueryRequest};
@@ -11,17 +13,12 @@ use logbook_store::schema::scaled_decimal;
 use logbook_store::Store;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use support::{rfc3339, rt};
 
 const GROUP: &str = "g";
 /// 2026-11-28T00:00:00Z.
 const BASE: i64 = 1_795_824_000_000;
 const HOUR: i64 = 3_600_000;
-
-fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
 
 #[derive(Clone)]
 struct Call {
@@ -88,13 +85,6 @@ fn entry(seq: u64, c: &Call) -> logbook_journal::Entry {
         time_ms: 0,
         payload: v.to_string().into_bytes(),
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn req(start: i64, end: i64, bin_ms: i64, tz: &str) -> OverviewRequest {

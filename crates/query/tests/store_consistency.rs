@@ -4,19 +4,16 @@
 //! files are dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use logbook_query::{Engine, Language, QueryRequest};
 use logbook_store::Store;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use support::rfc3339;
 
 const GROUP: &str = "g";
 const DAY: i64 = 86_400_000;
-
-fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
 
 fn entry(seq: u64, ts_ms: i64) -> logbook_journal::Entry {
     let line = serde_json::json!({

@@ -4,11 +4,14 @@
 //! filter needs bytes few blocks hold.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use logbook_query::{Engine, Language, QueryRequest};
 use logbook_store::textindex::BLOCK_ROWS;
 use logbook_store::Store;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use support::{rfc3339, rt};
 
 const GROUP: &str = "g";
 /// 2026-11-28T00:00:00Z.
@@ -36,12 +39,6 @@ const WORDS: &[&str] = &[
     "review",
     "code",
 ];
-
-fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
 
 /// Record `i`'s prompt and answer: words, with rare pieces in a few records.
 fn texts(i: u64) -> (String, String) {
@@ -90,13 +87,6 @@ fn entry(i: u64) -> logbook_journal::Entry {
         time_ms: 0,
         payload: v.to_string().into_bytes(),
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Request ids a query returns, and the records it read.

@@ -4,9 +4,12 @@
 //! and in rows.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use logbook_query::{Engine, Language, QueryRequest, QueryResult};
+mod support;
+
+use logbook_query::{Engine, QueryResult};
 use logbook_store::Store;
 use std::sync::Arc;
+use support::rfc3339;
 
 const GROUP: &str = "g";
 /// 2026-11-28T00:00:00Z.
@@ -19,44 +22,20 @@ const N: i64 = 2 * 1440;
 const TAIL: i64 = 100;
 
 fn entry(i: i64) -> logbook_journal::Entry {
-    let t =
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(BASE + i * MINUTE) * 1_000_000)
-            .unwrap()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap();
     let v = serde_json::json!({
-        "schemaType": "ModelInvocationLog", "schemaVersion": "1.0", "timestamp": t,
+        "schemaType": "ModelInvocationLog", "schemaVersion": "1.0",
+        "timestamp": rfc3339(BASE + i * MINUTE),
         "accountId": "123456789012", "identity": {"arn": "arn:aws:iam::123456789012:user/u"},
         "region": "us-east-1", "requestId": format!("req-{i}"), "operation": "Converse",
         "modelId": "m", "input": {"inputBodyJson": {"messages": []}, "inputTokenCount": 1},
         "output": {"outputBodyJson": {}, "outputTokenCount": 2},
         "logbook": {"destination": {"bucket": "", "keyPrefix": "", "logGroup": GROUP}},
     });
-    logbook_journal::Entry {
-        kind: logbook_journal::Kind::Record,
-        version: 1,
-        seq: i as u64 + 1,
-        time_ms: 0,
-        payload: v.to_string().into_bytes(),
-    }
+    support::record(i as u64 + 1, &v)
 }
 
 fn run(e: &Engine, query: &str, start_ms: i64, end_ms: i64) -> QueryResult {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(e.run(&QueryRequest {
-            groups: vec![GROUP.into()],
-            start_ms,
-            end_ms,
-            query: query.into(),
-            language: Language::Insights,
-            limit: 10_000,
-            after_seq: 0,
-            content: Default::default(),
-        }))
-        .unwrap_or_else(|e| panic!("{query}: {e}"))
+    support::insights(e, &[GROUP], query, start_ms, end_ms)
 }
 
 /// The calls in `[lo, hi]`, by minute number.

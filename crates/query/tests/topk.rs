@@ -5,9 +5,12 @@
 //! unflushed tail; and the read must be smaller where the zone maps allow it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use logbook_query::{Engine, Language, QueryRequest, QueryResult};
+mod support;
+
+use logbook_query::{Engine, QueryResult};
 use logbook_store::Store;
 use std::sync::Arc;
+use support::rfc3339;
 
 /// 2026-11-28T00:00:00Z.
 const BASE: i64 = 1_795_824_000_000;
@@ -19,12 +22,6 @@ const N: u64 = 2 * 21_600;
 const TAIL: u64 = 100;
 /// Calls of the second group.
 const OTHER: u64 = 50;
-
-fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
 
 fn entry(group: &str, seq: u64, i: u64, at: i64) -> logbook_journal::Entry {
     let mut v = serde_json::json!({
@@ -49,31 +46,11 @@ fn entry(group: &str, seq: u64, i: u64, at: i64) -> logbook_journal::Entry {
     if i.is_multiple_of(3) {
         v["logbook"]["cost"] = format!("0.{:09}", (i * 7_907) % 999_999_937).into();
     }
-    logbook_journal::Entry {
-        kind: logbook_journal::Kind::Record,
-        version: 1,
-        seq,
-        time_ms: 0,
-        payload: v.to_string().into_bytes(),
-    }
+    support::record(seq, &v)
 }
 
 fn run(e: &Engine, query: &str, start_ms: i64, end_ms: i64) -> QueryResult {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(e.run(&QueryRequest {
-        groups: vec!["g".into(), "h".into()],
-        start_ms,
-        end_ms,
-        query: query.into(),
-        language: Language::Insights,
-        limit: 10_000,
-        after_seq: 0,
-        content: Default::default(),
-    }))
-    .unwrap_or_else(|e| panic!("{query}: {e}"))
+    support::insights(e, &["g", "h"], query, start_ms, end_ms)
 }
 
 /// Queries, and whether their order decides every row (otherwise only the ordered
