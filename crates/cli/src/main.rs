@@ -44,6 +44,60 @@ fn purge_freed_pages() {
     }
 }
 
+/// How long `logbook import` lets jemalloc keep the pages it frees (`serve` keeps them
+/// 500 ms, `.cargo/config.toml`). An import frees and takes again the same sizes a
+/// thousand times a second (batches of columns, Parquet pages, decompressed objects):
+/// with 500 ms, much of it came back as fresh pages the kernel had to zero and map,
+/// about a sixth of the import's CPU in system time (BENCHMARKS.md, "The import's
+/// allocator").
+const IMPORT_DECAY_MS: isize = 10_000;
+
+/// Sets jemalloc's dirty and muzzy decay to `ms` in every arena there is and every arena
+/// made later. The arena of huge allocations (over 8 MiB) keeps purging at once, as
+/// jemalloc sets it up: those are few and seldom reused.
+#[allow(unsafe_code)]
+fn keep_freed_pages_for(ms: isize) {
+    fn set(name: &str, mut value: isize) {
+        let name = format!("{name}\0");
+        // SAFETY: a NUL-terminated name of a control whose value is an `ssize_t`
+        // (jemalloc's manual: `arenas.dirty_decay_ms`, `arena.<i>.dirty_decay_ms` and the
+        // muzzy ones), written from a live `isize` of that size; nothing is read back. An
+        // arena not yet made answers an error code, which changes nothing (it takes the
+        // default set first).
+        unsafe {
+            tikv_jemalloc_sys::mallctl(
+                name.as_ptr().cast(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                (&mut value as *mut isize).cast(),
+                std::mem::size_of::<isize>(),
+            );
+        }
+    }
+    set("arenas.dirty_decay_ms", ms);
+    set("arenas.muzzy_decay_ms", ms);
+    let mut arenas: std::ffi::c_uint = 0;
+    let mut len = std::mem::size_of::<std::ffi::c_uint>();
+    // SAFETY: `arenas.narenas` is an `unsigned` read into a live `c_uint` whose size is
+    // passed in `len`; nothing is written.
+    let read = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"arenas.narenas".as_ptr(),
+            (&mut arenas as *mut std::ffi::c_uint).cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if read != 0 {
+        return;
+    }
+    for i in 0..arenas {
+        set(&format!("arena.{i}.dirty_decay_ms"), ms);
+        set(&format!("arena.{i}.muzzy_decay_ms"), ms);
+    }
+}
+
 /// `logbook --version`: the package version and the commit it was built from.
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -587,6 +641,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Import(args) => {
             let config = load_data(&args.data)?;
+            keep_freed_pages_for(IMPORT_DECAY_MS);
             query_cmd::import(&config, &args.source, &args.log_group)
         }
         Command::Config {
@@ -708,6 +763,72 @@ mod tests {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[allow(unsafe_code)]
+    fn decay_ms(name: &str) -> isize {
+        let name = format!("{name}\0");
+        let mut value: isize = -2;
+        let mut len = std::mem::size_of::<isize>();
+        // SAFETY: an `ssize_t` control read into a live `isize` of the size passed.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                name.as_ptr().cast(),
+                (&mut value as *mut isize).cast(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "{name}");
+        value
+    }
+
+    /// The import's decay reaches the arenas that exist and the ones made after it; what
+    /// `.cargo/config.toml` compiles in (500 ms, muzzy 0) is what it replaces.
+    #[test]
+    fn an_import_keeps_freed_pages_longer_in_every_arena() {
+        // An arena for this thread, made before the change.
+        drop(std::hint::black_box(vec![1u8; 4096]));
+        assert_eq!(decay_ms("arenas.dirty_decay_ms"), 500);
+        assert_eq!(decay_ms("arenas.muzzy_decay_ms"), 0);
+        assert_eq!(decay_ms("arena.0.dirty_decay_ms"), 500);
+        super::keep_freed_pages_for(super::IMPORT_DECAY_MS);
+        for name in [
+            "arenas.dirty_decay_ms",
+            "arenas.muzzy_decay_ms",
+            "arena.0.dirty_decay_ms",
+            "arena.0.muzzy_decay_ms",
+        ] {
+            assert_eq!(decay_ms(name), 10_000, "{name}");
+        }
+        // A thread made after it allocates from an arena with the new decay (a new
+        // arena takes the default set above; an existing one was set in the loop).
+        let got = std::thread::spawn(|| {
+            let v = std::hint::black_box(vec![2u8; 4096]);
+            assert_eq!(v.len(), 4096);
+            let mut arena: std::ffi::c_uint = u32::MAX;
+            let mut len = std::mem::size_of::<std::ffi::c_uint>();
+            // SAFETY: an `unsigned` control read into a live `c_uint` of the size passed.
+            #[allow(unsafe_code)]
+            let rc = unsafe {
+                tikv_jemalloc_sys::mallctl(
+                    c"thread.arena".as_ptr(),
+                    (&mut arena as *mut std::ffi::c_uint).cast(),
+                    &mut len,
+                    std::ptr::null_mut(),
+                    0,
+                )
+            };
+            assert_eq!(rc, 0);
+            (
+                decay_ms(&format!("arena.{arena}.dirty_decay_ms")),
+                decay_ms(&format!("arena.{arena}.muzzy_decay_ms")),
+            )
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got, (10_000, 10_000));
     }
 
     /// Pages freed in small pieces (which jemalloc keeps for its 0.5 s decay) are handed
