@@ -76,26 +76,32 @@ fn keep_freed_pages_for(ms: isize) {
     }
     set("arenas.dirty_decay_ms", ms);
     set("arenas.muzzy_decay_ms", ms);
-    let mut arenas: std::ffi::c_uint = 0;
+    let Some(arenas) = read_unsigned(c"arenas.narenas") else {
+        return;
+    };
+    for i in 0..arenas {
+        set(&format!("arena.{i}.dirty_decay_ms"), ms);
+        set(&format!("arena.{i}.muzzy_decay_ms"), ms);
+    }
+}
+
+/// A jemalloc control whose value is an `unsigned` (`arenas.narenas`, `thread.arena`).
+#[allow(unsafe_code)]
+fn read_unsigned(name: &std::ffi::CStr) -> Option<std::ffi::c_uint> {
+    let mut value: std::ffi::c_uint = 0;
     let mut len = std::mem::size_of::<std::ffi::c_uint>();
-    // SAFETY: `arenas.narenas` is an `unsigned` read into a live `c_uint` whose size is
-    // passed in `len`; nothing is written.
-    let read = unsafe {
+    // SAFETY: a NUL-terminated name of an `unsigned` control, read into a live `c_uint`
+    // whose size is passed in `len`; nothing is written.
+    let rc = unsafe {
         tikv_jemalloc_sys::mallctl(
-            c"arenas.narenas".as_ptr(),
-            (&mut arenas as *mut std::ffi::c_uint).cast(),
+            name.as_ptr(),
+            (&mut value as *mut std::ffi::c_uint).cast(),
             &mut len,
             std::ptr::null_mut(),
             0,
         )
     };
-    if read != 0 {
-        return;
-    }
-    for i in 0..arenas {
-        set(&format!("arena.{i}.dirty_decay_ms"), ms);
-        set(&format!("arena.{i}.muzzy_decay_ms"), ms);
-    }
+    (rc == 0).then_some(value)
 }
 
 /// `logbook --version`: the package version and the commit it was built from.
@@ -807,20 +813,7 @@ mod tests {
         let got = std::thread::spawn(|| {
             let v = std::hint::black_box(vec![2u8; 4096]);
             assert_eq!(v.len(), 4096);
-            let mut arena: std::ffi::c_uint = u32::MAX;
-            let mut len = std::mem::size_of::<std::ffi::c_uint>();
-            // SAFETY: an `unsigned` control read into a live `c_uint` of the size passed.
-            #[allow(unsafe_code)]
-            let rc = unsafe {
-                tikv_jemalloc_sys::mallctl(
-                    c"thread.arena".as_ptr(),
-                    (&mut arena as *mut std::ffi::c_uint).cast(),
-                    &mut len,
-                    std::ptr::null_mut(),
-                    0,
-                )
-            };
-            assert_eq!(rc, 0);
+            let arena = super::read_unsigned(c"thread.arena").unwrap();
             (
                 decay_ms(&format!("arena.{arena}.dirty_decay_ms")),
                 decay_ms(&format!("arena.{arena}.muzzy_decay_ms")),

@@ -11,7 +11,7 @@ use logbook_store::schema::scaled_decimal;
 use logbook_store::Store;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use support::rfc3339;
+use support::{record, rfc3339};
 
 const GROUP: &str = "g";
 
@@ -38,13 +38,7 @@ fn entry(seq: u64, c: &Call) -> logbook_journal::Entry {
     if let Some(m) = c.meta {
         v["requestMetadata"] = serde_json::json!({"team": m, "app": "x"});
     }
-    logbook_journal::Entry {
-        kind: logbook_journal::Kind::Record,
-        version: 1,
-        seq,
-        time_ms: 0,
-        payload: v.to_string().into_bytes(),
-    }
+    record(seq, &v)
 }
 
 fn run(e: &Engine, rt: &tokio::runtime::Runtime, c: &Chargeback) -> logbook_query::report::Report {

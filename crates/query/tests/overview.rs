@@ -13,7 +13,7 @@ use logbook_store::schema::scaled_decimal;
 use logbook_store::Store;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use support::{rfc3339, rt};
+use support::{record, rfc3339, rt};
 
 const GROUP: &str = "g";
 /// 2026-11-28T00:00:00Z.
@@ -78,13 +78,7 @@ fn entry(seq: u64, c: &Call) -> logbook_journal::Entry {
     if let Some(m) = c.meta {
         v["requestMetadata"] = serde_json::json!({"team": m});
     }
-    logbook_journal::Entry {
-        kind: logbook_journal::Kind::Record,
-        version: 1,
-        seq,
-        time_ms: 0,
-        payload: v.to_string().into_bytes(),
-    }
+    record(seq, &v)
 }
 
 fn req(start: i64, end: i64, bin_ms: i64, tz: &str) -> OverviewRequest {
