@@ -53,8 +53,9 @@ fn purge_freed_pages() {
 const IMPORT_DECAY_MS: isize = 10_000;
 
 /// Sets jemalloc's dirty and muzzy decay to `ms` in every arena there is and every arena
-/// made later. The arena of huge allocations (over 8 MiB) keeps purging at once, as
-/// jemalloc sets it up: those are few and seldom reused.
+/// made later. The arena of huge allocations (over 8 MiB), which jemalloc makes at the
+/// first of them (after this call, in an import) with no dirty decay whatever the
+/// default, keeps purging at once: those are few and seldom reused.
 #[allow(unsafe_code)]
 fn keep_freed_pages_for(ms: isize) {
     fn set(name: &str, mut value: isize) {
