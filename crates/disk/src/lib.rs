@@ -68,6 +68,15 @@ pub trait Disk: Send + Sync + std::fmt::Debug {
     /// the returned guard lives; `None` when another holder has it.
     fn try_lock(&self, path: &Path) -> io::Result<Option<LockGuard>>;
 
+    /// Create a file (emptying it when it exists) to be written once, front to back, and
+    /// read later if at all: a new store file of an import. Its bytes may bypass the page
+    /// cache (so writing them costs no copy into it); as with any write, they are durable
+    /// only after the returned file's fsync. This default writes through [`Disk::create`]
+    /// in chunks of [`SEQUENTIAL_CHUNK`].
+    fn create_sequential(&self, path: &Path) -> io::Result<Box<dyn SequentialFile>> {
+        Ok(chunked(self.create(path)?))
+    }
+
     /// The whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let f = self.open_read(path)?;
@@ -95,6 +104,186 @@ pub trait Disk: Send + Sync + std::fmt::Debug {
             Some(dir) => self.sync_dir(dir),
             None => Ok(()),
         }
+    }
+}
+
+/// A file being written front to back ([`Disk::create_sequential`]).
+pub trait SequentialFile: Send {
+    /// Append `buf`.
+    fn write(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Bytes appended so far.
+    fn len(&self) -> u64;
+    /// Has nothing been appended?
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Write what is held back and hand over the file (for its fsync, and reads).
+    fn finish(self: Box<Self>) -> io::Result<Arc<dyn DiskFile>>;
+}
+
+/// Bytes a [`SequentialFile`] gathers before it writes them.
+pub const SEQUENTIAL_CHUNK: usize = 1 << 20;
+
+/// `file` (new and empty) written front to back through [`DiskFile::write_at`] in chunks
+/// of [`SEQUENTIAL_CHUNK`]: the default [`Disk::create_sequential`], and for files that
+/// should pass through the page cache (read again soon).
+pub fn chunked(file: Arc<dyn DiskFile>) -> Box<dyn SequentialFile> {
+    Box::new(Chunked {
+        file,
+        offset: 0,
+        buf: Vec::with_capacity(SEQUENTIAL_CHUNK),
+    })
+}
+
+/// The default [`SequentialFile`]: [`DiskFile::write_at`] of whole chunks.
+struct Chunked {
+    file: Arc<dyn DiskFile>,
+    offset: u64,
+    buf: Vec<u8>,
+}
+
+impl Chunked {
+    fn drain(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.file.write_at(&self.buf, self.offset)?;
+            self.offset += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+impl SequentialFile for Chunked {
+    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.buf.extend_from_slice(buf);
+        if self.buf.len() >= SEQUENTIAL_CHUNK {
+            self.drain()?;
+        }
+        Ok(())
+    }
+    fn len(&self) -> u64 {
+        self.offset + self.buf.len() as u64
+    }
+    fn finish(mut self: Box<Self>) -> io::Result<Arc<dyn DiskFile>> {
+        self.drain()?;
+        Ok(self.file)
+    }
+}
+
+/// The alignment of `O_DIRECT` writes: of the buffer's address, the file offset and the
+/// length (4 KiB covers devices of 512-byte and of 4 KiB logical blocks).
+const DIRECT_ALIGN: usize = 4096;
+
+/// [`RealDisk`]'s [`SequentialFile`]: whole chunks written with `O_DIRECT` from a buffer
+/// aligned for it, so the kernel hands them to the device without copying them into the
+/// page cache (on this project's VM that copy, into pages fresh to the VM, cost about
+/// 1.5 s of system time per GB, against 0.14 s direct). The tail shorter than a block is
+/// written through the page cache (`O_DIRECT` cleared) so the file ends where its bytes
+/// do. A file system that refuses `O_DIRECT` (tmpfs) gets ordinary writes.
+struct DirectFile {
+    file: File,
+    /// Opened with `O_DIRECT`, and no write has been refused it.
+    direct: bool,
+    offset: u64,
+    /// `SEQUENTIAL_CHUNK + DIRECT_ALIGN` bytes; the chunk starts at `start`, aligned.
+    raw: Vec<u8>,
+    start: usize,
+    held: usize,
+}
+
+impl DirectFile {
+    fn create(path: &Path) -> io::Result<DirectFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let open = |flags: rustix::fs::OFlags| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(flags.bits() as i32)
+                .open(path)
+        };
+        let (file, direct) = match open(rustix::fs::OFlags::DIRECT) {
+            Ok(f) => (f, true),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                (open(rustix::fs::OFlags::empty())?, false)
+            }
+            Err(e) => return Err(e),
+        };
+        let raw = vec![0u8; SEQUENTIAL_CHUNK + DIRECT_ALIGN];
+        let start = raw.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+        Ok(DirectFile {
+            file,
+            direct,
+            offset: 0,
+            raw,
+            start,
+            held: 0,
+        })
+    }
+
+    /// Stop writing around the page cache (for the tail, or when a write was refused).
+    fn buffered(&mut self) -> io::Result<()> {
+        if self.direct {
+            let flags = rustix::fs::fcntl_getfl(&self.file)?;
+            rustix::fs::fcntl_setfl(&self.file, flags - rustix::fs::OFlags::DIRECT)?;
+            self.direct = false;
+        }
+        Ok(())
+    }
+
+    /// Write the first `n` held bytes (a multiple of [`DIRECT_ALIGN`] while direct) and
+    /// keep the rest at the chunk's start.
+    fn write_held(&mut self, n: usize) -> io::Result<()> {
+        let at = self.start..self.start + n;
+        let r = self.file.write_all_at(&self.raw[at.clone()], self.offset);
+        match r {
+            // Refused direct (an alignment this file system wants larger, say): the same
+            // bytes again, through the page cache.
+            Err(e)
+                if self.direct
+                    && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+            {
+                self.buffered()?;
+                self.file.write_all_at(&self.raw[at], self.offset)?;
+            }
+            r => r?,
+        }
+        self.offset += n as u64;
+        self.raw
+            .copy_within(self.start + n..self.start + self.held, self.start);
+        self.held -= n;
+        Ok(())
+    }
+}
+
+impl SequentialFile for DirectFile {
+    fn write(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = (SEQUENTIAL_CHUNK - self.held).min(buf.len());
+            let at = self.start + self.held;
+            self.raw[at..at + n].copy_from_slice(&buf[..n]);
+            self.held += n;
+            buf = &buf[n..];
+            if self.held == SEQUENTIAL_CHUNK {
+                self.write_held(SEQUENTIAL_CHUNK)?;
+            }
+        }
+        Ok(())
+    }
+    fn len(&self) -> u64 {
+        self.offset + self.held as u64
+    }
+    fn finish(mut self: Box<Self>) -> io::Result<Arc<dyn DiskFile>> {
+        let whole = self.held / DIRECT_ALIGN * DIRECT_ALIGN;
+        if self.direct && whole > 0 {
+            self.write_held(whole)?;
+        }
+        self.buffered()?;
+        if self.held > 0 {
+            self.write_held(self.held)?;
+        }
+        Ok(Arc::new(RealFile(self.file)))
     }
 }
 
@@ -169,6 +358,9 @@ impl Disk for RealDisk {
             .truncate(true)
             .open(path)?;
         Ok(Arc::new(RealFile(f)))
+    }
+    fn create_sequential(&self, path: &Path) -> io::Result<Box<dyn SequentialFile>> {
+        Ok(Box::new(DirectFile::create(path)?))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         fs::rename(from, to)
@@ -255,5 +447,149 @@ impl Seek for FileCursor {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         self.pos = next;
         Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Bytes whose every position differs from its neighbours' (so a chunk written at the
+    /// wrong offset shows).
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i % 251) as u8 ^ (i / 251 % 7) as u8)
+            .collect()
+    }
+
+    /// Pieces of awkward sizes, as a Parquet writer hands them over: the file holds
+    /// exactly them, in order, whatever the chunks and blocks in between; the handle
+    /// returned reads and syncs as any other.
+    fn round_trip(dir: &Path, open: impl Fn(&Path) -> DirectFile) {
+        let bytes = pattern(3 * SEQUENTIAL_CHUNK + 5 * DIRECT_ALIGN + 17);
+        let sizes = [
+            1,
+            4095,
+            4097,
+            SEQUENTIAL_CHUNK - 3,
+            3,
+            SEQUENTIAL_CHUNK,
+            262_144,
+        ];
+        for total in [0, 1, DIRECT_ALIGN, DIRECT_ALIGN + 1, bytes.len()] {
+            let path = dir.join(format!("f{total}"));
+            let mut w: Box<dyn SequentialFile> = Box::new(open(&path));
+            let (mut at, mut k) = (0, 0);
+            while at < total {
+                let n = sizes[k % sizes.len()].min(total - at);
+                w.write(&bytes[at..at + n]).unwrap();
+                at += n;
+                k += 1;
+                assert_eq!(w.len(), at as u64);
+            }
+            let f = w.finish().unwrap();
+            f.sync_all().unwrap();
+            assert_eq!(f.len().unwrap(), total as u64);
+            let mut back = vec![0u8; total];
+            let mut got = 0;
+            while got < total {
+                let n = f.read_at(&mut back[got..], got as u64).unwrap();
+                assert!(n > 0);
+                got += n;
+            }
+            assert_eq!(back, bytes[..total], "{total} bytes");
+            assert_eq!(fs::read(&path).unwrap(), bytes[..total]);
+        }
+    }
+
+    /// On this project's ext4 (the test's temporary folder) the writes go around the page
+    /// cache; the bytes are the same either way.
+    #[test]
+    fn a_sequential_file_holds_exactly_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        round_trip(dir.path(), |p| DirectFile::create(p).unwrap());
+        // EXT4_SUPER_MAGIC: there, O_DIRECT must be taken and a whole chunk written so.
+        if rustix::fs::statfs(dir.path()).unwrap().f_type == 0xEF53 {
+            let mut f = DirectFile::create(&dir.path().join("g")).unwrap();
+            f.write(&pattern(SEQUENTIAL_CHUNK)).unwrap();
+            assert!(f.direct, "O_DIRECT was not used on ext4");
+        }
+    }
+
+    /// A direct write the kernel refuses (here from a buffer one byte off its alignment)
+    /// is made again through the page cache: the file is still exactly what was written.
+    #[test]
+    fn a_refused_direct_write_is_made_through_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let misaligned = |p: &Path| {
+            let mut f = DirectFile::create(p).unwrap();
+            f.start = (f.start + 1) % DIRECT_ALIGN;
+            f
+        };
+        round_trip(dir.path(), misaligned);
+        let mut f = misaligned(&dir.path().join("g"));
+        f.write(&pattern(SEQUENTIAL_CHUNK)).unwrap();
+        assert!(!f.direct, "a misaligned O_DIRECT write was not refused");
+        assert_eq!(f.len(), SEQUENTIAL_CHUNK as u64);
+    }
+
+    /// The simulated disk's default: the same contract through `create` and `write_at`.
+    #[test]
+    fn the_default_sequential_file_writes_through_create() {
+        let dir = tempfile::tempdir().unwrap();
+        #[derive(Debug)]
+        struct Plain;
+        impl Disk for Plain {
+            fn create_dir_all(&self, p: &Path) -> io::Result<()> {
+                RealDisk.create_dir_all(p)
+            }
+            fn list(&self, p: &Path) -> io::Result<Vec<String>> {
+                RealDisk.list(p)
+            }
+            fn open_read(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
+                RealDisk.open_read(p)
+            }
+            fn open_write(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
+                RealDisk.open_write(p)
+            }
+            fn create(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
+                RealDisk.create(p)
+            }
+            fn rename(&self, a: &Path, b: &Path) -> io::Result<()> {
+                RealDisk.rename(a, b)
+            }
+            fn remove_file(&self, p: &Path) -> io::Result<()> {
+                RealDisk.remove_file(p)
+            }
+            fn remove_dir_all(&self, p: &Path) -> io::Result<()> {
+                RealDisk.remove_dir_all(p)
+            }
+            fn sync_dir(&self, p: &Path) -> io::Result<()> {
+                RealDisk.sync_dir(p)
+            }
+            fn free_bytes(&self, p: &Path) -> io::Result<u64> {
+                RealDisk.free_bytes(p)
+            }
+            fn exists(&self, p: &Path) -> bool {
+                RealDisk.exists(p)
+            }
+            fn is_dir(&self, p: &Path) -> bool {
+                RealDisk.is_dir(p)
+            }
+            fn try_lock(&self, p: &Path) -> io::Result<Option<LockGuard>> {
+                RealDisk.try_lock(p)
+            }
+        }
+        let bytes = pattern(2 * SEQUENTIAL_CHUNK + 99);
+        let path = dir.path().join("f");
+        let mut w = Plain.create_sequential(&path).unwrap();
+        for c in bytes.chunks(300_001) {
+            w.write(c).unwrap();
+        }
+        assert_eq!(w.len(), bytes.len() as u64);
+        let f = w.finish().unwrap();
+        assert_eq!(f.len().unwrap(), bytes.len() as u64);
+        assert_eq!(fs::read(&path).unwrap(), bytes);
     }
 }

@@ -196,34 +196,16 @@ const REWRITE_BATCH_ROWS: usize = 512;
 
 /// A Parquet file written through the store's disk as it is encoded (in 1 MiB writes),
 /// so neither a flush nor a compaction holds a whole file in memory.
-struct DiskSink {
-    file: Arc<dyn logbook_disk::DiskFile>,
-    offset: u64,
-    buf: Vec<u8>,
-}
-
-impl DiskSink {
-    fn drain(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            self.file.write_at(&self.buf, self.offset)?;
-            self.offset += self.buf.len() as u64;
-            self.buf.clear();
-        }
-        Ok(())
-    }
-}
+struct DiskSink(Box<dyn logbook_disk::SequentialFile>);
 
 impl std::io::Write for DiskSink {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(b);
-        if self.buf.len() >= 1 << 20 {
-            self.drain()?;
-        }
+        self.0.write(b)?;
         Ok(b.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.drain()
+        Ok(())
     }
 }
 
@@ -761,8 +743,18 @@ fn writer_props(
         b.set_compression(zstd(COLD_ZSTD_LEVEL))
             .set_data_page_size_limit(COLD_PAGE_BYTES)
     } else {
+        // Data pages of format 2 hold the levels apart from the values, so the writer
+        // compresses the values where they are; format 1 copies them behind the levels
+        // first, then grows the compressed buffer from the page's size to LZ4's bound (a
+        // second copy) and fills it with zeros: about 4 % of an import's CPU. Every
+        // reader the open layout names (DuckDB, DataFusion, Spark, Trino/Athena) reads
+        // them; cold files, kept for years, stay at format 1. PLAIN as the encoding
+        // without (or past) a dictionary, as format 1 has it (format 2's default would be
+        // the DELTA encodings).
         b.set_compression(HOT_COMPRESSION)
             .set_data_page_size_limit(HOT_PAGE_BYTES)
+            .set_writer_version(parquet::file::properties::WriterVersion::PARQUET_2_0)
+            .set_encoding(parquet::basic::Encoding::PLAIN)
     };
     if rewrite {
         // Files written from other files may be large: their row groups' pages are held.
@@ -1509,7 +1501,8 @@ impl Store {
         (cold, tier): (bool, u8),
         batches: impl Iterator<Item = Result<RecordBatch, StoreError>>,
     ) -> Result<FileMeta, StoreError> {
-        let (meta, file) = self.write_file_unsynced(group, hour, file_no, (cold, tier), batches)?;
+        let (meta, file) =
+            self.write_file_unsynced(group, hour, file_no, (cold, tier), false, batches)?;
         if let Err(e) = file.sync_all() {
             drop(file);
             let _ = self.disk.remove_file(&self.dir.join(&meta.path));
@@ -1520,13 +1513,17 @@ impl Store {
 
     /// [`Store::write_file_from`] without the fsync: the caller syncs the returned file
     /// before any manifest names it (an import syncs its files in
-    /// [`Store::commit_import`], off the threads that encode).
+    /// [`Store::commit_import`], off the threads that encode). `around_cache`: write it
+    /// with [`logbook_disk::Disk::create_sequential`], past the page cache where the disk
+    /// can (an import's files, read next by a later start's compaction), else through it
+    /// (a flush's or a compaction's, which queries read soon).
     fn write_file_unsynced(
         &self,
         group: &str,
         hour: i64,
         file_no: u64,
         (cold, tier): (bool, u8),
+        around_cache: bool,
         batches: impl Iterator<Item = Result<RecordBatch, StoreError>>,
     ) -> Result<(FileMeta, Arc<dyn logbook_disk::DiskFile>), StoreError> {
         let rewrite = cold || tier > 0;
@@ -1551,13 +1548,12 @@ impl Store {
             ),
             None => (None, None),
         };
-        let file = self.disk.create(&path)?;
-        let written = (|| -> Result<(i64, i64, u64, u64), StoreError> {
-            let sink = DiskSink {
-                file: file.clone(),
-                offset: 0,
-                buf: Vec::with_capacity(1 << 20),
-            };
+        let sink = DiskSink(if around_cache {
+            self.disk.create_sequential(&path)?
+        } else {
+            logbook_disk::chunked(self.disk.create(&path)?)
+        });
+        let written = (|| -> Result<(i64, i64, u64, u64, _), StoreError> {
             let file_schema = textindex::file_schema();
             let mut w = ArrowWriter::try_new(
                 sink,
@@ -1591,14 +1587,13 @@ impl Store {
                 rollup::KEY.to_string(),
                 sums.finish().to_text(),
             ));
-            let mut sink = w.into_inner()?;
-            sink.drain()?;
-            Ok((min, max, rows, sink.offset))
+            let sink = w.into_inner()?;
+            let bytes = sink.0.len();
+            Ok((min, max, rows, bytes, sink.0.finish()?))
         })();
-        let (min, max, rows, bytes) = match written {
+        let (min, max, rows, bytes, file) = match written {
             Ok(v) => v,
             Err(e) => {
-                drop(file);
                 let _ = self.disk.remove_file(&path);
                 return Err(e);
             }
@@ -2197,8 +2192,14 @@ impl Store {
             if let Some(b) = batches.first() {
                 fields::discover_batch(b, &mut found);
             }
-            let (meta, file) =
-                self.write_file_unsynced(name, hour, no, (false, 0), batches.into_iter().map(Ok))?;
+            let (meta, file) = self.write_file_unsynced(
+                name,
+                hour,
+                no,
+                (false, 0),
+                true,
+                batches.into_iter().map(Ok),
+            )?;
             Ok::<_, StoreError>((meta, file, found))
         };
         // (file number, partition, rows), each taken once by one thread.
@@ -2802,15 +2803,17 @@ mod tests {
             s.add_entries(&entries);
             s.flush().unwrap();
         }
-        // The data pages of `input_body_json` (uncompressed sizes) and its codec.
-        let pages = |path: &Path| -> (Vec<usize>, Compression) {
+        // The data pages of `input_body_json` (uncompressed sizes), its codec, and the
+        // kinds and encodings of its data pages.
+        type Kinds = BTreeSet<(String, String)>;
+        let pages = |path: &Path| -> (Vec<usize>, Compression, Kinds) {
             let r = SerializedFileReader::new(fs::File::open(path).unwrap()).unwrap();
             let schema = r.metadata().file_metadata().schema_descr_ptr();
             let col = (0..schema.num_columns())
                 .find(|&i| schema.column(i).name() == "input_body_json")
                 .unwrap();
             let codec = r.metadata().row_group(0).column(col).compression();
-            let mut sizes = Vec::new();
+            let (mut sizes, mut kinds) = (Vec::new(), Kinds::new());
             for g in 0..r.num_row_groups() {
                 for p in r
                     .get_row_group(g)
@@ -2825,11 +2828,13 @@ mod tests {
                             | parquet::basic::PageType::DATA_PAGE_V2
                     ) {
                         sizes.push(p.buffer().len());
+                        kinds.insert((p.page_type().to_string(), p.encoding().to_string()));
                     }
                 }
             }
-            (sizes, codec)
+            (sizes, codec, kinds)
         };
+        let kinds = |page: &str| Kinds::from([(page.to_string(), "PLAIN".to_string())]);
         let files = |s: &Store| -> Vec<PathBuf> {
             let snap = s.snapshot("g", i64::MIN, i64::MAX).unwrap();
             snap.files
@@ -2840,8 +2845,10 @@ mod tests {
         let hot_files = files(&s);
         assert_eq!(hot_files.len(), 2);
         for f in &hot_files {
-            let (hot_pages, codec) = pages(f);
+            let (hot_pages, codec, hot_kinds) = pages(f);
             assert_eq!(codec, HOT_COMPRESSION);
+            // Format 2 pages (values compressed where they lie), PLAIN as format 1 has it.
+            assert_eq!(hot_kinds, kinds("DATA_PAGE_V2"));
             // 300 prompts of 2 KB: 600 KB in pages of at most twice the hot size.
             assert!(hot_pages.len() >= 2, "{hot_pages:?}");
             assert!(
@@ -2852,7 +2859,8 @@ mod tests {
         assert_eq!(s.compact(parse_millis("2025-03-11T02:00:00Z")).unwrap(), 2);
         let cold_files = files(&s);
         assert_eq!(cold_files.len(), 1);
-        let (cold_pages, codec) = pages(&cold_files[0]);
+        let (cold_pages, codec, cold_kinds) = pages(&cold_files[0]);
+        assert_eq!(cold_kinds, kinds("DATA_PAGE"));
         // (A file does not say its zstd level.)
         assert!(matches!(codec, Compression::ZSTD(_)), "{codec:?}");
         // 1.2 MB of prompts: one 1.2 MB page at the writer's default settings.
