@@ -5,6 +5,10 @@
 # bench/query.py.
 #
 #   N=1000000 REPEAT=3 bench/query.sh
+#
+# The imported store is kept in $WORK between runs (the questions reuse it, and its
+# import figure is reprinted with "reused_from"); FRESH=1 removes it first, so the
+# import is measured again with the current build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logbook/target}"
@@ -17,6 +21,9 @@ export LOGBOOK_BIN="$CARGO_TARGET_DIR/release/logbook"
 if [ ! -d "$SRC/AWSLogs" ]; then
   mkdir -p "$SRC"
   /usr/bin/time -f "generated in %e s" "$CARGO_TARGET_DIR/release/gen-records" --out "$SRC" --records "$N" >&2
+fi
+if [ "${FRESH:-0}" = 1 ]; then
+  rm -rf "$WORK/data" "$WORK/import.json"
 fi
 mkdir -p "$WORK"
 # chDB, the second peer (bench only, not a test dependency).
