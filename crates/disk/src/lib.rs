@@ -534,62 +534,31 @@ mod tests {
         assert_eq!(f.len(), SEQUENTIAL_CHUNK as u64);
     }
 
-    /// The simulated disk's default: the same contract through `create` and `write_at`.
+    /// The default (the simulated disk's): the same bytes through `create` and `write_at`,
+    /// volatile until the returned file's fsync, as any write there.
+    #[cfg(feature = "sim")]
     #[test]
-    fn the_default_sequential_file_writes_through_create() {
-        let dir = tempfile::tempdir().unwrap();
-        #[derive(Debug)]
-        struct Plain;
-        impl Disk for Plain {
-            fn create_dir_all(&self, p: &Path) -> io::Result<()> {
-                RealDisk.create_dir_all(p)
-            }
-            fn list(&self, p: &Path) -> io::Result<Vec<String>> {
-                RealDisk.list(p)
-            }
-            fn open_read(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
-                RealDisk.open_read(p)
-            }
-            fn open_write(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
-                RealDisk.open_write(p)
-            }
-            fn create(&self, p: &Path) -> io::Result<Arc<dyn DiskFile>> {
-                RealDisk.create(p)
-            }
-            fn rename(&self, a: &Path, b: &Path) -> io::Result<()> {
-                RealDisk.rename(a, b)
-            }
-            fn remove_file(&self, p: &Path) -> io::Result<()> {
-                RealDisk.remove_file(p)
-            }
-            fn remove_dir_all(&self, p: &Path) -> io::Result<()> {
-                RealDisk.remove_dir_all(p)
-            }
-            fn sync_dir(&self, p: &Path) -> io::Result<()> {
-                RealDisk.sync_dir(p)
-            }
-            fn free_bytes(&self, p: &Path) -> io::Result<u64> {
-                RealDisk.free_bytes(p)
-            }
-            fn exists(&self, p: &Path) -> bool {
-                RealDisk.exists(p)
-            }
-            fn is_dir(&self, p: &Path) -> bool {
-                RealDisk.is_dir(p)
-            }
-            fn try_lock(&self, p: &Path) -> io::Result<Option<LockGuard>> {
-                RealDisk.try_lock(p)
-            }
-        }
+    fn the_default_sequential_file_is_durable_only_after_its_fsync() {
         let bytes = pattern(2 * SEQUENTIAL_CHUNK + 99);
-        let path = dir.path().join("f");
-        let mut w = Plain.create_sequential(&path).unwrap();
-        for c in bytes.chunks(300_001) {
-            w.write(c).unwrap();
+        for (seed, sync) in [(1, false), (2, false), (3, true), (4, true)] {
+            let d = sim::SimDisk::new(seed);
+            d.create_dir_all(Path::new("/a")).unwrap();
+            let path = Path::new("/a/f");
+            let mut w = d.create_sequential(path).unwrap();
+            for c in bytes.chunks(300_001) {
+                w.write(c).unwrap();
+            }
+            assert_eq!(w.len(), bytes.len() as u64);
+            let f = w.finish().unwrap();
+            assert_eq!(f.len().unwrap(), bytes.len() as u64);
+            assert_eq!(d.read(path).unwrap(), bytes);
+            if sync {
+                f.sync_all().unwrap();
+                d.sync_dir(Path::new("/a")).unwrap();
+            }
+            d.crash();
+            let after = d.read(path).map(|b| b == bytes).unwrap_or(false);
+            assert_eq!(after, sync, "seed {seed}");
         }
-        assert_eq!(w.len(), bytes.len() as u64);
-        let f = w.finish().unwrap();
-        assert_eq!(f.len().unwrap(), bytes.len() as u64);
-        assert_eq!(fs::read(&path).unwrap(), bytes);
     }
 }
